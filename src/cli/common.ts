@@ -1,0 +1,123 @@
+/**
+ * What every command shares: one JSON document on stdout with --json (on failure too), human text
+ * otherwise, typed errors mapped to exit codes, and byte progress on stderr when it is a terminal.
+ */
+import { ExitCode, LivestickError, UsageError } from '../errors.ts';
+import { formatSize, parseSize } from '../io/bytes.ts';
+
+export const SCHEMA_VERSION = 1;
+
+export interface OutputOptions {
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function errorToJson(err: unknown): Record<string, unknown> {
+  if (err instanceof LivestickError) {
+    return { code: err.code, message: err.message, ...err.details() };
+  }
+  return { code: 'FAILURE', message: err instanceof Error ? err.message : String(err) };
+}
+
+export function exitCodeOf(err: unknown): number {
+  return err instanceof LivestickError ? err.exitCode : ExitCode.failure;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof LivestickError) return err.toString();
+  if (err instanceof Error) return `${err.message}${process.env.LIVESTICK_DEBUG ? `\n${err.stack}` : ''}`;
+  return String(err);
+}
+
+/** Prints a failure the way the output mode asks and sets the exit code. */
+export function reportFailure(err: unknown, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ schemaVersion: SCHEMA_VERSION, ok: false, error: errorToJson(err) }, null, 2)}\n`);
+  } else {
+    process.stderr.write(`livestick: error: ${describe(err)}\n`);
+    if (!(err instanceof LivestickError) && process.env.LIVESTICK_DEBUG === undefined) {
+      process.stderr.write('livestick: this is a bug; set LIVESTICK_DEBUG=1 for a stack trace\n');
+    }
+  }
+  process.exitCode = exitCodeOf(err);
+}
+
+/**
+ * Runs a command body. `result` is the JSON payload; `render` turns it into the human text (return
+ * undefined to print nothing).
+ */
+export async function runCommand<T extends object>(
+  options: OutputOptions,
+  body: () => Promise<T>,
+  render: (result: T) => string | undefined,
+): Promise<void> {
+  try {
+    const result = await body();
+    if (options.json) {
+      process.stdout.write(`${JSON.stringify({ schemaVersion: SCHEMA_VERSION, ok: true, ...result }, jsonReplacer, 2)}\n`);
+    } else if (!options.quiet) {
+      const text = render(result);
+      if (text !== undefined && text !== '') process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    }
+  } catch (err) {
+    reportFailure(err, options.json ?? false);
+  }
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
+  return value;
+}
+
+export function parseSizeOption(text: string, what: string): number {
+  try {
+    return parseSize(text);
+  } catch (err) {
+    throw new UsageError(`${what}: ${(err as Error).message}`);
+  }
+}
+
+export function parseIntegerOption(text: string, what: string): number {
+  if (!/^\d+$/.test(text.trim())) throw new UsageError(`${what}: "${text}" is not a non-negative whole number`);
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new UsageError(`${what}: "${text}" is too large`);
+  return value;
+}
+
+/** Byte progress on stderr, drawn at most ~10 times a second and only on a terminal. */
+export class Progress {
+  readonly #label: string;
+  readonly #total: number;
+  readonly #enabled: boolean;
+  readonly #started = Date.now();
+  #lastDraw = 0;
+  #done = 0;
+
+  constructor(label: string, total: number, options: OutputOptions = {}) {
+    this.#label = label;
+    this.#total = total;
+    this.#enabled = Boolean(process.stderr.isTTY) && !options.json && !options.quiet;
+  }
+
+  update(done: number): void {
+    this.#done = done;
+    if (!this.#enabled) return;
+    const now = Date.now();
+    if (now - this.#lastDraw < 100 && done < this.#total) return;
+    this.#lastDraw = now;
+    const elapsed = (now - this.#started) / 1000;
+    const rate = elapsed > 0 ? done / elapsed : 0;
+    const pct = this.#total > 0 ? Math.min(100, (100 * done) / this.#total) : 100;
+    const eta = rate > 0 && this.#total > done ? ` ETA ${Math.ceil((this.#total - done) / rate)}s` : '';
+    process.stderr.write(`\r\x1b[K${this.#label}: ${pct.toFixed(1)}% ${formatSize(done)}/${formatSize(this.#total)} ${formatSize(rate)}/s${eta}`);
+  }
+
+  add(bytes: number): void {
+    this.update(this.#done + bytes);
+  }
+
+  finish(): void {
+    if (this.#enabled) process.stderr.write('\r\x1b[K');
+  }
+}

@@ -1,0 +1,58 @@
+/** The livestick command line: a thin frontend that parses arguments and calls ops/ and the layers. */
+import { Command, CommanderError } from 'commander';
+import { UsageError } from '../errors.ts';
+import { reportFailure } from './common.ts';
+import { registerCommands } from './commands/index.ts';
+
+export const VERSION = '0.1.0';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('livestick')
+    .description('Persistence for live Linux USB media: inspect, merge and reset overlays, persistent /home images.')
+    .version(VERSION)
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride()
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 ok, 1 failure, 64 usage error, 65 corrupt or unsupported input, 66 missing input,
+            73 cannot create output, 74 I/O error, 77 permission denied, 130 interrupted.
+Every command that reports something takes --json: one JSON document on stdout, on failure too.`,
+    );
+  registerCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  const json = argv.includes('--json');
+  // Commander prints its own usage messages; with --json we print ours instead.
+  if (json) program.configureOutput({ writeErr: () => {} });
+  for (const cmd of allCommands(program)) {
+    cmd.exitOverride();
+    if (json) cmd.configureOutput({ writeErr: () => {} });
+  }
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+        process.exitCode = 0;
+        return;
+      }
+      reportFailure(new UsageError(err.message.replace(/^error: /, '')), json);
+      if (!json) process.stderr.write('');
+      return;
+    }
+    reportFailure(err, json);
+  }
+}
+
+function allCommands(cmd: Command): Command[] {
+  return cmd.commands.flatMap((c) => [c, ...allCommands(c)]);
+}
+
+const invokedDirectly = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (invokedDirectly) await main(process.argv);
