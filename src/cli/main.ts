@@ -42,8 +42,9 @@ export async function main(argv: string[]): Promise<void> {
         process.exitCode = 0;
         return;
       }
-      reportFailure(new UsageError(err.message.replace(/^error: /, '')), json);
-      if (!json) process.stderr.write('');
+      // Commander has already printed its message unless --json silenced it.
+      if (json) reportFailure(new UsageError(err.message.replace(/^error: /, '')), true);
+      process.exitCode = new UsageError('').exitCode;
       return;
     }
     reportFailure(err, json);
