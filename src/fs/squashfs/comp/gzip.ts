@@ -1,0 +1,74 @@
+import { deflateSync, inflateSync, constants as z } from 'node:zlib';
+import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
+import { view } from '../../../io/bytes.ts';
+import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
+
+export interface GzipOptions {
+  readonly level: number;
+  readonly window: number;
+  readonly strategies: number;
+}
+
+const STRATEGY_BITS: ReadonlyArray<[number, number]> = [
+  [1, z.Z_DEFAULT_STRATEGY],
+  [2, z.Z_FILTERED],
+  [4, z.Z_HUFFMAN_ONLY],
+  [8, z.Z_RLE],
+  [0x10, z.Z_FIXED],
+];
+
+export function decodeGzipOptions(bytes: Uint8Array | undefined): GzipOptions {
+  if (bytes === undefined) return { level: 9, window: 15, strategies: 0 };
+  if (bytes.byteLength < 8) throw new CorruptImageError('squashfs', 'gzip options', `length ${bytes.byteLength} is too short`);
+  const dv = view(bytes);
+  const level = dv.getUint32(0, true);
+  const window = dv.getUint16(4, true);
+  const strategies = dv.getUint16(6, true);
+  if (level < 1 || level > 9) throw new CorruptImageError('squashfs', 'gzip options.level', `${level} is not 1..9`);
+  if (window < 8 || window > 15) throw new CorruptImageError('squashfs', 'gzip options.window', `${window} is not 8..15`);
+  if (strategies & ~0x1f) throw new UnsupportedFeatureError('squashfs', 'gzip strategy', `bits 0x${strategies.toString(16)}`);
+  return { level, window, strategies };
+}
+
+export function encodeGzipOptions(o: GzipOptions): Uint8Array {
+  const out = new Uint8Array(8);
+  const dv = view(out);
+  dv.setUint32(0, o.level, true);
+  dv.setUint16(4, o.window, true);
+  dv.setUint16(6, o.strategies, true);
+  return out;
+}
+
+export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compressor {
+  const strategies = STRATEGY_BITS.filter(([bit]) => opts.strategies & bit).map(([, s]) => s);
+  if (strategies.length === 0) strategies.push(z.Z_DEFAULT_STRATEGY);
+  return {
+    name: 'gzip',
+    id: CompressionId.gzip,
+    options: storeOptions ? encodeGzipOptions(opts) : undefined,
+    compress(src) {
+      let best: Uint8Array | undefined;
+      for (const strategy of strategies) {
+        const out = deflateSync(src, { level: opts.level, windowBits: opts.window, strategy, memLevel: 8 });
+        if (best === undefined || out.byteLength < best.byteLength) best = out;
+      }
+      return best as Uint8Array;
+    },
+    decompress(src, maxSize) {
+      try {
+        return inflateSync(src, { maxOutputLength: Math.max(maxSize, 1) });
+      } catch (err) {
+        throw new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${(err as Error).message}`, undefined, { cause: err });
+      }
+    },
+  };
+}
+
+export function gzipFromSettings(s: CompressorSettings): Compressor {
+  const level = s.level ?? 9;
+  const window = s.window ?? 15;
+  if (!Number.isInteger(level) || level < 1 || level > 9) throw new RangeError(`gzip level ${level} is not 1..9`);
+  if (!Number.isInteger(window) || window < 8 || window > 15) throw new RangeError(`gzip window ${window} is not 8..15`);
+  // mksquashfs stores gzip options only when they differ from the defaults.
+  return gzipCompressor({ level, window, strategies: 0 }, level !== 9 || window !== 15);
+}

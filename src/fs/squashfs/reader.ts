@@ -1,0 +1,378 @@
+/**
+ * SquashFS 4.0 reader over a Disk.
+ *
+ * Design notes:
+ * - Nothing is read up front except the superblock, compressor options, id, fragment and xattr-id
+ *   tables (all bounded by the image size). Inodes and listings are decoded on demand through
+ *   MetadataReaders with small LRUs.
+ * - File data: a block's position is the file's start plus the sum of the earlier stored lengths;
+ *   the prefix sums are computed once per inode (kept in a WeakMap). Decompressed data and
+ *   fragment blocks share one LRU bounded in bytes, so random reads through `openFileDisk` (a
+ *   multi-GB rootfs.img served as a Disk) decompress each block once while it is hot.
+ * - Corrupt input gives CorruptImageError / UnsupportedFeatureError: every count and length is checked
+ *   against the image before allocating, table walks only move forward, and `walk` refuses a
+ *   directory that appears twice (cycles).
+ */
+import { CorruptImageError, NotFoundError, ReadOnlyError } from '../../errors.ts';
+import { checkRange, type Disk } from '../../io/disk.ts';
+import { view } from '../../io/bytes.ts';
+import { compressorForImage } from './comp/index.ts';
+import type { Compressor } from './comp/types.ts';
+import { readListing, type DirEntry } from './directory.ts';
+import { kindOfType, NO_FRAGMENT, readInode, type DirInode, type FileInode, type Inode, type InodeContext } from './inode.ts';
+import { LruCache, MetadataReader, readMetadataBlockAt, refToPos } from './metadata.ts';
+import { decodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE, type Superblock } from './superblock.ts';
+import { decodeFragmentTable, readLookupTable, type FragmentEntry } from './tables.ts';
+import { XattrTable, type Xattr } from './xattr.ts';
+
+export interface ReaderOptions {
+  /** Bytes of decompressed data blocks to keep (default 64 MiB). */
+  cacheBytes?: number;
+}
+
+export interface Entry {
+  readonly name: string;
+  readonly nameBytes: Uint8Array;
+  readonly inode: Inode;
+}
+
+export interface WalkEntry {
+  /** Path relative to the root, "" for the root, components joined with "/". */
+  readonly path: string;
+  readonly inode: Inode;
+}
+
+export const S_IFMT = { dir: 0o040000, file: 0o100000, symlink: 0o120000, blockdev: 0o060000, chardev: 0o020000, fifo: 0o010000, socket: 0o140000 } as const;
+
+class ByteLru {
+  readonly #max: number;
+  #bytes = 0;
+  readonly #map = new Map<number, Uint8Array>();
+  constructor(max: number) {
+    this.#max = max;
+  }
+  get(k: number): Uint8Array | undefined {
+    const v = this.#map.get(k);
+    if (v !== undefined) {
+      this.#map.delete(k);
+      this.#map.set(k, v);
+    }
+    return v;
+  }
+  set(k: number, v: Uint8Array): void {
+    if (this.#map.has(k)) return;
+    this.#map.set(k, v);
+    this.#bytes += v.byteLength;
+    while (this.#bytes > this.#max && this.#map.size > 1) {
+      const [oldK, oldV] = this.#map.entries().next().value as [number, Uint8Array];
+      this.#map.delete(oldK);
+      this.#bytes -= oldV.byteLength;
+    }
+  }
+}
+
+export class SquashfsReader {
+  readonly disk: Disk;
+  readonly superblock: Superblock;
+  readonly compressor: Compressor;
+  readonly ids: Uint32Array;
+  readonly fragmentTable: readonly FragmentEntry[];
+  readonly #inodes: MetadataReader;
+  readonly #dirs: MetadataReader;
+  readonly #xattrs: XattrTable | undefined;
+  readonly #ctx: InodeContext;
+  readonly #data: ByteLru;
+  readonly #offsets = new WeakMap<FileInode, Float64Array>();
+
+  private constructor(disk: Disk, sb: Superblock, comp: Compressor, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
+    this.disk = disk;
+    this.superblock = sb;
+    this.compressor = comp;
+    this.ids = ids;
+    this.fragmentTable = frags;
+    this.#xattrs = xattrs;
+    this.#inodes = new MetadataReader(disk, comp, sb.inodeTableStart, sb.directoryTableStart, 'inode', 256);
+    this.#dirs = new MetadataReader(disk, comp, sb.directoryTableStart, dirEnd, 'directory', 256);
+    this.#ctx = { blockSize: sb.blockSize, idCount: sb.idCount, inodes: sb.inodes, bytesUsed: sb.bytesUsed, fragments: sb.fragments, xattrIds: xattrs?.count ?? 0 };
+    this.#data = new ByteLru(options.cacheBytes ?? 64 << 20);
+  }
+
+  static async open(disk: Disk, options: ReaderOptions = {}): Promise<SquashfsReader> {
+    const head = new Uint8Array(Math.min(SUPERBLOCK_SIZE, disk.size));
+    await disk.read(head, 0);
+    const sb = decodeSuperblock(head, disk.size);
+    let optionBytes: Uint8Array | undefined;
+    if (sb.flags & Flags.compressorOptions) {
+      // Options are stored uncompressed; a compressed header here is corrupt (no codec is known yet).
+      const hdr = new Uint8Array(2);
+      await disk.read(hdr, SUPERBLOCK_SIZE);
+      const h = view(hdr).getUint16(0, true);
+      if (!(h & 0x8000)) throw new CorruptImageError('squashfs', 'compressor options', 'the options block is marked compressed', SUPERBLOCK_SIZE);
+      const len = h & 0x7fff;
+      if (len === 0 || len > 64 || SUPERBLOCK_SIZE + 2 + len > sb.inodeTableStart) throw new CorruptImageError('squashfs', 'compressor options', `length ${len} is invalid`, SUPERBLOCK_SIZE);
+      optionBytes = new Uint8Array(len);
+      await disk.read(optionBytes, SUPERBLOCK_SIZE + 2);
+    }
+    const comp = compressorForImage(sb.compression, optionBytes, sb.blockSize);
+    const idBytes = await readLookupTable(disk, comp, sb.idTableStart, sb.idCount, 4, sb.bytesUsed, 'id');
+    const ids = new Uint32Array(sb.idCount);
+    for (let i = 0; i < sb.idCount; i++) ids[i] = view(idBytes).getUint32(i * 4, true);
+    let frags: FragmentEntry[] = [];
+    let dirEnd = sb.bytesUsed;
+    if (sb.fragments > 0) {
+      const raw = await readLookupTable(disk, comp, sb.fragmentTableStart, sb.fragments, 16, sb.bytesUsed, 'fragment');
+      frags = decodeFragmentTable(raw, sb.bytesUsed, sb.blockSize);
+      const first = new Uint8Array(8);
+      await disk.read(first, sb.fragmentTableStart);
+      dirEnd = Math.min(dirEnd, Number(view(first).getBigUint64(0, true)));
+    } else {
+      dirEnd = Math.min(dirEnd, sb.fragmentTableStart);
+    }
+    if (sb.lookupTableStart !== undefined) dirEnd = Math.min(dirEnd, sb.lookupTableStart);
+    dirEnd = Math.min(dirEnd, sb.idTableStart);
+    if (dirEnd < sb.directoryTableStart) throw new CorruptImageError('squashfs', 'superblock.directory_table_start', 'the directory table overlaps a later table', 72);
+    let xattrs: XattrTable | undefined;
+    if (sb.xattrIdTableStart !== undefined) xattrs = await XattrTable.open(disk, comp, sb.xattrIdTableStart, sb.bytesUsed);
+    return new SquashfsReader(disk, sb, comp, ids, frags, xattrs, dirEnd, options);
+  }
+
+  // ---- inodes and directories ----
+
+  inodeAt(block: number, offset: number): Promise<Inode> {
+    if (offset >= METADATA_SIZE) throw new CorruptImageError('squashfs', 'inode reference', `offset ${offset} is past a metadata block`);
+    return readInode(this.#inodes, { block, offset }, this.#ctx);
+  }
+
+  root(): Promise<Inode> {
+    const pos = refToPos(this.superblock.rootInode);
+    return this.inodeAt(pos.block, pos.offset);
+  }
+
+  async rawEntries(dir: DirInode): Promise<DirEntry[]> {
+    if (dir.fileSize < 3) throw new CorruptImageError('squashfs', 'directory.file_size', `${dir.fileSize} is less than 3`);
+    return readListing(this.#dirs, { block: dir.startBlock, offset: dir.offset }, dir.fileSize - 3, this.superblock.inodes);
+  }
+
+  async readdir(dirOrPath: DirInode | string): Promise<Entry[]> {
+    const dir = typeof dirOrPath === 'string' ? await this.lookup(dirOrPath) : dirOrPath;
+    if (dir.kind !== 'dir') throw new NotFoundError(`not a directory: ${typeof dirOrPath === 'string' ? dirOrPath : dir.inodeNumber}`);
+    const out: Entry[] = [];
+    for (const e of await this.rawEntries(dir)) {
+      const inode = await this.inodeAt(e.inodeBlock, e.inodeOffset);
+      if (kindOfType(inode.type) !== kindOfType(e.type)) throw new CorruptImageError('squashfs', 'directory entry.type', `entry type ${e.type} does not match its inode type ${inode.type}`);
+      if (inode.inodeNumber !== e.inodeNumber) throw new CorruptImageError('squashfs', 'directory entry.inode_number', `entry says ${e.inodeNumber}, its inode says ${inode.inodeNumber}`);
+      out.push({ name: Buffer.from(e.name).toString('utf8'), nameBytes: e.name, inode });
+    }
+    return out;
+  }
+
+  /** Resolves a path inside the image ("/" or "" is the root); symlinks are not followed. */
+  async lookup(path: string): Promise<Inode> {
+    let node = await this.root();
+    const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+    for (let i = 0; i < parts.length; i++) {
+      if (node.kind !== 'dir') throw new NotFoundError(`not a directory: /${parts.slice(0, i).join('/')}`);
+      const want = Buffer.from(parts[i] as string, 'utf8');
+      const hit = (await this.rawEntries(node)).find((e) => Buffer.compare(e.name, want) === 0);
+      if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${parts.slice(0, i + 1).join('/')}`);
+      node = await this.inodeAt(hit.inodeBlock, hit.inodeOffset);
+    }
+    return node;
+  }
+
+  /** Depth-first walk in listing order; each directory is visited once (a repeat is a corrupt cycle). */
+  async *walk(start = ''): AsyncGenerator<WalkEntry> {
+    const root = await this.lookup(start);
+    const seen = new Set<number>();
+    const key = (d: DirInode): number => d.inodeNumber;
+    const base = start.split('/').filter((p) => p !== '' && p !== '.').join('/');
+    yield { path: base, inode: root };
+    if (root.kind !== 'dir') return;
+    seen.add(key(root));
+    const stack: Array<{ path: string; entries: Entry[]; i: number }> = [{ path: base, entries: await this.readdir(root), i: 0 }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as { path: string; entries: Entry[]; i: number };
+      const e = top.entries[top.i++];
+      if (e === undefined) {
+        stack.pop();
+        continue;
+      }
+      const path = top.path === '' ? e.name : `${top.path}/${e.name}`;
+      yield { path, inode: e.inode };
+      if (e.inode.kind === 'dir') {
+        if (seen.has(key(e.inode))) throw new CorruptImageError('squashfs', 'directory', `directory inode ${e.inode.inodeNumber} appears twice (a cycle) at /${path}`);
+        seen.add(key(e.inode));
+        stack.push({ path, entries: await this.readdir(e.inode), i: 0 });
+      }
+    }
+  }
+
+  uid(inode: Inode): number {
+    return this.ids[inode.uidIndex] as number;
+  }
+
+  gid(inode: Inode): number {
+    return this.ids[inode.gidIndex] as number;
+  }
+
+  /** Full st_mode (type bits + permissions). */
+  static modeOf(inode: Inode): number {
+    return S_IFMT[inode.kind] | inode.mode;
+  }
+
+  async xattrs(inode: Inode): Promise<Xattr[]> {
+    if (inode.xattr === undefined || this.#xattrs === undefined) return [];
+    return this.#xattrs.get(inode.xattr);
+  }
+
+  // ---- file data ----
+
+  #blockOffsets(f: FileInode): Float64Array {
+    let offs = this.#offsets.get(f);
+    if (offs === undefined) {
+      offs = new Float64Array(f.blockSizes.length + 1);
+      let at = f.blocksStart;
+      for (let i = 0; i < f.blockSizes.length; i++) {
+        offs[i] = at;
+        at += (f.blockSizes[i] as number) & 0xffffff;
+      }
+      offs[f.blockSizes.length] = at;
+      if (at > this.superblock.bytesUsed) throw new CorruptImageError('squashfs', 'file blocks', `inode ${f.inodeNumber}'s data runs to ${at}, past the image end`);
+      this.#offsets.set(f, offs);
+    }
+    return offs;
+  }
+
+  async #readStored(at: number, word: number, expect: number, what: string): Promise<Uint8Array> {
+    const len = word & 0xffffff;
+    const raw = new Uint8Array(len);
+    await this.disk.read(raw, at);
+    if (word & (1 << 24)) {
+      if (len !== expect && what === 'block') throw new CorruptImageError('squashfs', 'data block', `uncompressed block of ${len} bytes, expected ${expect}`, at);
+      return raw;
+    }
+    try {
+      return this.compressor.decompress(raw, this.superblock.blockSize);
+    } catch (err) {
+      if (err instanceof CorruptImageError) throw new CorruptImageError('squashfs', `${what} at ${at}`, err.message, at, { cause: err });
+      throw err;
+    }
+  }
+
+  /** Decompressed block `i` of a file (a full block, or the short last block without fragment). */
+  async fileBlock(f: FileInode, i: number, cache = true): Promise<Uint8Array> {
+    const bs = this.superblock.blockSize;
+    const expect = Math.min(bs, f.fileSize - i * bs);
+    const word = f.blockSizes[i] as number;
+    if ((word & 0xffffff) === 0) return new Uint8Array(expect);
+    const at = (this.#blockOffsets(f)[i] as number);
+    let data = this.#data.get(at);
+    if (data === undefined) {
+      data = await this.#readStored(at, word, expect, 'block');
+      if (cache) this.#data.set(at, data);
+    }
+    if (data.byteLength !== expect) throw new CorruptImageError('squashfs', 'data block', `block ${i} of inode ${f.inodeNumber} holds ${data.byteLength} bytes, expected ${expect}`, at);
+    return data;
+  }
+
+  async fragmentBlock(index: number): Promise<Uint8Array> {
+    const e = this.fragmentTable[index];
+    if (e === undefined) throw new CorruptImageError('squashfs', 'fragment index', `${index} is past the fragment table`);
+    let data = this.#data.get(e.start);
+    if (data === undefined) {
+      data = await this.#readStored(e.start, e.size, 0, 'fragment');
+      this.#data.set(e.start, data);
+    }
+    return data;
+  }
+
+  async #tail(f: FileInode): Promise<Uint8Array> {
+    const tail = f.fileSize % this.superblock.blockSize;
+    const frag = await this.fragmentBlock(f.fragment);
+    if (f.fragmentOffset + tail > frag.byteLength) throw new CorruptImageError('squashfs', 'inode.fragment offset', `tail ${f.fragmentOffset}+${tail} is past fragment ${f.fragment} (${frag.byteLength} bytes)`);
+    return frag.subarray(f.fragmentOffset, f.fragmentOffset + tail);
+  }
+
+  /** Piece `i` of the file: block i, or the fragment tail after the last block. */
+  async #piece(f: FileInode, i: number, cache: boolean): Promise<Uint8Array> {
+    if (i < f.blockSizes.length) return this.fileBlock(f, i, cache);
+    return this.#tail(f);
+  }
+
+  #pieceCount(f: FileInode): number {
+    return f.blockSizes.length + (f.fragment !== NO_FRAGMENT ? 1 : 0);
+  }
+
+  /** Streams a file's content piece by piece (one block at a time, reading one block ahead). */
+  async *stream(f: FileInode): AsyncGenerator<Uint8Array> {
+    this.#blockOffsets(f);
+    const n = this.#pieceCount(f);
+    let next: Promise<Uint8Array> | undefined = n > 0 ? this.#piece(f, 0, false) : undefined;
+    for (let i = 0; i < n; i++) {
+      const cur = next as Promise<Uint8Array>;
+      next = i + 1 < n ? this.#piece(f, i + 1, false) : undefined;
+      next?.catch(() => {});
+      yield await cur;
+    }
+  }
+
+  async readFile(fileOrPath: FileInode | string): Promise<Uint8Array> {
+    const f = typeof fileOrPath === 'string' ? await this.lookup(fileOrPath) : fileOrPath;
+    if (f.kind !== 'file') throw new NotFoundError(`not a regular file: ${typeof fileOrPath === 'string' ? fileOrPath : f.inodeNumber}`);
+    const out = new Uint8Array(f.fileSize);
+    let at = 0;
+    for await (const piece of this.stream(f)) {
+      out.set(piece, at);
+      at += piece.byteLength;
+    }
+    return out;
+  }
+
+  /** Fills `buf` with file bytes from `offset` (must lie inside the file). */
+  async readRange(f: FileInode, buf: Uint8Array, offset: number): Promise<void> {
+    checkRange({ size: f.fileSize }, offset, buf.byteLength, 'read');
+    const bs = this.superblock.blockSize;
+    let done = 0;
+    while (done < buf.byteLength) {
+      const pos = offset + done;
+      const i = Math.floor(pos / bs);
+      const piece = await this.#piece(f, i, true);
+      const inPiece = pos - i * bs;
+      const n = Math.min(buf.byteLength - done, piece.byteLength - inPiece);
+      if (n <= 0) throw new CorruptImageError('squashfs', 'file data', `inode ${f.inodeNumber} is shorter than its size`);
+      buf.set(piece.subarray(inPiece, inPiece + n), done);
+      done += n;
+    }
+  }
+
+  /** A read-only Disk over a regular file's content (random access, block cache shared with the reader). */
+  async openFileDisk(fileOrPath: FileInode | string): Promise<Disk> {
+    const f = typeof fileOrPath === 'string' ? await this.lookup(fileOrPath) : fileOrPath;
+    if (f.kind !== 'file') throw new NotFoundError(`not a regular file: ${typeof fileOrPath === 'string' ? fileOrPath : f.inodeNumber}`);
+    this.#blockOffsets(f);
+    return new SquashfsFileDisk(this, f);
+  }
+}
+
+class SquashfsFileDisk implements Disk {
+  readonly readOnly = true;
+  readonly #reader: SquashfsReader;
+  readonly #file: FileInode;
+  constructor(reader: SquashfsReader, file: FileInode) {
+    this.#reader = reader;
+    this.#file = file;
+  }
+  get size(): number {
+    return this.#file.fileSize;
+  }
+  read(buf: Uint8Array, offset: number): Promise<void> {
+    return this.#reader.readRange(this.#file, buf, offset);
+  }
+  async write(): Promise<void> {
+    throw new ReadOnlyError('a file inside a SquashFS image is read-only');
+  }
+  async flush(): Promise<void> {}
+  async close(): Promise<void> {}
+}
+
+export { readMetadataBlockAt, LruCache };
