@@ -133,6 +133,7 @@ export class MetadataWriter {
   readonly #comp: Compressor;
   readonly #uncompressed: boolean;
   readonly #blocks: Uint8Array[] = [];
+  readonly #blockStarts: number[] = [];
   #stored = 0;
   #pending = new Uint8Array(METADATA_SIZE * 2);
   #pendingLen = 0;
@@ -145,6 +146,16 @@ export class MetadataWriter {
   /** Reference (block position relative to the table start, offset) of the next byte written. */
   get position(): MetaPos {
     return { block: this.#stored, offset: this.#pendingLen };
+  }
+
+  /** Uncompressed bytes written so far. */
+  get streamOffset(): number {
+    return this.#blockStarts.length * METADATA_SIZE + this.#pendingLen;
+  }
+
+  /** Stored position (relative) of the block holding stream byte `offset` (already written or pending). */
+  blockPositionAt(offset: number): number {
+    return this.#blockStarts[Math.floor(offset / METADATA_SIZE)] ?? this.#stored;
   }
 
   write(bytes: Uint8Array): void {
@@ -163,6 +174,7 @@ export class MetadataWriter {
     const raw = this.#pending.subarray(0, this.#pendingLen);
     const block = encodeMetadataBlock(this.#comp, raw, this.#uncompressed);
     this.#blocks.push(block);
+    this.#blockStarts.push(this.#stored);
     this.#stored += block.byteLength;
     this.#pendingLen = 0;
   }

@@ -1,17 +1,10 @@
-import { createRequire } from 'node:module';
 import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
 import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
 
 /* lz4 per block: a raw LZ4 block (no frame). squashfs-tools always stores the options
- * {version 1, flags}; flag 1 (HC) only changes the encoder. Encoding uses lz4js' block encoder;
- * decoding is our own bounds-checked loop. */
-
-interface Lz4js {
-  compressBlock(src: Uint8Array, dst: Uint8Array, sIndex: number, sLength: number, hashTable: Uint32Array): number;
-  compressBound(n: number): number;
-}
-let lz4js: Lz4js | undefined;
+ * {version 1, flags}; flag 1 (HC) only changes the encoder. Both directions are our own code
+ * (lz4js' encoder can start a match within the last 12 bytes, which liblz4 rejects). */
 
 export function decodeLz4Options(bytes: Uint8Array | undefined): { hc: boolean } {
   if (bytes === undefined) return { hc: false };
@@ -80,20 +73,84 @@ export function lz4DecompressBlock(src: Uint8Array, maxSize: number): Uint8Array
   return dst.subarray(0, d);
 }
 
+/**
+ * Greedy single-probe LZ4 block encoder (the "fast" scheme). Respects the block rules liblz4's safe
+ * decoder enforces: the last 5 bytes are literals and no match starts within the last 12 bytes.
+ */
+export function lz4CompressBlock(src: Uint8Array, table: Int32Array): Uint8Array {
+  const n = src.byteLength;
+  const dst = new Uint8Array(n + Math.ceil(n / 255) + 16);
+  table.fill(-1);
+  let d = 0;
+  let anchor = 0;
+  const matchLimit = n - 12;
+  const lastLiterals = n - 5;
+  const u32 = (i: number): number => ((src[i] as number) | ((src[i + 1] as number) << 8) | ((src[i + 2] as number) << 16) | ((src[i + 3] as number) << 24)) >>> 0;
+  const writeLen = (len: number): void => {
+    while (len >= 255) {
+      dst[d++] = 255;
+      len -= 255;
+    }
+    dst[d++] = len;
+  };
+  let i = 0;
+  let step = 1 << 6;
+  while (i < matchLimit) {
+    const seq = u32(i);
+    const h = Math.imul(seq, 2654435761) >>> 16;
+    const ref = table[h] as number;
+    table[h] = i;
+    if (ref < 0 || i - ref > 65535 || u32(ref) !== seq) {
+      i += step++ >> 6;
+      continue;
+    }
+    step = 1 << 6;
+    let s = ref;
+    let m = i;
+    // extend backwards over pending literals
+    while (m > anchor && s > 0 && src[m - 1] === src[s - 1]) {
+      m--;
+      s--;
+    }
+    let len = 4 + (i - m);
+    let a = i + 4;
+    let b = ref + 4;
+    while (a < lastLiterals && src[a] === src[b]) {
+      a++;
+      b++;
+      len++;
+    }
+    const lit = m - anchor;
+    const token = d++;
+    dst[token] = (Math.min(lit, 15) << 4) | Math.min(len - 4, 15);
+    if (lit >= 15) writeLen(lit - 15);
+    dst.set(src.subarray(anchor, m), d);
+    d += lit;
+    const off = m - s;
+    dst[d++] = off & 0xff;
+    dst[d++] = off >>> 8;
+    if (len - 4 >= 15) writeLen(len - 4 - 15);
+    i = m + len;
+    anchor = i;
+    if (i - 2 >= 0 && i - 2 < matchLimit) table[Math.imul(u32(i - 2), 2654435761) >>> 16] = i - 2;
+  }
+  const lit = n - anchor;
+  dst[d++] = Math.min(lit, 15) << 4;
+  if (lit >= 15) writeLen(lit - 15);
+  dst.set(src.subarray(anchor), d);
+  d += lit;
+  return dst.subarray(0, d);
+}
+
 export function lz4Compressor(hc: boolean): Compressor {
-  let table: Uint32Array | undefined;
+  let table: Int32Array | undefined;
   return {
     name: 'lz4',
     id: CompressionId.lz4,
     options: encodeLz4Options({ hc }),
     compress(src) {
-      lz4js ??= createRequire(import.meta.url)('lz4js') as Lz4js;
-      table ??= new Uint32Array(1 << 16);
-      table.fill(0);
-      const dst = new Uint8Array(lz4js.compressBound(src.byteLength));
-      const n = lz4js.compressBlock(src, dst, 0, src.byteLength, table);
-      // lz4js returns 0 when it found no match at all: report "not smaller" so the block is stored.
-      return n === 0 ? src : dst.subarray(0, n);
+      table ??= new Int32Array(1 << 16);
+      return lz4CompressBlock(src, table);
     },
     decompress(src, maxSize) {
       return lz4DecompressBlock(src, maxSize);
@@ -102,6 +159,6 @@ export function lz4Compressor(hc: boolean): Compressor {
 }
 
 export function lz4FromSettings(s: CompressorSettings): Compressor {
-  if (s.hc) throw new RangeError('lz4 high-compression encoding is not available (lz4js has no HC encoder)');
+  if (s.hc) throw new RangeError('lz4 high-compression encoding is not implemented');
   return lz4Compressor(false);
 }

@@ -1,0 +1,159 @@
+/**
+ * The in-memory tree the writer consumes. A node object reachable under several names is a hard
+ * link. A regular file's content comes from bytes, a host path, a Disk, or an async iterable of
+ * pieces; `verbatim` lets a caller hand over already-compressed blocks for unchanged regions.
+ */
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fromSystemError } from '../../errors.ts';
+import type { Disk } from '../../io/disk.ts';
+import type { Xattr } from './xattr.ts';
+
+export interface NodeMeta {
+  /** Permission bits 07777. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  xattrs?: Xattr[];
+}
+
+/** A stored block to copy verbatim: the on-disk bytes and the block-size word (bit 24 = uncompressed). */
+export interface StoredBlock {
+  readonly bytes: Uint8Array;
+  readonly word: number;
+}
+
+export type FileContent =
+  | { readonly kind: 'bytes'; readonly bytes: Uint8Array }
+  | { readonly kind: 'path'; readonly path: string }
+  | {
+      readonly kind: 'disk';
+      readonly disk: Disk;
+      /**
+       * For block i (of the writer's block size), stored bytes from an image with the same compressor
+       * and block size, or undefined to read and compress the block normally. The caller vouches that
+       * they decompress to the Disk's bytes.
+       */
+      readonly verbatim?: (blockIndex: number) => Promise<StoredBlock | undefined> | StoredBlock | undefined;
+    }
+  | { readonly kind: 'stream'; readonly open: () => AsyncIterable<Uint8Array> };
+
+export type TreeNode =
+  | (NodeMeta & { type: 'dir'; entries: Map<string, TreeNode> })
+  | (NodeMeta & { type: 'file'; size: number; content: FileContent })
+  | (NodeMeta & { type: 'symlink'; target: string })
+  | (NodeMeta & { type: 'blockdev' | 'chardev'; major: number; minor: number })
+  | (NodeMeta & { type: 'fifo' | 'socket' });
+
+export type DirNode = Extract<TreeNode, { type: 'dir' }>;
+export type FileNode = Extract<TreeNode, { type: 'file' }>;
+
+export function dirNode(meta: Partial<NodeMeta> = {}, entries: Record<string, TreeNode> = {}): DirNode {
+  return { type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, ...meta, entries: new Map(Object.entries(entries)) };
+}
+
+export function fileNode(bytes: Uint8Array | string, meta: Partial<NodeMeta> = {}): FileNode {
+  const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
+  return { type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, ...meta, size: b.byteLength, content: { kind: 'bytes', bytes: b } };
+}
+
+export interface ScanOptions {
+  /** Read xattrs (user/trusted/security) via an injected reader; node has no xattr API. */
+  readXattrs?: (path: string) => Promise<Xattr[]>;
+}
+
+/** Builds a tree from a host directory (lstat, no symlink following); hard links share a node. */
+export async function treeFromDirectory(root: string, options: ScanOptions = {}): Promise<DirNode> {
+  const byIno = new Map<string, TreeNode>();
+  const scan = async (path: string): Promise<TreeNode> => {
+    let st;
+    try {
+      st = await lstat(path, { bigint: true });
+    } catch (err) {
+      throw fromSystemError(err, path, 'stat');
+    }
+    const inoKey = `${st.dev}:${st.ino}`;
+    if (!st.isDirectory() && st.nlink > 1n) {
+      const known = byIno.get(inoKey);
+      if (known !== undefined) return known;
+    }
+    const meta: NodeMeta = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
+    if (options.readXattrs) {
+      const x = await options.readXattrs(path);
+      if (x.length > 0) meta.xattrs = x;
+    }
+    let node: TreeNode;
+    if (st.isDirectory()) {
+      let names: string[];
+      try {
+        names = await readdir(path);
+      } catch (err) {
+        throw fromSystemError(err, path, 'list the directory');
+      }
+      const entries = new Map<string, TreeNode>();
+      for (const name of names.sort()) entries.set(name, await scan(join(path, name)));
+      node = { ...meta, type: 'dir', entries };
+    } else if (st.isFile()) {
+      node = { ...meta, type: 'file', size: Number(st.size), content: { kind: 'path', path } };
+    } else if (st.isSymbolicLink()) {
+      node = { ...meta, type: 'symlink', target: await readlink(path) };
+    } else if (st.isBlockDevice() || st.isCharacterDevice()) {
+      const rdev = Number(st.rdev);
+      node = { ...meta, type: st.isBlockDevice() ? 'blockdev' : 'chardev', major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
+    } else if (st.isFIFO()) {
+      node = { ...meta, type: 'fifo' };
+    } else {
+      node = { ...meta, type: 'socket' };
+    }
+    if (!st.isDirectory() && st.nlink > 1n) byIno.set(inoKey, node);
+    return node;
+  };
+  const top = await scan(root);
+  if (top.type !== 'dir') throw fromSystemError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the source directory');
+  return top;
+}
+
+/** Opens a file content as a sequence of pieces (any sizes); the writer re-blocks them. */
+export async function* contentPieces(content: FileContent, size: number, pieceSize: number): AsyncGenerator<Uint8Array> {
+  switch (content.kind) {
+    case 'bytes':
+      for (let at = 0; at < content.bytes.byteLength; at += pieceSize) yield content.bytes.subarray(at, at + pieceSize);
+      return;
+    case 'path': {
+      let fh;
+      try {
+        fh = await open(content.path, 'r');
+      } catch (err) {
+        throw fromSystemError(err, content.path, 'open');
+      }
+      try {
+        let at = 0;
+        while (at < size) {
+          const buf = new Uint8Array(Math.min(pieceSize, size - at));
+          let got = 0;
+          while (got < buf.byteLength) {
+            const { bytesRead } = await fh.read(buf, got, buf.byteLength - got, at + got);
+            if (bytesRead === 0) throw fromSystemError(new Error('the file shrank while being read'), content.path, 'read');
+            got += bytesRead;
+          }
+          at += got;
+          yield buf;
+        }
+      } finally {
+        await fh.close();
+      }
+      return;
+    }
+    case 'disk':
+      for (let at = 0; at < size; at += pieceSize) {
+        const buf = new Uint8Array(Math.min(pieceSize, size - at));
+        await content.disk.read(buf, at);
+        yield buf;
+      }
+      return;
+    case 'stream':
+      yield* content.open();
+  }
+}

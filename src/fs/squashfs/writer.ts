@@ -1,0 +1,556 @@
+/**
+ * SquashFS 4.0 writer.
+ *
+ * Design notes:
+ * - Pass 1 numbers the inodes: each sorted directory numbers its entries, then recurses (a hard link
+ *   keeps its first number); the root gets the last number, as mksquashfs does.
+ * - Pass 2 streams file data in the same depth-first order. Reading and block splitting happen on the
+ *   main thread; each full block goes to the compression pool (worker_threads) and into an ordered
+ *   queue. The queue is drained from the head only, so positions and bytes are assigned in input order:
+ *   the output is the same whatever the thread count. At most `window` blocks are in flight, which
+ *   bounds memory whatever the input size.
+ * - All-zero blocks become sparse (size word 0). Files smaller than the block size (or every tail with
+ *   alwaysFragments) are packed into fragment blocks, which join the same ordered queue.
+ * - Dedup: a file whose content hash and size equal an earlier file's reuses its blocks and fragment.
+ *   Small files are hashed before queueing; for large files the decision comes after reading, so
+ *   any blocks of it already written are rolled back (nothing else is written in between, because
+ *   the queue is ordered and a large file's blocks are contiguous in it).
+ * - Pass 3 writes inodes in post-order (children first, root last) and directory listings, then the
+ *   fragment, export, id and xattr tables in the order the kernel's mount checks expect.
+ */
+import { createHash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import { fromSystemError } from '../../errors.ts';
+import type { Disk } from '../../io/disk.ts';
+import { isAllZero, view } from '../../io/bytes.ts';
+import { compressorForWriting } from './comp/index.ts';
+import { createBlockCompressor, type BlockCompressor } from './comp/pool.ts';
+import type { CompressorName, CompressorSettings } from './comp/types.ts';
+import { encodeListing, type ListingChild } from './directory.ts';
+import { encodeDev, encodeInode, InodeType, NO_FRAGMENT, type Inode } from './inode.ts';
+import { encodeMetadataBlock, MetadataWriter, posToRef } from './metadata.ts';
+import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
+import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
+import { contentPieces, treeFromDirectory, type DirNode, type FileNode, type TreeNode } from './tree.ts';
+import { XattrWriter } from './xattr.ts';
+
+export interface WriteOptions {
+  compressor?: CompressorName;
+  compressorSettings?: CompressorSettings;
+  /** 4 KiB .. 1 MiB, a power of two (default 128 KiB). */
+  blockSize?: number;
+  /** Compression worker threads (default: available parallelism); 0 compresses on the main thread. */
+  threads?: number;
+  /** Every inode's mtime (and the image time), like SOURCE_DATE_EPOCH. */
+  mtime?: number;
+  /** Image creation time (default: mtime, else SOURCE_DATE_EPOCH, else now). */
+  mkfsTime?: number;
+  allRoot?: boolean;
+  noFragments?: boolean;
+  alwaysFragments?: boolean;
+  noXattrs?: boolean;
+  noDedup?: boolean;
+  exportable?: boolean;
+  /** Pad the image to a multiple of 4 KiB (default true). */
+  pad?: boolean;
+  onProgress?: (bytesRead: number) => void;
+}
+
+export interface WriteResult {
+  readonly bytesUsed: number;
+  readonly size: number;
+  readonly inodes: number;
+  readonly fragments: number;
+  readonly dataBytes: number;
+}
+
+interface DataResult {
+  start: number;
+  words: number[];
+  fragment: number;
+  fragmentOffset: number;
+  sparse: number;
+}
+
+interface FileState {
+  node: FileNode;
+  result: DataResult;
+  skip: boolean;
+  startPos: number | undefined;
+}
+
+type QueueItem =
+  | { kind: 'block'; file: FileState; raw: Uint8Array | undefined; job: Promise<Uint8Array | undefined> | undefined; verbatim?: { bytes: Uint8Array; word: number } }
+  | { kind: 'frag'; index: number; raw: Uint8Array; job: Promise<Uint8Array | undefined> }
+  | { kind: 'done'; file: FileState; dupOf: DataResult | undefined };
+
+/** Buffered positional output to a host file or a Disk (grown with resize when it has one). */
+class Output {
+  #fh: FileHandle | undefined;
+  #disk: (Disk & { resize?: (n: number) => Promise<void> }) | undefined;
+  #buf = new Uint8Array(4 << 20);
+  #bufStart = 0;
+  #bufLen = 0;
+  path: string;
+
+  private constructor(path: string) {
+    this.path = path;
+  }
+
+  static async toPath(path: string): Promise<Output> {
+    const o = new Output(path);
+    try {
+      o.#fh = await open(path, 'w');
+    } catch (err) {
+      throw fromSystemError(err, path, 'create the image');
+    }
+    return o;
+  }
+
+  static toDisk(disk: Disk): Output {
+    const o = new Output('(disk)');
+    o.#disk = disk;
+    return o;
+  }
+
+  /** Sequential append at `at` (must equal the end of the buffered range, or start a new range). */
+  async write(bytes: Uint8Array, at: number): Promise<void> {
+    if (at !== this.#bufStart + this.#bufLen) {
+      await this.flushBuffer();
+      this.#bufStart = at;
+    }
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const n = Math.min(bytes.byteLength - done, this.#buf.byteLength - this.#bufLen);
+      this.#buf.set(bytes.subarray(done, done + n), this.#bufLen);
+      this.#bufLen += n;
+      done += n;
+      if (this.#bufLen === this.#buf.byteLength) await this.flushBuffer();
+    }
+  }
+
+  async flushBuffer(): Promise<void> {
+    if (this.#bufLen === 0) {
+      return;
+    }
+    const data = this.#buf.subarray(0, this.#bufLen);
+    await this.#raw(data, this.#bufStart);
+    this.#bufStart += this.#bufLen;
+    this.#bufLen = 0;
+  }
+
+  async #raw(data: Uint8Array, at: number): Promise<void> {
+    if (this.#fh) {
+      try {
+        let done = 0;
+        while (done < data.byteLength) {
+          const { bytesWritten } = await this.#fh.write(data, done, data.byteLength - done, at + done);
+          done += bytesWritten;
+        }
+      } catch (err) {
+        throw fromSystemError(err, this.path, 'write the image');
+      }
+    } else if (this.#disk) {
+      if (at + data.byteLength > this.#disk.size) {
+        if (typeof this.#disk.resize !== 'function') throw new RangeError(`the output disk (${this.#disk.size} bytes) is too small`);
+        await this.#disk.resize(at + data.byteLength);
+      }
+      await this.#disk.write(data, at);
+    }
+  }
+
+  async finish(size: number): Promise<void> {
+    await this.flushBuffer();
+    if (this.#fh) {
+      try {
+        await this.#fh.truncate(size);
+        await this.#fh.close();
+      } catch (err) {
+        throw fromSystemError(err, this.path, 'finish the image');
+      }
+    } else if (this.#disk && typeof this.#disk.resize === 'function' && this.#disk.size !== size) {
+      await this.#disk.resize(size);
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.#fh?.close().catch(() => {});
+  }
+}
+
+function defaultThreads(): number {
+  return Math.max(1, Math.min(8, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2));
+}
+
+function cmpBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** Writes an image from a tree (or a host directory path) to a host path or a Disk. */
+export async function writeSquashfs(source: DirNode | string, out: Disk | string, options: WriteOptions = {}): Promise<WriteResult> {
+  const tree = typeof source === 'string' ? await treeFromDirectory(source) : source;
+  const blockSize = options.blockSize ?? 128 * 1024;
+  if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new RangeError(`block size ${blockSize} is not a power of two in 4 KiB..1 MiB`);
+  }
+  const compName = options.compressor ?? 'gzip';
+  const settings = options.compressorSettings ?? {};
+  const comp = await compressorForWriting(compName, settings, blockSize);
+  const threads = options.threads ?? defaultThreads();
+  const envEpoch = process.env.SOURCE_DATE_EPOCH !== undefined && /^\d+$/.test(process.env.SOURCE_DATE_EPOCH) ? Number(process.env.SOURCE_DATE_EPOCH) : undefined;
+  const mkfsTime = options.mkfsTime ?? options.mtime ?? envEpoch ?? Math.floor(Date.now() / 1000);
+  const output = typeof out === 'string' ? await Output.toPath(out) : Output.toDisk(out);
+  let pool: BlockCompressor | undefined;
+  try {
+    pool = await createBlockCompressor(compName, settings, blockSize, threads);
+    const result = await writeImage(tree, output, pool, comp, { ...options, blockSize, mkfsTime, threads });
+    return result;
+  } catch (err) {
+    await output.abort();
+    throw err;
+  } finally {
+    await pool?.close();
+  }
+}
+
+async function writeImage(
+  tree: DirNode,
+  output: Output,
+  pool: BlockCompressor,
+  comp: Awaited<ReturnType<typeof compressorForWriting>>,
+  o: WriteOptions & { blockSize: number; mkfsTime: number; threads: number },
+): Promise<WriteResult> {
+  const bs = o.blockSize;
+  const useFragments = !o.noFragments;
+
+  // ---- pass 1: inode numbers, link counts, ordered file list ----
+  const numbers = new Map<TreeNode, number>();
+  const links = new Map<TreeNode, number>();
+  const sortedEntries = new Map<DirNode, Array<[string, TreeNode]>>();
+  const files: FileNode[] = [];
+  let next = 1;
+  const number = (dir: DirNode, depth: number): void => {
+    if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
+    const entries = [...dir.entries].sort(([a], [b]) => cmpBytes(a, b));
+    for (const [name] of entries) {
+      const nb = Buffer.byteLength(name, 'utf8');
+      if (nb === 0 || nb > 256 || name.includes('/') || name.includes('\0') || name === '.' || name === '..') throw new RangeError(`invalid entry name ${JSON.stringify(name)}`);
+    }
+    sortedEntries.set(dir, entries);
+    for (const [, child] of entries) {
+      if (child.type === 'dir' && numbers.has(child)) throw new RangeError('a directory appears twice in the tree');
+      links.set(child, (links.get(child) ?? 0) + 1);
+      if (numbers.has(child)) continue;
+      numbers.set(child, next++);
+      if (child.type === 'dir') number(child, depth + 1);
+      else if (child.type === 'file') files.push(child);
+    }
+  };
+  number(tree, 0);
+  numbers.set(tree, next);
+  const inodeCount = next;
+
+  // ---- pass 2: data blocks and fragments, in order ----
+  let pos = SUPERBLOCK_SIZE;
+  if (comp.options) {
+    const block = encodeMetadataBlock(comp, comp.options, true);
+    await output.write(block, pos);
+    pos += block.byteLength;
+  }
+  const dataStart = pos;
+  const results = new Map<FileNode, DataResult>();
+  const fragments: FragmentEntry[] = [];
+  const byHash = new Map<string, DataResult>();
+  const queue: QueueItem[] = [];
+  const window = Math.max(4, o.threads * 4);
+  let fragBuf = new Uint8Array(bs);
+  let fragLen = 0;
+  let readBytes = 0;
+
+  const writeHead = async (): Promise<void> => {
+    const item = queue.shift() as QueueItem;
+    if (item.kind === 'block') {
+      const f = item.file;
+      if (f.skip) return;
+      f.startPos ??= pos;
+      if (item.verbatim) {
+        await output.write(item.verbatim.bytes, pos);
+        pos += item.verbatim.bytes.byteLength;
+        f.result.words.push(item.verbatim.word);
+      } else if (item.raw === undefined) {
+        f.result.words.push(0);
+      } else {
+        const c = await item.job;
+        const stored = c ?? item.raw;
+        await output.write(stored, pos);
+        pos += stored.byteLength;
+        f.result.words.push(stored.byteLength | (c === undefined ? 1 << 24 : 0));
+      }
+    } else if (item.kind === 'frag') {
+      const c = await item.job;
+      const stored = c ?? item.raw;
+      fragments[item.index] = { start: pos, size: stored.byteLength | (c === undefined ? 1 << 24 : 0) };
+      await output.write(stored, pos);
+      pos += stored.byteLength;
+    } else {
+      const f = item.file;
+      if (item.dupOf) {
+        if (f.startPos !== undefined) pos = f.startPos;
+        results.set(f.node, item.dupOf);
+      } else {
+        f.result.start = f.startPos ?? pos;
+        results.set(f.node, f.result);
+      }
+    }
+  };
+  const push = async (item: QueueItem): Promise<void> => {
+    queue.push(item);
+    while (queue.length > window) await writeHead();
+  };
+  const closeFragment = async (): Promise<void> => {
+    if (fragLen === 0) return;
+    const raw = fragBuf.subarray(0, fragLen);
+    const index = fragments.length;
+    fragments.push({ start: 0, size: 0 });
+    await push({ kind: 'frag', index, raw, job: pool.compress(raw) });
+    fragBuf = new Uint8Array(bs);
+    fragLen = 0;
+  };
+
+  for (const node of files) {
+    const state: FileState = { node, result: { start: 0, words: [], fragment: NO_FRAGMENT, fragmentOffset: 0, sparse: 0 }, skip: false, startPos: undefined };
+    const size = node.size;
+    const tailToFragment = useFragments && size % bs !== 0 && (size < bs || o.alwaysFragments === true);
+    const fullBlocks = tailToFragment ? Math.floor(size / bs) : Math.ceil(size / bs);
+    const hash = createHash('sha256');
+    const verbatim = node.content.kind === 'disk' ? node.content.verbatim : undefined;
+    let blockIndex = 0;
+    let cur = new Uint8Array(Math.min(bs, size));
+    let curLen = 0;
+    let total = 0;
+    const emitBlock = async (block: Uint8Array): Promise<void> => {
+      const v = verbatim ? await verbatim(blockIndex) : undefined;
+      if (v !== undefined) {
+        await push({ kind: 'block', file: state, raw: undefined, job: undefined, verbatim: v });
+      } else if (isAllZero(block)) {
+        state.result.sparse += block.byteLength;
+        await push({ kind: 'block', file: state, raw: undefined, job: undefined });
+      } else {
+        await push({ kind: 'block', file: state, raw: block, job: pool.compress(block) });
+      }
+      blockIndex++;
+    };
+    for await (const piece of contentPieces(node.content, size, bs)) {
+      let at = 0;
+      while (at < piece.byteLength) {
+        if (total + (piece.byteLength - at) > size) throw new RangeError(`file content is longer than its declared size ${size}`);
+        const n = Math.min(piece.byteLength - at, cur.byteLength - curLen);
+        cur.set(piece.subarray(at, at + n), curLen);
+        curLen += n;
+        at += n;
+        total += n;
+        if (curLen === cur.byteLength && blockIndex < fullBlocks) {
+          hash.update(cur);
+          await emitBlock(cur);
+          cur = new Uint8Array(Math.min(bs, size - total));
+          curLen = 0;
+        }
+      }
+      readBytes += piece.byteLength;
+      o.onProgress?.(readBytes);
+    }
+    if (total !== size) throw new RangeError(`file content has ${total} bytes, its declared size is ${size}`);
+    const tail = tailToFragment ? cur.subarray(0, curLen) : undefined;
+    if (tail) hash.update(tail);
+    const key = `${size}:${hash.digest('hex')}`;
+    const dup = o.noDedup || verbatim ? undefined : byHash.get(key);
+    if (dup) {
+      state.skip = true;
+      await push({ kind: 'done', file: state, dupOf: dup });
+      continue;
+    }
+    if (tail && tail.byteLength > 0) {
+      if (fragLen + tail.byteLength > bs) await closeFragment();
+      state.result.fragment = fragments.length;
+      state.result.fragmentOffset = fragLen;
+      fragBuf.set(tail, fragLen);
+      fragLen += tail.byteLength;
+    }
+    if (!o.noDedup && !verbatim) byHash.set(key, state.result);
+    await push({ kind: 'done', file: state, dupOf: undefined });
+  }
+  await closeFragment();
+  while (queue.length > 0) await writeHead();
+  const dataBytes = pos - dataStart;
+
+  // ---- pass 3: inodes, directories, tables ----
+  const ids: number[] = [];
+  const idIndex = new Map<number, number>();
+  const idOf = (v: number): number => {
+    const id = o.allRoot ? 0 : v >>> 0;
+    let i = idIndex.get(id);
+    if (i === undefined) {
+      if (ids.length === 65536) throw new RangeError('more than 65536 distinct uids/gids');
+      i = ids.length;
+      ids.push(id);
+      idIndex.set(id, i);
+    }
+    return i;
+  };
+  const xw = new XattrWriter(comp);
+  const inodeTable = new MetadataWriter(comp);
+  const dirTable = new MetadataWriter(comp);
+  const refs = new Map<TreeNode, { block: number; offset: number; type: number }>();
+  const exportRefs: bigint[] = new Array(inodeCount).fill(0n);
+  const mtimeOf = (n: TreeNode): number => (o.mtime ?? n.mtime) >>> 0;
+
+  const writeInode = (node: TreeNode, inode: Inode): void => {
+    const p = inodeTable.position;
+    inodeTable.write(encodeInode(inode));
+    refs.set(node, { block: p.block, offset: p.offset, type: inode.type });
+    exportRefs[inode.inodeNumber - 1] = posToRef(p.block, p.offset);
+  };
+  const common = (node: TreeNode) => ({
+    mode: node.mode & 0o7777,
+    uidIndex: idOf(node.uid),
+    gidIndex: idOf(node.gid),
+    mtime: mtimeOf(node),
+    inodeNumber: numbers.get(node) as number,
+  });
+  const xattrOf = (node: TreeNode): number | undefined => (o.noXattrs || !node.xattrs ? undefined : xw.add(node.xattrs));
+
+  const visit = (dir: DirNode, parentNumber: number): void => {
+    const entries = sortedEntries.get(dir) as Array<[string, TreeNode]>;
+    let subdirs = 0;
+    for (const [, child] of entries) {
+      if (refs.has(child)) continue;
+      const nlink = links.get(child) ?? 1;
+      const xattr = xattrOf(child);
+      const base = common(child);
+      switch (child.type) {
+        case 'dir':
+          visit(child, base.inodeNumber);
+          break;
+        case 'file': {
+          const r = results.get(child) as DataResult;
+          const long = nlink > 1 || child.size >= 2 ** 32 || r.start >= 2 ** 32 || r.sparse > 0 || xattr !== undefined;
+          writeInode(child, {
+            ...base, kind: 'file', type: long ? InodeType.lfile : InodeType.file, nlink, xattr,
+            blocksStart: r.start, fileSize: child.size, sparse: Math.min(r.sparse, Math.max(0, child.size - 1)),
+            fragment: r.fragment, fragmentOffset: r.fragmentOffset, blockSizes: Uint32Array.from(r.words),
+          });
+          break;
+        }
+        case 'symlink': {
+          const target = Buffer.from(child.target, 'utf8');
+          if (target.byteLength > 4096) throw new RangeError(`symlink target longer than 4096 bytes: ${child.target.slice(0, 40)}…`);
+          writeInode(child, { ...base, kind: 'symlink', type: xattr !== undefined ? InodeType.lsymlink : InodeType.symlink, nlink, xattr, target });
+          break;
+        }
+        case 'blockdev':
+        case 'chardev': {
+          const t = child.type === 'blockdev' ? InodeType.blockDev : InodeType.charDev;
+          writeInode(child, { ...base, kind: child.type, type: xattr !== undefined ? t + 7 : t, nlink, xattr, rdev: encodeDev(child.major, child.minor) });
+          break;
+        }
+        default: {
+          const t = child.type === 'fifo' ? InodeType.fifo : InodeType.socket;
+          writeInode(child, { ...base, kind: child.type, type: xattr !== undefined ? t + 7 : t, nlink, xattr });
+        }
+      }
+    }
+    for (const [, child] of entries) if (child.type === 'dir') subdirs++;
+    // The listing, then this directory's inode.
+    const children: ListingChild[] = entries.map(([name, child]) => {
+      const r = refs.get(child) as { block: number; offset: number; type: number };
+      return { name: Buffer.from(name, 'utf8'), type: r.type > 7 ? r.type - 7 : r.type, inodeBlock: r.block, inodeOffset: r.offset, inodeNumber: numbers.get(child) as number };
+    });
+    const listing = encodeListing(children);
+    const start = dirTable.position;
+    const startStream = dirTable.streamOffset;
+    dirTable.write(listing.bytes);
+    const index = listing.index.map((e) => ({ index: e.offset, startBlock: dirTable.blockPositionAt(startStream + e.offset), name: e.name }));
+    const fileSize = listing.bytes.byteLength + 3;
+    const xattr = xattrOf(dir);
+    const long = xattr !== undefined || index.length > 0 || fileSize > 0xffff;
+    writeInode(dir, {
+      ...common(dir), kind: 'dir', type: long ? InodeType.ldir : InodeType.dir, nlink: subdirs + 2, xattr,
+      startBlock: start.block, offset: start.offset, fileSize, parentInode: parentNumber, index,
+    });
+  };
+  visit(tree, inodeCount + 1);
+  const rootRef = refs.get(tree) as { block: number; offset: number };
+
+  const inodeBytes = inodeTable.finish().bytes;
+  const dirBytes = dirTable.finish().bytes;
+  const inodeTableStart = pos;
+  await output.write(inodeBytes, pos);
+  pos += inodeBytes.byteLength;
+  const directoryTableStart = pos;
+  await output.write(dirBytes, pos);
+  pos += dirBytes.byteLength;
+
+  const fragTable = encodeLookupTable(comp, encodeFragmentTable(fragments), pos);
+  await output.write(fragTable.bytes, pos);
+  pos += fragTable.bytes.byteLength;
+  const fragmentTableStart = fragTable.indexStart;
+
+  let lookupTableStart: number | undefined;
+  if (o.exportable !== false) {
+    const raw = new Uint8Array(inodeCount * 8);
+    exportRefs.forEach((r, i) => view(raw).setBigUint64(i * 8, r, true));
+    const t = encodeLookupTable(comp, raw, pos);
+    await output.write(t.bytes, pos);
+    pos += t.bytes.byteLength;
+    lookupTableStart = t.indexStart;
+  }
+
+  const idRaw = new Uint8Array(ids.length * 4);
+  ids.forEach((id, i) => view(idRaw).setUint32(i * 4, id, true));
+  const idTable = encodeLookupTable(comp, idRaw, pos);
+  await output.write(idTable.bytes, pos);
+  pos += idTable.bytes.byteLength;
+  const idTableStart = idTable.indexStart;
+
+  let xattrIdTableStart: number | undefined;
+  if (xw.count > 0) {
+    const { kv, ids: xids } = xw.finish();
+    const kvStart = pos;
+    await output.write(kv, pos);
+    pos += kv.byteLength;
+    // The xattr-id blocks, then the 16-byte header, then the index array.
+    const blocks = encodeLookupTable(comp, xids, pos);
+    const indexLen = Math.ceil(xids.byteLength / METADATA_SIZE) * 8;
+    const blockBytes = blocks.bytes.subarray(0, blocks.bytes.byteLength - indexLen);
+    await output.write(blockBytes, pos);
+    pos += blockBytes.byteLength;
+    const hdr = new Uint8Array(16);
+    view(hdr).setBigUint64(0, BigInt(kvStart), true);
+    view(hdr).setUint32(8, xw.count, true);
+    xattrIdTableStart = pos;
+    await output.write(hdr, pos);
+    pos += 16;
+    await output.write(blocks.bytes.subarray(blocks.bytes.byteLength - indexLen), pos);
+    pos += indexLen;
+  }
+
+  const bytesUsed = pos;
+  let flags = Flags.duplicates;
+  if (o.noFragments) flags |= Flags.noFragments;
+  if (o.alwaysFragments) flags |= Flags.alwaysFragments;
+  if (lookupTableStart !== undefined) flags |= Flags.exportable;
+  if (o.noXattrs) flags |= Flags.noXattrs;
+  if (comp.options) flags |= Flags.compressorOptions;
+  if (o.noDedup) flags &= ~Flags.duplicates;
+  const sb = encodeSuperblock({
+    inodes: inodeCount, mkfsTime: o.mkfsTime >>> 0, blockSize: bs, fragments: fragments.length, compression: comp.id,
+    blockLog: Math.log2(bs), flags, idCount: ids.length, rootInode: posToRef(rootRef.block, rootRef.offset), bytesUsed,
+    idTableStart, xattrIdTableStart, inodeTableStart, directoryTableStart, fragmentTableStart, lookupTableStart,
+  });
+  const padded = o.pad === false ? bytesUsed : Math.ceil(bytesUsed / 4096) * 4096;
+  if (padded > bytesUsed) await output.write(new Uint8Array(padded - bytesUsed), bytesUsed);
+  await output.flushBuffer();
+  await output.write(sb, 0);
+  await output.finish(padded);
+  return { bytesUsed, size: padded, inodes: inodeCount, fragments: fragments.length, dataBytes };
+}
