@@ -14,6 +14,7 @@ const FORMAT = 'luks2';
 export const LUKS2_KEYSLOTS_MAX = 32;
 export const LUKS2_TOKENS_MAX = 32;
 const U64_MAX = (1n << 64n) - 1n;
+const HASH_SIZES: Record<string, number> = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64, ripemd160: 20, whirlpool: 64, 'sha3-256': 32, 'sha3-512': 64 };
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
@@ -270,9 +271,11 @@ export function decodeLuks2Metadata(json: JsonObject, jsonAreaSize: number): Luk
     exactKeys(v, ['type', 'keyslots', 'segments', 'hash', 'iterations', 'salt', 'digest'], where);
     const salt = base64(str(v, 'salt', where), `${where}.salt`);
     const digest = base64(str(v, 'digest', where), `${where}.digest`);
-    if (salt.byteLength === 0 || salt.byteLength > 64) throw bad(`${where}.salt`, `salt of ${salt.byteLength} bytes`);
-    if (digest.byteLength === 0 || digest.byteLength > 64) throw bad(`${where}.digest`, `digest of ${digest.byteLength} bytes`);
-    digests.set(n, { id: n, type, keyslots, segments: segs, hash: str(v, 'hash', where), iterations: int(v, 'iterations', where, 1), salt, digest });
+    const hash = str(v, 'hash', where);
+    if (salt.byteLength !== 32) throw bad(`${where}.salt`, `salt of ${salt.byteLength} bytes (must be 32)`);
+    // As cryptsetup: 20 bytes (LUKS1 heritage) or the hash's output size.
+    if (digest.byteLength !== 20 && digest.byteLength !== HASH_SIZES[hash]) throw bad(`${where}.digest`, `digest of ${digest.byteLength} bytes for ${hash}`);
+    digests.set(n, { id: n, type, keyslots, segments: segs, hash, iterations: int(v, 'iterations', where, 1), salt, digest });
   }
   for (const s of segments.values()) {
     if (s.type === 'crypt' && ![...digests.values()].some((d) => d.segments.includes(s.id))) {

@@ -25,7 +25,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { CorruptImageError, ExitCode, LivestickError, UnsupportedFeatureError } from '../../errors.ts';
 import { readAt, type Disk } from '../../io/disk.ts';
-import { LUKS_STRIPES, afMerge, afSplit } from './af.ts';
+import { LUKS_STRIPES, afMerge, afSplit, digestSize } from './af.ts';
 import { CryptDisk, createSectorCipher } from './crypt-disk.ts';
 import {
   benchmarkKdf,
@@ -226,7 +226,8 @@ export class LuksVolume {
       const kdf = await resolveKdf(options.kdf ?? { type: 'argon2id' }, keySize, random, limits);
       const digestSalt = new Uint8Array(random(32));
       const digestIterations = options.digestIterations ?? (await benchmarkKdf({ type: 'pbkdf2', hash, iterations: 1000, salt: digestSalt }, keySize, 125));
-      const digest = await pbkdf2(volumeKey, digestSalt, digestIterations, 32, hash);
+      // cryptsetup stores (and requires) a digest as long as the hash's output.
+      const digest = await pbkdf2(volumeKey, digestSalt, digestIterations, digestSize(hash), hash);
       const json: JsonObject = {
         keyslots: {},
         tokens: {},
