@@ -54,6 +54,16 @@ function codeSync(setup: (s: NativeStream) => void, input: Uint8Array, limit: nu
   return Buffer.concat(out);
 }
 
+/**
+ * liblzma's preset parameters, spelled out: lzma-native applies a `preset` after `dictSize` and so
+ * would silently use the preset's 8 MiB dictionary (the kernel then refuses the blocks).
+ */
+function presetParams(level: number): Record<string, number> {
+  const base = { lc: 3, lp: 0, pb: 2 };
+  if (level <= 3) return { ...base, mode: 1, mf: level === 0 ? 0x03 : 0x04, niceLen: level <= 1 ? 128 : 273, depth: [4, 8, 24, 48][level] as number };
+  return { ...base, mode: 2, mf: 0x14, niceLen: level === 4 ? 16 : level === 5 ? 32 : 64, depth: 0 };
+}
+
 export interface XzOptions {
   readonly dictSize: number;
   readonly filters: number;
@@ -84,7 +94,7 @@ export function encodeXzOptions(o: XzOptions): Uint8Array {
 export function xzCompressor(opts: XzOptions, preset: number, storeOptions: boolean): Compressor {
   const filterIds = (): unknown[][] => {
     const m = lzma();
-    const lzma2 = { id: m.FILTER_LZMA2, options: { dictSize: opts.dictSize, preset } };
+    const lzma2 = { id: m.FILTER_LZMA2, options: { dictSize: opts.dictSize, ...presetParams(preset) } };
     const chains: unknown[][] = [[lzma2]];
     const bcj: Array<[number, unknown]> = [
       [1, m.FILTER_X86],
