@@ -70,7 +70,7 @@ export function makeTree(root: string, options: { manyFiles?: number } = {}): { 
   utimesSync(join(root, 'small.txt'), 1_000_000_000, 1_234_567_890);
   return {
     xattrs: [
-      ['/small.txt', 'user.comment', 'a short value'],
+      ['/small.txt', 'user.comment', 'a-short-value'],
       ['/dir', 'trusted.overlay.opaque', 'y'],
       ['/medium.bin', 'user.big', 'v'.repeat(600)],
     ],
@@ -86,11 +86,11 @@ export interface Variant {
 export const VARIANTS: Variant[] = [
   { name: 'ext2-1k', args: ['-t', 'ext2', '-b', '1024', '-I', '128'], blockSize: 1024 },
   { name: 'ext3-2k', args: ['-t', 'ext3', '-b', '2048'], blockSize: 2048 },
-  { name: 'ext4-default', args: ['-t', 'ext4'], blockSize: 4096 },
-  { name: 'ext4-nocsum-32bit', args: ['-t', 'ext4', '-O', '^metadata_csum,^64bit,uninit_bg'], blockSize: 4096 },
+  { name: 'ext4-default', args: ['-t', 'ext4', '-b', '4096', '-I', '256'], blockSize: 4096 },
+  { name: 'ext4-nocsum-32bit', args: ['-t', 'ext4', '-b', '4096', '-I', '256', '-O', '^metadata_csum,^64bit,uninit_bg'], blockSize: 4096 },
   { name: 'ext4-noflex-1k', args: ['-t', 'ext4', '-b', '1024', '-O', '^flex_bg'], blockSize: 1024 },
-  { name: 'ext4-inline-metabg', args: ['-t', 'ext4', '-O', 'inline_data,meta_bg,^resize_inode', '-g', '8192'], blockSize: 4096 },
-  { name: 'ext4-noextents', args: ['-t', 'ext4', '-O', '^extent,^64bit,^metadata_csum,^huge_file'], blockSize: 4096 },
+  { name: 'ext4-inline-metabg', args: ['-t', 'ext4', '-b', '4096', '-I', '256', '-O', 'inline_data,meta_bg,^resize_inode', '-g', '8192'], blockSize: 4096 },
+  { name: 'ext4-noextents', args: ['-t', 'ext4', '-b', '4096', '-I', '256', '-O', '^extent,^64bit,^metadata_csum,^huge_file'], blockSize: 4096 },
 ];
 
 export function makeImage(image: string, srcDir: string, variant: Variant, sizeMiB = 64): void {
