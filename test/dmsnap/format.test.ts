@@ -65,7 +65,7 @@ test('binding record round-trips and detects damage', () => {
     assert.equal(got.binding.label, 'rootfs.img');
     assert.deepEqual([...got.binding.fingerprint], [...b.fingerprint]);
   }
-  chunk[256 + 40] ^= 1;
+  chunk[256 + 40] = (chunk[256 + 40] ?? 0) ^ 1;
   assert.equal(decodeBinding(chunk).state, 'damaged');
   // The record fits in the first sector, so the smallest chunk (1 sector) still has room for it.
   assert.ok(256 + encodeBinding(b).byteLength <= 512);

@@ -2,8 +2,9 @@
  * The combined device (what /dev/mapper/live-rw shows): base + overlay with dm-snapshot semantics.
  *
  * Design notes
- * - Reads are split into runs of chunks that come from the same place: consecutive chunks without an
- *   exception are one base read; consecutive chunks whose COW chunks are consecutive are one overlay read.
+ * - A read alternates base runs (consecutive chunks without an exception) and overlay runs (consecutive
+ *   chunks whose COW chunks are consecutive too), one call each; large reads find their runs through a
+ *   sorted index of the exceptions instead of a lookup per chunk.
  * - A write to a chunk without an exception allocates one (see store.ts), then writes the whole chunk:
  *   from the caller's bytes when they cover it (clipped at the end of the base), otherwise the base
  *   chunk with the caller's bytes laid over it, as kcopyd does. A write that needs more chunks than
@@ -91,29 +92,32 @@ export class SnapshotDisk implements Disk {
   async #read(buf: Uint8Array, offset: number): Promise<void> {
     const cb = this.#chunkBytes;
     const end = offset + buf.byteLength;
-    if (this.store.exceptionCount === 0) return this.base.read(buf, offset);
-    let pos = offset;
-    while (pos < end) {
-      let chunk = Math.floor(pos / cb);
-      const mapped = this.store.lookup(chunk);
-      let runEnd = Math.min(end, (chunk + 1) * cb);
-      if (mapped === undefined) {
-        while (runEnd < end && this.store.lookup(chunk + 1) === undefined) {
-          chunk++;
-          runEnd = Math.min(end, (chunk + 1) * cb);
-        }
-        await this.base.read(buf.subarray(pos - offset, runEnd - offset), pos);
-      } else {
-        let expect = mapped + 1;
-        while (runEnd < end && this.store.lookup(chunk + 1) === expect) {
-          chunk++;
-          expect++;
-          runEnd = Math.min(end, (chunk + 1) * cb);
-        }
-        await this.store.disk.read(buf.subarray(pos - offset, runEnd - offset), mapped * cb + (pos % cb));
+    const store = this.store;
+    if (store.exceptionCount === 0) return this.base.read(buf, offset);
+    const first = Math.floor(offset / cb);
+    const last = Math.floor((end - 1) / cb);
+    // Alternate base runs and overlay runs, in order; each is one call.
+    const runs: [number, number, number][] = [];
+    if (last - first < 32) {
+      for (let c = first; c <= last; c++) {
+        const mapped = store.lookup(c);
+        if (mapped === undefined) continue;
+        const prev = runs.at(-1);
+        if (prev && prev[0] + prev[1] === c && prev[2] + prev[1] === mapped) prev[1]++;
+        else runs.push([c, 1, mapped]);
       }
-      pos = runEnd;
+    } else {
+      store.forEachRun(first, last, (o, n, m) => runs.push([o, n, m]));
     }
+    let pos = offset;
+    for (const [oldFirst, count, newFirst] of runs) {
+      const from = Math.max(offset, oldFirst * cb);
+      const to = Math.min(end, (oldFirst + count) * cb);
+      if (from > pos) await this.base.read(buf.subarray(pos - offset, from - offset), pos);
+      await store.disk.read(buf.subarray(from - offset, to - offset), newFirst * cb + (from - oldFirst * cb));
+      pos = to;
+    }
+    if (pos < end) await this.base.read(buf.subarray(pos - offset), pos);
   }
 
   write(buf: Uint8Array, offset: number): Promise<void> {

@@ -149,6 +149,52 @@ export class ExceptionStore {
     return this.#map.get(oldChunk);
   }
 
+  #sortedOld: Float64Array = new Float64Array(0);
+  #sortedNew: Float64Array = new Float64Array(0);
+  #sortedCount = -1;
+
+  /**
+   * Calls `visit(oldFirst, count, newFirst)` for each run of consecutive origin chunks in
+   * [first, last] whose COW chunks are consecutive too, in origin order. Uses a sorted index (rebuilt
+   * after new exceptions) so large reads cost O(log n + runs) instead of a lookup per chunk.
+   */
+  forEachRun(first: number, last: number, visit: (oldFirst: number, count: number, newFirst: number) => void): void {
+    if (this.#sortedCount !== this.#olds.length) this.#buildIndex();
+    const olds = this.#sortedOld;
+    const news = this.#sortedNew;
+    let lo = 0;
+    let hi = olds.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((olds[mid] as number) < first) lo = mid + 1;
+      else hi = mid;
+    }
+    let i = lo;
+    while (i < olds.length && (olds[i] as number) <= last) {
+      const o = olds[i] as number;
+      const n = news[i] as number;
+      let count = 1;
+      while (i + count < olds.length && olds[i + count] === o + count && news[i + count] === n + count && o + count <= last) count++;
+      visit(o, count, n);
+      i += count;
+    }
+  }
+
+  #buildIndex(): void {
+    const n = this.#olds.length;
+    const order = new Uint32Array(n).map((_, i) => i);
+    const olds = this.#olds;
+    order.sort((a, b) => (olds[a] as number) - (olds[b] as number));
+    this.#sortedOld = new Float64Array(n);
+    this.#sortedNew = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const j = order[i] as number;
+      this.#sortedOld[i] = olds[j] as number;
+      this.#sortedNew[i] = this.#news[j] as number;
+    }
+    this.#sortedCount = n;
+  }
+
   /** The exceptions in table order (committed first, then pending). */
   *exceptions(): Generator<Exception> {
     for (let i = 0; i < this.#olds.length; i++) yield { oldChunk: this.#olds[i] as number, newChunk: this.#news[i] as number };
@@ -281,6 +327,7 @@ export class ExceptionStore {
     await this.disk.write(new Uint8Array(g.chunkBytes), areaChunk(g, 0) * g.chunkBytes);
     await this.disk.flush();
     this.#map.clear();
+    this.#sortedCount = -1;
     this.#olds.length = 0;
     this.#news.length = 0;
     this.#committed = 0;
