@@ -308,6 +308,7 @@ export class LuksVolume {
     if (this.#state.kind === 'luks1') {
       const h = this.#state.header;
       const offset = h.payloadOffset * 512;
+      if (this.disk.size - offset < 512) throw new CorruptImageError('luks1', 'payloadOffset', `no room for data after ${offset} bytes of header (device: ${this.disk.size} bytes): truncated?`);
       return { offset, size: this.disk.size - offset, sectorSize: 512, cipher: `${h.cipherName}-${h.cipherMode}`, ivTweak: 0n };
     }
     const seg = this.#segment();
@@ -320,13 +321,14 @@ export class LuksVolume {
       if (seg.offset + seg.size > this.disk.size) throw new CorruptImageError('luks2', 'segments.0.size', `the data segment ends at ${seg.offset + seg.size}, past the end of the device (${this.disk.size} bytes): truncated?`);
       size = seg.size;
     }
+    if (size < seg.sectorSize) throw new CorruptImageError('luks2', 'segments.0', `no room for data after ${seg.offset} bytes of header (device: ${this.disk.size} bytes): truncated?`);
     return { offset: seg.offset, size, sectorSize: seg.sectorSize, cipher: seg.encryption, ivTweak: seg.ivTweak };
   }
 
   info(): LuksInfo {
     if (this.#state.kind === 'luks1') {
       const h = this.#state.header;
-      const g = this.payloadGeometry();
+      const g = { offset: h.payloadOffset * 512, size: Math.max(0, this.disk.size - h.payloadOffset * 512), cipher: `${h.cipherName}-${h.cipherMode}` };
       return {
         version: 1,
         uuid: h.uuid,
