@@ -17,7 +17,7 @@ out=${LIVESTICK_KERNEL_DIR:-$repo/.cache/kernel}
 force=0
 [[ ${1:-} == --force ]] && force=1
 
-log() { echo "kernel/build.sh: $*" >&2; }
+log() { echo "kernel/build.sh [${SECONDS}s]: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # Modules the guest needs; their depends= closure is added and ordered automatically. crc32c_generic is
@@ -64,19 +64,29 @@ kernel_pkg_of_meta() {
   apt-cache depends linux-image-amd64 2>/dev/null |
     sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
 }
-kpkg=$(kernel_pkg_of_meta)
-if [[ -z $kpkg ]]; then
-  apt_update_once
+# apt-cache takes seconds here; remember its answer until the package lists change.
+lists_key() { stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null | sha256sum | cut -d' ' -f1; }
+resolve_kernel() {
   kpkg=$(kernel_pkg_of_meta)
+  if [[ -z $kpkg ]]; then
+    apt_update_once
+    kpkg=$(kernel_pkg_of_meta)
+  fi
+  [[ -n $kpkg ]] || die "cannot find the kernel package that linux-image-amd64 depends on (apt-cache depends)"
+  kver_pkg=$(apt-cache show "$kpkg" | sed -n 's/^Version: //p' | head -n1)
+  [[ -n $kver_pkg ]] || die "apt-cache show $kpkg gave no version"
+  printf '%s\n%s\n%s\n' "$(lists_key)" "$kpkg" "$kver_pkg" >"$out/apt-resolved"
+}
+kpkg='' kver_pkg=''
+if [[ $force == 0 && -f $out/apt-resolved ]] && [[ $(head -n1 "$out/apt-resolved") == "$(lists_key)" ]]; then
+  kpkg=$(sed -n 2p "$out/apt-resolved")
+  kver_pkg=$(sed -n 3p "$out/apt-resolved")
 fi
-[[ -n $kpkg ]] || die "cannot find the kernel package that linux-image-amd64 depends on (apt-cache depends)"
-kver_pkg=$(apt-cache show "$kpkg" | sed -n 's/^Version: //p' | head -n1)
-[[ -n $kver_pkg ]] || die "apt-cache show $kpkg gave no version"
+[[ -n $kpkg && -n $kver_pkg ]] || resolve_kernel
 
-pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }
 stamp_text=$(
   echo "kernel=$kpkg=$kver_pkg"
-  for p in dmsetup cryptsetup-bin e2fsprogs busybox-static libc6 libgcc-s1; do echo "$p=$(pkg_version "$p")"; done
+  dpkg-query -W -f='${Package}=${Version}\n' dmsetup cryptsetup-bin e2fsprogs busybox-static libc6 libgcc-s1 2>/dev/null
   echo "modules=${wanted_modules[*]}"
   echo "binaries=${host_binaries[*]}"
   echo "script=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
@@ -115,18 +125,14 @@ kdir=${kdir%/}
 # Index every module file by its canonical name (dashes → underscores), then walk depends= depth-first so
 # each module comes after everything it depends on.
 declare -A mod_file=()
-while IFS= read -r f; do
-  base=$(basename "$f")
+while read -r base f; do
   base=${base%%.ko*}
   mod_file[${base//-/_}]=$f
-done < <(find "$kdir/kernel" -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' | sort)
+done < <(find "$kdir/kernel" \( -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' \) -printf '%f %p\n' | sort)
 builtin_names=" "
 if [[ -f $kdir/modules.builtin ]]; then
-  while IFS= read -r line; do
-    b=$(basename "$line"); b=${b%.ko}; builtin_names+="${b//-/_} "
-  done <"$kdir/modules.builtin"
+  builtin_names+=$(sed 's|.*/||; s|\.ko$||; s|-|_|g' "$kdir/modules.builtin" | tr '\n' ' ')
 fi
-
 mod_tmp="$work/mod-tmp"
 mkdir -p "$mod_tmp"
 plain_ko() { # module name → path of an uncompressed .ko
