@@ -3,6 +3,7 @@
  * losing any one block (a wiped sector) loses the key. diffuse() hashes the block in digest-sized
  * chunks, each prefixed with its big-endian 32-bit index; a short last chunk keeps only its length.
  */
+import * as nodeCrypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { UnsupportedFeatureError } from '../../errors.ts';
 
@@ -17,14 +18,23 @@ export function digestSize(hash: string): number {
 }
 
 function diffuse(block: Uint8Array, hash: string, dsize: number): void {
-  const prefix = Buffer.alloc(4);
+  // One-shot hashing of (BE32 index ‖ chunk): crypto.hash avoids a Hash object per chunk (8000 per keyslot).
+  const input = Buffer.alloc(4 + dsize);
   for (let i = 0, at = 0; at < block.byteLength; i++, at += dsize) {
     const len = Math.min(dsize, block.byteLength - at);
-    prefix.writeUInt32BE(i);
-    const d = createHash(hash).update(prefix).update(block.subarray(at, at + len)).digest();
+    input.writeUInt32BE(i, 0);
+    input.set(block.subarray(at, at + len), 4);
+    const d = oneShot(hash, input.subarray(0, 4 + len));
     block.set(d.subarray(0, len), at);
     d.fill(0);
   }
+  input.fill(0);
+}
+
+const hasOneShot = typeof (nodeCrypto as { hash?: unknown }).hash === 'function';
+function oneShot(hash: string, data: Uint8Array): Buffer {
+  if (hasOneShot) return (nodeCrypto as unknown as { hash(a: string, d: Uint8Array, e: 'buffer'): Buffer }).hash(hash, data, 'buffer');
+  return createHash(hash).update(data).digest();
 }
 
 function xorInto(target: Uint8Array, a: Uint8Array): void {
