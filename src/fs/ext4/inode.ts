@@ -172,3 +172,68 @@ export function deviceNumber(inode: Inode): { major: number; minor: number } {
   const v = dv.getUint32(4, true);
   return { major: (v >>> 8) & 0xfff, minor: (v & 0xff) | ((v >>> 12) & 0xfff00) };
 }
+
+/** What a new inode holds; unset times default to `time`. */
+export interface InodeInit {
+  mode: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  linksCount: number;
+  blocks512?: number;
+  flags?: number;
+  generation?: number;
+  fileAcl?: number;
+  iBlock?: Uint8Array;
+  time: Timestamp;
+  atime?: Timestamp;
+  mtime?: Timestamp;
+  ctime?: Timestamp;
+  crtime?: Timestamp;
+  projid?: number;
+}
+
+export const DEFAULT_EXTRA_ISIZE = 32;
+
+function encodeTime(dv: DataView, at: number, extraAt: number | undefined, t: Timestamp): void {
+  const epoch = Math.floor((t.sec + 2 ** 31) / 2 ** 32);
+  const low = t.sec - epoch * 2 ** 32;
+  dv.setInt32(at, low, true);
+  if (extraAt !== undefined) dv.setUint32(extraAt, ((t.nsec << 2) | (epoch & 3)) >>> 0, true);
+}
+
+/** Encodes a new inode of `inodeSize` bytes (i_extra_isize 32 when there is room); no checksum. */
+export function encodeInode(init: InodeInit, inodeSize: number): Uint8Array {
+  const raw = new Uint8Array(inodeSize);
+  const dv = view(raw);
+  const large = inodeSize > 128;
+  const uid = init.uid ?? 0;
+  const gid = init.gid ?? 0;
+  const size = init.size ?? 0;
+  const blocks = init.blocks512 ?? 0;
+  dv.setUint16(0, init.mode, true);
+  dv.setUint16(2, uid & 0xffff, true);
+  dv.setUint32(4, size % 2 ** 32, true);
+  dv.setUint16(24, gid & 0xffff, true);
+  dv.setUint16(26, init.linksCount, true);
+  dv.setUint32(28, blocks % 2 ** 32, true);
+  dv.setUint32(32, init.flags ?? 0, true);
+  if (init.iBlock) raw.set(init.iBlock.subarray(0, 60), 40);
+  dv.setUint32(100, init.generation ?? 0, true);
+  const acl = init.fileAcl ?? 0;
+  dv.setUint32(104, acl % 2 ** 32, true);
+  dv.setUint32(108, Math.floor(size / 2 ** 32), true);
+  dv.setUint16(116, Math.floor(blocks / 2 ** 32), true);
+  dv.setUint16(118, Math.floor(acl / 2 ** 32), true);
+  dv.setUint16(120, uid >>> 16, true);
+  dv.setUint16(122, gid >>> 16, true);
+  const extra = large ? DEFAULT_EXTRA_ISIZE : 0;
+  if (large) dv.setUint16(128, extra, true);
+  const has = (end: number) => large && 128 + extra >= end;
+  encodeTime(dv, 8, has(144) ? 140 : undefined, init.atime ?? init.time);
+  encodeTime(dv, 12, has(136) ? 132 : undefined, init.ctime ?? init.time);
+  encodeTime(dv, 16, has(140) ? 136 : undefined, init.mtime ?? init.time);
+  if (has(152)) encodeTime(dv, 144, 148, init.crtime ?? init.time);
+  if (has(160)) dv.setUint32(156, init.projid ?? 0, true);
+  return raw;
+}
