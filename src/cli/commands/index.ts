@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { registerOverlay } from './overlay.ts';
 import { registerExt4 } from './ext4.ts';
+import { registerLuks } from './luks.ts';
 
 /** Each command family lives in its own module and registers itself here. */
 export function registerCommands(program: Command): void {
   registerOverlay(program);
   registerExt4(program);
+  registerLuks(program);
 }
