@@ -3,7 +3,10 @@ import { readFile } from 'node:fs/promises';
 import { UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { type BlockRangeUsage, type Ext4Info, type LsEntry, blockUsage, ext4Info, listDirectory, openExt4File } from '../../fs/ext4/index.ts';
-import { parseIntegerOption, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { FileDisk } from '../../io/disk.ts';
+import { mkfs } from '../../fs/ext4/mkfs.ts';
+import { formatUuid, parseUuid } from '../../fs/ext4/superblock.ts';
 
 function renderInfo(info: Ext4Info): string {
   const lines = [
@@ -158,6 +161,41 @@ export function registerExt4(program: Command): void {
           }
         },
         renderUsage,
+      );
+    });
+
+  ext4
+    .command('mkfs')
+    .description('create a new image file holding an empty ext4 filesystem (no e2fsprogs needed)')
+    .argument('<image>', 'image file to create (must not exist)')
+    .requiredOption('--size <size>', 'filesystem size (bytes, or 512M, 4G, …; at least 8M)')
+    .option('--label <label>', 'volume label (up to 16 bytes)')
+    .option('--uuid <uuid>', 'filesystem UUID (random by default)')
+    .option('--json', 'print one JSON document')
+    .action(async (image: string, opts: { size: string; label?: string; uuid?: string; json?: boolean }) => {
+      await runCommand(
+        opts,
+        async () => {
+          const size = parseSizeOption(opts.size, '--size');
+          let uuid: Uint8Array | undefined;
+          if (opts.uuid !== undefined) {
+            try {
+              uuid = parseUuid(opts.uuid);
+            } catch (err) {
+              throw new UsageError(`--uuid: ${(err as Error).message}`);
+            }
+          }
+          if (opts.label !== undefined && new TextEncoder().encode(opts.label).byteLength > 16) throw new UsageError('--label: at most 16 bytes');
+          if (size < 8 * 2 ** 20) throw new UsageError('--size: an ext4 filesystem needs at least 8M');
+          const disk = await FileDisk.open(image, { create: { size } });
+          try {
+            const r = await mkfs(disk, { label: opts.label, uuid, zeroed: true });
+            return { image, blockSize: r.blockSize, blocks: r.blocks, groups: r.groups, inodes: r.inodes, journalBlocks: r.journalBlocks, uuid: formatUuid(r.uuid), label: opts.label ?? '' };
+          } finally {
+            await disk.close();
+          }
+        },
+        (r) => `created ${r.image}: ext4, ${r.blocks} blocks of ${r.blockSize} bytes, ${r.inodes} inodes, journal ${r.journalBlocks} blocks, UUID ${r.uuid}`,
       );
     });
 }
