@@ -31,7 +31,7 @@ import { encodeDev, encodeInode, InodeType, NO_FRAGMENT, type Inode } from './in
 import { encodeMetadataBlock, MetadataWriter, posToRef } from './metadata.ts';
 import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
 import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
-import { contentPieces, treeFromDirectory, type DirNode, type FileNode, type TreeNode } from './tree.ts';
+import { contentPieces, treeFromDirectory, type DirNode, type FileNode, type ScanOptions, type TreeNode } from './tree.ts';
 import { XattrWriter } from './xattr.ts';
 
 export interface WriteOptions {
@@ -54,6 +54,8 @@ export interface WriteOptions {
   /** Pad the image to a multiple of 4 KiB (default true). */
   pad?: boolean;
   onProgress?: (bytesRead: number) => void;
+  /** How a source directory is scanned (xattr reader). */
+  scan?: ScanOptions;
 }
 
 export interface WriteResult {
@@ -188,7 +190,7 @@ function cmpBytes(a: string, b: string): number {
 
 /** Writes an image from a tree (or a host directory path) to a host path or a Disk. */
 export async function writeSquashfs(source: DirNode | string, out: Disk | string, options: WriteOptions = {}): Promise<WriteResult> {
-  const tree = typeof source === 'string' ? await treeFromDirectory(source) : source;
+  const tree = typeof source === 'string' ? await treeFromDirectory(source, options.scan) : source;
   const blockSize = options.blockSize ?? 128 * 1024;
   if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
     throw new RangeError(`block size ${blockSize} is not a power of two in 4 KiB..1 MiB`);
