@@ -108,9 +108,9 @@ deb=$(ls "$out/debs/${kpkg}_"*"_amd64.deb" 2>/dev/null | grep -F "_${kver_pkg//:
 if [[ -z $deb ]]; then
   rm -f "$out/debs/"*.deb
   log "apt-get download $kpkg=$kver_pkg (~70 MB)"
-  if ! (cd "$out/debs" && apt-get download -qq "$kpkg=$kver_pkg" >&2); then
+  if ! (cd "$out/debs" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg=$kver_pkg" >&2); then
     apt_update_once
-    (cd "$out/debs" && apt-get download -qq "$kpkg=$kver_pkg" >&2)
+    (cd "$out/debs" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg=$kver_pkg" >&2)
   fi
   deb=$(ls "$out/debs/${kpkg}_"*"_amd64.deb" | head -n1)
 fi

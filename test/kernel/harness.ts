@@ -231,9 +231,15 @@ export async function runInKernel(opts: KernelJob): Promise<KernelJobResult> {
   }
 }
 
+const liveQemus = new Set<ReturnType<typeof spawn>>();
+process.once('exit', () => {
+  for (const child of liveQemus) child.kill('SIGKILL');
+});
+
 function runQemu(args: string[], timeoutMs: number): Promise<{ stdout: string; stderr: string; code: number | null; timedOut: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    liveQemus.add(child);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outBytes = 0;
@@ -249,10 +255,12 @@ function runQemu(args: string[], timeoutMs: number): Promise<{ stdout: string; s
     }, timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
+      liveQemus.delete(child);
       reject(new Error(`cannot start qemu-system-x86_64: ${e.message}`));
     });
     child.on('close', (code) => {
       clearTimeout(timer);
+      liveQemus.delete(child);
       resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), code, timedOut });
     });
   });

@@ -162,6 +162,17 @@ exit 7
     assert.equal(run('debugfs', ['-R', 'cat /hello.txt', ext]).stdout, `${EXT4_TEXT}\n`);
   });
 
+  test('a job that hangs is killed at the timeout with the console tail in the error', async () => {
+    const started = Date.now();
+    await assert.rejects(runInKernel({ script: 'echo about-to-hang; sleep 600', disks: [], timeoutMs: 20_000 }), (err: unknown) => {
+      assert.ok(err instanceof KernelHarnessError);
+      assert.match(err.message, /timed out after 20000 ms/);
+      assert.match(err.message, /--- last 40 console lines ---/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 40_000, 'qemu was killed promptly');
+  });
+
   test('disks whose size is not a multiple of 512 are refused before booting', async () => {
     await assert.rejects(runInKernel({ script: 'true', disks: [{ path: odd }] }), /multiple of 512/);
   });
