@@ -16,6 +16,7 @@ let source: Map<string, string>;
 
 before(() => {
   if (skip) return;
+  // 10k entries: many listing headers, 8 KiB index crossings, an ldir with a directory index.
   makeVariedTree(src, { bigDir: 10000 });
   source = snapshot(src);
 });

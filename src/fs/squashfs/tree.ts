@@ -117,6 +117,7 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
 
 /** Opens a file content as a sequence of pieces (any sizes); the writer re-blocks them. */
 export async function* contentPieces(content: FileContent, size: number, pieceSize: number): AsyncGenerator<Uint8Array> {
+  if (size === 0 && content.kind !== 'stream') return;
   switch (content.kind) {
     case 'bytes':
       for (let at = 0; at < content.bytes.byteLength; at += pieceSize) yield content.bytes.subarray(at, at + pieceSize);
