@@ -117,6 +117,7 @@ export class Ext4 {
   checksumErrorCount = 0;
   readonly #strict: boolean;
   readonly #verify: boolean;
+  readonly #reported = new Set<string>();
 
   private constructor(disk: Disk, sb: Superblock, groups: GroupDesc[], csumSeed: number, options: OpenOptions) {
     this.disk = disk;
@@ -189,6 +190,9 @@ export class Ext4 {
   reportChecksum(structure: string, offset: number, stored: number, computed: number): void {
     if (stored === computed) return;
     if (this.#strict) throw new CorruptImageError(FORMAT, `${structure}.checksum`, `stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`, offset);
+    const key = `${structure}@${offset}`;
+    if (this.#reported.has(key)) return;
+    if (this.#reported.size < 100_000) this.#reported.add(key);
     this.checksumErrorCount++;
     if (this.checksumErrors.length < MAX_CHECKSUM_ERRORS) this.checksumErrors.push({ structure, offset, stored, computed });
   }
