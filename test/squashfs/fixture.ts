@@ -27,7 +27,7 @@ export function makeVariedTree(root: string, opts: { bigDir?: number; blockSize?
   for (const [name, n] of [['bs-1', bs - 1], ['bs', bs], ['bs+1', bs + 1], ['2bs', 2 * bs], ['3bs+17', 3 * bs + 17]] as const) w(name, rnd(n, n));
   const a = rnd(bs + 100, 7);
   const b = Uint8Array.from(a);
-  b[b.length - 1] ^= 1;
+  b[b.length - 1] = (b[b.length - 1] as number) ^ 1;
   w('same-a', a);
   w('same-b', b);
   w('same-c', a);
