@@ -5,7 +5,7 @@
  * --key-file is (a trailing newline is part of the passphrase; we warn about it).
  */
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { ExitCode, LivestickError, UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { FileDisk } from '../../io/disk.ts';
@@ -16,12 +16,41 @@ import { parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
 // Secrets
 
 let stdinTaken = false;
+/** cryptsetup's default key file size limit. */
+const MAX_KEY_FILE = 8 * 1024 * 1024;
+
+async function readKeyFile(path: string): Promise<Buffer> {
+  // Not only regular files: <(…) gives a pipe. Read in pieces and stop past the limit (/dev/zero ends here).
+  const fh = await open(path, 'r');
+  const buf = Buffer.alloc(MAX_KEY_FILE + 1);
+  let len = 0;
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > MAX_KEY_FILE) throw new UsageError(`the passphrase file ${path} is larger than ${MAX_KEY_FILE} bytes`);
+    }
+    return Buffer.from(buf.subarray(0, len));
+  } finally {
+    buf.fill(0);
+    await fh.close();
+  }
+}
 
 async function readAllStdin(): Promise<Buffer> {
   if (stdinTaken) throw new UsageError('only one passphrase can come from stdin (-)');
   stdinTaken = true;
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  let total = 0;
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk as Buffer);
+    total += (chunk as Buffer).length;
+    if (total > MAX_KEY_FILE) {
+      for (const c of chunks) c.fill(0);
+      throw new UsageError(`the passphrase on stdin is longer than ${MAX_KEY_FILE} bytes`);
+    }
+  }
   const all = Buffer.concat(chunks);
   for (const c of chunks) c.fill(0);
   return all;
@@ -70,7 +99,7 @@ export async function readSecret(file: string | undefined, prompt: string, optio
   if (file !== undefined) {
     let bytes: Buffer;
     try {
-      bytes = file === '-' ? await readAllStdin() : await readFile(file);
+      bytes = file === '-' ? await readAllStdin() : await readKeyFile(file);
     } catch (err) {
       throw err instanceof LivestickError ? err : fromSystemError(err, file, 'read the passphrase file');
     }

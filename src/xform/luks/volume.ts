@@ -18,6 +18,11 @@
  *   A change of passphrase keeps the keyslot number and swaps the keyslot's area and KDF in one metadata
  *   write, so at every instant either the old or the new passphrase opens the volume. Removing the last
  *   keyslot is refused unless explicitly allowed.
+ * - For ops/home: `format(disk, passphrase, …)` on a Disk of the final size (payload = size − 16 MiB, with
+ *   size "dynamic" as cryptsetup writes it, so growing the file grows the payload: after a resize, open the
+ *   volume again to get a larger CryptDisk); `open(disk)` + `openPayload(passphrase)` gives the Disk the
+ *   ext4 layer runs on (4096-byte sectors by default: the filesystem block size must be ≥ 4096);
+ *   `addKeyslot` / `changePassphrase` / `removeKeyslot` / `killKeyslot`; `info()`; `warnings`.
  * - Secrets: passphrases are taken as bytes and never copied into strings; derived keys, merged keys and
  *   decrypted material are zeroed when no longer needed. Volume keys handed to the caller are the
  *   caller's to wipe (CryptDisk wipes its copy on close).
@@ -137,7 +142,9 @@ export interface UnlockResult {
 type State = { readonly kind: 'luks1'; readonly header: Luks1Header } | { readonly kind: 'luks2'; readonly pair: Luks2HeaderPair };
 
 const DEFAULT_METADATA_SIZE = 0x4000;
-const DEFAULT_DATA_OFFSET = 16 * 1024 * 1024;
+/** Where format puts the data (cryptsetup's default): the payload of a volume of N bytes is N − 16 MiB. */
+export const LUKS2_DEFAULT_DATA_OFFSET = 16 * 1024 * 1024;
+const DEFAULT_DATA_OFFSET = LUKS2_DEFAULT_DATA_OFFSET;
 
 function afSectorsBytes(keySize: number, stripes: number): number {
   return Math.ceil((keySize * stripes) / 512) * 512;
