@@ -53,3 +53,18 @@ export function cryptsetupJson(image: string): Record<string, any> {
 }
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+/** dm-crypt's aes-cbc-essiv:sha256, written out independently: IV = AES-256-ECB_{sha256(key)}(LE64 sector ‖ 0^8). */
+export function referenceCbcEssiv(key: Uint8Array, data: Uint8Array, firstByte: number): Uint8Array {
+  const salt = createHash('sha256').update(key).digest();
+  const out = new Uint8Array(data.byteLength);
+  for (let at = 0; at < data.byteLength; at += 512) {
+    const block = Buffer.alloc(16);
+    block.writeBigUInt64LE(BigInt((firstByte + at) / 512));
+    const e = createCipheriv('aes-256-ecb', salt, null).setAutoPadding(false);
+    const iv = e.update(block);
+    const c = createCipheriv(`aes-${key.byteLength * 8}-cbc`, key, iv).setAutoPadding(false);
+    out.set(c.update(data.subarray(at, at + 512)), at);
+  }
+  return out;
+}

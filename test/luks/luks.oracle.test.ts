@@ -12,7 +12,7 @@ import { FileDisk } from '../../src/io/disk.ts';
 import { LuksVolume, WrongPassphraseError, type KdfChoice } from '../../src/xform/luks/index.ts';
 import { missingTools, run } from '../helpers/tools.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { cryptsetupJson, cryptsetupTestPassphrase, cryptsetupVolumeKey, enc, passFile, referenceXts } from './helpers.ts';
+import { cryptsetupJson, cryptsetupTestPassphrase, cryptsetupVolumeKey, enc, passFile, referenceCbcEssiv, referenceXts } from './helpers.ts';
 
 const skip = missingTools('cryptsetup');
 const MiB = 1 << 20;
@@ -133,6 +133,7 @@ interface Theirs {
   args: string[];
   sectorSize: number;
   keyBits: number;
+  cipher?: string;
 }
 const theirs: Theirs[] = [
   { name: 'LUKS2 argon2id 512-byte sectors', args: ['--type', 'luks2', '--pbkdf', 'argon2id', '--pbkdf-memory', '32768', '--pbkdf-force-iterations', '4', '--pbkdf-parallel', '2', '--sector-size', '512'], sectorSize: 512, keyBits: 512 },
@@ -142,6 +143,8 @@ const theirs: Theirs[] = [
   { name: 'LUKS1 sha256 512-bit key', args: ['--type', 'luks1', '--pbkdf-force-iterations', '1000', '--hash', 'sha256', '--key-size', '512'], sectorSize: 512, keyBits: 512 },
   { name: 'LUKS1 sha1 256-bit key', args: ['--type', 'luks1', '--pbkdf-force-iterations', '1000', '--hash', 'sha1', '--key-size', '256'], sectorSize: 512, keyBits: 256 },
   { name: 'LUKS1 sha512 512-bit key', args: ['--type', 'luks1', '--pbkdf-force-iterations', '1000', '--hash', 'sha512', '--key-size', '512'], sectorSize: 512, keyBits: 512 },
+  { name: 'LUKS1 aes-cbc-essiv:sha256 (old default)', args: ['--type', 'luks1', '--cipher', 'aes-cbc-essiv:sha256', '--key-size', '256', '--pbkdf-force-iterations', '1000', '--hash', 'sha1'], sectorSize: 512, keyBits: 256, cipher: 'aes-cbc-essiv:sha256' },
+  { name: 'LUKS2 aes-cbc-essiv:sha256 128-bit key', args: ['--type', 'luks2', '--cipher', 'aes-cbc-essiv:sha256', '--key-size', '128', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', '--sector-size', '512'], sectorSize: 512, keyBits: 128, cipher: 'aes-cbc-essiv:sha256' },
 ];
 
 for (const c of theirs) {
@@ -159,7 +162,7 @@ for (const c of theirs) {
       const info = vol.info();
       assert.equal(info.sectorSize, c.sectorSize);
       assert.equal(info.keySize * 8, c.keyBits);
-      assert.equal(info.cipher, 'aes-xts-plain64');
+      assert.equal(info.cipher, c.cipher ?? 'aes-xts-plain64');
       await assert.rejects(vol.unlock(enc('their pasS')), WrongPassphraseError);
       const { volumeKey } = await vol.unlock(enc('their pass'));
       assert.deepEqual(Buffer.from(volumeKey), Buffer.from(key));
@@ -167,7 +170,7 @@ for (const c of theirs) {
       // Data as dm-crypt would have written it reads back as plaintext through the payload Disk.
       const plain = randomBytes(2 * 4096);
       const at = 4096;
-      rawWrite(img, info.payloadOffset + at, referenceXts(key, plain, c.sectorSize, at, true));
+      rawWrite(img, info.payloadOffset + at, c.cipher ? referenceCbcEssiv(key, plain, at) : referenceXts(key, plain, c.sectorSize, at, true));
       const payload = await vol.openPayload(enc('their pass'), { readOnly: true });
       const got = new Uint8Array(plain.length);
       await payload.read(got, at);

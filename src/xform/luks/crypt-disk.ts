@@ -8,6 +8,7 @@
 import { OutOfRangeError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
 import { XtsCipher, type IvMode } from './xts.ts';
+import { CbcCipher, type CbcIvMode } from './cbc.ts';
 
 const PIECE = 1 << 20;
 
@@ -19,9 +20,11 @@ export interface SectorCipher {
 
 /** A dm-crypt cipher spec ("aes-xts-plain64") with its key; other specs are UnsupportedFeatureError. */
 export function createSectorCipher(spec: string, key: Uint8Array): SectorCipher {
-  const m = /^aes-xts-(plain64|plain)$/.exec(spec);
-  if (!m) throw new UnsupportedFeatureError('luks', 'cipher', `${spec} (livestick supports aes-xts-plain64)`);
-  return new XtsCipher(key, m[1] as IvMode);
+  const xts = /^aes-xts-(plain64|plain)$/.exec(spec);
+  if (xts) return new XtsCipher(key, xts[1] as IvMode);
+  const cbc = /^aes-cbc-(essiv:sha256|plain64|plain)$/.exec(spec);
+  if (cbc) return new CbcCipher(key, cbc[1] as CbcIvMode);
+  throw new UnsupportedFeatureError('luks', 'cipher', `${spec} (livestick supports aes-xts-plain64/plain and aes-cbc-essiv:sha256/plain64/plain)`);
 }
 
 export interface CryptDiskOptions {

@@ -423,7 +423,7 @@ export class LuksVolume {
 
   async #unlockLuks1(h: Luks1Header, passphrase: Uint8Array, only?: number): Promise<UnlockResult> {
     const cipher = `${h.cipherName}-${h.cipherMode}`;
-    createSectorCipher(cipher, new Uint8Array(h.keyBytes === 32 || h.keyBytes === 64 ? h.keyBytes : 64)).destroy();
+    createSectorCipher(cipher, new Uint8Array(h.keyBytes)).destroy(); // unsupported cipher or key size: say so before any KDF
     checkKdfCost({ type: 'pbkdf2', hash: h.hashSpec, iterations: h.mkDigestIterations, salt: h.mkDigestSalt }, this.#limits, 'mkDigestIterations');
     const slots = h.keyslots.filter((k) => k.active && (only === undefined || k.id === only));
     for (const slot of slots) {
