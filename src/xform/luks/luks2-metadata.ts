@@ -344,7 +344,12 @@ export function decodeLuks2Metadata(json: JsonObject, jsonAreaSize: number): Luk
     throw bad('config.keyslots_size', `keyslots area (${keyslotsSize} bytes) does not fit before the data at ${firstData}`);
   }
 
-  const text = JSON.stringify(json);
+  let text: string;
+  try {
+    text = JSON.stringify(json);
+  } catch (err) {
+    throw bad('json', `cannot be re-serialised: ${(err as Error).message}`); // e.g. absurdly deep nesting
+  }
   if (Buffer.byteLength(text) >= jsonAreaSize) throw bad('json', `JSON (${Buffer.byteLength(text)} bytes) does not fit in the ${jsonAreaSize}-byte area`);
 
   return { json, keyslots, segments, digests, tokens, config: { jsonSize, keyslotsSize, flags: configFlags, requirements } };
