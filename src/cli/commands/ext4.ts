@@ -3,9 +3,12 @@ import { readFile } from 'node:fs/promises';
 import { UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { type BlockRangeUsage, type Ext4Info, type LsEntry, blockUsage, ext4Info, listDirectory, openExt4File } from '../../fs/ext4/index.ts';
-import { parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
 import { FileDisk } from '../../io/disk.ts';
 import { mkfs } from '../../fs/ext4/mkfs.ts';
+import { Ext4Writer } from '../../fs/ext4/writer.ts';
+import { copyIn } from '../../fs/ext4/copyin.ts';
+import { stat } from 'node:fs/promises';
 import { formatUuid, parseUuid } from '../../fs/ext4/superblock.ts';
 
 function renderInfo(info: Ext4Info): string {
@@ -196,6 +199,39 @@ export function registerExt4(program: Command): void {
           }
         },
         (r) => `created ${r.image}: ext4, ${r.blocks} blocks of ${r.blockSize} bytes, ${r.inodes} inodes, journal ${r.journalBlocks} blocks, UUID ${r.uuid}`,
+      );
+    });
+
+  ext4
+    .command('put')
+    .description('copy a host file or directory tree into an ext4 image (modes, owners, times, links, devices)')
+    .argument('<image>', 'filesystem image (modified in place)')
+    .argument('<src>', 'host file or directory')
+    .argument('<dest>', 'path inside the image (a directory tree is copied to this path; "/" copies into the root)')
+    .option('--json', 'print one JSON document')
+    .action(async (image: string, src: string, dest: string, opts: { json?: boolean }) => {
+      await runCommand(
+        opts,
+        async () => {
+          let total = 0;
+          try {
+            total = Number((await stat(src)).size);
+          } catch (err) {
+            throw fromSystemError(err, src, 'stat');
+          }
+          const { fs, disk } = await openExt4File(image, { write: true });
+          const progress = new Progress('put', total, opts);
+          try {
+            const writer = await Ext4Writer.open(fs);
+            const stats = await copyIn(writer, src, dest, (n) => progress.add(n));
+            await writer.close();
+            return { image, src, dest, ...stats };
+          } finally {
+            progress.finish();
+            await disk.close();
+          }
+        },
+        (r) => `copied ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links, ${r.others} other nodes (${formatSize(r.bytes)}) into ${r.image}:${r.dest}`,
       );
     });
 }
