@@ -303,3 +303,17 @@ test('absurdly deep JSON nesting in a 4 MiB metadata area is a typed error, not 
   }
   await assert.rejects(LuksVolume.open(disk), CorruptImageError);
 });
+
+test('a keyslot with a refused KDF cost does not block the other keyslots', async () => {
+  const { disk, vol } = await fresh();
+  await vol.addKeyslot(enc('pw'), enc('two'));
+  const pair = await readLuks2Pair(disk);
+  const json = structuredClone(pair.active.metadata.json);
+  const kdf = ((json.keyslots as JsonObject)['0'] as JsonObject).kdf as JsonObject;
+  Object.assign(kdf, { iterations: 0xffffffff });
+  await writeLuks2Pair(disk, { ...fieldsOf(pair.active.binary), seqid: 20n }, json);
+  const again = await LuksVolume.open(disk);
+  assert.equal((await again.unlock(enc('two'))).keyslot, 1);
+  await assert.rejects(again.unlock(enc('nope')), (e: unknown) => e instanceof WrongPassphraseError && /could not be tried/.test(e.message));
+  await assert.rejects(again.unlock(enc('pw'), { keyslot: 0 }), UnsupportedFeatureError);
+});

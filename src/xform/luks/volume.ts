@@ -449,15 +449,27 @@ export class LuksVolume {
       .filter((k) => (only === undefined ? k.priority > 0 : k.id === only))
       .sort((a, b) => b.priority - a.priority || a.id - b.id);
     if (only !== undefined && candidates.length === 0) throw new WrongPassphraseError(`keyslot ${only} is not a usable keyslot`);
+    // Like cryptsetup, a keyslot livestick cannot use (unsupported cipher, refused KDF cost) does not stop
+    // the others from being tried; it is reported only if no keyslot could be tried at all.
+    const skipped: LivestickError[] = [];
     for (const k of candidates) {
-      const volumeKey = await this.#openArea(passphrase, k.kdf!, k.area.keySize!, k.area.encryption!, k.keySize, k.area.offset, k.af!.stripes, k.af!.hash);
+      let volumeKey: Uint8Array;
+      try {
+        volumeKey = await this.#openArea(passphrase, k.kdf!, k.area.keySize!, k.area.encryption!, k.keySize, k.area.offset, k.af!.stripes, k.af!.hash);
+      } catch (err) {
+        if (!(err instanceof UnsupportedFeatureError || err instanceof CorruptImageError)) throw err;
+        skipped.push(err);
+        continue;
+      }
       const check = await pbkdf2(volumeKey, digest.salt, digest.iterations, digest.digest.byteLength, digest.hash);
       const ok = sameBytes(check, digest.digest);
       wipe(check);
       if (ok) return { volumeKey, keyslot: k.id };
       wipe(volumeKey);
     }
-    throw new WrongPassphraseError(only === undefined ? undefined : `keyslot ${only} does not accept this passphrase`);
+    if (skipped.length > 0 && skipped.length === candidates.length) throw skipped[0]!;
+    const note = skipped.length > 0 ? ` (${skipped.length} keyslot(s) could not be tried: ${skipped[0]!.message})` : '';
+    throw new WrongPassphraseError(only === undefined ? `no keyslot accepts this passphrase${note}` : `keyslot ${only} does not accept this passphrase${note}`);
   }
 
   async #openArea(passphrase: Uint8Array, kdf: KdfParams, kekSize: number, cipherSpec: string, keySize: number, areaOffset: number, stripes: number, afHash: string): Promise<Uint8Array> {
@@ -466,6 +478,7 @@ export class LuksVolume {
       throw new CorruptImageError('luks', 'keyslot area', `key material [${areaOffset}, ${areaOffset + length}) is past the end of the device: truncated?`, areaOffset);
     }
     checkKdfCost(kdf, this.#limits);
+    createSectorCipher(cipherSpec, new Uint8Array(kekSize)).destroy(); // unsupported cipher or key size: before the KDF
     const material = await readAt(this.disk, areaOffset, length);
     const kek = await deriveKey(kdf, passphrase, kekSize, this.#limits);
     const cipher = createSectorCipher(cipherSpec, kek);
