@@ -20,6 +20,7 @@
 import { CorruptImageError } from '../../errors.ts';
 import { view } from '../../io/bytes.ts';
 import { crc32cUpdate } from './crc.ts';
+import { decodeDirBlock } from './dir.ts';
 import { type Ext4, ROOT_INO } from './fs.ts';
 import { BgFlags, hasGroupChecksums } from './group.ts';
 import { InodeFlags, kindOfMode } from './inode.ts';
@@ -74,11 +75,11 @@ export class BlockMap {
   multiplyClaimed = 0;
   /** Blocks an inode claims although the bitmap says free. */
   claimedButFree = 0;
-  /** Directory inodes seen in the scan (for path lookups). */
-  readonly directories: Uint32Array;
+  /** Directory inodes seen in the scan, with where their blocks are (for path lookups). */
+  readonly directories: DirectoryIndex;
   readonly #fs: Ext4;
 
-  constructor(fs: Ext4, directories: Uint32Array, used: Uint8Array, kind: Uint8Array, owner: Uint32Array) {
+  constructor(fs: Ext4, directories: DirectoryIndex, used: Uint8Array, kind: Uint8Array, owner: Uint32Array) {
     this.#fs = fs;
     this.blockSize = fs.blockSize;
     this.blocksCount = fs.sb.blocksCount;
@@ -150,7 +151,7 @@ export class BlockMap {
 
   /** Path names (all hard links) of the given inodes, like debugfs ncheck. */
   async paths(inodes: Iterable<number>): Promise<Map<number, string[]>> {
-    return pathsOf(this.#fs, inodes);
+    return pathsFromIndex(this.#fs, this.directories, inodes);
   }
 }
 
@@ -180,6 +181,139 @@ export async function pathsOf(fs: Ext4, inodes: Iterable<number>): Promise<Map<n
   }
   return out;
 }
+
+/**
+ * Where every directory's blocks are: one entry per directory, its runs flattened into typed arrays
+ * (logical, physical, length), so path lookups read directory blocks in disk order without touching
+ * inodes or extent trees again.
+ */
+export interface DirectoryIndex {
+  readonly inos: Uint32Array;
+  readonly generations: Uint32Array;
+  readonly flags: Uint32Array;
+  /** Blocks the directory's i_size covers. */
+  readonly sizeBlocks: Float64Array;
+  /** Runs of directory d are runLogical/runPhysical/runLength[runStart[d] .. runStart[d+1]). */
+  readonly runStart: Uint32Array;
+  readonly runLogical: Float64Array;
+  readonly runPhysical: Float64Array;
+  readonly runLength: Float64Array;
+}
+
+class DirectoryIndexBuilder {
+  inos: number[] = [];
+  generations: number[] = [];
+  flags: number[] = [];
+  sizeBlocks: number[] = [];
+  runStart: number[] = [];
+  runLogical: number[] = [];
+  runPhysical: number[] = [];
+  runLength: number[] = [];
+
+  add(ino: number, generation: number, flags: number, sizeBlocks: number): void {
+    this.inos.push(ino);
+    this.generations.push(generation);
+    this.flags.push(flags);
+    this.sizeBlocks.push(sizeBlocks);
+    this.runStart.push(this.runLogical.length);
+  }
+
+  run(logical: number, physical: number, length: number): void {
+    this.runLogical.push(logical);
+    this.runPhysical.push(physical);
+    this.runLength.push(length);
+  }
+
+  build(): DirectoryIndex {
+    return {
+      inos: Uint32Array.from(this.inos),
+      generations: Uint32Array.from(this.generations),
+      flags: Uint32Array.from(this.flags),
+      sizeBlocks: Float64Array.from(this.sizeBlocks),
+      runStart: Uint32Array.from([...this.runStart, this.runLogical.length]),
+      runLogical: Float64Array.from(this.runLogical),
+      runPhysical: Float64Array.from(this.runPhysical),
+      runLength: Float64Array.from(this.runLength),
+    };
+  }
+}
+
+/** ncheck: names of the given inodes, from one pass over all directory blocks in disk order. */
+export async function pathsFromIndex(fs: Ext4, dirs: DirectoryIndex, inodes: Iterable<number>): Promise<Map<number, string[]>> {
+  const wanted = new Set(inodes);
+  const isDir = new Set(dirs.inos);
+  const parentOf = new Map<number, [number, string]>();
+  const hits: [number, number, string][] = [];
+  const hasFt = (fs.sb.featureIncompat & 0x2) !== 0;
+  const bs = fs.blockSize;
+  const order = [...dirs.inos.keys()].sort((a, b) => (dirs.runPhysical[dirs.runStart[a]!] ?? 0) - (dirs.runPhysical[dirs.runStart[b]!] ?? 0));
+  const handle = (dirIno: number, entries: { inode: number; name: string }[]) => {
+    for (const e of entries) {
+      if (e.name === '.' || e.name === '..') continue;
+      if (isDir.has(e.inode) && !parentOf.has(e.inode)) parentOf.set(e.inode, [dirIno, e.name]);
+      if (wanted.has(e.inode)) hits.push([e.inode, dirIno, e.name]);
+    }
+  };
+  for (const d of order) {
+    const ino = dirs.inos[d]!;
+    if (dirs.flags[d]! & InodeFlags.inlineData) {
+      const entries = await fs.readDirInode(await fs.readInode(ino));
+      handle(ino, entries.map((e) => ({ inode: e.ino, name: e.name })));
+      continue;
+    }
+    const entries: DirEntryLike[] = [];
+    for (let r = dirs.runStart[d]!; r < dirs.runStart[d + 1]!; r++) {
+      const logical = dirs.runLogical[r]!;
+      const end = Math.min(logical + dirs.runLength[r]!, dirs.sizeBlocks[d]!);
+      for (let lb = logical; lb < end; lb += 256) {
+        const n = Math.min(256, end - lb);
+        const phys = dirs.runPhysical[r]! + (lb - logical);
+        const buf = await fs.readBlocks(phys, n);
+        for (let i = 0; i < n; i++) {
+          const block = buf.subarray(i * bs, (i + 1) * bs);
+          fs.verifyDirBlock({ ino, generation: dirs.generations[d]! }, block, lb + i, (phys + i) * bs, (dirs.flags[d]! & InodeFlags.index) !== 0);
+          decodeDirBlock(block, hasFt, `dir[${ino}][block ${lb + i}]`, (phys + i) * bs, entries);
+        }
+      }
+    }
+    handle(ino, entries);
+  }
+  const dirPath = new Map<number, string | null>([[ROOT_INO, '']]);
+  const resolve = (dir: number): string | null => {
+    const chain: number[] = [];
+    let cur = dir;
+    let known = dirPath.get(cur);
+    while (known === undefined) {
+      chain.push(cur);
+      const p = parentOf.get(cur);
+      if (!p || chain.length > 4096 || chain.includes(p[0])) {
+        known = null;
+        break;
+      }
+      cur = p[0];
+      known = dirPath.get(cur);
+    }
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const d = chain[i]!;
+      known = known === null || known === undefined ? null : `${known}/${parentOf.get(d)![1]}`;
+      dirPath.set(d, known);
+    }
+    return dirPath.get(dir) ?? null;
+  };
+  const out = new Map<number, string[]>();
+  if (wanted.has(ROOT_INO)) out.set(ROOT_INO, ['/']);
+  for (const [ino, dir, name] of hits) {
+    const base = resolve(dir);
+    if (base === null) continue;
+    const path = `${base}/${name}`;
+    const list = out.get(ino);
+    if (list) list.push(path);
+    else out.set(ino, [path]);
+  }
+  return out;
+}
+
+type DirEntryLike = { inode: number; name: string; nameBytes: Uint8Array; fileType: number };
 
 function setBits(bits: Uint8Array, from: number, count: number): void {
   for (let i = from; i < from + count; i++) bits[i >>> 3]! |= 1 << (i & 7);
@@ -263,7 +397,7 @@ export async function buildBlockMap(fs: Ext4, options: BuildOptions = {}): Promi
       for (let b = start; b < start + count; b++) if (kind[b] === BlockKind.free) kind[b] = k;
     } else kind.fill(k, start, start + count);
   };
-  const directories: number[] = [];
+  const directories = new DirectoryIndexBuilder();
   const isz = sb.inodeSize;
   const ipg = sb.inodesPerGroup;
   const chunkInodes = Math.max(1, Math.floor((1 << 20) / isz));
@@ -284,18 +418,21 @@ export async function buildBlockMap(fs: Ext4, options: BuildOptions = {}): Promi
         const at = i * isz;
         if (dv.getUint16(at + 26, true) === 0 || dv.getUint32(at + 20, true) !== 0) continue;
         const ino = g * ipg + i0 + i + 1;
-        const inode = fs.decodeInodeAt(buf.subarray(at, at + isz), ino, offset + at);
+        const inode = fs.decodeInodeAt(buf.subarray(at, at + isz), ino, offset + at, false);
         if (inode.fileAcl !== 0) {
           fs.checkBlockRange(inode.fileAcl, 1, `inode[${ino}].i_file_acl`);
           claim(ino, inode.fileAcl, 1, BlockKind.xattr, false);
         }
         const isDir = kindOfMode(inode.mode) === 'dir';
-        if (isDir) directories.push(ino);
+        if (isDir) directories.add(ino, inode.generation, inode.flags, Math.ceil(inode.size / bs));
         if (!fs.hasBlockMap(inode)) continue;
         const dataKind = ino === journalIno ? BlockKind.journal : BlockKind.data;
         const keep = ino === 7;
         await fs.walkBlocks(inode, {
-          data: (_l, p, len) => claim(ino, p, len, dataKind, keep),
+          data: (l, p, len, unwritten) => {
+            claim(ino, p, len, dataKind, keep);
+            if (isDir && !unwritten) directories.run(l, p, len);
+          },
           tree: (p, k) => claim(ino, p, 1, k === 'extent' ? BlockKind.extentTree : BlockKind.indirect, keep),
         });
         void InodeFlags;
@@ -304,7 +441,7 @@ export async function buildBlockMap(fs: Ext4, options: BuildOptions = {}): Promi
     options.onProgress?.(g + 1, nGroups);
   }
 
-  const bm = new BlockMap(fs, Uint32Array.from(directories), used, kind, owner);
+  const bm = new BlockMap(fs, directories.build(), used, kind, owner);
   bm.multiplyClaimed = map.multiply;
   let claimedFree = 0;
   for (let b = first; b < blocks; b++) {

@@ -235,11 +235,11 @@ export class Ext4 {
     return this.decodeInodeAt(raw, ino, offset);
   }
 
-  decodeInodeAt(raw: Uint8Array, ino: number, offset: number): Inode {
+  decodeInodeAt(raw: Uint8Array, ino: number, offset: number, copy = true): Inode {
     if (this.metadataCsum && this.#verify && !isAllZero(raw)) {
       this.reportChecksum(`inode[${ino}]`, offset + 124, storedInodeChecksum(raw), inodeChecksum(this.csumSeed, ino, raw).value);
     }
-    return decodeInode(raw, ino, this.blockSize, (this.sb.featureRoCompat & RoCompat.hugeFile) !== 0, offset);
+    return decodeInode(raw, ino, this.blockSize, (this.sb.featureRoCompat & RoCompat.hugeFile) !== 0, offset, copy);
   }
 
   /** ext2fs_inode_has_valid_blocks2: whether i_block holds block pointers / an extent tree. */
@@ -470,7 +470,7 @@ export class Ext4 {
             const block = buf.subarray(i * bs, (i + 1) * bs);
             const offset = (phys + i) * bs;
             const logical = lb + i;
-            this.#verifyDirBlock(inode, block, logical, offset, isIndexed);
+            this.verifyDirBlock(inode, block, logical, offset, isIndexed);
             decodeDirBlock(block, hasFt, `${where}[block ${logical}]`, offset, entries);
           }
         }
@@ -485,7 +485,7 @@ export class Ext4 {
     return out;
   }
 
-  #verifyDirBlock(inode: Inode, block: Uint8Array, logical: number, offset: number, isIndexed: boolean): void {
+  verifyDirBlock(inode: Pick<Inode, 'ino' | 'generation'>, block: Uint8Array, logical: number, offset: number, isIndexed: boolean): void {
     if (!this.metadataCsum || !this.#verify) return;
     if (hasDirTail(block)) {
       const t = block.byteLength - 12;

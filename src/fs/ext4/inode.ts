@@ -96,8 +96,9 @@ function time(dv: DataView, at: number, extraAt: number | undefined): Timestamp 
   return { sec: base + (extra & 3) * 2 ** 32, nsec: extra >>> 2 };
 }
 
-export function decodeInode(bytes: Uint8Array, ino: number, blockSize: number, hugeFileFeature: boolean, offset: number): Inode {
-  const raw = bytes.slice();
+/** `copy: false` keeps a view of `bytes` (for scans that drop the inode before the buffer changes). */
+export function decodeInode(bytes: Uint8Array, ino: number, blockSize: number, hugeFileFeature: boolean, offset: number, copy = true): Inode {
+  const raw = copy ? bytes.slice() : bytes;
   const dv = view(raw);
   const u16 = (o: number) => dv.getUint16(o, true);
   const u32 = (o: number) => dv.getUint32(o, true);
@@ -138,19 +139,23 @@ export function decodeInode(bytes: Uint8Array, ino: number, blockSize: number, h
 /** crc32c of an inode; `full` says whether the high 16 bits are stored (inode > 128 and extra_isize ≥ 4). */
 export function inodeChecksum(seed: number, ino: number, raw: Uint8Array): { value: number; full: boolean } {
   const dv = view(raw);
-  const copy = raw.slice();
-  copy[124] = 0;
-  copy[125] = 0;
   const full = raw.byteLength > 128 && dv.getUint16(128, true) >= 4;
-  if (full) {
-    copy[130] = 0;
-    copy[131] = 0;
-  }
   let crc = crc32cU32(seed, ino);
   crc = crc32cU32(crc, dv.getUint32(100, true));
-  crc = crc32cUpdate(crc, copy);
+  // The checksum fields count as zero; feed the bytes around them without copying the inode.
+  crc = crc32cUpdate(crc, raw, 0, 124);
+  crc = crc32cUpdate(crc, ZERO2, 0, 2);
+  if (full) {
+    crc = crc32cUpdate(crc, raw, 126, 130);
+    crc = crc32cUpdate(crc, ZERO2, 0, 2);
+    crc = crc32cUpdate(crc, raw, 132, raw.byteLength);
+  } else {
+    crc = crc32cUpdate(crc, raw, 126, raw.byteLength);
+  }
   return { value: full ? crc >>> 0 : crc & 0xffff, full };
 }
+
+const ZERO2 = new Uint8Array(2);
 
 export function storedInodeChecksum(raw: Uint8Array): number {
   const dv = view(raw);
