@@ -1,0 +1,85 @@
+/**
+ * Rebuilding an image from an existing one: a writer tree whose nodes mirror the old image (names,
+ * modes, owners, times, xattrs, hard links, devices) and whose files hand their stored blocks to the
+ * writer verbatim, so unchanged data is never decompressed or recompressed. A caller can override any
+ * file's content (the merge replaces LiveOS/rootfs.img) and still reuse the blocks it did not change.
+ */
+import { readAt } from '../../io/disk.ts';
+import { CorruptImageError } from '../../errors.ts';
+import type { FileInode, Inode } from './inode.ts';
+import { SquashfsReader } from './reader.ts';
+import type { DirNode, NodeMeta, StoredBlock, TreeNode } from './tree.ts';
+
+/** Absolute byte offset of each stored full block of `f`, plus the end (length blockSizes.length + 1). */
+export function blockOffsets(f: FileInode): Float64Array {
+  const offs = new Float64Array(f.blockSizes.length + 1);
+  let at = f.blocksStart;
+  for (let i = 0; i < f.blockSizes.length; i++) {
+    offs[i] = at;
+    at += (f.blockSizes[i] as number) & 0xffffff;
+  }
+  offs[f.blockSizes.length] = at;
+  return offs;
+}
+
+/** The stored bytes and size word of full block `i` of a file (sparse blocks: empty bytes, word 0). */
+export async function storedBlock(reader: SquashfsReader, f: FileInode, offsets: Float64Array, i: number): Promise<StoredBlock> {
+  const word = f.blockSizes[i];
+  if (word === undefined) throw new RangeError(`block ${i} is not a full stored block of inode ${f.inodeNumber}`);
+  const len = word & 0xffffff;
+  const at = offsets[i] as number;
+  if (at + len > reader.superblock.bytesUsed) throw new CorruptImageError('squashfs', 'file blocks', `block ${i} of inode ${f.inodeNumber} runs past the image end`, at);
+  return { bytes: len === 0 ? new Uint8Array(0) : await readAt(reader.disk, at, len), word };
+}
+
+export interface CopyOptions {
+  /** Replace the node at this path (relative, "LiveOS/rootfs.img"). */
+  override?: (path: string, inode: Inode, meta: NodeMeta) => Promise<TreeNode | undefined> | TreeNode | undefined;
+}
+
+/** A writer tree mirroring `reader`'s image. Verbatim reuse is only valid with the same compressor and block size. */
+export async function treeFromImage(reader: SquashfsReader, options: CopyOptions = {}): Promise<DirNode> {
+  const byInode = new Map<number, TreeNode>();
+  const meta = async (inode: Inode): Promise<NodeMeta> => {
+    const xattrs = await reader.xattrs(inode);
+    return { mode: inode.mode, uid: reader.uid(inode), gid: reader.gid(inode), mtime: inode.mtime, ...(xattrs.length > 0 ? { xattrs } : {}) };
+  };
+  const build = async (path: string, inode: Inode): Promise<TreeNode> => {
+    const m = await meta(inode);
+    const replaced = await options.override?.(path, inode, m);
+    if (replaced !== undefined) return replaced;
+    const shared = inode.kind !== 'dir' ? byInode.get(inode.inodeNumber) : undefined;
+    if (shared !== undefined) return shared;
+    let node: TreeNode;
+    switch (inode.kind) {
+      case 'dir': {
+        const entries = new Map<string, TreeNode>();
+        for (const e of await reader.readdir(inode)) entries.set(e.name, await build(path === '' ? e.name : `${path}/${e.name}`, e.inode));
+        node = { ...m, type: 'dir', entries };
+        break;
+      }
+      case 'file': {
+        const disk = await reader.openFileDisk(inode);
+        const offsets = blockOffsets(inode);
+        node = { ...m, type: 'file', size: inode.fileSize, content: { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined) } };
+        break;
+      }
+      case 'symlink':
+        node = { ...m, type: 'symlink', target: Buffer.from(inode.target).toString('utf8') };
+        break;
+      case 'blockdev':
+      case 'chardev': {
+        const d = inode.rdev;
+        node = { ...m, type: inode.kind, major: (d & 0xfff00) >>> 8, minor: (d & 0xff) | ((d >>> 12) & 0xfff00) };
+        break;
+      }
+      default:
+        node = { ...m, type: inode.kind };
+    }
+    if (inode.kind !== 'dir') byInode.set(inode.inodeNumber, node);
+    return node;
+  };
+  const root = await build('', await reader.root());
+  if (root.type !== 'dir') throw new CorruptImageError('squashfs', 'root inode', 'the root is not a directory');
+  return root;
+}

@@ -1,0 +1,221 @@
+/**
+ * `livestick status`: where the overlay's space went.
+ *
+ * Design notes
+ * - The combined device (root image inside squashfs.img + overlay) is opened read-only and its ext4
+ *   block map built once. Every copied chunk is then attributed, byte for byte, to the filesystem
+ *   blocks it covers: a file or directory (data, extent/indirect tree and xattr blocks count for their
+ *   inode), the journal, other filesystem metadata (superblocks, descriptors, bitmaps, inode tables),
+ *   or free space. Copied chunks whose blocks are free now are what a merge gives back (reclaimable).
+ * - Bytes of chunks beyond the filesystem's end (an image larger than its filesystem) count as
+ *   metadata-free "outside the filesystem".
+ * - A filesystem that was not cleanly unmounted is reported: its bitmaps may lag behind the journal.
+ */
+import { formatSize } from '../io/bytes.ts';
+import { Ext4, buildBlockMap, BlockKind } from '../fs/ext4/index.ts';
+import { SnapshotDisk, ExceptionStore } from '../xform/dmsnap/index.ts';
+import { FileDisk } from '../io/disk.ts';
+import { LivestickError, UsageError } from '../errors.ts';
+import { bindingFor, describeStore, type OverlayInfo } from './overlay.ts';
+import { sameBase } from '../xform/dmsnap/binding.ts';
+import { locateMedium, openMedium } from './medium.ts';
+import { recoverMedium, type RecoveryReport } from './switch.ts';
+
+export interface PathUsage {
+  path: string;
+  bytes: number;
+}
+
+export interface StatusReport {
+  medium: string;
+  base: string;
+  rootImage: string;
+  recovery: RecoveryReport;
+  overlay: OverlayInfo;
+  filesystem: {
+    type: 'ext4';
+    label: string;
+    blockSize: number;
+    blocks: number;
+    freeBlocks: number;
+    clean: boolean;
+    needsRecovery: boolean;
+  };
+  /** Overlay bytes by what they hold now. */
+  usage: {
+    files: number;
+    journal: number;
+    metadata: number;
+    reclaimable: number;
+    outside: number;
+  };
+  reclaimableBytes: number;
+  topFiles: PathUsage[];
+  topDirectories: PathUsage[];
+  afterMerge: { overlayUsedBytes: number; overlayFill: number; reclaimedBytes: number };
+  warnings: string[];
+  recommendation: string;
+}
+
+export interface StatusOptions {
+  overlay?: string;
+  top?: number;
+  /** Fill ratio above which a warning is given (default 0.8). */
+  warnAt?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export async function mediumStatus(dir: string, options: StatusOptions = {}): Promise<StatusReport> {
+  const top = options.top ?? 10;
+  const located = await locateMedium(dir, { overlay: options.overlay });
+  const recovery = await recoverMedium(located.liveos);
+  if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}; this medium has no persistence yet`);
+  const overlayPath = located.overlayPath;
+  const medium = await openMedium(located);
+  const ovDisk = await FileDisk.open(overlayPath, { readOnly: true });
+  try {
+    const store = await ExceptionStore.open(ovDisk).catch((err: unknown) => {
+      throw err instanceof LivestickError ? err.withFile(overlayPath) : err;
+    });
+    const overlay = describeStore(overlayPath, store);
+    const warnings: string[] = [];
+    const b = store.binding;
+    if (b.state === 'bound') {
+      overlay.baseMatches = sameBase(b.binding, await bindingFor(medium.rootDisk, b.binding.label));
+      if (!overlay.baseMatches) warnings.push(`THE OVERLAY BELONGS TO A DIFFERENT BASE (bound to "${b.binding.label}"): booting this medium combines them into a corrupt filesystem; restore the matching squashfs.img or reset the overlay`);
+    } else {
+      warnings.push('the overlay is not bound to a base (made by another tool); `livestick overlay bind` can record it');
+    }
+    if (!store.valid) {
+      warnings.push('the overlay is an INVALIDATED snapshot (it overflowed or hit an I/O error): the kernel refuses it and its changes are lost; `livestick reset` makes it usable again');
+      return emptyReport(dir, located, recovery, overlay, warnings);
+    }
+    if (overlay.baseMatches === false) return emptyReport(dir, located, recovery, overlay, warnings);
+
+    const combined = new SnapshotDisk(medium.rootDisk, store, { readOnly: true });
+    const fs = await Ext4.open(combined).catch((err: unknown) => {
+      throw err instanceof LivestickError ? err.withFile(`${located.basePath}:${located.rootImage}+overlay`) : err;
+    });
+    const state = await fs.state();
+    if (state.needsRecovery) warnings.push('the filesystem on the medium was not cleanly unmounted (its journal needs recovery): these figures come from bitmaps that may lag behind');
+    const map = await buildBlockMap(fs, { onProgress: options.onProgress });
+    const cb = store.geometry.chunkBytes;
+    const bs = map.blockSize;
+    const fsBytes = map.blocksCount * bs;
+    const usage = { files: 0, journal: 0, metadata: 0, reclaimable: 0, outside: 0 };
+    const byInode = new Map<number, number>();
+    for (const e of store.exceptions()) {
+      const start = e.oldChunk * cb;
+      const end = Math.min(start + cb, medium.rootDisk.size);
+      if (start >= fsBytes) {
+        usage.outside += end - start;
+        continue;
+      }
+      if (end > fsBytes) usage.outside += end - fsBytes;
+      for (let blk = Math.floor(start / bs); blk * bs < Math.min(end, fsBytes); blk++) {
+        const overlap = Math.min(end, (blk + 1) * bs, fsBytes) - Math.max(start, blk * bs);
+        if (!map.isUsed(blk)) {
+          usage.reclaimable += overlap;
+          continue;
+        }
+        const kind = map.kind[blk];
+        const owner = map.owner[blk] ?? 0;
+        if (kind === BlockKind.journal) usage.journal += overlap;
+        else if (owner !== 0) {
+          usage.files += overlap;
+          byInode.set(owner, (byInode.get(owner) ?? 0) + overlap);
+        } else usage.metadata += overlap;
+      }
+    }
+    const topInodes = [...byInode.entries()].sort((a, b2) => b2[1] - a[1] || a[0] - b2[0]);
+    const paths = await map.paths(byInode.keys());
+    const files: PathUsage[] = topInodes.map(([ino, bytes]) => ({ path: paths.get(ino)?.[0] ?? `<inode ${ino}, no name>`, bytes }));
+    const dirTotals = new Map<string, number>();
+    for (const f of files) {
+      const parts = f.path.split('/').filter(Boolean);
+      for (let i = 0; i < parts.length - 1; i++) {
+        const d = `/${parts.slice(0, i + 1).join('/')}`;
+        dirTotals.set(d, (dirTotals.get(d) ?? 0) + f.bytes);
+      }
+    }
+    const topDirectories = [...dirTotals.entries()]
+      .sort((a, b2) => b2[1] - a[1] || a[0].localeCompare(b2[0]))
+      .slice(0, top)
+      .map(([path, bytes]) => ({ path, bytes }));
+    const warnAt = options.warnAt ?? 0.8;
+    if (overlay.fill >= warnAt) warnings.push(`the overlay is ${(overlay.fill * 100).toFixed(0)}% full; when it fills up, writes fail (PO) or the snapshot is invalidated (P) — merge it now`);
+    const usedData = store.exceptionCount * cb;
+    const recommendation =
+      store.exceptionCount === 0
+        ? 'the overlay is empty: nothing to merge'
+        : `\`livestick merge\` would fold ${formatSize(usedData)} of changes into a new base, give back ${formatSize(usage.reclaimable)} of copied-but-now-free chunks, and leave the overlay empty (0% full)`;
+    return {
+      medium: dir,
+      base: located.basePath,
+      rootImage: located.rootImage,
+      recovery,
+      overlay,
+      filesystem: { type: 'ext4', label: fs.sb.volumeName, blockSize: bs, blocks: map.blocksCount, freeBlocks: map.freeCount(), clean: state.clean, needsRecovery: state.needsRecovery },
+      usage,
+      reclaimableBytes: usage.reclaimable,
+      topFiles: files.slice(0, top),
+      topDirectories,
+      afterMerge: { overlayUsedBytes: 2 * cb, overlayFill: (2 * cb) / Math.max(1, overlay.sizeBytes), reclaimedBytes: usage.reclaimable },
+      warnings,
+      recommendation,
+    };
+  } finally {
+    await ovDisk.close();
+    await medium.close();
+  }
+}
+
+function emptyReport(dir: string, located: { basePath: string; rootImage: string }, recovery: RecoveryReport, overlay: OverlayInfo, warnings: string[]): StatusReport {
+  return {
+    medium: dir,
+    base: located.basePath,
+    rootImage: located.rootImage,
+    recovery,
+    overlay,
+    filesystem: { type: 'ext4', label: '', blockSize: 0, blocks: 0, freeBlocks: 0, clean: false, needsRecovery: false },
+    usage: { files: 0, journal: 0, metadata: 0, reclaimable: 0, outside: 0 },
+    reclaimableBytes: 0,
+    topFiles: [],
+    topDirectories: [],
+    afterMerge: { overlayUsedBytes: 0, overlayFill: 0, reclaimedBytes: 0 },
+    warnings,
+    recommendation: overlay.valid ? 'fix the base/overlay mismatch before anything else' : '`livestick reset` empties the overlay so the medium boots with persistence again',
+  };
+}
+
+export function renderStatus(r: StatusReport): string {
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  const o = r.overlay;
+  const lines = [
+    `medium:      ${r.medium}`,
+    `base:        ${r.base} (${r.rootImage} inside)`,
+    `overlay:     ${o.overlay}`,
+    `             ${formatSize(o.usedBytes)} used of ${formatSize(o.sizeBytes)} (${pct(o.fill)}), ${formatSize(o.freeBytes)} free, ${formatSize(o.chunkSize)} chunks, ${o.valid ? 'valid' : 'INVALID'}, ${o.bound ? (o.baseMatches === false ? 'bound to ANOTHER base' : 'bound to this base') : 'unbound'}`,
+  ];
+  if (r.recovery.action === 'completed') lines.push('recovered:   an interrupted merge was completed first');
+  if (r.recovery.action === 'cleaned') lines.push(`recovered:   leftovers of an interrupted merge were removed (${r.recovery.files.join(', ')})`);
+  if (r.filesystem.blocks > 0) {
+    const u = r.usage;
+    lines.push(`filesystem:  ext4 "${r.filesystem.label}", ${formatSize(r.filesystem.blocks * r.filesystem.blockSize)}, ${formatSize(r.filesystem.freeBlocks * r.filesystem.blockSize)} free, ${r.filesystem.needsRecovery ? 'NOT cleanly unmounted' : 'clean'}`);
+    lines.push('', 'where the overlay went:');
+    lines.push(`  files and directories   ${formatSize(u.files)}`);
+    lines.push(`  filesystem metadata     ${formatSize(u.metadata)}`);
+    lines.push(`  journal                 ${formatSize(u.journal)}`);
+    lines.push(`  reclaimable (now free)  ${formatSize(u.reclaimable)}`);
+    if (u.outside > 0) lines.push(`  outside the filesystem  ${formatSize(u.outside)}`);
+    if (r.topFiles.length > 0) {
+      lines.push('', 'largest files in the overlay:');
+      for (const f of r.topFiles) lines.push(`  ${formatSize(f.bytes).padStart(10)}  ${f.path}`);
+      lines.push('', 'largest directories in the overlay:');
+      for (const d of r.topDirectories) lines.push(`  ${formatSize(d.bytes).padStart(10)}  ${d.path}`);
+    }
+  }
+  for (const w of r.warnings) lines.push('', `warning: ${w}`);
+  lines.push('', r.recommendation);
+  return lines.join('\n');
+}
