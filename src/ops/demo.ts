@@ -1,14 +1,18 @@
 /**
- * The demo: a generated sample showing the overlay engine end to end, printed as a newcomer would want
- * to read it. (Later rounds grow it into the whole live-medium story: status, merge, reset.)
+ * The demo: a sample live medium built in userspace, changed through the overlay the way package
+ * updates change it, then `status`, `merge` and `status` again — what a newcomer needs to see.
  */
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
-import { FileDisk, readAt } from '../io/disk.ts';
 import { formatSize } from '../io/bytes.ts';
-import { createOverlay, exportCombined, inspectOverlay, openCombined, resetOverlay, type OverlayInfo } from './overlay.ts';
+import { Ext4 } from '../fs/ext4/index.ts';
+import { ExceptionStore, SnapshotDisk } from '../xform/dmsnap/index.ts';
+import { FileDisk } from '../io/disk.ts';
+import { applyPackageUpdate, buildSampleMedium } from './sample.ts';
+import { mediumStatus, type StatusReport } from './status.ts';
+import { mergeMedium, type MergeResult } from './merge.ts';
+import { locateMedium, openMedium } from './medium.ts';
 
 export interface DemoStep {
   title: string;
@@ -18,76 +22,59 @@ export interface DemoStep {
 export interface DemoResult {
   dir: string;
   steps: DemoStep[];
-  overlay: OverlayInfo;
+  before: StatusReport;
+  merge: MergeResult;
+  after: StatusReport;
   verified: boolean;
 }
 
-const MiB = 2 ** 20;
-
-function sampleBase(size: number): Uint8Array {
-  // Text-like, compressible, recognisable content: numbered lines.
-  const enc = new TextEncoder();
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (let line = 0; at < size; line++) {
-    const bytes = enc.encode(`base image line ${line.toString().padStart(8, '0')}: the read-only live system\n`);
-    out.set(bytes.subarray(0, Math.min(bytes.byteLength, size - at)), at);
-    at += bytes.byteLength;
+/** Reads a file through base + overlay (what the booted system sees). */
+async function readThroughOverlay(dir: string, path: string): Promise<Uint8Array> {
+  const medium = await openMedium(await locateMedium(dir));
+  const ov = await FileDisk.open(medium.overlayPath as string, { readOnly: true });
+  try {
+    const fs = await Ext4.open(new SnapshotDisk(medium.rootDisk, await ExceptionStore.open(ov), { readOnly: true }));
+    return await fs.readFile(path);
+  } finally {
+    await ov.close();
+    await medium.close();
   }
-  return out;
 }
 
 export async function runDemo(options: { dir?: string; log?: (step: DemoStep) => void } = {}): Promise<DemoResult> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'livestick-demo-')));
-  await mkdir(join(dir, 'LiveOS'), { recursive: true });
   const steps: DemoStep[] = [];
   const say = (title: string, detail: string) => {
     const step = { title, detail };
     steps.push(step);
     options.log?.(step);
   };
-  const basePath = join(dir, 'LiveOS', 'rootfs.img');
-  const overlayPath = join(dir, 'LiveOS', 'overlay-DEMO-1234-5678');
-  const base = sampleBase(32 * MiB);
-  await writeFile(basePath, base);
-  say('sample base image', `${basePath} (${formatSize(base.byteLength)}), read-only, like LiveOS/rootfs.img inside squashfs.img`);
+  const sample = await buildSampleMedium(dir);
+  say('a sample live medium', `${dir}/LiveOS/squashfs.img holds LiveOS/rootfs.img (a 96 MiB ext4 root filesystem), and ${sample.overlayPath} is its persistence overlay (48 MiB, 4 KiB chunks, as dracut uses) — all made in userspace`);
 
-  let info = await createOverlay(overlayPath, { size: 8 * MiB, chunkSectors: 8, basePath });
-  say('new overlay', `${overlayPath}: ${formatSize(info.sizeBytes)}, ${formatSize(info.chunkSize)} chunks (as dracut makes them), bound to its base; dmsetup would report ${info.dmStatus}`);
+  const u1 = await applyPackageUpdate(dir, 1);
+  const u2 = await applyPackageUpdate(dir, 2);
+  say('two package updates, through the overlay', `installed ${u1.added[0]} then ${u2.added[0]} (removing the kernel before each), rewrote ${u1.rewritten.length + u2.rewritten.length} files, deleted ${u1.deleted.length + u2.deleted.length}; every changed block was copied into the overlay first, as the kernel's dm-snapshot does`);
 
-  const expected = base.slice();
-  const combined = await openCombined(basePath, overlayPath, { writable: true });
-  try {
-    const enc = new TextEncoder();
-    const writes: [number, Uint8Array][] = [
-      [5 * MiB + 100, enc.encode('a package update rewrote this line\n'.repeat(300))],
-      [20 * MiB, new Uint8Array(2 * MiB).fill(0x55)],
-      [31 * MiB + 4000, enc.encode('a new file near the end of the device\n'.repeat(50))],
-    ];
-    for (const [at, data] of writes) {
-      await combined.device.write(data, at);
-      expected.set(data, at);
-    }
-    await combined.device.flush();
-    info = combined.info();
-    say('writes through the overlay', `${writes.length} writes (${formatSize(writes.reduce((n, [, d]) => n + d.byteLength, 0))}) copied ${info.exceptions} chunks into the overlay, each on first touch; the base is untouched`);
-  } finally {
-    await combined.close();
-  }
+  const before = await mediumStatus(dir, { top: 5 });
+  const o = before.overlay;
+  say(
+    'livestick status',
+    `overlay ${formatSize(o.usedBytes)} used of ${formatSize(o.sizeBytes)} (${(o.fill * 100).toFixed(1)}%). Where it went: files ${formatSize(before.usage.files)} (largest: ${before.topFiles
+      .slice(0, 3)
+      .map((f) => `${f.path} ${formatSize(f.bytes)}`)
+      .join(', ')}), metadata ${formatSize(before.usage.metadata)}, and ${formatSize(before.usage.reclaimable)} reclaimable — chunks copied for files that were deleted since, which the overlay can never give back by itself`,
+  );
 
-  info = await inspectOverlay(overlayPath, { basePath });
-  say('overlay info', `${info.exceptions} exceptions, ${formatSize(info.usedBytes)} used of ${formatSize(info.sizeBytes)} (${(info.fill * 100).toFixed(1)}%), dmsetup status figures ${info.dmStatus}, base ${info.baseMatches ? 'matches' : 'DOES NOT match'}`);
+  const osRelease = new TextDecoder().decode(await readThroughOverlay(dir, '/etc/os-release'));
+  const merge = await mergeMedium(dir, {});
+  say(
+    'livestick merge',
+    `new base ${formatSize(merge.newBaseBytes)} (was ${formatSize(merge.oldBaseBytes)}): ${formatSize(merge.overlayBytesMerged)} of overlay folded in, ${formatSize(merge.freeBytesDropped)} of deleted data dropped, ${merge.blocks.carried} of ${merge.blocks.total} compressed blocks carried over without recompressing; verified, then switched crash-safely (journal on the medium)`,
+  );
 
-  const outPath = join(dir, 'combined.img');
-  await exportCombined(basePath, overlayPath, outPath);
-  const out = await FileDisk.open(outPath, { readOnly: true });
-  const got = await readAt(out, 0, out.size);
-  await out.close();
-  const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('hex').slice(0, 16);
-  const verified = digest(got) === digest(expected);
-  say('export', `the combined device (base + overlay) written to ${outPath}: sha256 ${digest(got)}…, ${verified ? 'identical to' : 'DIFFERENT from'} the base with the writes applied`);
-
-  const reset = await resetOverlay(overlayPath);
-  say('reset', `overlay emptied: ${reset.exceptions} exceptions, binding kept (${reset.bound ? 'bound' : 'unbound'}); size and chunk size unchanged`);
-  return { dir, steps, overlay: info, verified };
+  const after = await mediumStatus(dir, { top: 5 });
+  const verified = after.overlay.exceptions === 0 && after.overlay.baseMatches === true && new TextDecoder().decode(await readThroughOverlay(dir, '/etc/os-release')) === osRelease;
+  say('livestick status, again', `overlay ${formatSize(after.overlay.usedBytes)} used (${(after.overlay.fill * 100).toFixed(1)}%), bound to the new base; the updates live in the base now (/etc/os-release reads the same: ${verified ? 'yes' : 'NO'})`);
+  return { dir, steps, before, merge, after, verified };
 }
