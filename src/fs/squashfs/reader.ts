@@ -275,6 +275,19 @@ export class SquashfsReader {
     return data;
   }
 
+  /**
+   * Block `i` of a file as stored (compressed bytes and its size word), for carrying unchanged
+   * blocks into a new image without recompressing; undefined for a sparse block.
+   */
+  async storedBlock(f: FileInode, i: number): Promise<{ bytes: Uint8Array; word: number } | undefined> {
+    const word = f.blockSizes[i];
+    if (word === undefined) throw new RangeError(`block ${i} is past the file's ${f.blockSizes.length} blocks`);
+    if ((word & 0xffffff) === 0) return undefined;
+    const bytes = new Uint8Array(word & 0xffffff);
+    await this.disk.read(bytes, this.#blockOffsets(f)[i] as number);
+    return { bytes, word };
+  }
+
   async fragmentBlock(index: number): Promise<Uint8Array> {
     const e = this.fragmentTable[index];
     if (e === undefined) throw new CorruptImageError('squashfs', 'fragment index', `${index} is past the fragment table`);

@@ -331,10 +331,7 @@ async function writeImage(
     let curLen = 0;
     let total = 0;
     const emitBlock = async (block: Uint8Array): Promise<void> => {
-      const v = verbatim ? await verbatim(blockIndex) : undefined;
-      if (v !== undefined) {
-        await push({ kind: 'block', file: state, raw: undefined, job: undefined, verbatim: v });
-      } else if (isAllZero(block)) {
+      if (isAllZero(block)) {
         state.result.sparse += block.byteLength;
         await push({ kind: 'block', file: state, raw: undefined, job: undefined });
       } else {
@@ -342,7 +339,37 @@ async function writeImage(
       }
       blockIndex++;
     };
-    for await (const piece of contentPieces(node.content, size, bs)) {
+    if (verbatim && node.content.kind === 'disk') {
+      // Merge path: unchanged blocks are copied as stored, without reading or recompressing them.
+      const disk = node.content.disk;
+      if (disk.size < size) throw new RangeError(`file content disk has ${disk.size} bytes, its declared size is ${size}`);
+      for (let i = 0; i < fullBlocks; i++) {
+        const v = await verbatim(i);
+        const len = Math.min(bs, size - i * bs);
+        if (v !== undefined) {
+          if ((v.word & 0xffffff) !== v.bytes.byteLength || v.word & ~0x1ffffff) throw new RangeError(`verbatim block ${i}: size word does not match its ${v.bytes.byteLength} bytes`);
+          await push({ kind: 'block', file: state, raw: undefined, job: undefined, verbatim: v });
+        } else {
+          const block = new Uint8Array(len);
+          await disk.read(block, i * bs);
+          if (isAllZero(block)) {
+            state.result.sparse += len;
+            await push({ kind: 'block', file: state, raw: undefined, job: undefined });
+          } else {
+            await push({ kind: 'block', file: state, raw: block, job: pool.compress(block) });
+          }
+        }
+        total += len;
+        readBytes += len;
+        o.onProgress?.(readBytes);
+      }
+      if (fullBlocks * bs < size) {
+        cur = new Uint8Array(size - fullBlocks * bs);
+        await disk.read(cur, fullBlocks * bs);
+        curLen = cur.byteLength;
+        total = size;
+      }
+    } else for await (const piece of contentPieces(node.content, size, bs)) {
       let at = 0;
       while (at < piece.byteLength) {
         if (total + (piece.byteLength - at) > size) throw new RangeError(`file content is longer than its declared size ${size}`);
