@@ -392,8 +392,12 @@ export class Ext4 {
     return all;
   }
 
-  /** Streams an inode's contents in pieces of at most `pieceSize` bytes (holes and unwritten extents read as zeros). */
-  async *streamInode(inode: Inode, pieceSize = 1 << 20): AsyncGenerator<Uint8Array> {
+  /**
+   * Streams an inode's contents in pieces of at most `pieceSize` bytes (holes and unwritten extents
+   * read as zeros). With `reuse`, every piece is a view of one buffer that is only valid until the
+   * next piece is asked for — several times faster for large files (no fresh memory per piece).
+   */
+  async *streamInode(inode: Inode, pieceSize = 1 << 20, options: { reuse?: boolean } = {}): AsyncGenerator<Uint8Array> {
     const size = inode.size;
     if (inode.flags & InodeFlags.inlineData) {
       const data = await this.#inlineData(inode);
@@ -412,9 +416,11 @@ export class Ext4 {
     const piece = Math.max(bs, Math.floor(pieceSize / bs) * bs);
     const runs = await this.runs(inode);
     let r = 0;
+    const shared = options.reuse ? new Uint8Array(Math.min(piece, size)) : undefined;
     for (let pos = 0; pos < size; pos += piece) {
       const len = Math.min(piece, size - pos);
-      const buf = new Uint8Array(len);
+      const buf = shared ? shared.subarray(0, len) : new Uint8Array(len);
+      let filled = 0;
       const firstBlock = pos / bs;
       const endBlock = Math.ceil((pos + len) / bs);
       while (r < runs.length && runs[r]!.logical + runs[r]!.length <= firstBlock) r++;
@@ -425,8 +431,11 @@ export class Ext4 {
         const to = Math.min(run.logical + run.length, endBlock);
         const dst = (from - firstBlock) * bs;
         const bytes = Math.min((to - from) * bs, len - dst);
+        if (shared && dst > filled) buf.fill(0, filled, dst);
         await this.disk.read(buf.subarray(dst, dst + bytes), (run.physical + (from - run.logical)) * bs);
+        filled = dst + bytes;
       }
+      if (shared && filled < len) buf.fill(0, filled, len);
       yield buf;
     }
   }
@@ -435,7 +444,7 @@ export class Ext4 {
     if (inode.size > maxSize) throw new UnsupportedFeatureError(FORMAT, 'large read', `inode ${inode.ino} has ${inode.size} bytes (limit ${maxSize}); stream it instead`);
     const out = new Uint8Array(inode.size);
     let at = 0;
-    for await (const piece of this.streamInode(inode)) {
+    for await (const piece of this.streamInode(inode, 1 << 20, { reuse: true })) {
       out.set(piece, at);
       at += piece.byteLength;
     }
@@ -553,10 +562,10 @@ export class Ext4 {
     return this.readInodeData(inode, maxSize);
   }
 
-  async *stream(path: string, pieceSize?: number): AsyncGenerator<Uint8Array> {
+  async *stream(path: string, pieceSize?: number, options: { reuse?: boolean } = {}): AsyncGenerator<Uint8Array> {
     const inode = await this.readInode(await this.lookup(path, { follow: true }));
     if (kindOfMode(inode.mode) !== 'file') throw new UsageError(`${path} is not a regular file`);
-    yield* this.streamInode(inode, pieceSize);
+    yield* this.streamInode(inode, pieceSize, options);
   }
 
   async readlink(path: string): Promise<string> {
