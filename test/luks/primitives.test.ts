@@ -149,3 +149,16 @@ test('aes-cbc-essiv:sha256 equals the written-out dm-crypt reference and round-t
     assert.deepEqual(Buffer.from(mine), plain);
   }
 });
+
+test('KDF benchmark picks cryptsetup-like costs within bounds', async () => {
+  const { resolveKdf } = await import('../../src/xform/luks/index.ts');
+  const { benchmarkArgon2 } = await import('../../src/xform/luks/kdf.ts');
+  const rnd = (n: number): Uint8Array => new Uint8Array(n);
+  const a = await resolveKdf({ type: 'argon2id', memory: 4096, cpus: 1, iterTimeMs: 100 }, 64, rnd);
+  assert.ok(a.type === 'argon2id' && a.time >= 4 && a.memory === 4096 && a.cpus === 1);
+  const p = await resolveKdf({ type: 'pbkdf2', iterTimeMs: 50 }, 64, rnd);
+  assert.ok(p.type === 'pbkdf2' && p.iterations >= 1000 && p.hash === 'sha256');
+  // An impossible target lowers the memory (never below 32 MiB) and keeps 4 passes.
+  const low = await benchmarkArgon2({ type: 'argon2id', time: 4, memory: 64 * 1024, cpus: 1, salt: new Uint8Array(32) }, 64, 1, true);
+  assert.deepEqual(low, { time: 4, memory: 32 * 1024 });
+});

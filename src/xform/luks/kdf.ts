@@ -169,8 +169,28 @@ export async function benchmarkKdf(kdf: KdfParams, keySize: number, targetMs: nu
     const ms = Math.max(1, performance.now() - t0);
     return Math.max(1000, Math.min(0xffffffff, Math.round((probe * targetMs) / ms)));
   }
-  const t0 = performance.now();
-  await deriveKey({ ...kdf, time: 1 }, password, keySize);
-  const ms = Math.max(1, performance.now() - t0);
-  return Math.max(4, Math.min(1000, Math.round(targetMs / ms)));
+  return (await benchmarkArgon2(kdf, keySize, targetMs, false)).time;
+}
+
+/**
+ * Argon2 costs for `targetMs`, favouring memory as cryptsetup does: at the given (maximum) memory, the time
+ * cost (≥ 4) that fits; when even 4 passes are too slow and `mayLowerMemory`, the memory that fits 4 passes
+ * (not below 32 MiB). Each probe runs one pass; a changed memory is probed again (the first probe also
+ * pays for page faults, so one sample is not trusted).
+ */
+export async function benchmarkArgon2(kdf: Argon2Params, keySize: number, targetMs: number, mayLowerMemory: boolean): Promise<{ time: number; memory: number }> {
+  const max = kdf.memory;
+  const floor = Math.min(max, 32 * 1024);
+  let memory = max;
+  for (let probe = 0; probe < 4; probe++) {
+    const t0 = performance.now();
+    await deriveKey({ ...kdf, memory, time: 1 }, new Uint8Array(16), keySize);
+    const perPass = Math.max(1, performance.now() - t0);
+    if (memory === max && 4 * perPass <= targetMs) return { time: Math.max(4, Math.min(1000, Math.round(targetMs / perPass))), memory };
+    if (!mayLowerMemory) return { time: 4, memory };
+    const next = Math.max(floor, Math.min(max, Math.floor((memory * targetMs) / (4 * perPass))));
+    if (Math.abs(next - memory) <= memory * 0.15) return { time: 4, memory: next };
+    memory = next;
+  }
+  return { time: 4, memory };
 }

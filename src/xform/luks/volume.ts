@@ -33,6 +33,7 @@ import { readAt, type Disk } from '../../io/disk.ts';
 import { LUKS_STRIPES, afMerge, afSplit, digestSize } from './af.ts';
 import { CryptDisk, createSectorCipher } from './crypt-disk.ts';
 import {
+  benchmarkArgon2,
   benchmarkKdf,
   checkKdfCost,
   defaultArgon2Resources,
@@ -664,7 +665,7 @@ export async function resolveKdf(choice: KdfChoice, keySize: number, random: Ran
   } else {
     const res = defaultArgon2Resources();
     const base = { type: choice.type, time: choice.time ?? 4, memory: choice.memory ?? res.memory, cpus: choice.cpus ?? res.cpus, salt };
-    kdf = choice.time === undefined ? { ...base, time: await benchmarkKdf(base, keySize, choice.iterTimeMs ?? 2000) } : base;
+    kdf = choice.time === undefined ? { ...base, ...(await benchmarkArgon2(base, keySize, choice.iterTimeMs ?? 2000, choice.memory === undefined)) } : base;
   }
   checkKdfCost(kdf, limits);
   return kdf;
