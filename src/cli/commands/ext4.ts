@@ -8,6 +8,8 @@ import { FileDisk } from '../../io/disk.ts';
 import { mkfs } from '../../fs/ext4/mkfs.ts';
 import { Ext4Writer } from '../../fs/ext4/writer.ts';
 import { copyIn } from '../../fs/ext4/copyin.ts';
+import { growFs } from '../../fs/ext4/grow.ts';
+import { Ext4 } from '../../fs/ext4/fs.ts';
 import { stat } from 'node:fs/promises';
 import { formatUuid, parseUuid } from '../../fs/ext4/superblock.ts';
 
@@ -232,6 +234,33 @@ export function registerExt4(program: Command): void {
           }
         },
         (r) => `copied ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links, ${r.others} other nodes (${formatSize(r.bytes)}) into ${r.image}:${r.dest}`,
+      );
+    });
+
+  ext4
+    .command('grow')
+    .description('enlarge an ext4 image file and grow its filesystem to fill it (offline)')
+    .argument('<image>', 'filesystem image file')
+    .requiredOption('--size <size>', 'new image size (bytes, or 2G, …)')
+    .option('--json', 'print one JSON document')
+    .action(async (image: string, opts: { size: string; json?: boolean }) => {
+      await runCommand(
+        opts,
+        async () => {
+          const size = parseSizeOption(opts.size, '--size');
+          const disk = await FileDisk.open(image);
+          try {
+            if (size < disk.size) throw new UsageError(`--size: ${size} is smaller than the image (${disk.size} bytes); shrinking is not supported`);
+            const fs = await Ext4.open(disk);
+            const grewFile = size > disk.size;
+            await disk.resize(size);
+            const r = await growFs(fs, size, { zeroed: grewFile });
+            return { image, ...r, blockSize: fs.blockSize };
+          } finally {
+            await disk.close();
+          }
+        },
+        (r) => `grew ${r.image}: ${r.oldBlocks} → ${r.newBlocks} blocks (${formatSize(r.newBlocks * r.blockSize)}), ${r.oldGroups} → ${r.newGroups} groups${r.metaBgEnabled ? ', switched to meta_bg' : ''}`,
       );
     });
 }
