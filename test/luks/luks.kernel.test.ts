@@ -2,6 +2,7 @@
  * LUKS against the real kernel (cryptsetup + dm-crypt in Debian's kernel under qemu), one boot:
  *  (a) volumes livestick formatted and filled (argon2id / pbkdf2, 4096 / 512-byte sectors, 512 / 256-bit keys)
  *      are opened by cryptsetup and their payload, read through dm-crypt, hashes to what livestick wrote;
+ *      — also after livestick re-keyed one (add, change, remove keyslots);
  *  (b) volumes cryptsetup formatted (LUKS2 argon2id 4096, LUKS2 pbkdf2 512, LUKS1) are filled by the
  *      kernel through dm-crypt and livestick reads back exactly the bytes the kernel wrote.
  */
@@ -61,6 +62,23 @@ describe('LUKS against dm-crypt in the Linux kernel', { skip: kernelHarnessStatu
       lines.push(guestOpen(`/dev/vd${dev}`, name, `pw ${name}`), guestTable(name), guestHashPayload(name, DATA), guestClose(name));
       dev = String.fromCharCode(dev.charCodeAt(0) + 1);
     }
+    // A volume re-keyed by livestick (add, change, remove): dm-crypt opens it with the final passphrase.
+    {
+      const name = 'ls_rekeyed';
+      const path = join(dir, `${name}.img`);
+      const disk = await FileDisk.open(path, { create: { size: 16 * MiB + DATA } });
+      const vol = await LuksVolume.format(disk, enc('first'), { kdf: { type: 'pbkdf2', iterations: 1000 }, digestIterations: 1000, sectorSize: 4096 });
+      const payload = await vol.openPayload(enc('first'));
+      await payload.write(plain, 0);
+      await payload.close();
+      await vol.addKeyslot(enc('first'), enc('second'));
+      await vol.changePassphrase(enc('second'), enc(`pw ${name}`), { kdf: { type: 'argon2id', time: 4, memory: 32768, cpus: 2 } });
+      await vol.removeKeyslot(enc('first'));
+      await disk.close();
+      disks.push({ path });
+      lines.push(guestOpen(`/dev/vd${dev}`, `${name}_old`, 'first'), guestOpen(`/dev/vd${dev}`, name, `pw ${name}`), guestHashPayload(name, DATA), guestClose(name));
+      dev = String.fromCharCode(dev.charCodeAt(0) + 1);
+    }
     for (const [name, args] of theirs) {
       const path = join(dir, `${name}.img`);
       run('truncate', ['-s', String(16 * MiB + DATA), path]);
@@ -79,6 +97,9 @@ describe('LUKS against dm-crypt in the Linux kernel', { skip: kernelHarnessStatu
       assert.match(res[name]?.table ?? '', /crypt aes-xts-plain64 KEY 0 /);
       if (options.sectorSize === 4096) assert.match(res[name]?.table ?? '', /sector_size:4096/);
     }
+    assert.notEqual(res.ls_rekeyed_old?.open, '0', 'the removed passphrase still opens the volume');
+    assert.equal(res.ls_rekeyed?.open, '0', `re-keyed volume did not open:\n${r.output}`);
+    assert.equal(res.ls_rekeyed?.sha256, want);
     for (const [name] of theirs) {
       assert.equal(res[name]?.open, '0', `${name} did not open:\n${r.output}`);
       assert.equal(res[name]?.fill, '0', `${name}: fill failed:\n${r.output}`);
