@@ -90,6 +90,7 @@ export const VARIANTS: Variant[] = [
   { name: 'ext4-nocsum-32bit', args: ['-t', 'ext4', '-b', '4096', '-I', '256', '-O', '^metadata_csum,^64bit,uninit_bg'], blockSize: 4096 },
   { name: 'ext4-noflex-1k', args: ['-t', 'ext4', '-b', '1024', '-O', '^flex_bg'], blockSize: 1024 },
   { name: 'ext4-inline-metabg', args: ['-t', 'ext4', '-b', '4096', '-I', '256', '-O', 'inline_data,meta_bg,^resize_inode', '-g', '8192'], blockSize: 4096 },
+  { name: 'ext4-orphan-sparse2-casefold', args: ['-t', 'ext4', '-b', '4096', '-I', '512', '-g', '4096', '-O', 'orphan_file,sparse_super2,^resize_inode,casefold,large_dir'], blockSize: 4096 },
   { name: 'ext4-noextents', args: ['-t', 'ext4', '-b', '4096', '-I', '256', '-O', '^extent,^64bit,^metadata_csum,^huge_file'], blockSize: 4096 },
 ];
 
