@@ -208,7 +208,7 @@ export function renderLuksInfo(info: LuksInfo & { volume?: string }): string {
   lines.push(`cipher:      ${info.cipher}, ${info.keySize * 8}-bit key, ${info.sectorSize}-byte sectors`);
   lines.push(`data:        ${formatSize(info.payloadSize)} at offset ${info.payloadOffset}`);
   lines.push(`digest:      pbkdf2-${info.digest.hash}, ${info.digest.iterations} iterations`);
-  lines.push(`keyslots:    ${info.keyslots.length === 0 ? 'none (the volume cannot be opened)' : ''}`);
+  lines.push(info.keyslots.length === 0 ? 'keyslots:    none (the volume cannot be opened)' : 'keyslots:');
   for (const k of info.keyslots) {
     const kdf = k.kdf === undefined ? k.type : k.kdf.type === 'pbkdf2' ? `pbkdf2-${k.kdf.hash}, ${k.kdf.iterations} iterations` : `${k.kdf.type}, time ${k.kdf.time}, memory ${formatSize((k.kdf.memory ?? 0) * 1024)}, ${k.kdf.cpus} threads`;
     lines.push(`  ${k.id}: ${kdf}${k.priority === 2 ? ', preferred' : k.priority === 0 ? ', ignored unless named' : ''}`);
