@@ -61,14 +61,17 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** The medium's LiveOS directory (MEDIUM/LiveOS, or MEDIUM itself when it is one). */
+export async function liveosDir(dir: string): Promise<string> {
+  const liveos = join(dir, LIVEOS);
+  if (await exists(liveos)) return liveos;
+  if (basename(dir) === LIVEOS && (await exists(join(dir, BASE_NAME)))) return dir;
+  throw new NotFoundError(`no ${LIVEOS}/ directory: not a live medium (expected ${join(dir, LIVEOS, BASE_NAME)})`, { file: dir });
+}
+
 /** Finds LiveOS/, the base and the overlay; names unsupported layouts plainly. */
 export async function locateMedium(dir: string, options: { overlay?: string } = {}): Promise<Medium> {
-  let liveos = join(dir, LIVEOS);
-  if (!(await exists(liveos))) {
-    // Accept the LiveOS directory itself too.
-    if (basename(dir) === LIVEOS && (await exists(join(dir, BASE_NAME)))) liveos = dir;
-    else throw new NotFoundError(`no ${LIVEOS}/ directory: not a live medium (expected ${join(dir, LIVEOS, BASE_NAME)})`, { file: dir });
-  }
+  const liveos = await liveosDir(dir);
   const basePath = join(liveos, BASE_NAME);
   let names: string[];
   try {

@@ -27,7 +27,7 @@ import { SquashfsReader, writeSquashfs, type CompressorName, type CompressorSett
 import { blockOffsets, storedBlock, treeFromImage } from '../fs/squashfs/copy.ts';
 import type { FileInode } from '../fs/squashfs/inode.ts';
 import { BaseMismatchError, ExceptionStore, SnapshotDisk, SnapshotInvalidError, sameBase } from '../xform/dmsnap/index.ts';
-import { BASE_NAME, TEMP_MARK, locateMedium, openMedium, type OpenMedium } from './medium.ts';
+import { BASE_NAME, TEMP_MARK, liveosDir, locateMedium, openMedium, type OpenMedium } from './medium.ts';
 import { bindingFor } from './overlay.ts';
 import { faultPoint, recoverMedium, switchBase, type RecoveryReport } from './switch.ts';
 
@@ -208,8 +208,8 @@ async function analyse(medium: OpenMedium, store: ExceptionStore, combined: Disk
 
 export async function mergeMedium(dir: string, options: MergeOptions = {}): Promise<MergeResult> {
   const started = Date.now();
+  const recovery = options.dryRun ? { action: 'none' as const, files: [] } : await recoverMedium(await liveosDir(dir));
   const located = await locateMedium(dir, { overlay: options.overlay });
-  const recovery = options.dryRun ? { action: 'none' as const, files: [] } : await recoverMedium(located.liveos);
   if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}: nothing to merge`);
   const overlayPath = located.overlayPath;
   const medium = await openMedium(located);

@@ -18,7 +18,7 @@ import { FileDisk } from '../io/disk.ts';
 import { LivestickError, UsageError } from '../errors.ts';
 import { bindingFor, describeStore, type OverlayInfo } from './overlay.ts';
 import { sameBase } from '../xform/dmsnap/binding.ts';
-import { locateMedium, openMedium } from './medium.ts';
+import { liveosDir, locateMedium, openMedium } from './medium.ts';
 import { recoverMedium, type RecoveryReport } from './switch.ts';
 
 export interface PathUsage {
@@ -67,8 +67,9 @@ export interface StatusOptions {
 
 export async function mediumStatus(dir: string, options: StatusOptions = {}): Promise<StatusReport> {
   const top = options.top ?? 10;
+  // An interrupted merge is finished (or rolled back) before anything else looks at the medium.
+  const recovery = await recoverMedium(await liveosDir(dir));
   const located = await locateMedium(dir, { overlay: options.overlay });
-  const recovery = await recoverMedium(located.liveos);
   if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}; this medium has no persistence yet`);
   const overlayPath = located.overlayPath;
   const medium = await openMedium(located);
