@@ -3,7 +3,7 @@
  * link. A regular file's content comes from bytes, a host path, a Disk, or an async iterable of
  * pieces; `verbatim` lets a caller hand over already-compressed blocks for unchanged regions.
  */
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
@@ -64,13 +64,14 @@ export interface ScanOptions {
   readXattrs?: (path: string) => Promise<Xattr[]>;
 }
 
-/** Builds a tree from a host directory (lstat, no symlink following); hard links share a node. */
+/** Builds a tree from a host directory (lstat, no symlink following; synchronous calls, which are
+ * much faster than a thread-pool round trip per entry); hard links share a node. */
 export async function treeFromDirectory(root: string, options: ScanOptions = {}): Promise<DirNode> {
   const byIno = new Map<string, TreeNode>();
   const scan = async (path: string): Promise<TreeNode> => {
     let st;
     try {
-      st = await lstat(path, { bigint: true });
+      st = lstatSync(path, { bigint: true });
     } catch (err) {
       throw fromSystemError(err, path, 'stat');
     }
@@ -88,7 +89,7 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
     if (st.isDirectory()) {
       let names: string[];
       try {
-        names = await readdir(path);
+        names = readdirSync(path);
       } catch (err) {
         throw fromSystemError(err, path, 'list the directory');
       }
@@ -98,7 +99,7 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
     } else if (st.isFile()) {
       node = { ...meta, type: 'file', size: Number(st.size), content: { kind: 'path', path } };
     } else if (st.isSymbolicLink()) {
-      node = { ...meta, type: 'symlink', target: await readlink(path) };
+      node = { ...meta, type: 'symlink', target: readlinkSync(path) };
     } else if (st.isBlockDevice() || st.isCharacterDevice()) {
       const rdev = Number(st.rdev);
       node = { ...meta, type: st.isBlockDevice() ? 'blockdev' : 'chardev', major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
@@ -123,9 +124,11 @@ export async function* contentPieces(content: FileContent, size: number, pieceSi
       for (let at = 0; at < content.bytes.byteLength; at += pieceSize) yield content.bytes.subarray(at, at + pieceSize);
       return;
     case 'path': {
-      let fh;
+      // Synchronous reads: the main thread only feeds the compression workers, and a thread-pool
+      // round trip per small file costs more than the read itself.
+      let fd: number;
       try {
-        fh = await open(content.path, 'r');
+        fd = openSync(content.path, 'r');
       } catch (err) {
         throw fromSystemError(err, content.path, 'open');
       }
@@ -135,15 +138,20 @@ export async function* contentPieces(content: FileContent, size: number, pieceSi
           const buf = new Uint8Array(Math.min(pieceSize, size - at));
           let got = 0;
           while (got < buf.byteLength) {
-            const { bytesRead } = await fh.read(buf, got, buf.byteLength - got, at + got);
-            if (bytesRead === 0) throw fromSystemError(new Error('the file shrank while being read'), content.path, 'read');
-            got += bytesRead;
+            let n: number;
+            try {
+              n = readSync(fd, buf, got, buf.byteLength - got, at + got);
+            } catch (err) {
+              throw fromSystemError(err, content.path, 'read');
+            }
+            if (n === 0) throw fromSystemError(new Error('the file shrank while being read'), content.path, 'read');
+            got += n;
           }
           at += got;
           yield buf;
         }
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
       return;
     }

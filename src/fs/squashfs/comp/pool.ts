@@ -2,6 +2,8 @@
  * Block compression off the main thread: a fixed pool of worker_threads, each holding its own codec.
  * Jobs resolve to the compressed bytes, or undefined when compression does not shrink the block
  * (the writer then stores it uncompressed). With 0 threads, compression runs inline.
+ * A compressed block is a pure function of its bytes and the codec settings, so where it ran does
+ * not change the image.
  */
 import { Worker } from 'node:worker_threads';
 import { compressorForWriting } from './index.ts';
@@ -29,43 +31,49 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
   const entry = fromSource
     ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
     : url;
+  // Workers start in the background; until one is ready (and whenever none has room), blocks are
+  // compressed inline, so small inputs do not wait for thread start-up. Output bytes do not depend
+  // on who compressed a block.
+  const inline: Compressor = await compressorForWriting(name, settings, blockSize);
   const workers: Worker[] = [];
+  const ready: boolean[] = [];
   const load: number[] = [];
   const pending = new Map<number, { resolve: (v: Uint8Array | undefined) => void; reject: (e: unknown) => void; worker: number }>();
   let nextId = 0;
   let failure: unknown;
-  await Promise.all(
-    Array.from({ length: threads }, (_, w) => {
-      const worker = new Worker(entry, { workerData: { name, settings, blockSize } });
-      workers.push(worker);
-      load.push(0);
-      return new Promise<void>((resolve, reject) => {
-        worker.once('error', reject);
-        worker.on('message', (msg: { ready?: boolean; id?: number; out?: Uint8Array | null }) => {
-          if (msg.ready) {
-            worker.off('error', reject);
-            worker.on('error', (err) => {
-              failure = err;
-              for (const p of pending.values()) p.reject(err);
-              pending.clear();
-            });
-            resolve();
-            return;
-          }
-          const job = pending.get(msg.id as number);
-          if (job === undefined) return;
-          pending.delete(msg.id as number);
-          load[job.worker] = (load[job.worker] as number) - 1;
-          job.resolve(msg.out === null || msg.out === undefined ? undefined : new Uint8Array(msg.out.buffer, msg.out.byteOffset, msg.out.byteLength));
-        });
-      });
-    }),
-  );
+  const fail = (err: unknown): void => {
+    failure ??= err;
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+  };
+  for (let w = 0; w < threads; w++) {
+    const worker = new Worker(entry, { workerData: { name, settings, blockSize } });
+    workers.push(worker);
+    ready.push(false);
+    load.push(0);
+    worker.on('error', fail);
+    worker.on('message', (msg: { ready?: boolean; id?: number; out?: Uint8Array | null }) => {
+      if (msg.ready) {
+        ready[w] = true;
+        return;
+      }
+      const job = pending.get(msg.id as number);
+      if (job === undefined) return;
+      pending.delete(msg.id as number);
+      load[job.worker] = (load[job.worker] as number) - 1;
+      job.resolve(msg.out === null || msg.out === undefined ? undefined : new Uint8Array(msg.out.buffer, msg.out.byteOffset, msg.out.byteLength));
+    });
+  }
+  const maxPerWorker = 8;
   return {
     compress(data) {
       if (failure !== undefined) return Promise.reject(failure);
-      let w = 0;
-      for (let i = 1; i < workers.length; i++) if ((load[i] as number) < (load[w] as number)) w = i;
+      let w = -1;
+      for (let i = 0; i < workers.length; i++) if (ready[i] && (load[i] as number) < maxPerWorker && (w < 0 || (load[i] as number) < (load[w] as number))) w = i;
+      if (w < 0) {
+        const out = inline.compress(data);
+        return Promise.resolve(out.byteLength < data.byteLength ? out : undefined);
+      }
       const id = nextId++;
       load[w] = (load[w] as number) + 1;
       // Workers need their own copy of the bytes (the caller may reuse its buffer).
