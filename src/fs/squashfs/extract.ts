@@ -6,8 +6,9 @@
  * directory (never a symlink, even one that was already in DEST), and existing non-directories are
  * replaced, never written through. Hard links are only made to files extracted in this run.
  * Node has no mknod, mkfifo or xattr API: devices, fifos, sockets and xattrs are reported as skipped.
+ * Host calls are synchronous: per small file they cost far less than thread-pool round trips.
  */
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AlreadyExistsError, CorruptImageError, fromSystemError } from '../../errors.ts';
 import { isAllZero } from '../../io/bytes.ts';
@@ -29,22 +30,32 @@ export interface ExtractResult {
   skipped: Array<{ path: string; reason: string }>;
 }
 
-async function lstatOrUndefined(path: string) {
+function lstatOrUndefined(path: string) {
   try {
-    return await lstat(path);
+    return lstatSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fromSystemError(err, path, 'stat');
   }
 }
 
-async function clearForNonDir(path: string): Promise<void> {
-  const st = await lstatOrUndefined(path);
+function clearForNonDir(path: string): void {
+  const st = lstatOrUndefined(path);
   if (st === undefined) return;
   if (st.isDirectory()) throw new AlreadyExistsError(`a directory is in the way of a non-directory`, { file: path });
-  await unlink(path).catch((err) => {
+  try {
+    unlinkSync(path);
+  } catch (err) {
     throw fromSystemError(err, path, 'replace');
-  });
+  }
+}
+
+function host<T>(path: string, action: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw fromSystemError(err, path, action);
+  }
 }
 
 export async function extractSquashfs(reader: SquashfsReader, dest: string, subpath = '', options: ExtractOptions = {}): Promise<ExtractResult> {
@@ -56,9 +67,7 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
   const prefix = subpath.split('/').filter((p) => p !== '' && p !== '.').join('/');
   const rel = (p: string): string => (prefix === '' ? p : p === prefix ? '' : p.slice(prefix.length + 1));
 
-  await mkdir(dest, { recursive: true }).catch((err) => {
-    throw fromSystemError(err, dest, 'create the destination');
-  });
+  host(dest, 'create the destination', () => mkdirSync(dest, { recursive: true }));
   for await (const { path: imagePath, inode } of reader.walk(prefix)) {
     const r = rel(imagePath);
     const target = r === '' ? dest : join(dest, ...r.split('/'));
@@ -71,78 +80,69 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
       if (set.has(name)) throw new CorruptImageError('squashfs', 'directory', `duplicate name /${imagePath}`);
       set.add(name);
     }
-    const meta = async (): Promise<void> => {
-      if (owners) await lchown(target, reader.uid(inode), reader.gid(inode)).catch((err) => {
-        throw fromSystemError(err, target, 'set ownership');
-      });
+    const meta = (): void => {
+      if (owners) host(target, 'set ownership', () => lchownSync(target, reader.uid(inode), reader.gid(inode)));
       if (inode.kind === 'symlink') {
-        await lutimes(target, inode.mtime, inode.mtime).catch(() => {});
+        try {
+          lutimesSync(target, inode.mtime, inode.mtime);
+        } catch {
+          // not every host can set a symlink's times
+        }
       } else {
-        await chmod(target, inode.mode);
-        await utimes(target, inode.mtime, inode.mtime);
+        host(target, 'set mode and times', () => {
+          chmodSync(target, inode.mode);
+          utimesSync(target, inode.mtime, inode.mtime);
+        });
       }
     };
     if (inode.xattr !== undefined) result.skipped.push({ path: imagePath, reason: 'xattrs (no xattr API in Node.js)' });
     switch (inode.kind) {
       case 'dir': {
-        const st = await lstatOrUndefined(target);
+        const st = lstatOrUndefined(target);
         if (st === undefined) {
-          await mkdir(target, { mode: 0o700 }).catch((err) => {
-            throw fromSystemError(err, target, 'create the directory');
-          });
+          host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
         } else if (!st.isDirectory()) {
           if (r === '') throw new AlreadyExistsError('the destination is not a directory', { file: target });
-          await clearForNonDir(target);
-          await mkdir(target, { mode: 0o700 });
+          clearForNonDir(target);
+          host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
         }
         result.dirs++;
         dirsToFinish.push({ path: target, inode });
         break;
       }
       case 'file': {
-        await clearForNonDir(target);
+        clearForNonDir(target);
         const first = inode.nlink > 1 ? linked.get(inode.inodeNumber) : undefined;
         if (first !== undefined) {
-          await link(first, target).catch((err) => {
-            throw fromSystemError(err, target, 'create the hard link');
-          });
+          host(target, 'create the hard link', () => linkSync(first, target));
           result.hardlinks++;
           break;
         }
-        let fh;
-        try {
-          fh = await open(target, 'wx', 0o600);
-        } catch (err) {
-          throw fromSystemError(err, target, 'create the file');
-        }
+        const fd = host(target, 'create the file', () => openSync(target, 'wx', 0o600));
         try {
           let at = 0;
           for await (const piece of reader.stream(inode)) {
             if (!isAllZero(piece)) {
               let done = 0;
-              while (done < piece.byteLength) done += (await fh.write(piece, done, piece.byteLength - done, at + done)).bytesWritten;
+              while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
             }
             at += piece.byteLength;
           }
-          await fh.truncate(at);
+          host(target, 'write the file', () => ftruncateSync(fd, at));
           result.bytes += at;
-        } catch (err) {
-          throw fromSystemError(err, target, 'write the file');
         } finally {
-          await fh.close();
+          closeSync(fd);
         }
-        await meta();
+        meta();
         if (inode.nlink > 1) linked.set(inode.inodeNumber, target);
         result.files++;
         options.onFile?.(imagePath, inode.fileSize);
         break;
       }
       case 'symlink':
-        await clearForNonDir(target);
-        await symlink(Buffer.from(inode.target), target).catch((err) => {
-          throw fromSystemError(err, target, 'create the symlink');
-        });
-        await meta();
+        clearForNonDir(target);
+        host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
+        meta();
         result.symlinks++;
         break;
       default:
@@ -150,9 +150,11 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
     }
   }
   for (const d of dirsToFinish.reverse()) {
-    if (owners) await lchown(d.path, reader.uid(d.inode), reader.gid(d.inode));
-    await chmod(d.path, d.inode.mode);
-    await utimes(d.path, d.inode.mtime, d.inode.mtime);
+    host(d.path, 'set mode and times', () => {
+      if (owners) lchownSync(d.path, reader.uid(d.inode), reader.gid(d.inode));
+      chmodSync(d.path, d.inode.mode);
+      utimesSync(d.path, d.inode.mtime, d.inode.mtime);
+    });
   }
   return result;
 }
