@@ -1,0 +1,73 @@
+/**
+ * SquashFS benchmark: livestick against mksquashfs/unsquashfs, side by side in one run, same corpus,
+ * compressor, block size and 2 threads.
+ *   node --import tsx bench/squashfs.bench.ts [--corpus /usr/lib/llvm-14] [--comp gzip,zstd,lz4,xz] [--block-size 128K]
+ * Both tools run as child processes. Ours runs the CLI compiled by tsc (as shipped) into
+ * node_modules/.cache/livestick-bench; if that build fails it falls back to tsx. Prints a Markdown
+ * table: wall times, wall ratio (ours / theirs, lower is better), size ratio (bytes_used), peak RSS.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const arg = (name: string, def: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? (process.argv[i + 1] as string) : def;
+};
+const corpus = arg('corpus', '/usr/lib/llvm-14');
+const comps = arg('comp', 'gzip,zstd,lz4,xz').split(',');
+const blockSize = arg('block-size', '128K');
+const root = fileURLToPath(new URL('..', import.meta.url));
+const buildDir = join(root, 'node_modules/.cache/livestick-bench');
+const build = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', buildDir, '--sourceMap', 'false', '--declaration', 'false'], { encoding: 'utf8' });
+const compiled = existsSync(join(buildDir, 'cli/main.js'));
+const cli = compiled ? join(buildDir, 'cli/main.js') : join(root, 'src/cli/main.ts');
+const nodeArgs = compiled ? [cli] : ['--import', 'tsx', cli];
+if (!compiled) console.error(`tsc build failed, running from sources through tsx: ${build.stdout.slice(0, 500)}`);
+const dir = mkdtempSync(join(tmpdir(), 'livestick-sqfs-bench-'));
+const haveTime = existsSync('/usr/bin/time');
+
+function timed(cmd: string, args: string[]): { seconds: number; rssMiB: number | undefined } {
+  const argv = haveTime ? ['/usr/bin/time', '-f', '%M', cmd, ...args] : [cmd, ...args];
+  const t = process.hrtime.bigint();
+  const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  const last = r.stderr.trim().split('\n').pop() ?? '';
+  return { seconds, rssMiB: haveTime && /^\d+$/.test(last) ? Number(last) / 1024 : undefined };
+}
+
+function bytesUsed(img: string): number {
+  const fd = openSync(img, 'r');
+  const b = Buffer.alloc(96);
+  readSync(fd, b, 0, 96, 0);
+  closeSync(fd);
+  return Number(b.readBigUInt64LE(40));
+}
+
+const du = spawnSync('du', ['-sb', corpus], { encoding: 'utf8' }).stdout.split('\t')[0];
+console.log(`Ours: ${compiled ? 'compiled JS' : 'tsx'}. Corpus: ${corpus} (${(Number(du) / 2 ** 20).toFixed(0)} MiB), block size ${blockSize}, 2 threads each\n`);
+console.log('| compressor | mksquashfs create | livestick create | wall ratio | size ratio | unsquashfs extract | livestick extract | wall ratio | peak RSS ours (create/extract) |');
+console.log('|---|---|---|---|---|---|---|---|---|');
+try {
+  for (const comp of comps) {
+    const m = join(dir, `m-${comp}.sqfs`);
+    const o = join(dir, `o-${comp}.sqfs`);
+    const theirs = timed('mksquashfs', [corpus, m, '-comp', comp, '-b', blockSize, '-processors', '2', '-noappend', '-no-progress', '-quiet']);
+    const ours = timed(process.execPath, [...nodeArgs, 'squashfs', 'create', corpus, o, '--compressor', comp, '--block-size', blockSize, '--threads', '2']);
+    const xm = join(dir, 'x-m');
+    const xo = join(dir, 'x-o');
+    const ux = timed('unsquashfs', ['-q', '-n', '-processors', '2', '-d', xm, m]);
+    const ox = timed(process.execPath, [...nodeArgs, 'squashfs', 'extract', m, xo]);
+    rmSync(xm, { recursive: true, force: true });
+    rmSync(xo, { recursive: true, force: true });
+    const sizeRatio = bytesUsed(o) / bytesUsed(m);
+    console.log(`| ${comp} | ${theirs.seconds.toFixed(1)} s | ${ours.seconds.toFixed(1)} s | ${(ours.seconds / theirs.seconds).toFixed(2)}x | ${sizeRatio.toFixed(4)}x | ${ux.seconds.toFixed(1)} s | ${ox.seconds.toFixed(1)} s | ${(ox.seconds / ux.seconds).toFixed(2)}x | ${ours.rssMiB?.toFixed(0) ?? '?'} / ${ox.rssMiB?.toFixed(0) ?? '?'} MiB |`);
+    rmSync(m, { force: true });
+    rmSync(o, { force: true });
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
