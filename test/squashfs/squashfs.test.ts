@@ -143,3 +143,66 @@ test('merge hook: a file re-written from a Disk with verbatim stored blocks keep
   assert.ok(f2.kind === 'file');
   if (f2.kind === 'file') assert.deepEqual(await r2.storedBlock(f2, 0), await r1.storedBlock(big, 0));
 });
+
+async function craft(tree: DirNode): Promise<Uint8Array> {
+  const disk = new MemoryDisk(0);
+  await writeSquashfs(tree, disk, { threads: 0, mkfsTime: 0, uncompressedMetadata: true });
+  return disk.bytes.slice();
+}
+
+function findEntry(img: Uint8Array, type: number, name: string): number {
+  const pat = Buffer.concat([Buffer.from([type, 0, name.length - 1, 0]), Buffer.from(name, 'latin1')]);
+  const at = Buffer.from(img).indexOf(pat, 96);
+  assert.ok(at > 0, `entry ${name} not found`);
+  return at - 4; // the entry starts with u16 offset, s16 delta
+}
+
+test('crafted: a directory entry pointing back at the root is a typed cycle error', async () => {
+  const img = await craft(dirNode({}, { a: dirNode({}, { f: fileNode('x') }), b: fileNode('y') }));
+  const r0 = await SquashfsReader.open(new MemoryDisk(img.slice(), { readOnly: true }));
+  const rootRef = r0.superblock.rootInode;
+  const root = await r0.root();
+  const a = await r0.lookup('a');
+  const e = findEntry(img, 1, 'a');
+  const dv = new DataView(img.buffer, img.byteOffset);
+  const base = a.inodeNumber - dv.getInt16(e + 2, true);
+  dv.setUint16(e, Number(rootRef & 0xffffn), true);
+  dv.setInt16(e + 2, root.inodeNumber - base, true);
+  assert.equal(Number(rootRef >> 16n), 0, 'tiny image: the root inode is in the first inode block');
+  const r = await SquashfsReader.open(new MemoryDisk(img, { readOnly: true }));
+  await assert.rejects(async () => {
+    for await (const _ of r.walk());
+  }, (err: unknown) => err instanceof LivestickError && err.code === 'CORRUPT_IMAGE' && /appears twice/.test(err.message));
+});
+
+test('crafted: ".." as an entry name is refused', async () => {
+  const img = await craft(dirNode({}, { ab: fileNode('x') }));
+  const e = findEntry(img, 2, 'ab');
+  img[e + 8] = 0x2e;
+  img[e + 9] = 0x2e;
+  const r = await SquashfsReader.open(new MemoryDisk(img, { readOnly: true }));
+  await assert.rejects(r.readdir('/'), (err: unknown) => err instanceof LivestickError && /"\.\."/.test(err.message));
+});
+
+test('crafted: a duplicate name (symlink out, then a directory of the same name) cannot write outside DEST', async () => {
+  const { tempDir } = await import('../helpers/tmp.ts');
+  const { existsSync, mkdirSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { extractSquashfs } = await import('../../src/fs/squashfs/extract.ts');
+  const t = tempDir('sqfs-dup-');
+  try {
+    const outside = join(t.dir, 'outside');
+    mkdirSync(outside);
+    const img = await craft(dirNode({}, {
+      x: { type: 'symlink', target: outside, mode: 0o777, uid: 0, gid: 0, mtime: 0 },
+      y: dirNode({}, { f: fileNode('pwned') }),
+    }));
+    const e = findEntry(img, 1, 'y');
+    img[e + 8] = 0x78; // "y" -> "x"
+    const r = await SquashfsReader.open(new MemoryDisk(img, { readOnly: true }));
+    await assert.rejects(extractSquashfs(r, join(t.dir, 'dest')), (err: unknown) => err instanceof LivestickError && /duplicate name/.test(err.message));
+    assert.equal(existsSync(join(outside, 'f')), false);
+  } finally {
+    t.cleanup();
+  }
+});

@@ -51,6 +51,8 @@ export interface WriteOptions {
   noXattrs?: boolean;
   noDedup?: boolean;
   exportable?: boolean;
+  /** Store inode and directory tables uncompressed (mksquashfs -noI -noD). */
+  uncompressedMetadata?: boolean;
   /** Pad the image to a multiple of 4 KiB (default true). */
   pad?: boolean;
   onProgress?: (bytesRead: number) => void;
@@ -427,8 +429,8 @@ async function writeImage(
     return i;
   };
   const xw = new XattrWriter(comp);
-  const inodeTable = new MetadataWriter(comp);
-  const dirTable = new MetadataWriter(comp);
+  const inodeTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
+  const dirTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
   const refs = new Map<TreeNode, { block: number; offset: number; type: number }>();
   const exportRefs: bigint[] = new Array(inodeCount).fill(0n);
   const mtimeOf = (n: TreeNode): number => (o.mtime ?? n.mtime) >>> 0;
@@ -571,6 +573,7 @@ async function writeImage(
   if (o.noXattrs) flags |= Flags.noXattrs;
   if (comp.options) flags |= Flags.compressorOptions;
   if (o.noDedup) flags &= ~Flags.duplicates;
+  if (o.uncompressedMetadata) flags |= Flags.inodesUncompressed;
   const sb = encodeSuperblock({
     inodes: inodeCount, mkfsTime: o.mkfsTime >>> 0, blockSize: bs, fragments: fragments.length, compression: comp.id,
     blockLog: Math.log2(bs), flags, idCount: ids.length, rootInode: posToRef(rootRef.block, rootRef.offset), bytesUsed,
