@@ -227,6 +227,61 @@ describe('ext4 writer', { skip }, () => {
     assert.equal(hashes[0], 'cd2be8df8a419ea9952e03b6a58a818066dbb68a17327d26195ede47c4605bd3');
   });
 
+  test('extended attributes (in the inode and in an EA block) and whiteouts: e2fsck, debugfs, the kernel', async () => {
+    const image = join(tmp.dir, 'xattr.img');
+    const disk = await FileDisk.open(image, { create: { size: 32 * 2 ** 20 } });
+    const big = enc('v'.repeat(300));
+    try {
+      await mkfs(disk, { ...FIXED, zeroed: true });
+      const w = await Ext4Writer.open(await Ext4.open(disk), { now: NOW });
+      await w.mkdir('/upper');
+      await w.mkdir('/upper/opaque');
+      await w.setXattr('/upper/opaque', 'trusted.overlay.opaque', enc('y'));
+      await w.mknod('/upper/deleted', 'chardev', { major: 0, minor: 0 });
+      await w.writeFile('/upper/f', enc('x'));
+      await w.setXattr('/upper/f', 'user.a', enc('1'));
+      await w.setXattr('/upper/f', 'user.b', big);
+      await w.setXattr('/upper/f', 'security.selinux', enc('system_u:object_r:user_home_t:s0\0'));
+      await w.writeFile('/upper/g', enc('y'));
+      await w.setXattr('/upper/g', 'user.gone', big);
+      await w.setXattr('/upper/g', 'user.gone', undefined);
+      await w.setXattr('/upper/g', 'trusted.overlay.redirect', enc('/lower/x'));
+      await w.close();
+    } finally {
+      await disk.close();
+    }
+    fsckClean(image);
+    const ro = await FileDisk.open(image, { readOnly: true });
+    try {
+      const fs = await Ext4.open(ro, { strict: true });
+      const names = async (p: string) => (await fs.getXattrs(p)).map((x) => `${x.name}=${new TextDecoder().decode(x.value).slice(0, 8)}`).sort();
+      assert.deepEqual(await names('/upper/opaque'), ['trusted.overlay.opaque=y']);
+      assert.deepEqual(await names('/upper/f'), ['security.selinux=system_u', 'user.a=1', 'user.b=vvvvvvvv']);
+      assert.deepEqual(await names('/upper/g'), ['trusted.overlay.redirect=/lower/x']);
+      assert.equal((await fs.statInode(await fs.lookup('/upper/g'))).blocks512, 8, 'the EA block of user.gone was released');
+    } finally {
+      await ro.close();
+    }
+    const out = join(tmp.dir, 'ea.out');
+    run('debugfs', ['-R', `ea_get -f ${out} /upper/f user.b`, image]);
+    assert.ok(Buffer.from(readFileSync(out)).equals(Buffer.from(big)));
+    if (canLoopMount() && !missingTools('python3')) {
+      const mnt = join(tmp.dir, 'mnt-x');
+      mkdirSync(mnt);
+      run('mount', ['-o', 'loop,ro', '-t', 'ext4', image, mnt]);
+      try {
+        const py = "import os,sys,json; print(json.dumps({p: sorted(k + '=' + os.getxattr(p, k).decode()[:8] for k in os.listxattr(p)) for p in sys.argv[1:]}))";
+        const got = JSON.parse(run('python3', ['-c', py, join(mnt, 'upper/opaque'), join(mnt, 'upper/f'), join(mnt, 'upper/g')]).stdout);
+        assert.deepEqual(got[join(mnt, 'upper/f')], ['security.selinux=system_u', 'user.a=1', 'user.b=vvvvvvvv']);
+        assert.deepEqual(got[join(mnt, 'upper/opaque')], ['trusted.overlay.opaque=y']);
+        assert.deepEqual(got[join(mnt, 'upper/g')], ['trusted.overlay.redirect=/lower/x']);
+        assert.ok(lstatSync(join(mnt, 'upper/deleted')).isCharacterDevice());
+      } finally {
+        run('umount', [mnt]);
+      }
+    }
+  });
+
   test('refuses a filesystem whose journal needs recovery, and ext3', async () => {
     const image = join(tmp.dir, 'dirty.img');
     run('mke2fs', ['-q', '-F', '-t', 'ext4', image, '16M']);

@@ -16,8 +16,8 @@
  *   here (UnsupportedFeatureError).
  * - Refuses filesystems whose journal needs recovery, and features whose bookkeeping it does not do
  *   (quota, bigalloc, …), so it never leaves a filesystem e2fsck must repair.
- * - Device nodes (overlayfs whiteouts are char 0:0) are supported; extended attributes are the next
- *   step: `setXattr` would add in-inode entries after i_extra_isize, the layout xattr.ts decodes.
+ * - Device nodes (overlayfs whiteouts are char 0:0) and extended attributes (trusted.overlay.* and
+ *   friends) are supported: attributes go in the inode when they fit, else all into one EA block.
  */
 import { AlreadyExistsError, NotFoundError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { isAllZero, view } from '../../io/bytes.ts';
@@ -30,7 +30,7 @@ import { BgFlags, type GroupDesc, hasGroupChecksums } from './group.ts';
 import { FileType, InodeFlags, type Inode, type Timestamp, encodeInode, kindOfMode, setInodeChecksum } from './inode.ts';
 import { writeSuperblocksAndDescriptors } from './mkfs.ts';
 import { Incompat, RoCompat, encodeSuperblock, SUPERBLOCK_OFFSET } from './superblock.ts';
-import { decodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
+import { type Xattr, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
 
 export interface NodeAttrs {
   mode?: number;
@@ -581,6 +581,39 @@ export class Ext4Writer {
     setTimes(raw, { ctime: time });
     await this.#writeInode(ino, raw);
     this.#freeInode(ino, isDir);
+  }
+
+  /** Sets (or, with `undefined`, removes) an extended attribute such as "trusted.overlay.opaque". */
+  async setXattr(path: string, name: string, value: Uint8Array | undefined): Promise<void> {
+    const ino = await this.fs.lookup(path);
+    const inode = await this.fs.readInode(ino);
+    if (inode.flags & InodeFlags.inlineData) throw new UnsupportedFeatureError('ext4', 'writing', 'xattrs of inline-data inodes');
+    if (name.length === 0 || new TextEncoder().encode(name).byteLength > 255 + 24) throw new UsageError(`bad attribute name "${name}"`);
+    const attrs: Xattr[] = (await this.fs.xattrs(inode)).filter((a) => a.name !== name);
+    if (value !== undefined) attrs.push({ name, value });
+    const raw = inode.raw.slice();
+    const dv = view(raw);
+    const bs = this.fs.blockSize;
+    const oldBlock = inode.fileAcl;
+    let newBlock = 0;
+    if (!encodeInodeXattrs(raw, inode.extraIsize, attrs)) {
+      encodeInodeXattrs(raw, inode.extraIsize, []);
+      const [[blk]] = this.#allocBlocks(1, this.#groupGoal(ino)) as [[number, number]];
+      const block = encodeXattrBlock(attrs, bs, blk, this.fs.metadataCsum ? this.fs.csumSeed : undefined);
+      if (!block) {
+        this.#freeBlocks([[blk, 1]]);
+        throw new NoSpaceError(`the extended attributes of ${path} do not fit in one block`);
+      }
+      await this.fs.disk.write(block, blk * bs);
+      newBlock = blk;
+    }
+    if (oldBlock !== 0) await this.#releaseXattrBlock(oldBlock);
+    dv.setUint32(104, newBlock % 2 ** 32, true);
+    dv.setUint16(118, Math.floor(newBlock / 2 ** 32), true);
+    const blocks = inode.blocks512 - (oldBlock !== 0 ? bs / 512 : 0) + (newBlock !== 0 ? bs / 512 : 0);
+    setBlocks512(raw, blocks);
+    setTimes(raw, { ctime: this.#time() });
+    await this.#writeInode(ino, raw);
   }
 
   async #releaseXattrBlock(block: number): Promise<void> {

@@ -92,3 +92,90 @@ export function xattrBlockChecksum(seed: number, blockNr: number, block: Uint8Ar
   copy.fill(0, 16, 20);
   return crc32cUpdate(crc32cU64(seed, blockNr), copy);
 }
+
+/** e_hash of an entry (name bytes then value words), as the kernel and e2fsprogs compute it. */
+export function xattrEntryHash(nameSuffix: Uint8Array, value: Uint8Array): number {
+  let hash = 0;
+  for (const c of nameSuffix) hash = ((hash << 5) ^ (hash >>> 27) ^ c) >>> 0;
+  if (value.byteLength > 0) {
+    const padded = new Uint8Array((value.byteLength + 3) & ~3);
+    padded.set(value);
+    const dv = view(padded);
+    for (let i = 0; i < padded.byteLength; i += 4) hash = ((hash << 16) ^ (hash >>> 16) ^ dv.getUint32(i, true)) >>> 0;
+  }
+  return hash;
+}
+
+interface EncodedEntry {
+  index: number;
+  suffix: Uint8Array;
+  value: Uint8Array;
+}
+
+function prepare(attrs: readonly Xattr[]): EncodedEntry[] {
+  return attrs
+    .map((a) => {
+      const { index, suffix } = xattrPrefixIndex(a.name);
+      return { index, suffix: new TextEncoder().encode(suffix), value: a.value };
+    })
+    .sort((a, b) => a.index - b.index || a.suffix.byteLength - b.suffix.byteLength || Buffer.compare(a.suffix, b.suffix));
+}
+
+function entriesSize(entries: readonly EncodedEntry[]): number {
+  return entries.reduce((n, e) => n + ((16 + e.suffix.byteLength + 3) & ~3) + ((e.value.byteLength + 3) & ~3), 0) + 4;
+}
+
+/** Lays entries and values into `area` (entries from `entriesAt`, values from the end down); returns the entry hashes. */
+function layout(area: Uint8Array, entriesAt: number, valueBase: number, entries: readonly EncodedEntry[], withHash: boolean): number[] {
+  const dv = view(area);
+  let at = entriesAt;
+  let valueEnd = area.byteLength;
+  const hashes: number[] = [];
+  for (const e of entries) {
+    const vSize = (e.value.byteLength + 3) & ~3;
+    valueEnd -= vSize;
+    area.set(e.value, valueEnd);
+    const hash = withHash ? xattrEntryHash(e.suffix, e.value) : 0;
+    dv.setUint8(at, e.suffix.byteLength);
+    dv.setUint8(at + 1, e.index);
+    dv.setUint16(at + 2, e.value.byteLength === 0 ? 0 : valueEnd - valueBase, true);
+    dv.setUint32(at + 4, 0, true);
+    dv.setUint32(at + 8, e.value.byteLength, true);
+    dv.setUint32(at + 12, hash, true);
+    area.set(e.suffix, at + 16);
+    hashes.push(hash);
+    at += (16 + e.suffix.byteLength + 3) & ~3;
+  }
+  return hashes;
+}
+
+/** Writes attrs into the in-inode area of `raw`; false if they do not fit (the area is then left empty). */
+export function encodeInodeXattrs(raw: Uint8Array, extraIsize: number, attrs: readonly Xattr[]): boolean {
+  const start = 128 + extraIsize;
+  if (raw.byteLength <= start + 4) return attrs.length === 0;
+  raw.fill(0, start);
+  if (attrs.length === 0) return true;
+  const entries = prepare(attrs);
+  const area = raw.subarray(start + 4);
+  if (entriesSize(entries) > area.byteLength) return false;
+  view(raw).setUint32(start, XATTR_MAGIC, true);
+  layout(area, 0, 0, entries, false);
+  return true;
+}
+
+/** An EA block holding attrs (refcount 1), with hashes and, when `seed` is given, the checksum. */
+export function encodeXattrBlock(attrs: readonly Xattr[], blockSize: number, blockNr: number, seed: number | undefined): Uint8Array | undefined {
+  const entries = prepare(attrs);
+  if (XATTR_BLOCK_HEADER + entriesSize(entries) > blockSize) return undefined;
+  const block = new Uint8Array(blockSize);
+  const dv = view(block);
+  dv.setUint32(0, XATTR_MAGIC, true);
+  dv.setUint32(4, 1, true);
+  dv.setUint32(8, 1, true);
+  const hashes = layout(block, XATTR_BLOCK_HEADER, 0, entries, true);
+  let h = 0;
+  for (const eh of hashes) h = ((h << 16) ^ (h >>> 16) ^ eh) >>> 0;
+  dv.setUint32(12, h, true);
+  if (seed !== undefined) dv.setUint32(16, xattrBlockChecksum(seed, blockNr, block), true);
+  return block;
+}
