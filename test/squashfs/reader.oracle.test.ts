@@ -6,6 +6,7 @@ import { tempDir } from '../helpers/tmp.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { extractSquashfs } from '../../src/fs/squashfs/extract.ts';
 import { FileDisk } from '../../src/io/disk.ts';
+import { UnsupportedFeatureError } from '../../src/errors.ts';
 import { diffSnapshots, makeVariedTree, readerSnapshot, snapshot } from './fixture.ts';
 
 const skip = missingTools('mksquashfs', 'unsquashfs', 'setfattr', 'getfattr', 'mknod', 'mkfifo');
@@ -69,3 +70,15 @@ for (const [name, args] of variants) {
     }
   });
 }
+
+test('reader: an lzo image gives a clear UnsupportedFeatureError', { skip }, async () => {
+  const img = join(tmp.dir, 'lzo.sqfs');
+  const made = run('mksquashfs', [join(src, 'sub'), img, '-noappend', '-quiet', '-no-progress', '-comp', 'lzo'], { allowFail: true });
+  if (made.status !== 0) return; // this mksquashfs was built without lzo
+  const disk = await FileDisk.open(img, { readOnly: true });
+  try {
+    await assert.rejects(SquashfsReader.open(disk), (err: unknown) => err instanceof UnsupportedFeatureError && /lzo/.test(err.message));
+  } finally {
+    await disk.close();
+  }
+});
