@@ -162,3 +162,15 @@ test('KDF benchmark picks cryptsetup-like costs within bounds', async () => {
   const low = await benchmarkArgon2({ type: 'argon2id', time: 4, memory: 64 * 1024, cpus: 1, salt: new Uint8Array(32) }, 64, 1, true);
   assert.deepEqual(low, { time: 4, memory: 32 * 1024 });
 });
+
+test('encrypting into a separate buffer leaves the input alone and gives the same ciphertext', () => {
+  for (const sectorSize of [512, 4096]) {
+    const key = randomBytes(64);
+    const plain = randomBytes(3 * 4096);
+    const keep = Buffer.from(plain);
+    const out = new Uint8Array(plain.length);
+    new XtsCipher(key).encrypt(plain, sectorSize, 8, out);
+    assert.deepEqual(plain, keep);
+    assert.deepEqual(Buffer.from(out), Buffer.from(referenceXts(key, plain, sectorSize, 8 * 512, true)));
+  }
+});

@@ -34,8 +34,9 @@ export class CbcCipher {
     return c.update(iv);
   }
 
-  encrypt(data: Uint8Array, sectorSize: number, firstIvSector: number | bigint): void {
-    this.#run(data, sectorSize, firstIvSector, true);
+  encrypt(data: Uint8Array, sectorSize: number, firstIvSector: number | bigint, out: Uint8Array = data): void {
+    if (out !== data) out.set(data);
+    this.#run(out, sectorSize, firstIvSector, true);
   }
 
   decrypt(data: Uint8Array, sectorSize: number, firstIvSector: number | bigint): void {

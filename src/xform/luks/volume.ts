@@ -482,7 +482,7 @@ export class LuksVolume {
     createSectorCipher(cipherSpec, new Uint8Array(kekSize)).destroy(); // unsupported cipher or key size: before the KDF
     const material = await readAt(this.disk, areaOffset, length);
     const kek = await deriveKey(kdf, passphrase, kekSize, this.#limits);
-    const cipher = createSectorCipher(cipherSpec, kek);
+    const cipher = createSectorCipher(cipherSpec, kek, { wipeTemporaries: true });
     try {
       cipher.decrypt(material, 512, 0);
       return afMerge(material, keySize, stripes, afHash);
@@ -682,7 +682,7 @@ async function sealKeyslot(
   const cipherSpec = o.cipher ?? 'aes-xts-plain64';
   const areaSize = keyslotAreaSize(keySize);
   const kek = await deriveKey(kdf, passphrase, keySize, o.limits);
-  const cipher = createSectorCipher(cipherSpec, kek);
+  const cipher = createSectorCipher(cipherSpec, kek, { wipeTemporaries: true });
   const split = afSplit(volumeKey, LUKS_STRIPES, o.hash, (n) => new Uint8Array(o.random(n)));
   const material = new Uint8Array(afSectorsBytes(keySize, LUKS_STRIPES));
   material.set(split);

@@ -13,7 +13,9 @@
  *   For 4096-byte sectors dm-crypt (without iv_large_sectors, as LUKS2 uses it) still counts in 512-byte
  *   sectors, so consecutive units' IVs step by sectorSize / 512.
  * - The key halves live in Buffers we own and wipe in `destroy()`; OpenSSL's per-call contexts are
- *   released by node:crypto after each call.
+ *   released by node:crypto after each call. Temporary copies of sector data are not wiped (they hold
+ *   data the caller is given anyway, and wiping them costs throughput) unless `wipeTemporaries` is set,
+ *   as it is for keyslot areas, whose plaintext is the split volume key.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { UnsupportedFeatureError } from '../../errors.ts';
@@ -30,7 +32,11 @@ export class XtsCipher {
   readonly #xtsAlgo: string;
   readonly #halvesDiffer: boolean;
 
-  constructor(key: Uint8Array, ivMode: IvMode = 'plain64') {
+  readonly #wipe: boolean;
+
+  /** `wipeTemporaries`: zero every intermediate buffer (for key material, e.g. keyslot areas). */
+  constructor(key: Uint8Array, ivMode: IvMode = 'plain64', options: { wipeTemporaries?: boolean } = {}) {
+    this.#wipe = options.wipeTemporaries ?? false;
     if (key.byteLength !== 32 && key.byteLength !== 64) {
       throw new UnsupportedFeatureError('luks', 'key size', `aes-xts needs a 256- or 512-bit key, not ${key.byteLength * 8} bits`);
     }
@@ -46,11 +52,19 @@ export class XtsCipher {
   }
 
   /**
-   * Encrypts `data` in place: units of `sectorSize` bytes, the first with IV sector `firstIvSector`, the
+   * Encrypts `data` in place (or into `out`, leaving `data` alone): units of `sectorSize` bytes, the first with IV sector `firstIvSector`, the
    * next ones stepping by sectorSize / 512.
    */
-  encrypt(data: Uint8Array, sectorSize: number, firstIvSector: number | bigint): void {
-    this.#run(data, sectorSize, firstIvSector, true);
+  encrypt(data: Uint8Array, sectorSize: number, firstIvSector: number | bigint, out: Uint8Array = data): void {
+    if (out !== data) {
+      if (out.byteLength !== data.byteLength) throw new RangeError('xts: output length differs from input');
+      if (sectorSize >= 4096 && this.#halvesDiffer) {
+        this.#perUnit(data, sectorSize, data.byteLength / sectorSize, firstIvSector, true, out);
+        return;
+      }
+      out.set(data);
+    }
+    this.#run(out, sectorSize, firstIvSector, true);
   }
 
   decrypt(data: Uint8Array, sectorSize: number, firstIvSector: number | bigint): void {
@@ -116,7 +130,10 @@ export class XtsCipher {
     const mid = ecb(this.#algo, this.#k1, Buffer.from(work.buffer, work.byteOffset, len), encrypt);
     const midWords = new Uint32Array(mid.buffer, mid.byteOffset, len >>> 2);
     for (let i = 0; i < words.length; i++) words[i] = midWords[i]! ^ tweaks[i]!;
-    mid.fill(0);
+    if (this.#wipe) {
+      mid.fill(0);
+      tweaks.fill(0);
+    }
     if (!aligned) {
       data.set(work);
       work.fill(0);
@@ -125,7 +142,7 @@ export class XtsCipher {
 
   // For large sectors OpenSSL's own XTS (one context per unit) is faster than the batched path; it refuses
   // keys whose halves are equal, which the batched path handles.
-  #perUnit(data: Uint8Array, sectorSize: number, units: number, firstIvSector: number | bigint, encrypt: boolean): void {
+  #perUnit(data: Uint8Array, sectorSize: number, units: number, firstIvSector: number | bigint, encrypt: boolean, into: Uint8Array = data): void {
     const iv = Buffer.alloc(16);
     const step = BigInt(sectorSize / 512);
     let sector = BigInt(firstIvSector);
@@ -134,11 +151,10 @@ export class XtsCipher {
       if (this.ivMode === 'plain64') iv.writeBigUInt64LE(BigInt.asUintN(64, sector));
       else iv.writeUInt32LE(Number(BigInt.asUintN(32, sector)));
       const c = encrypt ? createCipheriv(this.#xtsAlgo, this.#key, iv) : createDecipheriv(this.#xtsAlgo, this.#key, iv);
-      const unit = data.subarray(u * sectorSize, (u + 1) * sectorSize);
-      const out = c.update(unit);
+      const out = c.update(data.subarray(u * sectorSize, (u + 1) * sectorSize));
       c.final();
-      unit.set(out);
-      out.fill(0);
+      into.set(out, u * sectorSize);
+      if (this.#wipe) out.fill(0);
     }
   }
 }
