@@ -206,3 +206,21 @@ test('crafted: a duplicate name (symlink out, then a directory of the same name)
     t.cleanup();
   }
 });
+
+test('export table maps every inode number to that inode', async () => {
+  const { readLookupTable } = await import('../../src/fs/squashfs/tables.ts');
+  const disk = new MemoryDisk(await build(0, 'gzip'), { readOnly: true });
+  const r = await SquashfsReader.open(disk);
+  const sb = r.superblock;
+  assert.ok(sb.lookupTableStart !== undefined);
+  const raw = await readLookupTable(disk, r.compressor, sb.lookupTableStart as number, sb.inodes, 8, sb.bytesUsed, 'export');
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  let checked = 0;
+  for await (const e of r.walk()) {
+    const ref = dv.getBigUint64((e.inode.inodeNumber - 1) * 8, true);
+    const inode = await r.inodeAt(Number(ref >> 16n), Number(ref & 0xffffn));
+    assert.equal(inode.inodeNumber, e.inode.inodeNumber);
+    checked++;
+  }
+  assert.ok(checked >= sb.inodes);
+});
