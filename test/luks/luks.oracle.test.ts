@@ -218,3 +218,31 @@ test('damaged primary header: livestick uses the secondary and says so; cryptset
     cleanup();
   }
 });
+
+test('fields livestick does not model (tokens, config flags) survive its keyslot changes', { skip }, async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const img = join(dir, 't.img');
+    run('truncate', ['-s', '20M', img]);
+    const pw = passFile(dir, 'pw', 'pw');
+    run('cryptsetup', ['luksFormat', '--batch-mode', '--type', 'luks2', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', '--key-file', pw, img]);
+    run('cryptsetup', ['token', 'add', '--key-description', 'livestick:test', '--key-slot', '0', img]);
+    run('cryptsetup', ['config', '--priority', 'prefer', '--key-slot', '0', img]);
+    const disk = await FileDisk.open(img);
+    const vol = await LuksVolume.open(disk);
+    assert.equal(await vol.addKeyslot(enc('pw'), enc('two')), 1);
+    let json = cryptsetupJson(img);
+    assert.deepEqual(json.tokens['0'], { type: 'luks2-keyring', keyslots: ['0'], key_description: 'livestick:test' });
+    assert.equal(json.keyslots['0'].priority, 2);
+    assert.equal(await vol.changePassphrase(enc('pw'), enc('one')), 0);
+    json = cryptsetupJson(img);
+    assert.equal(json.keyslots['0'].priority, 2, 'the keyslot keeps its priority across a passphrase change');
+    assert.equal(await vol.removeKeyslot(enc('one')), 0);
+    json = cryptsetupJson(img);
+    assert.deepEqual(json.tokens['0'].keyslots, [], 'the removed keyslot is unassigned from the token');
+    assert.equal(cryptsetupTestPassphrase(img, passFile(dir, 'two', 'two')), 0);
+    await disk.close();
+  } finally {
+    cleanup();
+  }
+});
