@@ -9,7 +9,7 @@ import { UnsupportedFeatureError } from '../../errors.ts';
 
 export const LUKS_STRIPES = 4000;
 
-const DIGEST_SIZES: Record<string, number> = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64, ripemd160: 20 };
+const DIGEST_SIZES: Record<string, number> = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64, ripemd160: 20, 'sha3-256': 32, 'sha3-512': 64 };
 
 export function digestSize(hash: string): number {
   const size = DIGEST_SIZES[hash];

@@ -86,9 +86,12 @@ export function checkKdfCost(kdf: KdfParams, limits: KdfLimits = defaultKdfLimit
 /** The node:crypto name of a LUKS hash spec, or UnsupportedFeatureError. */
 export function hashName(hash: string): string {
   const name = hash.toLowerCase();
-  if (!getHashes().includes(name)) throw new UnsupportedFeatureError(FORMAT, 'hash', hash);
+  if (!LUKS_HASHES.has(name) || !getHashes().includes(name)) throw new UnsupportedFeatureError(FORMAT, 'hash', hash);
   return name;
 }
+
+/** Hashes cryptsetup volumes use that node:crypto (OpenSSL 3 default provider) computes. */
+const LUKS_HASHES = new Set(['sha1', 'sha224', 'sha256', 'sha384', 'sha512', 'ripemd160', 'sha3-256', 'sha3-512']);
 
 export function pbkdf2(password: Uint8Array, salt: Uint8Array, iterations: number, length: number, hash: string): Promise<Uint8Array> {
   const digest = hashName(hash);
