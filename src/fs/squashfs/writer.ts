@@ -19,7 +19,7 @@
  *   fragment, export, id and xattr tables in the order the kernel's mount checks expect.
  */
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
 import { isAllZero, view } from '../../io/bytes.ts';
@@ -177,8 +177,12 @@ class Output {
     }
   }
 
+  /** Closes and removes a partly written image file (a Disk is left as it is). */
   async abort(): Promise<void> {
-    await this.#fh?.close().catch(() => {});
+    if (this.#fh) {
+      await this.#fh.close().catch(() => {});
+      await unlink(this.path).catch(() => {});
+    }
   }
 }
 
