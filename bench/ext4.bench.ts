@@ -1,16 +1,18 @@
 /**
  * ext4 benchmark: the block → inode map of a real image against debugfs icheck, and file
  * read/write throughput against raw file I/O on the same machine, same run.
- *   node --import tsx bench/ext4.bench.ts [--src /usr/share] [--image-mib 1536] [--file-mib 256] [--icheck-lines 4]
+ *   node --import tsx bench/ext4.bench.ts [--src /usr/share] [--image-mib 1536] [--image PATH] [--file-mib 256] [--icheck-lines 4]
+ * (--image reuses an existing ext4 image instead of building one.) Throughputs are page-cache
+ * figures: neither side syncs, so they compare the code paths, not the disk.
  * The image is built with mke2fs -d from real files. debugfs takes at most ~600 block numbers per
  * request line (its line buffer), and every line rescans all inodes, so its time for all used
  * blocks is measured on `--icheck-lines` lines and scaled by the number of lines all blocks need.
  */
-import { closeSync, fdatasyncSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { FileDisk } from '../src/io/disk.ts';
+import { FileDisk, type Disk } from '../src/io/disk.ts';
 import { Ext4 } from '../src/fs/ext4/fs.ts';
 import { buildBlockMap } from '../src/fs/ext4/blockmap.ts';
 import { mkfs } from '../src/fs/ext4/mkfs.ts';
@@ -39,11 +41,36 @@ function sh(cmd: string, args: string[]): string {
   return r.stdout;
 }
 
+/** Passes everything through but skips fsync, so write figures measure the code path, not the disk. */
+class NoSyncDisk implements Disk {
+  readonly inner: FileDisk;
+  constructor(inner: FileDisk) {
+    this.inner = inner;
+  }
+  get size() {
+    return this.inner.size;
+  }
+  get readOnly() {
+    return this.inner.readOnly;
+  }
+  read(buf: Uint8Array, offset: number) {
+    return this.inner.read(buf, offset);
+  }
+  write(buf: Uint8Array, offset: number) {
+    return this.inner.write(buf, offset);
+  }
+  async flush() {}
+  close() {
+    return this.inner.close();
+  }
+}
+
 async function main() {
   const rows: string[][] = [];
   // 1. Block map of a real image.
-  const image = join(dir, 'real.img');
-  const buildS = await time(() => void sh('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', src, image, `${imageMiB}M`]));
+  const given = argStr('image', '');
+  const image = given || join(dir, 'real.img');
+  const buildS = given ? 0 : await time(() => void sh('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', src, image, `${imageMiB}M`]));
   let owned: number[] = [];
   let files = 0;
   let mapS = Infinity;
@@ -86,14 +113,17 @@ async function main() {
   const data = new Uint8Array(size);
   for (let i = 0; i < size; i += 4) data[i] = (i * 2654435761) >>> 24;
   const rawPath = join(dir, 'raw.bin');
-  const rawWriteS = await time(() => {
-    const fd = openSync(rawPath, 'w');
-    for (let at = 0; at < size; at += 2 ** 20) writeSync(fd, data, at, 2 ** 20, at);
-    fdatasyncSync(fd);
-    closeSync(fd);
-  });
+  // Best of three: the first write into fresh page cache pays for the host's dirty-page throttling.
+  let rawWriteS = Infinity;
+  for (let round = 0; round < 3; round++) {
+    rawWriteS = Math.min(rawWriteS, await time(() => {
+      const fd = openSync(rawPath, 'w');
+      for (let at = 0; at < size; at += 2 ** 20) writeSync(fd, data, at, 2 ** 20, at);
+      closeSync(fd);
+    }));
+  }
   const fsPath = join(dir, 'fs.img');
-  const disk = await FileDisk.open(fsPath, { create: { size: size * 2 + 256 * 2 ** 20 } });
+  const disk = new NoSyncDisk(await FileDisk.open(fsPath, { create: { size: size * 2 + 256 * 2 ** 20 } }));
   await mkfs(disk, { zeroed: true });
   const fsWriteS = await time(async () => {
     const w = await Ext4Writer.open(await Ext4.open(disk));
@@ -117,10 +147,10 @@ async function main() {
   if (got !== size) throw new Error('short read');
   await disk.close();
   const mbs = (s: number) => `${(size / 2 ** 20 / s).toFixed(0)} MB/s`;
-  rows.push([`write a ${fileMiB} MiB file (streamed, 1 MiB pieces, incl. flush)`, mbs(fsWriteS), `raw writeSync + fdatasync: ${mbs(rawWriteS)}`, `${(rawWriteS / fsWriteS).toFixed(2)}×`]);
+  rows.push([`write a ${fileMiB} MiB file (streamed, 1 MiB pieces, metadata included)`, mbs(fsWriteS), `raw writeSync: ${mbs(rawWriteS)}`, `${(rawWriteS / fsWriteS).toFixed(2)}×`]);
   rows.push([`read it back (stream, 1 MiB pieces, reused buffer)`, mbs(fsReadS), `raw readSync: ${mbs(rawReadS)}`, `${(rawReadS / fsReadS).toFixed(2)}×`]);
 
-  console.log(`Image built by mke2fs -d in ${buildS.toFixed(1)} s.\n`);
+  if (!given) console.log(`Image built by mke2fs -d in ${buildS.toFixed(1)} s.\n`);
   console.log('| what | livestick | reference | ratio |');
   console.log('|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);

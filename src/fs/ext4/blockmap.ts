@@ -435,7 +435,6 @@ export async function buildBlockMap(fs: Ext4, options: BuildOptions = {}): Promi
           },
           tree: (p, k) => claim(ino, p, 1, k === 'extent' ? BlockKind.extentTree : BlockKind.indirect, keep),
         });
-        void InodeFlags;
       }
     }
     options.onProgress?.(g + 1, nGroups);
@@ -454,6 +453,5 @@ export async function buildBlockMap(fs: Ext4, options: BuildOptions = {}): Promi
     }
   }
   bm.claimedButFree = claimedFree;
-  if (first > blocks) throw new CorruptImageError(FORMAT, 'superblock', 'first data block past the end');
   return bm;
 }

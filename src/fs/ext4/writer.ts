@@ -20,16 +20,16 @@
  *   friends) are supported: attributes go in the inode when they fit, else all into one EA block.
  */
 import { AlreadyExistsError, NotFoundError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
-import { isAllZero, view } from '../../io/bytes.ts';
+import { view } from '../../io/bytes.ts';
 import { BlockAllocator, buildDirBlocks, buildExtentTree, runsToExtents, type NewDirEntry } from './build.ts';
 import { crc32cUpdate } from './crc.ts';
-import { DirFileType, decodeDirBlock, dirEntrySize, encodeDirEntry, hasDirTail, writeDirTail, DIR_TAIL_SIZE } from './dir.ts';
+import { DirFileType, dirEntrySize, encodeDirEntry, hasDirTail, writeDirTail, DIR_TAIL_SIZE } from './dir.ts';
 import { NoSpaceError } from './errors.ts';
 import { type Ext4, ROOT_INO, type Run } from './fs.ts';
 import { BgFlags, type GroupDesc, hasGroupChecksums } from './group.ts';
 import { FileType, InodeFlags, type Inode, type Timestamp, encodeInode, kindOfMode, setInodeChecksum } from './inode.ts';
 import { writeSuperblocksAndDescriptors } from './mkfs.ts';
-import { Incompat, RoCompat, encodeSuperblock, SUPERBLOCK_OFFSET } from './superblock.ts';
+import { Incompat, RoCompat } from './superblock.ts';
 import { type Xattr, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
 
 export interface NodeAttrs {
@@ -54,8 +54,6 @@ export class Ext4Writer {
   readonly #inodeBitmaps: Uint8Array[];
   readonly #dirtyGroups = new Set<number>();
   readonly #time: () => Timestamp;
-  #freeBlocksDelta = 0;
-  #freeInodesDelta = 0;
 
   private constructor(fs: Ext4, alloc: BlockAllocator, groups: GroupDesc[], inodeBitmaps: Uint8Array[], time: () => Timestamp) {
     this.fs = fs;
@@ -65,7 +63,10 @@ export class Ext4Writer {
     this.#time = time;
   }
 
-  /** Opens a writer over a filesystem opened on a writable Disk. `now` fixes timestamps (deterministic output). */
+  /**
+   * Opens a writer over a filesystem opened on a writable Disk. `now` fixes timestamps (deterministic
+   * output). Reopen the filesystem after `close()` to read it: the Ext4 object's descriptors are stale.
+   */
   static async open(fs: Ext4, options: { now?: () => Timestamp } = {}): Promise<Ext4Writer> {
     const sb = fs.sb;
     if (fs.disk.readOnly) throw new UsageError('the disk is open read-only');
@@ -134,14 +135,11 @@ export class Ext4Writer {
         if ((bitmap[i >>> 3]! >>> (i & 7)) & 1) continue;
         bitmap[i >>> 3]! |= 1 << (i & 7);
         const csums = hasGroupChecksums(sb);
-        let flags = gd.flags & ~BgFlags.inodeUninit;
+        const flags = gd.flags & ~BgFlags.inodeUninit;
         let itableUnused = gd.itableUnused;
         if (csums && ipg - itableUnused <= i) itableUnused = ipg - (i + 1);
         this.#groups[g] = { ...gd, flags, freeInodes: gd.freeInodes - 1, usedDirs: gd.usedDirs + (isDir ? 1 : 0), itableUnused };
-        flags = 0;
-        void flags;
         this.#dirtyGroups.add(g);
-        this.#freeInodesDelta--;
         return g * ipg + i + 1;
       }
     }
@@ -157,7 +155,6 @@ export class Ext4Writer {
     const gd = this.#groups[g]!;
     this.#groups[g] = { ...gd, freeInodes: gd.freeInodes + 1, usedDirs: gd.usedDirs - (isDir ? 1 : 0) };
     this.#dirtyGroups.add(g);
-    this.#freeInodesDelta++;
   }
 
   #groupOfBlock(b: number): number {
@@ -174,7 +171,6 @@ export class Ext4Writer {
         const gd = this.#groups[g]!;
         this.#groups[g] = { ...gd, freeBlocks: gd.freeBlocks - sign * n, flags: gd.flags & ~BgFlags.blockUninit };
         this.#dirtyGroups.add(g);
-        this.#freeBlocksDelta -= sign * n;
         b += n;
       }
     }
@@ -661,12 +657,6 @@ export class Ext4Writer {
     const freeInodes = this.#groups.reduce((a, g) => a + g.freeInodes, 0);
     const newSb = { ...sb, freeBlocksCount: freeBlocks, freeInodesCount: freeInodes };
     await writeSuperblocksAndDescriptors(fs.disk, newSb, this.#groups, fs.csumSeed);
-    void encodeSuperblock;
-    void SUPERBLOCK_OFFSET;
-    void isAllZero;
-    void decodeDirBlock;
-    void this.#freeBlocksDelta;
-    void this.#freeInodesDelta;
     await fs.disk.flush();
   }
 
