@@ -7,6 +7,11 @@ import { featureNames, formatUuid } from './superblock.ts';
 
 export { Ext4, type Stat, type FsState, type DirListing, type OpenOptions, type ChecksumError } from './fs.ts';
 export { buildBlockMap, BlockMap, BlockKind, BLOCK_KIND_NAMES, pathsOf, type RangeUsage } from './blockmap.ts';
+export { mkfs, type MkfsOptions, type MkfsResult } from './mkfs.ts';
+export { Ext4Writer, type NodeAttrs, type Data } from './writer.ts';
+export { growFs, type GrowResult } from './grow.ts';
+export { copyIn, type CopyStats } from './copyin.ts';
+export { NoSpaceError } from './errors.ts';
 
 /** Opens an ext4 image file read-only (or read-write); the caller closes the returned disk. */
 export async function openExt4File(path: string, options: { write?: boolean } = {}): Promise<{ fs: Ext4; disk: Disk }> {
