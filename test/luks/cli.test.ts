@@ -43,14 +43,12 @@ test('luks format / info / open-test / add-key / passwd / remove-key through the
     assert.equal(r.status, 77);
     assert.equal(r.json.ok, false);
     assert.equal(r.json.error.code, 'WRONG_PASSPHRASE');
-    r = runCli(['luks', 'open-test', img, '--passphrase-file', '-'], { input: 'first secreT' });
-    assert.equal(r.status, 77);
-    assert.match(r.stderr, /no keyslot accepts this passphrase/);
-
     // A trailing newline is part of the passphrase (as with cryptsetup --key-file): warned about, and wrong here.
     r = runCli(['luks', 'open-test', img, '--passphrase-file', '-'], { input: 'first secret\n' });
     assert.equal(r.status, 77);
     assert.match(r.stderr, /ends with a newline/);
+    assert.match(r.stderr, /no keyslot accepts this passphrase/);
+    const outputs = [r.stdout, r.stderr];
 
     r = runCli(['luks', 'add-key', img, '--passphrase-file', first, '--new-passphrase-file', '-', ...FAST, '--json'], { input: 'second secret' });
     assert.equal(r.status, 0, r.stdout + r.stderr);
@@ -72,7 +70,7 @@ test('luks format / info / open-test / add-key / passwd / remove-key through the
     r = runCli(['luks', 'open-test', img], { input: '' });
     assert.equal(r.status, 64);
     assert.match(r.stderr, /--passphrase-file/);
-    for (const out of [r.stdout, r.stderr, runCli(['luks', 'info', img, '--json']).stdout]) assert.doesNotMatch(out, /secret/);
+    for (const out of [r.stdout, r.stderr, ...outputs]) assert.doesNotMatch(out, /secret/);
 
     r = runCli(['luks', 'info', join(dir, 'first'), '--json']);
     assert.equal(r.json.error.code, 'CORRUPT_IMAGE');
