@@ -54,6 +54,12 @@ export class Ext4Writer {
   readonly #inodeBitmaps: Uint8Array[];
   readonly #dirtyGroups = new Set<number>();
   readonly #time: () => Timestamp;
+  /** Directory entries (name → inode) of the directories this writer has looked at. */
+  readonly #dirs = new Map<number, Map<string, number>>();
+  /** Resolved directory paths. */
+  readonly #dirPaths = new Map<string, number>();
+  /** Per directory: index of the block where the last entry went (scan for room from there). */
+  readonly #roomHint = new Map<number, number>();
 
   private constructor(fs: Ext4, alloc: BlockAllocator, groups: GroupDesc[], inodeBitmaps: Uint8Array[], time: () => Timestamp) {
     this.fs = fs;
@@ -227,20 +233,36 @@ export class Ext4Writer {
     if (nameText === undefined || nameText === '..') throw new UsageError(`"${path}" does not name an entry`);
     const name = new TextEncoder().encode(nameText);
     if (name.byteLength > 255) throw new UsageError(`"${nameText}" is longer than 255 bytes`);
-    const parent = await this.fs.lookup('/' + parts.join('/'), { follow: true });
-    const p = await this.fs.readInode(parent);
-    if (kindOfMode(p.mode) !== 'dir') throw new NotFoundError(`${path}: parent is not a directory`);
+    const key = `/${parts.join('/')}`;
+    let parent = this.#dirPaths.get(key);
+    if (parent === undefined) {
+      parent = await this.fs.lookup(key, { follow: true });
+      const p = await this.fs.readInode(parent);
+      if (kindOfMode(p.mode) !== 'dir') throw new NotFoundError(`${path}: parent is not a directory`);
+      this.#dirPaths.set(key, parent);
+    }
     return { parent, name, nameText };
   }
 
+  async #entries(dir: number): Promise<Map<string, number>> {
+    let m = this.#dirs.get(dir);
+    if (!m) {
+      m = new Map();
+      for (const e of await this.fs.readDirInode(await this.fs.readInode(dir))) m.set(e.name, e.ino);
+      this.#dirs.set(dir, m);
+    }
+    return m;
+  }
+
   async #findEntry(dir: number, name: string): Promise<number | undefined> {
-    return (await this.fs.readDirInode(await this.fs.readInode(dir))).find((e) => e.name === name)?.ino;
+    return (await this.#entries(dir)).get(name);
   }
 
   /** Rewrites an htree directory as a linear one (same entries). */
   async #linearize(dir: Inode): Promise<Inode> {
     const entries = (await this.fs.readDirInode(dir, { includeDots: true })).map((e) => ({ ino: e.ino, name: new TextEncoder().encode(e.name), fileType: e.fileType }));
     const old = await this.#blocksOf(dir);
+    this.#roomHint.delete(dir.ino);
     await this.#replaceDirBlocks(dir, entries, old);
     return this.fs.readInode(dir.ino);
   }
@@ -270,30 +292,33 @@ export class Ext4Writer {
     const need = dirEntrySize(entry.name.byteLength);
     const tail = this.fs.metadataCsum ? DIR_TAIL_SIZE : 0;
     const { data, tree } = await this.#blocksOf(dir);
-    for (const run of data) {
-      for (let i = 0; i < run.length; i++) {
-        const phys = run.physical + i;
-        const block = await this.fs.readBlocks(phys, 1);
-        const dv = view(block);
-        const limit = bs - (hasDirTail(block) ? DIR_TAIL_SIZE : 0);
-        for (let at = 0; at < limit; ) {
-          const recLen = dv.getUint16(at + 4, true);
-          if (recLen < 8) break;
-          const ino = dv.getUint32(at, true);
-          const used = ino === 0 ? 0 : dirEntrySize(dv.getUint8(at + 6));
-          if (recLen - used >= need) {
-            if (ino === 0) {
-              block.set(encodeDirEntry(entry.ino, entry.name, entry.fileType, recLen), at);
-            } else {
-              dv.setUint16(at + 4, used, true);
-              block.set(encodeDirEntry(entry.ino, entry.name, entry.fileType, recLen - used), at + used);
-            }
-            await this.#writeDirBlock(dir, block, phys);
-            await this.#touch(dir, time);
-            return;
+    const nameText = new TextDecoder().decode(entry.name);
+    const physicals: number[] = [];
+    for (const run of data) for (let i = 0; i < run.length; i++) physicals.push(run.physical + i);
+    for (let k = Math.min(this.#roomHint.get(dirIno) ?? 0, physicals.length); k < physicals.length; k++) {
+      const phys = physicals[k]!;
+      const block = await this.fs.readBlocks(phys, 1);
+      const dv = view(block);
+      const limit = bs - (hasDirTail(block) ? DIR_TAIL_SIZE : 0);
+      for (let at = 0; at < limit; ) {
+        const recLen = dv.getUint16(at + 4, true);
+        if (recLen < 8) break;
+        const ino = dv.getUint32(at, true);
+        const used = ino === 0 ? 0 : dirEntrySize(dv.getUint8(at + 6));
+        if (recLen - used >= need) {
+          if (ino === 0) {
+            block.set(encodeDirEntry(entry.ino, entry.name, entry.fileType, recLen), at);
+          } else {
+            dv.setUint16(at + 4, used, true);
+            block.set(encodeDirEntry(entry.ino, entry.name, entry.fileType, recLen - used), at + used);
           }
-          at += recLen;
+          await this.#writeDirBlock(dir, block, phys);
+          await this.#touch(dir, time);
+          this.#roomHint.set(dirIno, k);
+          this.#dirs.get(dirIno)?.set(nameText, entry.ino);
+          return;
         }
+        at += recLen;
       }
     }
     // No room: add a block.
@@ -315,6 +340,8 @@ export class Ext4Writer {
     setBlocks512(raw, (nBlocks + treeCount) * (bs / 512) + (dir.fileAcl ? bs / 512 : 0));
     setTimes(raw, { mtime: time, ctime: time });
     await this.#writeInode(dir.ino, raw);
+    this.#roomHint.set(dirIno, physicals.length);
+    this.#dirs.get(dirIno)?.set(nameText, entry.ino);
   }
 
   async #writeDirBlock(dir: Inode, block: Uint8Array, phys: number): Promise<void> {
@@ -352,6 +379,7 @@ export class Ext4Writer {
             else dv.setUint32(at, 0, true);
             await this.#writeDirBlock(dir, block, phys);
             await this.#touch(dir, time);
+            this.#dirs.get(dirIno)?.delete(name);
             return ino;
           }
           prev = at;
@@ -391,7 +419,7 @@ export class Ext4Writer {
   }
 
   async mkdir(path: string, attrs: NodeAttrs = {}): Promise<number> {
-    return this.#createNode(path, FileType.dir | ((attrs.mode ?? 0o755) & 0o7777), attrs, async (ino, raw) => {
+    const ino = await this.#createNode(path, FileType.dir | ((attrs.mode ?? 0o755) & 0o7777), attrs, async (ino, raw) => {
       const { parent } = await this.#resolveParent(path);
       const csum = this.fs.metadataCsum ? { seed: this.fs.csumSeed, ino, generation: 0 } : undefined;
       const blocks = buildDirBlocks(
@@ -409,6 +437,8 @@ export class Ext4Writer {
       setSize(raw, this.fs.blockSize);
       setBlocks512(raw, (1 + tree) * (this.fs.blockSize / 512));
     });
+    this.#dirs.set(ino, new Map());
+    return ino;
   }
 
   /** Creates (or replaces) a regular file with the given contents, streamed. */
@@ -559,9 +589,14 @@ export class Ext4Writer {
     if (ino === undefined) throw new NotFoundError(`${path}: no such file or directory`);
     const inode = await this.fs.readInode(ino);
     const isDir = kindOfMode(inode.mode) === 'dir';
-    if (isDir && (await this.fs.readDirInode(inode)).length > 0) throw new UsageError(`${path}: directory not empty`);
+    if (isDir && (await this.#entries(ino)).size > 0) throw new UsageError(`${path}: directory not empty`);
     await this.#removeEntry(parent, nameText, time);
-    if (isDir) await this.#adjustLinks(parent, -1, time);
+    if (isDir) {
+      await this.#adjustLinks(parent, -1, time);
+      this.#dirPaths.clear();
+      this.#dirs.delete(ino);
+      this.#roomHint.delete(ino);
+    }
     const links = isDir ? 0 : inode.linksCount - 1;
     if (links > 0) {
       await this.#adjustLinks(ino, -1, time);
