@@ -252,6 +252,7 @@ export class SquashfsReader {
       return raw;
     }
     try {
+      if (this.compressor.decompressAsync) return await this.compressor.decompressAsync(raw, this.superblock.blockSize);
       return this.compressor.decompress(raw, this.superblock.blockSize);
     } catch (err) {
       if (err instanceof CorruptImageError) throw new CorruptImageError('squashfs', `${what} at ${at}`, err.message, at, { cause: err });
@@ -316,15 +317,25 @@ export class SquashfsReader {
     return f.blockSizes.length + (f.fragment !== NO_FRAGMENT ? 1 : 0);
   }
 
-  /** Streams a file's content piece by piece (one block at a time, reading one block ahead). */
-  async *stream(f: FileInode): AsyncGenerator<Uint8Array> {
+  /**
+   * Streams a file's content piece by piece, keeping up to `readAhead` pieces in flight (codecs with
+   * an async decoder then decompress in parallel on the thread pool).
+   */
+  async *stream(f: FileInode, readAhead = 4): AsyncGenerator<Uint8Array> {
     this.#blockOffsets(f);
     const n = this.#pieceCount(f);
-    let next: Promise<Uint8Array> | undefined = n > 0 ? this.#piece(f, 0, false) : undefined;
+    const inFlight: Array<Promise<Uint8Array>> = [];
+    let next = 0;
+    const fill = (): void => {
+      while (next < n && inFlight.length < Math.max(1, readAhead)) {
+        const p = this.#piece(f, next++, false);
+        p.catch(() => {});
+        inFlight.push(p);
+      }
+    };
     for (let i = 0; i < n; i++) {
-      const cur = next as Promise<Uint8Array>;
-      next = i + 1 < n ? this.#piece(f, i + 1, false) : undefined;
-      next?.catch(() => {});
+      fill();
+      const cur = inFlight.shift() as Promise<Uint8Array>;
       yield await cur;
     }
   }

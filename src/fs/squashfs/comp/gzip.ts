@@ -1,4 +1,4 @@
-import { deflateSync, inflateSync, constants as z } from 'node:zlib';
+import { deflateSync, inflate, inflateSync, constants as z } from 'node:zlib';
 import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
 import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
@@ -60,6 +60,14 @@ export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compre
       } catch (err) {
         throw new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${(err as Error).message}`, undefined, { cause: err });
       }
+    },
+    decompressAsync(src, maxSize) {
+      return new Promise((resolve, reject) => {
+        inflate(src, { maxOutputLength: Math.max(maxSize, 1) }, (err, out) => {
+          if (err) reject(new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${err.message}`, undefined, { cause: err }));
+          else resolve(out);
+        });
+      });
     },
   };
 }

@@ -12,6 +12,8 @@ export interface Compressor {
   compress(src: Uint8Array): Uint8Array;
   /** Decompresses one block whose uncompressed size is at most `maxSize`; throws CorruptImageError. */
   decompress(src: Uint8Array, maxSize: number): Uint8Array;
+  /** Same as decompress, off the main thread where the codec allows (readers use it for read-ahead). */
+  decompressAsync?(src: Uint8Array, maxSize: number): Promise<Uint8Array>;
 }
 
 /** What callers may ask of a compressor when writing. */
