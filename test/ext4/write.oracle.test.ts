@@ -16,7 +16,7 @@ import { parseUuid } from '../../src/fs/ext4/superblock.ts';
 import { buildBlockMap } from '../../src/fs/ext4/blockmap.ts';
 import { missingTools, run } from '../helpers/tools.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { isRoot, makeTree, randomBytes } from './fixtures.ts';
+import { VARIANTS, isRoot, makeImage, makeTree, randomBytes } from './fixtures.ts';
 
 const skip = missingTools('e2fsck', 'debugfs', 'mke2fs');
 const FIXED = { label: 'lsk-w', uuid: parseUuid('3e0c9f4a-5b1d-4c2e-8f7a-6d5c4b3a2918'), hashSeed: parseUuid('99999999-8888-4777-8666-555555555555'), time: 1_700_000_000 };
@@ -213,6 +213,43 @@ describe('ext4 writer', { skip }, () => {
       await ro.close();
     }
     assert.equal(run('debugfs', ['-R', 'cat /big-dir/added', image]).stdout, 'added\n');
+  });
+
+  test('edits stay e2fsck-clean on every mke2fs feature combination with extents', async () => {
+    const src = join(tmp.dir, 'variants-src');
+    makeTree(src, { manyFiles: 150 });
+    for (const variant of VARIANTS.filter((v) => v.args.join(' ').includes('ext4') && !v.args.join(' ').includes('^extent'))) {
+      const image = join(tmp.dir, `w-${variant.name}.img`);
+      makeImage(image, src, variant, 48);
+      const disk = await FileDisk.open(image);
+      if (variant.args.join(' ').includes('casefold')) {
+        await assert.rejects(Ext4Writer.open(await Ext4.open(disk)), /incompat 0x20000/, 'casefold is refused');
+        await disk.close();
+        continue;
+      }
+      try {
+        const w = await Ext4Writer.open(await Ext4.open(disk), { now: NOW });
+        await w.mkdir('/new');
+        await w.writeFile('/new/data', randomBytes(700_000, 5));
+        await w.writeFile('/big-dir/extra', enc('x'));
+        await w.unlink('/medium.bin');
+        await w.unlink('/big-dir/file-with-a-longish-name-00007');
+        await w.symlink('/new/link', 'data');
+        await w.setXattr('/new/data', 'user.k', enc('v'));
+        await w.close();
+      } finally {
+        await disk.close();
+      }
+      fsckClean(image);
+      const ro = await FileDisk.open(image, { readOnly: true });
+      try {
+        const fs = await Ext4.open(ro, { strict: true });
+        assert.ok(Buffer.from(await fs.readFile('/new/data')).equals(Buffer.from(randomBytes(700_000, 5))), variant.name);
+        assert.equal((await fs.readdir('/big-dir')).length, 150);
+      } finally {
+        await ro.close();
+      }
+    }
   });
 
   test('writing is deterministic (pinned hash)', async () => {
