@@ -10,7 +10,7 @@ import { Ext4Writer } from '../../fs/ext4/writer.ts';
 import { copyIn } from '../../fs/ext4/copyin.ts';
 import { growFs } from '../../fs/ext4/grow.ts';
 import { Ext4 } from '../../fs/ext4/fs.ts';
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { formatUuid, parseUuid } from '../../fs/ext4/superblock.ts';
 
 function renderInfo(info: Ext4Info): string {
@@ -196,6 +196,9 @@ export function registerExt4(program: Command): void {
           try {
             const r = await mkfs(disk, { label: opts.label, uuid, zeroed: true });
             return { image, blockSize: r.blockSize, blocks: r.blocks, groups: r.groups, inodes: r.inodes, journalBlocks: r.journalBlocks, uuid: formatUuid(r.uuid), label: opts.label ?? '' };
+          } catch (err) {
+            await rm(image, { force: true });
+            throw err;
           } finally {
             await disk.close();
           }
