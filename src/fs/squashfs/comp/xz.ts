@@ -64,6 +64,39 @@ function presetParams(level: number): Record<string, number> {
   return { ...base, mode: 2, mf: 0x14, niceLen: level === 4 ? 16 : level === 5 ? 32 : 64, depth: 0 };
 }
 
+/** The same coding on liblzma's own thread (lzma-native's async mode); resolves at end of stream. */
+function codeAsync(setup: (s: NativeStream) => void, input: Uint8Array, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = new (lzma().Stream)();
+    setup(s);
+    const out: Buffer[] = [];
+    let total = 0;
+    let done = false;
+    s.bufferHandler = (buf, processed, err) => {
+      if (done) return;
+      if (err) {
+        done = true;
+        reject(err);
+        return;
+      }
+      if (buf) {
+        total += buf.byteLength;
+        if (total > limit) {
+          done = true;
+          reject(new Error(`output exceeds ${limit} bytes`));
+          return;
+        }
+        out.push(buf);
+      } else if (typeof processed !== 'number') {
+        done = true;
+        resolve(Buffer.concat(out));
+      }
+    };
+    s.code(Buffer.from(input.buffer, input.byteOffset, input.byteLength), true);
+    s.code(null, true);
+  });
+}
+
 export interface XzOptions {
   readonly dictSize: number;
   readonly filters: number;
@@ -129,6 +162,13 @@ export function xzCompressor(opts: XzOptions, preset: number, storeOptions: bool
         throw new CorruptImageError('squashfs', 'xz block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
       }
       return out;
+    },
+    async decompressAsync(src, maxSize) {
+      try {
+        return await codeAsync((s) => s.streamDecoder_(null, 0), src, maxSize);
+      } catch (err) {
+        throw new CorruptImageError('squashfs', 'xz block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
+      }
     },
   };
 }
