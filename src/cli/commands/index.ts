@@ -4,6 +4,7 @@ import { registerMedium } from './medium.ts';
 import { registerOverlay } from './overlay.ts';
 import { registerExt4 } from './ext4.ts';
 import { registerLuks } from './luks.ts';
+import { registerHome } from './home.ts';
 import { registerSquashfs } from './squashfs.ts';
 
 /** Each command family lives in its own module and registers itself here. */
@@ -13,5 +14,6 @@ export function registerCommands(program: Command): void {
   registerOverlay(program);
   registerExt4(program);
   registerLuks(program);
+  registerHome(program);
   registerSquashfs(program);
 }

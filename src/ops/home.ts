@@ -1,0 +1,690 @@
+/**
+ * The persistent /home image: MEDIUM/LiveOS/home.img, which Fedora's live initramfs mounts at /home
+ * (plain ext4, or LUKS holding ext4, as livecd-iso-to-disk --home-size-mb [--unencrypted-home] makes
+ * it). Create, describe, list, read, import, export (backup), re-key and grow it without root.
+ *
+ * Design notes
+ * - Stack: FileDisk (→ UndoDisk while changing) → LuksVolume payload (CryptDisk) when encrypted →
+ *   Ext4. The passphrase is asked for (a callback) only when the image is encrypted and the command
+ *   needs the filesystem; `info` without one shows what the LUKS header tells.
+ * - Create builds home.img.livestick-new and renames it into place: a crash leaves either no home or
+ *   the old one, never half an image. Plain images are sparse (the file reads as zeros, so mkfs skips
+ *   the inode tables); encrypted ones are sparse too except for what mkfs writes, since zeros on disk
+ *   decrypt to noise the filesystem must not trust. Label "home" (as livecd-iso-to-disk's mkfs), no
+ *   reserved blocks (one user's home), 4 KiB blocks (LUKS2 uses 4096-byte sectors).
+ * - Import and resize write through an undo log beside the image (home-undo.ts): a crash at any
+ *   moment leaves the old filesystem once the next livestick home command has rolled the log back
+ *   (every command does that first). Passwd relies on the LUKS layer's ordering (new keyslot area,
+ *   metadata swap, then wipe): the old or the new passphrase always opens the volume.
+ * - Ownership: live users are uid/gid 1000 on Fedora (liveuser), so imported files are owned by
+ *   1000:1000 unless the caller keeps the host owners or names others.
+ * - Export is a backup to a new (or empty) host directory: names are checked (no '/', '.', '..'),
+ *   every node is created with O_EXCL / mkdir in directories export itself made, symlinks are
+ *   created but never followed, so nothing is written outside DEST. Device nodes, FIFOs and sockets
+ *   are skipped (counted); setuid/setgid bits are dropped; hard links are kept.
+ */
+import { createReadStream } from 'node:fs';
+import { chmod, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
+import { basename, join, posix } from 'node:path';
+import { AlreadyExistsError, LivestickError, NotFoundError, UsageError, fromSystemError } from '../errors.ts';
+import { FileDisk, type Disk } from '../io/disk.ts';
+import { Ext4, Ext4Writer, growFs, listDirectory, mkfs, type LsEntry } from '../fs/ext4/index.ts';
+import type { Timestamp } from '../fs/ext4/inode.ts';
+import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
+import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
+import { liveosDir, TEMP_MARK } from './medium.ts';
+import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
+
+export const HOME_NAME = 'home.img';
+export const HOME_LABEL = 'home';
+export const LIVE_UID = 1000;
+export const LIVE_GID = 1000;
+const MIN_PLAIN = 8 * 2 ** 20;
+const MIN_ENCRYPTED = LUKS2_DEFAULT_DATA_OFFSET + MIN_PLAIN;
+
+export type PassphraseSource = () => Promise<Uint8Array>;
+
+export interface HomeAccess {
+  /** Called (once) when the image is encrypted and the filesystem is needed; the caller wipes the bytes. */
+  readonly passphrase?: PassphraseSource;
+  readonly limits?: KdfLimits;
+}
+
+const undoLogOf = (image: string): string => `${image}${TEMP_MARK}undo`;
+const newImageOf = (image: string): string => `${image}${TEMP_MARK}new`;
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** The home image of a medium directory, or `target` itself when it is an image file. */
+export async function homePath(target: string): Promise<string> {
+  if (await isFile(target)) return target;
+  let st;
+  try {
+    st = await stat(target);
+  } catch (err) {
+    throw fromSystemError(err, target, 'find the medium');
+  }
+  if (!st.isDirectory()) throw new UsageError(`${target} is neither a medium directory nor a home image`);
+  return join(await liveosDir(target), HOME_NAME);
+}
+
+async function existingHome(target: string): Promise<{ path: string; recovered: boolean }> {
+  const path = await homePath(target);
+  if (!(await isFile(path))) throw new NotFoundError(`no home image: ${path} does not exist (create it with "livestick home create")`, { file: path });
+  const recovered = await rollbackUndoLog(path, undoLogOf(path));
+  return { path, recovered };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Opening
+
+interface Session {
+  readonly path: string;
+  readonly recovered: boolean;
+  readonly file: FileDisk;
+  readonly undo: UndoDisk | undefined;
+  readonly luks: LuksVolume | undefined;
+  readonly fs: Ext4;
+  close(): Promise<void>;
+}
+
+async function unlockPayload(vol: LuksVolume, access: HomeAccess, readOnly: boolean): Promise<Disk> {
+  if (!access.passphrase) throw new UsageError('the home image is encrypted: a passphrase is needed');
+  const pass = await access.passphrase();
+  try {
+    return await vol.openPayload(pass, { readOnly });
+  } finally {
+    pass.fill(0);
+  }
+}
+
+async function openSession(target: string, access: HomeAccess, mode: 'read' | 'change'): Promise<Session> {
+  const { path, recovered } = await existingHome(target);
+  const file = await FileDisk.open(path, { readOnly: mode === 'read' });
+  let undo: UndoDisk | undefined;
+  let payload: Disk | undefined;
+  try {
+    if (mode === 'change') undo = await UndoDisk.begin(file, undoLogOf(path));
+    const base: Disk = undo ?? file;
+    const version = await LuksVolume.probe(base);
+    let luks: LuksVolume | undefined;
+    if (version !== undefined) {
+      luks = await LuksVolume.open(base, { limits: access.limits });
+      payload = await unlockPayload(luks, access, mode === 'read');
+    }
+    const fs = await Ext4.open(payload ?? base);
+    const p = payload;
+    return {
+      path,
+      recovered,
+      file,
+      undo,
+      luks,
+      fs,
+      close: async () => {
+        if (p && p !== base) await p.close().catch(() => {});
+        await undo?.close();
+        await file.close();
+      },
+    };
+  } catch (err) {
+    if (payload) await payload.close().catch(() => {});
+    if (undo) await undo.abort(path).catch(() => {});
+    else await file.close().catch(() => {});
+    throw err instanceof LivestickError ? err.withFile(path) : err;
+  }
+}
+
+async function withSession<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
+  const s = await openSession(target, access, 'read');
+  try {
+    return await body(s);
+  } finally {
+    await s.close();
+  }
+}
+
+/** Runs a change under the undo log: committed when `body` returns, rolled back when it throws. */
+async function withChange<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
+  const s = await openSession(target, access, 'change');
+  let result: T;
+  try {
+    result = await body(s);
+  } catch (err) {
+    await s.close().catch(() => {});
+    await s.undo!.abort(s.path);
+    throw err instanceof LivestickError ? err.withFile(s.path) : err;
+  }
+  try {
+    await s.undo!.commit();
+  } finally {
+    await s.close();
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Create
+
+export interface CreateHomeOptions extends HomeAccess {
+  readonly size: number;
+  readonly encrypt?: boolean;
+  readonly label?: string;
+  readonly force?: boolean;
+  readonly kdf?: KdfChoice;
+  /** For tests: fixed UUID, hash seed and time give a reproducible filesystem. */
+  readonly fsUuid?: Uint8Array;
+  readonly time?: number;
+}
+
+export interface CreateHomeResult {
+  path: string;
+  size: number;
+  encrypted: boolean;
+  label: string;
+  fsUuid: string;
+  blockSize: number;
+  blocks: number;
+  luksUuid?: string;
+  kdf?: string;
+  replaced: boolean;
+}
+
+export async function createHome(target: string, options: CreateHomeOptions): Promise<CreateHomeResult> {
+  const encrypt = options.encrypt ?? false;
+  const label = options.label ?? HOME_LABEL;
+  if (new TextEncoder().encode(label).byteLength > 16) throw new UsageError('--label: at most 16 bytes');
+  const min = encrypt ? MIN_ENCRYPTED : MIN_PLAIN;
+  if (!Number.isSafeInteger(options.size) || options.size < min) throw new UsageError(`--size: a${encrypt ? 'n encrypted' : ''} home image needs at least ${min / 2 ** 20} MiB`);
+  const size = options.size - (options.size % 4096);
+  let path: string;
+  if (await isFile(target)) path = target;
+  else {
+    let isDir = false;
+    try {
+      isDir = (await stat(target)).isDirectory();
+    } catch {
+      isDir = false;
+    }
+    path = isDir ? join(await liveosDir(target), HOME_NAME) : target;
+  }
+  const replaced = await isFile(path);
+  if (replaced && !options.force) throw new AlreadyExistsError(`${path} already exists (use --force to replace it and lose its contents)`, { file: path });
+  const tmp = newImageOf(path);
+  await rm(tmp, { force: true });
+  const disk = await FileDisk.open(tmp, { create: { size } });
+  let payload: Disk | undefined;
+  try {
+    let luksUuid: string | undefined;
+    let kdf: string | undefined;
+    if (encrypt) {
+      if (!options.passphrase) throw new UsageError('an encrypted home needs a passphrase');
+      const pass = await options.passphrase();
+      try {
+        const vol = await LuksVolume.format(disk, pass, { kdf: options.kdf, limits: options.limits });
+        payload = await vol.openPayload(pass);
+        const info = vol.info();
+        luksUuid = info.uuid;
+        kdf = info.keyslots[0]?.kdf?.type;
+      } finally {
+        pass.fill(0);
+      }
+    }
+    const r = await mkfs(payload ?? disk, {
+      label,
+      reservedPercent: 0,
+      zeroed: !encrypt,
+      ...(options.fsUuid ? { uuid: options.fsUuid, hashSeed: options.fsUuid } : {}),
+      ...(options.time !== undefined ? { time: options.time } : {}),
+    });
+    await (payload ?? disk).flush();
+    if (payload) await payload.close();
+    payload = undefined;
+    await disk.close();
+    await rm(undoLogOf(path), { force: true });
+    try {
+      await rename(tmp, path);
+    } catch (err) {
+      throw fromSystemError(err, path, 'move the new home image into place');
+    }
+    return { path, size, encrypted: encrypt, label, fsUuid: formatExt4Uuid(r.uuid), blockSize: r.blockSize, blocks: r.blocks, ...(luksUuid ? { luksUuid, kdf } : {}), replaced };
+  } catch (err) {
+    if (payload) await payload.close().catch(() => {});
+    await disk.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw err instanceof LivestickError ? err.withFile(path) : err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Info
+
+export interface HomeInfo {
+  path: string;
+  fileSize: number;
+  recovered: boolean;
+  encrypted: boolean;
+  luks?: {
+    version: 1 | 2;
+    uuid: string;
+    cipher: string;
+    keyBits: number;
+    sectorSize: number;
+    payloadOffset: number;
+    payloadSize: number;
+    keyslots: { id: number; kdf: string; hash?: string; memoryKiB?: number; time?: number; iterations?: number }[];
+    header: string;
+    warnings: string[];
+  };
+  /** Absent when the image is encrypted and no passphrase was given. */
+  filesystem?: { label: string; uuid: string; blockSize: number; size: number; used: number; free: number; inodes: number; freeInodes: number; state: string };
+}
+
+export async function homeInfo(target: string, access: HomeAccess = {}): Promise<HomeInfo> {
+  const { path, recovered } = await existingHome(target);
+  const file = await FileDisk.open(path, { readOnly: true });
+  let payload: Disk | undefined;
+  try {
+    const out: HomeInfo = { path, fileSize: file.size, recovered, encrypted: false };
+    if ((await LuksVolume.probe(file)) !== undefined) {
+      const vol = await LuksVolume.open(file, { limits: access.limits });
+      const i = vol.info();
+      out.encrypted = true;
+      out.luks = {
+        version: i.version,
+        uuid: i.uuid,
+        cipher: i.cipher,
+        keyBits: i.keySize * 8,
+        sectorSize: i.sectorSize,
+        payloadOffset: i.payloadOffset,
+        payloadSize: i.payloadSize,
+        keyslots: i.keyslots.map((k) => ({
+          id: k.id,
+          kdf: k.kdf?.type ?? 'unknown',
+          ...(k.kdf?.hash ? { hash: k.kdf.hash } : {}),
+          ...(k.kdf?.memory !== undefined ? { memoryKiB: k.kdf.memory } : {}),
+          ...(k.kdf?.time !== undefined ? { time: k.kdf.time } : {}),
+          ...(k.kdf?.iterations !== undefined ? { iterations: k.kdf.iterations } : {}),
+        })),
+        header: i.header,
+        warnings: [...i.warnings],
+      };
+      if (!access.passphrase) return out;
+      payload = await unlockPayload(vol, access, true);
+    }
+    const fs = await Ext4.open(payload ?? file);
+    const sb = fs.sb;
+    const st = await fs.state();
+    out.filesystem = {
+      label: sb.volumeName,
+      uuid: formatExt4Uuid(sb.uuid),
+      blockSize: sb.blockSize,
+      size: sb.blocksCount * sb.blockSize,
+      used: (sb.blocksCount - sb.freeBlocksCount) * sb.blockSize,
+      free: sb.freeBlocksCount * sb.blockSize,
+      inodes: sb.inodesCount,
+      freeInodes: sb.freeInodesCount,
+      state: st.needsRecovery ? 'needs journal recovery' : st.clean ? 'clean' : 'not clean',
+    };
+    return out;
+  } catch (err) {
+    throw err instanceof LivestickError ? err.withFile(path) : err;
+  } finally {
+    if (payload) await payload.close().catch(() => {});
+    await file.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading
+
+function imagePath(p: string | undefined): string {
+  const norm = posix.normalize(`/${p ?? '/'}`);
+  return norm.length > 1 && norm.endsWith('/') ? norm.slice(0, -1) : norm;
+}
+
+export async function homeList(target: string, path: string | undefined, access: HomeAccess = {}): Promise<{ path: string; image: string; entries: LsEntry[] }> {
+  return withSession(target, access, async (s) => {
+    const p = imagePath(path);
+    const st = await s.fs.stat(p).catch(() => undefined);
+    if (st && st.kind !== 'dir' && !(st.kind === 'symlink')) {
+      const parent = posix.dirname(p);
+      const entries = (await listDirectory(s.fs, parent)).filter((e) => e.name === posix.basename(p));
+      return { path: p, image: s.path, entries };
+    }
+    return { path: p, image: s.path, entries: await listDirectory(s.fs, p) };
+  });
+}
+
+export async function homeCat(target: string, path: string, sink: (piece: Uint8Array) => Promise<void>, access: HomeAccess = {}): Promise<{ bytes: number }> {
+  return withSession(target, access, async (s) => {
+    let bytes = 0;
+    for await (const piece of s.fs.stream(imagePath(path))) {
+      await sink(piece);
+      bytes += piece.byteLength;
+    }
+    return { bytes };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Import
+
+export interface ImportOptions extends HomeAccess {
+  /** Owner of the imported nodes: "live" (1000:1000, the default), "keep" (host owners) or explicit ids. */
+  readonly owner?: 'live' | 'keep' | { uid: number; gid: number };
+  readonly onBytes?: (n: number) => void;
+}
+
+export interface ImportResult {
+  image: string;
+  dest: string;
+  files: number;
+  directories: number;
+  symlinks: number;
+  hardLinks: number;
+  skipped: number;
+  bytes: number;
+  recovered: boolean;
+}
+
+function ts(ns: bigint): Timestamp {
+  const sec = ns / 1_000_000_000n;
+  return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
+}
+
+async function* hostChunks(path: string, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+  const stream = createReadStream(path, { highWaterMark: 1 << 20 });
+  try {
+    for await (const chunk of stream) {
+      onBytes((chunk as Buffer).byteLength);
+      yield chunk as Uint8Array;
+    }
+  } catch (err) {
+    throw fromSystemError(err, path, 'read');
+  }
+}
+
+export async function homeImport(target: string, src: string, dest: string | undefined, options: ImportOptions = {}): Promise<ImportResult> {
+  try {
+    await lstat(src);
+  } catch (err) {
+    throw fromSystemError(err, src, 'read the source');
+  }
+  return withChange(target, options, async (s) => {
+    const w = await Ext4Writer.open(s.fs);
+    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0, recovered: s.recovered };
+    const onBytes = options.onBytes ?? (() => {});
+    const owner = options.owner ?? 'live';
+    const kindAt = async (p: string): Promise<string | undefined> => {
+      try {
+        return (await w.fs.statInode(await w.fs.lookup(p))).kind;
+      } catch (err) {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      }
+    };
+    let top = imagePath(dest);
+    const name = basename(src);
+    if (name !== '.' && name !== '' && (await kindAt(top)) === 'dir') top = top === '/' ? `/${name}` : `${top}/${name}`;
+    stats.dest = top;
+    const seen = new Map<string, string>();
+    const visit = async (host: string, at: string): Promise<void> => {
+      let st;
+      try {
+        st = await lstat(host, { bigint: true });
+      } catch (err) {
+        throw fromSystemError(err, host, 'stat');
+      }
+      const ids = owner === 'keep' ? { uid: Number(st.uid), gid: Number(st.gid) } : owner === 'live' ? { uid: LIVE_UID, gid: LIVE_GID } : owner;
+      const attrs = { mode: Number(st.mode & 0o7777n), ...ids, atime: ts(st.atimeNs), mtime: ts(st.mtimeNs) };
+      const existing = at === '/' ? 'dir' : await kindAt(at);
+      if (st.isDirectory()) {
+        if (existing !== undefined && existing !== 'dir') await w.unlink(at);
+        if (existing !== 'dir') await w.mkdir(at, attrs);
+        stats.directories++;
+        let names: string[];
+        try {
+          names = (await readdir(host)).sort();
+        } catch (err) {
+          throw fromSystemError(err, host, 'list the directory');
+        }
+        for (const n of names) await visit(join(host, n), at === '/' ? `/${n}` : `${at}/${n}`);
+        if (at !== '/') await w.setAttrs(at, attrs);
+        return;
+      }
+      if (existing === 'dir') throw new UsageError(`${at} is a directory in the home image; ${host} is not`);
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        const first = seen.get(key);
+        if (first !== undefined) {
+          if (existing !== undefined) await w.unlink(at);
+          await w.link(first, at);
+          stats.hardLinks++;
+          return;
+        }
+        seen.set(key, at);
+      }
+      if (st.isFile()) {
+        if (existing !== undefined && existing !== 'file') await w.unlink(at);
+        await w.writeFile(at, hostChunks(host, (n) => {
+          stats.bytes += n;
+          onBytes(n);
+        }), attrs);
+        stats.files++;
+      } else if (st.isSymbolicLink()) {
+        if (existing !== undefined) await w.unlink(at);
+        let targetText: string;
+        try {
+          targetText = await readlink(host);
+        } catch (err) {
+          throw fromSystemError(err, host, 'read the link');
+        }
+        await w.symlink(at, targetText, attrs);
+        stats.symlinks++;
+      } else {
+        stats.skipped++;
+      }
+    };
+    await visit(src, top);
+    await w.close();
+    return stats;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Export
+
+export interface ExportResult {
+  image: string;
+  dest: string;
+  files: number;
+  directories: number;
+  symlinks: number;
+  hardLinks: number;
+  skipped: number;
+  bytes: number;
+}
+
+function safeName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && (process.platform !== 'win32' || !/[\\:*?"<>|]/.test(name));
+}
+
+function toDate(t: Timestamp): Date {
+  return new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6));
+}
+
+export async function homeExport(target: string, dest: string, options: HomeAccess & { onBytes?: (n: number) => void } = {}): Promise<ExportResult> {
+  try {
+    const names = await readdir(dest);
+    if (names.length > 0) throw new AlreadyExistsError(`${dest} is not empty: export writes into a new or empty directory`, { file: dest });
+  } catch (err) {
+    if (err instanceof LivestickError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, dest, 'list the directory');
+    try {
+      await mkdir(dest, { mode: 0o700 });
+    } catch (e) {
+      throw fromSystemError(e, dest, 'create the directory');
+    }
+  }
+  const onBytes = options.onBytes ?? (() => {});
+  return withSession(target, options, async (s) => {
+    const stats: ExportResult = { image: s.path, dest, files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0 };
+    const linked = new Map<number, string>();
+    const onPath = new Set<number>();
+    const visitDir = async (ino: number, hostDir: string, depth: number): Promise<void> => {
+      if (onPath.has(ino) || depth > 4096) throw new LivestickError('CORRUPT_IMAGE', 65, `directory inode ${ino} is its own ancestor (or the tree is absurdly deep)`);
+      onPath.add(ino);
+      const entries = await s.fs.readDirInode(await s.fs.readInode(ino));
+      for (const e of entries) {
+        if (depth === 0 && e.name === 'lost+found') continue;
+        if (!safeName(e.name)) {
+          stats.skipped++;
+          continue;
+        }
+        const host = join(hostDir, e.name);
+        const inode = await s.fs.readInode(e.ino);
+        const st = await s.fs.statInode(e.ino);
+        const mode = st.mode & 0o1777;
+        try {
+          if (st.kind === 'dir') {
+            await mkdir(host, { mode: 0o700 });
+            await visitDir(e.ino, host, depth + 1);
+            await chmod(host, mode);
+            await utimes(host, toDate(st.atime), toDate(st.mtime));
+            stats.directories++;
+          } else if (st.kind === 'file') {
+            const first = st.nlink > 1 ? linked.get(e.ino) : undefined;
+            if (first !== undefined) {
+              await hostLink(first, host);
+              stats.hardLinks++;
+              continue;
+            }
+            const fh = await open(host, 'wx', 0o600);
+            try {
+              for await (const piece of s.fs.streamInode(inode, 1 << 20, { reuse: true })) {
+                await fh.write(piece, 0, piece.byteLength);
+                stats.bytes += piece.byteLength;
+                onBytes(piece.byteLength);
+              }
+            } finally {
+              await fh.close();
+            }
+            await chmod(host, mode);
+            await utimes(host, toDate(st.atime), toDate(st.mtime));
+            if (st.nlink > 1) linked.set(e.ino, host);
+            stats.files++;
+          } else if (st.kind === 'symlink') {
+            const text = new TextDecoder().decode(await s.fs.readInodeData(inode, 65536));
+            await symlink(text, host);
+            await lutimes(host, toDate(st.atime), toDate(st.mtime)).catch(() => {});
+            stats.symlinks++;
+          } else {
+            stats.skipped++;
+          }
+        } catch (err) {
+          throw err instanceof LivestickError ? err : fromSystemError(err, host, 'write the backup');
+        }
+      }
+      onPath.delete(ino);
+    };
+    await visitDir(2, dest, 0);
+    return stats;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Passwd and resize
+
+export async function homePasswd(target: string, oldPassphrase: Uint8Array, newPassphrase: Uint8Array, options: { kdf?: KdfChoice; limits?: KdfLimits } = {}): Promise<{ image: string; keyslot: number; recovered: boolean }> {
+  const { path, recovered } = await existingHome(target);
+  const file = await FileDisk.open(path);
+  try {
+    if ((await LuksVolume.probe(file)) === undefined) throw new UsageError('this home image is not encrypted: there is no passphrase to change');
+    const vol = await LuksVolume.open(file, { limits: options.limits });
+    const keyslot = await vol.changePassphrase(oldPassphrase, newPassphrase, { kdf: options.kdf });
+    await file.flush();
+    return { image: path, keyslot, recovered };
+  } catch (err) {
+    throw err instanceof LivestickError ? err.withFile(path) : err;
+  } finally {
+    await file.close();
+  }
+}
+
+export interface ResizeResult {
+  image: string;
+  oldSize: number;
+  newSize: number;
+  oldBlocks: number;
+  newBlocks: number;
+  free: number;
+  recovered: boolean;
+}
+
+export async function homeResize(target: string, newSize: number, access: HomeAccess = {}): Promise<ResizeResult> {
+  const size = newSize - (newSize % 4096);
+  const { path } = await existingHome(target);
+  const before = (await stat(path)).size;
+  if (size <= before) throw new UsageError(`--size: the image has ${before} bytes; it can only grow (shrinking is not supported)`);
+  // The passphrase is needed twice (before and after the payload grows): ask once.
+  let pass: Uint8Array | undefined;
+  const ask = access.passphrase;
+  const once: HomeAccess = {
+    ...access,
+    ...(ask ? { passphrase: async () => (pass ??= await ask()).slice() } : {}),
+  };
+  try {
+    return await resizeOnce(path, size, before, once);
+  } finally {
+    pass?.fill(0);
+  }
+}
+
+async function resizeOnce(path: string, size: number, before: number, access: HomeAccess): Promise<ResizeResult> {
+  return withChange(path, access, async (s) => {
+    const undo = s.undo!;
+    await undo.resize(size);
+    let fsDisk: Disk = undo;
+    let payload: Disk | undefined;
+    if (s.luks) {
+      const vol = await LuksVolume.open(undo, { limits: access.limits });
+      payload = await unlockPayload(vol, access, false);
+      fsDisk = payload;
+    }
+    try {
+      const fs = await Ext4.open(fsDisk);
+      const r = await growFs(fs, fsDisk.size, { zeroed: !s.luks });
+      await fsDisk.flush();
+      const after = await Ext4.open(fsDisk);
+      return { image: s.path, oldSize: before, newSize: size, oldBlocks: r.oldBlocks, newBlocks: r.newBlocks, free: after.sb.freeBlocksCount * after.blockSize, recovered: s.recovered };
+    } finally {
+      if (payload) await payload.close();
+    }
+  });
+}
+
+/** For tests and tools: the decrypted filesystem image (or the plain one) copied to a host file. */
+export async function dumpHomeFilesystem(target: string, out: string, access: HomeAccess = {}): Promise<{ bytes: number }> {
+  return withSession(target, access, async (s) => {
+    const disk = s.fs.disk;
+    const fh = await open(out, 'wx', 0o600);
+    const buf = new Uint8Array(1 << 20);
+    try {
+      for (let at = 0; at < disk.size; at += buf.byteLength) {
+        const n = Math.min(buf.byteLength, disk.size - at);
+        await disk.read(buf.subarray(0, n), at);
+        await fh.write(buf, 0, n, at);
+      }
+    } finally {
+      await fh.close();
+    }
+    return { bytes: disk.size };
+  });
+}
