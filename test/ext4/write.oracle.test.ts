@@ -252,6 +252,29 @@ describe('ext4 writer', { skip }, () => {
     }
   });
 
+  test('a fragmented file gets extent tree blocks that e2fsck and debugfs accept', async () => {
+    const image = join(tmp.dir, 'frag.img');
+    const disk = await FileDisk.open(image, { create: { size: 48 * 2 ** 20 } });
+    const big = randomBytes(7 * 2 ** 20, 77);
+    try {
+      await mkfs(disk, { ...FIXED, zeroed: true });
+      const w = await Ext4Writer.open(await Ext4.open(disk), { now: NOW });
+      for (let i = 0; i < 1400; i++) await w.writeFile(`/f${i}`, new Uint8Array(4096).fill(i & 0xff));
+      for (let i = 0; i < 1400; i += 2) await w.unlink(`/f${i}`);
+      await w.writeFile('/big', big);
+      await w.appendFile('/big', big.subarray(0, 5000));
+      await w.close();
+    } finally {
+      await disk.close();
+    }
+    fsckClean(image);
+    const stat = run('debugfs', ['-R', 'stat /big', image]).stdout;
+    assert.ok((stat.match(/\(ETB0\)/g) ?? []).length >= 2, 'a depth-1 extent tree with several leaves');
+    const out = join(tmp.dir, 'frag.out');
+    run('debugfs', ['-R', `dump /big ${out}`, image]);
+    assert.ok(readFileSync(out).equals(Buffer.concat([big, big.subarray(0, 5000)])));
+  });
+
   test('writing is deterministic (pinned hash)', async () => {
     const hashes: string[] = [];
     for (let i = 0; i < 2; i++) {
