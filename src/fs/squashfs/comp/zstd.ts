@@ -5,21 +5,26 @@ import { view } from '../../../io/bytes.ts';
 import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
 
 /* zstd per block: one frame (squashfs-tools' ZSTD_compress). Encoding runs libzstd in wasm
- * (@bokuweb/zstd-wasm, initialised once per thread); decoding uses fzstd (pure JS), into a buffer
- * bounded by the block size. */
+ * (@bokuweb/zstd-wasm, initialised once per thread); decoding uses the same wasm when loaded, else
+ * fzstd (pure JS); the frame's declared size is checked against the block size first, and frames
+ * without one are streamed with a running bound. */
 
 interface ZstdWasm {
   init(): Promise<void>;
   compress(buf: Uint8Array, level?: number): Uint8Array;
+  decompress(buf: Uint8Array): Uint8Array;
 }
 let wasm: ZstdWasm | undefined;
 let ready: Promise<void> | undefined;
+let wasmReady = false;
 
 /** Loads the wasm encoder; `zstdCompressor(...).compress` needs it done first. */
 export function initZstd(): Promise<void> {
   if (ready === undefined) {
     wasm = createRequire(import.meta.url)('@bokuweb/zstd-wasm') as ZstdWasm;
-    ready = wasm.init();
+    ready = wasm.init().then(() => {
+      wasmReady = true;
+    });
   }
   return ready;
 }
@@ -52,7 +57,9 @@ export function zstdCompressor(level: number, storeOptions: boolean): Compressor
         const size = frameContentSize(src);
         if (size !== undefined) {
           if (size > maxSize) throw new Error(`frame declares ${size} bytes, more than ${maxSize}`);
-          const out = fzstdDecompress(src, new Uint8Array(size));
+          // libzstd in wasm when it is loaded (fastest); else fzstd, which sizes its output from the
+          // (checked) frame header. fzstd with a caller-supplied buffer is very slow: not used.
+          const out = wasmReady && wasm ? wasm.decompress(src) : fzstdDecompress(src);
           if (out.byteLength !== size) throw new Error(`frame produced ${out.byteLength} bytes, declared ${size}`);
           return out;
         }
