@@ -73,7 +73,7 @@ for (const encrypted of [false, true]) {
         assert.equal(info0.luks, undefined);
       }
 
-      const imp = await homeImport(m, join(src, '.'), '/liveuser', acc);
+      const imp = await homeImport(m, `${src}/.`, '/liveuser', acc);
       assert.equal(imp.dest, '/liveuser');
       assert.equal(imp.files, 25);
       assert.equal(imp.hardLinks, 1);
