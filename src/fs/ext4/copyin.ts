@@ -1,6 +1,6 @@
 /** Copies a host file or directory tree into an ext4 filesystem (modes, owners, times, hard links, devices). */
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fromSystemError } from '../../errors.ts';
 import type { Timestamp } from './inode.ts';
@@ -32,6 +32,8 @@ async function* fileChunks(path: string, onBytes: (n: number) => void): AsyncGen
     throw fromSystemError(err, path, 'read');
   }
 }
+
+const SMALL_FILE = 4n << 20n;
 
 export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: (n: number) => void = () => {}): Promise<CopyStats> {
   const stats: CopyStats = { files: 0, directories: 0, symlinks: 0, hardLinks: 0, others: 0, bytes: 0 };
@@ -66,10 +68,23 @@ export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: 
       for (const name of names) await visit(join(hostPath, name), fsPath === '/' ? `/${name}` : `${fsPath}/${name}`);
       if (fsPath !== '/') await w.setAttrs(fsPath, { mode: attrs.mode, atime: attrs.atime, mtime: attrs.mtime });
     } else if (st.isFile()) {
-      await w.writeFile(fsPath, fileChunks(hostPath, (n) => {
+      const count = (n: number) => {
         stats.bytes += n;
         onBytes(n);
-      }), attrs);
+      };
+      if (st.size <= SMALL_FILE) {
+        // Small files in one read: a stream would allocate a full-size buffer per file.
+        let data: Uint8Array;
+        try {
+          data = await readFile(hostPath);
+        } catch (err) {
+          throw fromSystemError(err, hostPath, 'read');
+        }
+        count(data.byteLength);
+        await w.writeFile(fsPath, data, attrs);
+      } else {
+        await w.writeFile(fsPath, fileChunks(hostPath, count), attrs);
+      }
       stats.files++;
     } else if (st.isSymbolicLink()) {
       await w.symlink(fsPath, await readlink(hostPath), attrs);
