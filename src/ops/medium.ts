@@ -9,6 +9,7 @@
  * persistence directory, or an uncompressed LiveOS/rootfs.img on the medium.
  */
 import { readdir, stat } from 'node:fs/promises';
+import { pathExists } from '../io/host.ts';
 import { basename, join } from 'node:path';
 import { LivestickError, NotFoundError, UnsupportedFeatureError, UsageError, fromSystemError } from '../errors.ts';
 import { FileDisk, readAt, type Disk } from '../io/disk.ts';
@@ -52,20 +53,11 @@ async function magicOf(path: string): Promise<'squashfs' | 'erofs' | 'ext' | 'un
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The medium's LiveOS directory (MEDIUM/LiveOS, or MEDIUM itself when it is one). */
 export async function liveosDir(dir: string): Promise<string> {
   const liveos = join(dir, LIVEOS);
-  if (await exists(liveos)) return liveos;
-  if (basename(dir) === LIVEOS && (await exists(join(dir, BASE_NAME)))) return dir;
+  if (await pathExists(liveos)) return liveos;
+  if (basename(dir) === LIVEOS && (await pathExists(join(dir, BASE_NAME)))) return dir;
   throw new NotFoundError(`no ${LIVEOS}/ directory: not a live medium (expected ${join(dir, LIVEOS, BASE_NAME)})`, { file: dir });
 }
 
@@ -86,7 +78,7 @@ export async function locateMedium(dir: string, options: { overlay?: string } = 
     const st = await stat(join(liveos, n));
     (st.isDirectory() ? overlayDirs : overlayFiles).push(join(liveos, n));
   }
-  if (!(await exists(basePath))) {
+  if (!(await pathExists(basePath))) {
     if (names.includes('rootfs.img')) {
       throw new UnsupportedFeatureError('live medium', 'layout', `${join(liveos, 'rootfs.img')} without squashfs.img (an uncompressed live root) is not supported yet`, { file: dir });
     }

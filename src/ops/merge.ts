@@ -17,7 +17,8 @@
  *   needed is checked first with an estimate and again with the exact size before copying.
  * - The switch itself is ops/switch.ts.
  */
-import { copyFile, link, open, rm, stat, statfs } from 'node:fs/promises';
+import { copyFile, link, rm, stat, statfs } from 'node:fs/promises';
+import { fsyncFile } from '../io/host.ts';
 import { basename, join } from 'node:path';
 import { ExitCode, LivestickError, UsageError } from '../errors.ts';
 import { equalBytes } from '../io/bytes.ts';
@@ -144,15 +145,6 @@ async function canHardLink(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 
@@ -328,7 +320,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       }
       throw err;
     }
-    await fsyncPath(target);
+    await fsyncFile(target);
     faultPoint('built');
 
     await verify(target, medium, rootInode, a, merged, reuse, options.onProgress);
@@ -342,7 +334,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       newBasePath = join(liveos, newBaseName);
       cleanup.push(newBasePath);
       await copyFile(target, newBasePath);
-      await fsyncPath(newBasePath);
+      await fsyncFile(newBasePath);
       await rm(target, { force: true });
     }
 

@@ -20,7 +20,8 @@
  * - Renames are followed by an fsync of the directory where the host allows it.
  * - LIVESTICK_FAULT_AT=step[,step…] kills the process at those points (used by the fault-injection tests).
  */
-import { copyFile, link, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, link, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { fsyncDir, fsyncFile, pathExists } from '../io/host.ts';
 import { join } from 'node:path';
 import { CorruptImageError, fromSystemError } from '../errors.ts';
 import { TEMP_MARK } from './medium.ts';
@@ -49,45 +50,14 @@ export function faultPoint(step: string): void {
   if (at && at.split(',').includes(step)) process.kill(process.pid, 'SIGKILL');
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  try {
-    const fh = await open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    // Not every host can fsync a directory (Windows); the rename itself is still atomic there.
-  }
-}
-
-async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 async function writeJournal(liveos: string, plan: SwitchPlan): Promise<void> {
   const path = join(liveos, JOURNAL_NAME);
   const tmp = `${path}${TEMP_MARK}tmp`;
   const journal: Journal = { version: 1, op: 'switch', plan };
   await writeFile(tmp, `${JSON.stringify(journal, null, 2)}\n`);
-  await syncFile(tmp);
+  await fsyncFile(tmp);
   await rename(tmp, path);
-  await syncDir(liveos);
+  await fsyncDir(liveos);
 }
 
 export async function readJournal(liveos: string): Promise<SwitchPlan | undefined> {
@@ -118,7 +88,7 @@ async function preserveOldBase(liveos: string, plan: SwitchPlan): Promise<void> 
   const kept = join(liveos, plan.oldBase);
   const newBase = join(liveos, plan.newBase);
   // Once the new base has replaced the old one there is nothing left to keep.
-  if ((await exists(kept)) || !(await exists(newBase))) return;
+  if ((await pathExists(kept)) || !(await pathExists(newBase))) return;
   const base = join(liveos, plan.base);
   try {
     await link(base, kept);
@@ -126,10 +96,10 @@ async function preserveOldBase(liveos: string, plan: SwitchPlan): Promise<void> 
     const tmp = `${kept}${TEMP_MARK}copy`;
     await copyFile(base, tmp);
     faultPoint('keep-old-copied');
-    await syncFile(tmp);
+    await fsyncFile(tmp);
     await rename(tmp, kept);
   }
-  await syncDir(liveos);
+  await fsyncDir(liveos);
 }
 
 /** Runs (or resumes) every remaining step of the switch. */
@@ -137,24 +107,24 @@ async function runSteps(liveos: string, plan: SwitchPlan): Promise<void> {
   const at = (name: string) => join(liveos, name);
   await preserveOldBase(liveos, plan);
   faultPoint('old-base-kept');
-  if ((await exists(at(plan.newOverlay))) && (await exists(at(plan.overlay)))) {
+  if ((await pathExists(at(plan.newOverlay))) && (await pathExists(at(plan.overlay)))) {
     await rename(at(plan.overlay), at(plan.oldOverlay));
-    await syncDir(liveos);
+    await fsyncDir(liveos);
   }
   faultPoint('old-overlay-moved');
-  if (await exists(at(plan.newBase))) {
+  if (await pathExists(at(plan.newBase))) {
     await rename(at(plan.newBase), at(plan.base));
-    await syncDir(liveos);
+    await fsyncDir(liveos);
   }
   faultPoint('base-replaced');
-  if (await exists(at(plan.newOverlay))) {
+  if (await pathExists(at(plan.newOverlay))) {
     await rename(at(plan.newOverlay), at(plan.overlay));
-    await syncDir(liveos);
+    await fsyncDir(liveos);
   }
   faultPoint('overlay-replaced');
   if (plan.oldBase === null) await rm(at(plan.oldOverlay), { force: true });
   await unlink(at(JOURNAL_NAME));
-  await syncDir(liveos);
+  await fsyncDir(liveos);
   faultPoint('switch-done');
 }
 
@@ -180,6 +150,6 @@ export async function recoverMedium(liveos: string): Promise<RecoveryReport> {
   }
   const leftovers = (await readdir(liveos)).filter((n) => n.includes(`${TEMP_MARK}new`) || n.includes(`${TEMP_MARK}partial`) || n.includes(`${TEMP_MARK}copy`) || n.includes(`${TEMP_MARK}tmp`));
   for (const n of leftovers) await rm(join(liveos, n), { force: true });
-  if (leftovers.length > 0) await syncDir(liveos);
+  if (leftovers.length > 0) await fsyncDir(liveos);
   return { action: leftovers.length > 0 ? 'cleaned' : 'none', files: leftovers };
 }
