@@ -45,9 +45,13 @@ export function lz4DecompressBlock(src: Uint8Array, maxSize: number): Uint8Array
     }
     if (s + lit > n) throw corrupt('literals run past the input');
     if (d + lit > maxSize) throw corrupt(`output exceeds ${maxSize} bytes`);
-    dst.set(src.subarray(s, s + lit), d);
-    s += lit;
-    d += lit;
+    if (lit > 32) {
+      dst.set(src.subarray(s, s + lit), d);
+      s += lit;
+      d += lit;
+    } else {
+      for (let k = 0; k < lit; k++) dst[d++] = src[s++] as number;
+    }
     if (s === n) break; // the last sequence has literals only
     if (s + 2 > n) throw corrupt('truncated match offset');
     const offset = (src[s] as number) | ((src[s + 1] as number) << 8);
@@ -63,7 +67,7 @@ export function lz4DecompressBlock(src: Uint8Array, maxSize: number): Uint8Array
       } while (b === 255);
     }
     if (d + len > maxSize) throw corrupt(`output exceeds ${maxSize} bytes`);
-    if (offset >= len) {
+    if (offset >= len && len > 32) {
       dst.copyWithin(d, d - offset, d - offset + len);
       d += len;
     } else {
@@ -85,7 +89,8 @@ export function lz4CompressBlock(src: Uint8Array, table: Int32Array): Uint8Array
   let anchor = 0;
   const matchLimit = n - 12;
   const lastLiterals = n - 5;
-  const u32 = (i: number): number => ((src[i] as number) | ((src[i + 1] as number) << 8) | ((src[i + 2] as number) << 16) | ((src[i + 3] as number) << 24)) >>> 0;
+  const dv = new DataView(src.buffer, src.byteOffset, src.byteLength);
+  const u32 = (i: number): number => dv.getUint32(i, true);
   const writeLen = (len: number): void => {
     while (len >= 255) {
       dst[d++] = 255;
@@ -115,6 +120,11 @@ export function lz4CompressBlock(src: Uint8Array, table: Int32Array): Uint8Array
     let len = 4 + (i - m);
     let a = i + 4;
     let b = ref + 4;
+    while (a + 4 <= lastLiterals && dv.getUint32(a, true) === dv.getUint32(b, true)) {
+      a += 4;
+      b += 4;
+      len += 4;
+    }
     while (a < lastLiterals && src[a] === src[b]) {
       a++;
       b++;
@@ -124,8 +134,12 @@ export function lz4CompressBlock(src: Uint8Array, table: Int32Array): Uint8Array
     const token = d++;
     dst[token] = (Math.min(lit, 15) << 4) | Math.min(len - 4, 15);
     if (lit >= 15) writeLen(lit - 15);
-    dst.set(src.subarray(anchor, m), d);
-    d += lit;
+    if (lit > 32) {
+      dst.set(src.subarray(anchor, m), d);
+      d += lit;
+    } else {
+      for (let k = anchor; k < m; k++) dst[d++] = src[k] as number;
+    }
     const off = m - s;
     dst[d++] = off & 0xff;
     dst[d++] = off >>> 8;
