@@ -19,6 +19,7 @@
  *   fragment, export, id and xattr tables in the order the kernel's mount checks expect.
  */
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
@@ -187,7 +188,7 @@ class Output {
 }
 
 function defaultThreads(): number {
-  return Math.max(1, Math.min(8, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2));
+  return Math.max(1, Math.min(8, availableParallelism()));
 }
 
 function cmpBytes(a: string, b: string): number {
