@@ -638,7 +638,7 @@ export async function homeResize(target: string, newSize: number, access: HomeAc
   const ask = access.passphrase;
   const once: HomeAccess = {
     ...access,
-    ...(ask ? { passphrase: async () => (pass ??= await ask()).slice() } : {}),
+    ...(ask ? { passphrase: async () => new Uint8Array((pass ??= await ask())) } : {}),
   };
   try {
     return await resizeOnce(path, size, before, once);

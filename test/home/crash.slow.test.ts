@@ -1,0 +1,160 @@
+/**
+ * Crash safety: `home import`, `home passwd` and `home resize` run as child processes and are killed
+ * (SIGKILL) at spread-out moments of their run. Afterwards the encrypted home opens with the old or
+ * the new passphrase, the next home command rolls back an interrupted import/resize, the tree is
+ * exactly the old one or exactly the new one, and e2fsck -fn finds the filesystem clean.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createHome, homeExport, homeImport, homeList } from '../../src/ops/home.ts';
+import { FileDisk } from '../../src/io/disk.ts';
+import { LuksVolume } from '../../src/xform/luks/index.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { missingTools } from '../helpers/tools.ts';
+import { access, describeTree, e2fsckHome, enc, makeTree } from './helpers.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const MiB = 1 << 20;
+const KDF = { type: 'pbkdf2', iterations: 1000 } as const;
+/** Slow enough that passwd spends most of its run deriving keys, so kills land in the middle of it. */
+const SLOW_ITERATIONS = 200_000;
+
+function runKilledAfter(args: string[], ms: number | undefined): Promise<{ killed: boolean; ms: number }> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), ...args], { cwd: root, stdio: 'ignore' });
+    let killed = false;
+    const timer = ms === undefined ? undefined : setTimeout(() => {
+      killed = child.kill('SIGKILL');
+    }, ms);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (!killed) assert.equal(code, 0, `livestick ${args.join(' ')} failed (${signal ?? code})`);
+      resolve({ killed: signal === 'SIGKILL', ms: Date.now() - started });
+    });
+  });
+}
+
+async function opensWith(image: string, pass: string): Promise<boolean> {
+  const disk = await FileDisk.open(image, { readOnly: true });
+  try {
+    const vol = await LuksVolume.open(disk);
+    await vol.unlock(enc(pass));
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'WRONG_PASSPHRASE') return false;
+    throw err;
+  } finally {
+    await disk.close();
+  }
+}
+
+describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: missingTools('e2fsck') }, () => {
+  const tmp = tempDir('livestick-home-crash-');
+  const template = join(tmp.dir, 'template.img');
+  const src = join(tmp.dir, 'src');
+  const oldPass = join(tmp.dir, 'old');
+  const newPass = join(tmp.dir, 'new');
+  let n = 0;
+  let oldTree: Map<string, unknown>;
+  let srcTree: Map<string, unknown>;
+
+  before(async () => {
+    writeFileSync(oldPass, 'old pass');
+    writeFileSync(newPass, 'new pass');
+    makeTree(src, { files: 60, bigBytes: 16 * MiB });
+    await createHome(template, { size: 64 * MiB, encrypt: true, kdf: KDF, ...access('old pass') });
+    const seed = join(tmp.dir, 'seed');
+    makeTree(seed, { files: 2, bigBytes: 1000 });
+    await homeImport(template, seed, '/', access('old pass'));
+    const out = join(tmp.dir, 'old-export');
+    await homeExport(template, out, access('old pass'));
+    oldTree = describeTree(out);
+    srcTree = describeTree(src);
+  });
+  after(() => tmp.cleanup());
+
+  function fresh(): string {
+    const image = join(tmp.dir, `home-${n++}.img`);
+    copyFileSync(template, image);
+    return image;
+  }
+
+  async function check(image: string, passes: string[]): Promise<{ pass: string; tree: Map<string, unknown> }> {
+    const which = [];
+    for (const p of passes) if (await opensWith(image, p)) which.push(p);
+    assert.ok(which.length > 0, 'the volume opens with the old or the new passphrase');
+    const pass = which[0]!;
+    await homeList(image, '/', access(pass)); // rolls back an interrupted change
+    assert.ok(!existsSync(`${image}.livestick-undo`));
+    const fsck = await e2fsckHome(image, `${image}.fs`, access(pass));
+    assert.equal(fsck.status, 0, fsck.out);
+    const out = `${image}.export`;
+    await homeExport(image, out, access(pass));
+    return { pass, tree: describeTree(out) };
+  }
+
+  async function killSeries(args: (image: string) => string[], verify: (image: string, killed: boolean, undoLeft: boolean) => Promise<void>): Promise<number> {
+    const ref = fresh();
+    const full = await runKilledAfter(args(ref), undefined);
+    await verify(ref, false, false);
+    let midChange = 0;
+    for (const f of [0.55, 0.7, 0.82, 0.93]) {
+      const image = fresh();
+      const r = await runKilledAfter(args(image), Math.round(full.ms * f));
+      const undoLeft = existsSync(`${image}.livestick-undo`);
+      if (r.killed && undoLeft) midChange++;
+      console.log(`${args(image)[1]} killed after ${Math.round(full.ms * f)} of ${full.ms} ms: killed=${r.killed} undo log left=${undoLeft}`);
+      await verify(image, r.killed, undoLeft);
+    }
+    return midChange;
+  }
+
+  test('import: the tree is the old one or the old one plus everything imported', async () => {
+    const mid = await killSeries(
+      (image) => ['home', 'import', image, src, '/new', '--passphrase-file', oldPass],
+      async (image, killed, undoLeft) => {
+        const { tree } = await check(image, ['old pass']);
+        const expectNew = new Map([...oldTree, ...[...srcTree].map(([k, v]) => [`new/${k}`, v] as const)]);
+        tree.delete('new');
+        if (undoLeft) assert.deepEqual(tree, oldTree, 'an interrupted import is rolled back entirely');
+        else if (!killed) assert.deepEqual(tree, expectNew);
+        else {
+          const same = (a: Map<string, unknown>, b: Map<string, unknown>): boolean => JSON.stringify([...a]) === JSON.stringify([...b]);
+          assert.ok(same(tree, oldTree) || same(tree, expectNew), `neither old nor new: ${[...tree.keys()].join(' ')}`);
+        }
+      },
+    );
+    assert.ok(mid > 0, 'at least one kill landed while the import was changing the image');
+  });
+
+  test('passwd: the old or the new passphrase opens the volume; the data is untouched', async () => {
+    await killSeries(
+      (image) => ['home', 'passwd', image, '--passphrase-file', oldPass, '--new-passphrase-file', newPass, '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', String(SLOW_ITERATIONS)],
+      async (image, killed) => {
+        const { pass, tree } = await check(image, ['new pass', 'old pass']);
+        if (!killed) assert.equal(pass, 'new pass');
+        assert.deepEqual(tree, oldTree);
+      },
+    );
+  });
+
+  test('resize: the old size with the old data, or the new size with the same data', async () => {
+    const mid = await killSeries(
+      (image) => ['home', 'resize', image, '--size', '400M', '--passphrase-file', oldPass],
+      async (image, killed, undoLeft) => {
+        const { tree } = await check(image, ['old pass']);
+        assert.deepEqual(tree, oldTree);
+        const size = statSync(image).size;
+        if (undoLeft) assert.equal(size, 64 * MiB, 'an interrupted resize is rolled back');
+        else if (!killed) assert.equal(size, 400 * MiB);
+        else assert.ok(size === 64 * MiB || size === 400 * MiB, `size ${size}`);
+      },
+    );
+    void mid;
+  });
+});
