@@ -200,6 +200,27 @@ describe('ext4 read side vs e2fsprogs', { skip }, () => {
     });
   }
 
+  test('a journal with transactions to replay (s_start ≠ 0) makes the state dirty', async () => {
+    const image = join(tmp.dir, 'jdirty.img');
+    makeImage(image, src, VARIANTS[2]!);
+    const disk = await FileDisk.open(image);
+    try {
+      const fs = await Ext4.open(disk);
+      const before = await fs.state();
+      assert.equal(before.clean, true);
+      const jsb = before.journal!.extents[0]![0] * fs.blockSize;
+      const start = new Uint8Array(4);
+      new DataView(start.buffer).setUint32(0, 1, false);
+      await disk.write(start, jsb + 28);
+      const after = await (await Ext4.open(disk)).state();
+      assert.equal(after.needsRecovery, true);
+      assert.equal(after.clean, false);
+      assert.equal(after.journal!.start, 1);
+    } finally {
+      await disk.close();
+    }
+  });
+
   test('a filesystem flagged needs_recovery reports it', async () => {
     const image = join(tmp.dir, 'dirty.img');
     makeImage(image, src, VARIANTS[2]!);
