@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -29,14 +29,14 @@ if (!compiled) console.error(`tsc build failed, running from sources through tsx
 const dir = mkdtempSync(join(tmpdir(), 'livestick-sqfs-bench-'));
 const haveTime = existsSync('/usr/bin/time');
 
-function timed(cmd: string, args: string[]): { seconds: number; rssMiB: number | undefined } {
-  const argv = haveTime ? ['/usr/bin/time', '-f', '%M', cmd, ...args] : [cmd, ...args];
+function timed(cmd: string, args: string[]): { seconds: number; rssMiB: number | undefined; cpu: number | undefined } {
+  const argv = haveTime ? ['/usr/bin/time', '-f', '%M %U %S', cmd, ...args] : [cmd, ...args];
   const t = process.hrtime.bigint();
   const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 26 });
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
-  const last = r.stderr.trim().split('\n').pop() ?? '';
-  return { seconds, rssMiB: haveTime && /^\d+$/.test(last) ? Number(last) / 1024 : undefined };
+  const m = /^(\d+) ([\d.]+) ([\d.]+)$/.exec(r.stderr.trim().split('\n').pop() ?? '');
+  return { seconds, rssMiB: m ? Number(m[1]) / 1024 : undefined, cpu: m ? Number(m[2]) + Number(m[3]) : undefined };
 }
 
 function bytesUsed(img: string): number {
@@ -49,8 +49,9 @@ function bytesUsed(img: string): number {
 
 const du = spawnSync('du', ['-sb', corpus], { encoding: 'utf8' }).stdout.split('\t')[0];
 console.log(`Ours: ${compiled ? 'compiled JS' : 'tsx'}. Corpus: ${corpus} (${(Number(du) / 2 ** 20).toFixed(0)} MiB), block size ${blockSize}, 2 threads each\n`);
-console.log('| compressor | mksquashfs create | livestick create | wall ratio | size ratio | unsquashfs extract | livestick extract | wall ratio | peak RSS ours (create/extract) |');
-console.log('|---|---|---|---|---|---|---|---|---|');
+console.log(`Load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (the machine is shared: compare ratios, and CPU seconds)\n`);
+console.log('| compressor | mksquashfs create wall (cpu) | livestick create wall (cpu) | wall ratio | cpu ratio | size ratio | unsquashfs extract wall (cpu) | livestick extract wall (cpu) | wall ratio | peak RSS ours (create/extract) |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
 try {
   for (const comp of comps) {
     const m = join(dir, `m-${comp}.sqfs`);
@@ -64,7 +65,9 @@ try {
     rmSync(xm, { recursive: true, force: true });
     rmSync(xo, { recursive: true, force: true });
     const sizeRatio = bytesUsed(o) / bytesUsed(m);
-    console.log(`| ${comp} | ${theirs.seconds.toFixed(1)} s | ${ours.seconds.toFixed(1)} s | ${(ours.seconds / theirs.seconds).toFixed(2)}x | ${sizeRatio.toFixed(4)}x | ${ux.seconds.toFixed(1)} s | ${ox.seconds.toFixed(1)} s | ${(ox.seconds / ux.seconds).toFixed(2)}x | ${ours.rssMiB?.toFixed(0) ?? '?'} / ${ox.rssMiB?.toFixed(0) ?? '?'} MiB |`);
+    const c = (t: { cpu: number | undefined }) => (t.cpu === undefined ? '' : ` (${t.cpu.toFixed(1)})`);
+    const cpuRatio = ours.cpu !== undefined && theirs.cpu !== undefined ? `${(ours.cpu / theirs.cpu).toFixed(2)}x` : '?';
+    console.log(`| ${comp} | ${theirs.seconds.toFixed(1)} s${c(theirs)} | ${ours.seconds.toFixed(1)} s${c(ours)} | ${(ours.seconds / theirs.seconds).toFixed(2)}x | ${cpuRatio} | ${sizeRatio.toFixed(4)}x | ${ux.seconds.toFixed(1)} s${c(ux)} | ${ox.seconds.toFixed(1)} s${c(ox)} | ${(ox.seconds / ux.seconds).toFixed(2)}x | ${ours.rssMiB?.toFixed(0) ?? '?'} / ${ox.rssMiB?.toFixed(0) ?? '?'} MiB |`);
     rmSync(m, { force: true });
     rmSync(o, { force: true });
   }
