@@ -26,6 +26,11 @@ Every command that reports something takes --json: one JSON document on stdout, 
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `livestick … | head` closes the pipe early: that is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   const program = buildProgram();
   const json = argv.includes('--json');
   // Commander prints its own usage messages; with --json we print ours instead.
