@@ -8,7 +8,9 @@
  *   `flush()`, and at `commit()`), the original contents of every block that has not been logged yet
  *   are appended to LOG as CRC-protected records and LOG is fsync'ed; only then are the new blocks
  *   written to the file. So any block of the file that differs from the original has its original
- *   in LOG. Blocks past the original size are not logged: rollback truncates them away.
+ *   in LOG. Blocks past the original size are not logged: rollback truncates them away. Nor are
+ *   blocks the caller declares unread after a rollback (the filesystem's free blocks when the change
+ *   began), so importing N bytes into free space logs metadata only, not N bytes.
  * - `commit()` makes the file durable and then deletes LOG (and syncs the directory): that is the
  *   instant the change happens. `rollback(path, logPath)` (run by every home command before it opens
  *   the image) puts every complete record back, truncates to the original size, syncs, deletes LOG.
@@ -60,6 +62,7 @@ export class UndoDisk implements Disk {
   #logEnd = HEADER_SIZE;
   readonly #pending = new Map<number, Uint8Array>();
   readonly #logged = new Set<number>();
+  #unlogged: (block: number) => boolean = () => false;
   #done = false;
 
   private constructor(file: FileDisk, log: FileHandle, logPath: string, origSize: number) {
@@ -93,6 +96,19 @@ export class UndoDisk implements Disk {
 
   get size(): number {
     return this.#file.size;
+  }
+
+  /** Bytes of original contents saved so far. */
+  get loggedBytes(): number {
+    return this.#logEnd - HEADER_SIZE;
+  }
+
+  /**
+   * Tells which 4 KiB blocks of the file need no saving: those whose contents nobody reads after a
+   * rollback (blocks the filesystem had free when the change began). Must be decided before any write.
+   */
+  setUnlogged(predicate: (block: number) => boolean): void {
+    this.#unlogged = predicate;
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
@@ -157,7 +173,7 @@ export class UndoDisk implements Disk {
     const blocks = [...this.#pending.keys()].sort((a, b) => a - b);
     const origBlocks = Math.ceil(this.#origSize / BLOCK);
     // 1. Originals of blocks not yet logged, in runs of contiguous blocks.
-    const toLog = blocks.filter((b) => b < origBlocks && !this.#logged.has(b));
+    const toLog = blocks.filter((b) => b < origBlocks && !this.#logged.has(b) && !this.#unlogged(b));
     for (let i = 0; i < toLog.length; ) {
       let j = i + 1;
       while (j < toLog.length && toLog[j] === toLog[j - 1]! + 1 && (j - i) * BLOCK < MAX_RECORD) j++;

@@ -31,6 +31,7 @@ import { FileDisk, type Disk } from '../io/disk.ts';
 import { Ext4, Ext4Writer, growFs, listDirectory, mkfs, type LsEntry } from '../fs/ext4/index.ts';
 import type { Timestamp } from '../fs/ext4/inode.ts';
 import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
+import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
 import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
 import { liveosDir, TEMP_MARK } from './medium.ts';
 import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
@@ -119,6 +120,10 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
       payload = await unlockPayload(luks, access, mode === 'read');
     }
     const fs = await Ext4.open(payload ?? base);
+    if (undo) {
+      const offset = luks ? luks.payloadGeometry().offset : 0;
+      undo.setUnlogged(await freeFileBlocks(fs, offset));
+    }
     const p = payload;
     return {
       path,
@@ -139,6 +144,37 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
     else await file.close().catch(() => {});
     throw err instanceof LivestickError ? err.withFile(path) : err;
   }
+}
+
+/**
+ * A predicate over 4 KiB blocks of the image file: true when every filesystem block it holds is free
+ * in the block bitmaps now (before the change). Groups whose bitmap is not initialised count as used
+ * (conservative: they are simply logged).
+ */
+async function freeFileBlocks(fs: Ext4, payloadOffset: number): Promise<(block: number) => boolean> {
+  const bs = fs.blockSize;
+  const free = new Uint8Array(Math.ceil(fs.sb.blocksCount / 8));
+  const layout = fs.layout;
+  const csums = hasGroupChecksums(fs.sb);
+  for (let g = 0; g < fs.groups.length; g++) {
+    const gd = fs.groups[g]!;
+    if (csums && gd.flags & BgFlags.blockUninit) continue;
+    const first = layout.groupFirstBlock(g);
+    const count = layout.groupBlocks(g);
+    const bitmap = await fs.readBlocks(gd.blockBitmap, 1);
+    for (let i = 0; i < count; i++) {
+      if (!((bitmap[i >>> 3]! >>> (i & 7)) & 1)) free[(first + i) >>> 3]! |= 1 << ((first + i) & 7);
+    }
+  }
+  const isFree = (b: number): boolean => b >= 0 && b < fs.sb.blocksCount && ((free[b >>> 3]! >>> (b & 7)) & 1) === 1;
+  return (fileBlock: number): boolean => {
+    const start = fileBlock * 4096 - payloadOffset;
+    if (start < 0) return false;
+    const firstFs = Math.floor(start / bs);
+    const lastFs = Math.floor((start + 4095) / bs);
+    for (let b = firstFs; b <= lastFs; b++) if (!isFree(b)) return false;
+    return true;
+  };
 }
 
 async function withSession<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
@@ -392,6 +428,8 @@ export interface ImportResult {
   skipped: number;
   bytes: number;
   recovered: boolean;
+  /** Original contents saved in the undo log while the import ran (metadata, not the free space filled). */
+  undoLogBytes: number;
 }
 
 function ts(ns: bigint): Timestamp {
@@ -419,7 +457,7 @@ export async function homeImport(target: string, src: string, dest: string | und
   }
   return withChange(target, options, async (s) => {
     const w = await Ext4Writer.open(s.fs);
-    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0, recovered: s.recovered };
+    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0, recovered: s.recovered, undoLogBytes: 0 };
     const onBytes = options.onBytes ?? (() => {});
     const owner = options.owner ?? 'live';
     const kindAt = async (p: string): Promise<string | undefined> => {
@@ -494,6 +532,8 @@ export async function homeImport(target: string, src: string, dest: string | und
     };
     await visit(src, top);
     await w.close();
+    await s.undo!.flush();
+    stats.undoLogBytes = s.undo!.loggedBytes;
     return stats;
   });
 }

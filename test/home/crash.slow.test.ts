@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 import { createHome, homeExport, homeImport, homeList } from '../../src/ops/home.ts';
 import { FileDisk } from '../../src/io/disk.ts';
 import { LuksVolume } from '../../src/xform/luks/index.ts';
@@ -103,7 +104,7 @@ describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: mi
     const full = await runKilledAfter(args(ref), undefined);
     await verify(ref, false, false);
     let midChange = 0;
-    for (const f of [0.55, 0.7, 0.82, 0.93]) {
+    for (const f of [0.6, 0.75, 0.85, 0.92, 0.97]) {
       const image = fresh();
       const r = await runKilledAfter(args(image), Math.round(full.ms * f));
       const undoLeft = existsSync(`${image}.livestick-undo`);
@@ -124,8 +125,7 @@ describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: mi
         if (undoLeft) assert.deepEqual(tree, oldTree, 'an interrupted import is rolled back entirely');
         else if (!killed) assert.deepEqual(tree, expectNew);
         else {
-          const same = (a: Map<string, unknown>, b: Map<string, unknown>): boolean => JSON.stringify([...a]) === JSON.stringify([...b]);
-          assert.ok(same(tree, oldTree) || same(tree, expectNew), `neither old nor new: ${[...tree.keys()].join(' ')}`);
+          assert.ok(isDeepStrictEqual(tree, oldTree) || isDeepStrictEqual(tree, expectNew), `neither old nor new: ${[...tree.keys()].join(' ')}`);
         }
       },
     );
@@ -145,16 +145,16 @@ describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: mi
 
   test('resize: the old size with the old data, or the new size with the same data', async () => {
     const mid = await killSeries(
-      (image) => ['home', 'resize', image, '--size', '400M', '--passphrase-file', oldPass],
+      (image) => ['home', 'resize', image, '--size', '1G', '--passphrase-file', oldPass],
       async (image, killed, undoLeft) => {
         const { tree } = await check(image, ['old pass']);
         assert.deepEqual(tree, oldTree);
         const size = statSync(image).size;
         if (undoLeft) assert.equal(size, 64 * MiB, 'an interrupted resize is rolled back');
-        else if (!killed) assert.equal(size, 400 * MiB);
-        else assert.ok(size === 64 * MiB || size === 400 * MiB, `size ${size}`);
+        else if (!killed) assert.equal(size, 1024 * MiB);
+        else assert.ok(size === 64 * MiB || size === 1024 * MiB, `size ${size}`);
       },
     );
-    void mid;
+    if (mid === 0) console.log('note: no kill landed while resize was changing the image (it ran too fast this time)');
   });
 });
