@@ -283,7 +283,9 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
     if (payload) await payload.close();
     payload = undefined;
     await disk.close();
-    await rm(undoLogOf(path), { force: true });
+    // An interrupted change of the old home is undone first, so a crash before the rename below
+    // leaves a consistent old home, never a half-changed one without its log.
+    if (replaced) await rollbackUndoLog(path, undoLogOf(path)).catch(() => rm(undoLogOf(path), { force: true }));
     try {
       await rename(tmp, path);
     } catch (err) {

@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHome, homeExport, homeImport, homeInfo, homeList, homePasswd } from '../../src/ops/home.ts';
 import { FileDisk } from '../../src/io/disk.ts';
@@ -106,3 +106,38 @@ for (const f of FORMATS) {
     }
   });
 }
+
+test('home export never writes outside DEST, even from a crafted image (duplicate names, "..")', { skip: missingTools('debugfs', 'tune2fs') }, async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const image = join(dir, 'home.img');
+    await createHome(image, { size: 16 * MiB });
+    const outside = join(dir, 'outside');
+    // A symlink "esc" to a directory outside DEST, then a directory renamed "esc" too, with a file in
+    // it: a naive export would follow the link. And a file renamed "..".
+    run('debugfs', ['-w', '-R', `symlink /esc ${outside}`, image]);
+    run('debugfs', ['-w', '-R', 'mkdir /esd', image]);
+    run('debugfs', ['-w', '-R', `write ${import.meta.filename} /esd/payload`, image]);
+    run('debugfs', ['-w', '-R', `write ${import.meta.filename} /zz`, image]);
+    run('tune2fs', ['-O', '^metadata_csum', image]);
+    const block = Number(run('debugfs', ['-R', 'blocks /', image]).stdout.trim().split(/\s+/)[0]);
+    const bytes = readFileSync(image);
+    const at = block * 4096;
+    const dirBlock = bytes.subarray(at, at + 4096);
+    const rename = (from: string, to: string): void => {
+      const i = dirBlock.indexOf(Buffer.from(from));
+      assert.ok(i > 0, `${from} in the root directory block`);
+      dirBlock.write(to, i);
+    };
+    rename('esd', 'esc');
+    rename('zz', '..');
+    writeFileSync(image, bytes);
+    mkdirSync(outside);
+    const out = join(dir, 'out');
+    await assert.rejects(homeExport(image, out), (err: { code?: string }) => err.code === 'EXISTS' || err.code === 'IO');
+    assert.deepEqual(readdirSync(outside), [], 'nothing was written through the symlink');
+    assert.deepEqual(readdirSync(out).sort(), ['esc']);
+  } finally {
+    cleanup();
+  }
+});

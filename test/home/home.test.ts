@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -20,6 +20,7 @@ import {
 } from '../../src/ops/home.ts';
 import { UndoDisk } from '../../src/ops/home-undo.ts';
 import { FileDisk } from '../../src/io/disk.ts';
+import { LivestickError } from '../../src/errors.ts';
 import { LuksVolume } from '../../src/xform/luks/index.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { missingTools } from '../helpers/tools.ts';
@@ -255,6 +256,27 @@ test('home CLI: JSON documents, exit codes, passphrase from a file', () => {
     assert.equal(unlocked.json.filesystem.label, 'home');
     const noTty = runCli(['home', 'ls', m], { input: '' });
     assert.equal(noTty.status, 64, 'no terminal and no --passphrase-file is a usage error');
+  } finally {
+    cleanup();
+  }
+});
+
+test('bad home images give typed errors: truncated LUKS volume, garbage, truncated ext4', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const enc1 = join(dir, 'enc.img');
+    await createHome(enc1, { size: 32 * MiB, encrypt: true, kdf: LOW_KDF, ...access('p') });
+    truncateSync(enc1, 1 * MiB);
+    await assert.rejects(homeInfo(enc1, access('p')), { code: 'CORRUPT_IMAGE' });
+    const junk = join(dir, 'junk.img');
+    writeFileSync(junk, Buffer.alloc(4 * MiB, 0x5a));
+    await assert.rejects(homeInfo(junk), { code: 'CORRUPT_IMAGE' });
+    const plain = join(dir, 'plain.img');
+    await createHome(plain, { size: 32 * MiB });
+    truncateSync(plain, 2 * MiB);
+    await assert.rejects(homeList(plain, '/'), (err: { code?: string }) => ['CORRUPT_IMAGE', 'OUT_OF_RANGE', 'IO'].includes(err.code ?? ''));
+    await assert.rejects(homeImport(plain, join(import.meta.dirname, 'helpers.ts'), '/', {}), (err) => err instanceof LivestickError && err.code !== 'FAILURE');
+    assert.ok(!existsSync(`${plain}.livestick-undo`));
   } finally {
     cleanup();
   }
