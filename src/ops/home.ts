@@ -285,7 +285,9 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
     await disk.close();
     // An interrupted change of the old home is undone first, so a crash before the rename below
     // leaves a consistent old home, never a half-changed one without its log.
+    // A log without its image (deleted by hand) must not be applied to the new one.
     if (replaced) await rollbackUndoLog(path, undoLogOf(path)).catch(() => rm(undoLogOf(path), { force: true }));
+    else await rm(undoLogOf(path), { force: true });
     try {
       await rename(tmp, path);
     } catch (err) {
