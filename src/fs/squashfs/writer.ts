@@ -355,6 +355,7 @@ async function writeImage(
         const len = Math.min(bs, size - i * bs);
         if (v !== undefined) {
           if ((v.word & 0xffffff) !== v.bytes.byteLength || v.word & ~0x1ffffff) throw new RangeError(`verbatim block ${i}: size word does not match its ${v.bytes.byteLength} bytes`);
+          if (v.word === 0) state.result.sparse += len;
           await push({ kind: 'block', file: state, raw: undefined, job: undefined, verbatim: v });
         } else {
           const block = new Uint8Array(len);
