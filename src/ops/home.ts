@@ -453,6 +453,17 @@ async function* hostChunks(path: string, onBytes: (n: number) => void): AsyncGen
   }
 }
 
+/** Bytes of regular files under a host path (for progress), without following symlinks. */
+export async function hostTreeBytes(path: string): Promise<number> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return 0;
+  if (st.isFile()) return st.size;
+  if (!st.isDirectory()) return 0;
+  let total = 0;
+  for (const name of await readdir(path).catch(() => [] as string[])) total += await hostTreeBytes(join(path, name));
+  return total;
+}
+
 export async function homeImport(target: string, src: string, dest: string | undefined, options: ImportOptions = {}): Promise<ImportResult> {
   try {
     await lstat(src);
@@ -626,7 +637,14 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
             stats.files++;
           } else if (st.kind === 'symlink') {
             const text = new TextDecoder().decode(await s.fs.readInodeData(inode, 65536));
-            await symlink(text, host);
+            try {
+              await symlink(text, host);
+            } catch (err) {
+              // Hosts that do not let this user make symlinks (Windows without developer mode): skip.
+              if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+              stats.skipped++;
+              continue;
+            }
             await lutimes(host, toDate(st.atime), toDate(st.mtime)).catch(() => {});
             stats.symlinks++;
           } else {

@@ -17,6 +17,7 @@ import {
   homeList,
   homePasswd,
   homeResize,
+  hostTreeBytes,
   type HomeInfo,
   type PassphraseSource,
 } from '../../ops/home.ts';
@@ -205,7 +206,7 @@ export function registerHome(program: Command): void {
             if (!m) throw new UsageError('--owner: expected UID:GID');
             owner = { uid: parseIntegerOption(m[1]!, '--owner'), gid: parseIntegerOption(m[2]!, '--owner') };
           }
-          progress = new Progress('import', 0, opts);
+          progress = new Progress('import', process.stderr.isTTY ? await hostTreeBytes(src) : 0, opts);
           try {
             return await homeImport(medium, src, dest, { owner, passphrase: secretFrom(opts.passphraseFile), onBytes: (n) => progress?.add(n) });
           } finally {
