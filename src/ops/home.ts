@@ -10,8 +10,11 @@
  * - Create builds home.img.livestick-new and renames it into place: a crash leaves either no home or
  *   the old one, never half an image. Plain images are sparse (the file reads as zeros, so mkfs skips
  *   the inode tables); encrypted ones are sparse too except for what mkfs writes, since zeros on disk
- *   decrypt to noise the filesystem must not trust. Label "home" (as livecd-iso-to-disk's mkfs), no
- *   reserved blocks (one user's home), 4 KiB blocks (LUKS2 uses 4096-byte sectors).
+ *   decrypt to noise the filesystem must not trust. 4 KiB blocks (LUKS2 uses 4096-byte sectors),
+ *   default mount options user_xattr,acl (what livecd-iso-to-disk sets with tune2fs), no reserved
+ *   blocks (one user's home). livecd-iso-to-disk runs `mkfs.ext4 -j` without a label and the live
+ *   system finds the image by its path (LiveOS/home.img, mounted at /home), so the label is
+ *   cosmetic: livestick's default is "home".
  * - Import and resize write through an undo log beside the image (home-undo.ts): a crash at any
  *   moment leaves the old filesystem once the next livestick home command has rolled the log back
  *   (every command does that first). Passwd relies on the LUKS layer's ordering (new keyslot area,
