@@ -16,13 +16,17 @@
  *   the image) puts every complete record back, truncates to the original size, syncs, deletes LOG.
  *   A torn record at the end of LOG (killed while appending) is ignored: its blocks were never
  *   written to the file. Rollback is idempotent, so a kill during rollback is repaired by the next.
+ * - LOG names the process making the change (pid and a hash of the host name): while that process
+ *   is alive on this host, other commands refuse to roll its change back (LOG doubles as a lock;
+ *   creating it is exclusive, so two changes never run at once).
  * - For an encrypted home the log sits below LUKS: it holds ciphertext only.
  */
 import { constants as fsConstants } from 'node:fs';
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { CorruptImageError, UsageError, fromSystemError } from '../errors.ts';
+import { CorruptImageError, ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
 import { checkRange, type Disk, type FileDisk } from '../io/disk.ts';
 import { view } from '../io/bytes.ts';
 
@@ -42,6 +46,19 @@ async function syncDir(path: string): Promise<void> {
     // Not every host lets a directory be opened or synced (Windows); the rename/unlink still happened.
   } finally {
     await fh?.close();
+  }
+}
+
+function hostTag(): number {
+  return crc32(hostname());
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -82,7 +99,9 @@ export class UndoDisk implements Disk {
     const head = new Uint8Array(HEADER_SIZE);
     head.set(new TextEncoder().encode(MAGIC), 0);
     view(head).setBigUint64(8, BigInt(file.size), true);
-    view(head).setUint32(16, crc32(head.subarray(0, 16)), true);
+    view(head).setUint32(16, process.pid, true);
+    view(head).setUint32(20, hostTag(), true);
+    view(head).setUint32(24, crc32(head.subarray(0, 24)), true);
     try {
       await log.write(head, 0, HEADER_SIZE, 0);
       await log.sync();
@@ -261,7 +280,11 @@ export async function rollbackUndoLog(imagePath: string, logPath: string): Promi
     const head = new Uint8Array(HEADER_SIZE);
     const { bytesRead } = await log.read(head, 0, HEADER_SIZE, 0);
     const dv = view(head);
-    const valid = bytesRead === HEADER_SIZE && new TextDecoder().decode(head.subarray(0, 8)) === MAGIC && dv.getUint32(16, true) === crc32(head.subarray(0, 16));
+    const valid = bytesRead === HEADER_SIZE && new TextDecoder().decode(head.subarray(0, 8)) === MAGIC && dv.getUint32(24, true) === crc32(head.subarray(0, 24));
+    const pid = valid ? dv.getUint32(16, true) : 0;
+    if (valid && pid !== process.pid && dv.getUint32(20, true) === hostTag() && processAlive(pid)) {
+      throw new LivestickError('FAILURE', ExitCode.failure, `another livestick process (pid ${pid}) is changing this home image; try again when it has finished`, { file: imagePath });
+    }
     if (!valid) {
       // Killed before the header was durable: nothing was written to the image yet.
       await log.close();

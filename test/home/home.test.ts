@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { crc32 } from 'node:zlib';
 import { join } from 'node:path';
 import {
   createHome,
@@ -277,6 +279,37 @@ test('bad home images give typed errors: truncated LUKS volume, garbage, truncat
     await assert.rejects(homeList(plain, '/'), (err: { code?: string }) => ['CORRUPT_IMAGE', 'OUT_OF_RANGE', 'IO'].includes(err.code ?? ''));
     await assert.rejects(homeImport(plain, join(import.meta.dirname, 'helpers.ts'), '/', {}), (err) => err instanceof LivestickError && err.code !== 'FAILURE');
     assert.ok(!existsSync(`${plain}.livestick-undo`));
+  } finally {
+    cleanup();
+  }
+});
+
+test('a change in progress in another live process is not rolled back under it', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const image = join(dir, 'home.img');
+    await createHome(image, { size: 16 * MiB });
+    const log = `${image}.livestick-undo`;
+    const file = await FileDisk.open(image);
+    const undo = await UndoDisk.begin(file, log);
+    await undo.write(new Uint8Array(4096).fill(0xee), 0);
+    await undo.flush();
+    await undo.close();
+    await file.close();
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const head = readFileSync(log);
+      head.writeUInt32LE(other.pid!, 16);
+      head.writeUInt32LE(crc32(head.subarray(0, 24)), 24);
+      writeFileSync(log, head);
+      await assert.rejects(homeList(image, '/'), /another livestick process/);
+      assert.ok(existsSync(log), 'the log of a live change stays');
+    } finally {
+      other.kill('SIGKILL');
+      await new Promise((resolve) => other.once('exit', resolve));
+    }
+    assert.deepEqual((await homeList(image, '/')).entries.map((e) => e.name), ['lost+found'], 'once that process is gone, its change is rolled back');
+    assert.ok(!existsSync(log));
   } finally {
     cleanup();
   }
