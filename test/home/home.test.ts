@@ -314,3 +314,25 @@ test('a change in progress in another live process is not rolled back under it',
     cleanup();
   }
 });
+
+test('home import owners (live user, host owners, explicit), ls of a file, cat of a directory', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const image = join(dir, 'home.img');
+    await createHome(image, { size: 16 * MiB });
+    const f = join(import.meta.dirname, 'helpers.ts');
+    await homeImport(image, f, '/a', {});
+    await homeImport(image, f, '/b', { owner: 'keep' });
+    await homeImport(image, f, '/c', { owner: { uid: 4242, gid: 77 } });
+    const st = statSync(f);
+    const ids = (name: string): Promise<number[]> => homeList(image, `/${name}`).then((r) => [r.entries[0]!.uid, r.entries[0]!.gid]);
+    assert.deepEqual(await ids('a'), [1000, 1000]);
+    assert.deepEqual(await ids('b'), [st.uid, st.gid]);
+    assert.deepEqual(await ids('c'), [4242, 77]);
+    assert.deepEqual((await homeList(image, '/a')).entries.map((e) => e.name), ['a']);
+    await assert.rejects(homeCat(image, '/lost+found', async () => {}), { code: 'USAGE' });
+    await assert.rejects(homeCat(image, '/missing', async () => {}), { code: 'NOT_FOUND' });
+  } finally {
+    cleanup();
+  }
+});
