@@ -34,7 +34,8 @@ const MAGIC = 'LSUNDO01';
 const HEADER_SIZE = 32;
 const RECORD_HEAD = 16;
 const BLOCK = 4096;
-const CHECKPOINT_BYTES = 32 << 20;
+/** Changes held in memory before they go to the file; LIVESTICK_TEST_UNDO_CHECKPOINT (bytes) is for tests only. */
+const CHECKPOINT_BYTES = Number(process.env.LIVESTICK_TEST_UNDO_CHECKPOINT) > 0 ? Number(process.env.LIVESTICK_TEST_UNDO_CHECKPOINT) : 32 << 20;
 const MAX_RECORD = 1 << 20;
 
 async function syncDir(path: string): Promise<void> {

@@ -151,22 +151,38 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
 
 /**
  * A predicate over 4 KiB blocks of the image file: true when every filesystem block it holds is free
- * in the block bitmaps now (before the change). Groups whose bitmap is not initialised count as used
- * (conservative: they are simply logged).
+ * in the block bitmaps now (before the change). Groups without an initialised bitmap (BLOCK_UNINIT,
+ * common in mke2fs-made filesystems) are free except for their fixed metadata, as the writer treats
+ * them; with a bad descriptor checksum they count as used (simply logged).
  */
 async function freeFileBlocks(fs: Ext4, payloadOffset: number): Promise<(block: number) => boolean> {
   const bs = fs.blockSize;
   const free = new Uint8Array(Math.ceil(fs.sb.blocksCount / 8));
   const layout = fs.layout;
   const csums = hasGroupChecksums(fs.sb);
+  const setFree = (b: number, on: boolean): void => {
+    if (on) free[b >>> 3]! |= 1 << (b & 7);
+    else free[b >>> 3]! &= ~(1 << (b & 7));
+  };
   for (let g = 0; g < fs.groups.length; g++) {
     const gd = fs.groups[g]!;
-    if (csums && gd.flags & BgFlags.blockUninit) continue;
     const first = layout.groupFirstBlock(g);
     const count = layout.groupBlocks(g);
+    if (csums && gd.flags & BgFlags.blockUninit) {
+      // No bitmap on disk: everything but the group's fixed metadata is free (as the writer sees it).
+      if (!fs.groupChecksumValid(g)) continue;
+      for (let i = 0; i < count; i++) setFree(first + i, true);
+      for (const [, start, n] of layout.fixedMetadata(g)) for (let i = 0; i < n; i++) setFree(start + i, false);
+      continue;
+    }
     const bitmap = await fs.readBlocks(gd.blockBitmap, 1);
-    for (let i = 0; i < count; i++) {
-      if (!((bitmap[i >>> 3]! >>> (i & 7)) & 1)) free[(first + i) >>> 3]! |= 1 << ((first + i) & 7);
+    for (let i = 0; i < count; i++) if (!((bitmap[i >>> 3]! >>> (i & 7)) & 1)) setFree(first + i, true);
+  }
+  // Every group's bitmaps and inode table are in use wherever they lie.
+  const itb = Math.ceil((fs.sb.inodesPerGroup * fs.sb.inodeSize) / bs);
+  for (const gd of fs.groups) {
+    for (const [start, n] of [[gd.blockBitmap, 1], [gd.inodeBitmap, 1], [gd.inodeTable, itb]] as const) {
+      for (let i = 0; i < n; i++) if (start + i < fs.sb.blocksCount) setFree(start + i, false);
     }
   }
   const isFree = (b: number): boolean => b >= 0 && b < fs.sb.blocksCount && ((free[b >>> 3]! >>> (b & 7)) & 1) === 1;
