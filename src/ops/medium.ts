@@ -136,7 +136,8 @@ export async function locateMedium(dir: string, options: { overlay?: string } = 
 export async function openMedium(medium: Medium): Promise<OpenMedium> {
   const baseFile = await FileDisk.open(medium.basePath, { readOnly: true });
   try {
-    const squashfs = await SquashfsReader.open(baseFile);
+    // Reads of the root image are mostly sequential: a small block cache serves them and keeps memory flat.
+    const squashfs = await SquashfsReader.open(baseFile, { cacheBytes: 16 << 20 });
     const rootDisk = await squashfs.openFileDisk(medium.rootImage);
     return { ...medium, baseFile, squashfs, rootDisk, close: () => baseFile.close() };
   } catch (err) {
