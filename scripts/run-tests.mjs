@@ -3,7 +3,8 @@
 //   npm test                 all suites: unit, property, oracle, kernel (qemu), slow
 //   npm test -- --fast       unit and property suites only (skips *.oracle, *.kernel, *.slow files)
 //   npm test -- PATTERN…     only files whose path contains one of the patterns
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -26,8 +27,20 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
-  stdio: 'inherit',
-  env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=4096`.trim() },
-});
+// Human output on the terminal; a TAP copy for the closing summary line.
+const tapDir = mkdtempSync(join(tmpdir(), 'livestick-tap-'));
+const tap = join(tapDir, 'results.tap');
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+  { stdio: 'inherit', env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=4096`.trim() } },
+);
+let summary = '';
+try {
+  const text = readFileSync(tap, 'utf8');
+  const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  summary = `tests: ${count('pass')} passed, ${count('fail') + count('cancelled')} failed, ${count('skipped')} skipped`;
+} catch {}
+rmSync(tapDir, { recursive: true, force: true });
+if (summary) console.log(`\n${summary}`);
 process.exit(result.status ?? 1);
