@@ -26,12 +26,12 @@
  *   created but never followed, so nothing is written outside DEST. Device nodes, FIFOs and sockets
  *   are skipped (counted); setuid/setgid bits are dropped; hard links are kept.
  */
-import { createReadStream } from 'node:fs';
 import { chmod, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
 import { basename, join, posix } from 'node:path';
 import { AlreadyExistsError, LivestickError, NotFoundError, UsageError, fromSystemError } from '../errors.ts';
 import { FileDisk, type Disk } from '../io/disk.ts';
 import { Ext4, Ext4Writer, growFs, listDirectory, mkfs, type LsEntry } from '../fs/ext4/index.ts';
+import { hostFileChunks, timestampFromNs } from '../fs/ext4/copyin.ts';
 import type { Timestamp } from '../fs/ext4/inode.ts';
 import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
 import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
@@ -455,23 +455,6 @@ export interface ImportResult {
   undoLogBytes: number;
 }
 
-function ts(ns: bigint): Timestamp {
-  const sec = ns / 1_000_000_000n;
-  return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
-}
-
-async function* hostChunks(path: string, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
-  const stream = createReadStream(path, { highWaterMark: 1 << 20 });
-  try {
-    for await (const chunk of stream) {
-      onBytes((chunk as Buffer).byteLength);
-      yield chunk as Uint8Array;
-    }
-  } catch (err) {
-    throw fromSystemError(err, path, 'read');
-  }
-}
-
 /** Bytes of regular files under a host path (for progress), without following symlinks. */
 export async function hostTreeBytes(path: string): Promise<number> {
   const st = await lstat(path).catch(() => undefined);
@@ -515,7 +498,7 @@ export async function homeImport(target: string, src: string, dest: string | und
         throw fromSystemError(err, host, 'stat');
       }
       const ids = owner === 'keep' ? { uid: Number(st.uid), gid: Number(st.gid) } : owner === 'live' ? { uid: LIVE_UID, gid: LIVE_GID } : owner;
-      const attrs = { mode: Number(st.mode & 0o7777n), ...ids, atime: ts(st.atimeNs), mtime: ts(st.mtimeNs) };
+      const attrs = { mode: Number(st.mode & 0o7777n), ...ids, atime: timestampFromNs(st.atimeNs), mtime: timestampFromNs(st.mtimeNs) };
       const existing = at === '/' ? 'dir' : await kindAt(at);
       if (st.isDirectory()) {
         if (existing !== undefined && existing !== 'dir') await w.unlink(at);
@@ -545,7 +528,7 @@ export async function homeImport(target: string, src: string, dest: string | und
       }
       if (st.isFile()) {
         if (existing !== undefined && existing !== 'file') await w.unlink(at);
-        await w.writeFile(at, hostChunks(host, (n) => {
+        await w.writeFile(at, hostFileChunks(host, (n) => {
           stats.bytes += n;
           onBytes(n);
         }), attrs);

@@ -15,13 +15,14 @@ export interface CopyStats {
   bytes: number;
 }
 
-function ts(ms: bigint): Timestamp {
-  const ns = ms;
+/** A host stat time (nanoseconds, as `stat(…, { bigint: true })` gives it) as an ext4 timestamp. */
+export function timestampFromNs(ns: bigint): Timestamp {
   const sec = ns / 1_000_000_000n;
   return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
 }
 
-async function* fileChunks(path: string, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+/** A host file's content in 1 MiB pieces, counting bytes as they are read. */
+export async function* hostFileChunks(path: string, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
   const stream = createReadStream(path, { highWaterMark: 1 << 20 });
   try {
     for await (const chunk of stream) {
@@ -45,7 +46,7 @@ export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: 
     } catch (err) {
       throw fromSystemError(err, hostPath, 'stat');
     }
-    const attrs = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), atime: ts(st.atimeNs), mtime: ts(st.mtimeNs) };
+    const attrs = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), atime: timestampFromNs(st.atimeNs), mtime: timestampFromNs(st.mtimeNs) };
     if (!st.isDirectory() && st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`;
       const first = seen.get(key);
@@ -83,7 +84,7 @@ export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: 
         count(data.byteLength);
         await w.writeFile(fsPath, data, attrs);
       } else {
-        await w.writeFile(fsPath, fileChunks(hostPath, count), attrs);
+        await w.writeFile(fsPath, hostFileChunks(hostPath, count), attrs);
       }
       stats.files++;
     } else if (st.isSymbolicLink()) {
