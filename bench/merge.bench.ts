@@ -4,7 +4,8 @@
  * same compressor and -processors 2 — side by side in one run, on a realistic medium: an ext4 root of
  * --rootfs-mib (default 1536) built by mke2fs -d from host files, in a gzip squashfs.img, with an
  * overlay holding new files, rewritten files and deleted data, at several amounts of change.
- *   node --import tsx bench/merge.bench.ts [--rootfs-mib 1536] [--fill-mib 700] [--changes 5,20,50]
+ *   node --import tsx bench/merge.bench.ts [--rootfs-mib 1536] [--fill-mib 700] [--changes 5,20,50] [--churn 1]
+ * --churn N rewrites the new files N times (repeated upgrades): the earlier copies stay in the overlay, free.
  */
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -19,6 +20,7 @@ const arg = (name: string, def: string) => {
 const rootfsMiB = Number(arg('rootfs-mib', '1536'));
 const fillMiB = Number(arg('fill-mib', '700'));
 const changes = arg('changes', '5,20,50').split(',').map(Number);
+const churn = Number(arg('churn', '1'));
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'livestick-bench-merge-'));
 const tsx = import.meta.resolve('tsx');
@@ -89,7 +91,7 @@ async function main() {
     const medium = join(work, `m${pct}`);
     cpSync(pristine, medium, { recursive: true });
     // Changes through the overlay: pct% of the filled size written as new files (a third of it deleted again), plus old files deleted.
-    const r = spawnSync(process.execPath, ['--import', tsx, join(root, 'bench', 'merge-changes.ts'), medium, String(Math.round((fillMiB * pct) / 100))], { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, ['--import', tsx, join(root, 'bench', 'merge-changes.ts'), medium, String(Math.round((fillMiB * pct) / 100)), String(churn)], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error('making the changes failed');
     const overlay = readdirSync(join(medium, 'LiveOS')).find((f) => f.startsWith('overlay-')) as string;
     const overlayPath = join(medium, 'LiveOS', overlay);
@@ -116,7 +118,7 @@ async function main() {
     );
     rmSync(medium, { recursive: true, force: true });
   }
-  console.log(`\n| changed | overlay used | free dropped | blocks rebuilt | livestick merge | pipeline | time ratio | new base | pipeline base | size ratio | merge peak RSS | pipeline peak RSS |`);
+  console.log(`\nchurn ${churn}\n\n| changed | overlay used | free dropped | blocks rebuilt | livestick merge | pipeline | time ratio | new base | pipeline base | size ratio | merge peak RSS | pipeline peak RSS |`);
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
 }
