@@ -261,7 +261,9 @@ test('fuzz: validly check-summed headers with mutated JSON never crash', async (
         for (const k of path.slice(0, -1)) o = o?.[k];
         if (o && typeof o === 'object') {
           if (del) delete o[path.at(-1)!];
-          else o[path.at(-1)!] = value;
+          // A copy: fc.constant hands out one shared object, and assigning it twice would build a cycle
+          // (and mutate the constant for later runs) — something JSON text can never hold.
+          else o[path.at(-1)!] = structuredClone(value);
         }
       }
       const d = new MemoryDisk(new Uint8Array(disk.bytes));
