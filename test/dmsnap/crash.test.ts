@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
+import '../helpers/setup.ts';
 import { MemoryDisk, readAt, type Disk } from '../../src/io/disk.ts';
 import { ExceptionStore, SnapshotDisk, geometry } from '../../src/xform/dmsnap/index.ts';
 

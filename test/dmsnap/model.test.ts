@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import '../helpers/setup.ts';
 import { MemoryDisk, readAt } from '../../src/io/disk.ts';
 import { ExceptionStore, OverlayFullError, SnapshotDisk, SnapshotInvalidError, areaChunk, geometry } from '../../src/xform/dmsnap/index.ts';
 

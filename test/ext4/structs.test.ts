@@ -2,6 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import '../helpers/setup.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { CorruptImageError } from '../../src/errors.ts';
 import { crc32c, crc16Update } from '../../src/fs/ext4/crc.ts';

@@ -1,5 +1,5 @@
 /**
- * Loaded before every test file (scripts/run-tests.mjs). Property tests explore new random cases on
+ * Imported by every test file that uses fast-check. Property tests explore new random cases on
  * every local run; CI uses one fixed seed so a landing never depends on the luck of the draw. A failure
  * prints its seed; `FC_SEED=<seed> npm test -- <file>` replays it.
  */

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
+import '../helpers/setup.ts';
 import { MemoryDisk, type Disk } from '../../src/io/disk.ts';
 import { CorruptImageError, LivestickError, UnsupportedFeatureError } from '../../src/errors.ts';
 import { LuksVolume, WrongPassphraseError, type Luks2FormatOptions } from '../../src/xform/luks/index.ts';

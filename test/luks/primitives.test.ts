@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, pbkdf2Sync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
+import '../helpers/setup.ts';
 import { XtsCipher } from '../../src/xform/luks/xts.ts';
 import { afMerge, afSplit } from '../../src/xform/luks/af.ts';
 import { checkKdfCost, defaultKdfLimits, deriveKey, useArgon2Backend } from '../../src/xform/luks/kdf.ts';

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
+import '../helpers/setup.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { LivestickError } from '../../src/errors.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
