@@ -7,7 +7,6 @@ import type { Command } from 'commander';
 import { UsageError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import type { LsEntry } from '../../fs/ext4/index.ts';
-import type { KdfChoice } from '../../xform/luks/index.ts';
 import {
   createHome,
   homeCat,
@@ -22,30 +21,7 @@ import {
   type PassphraseSource,
 } from '../../ops/home.ts';
 import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
-import { readSecret } from './luks.ts';
-
-interface KdfOpts {
-  pbkdf?: string;
-  pbkdfMemory?: string;
-  pbkdfForceIterations?: string;
-  iterTime?: string;
-}
-
-function kdfOf(o: KdfOpts): KdfChoice | undefined {
-  if (o.pbkdf === undefined && o.pbkdfMemory === undefined && o.pbkdfForceIterations === undefined && o.iterTime === undefined) return undefined;
-  const type = o.pbkdf ?? 'argon2id';
-  const iterTimeMs = o.iterTime === undefined ? undefined : parseIntegerOption(o.iterTime, '--iter-time');
-  const forced = o.pbkdfForceIterations === undefined ? undefined : parseIntegerOption(o.pbkdfForceIterations, '--pbkdf-force-iterations');
-  if (type === 'pbkdf2') {
-    if (forced !== undefined && forced < 1000) throw new UsageError('--pbkdf-force-iterations: PBKDF2 needs at least 1000 iterations');
-    return { type, ...(forced === undefined ? {} : { iterations: forced }), ...(iterTimeMs === undefined ? {} : { iterTimeMs }) };
-  }
-  if (type !== 'argon2id' && type !== 'argon2i') throw new UsageError(`--pbkdf: "${type}" must be argon2id, argon2i or pbkdf2`);
-  if (forced !== undefined && forced < 4) throw new UsageError('--pbkdf-force-iterations: Argon2 needs a time cost of at least 4');
-  const memory = o.pbkdfMemory === undefined ? undefined : parseIntegerOption(o.pbkdfMemory, '--pbkdf-memory');
-  if (memory !== undefined && (memory < 32 || memory > 4 * 1024 * 1024)) throw new UsageError('--pbkdf-memory: from 32 to 4194304 KiB');
-  return { type, ...(forced === undefined ? {} : { time: forced }), ...(memory === undefined ? {} : { memory }), ...(iterTimeMs === undefined ? {} : { iterTimeMs }) };
-}
+import { kdfChoice, readSecret, type KdfOpts } from './luks.ts';
 
 function addKdfOptions(cmd: Command): Command {
   return cmd
@@ -128,7 +104,7 @@ export function registerHome(program: Command): void {
         opts,
         async () => {
           const size = parseSizeOption(opts.size, '--size');
-          const kdf = kdfOf(opts);
+          const kdf = kdfChoice(opts);
           if (!opts.encrypt && (kdf !== undefined || opts.passphraseFile !== undefined)) throw new UsageError('KDF and passphrase options need --encrypt');
           return createHome(medium, {
             size,
@@ -245,7 +221,7 @@ export function registerHome(program: Command): void {
       await runCommand(
         opts,
         async () => {
-          const kdf = kdfOf(opts);
+          const kdf = kdfChoice(opts);
           const oldPass = await readSecret(opts.passphraseFile, 'Current passphrase: ');
           try {
             const newPass = await readSecret(opts.newPassphraseFile, 'New passphrase: ', { confirm: true });

@@ -134,7 +134,7 @@ async function withSecrets<T>(secrets: Buffer[], body: () => Promise<T>): Promis
 // ---------------------------------------------------------------------------------------------------
 // Options
 
-interface KdfOpts {
+export interface KdfOpts {
   pbkdf?: string;
   pbkdfMemory?: string;
   pbkdfParallel?: string;
@@ -142,7 +142,8 @@ interface KdfOpts {
   iterTime?: string;
 }
 
-function kdfChoice(o: KdfOpts): KdfChoice | undefined {
+/** The KDF the --pbkdf* / --iter-time options ask for (shared with the home commands). */
+export function kdfChoice(o: KdfOpts): KdfChoice | undefined {
   if (o.pbkdf === undefined && o.pbkdfMemory === undefined && o.pbkdfParallel === undefined && o.pbkdfForceIterations === undefined && o.iterTime === undefined) return undefined;
   const type = o.pbkdf ?? 'argon2id';
   const iterTimeMs = o.iterTime === undefined ? undefined : parseIntegerOption(o.iterTime, '--iter-time');
