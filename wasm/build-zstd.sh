@@ -14,7 +14,7 @@ l=$src/lib
 files="$(ls "$l"/common/*.c "$l"/compress/*.c "$l"/decompress/*.c) $here/zstd/shim.c"
 # shellcheck disable=SC2086
 $cc --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -O2 -DNDEBUG \
-  -DZSTD_DISABLE_ASM=1 -DZSTD_LEGACY_SUPPORT=0 -DZSTD_MULTITHREAD=0 -DZSTD_NO_TRACE -DZSTD_TRACE=0 \
+  -DZSTD_DISABLE_ASM=1 -DZSTD_LEGACY_SUPPORT=0 -DZSTD_NO_TRACE -DZSTD_TRACE=0 \
   -mbulk-memory -mnontrapping-fptoint -msign-ext -ffunction-sections -fdata-sections -I"$l" -I"$l/common" \
   -nostartfiles -L/usr/lib/wasm32-wasi -Wl,--no-entry -Wl,--gc-sections -Wl,--strip-all \
   -Wl,-z,stack-size=262144 -Wl,--initial-memory=4194304 \

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #define ZSTD_STATIC_LINKING_ONLY
 #include "zstd.h"
+#include "zstd_errors.h"
 
 static ZSTD_CCtx *cctx;
 static ZSTD_DCtx *dctx;

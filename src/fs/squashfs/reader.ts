@@ -16,7 +16,7 @@
 import { CorruptImageError, NotFoundError, ReadOnlyError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
 import { view } from '../../io/bytes.ts';
-import { compressorForImage, initZstd } from './comp/index.ts';
+import { compressorForImage } from './comp/index.ts';
 import type { Compressor } from './comp/types.ts';
 import { readListing, type DirEntry } from './directory.ts';
 import { kindOfType, NO_FRAGMENT, readInode, type DirInode, type FileInode, type Inode, type InodeContext } from './inode.ts';
@@ -114,7 +114,6 @@ export class SquashfsReader {
       await disk.read(optionBytes, SUPERBLOCK_SIZE + 2);
     }
     const comp = compressorForImage(sb.compression, optionBytes, sb.blockSize);
-    if (comp.name === 'zstd') await initZstd();
     const idBytes = await readLookupTable(disk, comp, sb.idTableStart, sb.idCount, 4, sb.bytesUsed, 'id');
     const ids = new Uint32Array(sb.idCount);
     for (let i = 0; i < sb.idCount; i++) ids[i] = view(idBytes).getUint32(i * 4, true);

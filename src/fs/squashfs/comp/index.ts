@@ -4,10 +4,9 @@ import { decodeGzipOptions, gzipCompressor, gzipFromSettings } from './gzip.ts';
 import { decodeLz4Options, lz4Compressor, lz4FromSettings } from './lz4.ts';
 import { CompressionId, type Compressor, type CompressorName, type CompressorSettings } from './types.ts';
 import { decodeXzOptions, xzCompressor, xzFromSettings } from './xz.ts';
-import { decodeZstdOptions, initZstd, zstdCompressor, zstdFromSettings } from './zstd.ts';
+import { decodeZstdOptions, zstdCompressor, zstdFromSettings } from './zstd.ts';
 
 export * from './types.ts';
-export { initZstd } from './zstd.ts';
 
 export const COMPRESSOR_NAMES: Record<number, string> = { 1: 'gzip', 2: 'lzma', 3: 'lzo', 4: 'xz', 5: 'lz4', 6: 'zstd' };
 
@@ -31,7 +30,7 @@ export function compressorForImage(id: number, options: Uint8Array | undefined, 
   }
 }
 
-/** A compressor for writing; awaits the wasm initialisation where needed. */
+/** A compressor for writing. */
 export async function compressorForWriting(name: CompressorName, settings: CompressorSettings, blockSize: number): Promise<Compressor> {
   switch (name) {
     case 'gzip':
@@ -39,7 +38,6 @@ export async function compressorForWriting(name: CompressorName, settings: Compr
     case 'xz':
       return xzFromSettings(settings, blockSize);
     case 'zstd':
-      await initZstd();
       return zstdFromSettings(settings);
     case 'lz4':
       return lz4FromSettings(settings);

@@ -1,0 +1,49 @@
+/**
+ * Codec libraries compiled to wasm32 (see wasm/README.md): each is embedded as base64, instantiated
+ * once per thread on first use, imports nothing, and exports ls_alloc/ls_free next to its entry
+ * points. Calls are synchronous, so a thread never re-enters an instance.
+ */
+
+/** The slice of the WebAssembly global used here (the project's lib settings do not declare it). */
+interface Wasm {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+const wasmApi = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly;
+
+export interface CodecExports {
+  memory: { buffer: ArrayBuffer };
+  ls_alloc(n: number): number;
+  ls_free(p: number): void;
+}
+
+/** A getter for this thread's instance of an embedded module. */
+export function embeddedModule<T extends CodecExports>(base64: string): () => T {
+  let instance: T | undefined;
+  return () => {
+    instance ??= new wasmApi.Instance(new wasmApi.Module(Buffer.from(base64, 'base64')), {}).exports as T;
+    return instance;
+  };
+}
+
+/**
+ * Copies `input` into the instance, allocates `outCap` bytes for output, runs `f` with both
+ * addresses, and frees them whatever happens. `outOfMemory` builds the error for a failed allocation.
+ */
+export function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
+  const inPtr = x.ls_alloc(Math.max(1, input.byteLength));
+  const outPtr = x.ls_alloc(Math.max(1, outCap));
+  try {
+    if (inPtr === 0 || outPtr === 0) throw outOfMemory();
+    new Uint8Array(x.memory.buffer, inPtr, input.byteLength).set(input);
+    return f(inPtr, outPtr);
+  } finally {
+    x.ls_free(outPtr);
+    x.ls_free(inPtr);
+  }
+}
+
+/** A copy of `length` bytes at `ptr` (the instance's memory may move on its next call). */
+export function copyOut(x: CodecExports, ptr: number, length: number): Uint8Array {
+  return new Uint8Array(x.memory.buffer, ptr, length).slice();
+}
