@@ -271,7 +271,7 @@ async function writeImage(
   const fragments: FragmentEntry[] = [];
   const byHash = new Map<string, DataResult>();
   const queue: QueueItem[] = [];
-  const window = Math.max(4, o.threads * 4);
+  const window = Math.max(8, o.threads * 8);
   let fragBuf = new Uint8Array(bs);
   let fragLen = 0;
   let readBytes = 0;

@@ -31,12 +31,10 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
   const entry = fromSource
     ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
     : url;
-  // Workers start in the background; until one is ready (and whenever none has room), blocks are
-  // compressed inline, so small inputs do not wait for thread start-up. Output bytes do not depend
-  // on who compressed a block.
-  const inline: Compressor = await compressorForWriting(name, settings, blockSize);
+  // Blocks go to the workers from the start: messages posted before a worker is up wait for it.
+  // Compressing on this thread instead (while workers start) looked free but starved them: this
+  // thread then feeds the queue and writes the image only between blocks.
   const workers: Worker[] = [];
-  const ready: boolean[] = [];
   const load: number[] = [];
   const pending = new Map<number, { resolve: (v: Uint8Array | undefined) => void; reject: (e: unknown) => void; worker: number }>();
   let nextId = 0;
@@ -49,31 +47,21 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
   for (let w = 0; w < threads; w++) {
     const worker = new Worker(entry, { workerData: { name, settings, blockSize } });
     workers.push(worker);
-    ready.push(false);
     load.push(0);
     worker.on('error', fail);
-    worker.on('message', (msg: { ready?: boolean; id?: number; out?: Uint8Array | null }) => {
-      if (msg.ready) {
-        ready[w] = true;
-        return;
-      }
-      const job = pending.get(msg.id as number);
+    worker.on('message', (msg: { id: number; out: Uint8Array | null }) => {
+      const job = pending.get(msg.id);
       if (job === undefined) return;
-      pending.delete(msg.id as number);
+      pending.delete(msg.id);
       load[job.worker] = (load[job.worker] as number) - 1;
       job.resolve(msg.out === null || msg.out === undefined ? undefined : new Uint8Array(msg.out.buffer, msg.out.byteOffset, msg.out.byteLength));
     });
   }
-  const maxPerWorker = 8;
   return {
     compress(data) {
       if (failure !== undefined) return Promise.reject(failure);
-      let w = -1;
-      for (let i = 0; i < workers.length; i++) if (ready[i] && (load[i] as number) < maxPerWorker && (w < 0 || (load[i] as number) < (load[w] as number))) w = i;
-      if (w < 0) {
-        const out = inline.compress(data);
-        return Promise.resolve(out.byteLength < data.byteLength ? out : undefined);
-      }
+      let w = 0;
+      for (let i = 1; i < workers.length; i++) if ((load[i] as number) < (load[w] as number)) w = i;
       const id = nextId++;
       load[w] = (load[w] as number) + 1;
       // Workers need their own copy of the bytes (the caller may reuse its buffer).

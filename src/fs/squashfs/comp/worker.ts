@@ -14,4 +14,3 @@ parentPort?.on('message', (msg: { id: number; data: Uint8Array }) => {
     parentPort?.postMessage({ id: msg.id, out: null });
   }
 });
-parentPort?.postMessage({ ready: true });
