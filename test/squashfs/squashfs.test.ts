@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import '../helpers/setup.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
-import { LivestickError } from '../../src/errors.ts';
+import { CorruptImageError, LivestickError } from '../../src/errors.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
@@ -224,4 +225,34 @@ test('export table maps every inode number to that inode', async () => {
     checked++;
   }
   assert.ok(checked >= sb.inodes);
+});
+
+test('extract on decode threads: a corrupt data block is a typed error naming the block, for every codec', async () => {
+  const { tempDir } = await import('../helpers/tmp.ts');
+  const { existsSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { extractSquashfs } = await import('../../src/fs/squashfs/extract.ts');
+  const t = tempDir('sqfs-threads-');
+  try {
+    for (const comp of ['xz', 'zstd', 'lz4', 'gzip'] as const) {
+      const img = await build(0, comp);
+      const r0 = await SquashfsReader.open(new MemoryDisk(img, { readOnly: true }));
+      const ok = join(t.dir, `ok-${comp}`);
+      await extractSquashfs(r0, ok, '', { threads: 2 });
+      assert.deepEqual(new Uint8Array(readFileSync(join(ok, 'big'))), await r0.readFile('big'));
+      const big = await r0.lookup('big');
+      assert.ok(big.kind === 'file');
+      const r1 = await SquashfsReader.open(new MemoryDisk(img, { readOnly: true }));
+      assert.equal(r1.startDecodeThreads(2), comp === 'xz', 'xz decodes on workers; zstd and lz4 are faster inline, gzip has its own async decoder');
+      assert.deepEqual(await r1.readFile('big'), await r0.readFile('big'));
+      await r1.stopDecodeThreads();
+      const bad = img.slice();
+      for (let i = 0; i < 40; i++) bad[big.blocksStart + i] = (bad[big.blocksStart + i] as number) ^ 0x5a;
+      const r = await SquashfsReader.open(new MemoryDisk(bad, { readOnly: true }));
+      await assert.rejects(extractSquashfs(r, join(t.dir, `bad-${comp}`), '', { threads: 2 }), (err: unknown) => err instanceof CorruptImageError && new RegExp(`block at ${big.blocksStart}.*${comp === 'gzip' ? '' : comp}`).test(err.message), comp);
+      assert.equal(existsSync(join(t.dir, `bad-${comp}`, 'sub', 'streamed')), false, 'extraction stopped at the bad file');
+    }
+  } finally {
+    t.cleanup();
+  }
 });

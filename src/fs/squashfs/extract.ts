@@ -7,17 +7,23 @@
  * replaced, never written through. Hard links are only made to files extracted in this run.
  * Node has no mknod, mkfifo or xattr API: devices, fifos, sockets and xattrs are reported as skipped.
  * Host calls are synchronous: per small file they cost far less than thread-pool round trips.
+ * Read-ahead crosses file boundaries: up to `depth` pieces (blocks or fragment tails) of the files
+ * coming next are being read and decompressed (on worker threads for wasm codecs) while the current
+ * one is written, so a tree of small files keeps every core busy. Memory: depth x block size.
  */
 import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { AlreadyExistsError, CorruptImageError, fromSystemError } from '../../errors.ts';
 import { isAllZero } from '../../io/bytes.ts';
-import type { Inode } from './inode.ts';
+import type { FileInode, Inode } from './inode.ts';
 import type { SquashfsReader } from './reader.ts';
 
 export interface ExtractOptions {
   /** Set ownership from the image (default: when running as root). */
   owners?: boolean;
+  /** Decompression threads (default: the host's parallelism for images over 8 MiB, else 0: inline). */
+  threads?: number;
   onFile?: (path: string, bytes: number) => void;
 }
 
@@ -58,7 +64,101 @@ function host<T>(path: string, action: string, fn: () => T): T {
   }
 }
 
+interface Entry {
+  path: string;
+  inode: Inode;
+  /** The file whose pieces are read (undefined: not a file, or a later name of a hard link). */
+  data: FileInode | undefined;
+  count: number;
+  loads: Array<Promise<Uint8Array> | undefined>;
+}
+
+/** Walk entries in order, with the pieces of upcoming files read ahead (see the notes at the top). */
+class ReadAhead {
+  readonly #reader: SquashfsReader;
+  readonly #walk: AsyncIterator<{ path: string; inode: Inode }>;
+  readonly #depth: number;
+  readonly #entries: Entry[] = [];
+  readonly #firstNames = new Set<number>();
+  #inFlight = 0;
+  #done = false;
+
+  constructor(reader: SquashfsReader, prefix: string, depth: number) {
+    this.#reader = reader;
+    this.#walk = reader.walk(prefix)[Symbol.asyncIterator]();
+    this.#depth = depth;
+  }
+
+  async #pull(): Promise<boolean> {
+    if (this.#done) return false;
+    const r = await this.#walk.next();
+    if (r.done) {
+      this.#done = true;
+      return false;
+    }
+    const { path, inode } = r.value;
+    let data: FileInode | undefined;
+    if (inode.kind === 'file' && (inode.nlink <= 1 || !this.#firstNames.has(inode.inodeNumber))) {
+      data = inode;
+      if (inode.nlink > 1) this.#firstNames.add(inode.inodeNumber);
+    }
+    this.#entries.push({ path, inode, data, count: data ? this.#reader.pieceCount(data) : 0, loads: [] });
+    return true;
+  }
+
+  #start(e: Entry): void {
+    const load = this.#reader.piece(e.data as FileInode, e.loads.length);
+    load.catch(() => {}); // observed when consumed
+    e.loads.push(load);
+    this.#inFlight++;
+  }
+
+  async #fill(): Promise<void> {
+    let i = 0;
+    while (this.#inFlight < this.#depth) {
+      while (i >= this.#entries.length) if (this.#entries.length >= 4096 || !(await this.#pull())) return;
+      const e = this.#entries[i] as Entry;
+      if (e.data !== undefined && e.loads.length < e.count) this.#start(e);
+      else i++;
+    }
+  }
+
+  /** The next entry, or undefined at the end. */
+  async next(): Promise<Entry | undefined> {
+    if (this.#entries.length === 0 && !(await this.#pull())) return undefined;
+    await this.#fill();
+    return this.#entries[0];
+  }
+
+  /** The pieces of the entry `next` returned, in order; the entry is done once they are consumed. */
+  async *pieces(e: Entry): AsyncGenerator<Uint8Array> {
+    for (let i = 0; i < e.count; i++) {
+      if (i >= e.loads.length) this.#start(e);
+      const piece = await (e.loads[i] as Promise<Uint8Array>);
+      e.loads[i] = undefined;
+      this.#inFlight--;
+      await this.#fill();
+      yield piece;
+    }
+  }
+
+  /** Drops the entry `next` returned. */
+  shift(): void {
+    this.#entries.shift();
+  }
+}
+
 export async function extractSquashfs(reader: SquashfsReader, dest: string, subpath = '', options: ExtractOptions = {}): Promise<ExtractResult> {
+  const threads = options.threads ?? (reader.superblock.bytesUsed > 8 << 20 ? availableParallelism() : 0);
+  const started = reader.startDecodeThreads(threads);
+  try {
+    return await extractEntries(reader, dest, subpath, options, Math.max(4, threads * 4));
+  } finally {
+    if (started) await reader.stopDecodeThreads();
+  }
+}
+
+async function extractEntries(reader: SquashfsReader, dest: string, subpath: string, options: ExtractOptions, depth: number): Promise<ExtractResult> {
   const owners = options.owners ?? (typeof process.getuid === 'function' && process.getuid() === 0);
   const result: ExtractResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0, skipped: [] };
   const linked = new Map<number, string>();
@@ -68,7 +168,9 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
   const rel = (p: string): string => (prefix === '' ? p : p === prefix ? '' : p.slice(prefix.length + 1));
 
   host(dest, 'create the destination', () => mkdirSync(dest, { recursive: true }));
-  for await (const { path: imagePath, inode } of reader.walk(prefix)) {
+  const ahead = new ReadAhead(reader, prefix, depth);
+  for (let entry = await ahead.next(); entry !== undefined; ahead.shift(), entry = await ahead.next()) {
+    const { path: imagePath, inode } = entry;
     const r = rel(imagePath);
     const target = r === '' ? dest : join(dest, ...r.split('/'));
     if (r !== '') {
@@ -112,8 +214,9 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
       }
       case 'file': {
         clearForNonDir(target);
-        const first = inode.nlink > 1 ? linked.get(inode.inodeNumber) : undefined;
-        if (first !== undefined) {
+        if (entry.data === undefined) {
+          const first = linked.get(inode.inodeNumber);
+          if (first === undefined) throw new Error(`internal: hard link /${imagePath} before its first name`);
           host(target, 'create the hard link', () => linkSync(first, target));
           result.hardlinks++;
           break;
@@ -121,7 +224,7 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
         const fd = host(target, 'create the file', () => openSync(target, 'wx', 0o600));
         try {
           let at = 0;
-          for await (const piece of reader.stream(inode)) {
+          for await (const piece of ahead.pieces(entry)) {
             if (!isAllZero(piece)) {
               let done = 0;
               while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));

@@ -17,6 +17,7 @@ import { CorruptImageError, NotFoundError, ReadOnlyError } from '../../errors.ts
 import { checkRange, type Disk } from '../../io/disk.ts';
 import { view } from '../../io/bytes.ts';
 import { compressorForImage } from './comp/index.ts';
+import { createBlockDecompressor, type BlockDecompressor } from './comp/pool.ts';
 import type { Compressor } from './comp/types.ts';
 import { readListing, type DirEntry } from './directory.ts';
 import { kindOfType, NO_FRAGMENT, readInode, type DirInode, type FileInode, type Inode, type InodeContext } from './inode.ts';
@@ -83,11 +84,15 @@ export class SquashfsReader {
   readonly #ctx: InodeContext;
   readonly #data: ByteLru;
   readonly #offsets = new WeakMap<FileInode, Float64Array>();
+  readonly #compressorOptions: Uint8Array | undefined;
+  readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
+  #decoder: BlockDecompressor | undefined;
 
-  private constructor(disk: Disk, sb: Superblock, comp: Compressor, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
+  private constructor(disk: Disk, sb: Superblock, comp: Compressor, compOptions: Uint8Array | undefined, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
     this.disk = disk;
     this.superblock = sb;
     this.compressor = comp;
+    this.#compressorOptions = compOptions;
     this.ids = ids;
     this.fragmentTable = frags;
     this.#xattrs = xattrs;
@@ -133,7 +138,7 @@ export class SquashfsReader {
     if (dirEnd < sb.directoryTableStart) throw new CorruptImageError('squashfs', 'superblock.directory_table_start', 'the directory table overlaps a later table', 72);
     let xattrs: XattrTable | undefined;
     if (sb.xattrIdTableStart !== undefined) xattrs = await XattrTable.open(disk, comp, sb.xattrIdTableStart, sb.bytesUsed);
-    return new SquashfsReader(disk, sb, comp, ids, frags, xattrs, dirEnd, options);
+    return new SquashfsReader(disk, sb, comp, optionBytes, ids, frags, xattrs, dirEnd, options);
   }
 
   // ---- inodes and directories ----
@@ -227,6 +232,23 @@ export class SquashfsReader {
 
   // ---- file data ----
 
+  /**
+   * From now on, data blocks are decompressed on `threads` worker threads, so read-ahead runs in
+   * parallel, for codecs slow enough to gain from it (xz; gzip has its own async decoder). Undo with
+   * stopDecodeThreads. Returns whether threads were started.
+   */
+  startDecodeThreads(threads: number): boolean {
+    if (this.#decoder !== undefined || threads <= 0 || this.compressor.decodeOnWorkers !== true) return false;
+    this.#decoder = createBlockDecompressor(this.superblock.compression, this.#compressorOptions, this.superblock.blockSize, threads);
+    return true;
+  }
+
+  async stopDecodeThreads(): Promise<void> {
+    const d = this.#decoder;
+    this.#decoder = undefined;
+    await d?.close();
+  }
+
   #blockOffsets(f: FileInode): Float64Array {
     let offs = this.#offsets.get(f);
     if (offs === undefined) {
@@ -253,6 +275,7 @@ export class SquashfsReader {
     }
     try {
       if (this.compressor.decompressAsync) return await this.compressor.decompressAsync(raw, this.superblock.blockSize);
+      if (this.#decoder) return await this.#decoder.decompress(raw, this.superblock.blockSize);
       return this.compressor.decompress(raw, this.superblock.blockSize);
     } catch (err) {
       if (err instanceof CorruptImageError) throw new CorruptImageError('squashfs', `${what} at ${at}`, err.message, at, { cause: err });
@@ -292,12 +315,22 @@ export class SquashfsReader {
   async fragmentBlock(index: number): Promise<Uint8Array> {
     const e = this.fragmentTable[index];
     if (e === undefined) throw new CorruptImageError('squashfs', 'fragment index', `${index} is past the fragment table`);
-    let data = this.#data.get(e.start);
-    if (data === undefined) {
-      data = await this.#readStored(e.start, e.size, 0, 'fragment');
-      this.#data.set(e.start, data);
+    const data = this.#data.get(e.start);
+    if (data !== undefined) return data;
+    // Concurrent readers of one fragment block (read-ahead over small files) share one load.
+    let load = this.#fragmentLoads.get(e.start);
+    if (load === undefined) {
+      load = this.#readStored(e.start, e.size, 0, 'fragment').then((d) => {
+        this.#data.set(e.start, d);
+        return d;
+      });
+      this.#fragmentLoads.set(e.start, load);
+      load.then(
+        () => this.#fragmentLoads.delete(e.start),
+        () => this.#fragmentLoads.delete(e.start),
+      );
     }
-    return data;
+    return load;
   }
 
   async #tail(f: FileInode): Promise<Uint8Array> {
@@ -307,13 +340,14 @@ export class SquashfsReader {
     return frag.subarray(f.fragmentOffset, f.fragmentOffset + tail);
   }
 
-  /** Piece `i` of the file: block i, or the fragment tail after the last block. */
-  async #piece(f: FileInode, i: number, cache: boolean): Promise<Uint8Array> {
+  /** Piece `i` of the file: block i, or the fragment tail after the last block (blocks are not cached). */
+  async piece(f: FileInode, i: number, cache = false): Promise<Uint8Array> {
     if (i < f.blockSizes.length) return this.fileBlock(f, i, cache);
     return this.#tail(f);
   }
 
-  #pieceCount(f: FileInode): number {
+  /** How many pieces `piece` serves for the file: its blocks, plus one for a fragment tail. */
+  pieceCount(f: FileInode): number {
     return f.blockSizes.length + (f.fragment !== NO_FRAGMENT ? 1 : 0);
   }
 
@@ -323,12 +357,12 @@ export class SquashfsReader {
    */
   async *stream(f: FileInode, readAhead = 4): AsyncGenerator<Uint8Array> {
     this.#blockOffsets(f);
-    const n = this.#pieceCount(f);
+    const n = this.pieceCount(f);
     const inFlight: Array<Promise<Uint8Array>> = [];
     let next = 0;
     const fill = (): void => {
       while (next < n && inFlight.length < Math.max(1, readAhead)) {
-        const p = this.#piece(f, next++, false);
+        const p = this.piece(f, next++, false);
         p.catch(() => {});
         inFlight.push(p);
       }
@@ -360,7 +394,7 @@ export class SquashfsReader {
     while (done < buf.byteLength) {
       const pos = offset + done;
       const i = Math.floor(pos / bs);
-      const piece = await this.#piece(f, i, true);
+      const piece = await this.piece(f, i, true);
       const inPiece = pos - i * bs;
       const n = Math.min(buf.byteLength - done, piece.byteLength - inPiece);
       if (n <= 0) throw new CorruptImageError('squashfs', 'file data', `inode ${f.inodeNumber} is shorter than its size`);

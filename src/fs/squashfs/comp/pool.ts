@@ -1,18 +1,89 @@
 /**
- * Block compression off the main thread: a fixed pool of worker_threads, each holding its own codec.
- * Jobs resolve to the compressed bytes, or undefined when compression does not shrink the block
- * (the writer then stores it uncompressed). With 0 threads, compression runs inline.
- * A compressed block is a pure function of its bytes and the codec settings, so where it ran does
- * not change the image.
+ * Block coding off the main thread: a fixed pool of worker_threads, each holding its own codec.
+ * - Compression jobs resolve to the compressed bytes, or undefined when compression does not shrink
+ *   the block (the writer then stores it uncompressed). A compressed block is a pure function of its
+ *   bytes and the codec settings, so where it ran does not change the image.
+ * - Decompression jobs (readers, for read-ahead) resolve to the block, or reject with the codec's
+ *   CorruptImageError message.
+ * Jobs go to the least-loaded worker from the start: messages posted before a worker is up wait for
+ * it. (Coding on the main thread while workers started looked free but starved them: the main thread
+ * then fed the queue and did I/O only between blocks.) With 0 threads, compression runs inline.
  */
 import { Worker } from 'node:worker_threads';
+import { CorruptImageError } from '../../../errors.ts';
 import { compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
+import type { WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
 
 export interface BlockCompressor {
   compress(data: Uint8Array): Promise<Uint8Array | undefined>;
   close(): Promise<void>;
 }
+
+export interface BlockDecompressor {
+  /** Takes ownership of `data` (its buffer is transferred to a worker). */
+  decompress(data: Uint8Array, maxSize: number): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+interface Pool {
+  /** `owned`: the caller hands `data` over (it is transferred, not copied). */
+  run(job: Omit<WorkerJob, 'id'>, owned: boolean): Promise<WorkerReply>;
+  close(): Promise<void>;
+}
+
+function startPool(setup: WorkerSetup, threads: number): Pool {
+  // Running from TypeScript sources (tests, tsx): the worker needs the same loader.
+  const fromSource = import.meta.url.endsWith('.ts');
+  const url = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url);
+  const entry = fromSource
+    ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
+    : url;
+  const workers: Worker[] = [];
+  const load: number[] = [];
+  const pending = new Map<number, { resolve: (v: WorkerReply) => void; reject: (e: unknown) => void; worker: number }>();
+  let nextId = 0;
+  let failure: unknown;
+  const fail = (err: unknown): void => {
+    failure ??= err;
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+  };
+  for (let w = 0; w < threads; w++) {
+    const worker = new Worker(entry, { workerData: setup });
+    workers.push(worker);
+    load.push(0);
+    worker.on('error', fail);
+    worker.on('message', (reply: WorkerReply) => {
+      const job = pending.get(reply.id);
+      if (job === undefined) return;
+      pending.delete(reply.id);
+      load[job.worker] = (load[job.worker] as number) - 1;
+      job.resolve(reply);
+    });
+  }
+  return {
+    run(job, owned) {
+      if (failure !== undefined) return Promise.reject(failure);
+      let w = 0;
+      for (let i = 1; i < workers.length; i++) if ((load[i] as number) < (load[w] as number)) w = i;
+      const id = nextId++;
+      load[w] = (load[w] as number) + 1;
+      // Workers need their own copy of the bytes, unless the caller handed them over whole.
+      const whole = job.data.byteOffset === 0 && job.data.byteLength === job.data.buffer.byteLength;
+      const data = owned && whole ? job.data : job.data.slice();
+      return new Promise((resolve, reject) => {
+        pending.set(id, { resolve, reject, worker: w });
+        (workers[w] as Worker).postMessage({ ...job, id, data }, [data.buffer as ArrayBuffer]);
+      });
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}
+
+const asBytes = (out: Uint8Array): Uint8Array => new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 
 export async function createBlockCompressor(name: CompressorName, settings: CompressorSettings, blockSize: number, threads: number): Promise<BlockCompressor> {
   if (threads <= 0) {
@@ -25,54 +96,25 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
       async close() {},
     };
   }
-  // Running from TypeScript sources (tests, tsx): the worker needs the same loader.
-  const fromSource = import.meta.url.endsWith('.ts');
-  const url = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url);
-  const entry = fromSource
-    ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
-    : url;
-  // Blocks go to the workers from the start: messages posted before a worker is up wait for it.
-  // Compressing on this thread instead (while workers start) looked free but starved them: this
-  // thread then feeds the queue and writes the image only between blocks.
-  const workers: Worker[] = [];
-  const load: number[] = [];
-  const pending = new Map<number, { resolve: (v: Uint8Array | undefined) => void; reject: (e: unknown) => void; worker: number }>();
-  let nextId = 0;
-  let failure: unknown;
-  const fail = (err: unknown): void => {
-    failure ??= err;
-    for (const p of pending.values()) p.reject(err);
-    pending.clear();
-  };
-  for (let w = 0; w < threads; w++) {
-    const worker = new Worker(entry, { workerData: { name, settings, blockSize } });
-    workers.push(worker);
-    load.push(0);
-    worker.on('error', fail);
-    worker.on('message', (msg: { id: number; out: Uint8Array | null }) => {
-      const job = pending.get(msg.id);
-      if (job === undefined) return;
-      pending.delete(msg.id);
-      load[job.worker] = (load[job.worker] as number) - 1;
-      job.resolve(msg.out === null || msg.out === undefined ? undefined : new Uint8Array(msg.out.buffer, msg.out.byteOffset, msg.out.byteLength));
-    });
-  }
+  const pool = startPool({ direction: 'compress', name, settings, blockSize }, threads);
   return {
-    compress(data) {
-      if (failure !== undefined) return Promise.reject(failure);
-      let w = 0;
-      for (let i = 1; i < workers.length; i++) if ((load[i] as number) < (load[w] as number)) w = i;
-      const id = nextId++;
-      load[w] = (load[w] as number) + 1;
-      // Workers need their own copy of the bytes (the caller may reuse its buffer).
-      const copy = data.slice();
-      return new Promise((resolve, reject) => {
-        pending.set(id, { resolve, reject, worker: w });
-        (workers[w] as Worker).postMessage({ id, data: copy }, [copy.buffer as ArrayBuffer]);
-      });
+    async compress(data) {
+      const reply = await pool.run({ data, maxSize: data.byteLength }, false);
+      return reply.out === null ? undefined : asBytes(reply.out);
     },
-    async close() {
-      await Promise.all(workers.map((w) => w.terminate()));
+    close: () => pool.close(),
+  };
+}
+
+/** Decompression for an image's codec (id and stored options) on `threads` workers. */
+export function createBlockDecompressor(id: number, options: Uint8Array | undefined, blockSize: number, threads: number): BlockDecompressor {
+  const pool = startPool({ direction: 'decompress', id, options, blockSize }, Math.max(1, threads));
+  return {
+    async decompress(data, maxSize) {
+      const reply = await pool.run({ data, maxSize }, true);
+      if (reply.error !== undefined) throw new CorruptImageError('squashfs', reply.error.field, reply.error.message);
+      return asBytes(reply.out as Uint8Array);
     },
+    close: () => pool.close(),
   };
 }

@@ -61,6 +61,7 @@ export function xzCompressor(opts: XzOptions, preset: number, storeOptions: bool
     name: 'xz',
     id: CompressionId.xz,
     options: storeOptions ? encodeXzOptions(opts) : undefined,
+    decodeOnWorkers: true,
     compress(src) {
       let best = xzEncode(src, preset, opts.dictSize, 0);
       for (const bcj of bcjIds) {
