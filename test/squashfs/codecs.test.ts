@@ -1,5 +1,5 @@
 /*
- * The wasm block codecs (liblzma, libzstd): round trips, BCJ chains, pinned encoder output, the
+ * The wasm block codecs (liblzma, libzstd, libdeflate's compressor): round trips, BCJ chains, pinned encoder output, the
  * bounds the decoders enforce, and the native command-line tools (xz-utils, zstd) as oracles for
  * both directions.
  */
@@ -15,6 +15,8 @@ import '../helpers/setup.ts';
 import { CorruptImageError } from '../../src/errors.ts';
 import { xzFromSettings } from '../../src/fs/squashfs/comp/xz.ts';
 import { zstdFromSettings } from '../../src/fs/squashfs/comp/zstd.ts';
+import { gzipFromSettings } from '../../src/fs/squashfs/comp/gzip.ts';
+import { inflateSync } from 'node:zlib';
 import type { Compressor } from '../../src/fs/squashfs/comp/types.ts';
 import { missingTools } from '../helpers/tools.ts';
 
@@ -47,6 +49,7 @@ test('xz codec: round trips, with and without BCJ filters, and keeps the smalles
 
 const pinned: Array<[string, Compressor, string]> = [
   ['xz', xzFromSettings({}, BLOCK), '7980d9078a63c47068d6e391f895f4068e985a670748c50c3fa3de2f23d85360'],
+  ['gzip', gzipFromSettings({}), 'e515abe6aa05cea2bf0a1f4918f1f27f36be2787e8aece5f1ea38db16da969fd'],
   ['zstd', zstdFromSettings({}), '882b5bc14003d1eb873ce85ed528d44a299f65f9aed671c7eafd23add2586b32'],
 ];
 for (const [name, c, hash] of pinned) {
@@ -156,4 +159,21 @@ test('zstd codec: the zstd tool decodes our frames, and we decode its frames wit
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('gzip codec: libdeflate streams inflate with zlib at every level; a non-default window goes through zlib', () => {
+  const data = sample(BLOCK, 17);
+  let previous = Infinity;
+  for (const level of [1, 5, 9]) {
+    const c = gzipFromSettings({ level });
+    const out = c.compress(data);
+    assert.deepEqual(new Uint8Array(inflateSync(out)), data, `level ${level}`);
+    assert.deepEqual(new Uint8Array(c.decompress(out, BLOCK)), data);
+    assert.ok(out.byteLength <= previous * 1.01, 'higher levels are not meaningfully larger');
+    previous = out.byteLength;
+  }
+  const narrow = gzipFromSettings({ window: 10 });
+  const out = narrow.compress(data);
+  assert.equal(out[0] === undefined ? -1 : (out[0] >> 4) + 8, 10, 'the zlib header records the 1 KiB window');
+  assert.deepEqual(new Uint8Array(narrow.decompress(out, BLOCK)), data);
 });

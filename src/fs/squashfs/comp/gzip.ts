@@ -1,7 +1,16 @@
 import { deflateSync, inflate, inflateSync, constants as z } from 'node:zlib';
 import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
+import { zlibEncode } from './libdeflate.ts';
 import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
+
+/*
+ * gzip per block: one zlib stream (RFC 1950), as squashfs-tools writes it. With the default window
+ * and strategy, blocks are compressed by libdeflate (wasm, libdeflate.ts) at the same level: smaller
+ * and faster than Node's zlib. A non-default window or strategy list needs zlib's own parameters:
+ * node:zlib then, trying each strategy and keeping the smallest, as mksquashfs does. Decoding is
+ * node:zlib, synchronous or on its thread pool.
+ */
 
 export interface GzipOptions {
   readonly level: number;
@@ -42,11 +51,13 @@ export function encodeGzipOptions(o: GzipOptions): Uint8Array {
 export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compressor {
   const strategies = STRATEGY_BITS.filter(([bit]) => opts.strategies & bit).map(([, s]) => s);
   if (strategies.length === 0) strategies.push(z.Z_DEFAULT_STRATEGY);
+  const useLibdeflate = opts.window === 15 && strategies.length === 1 && strategies[0] === z.Z_DEFAULT_STRATEGY;
   return {
     name: 'gzip',
     id: CompressionId.gzip,
     options: storeOptions ? encodeGzipOptions(opts) : undefined,
     compress(src) {
+      if (useLibdeflate) return zlibEncode(src, opts.level) ?? src;
       let best: Uint8Array | undefined;
       for (const strategy of strategies) {
         const out = deflateSync(src, { level: opts.level, windowBits: opts.window, strategy, memLevel: 8 });
