@@ -52,6 +52,11 @@ export class FileDisk implements Disk {
   #size: number;
   #fh: FileHandle;
 
+  /** The open descriptor, for positional I/O on worker threads (they share the process's fd table). */
+  get fd(): number {
+    return this.#fh.fd;
+  }
+
   private constructor(path: string, fh: FileHandle, size: number, readOnly: boolean) {
     this.path = path;
     this.#fh = fh;

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import '../helpers/setup.ts';
-import { MemoryDisk } from '../../src/io/disk.ts';
+import { FileDisk, MemoryDisk } from '../../src/io/disk.ts';
 import { CorruptImageError, LivestickError } from '../../src/errors.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
@@ -248,9 +248,34 @@ test('extract on decode threads: a corrupt data block is a typed error naming th
       await r1.stopDecodeThreads();
       const bad = img.slice();
       for (let i = 0; i < 40; i++) bad[big.blocksStart + i] = (bad[big.blocksStart + i] as number) ^ 0x5a;
-      const r = await SquashfsReader.open(new MemoryDisk(bad, { readOnly: true }));
-      await assert.rejects(extractSquashfs(r, join(t.dir, `bad-${comp}`), '', { threads: 2 }), (err: unknown) => err instanceof CorruptImageError && new RegExp(`block at ${big.blocksStart}.*${comp === 'gzip' ? '' : comp}`).test(err.message), comp);
-      assert.equal(existsSync(join(t.dir, `bad-${comp}`, 'sub', 'streamed')), false, 'extraction stopped at the bad file');
+      const badPath = join(t.dir, `bad-${comp}.sqfs`);
+      writeFileSync(badPath, bad);
+      const fileDisk = await FileDisk.open(badPath, { readOnly: true });
+      try {
+        // In memory: read-ahead on this thread; in a file: workers read, decode and write.
+        for (const [how, disk] of [['memory', new MemoryDisk(bad, { readOnly: true })], ['file', fileDisk]] as const) {
+          const r = await SquashfsReader.open(disk);
+          assert.equal(r.fileExtractor(0), undefined);
+          const out = join(t.dir, `bad-${comp}-${how}`);
+          await assert.rejects(extractSquashfs(r, out, '', { threads: 2 }), (err: unknown) => err instanceof CorruptImageError && new RegExp(`block at ${big.blocksStart}.*${comp === 'gzip' ? '' : comp}`).test(err.message), `${comp} ${how}`);
+          // Read-ahead stops at the bad file; workers may have written later files by the time it fails.
+          if (how === 'memory') assert.equal(existsSync(join(out, 'sub', 'streamed')), false, 'extraction stopped at the bad file');
+        }
+        const good = join(t.dir, `good-${comp}.sqfs`);
+        writeFileSync(good, img);
+        const gd = await FileDisk.open(good, { readOnly: true });
+        try {
+          const out = join(t.dir, `good-${comp}-file`);
+          const res = await extractSquashfs(await SquashfsReader.open(gd), out, '', { threads: 2 });
+          assert.deepEqual(new Uint8Array(readFileSync(join(out, 'big'))), await r0.readFile('big'));
+          assert.equal(readFileSync(join(out, 'sub', 'streamed'), 'utf8'), '0123456789');
+          assert.equal(res.hardlinks, 1);
+        } finally {
+          await gd.close();
+        }
+      } finally {
+        await fileDisk.close();
+      }
     }
   } finally {
     t.cleanup();

@@ -14,10 +14,11 @@
 import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { AlreadyExistsError, CorruptImageError, fromSystemError } from '../../errors.ts';
+import { AlreadyExistsError, CorruptImageError, fromSystemError, LivestickError } from '../../errors.ts';
 import { isAllZero } from '../../io/bytes.ts';
-import type { FileInode, Inode } from './inode.ts';
-import type { SquashfsReader } from './reader.ts';
+import type { ExtractBlock } from './comp/worker.ts';
+import { NO_FRAGMENT, type FileInode, type Inode } from './inode.ts';
+import type { FileExtractor, SquashfsReader } from './reader.ts';
 
 export interface ExtractOptions {
   /** Set ownership from the image (default: when running as root). */
@@ -150,15 +151,32 @@ class ReadAhead {
 
 export async function extractSquashfs(reader: SquashfsReader, dest: string, subpath = '', options: ExtractOptions = {}): Promise<ExtractResult> {
   const threads = options.threads ?? (reader.superblock.bytesUsed > 8 << 20 ? availableParallelism() : 0);
-  const started = reader.startDecodeThreads(threads);
+  // An image in a plain file: workers read, decode and write whole runs of file blocks themselves.
+  // Otherwise (an image inside another Disk), the main thread does the I/O with read-ahead.
+  const files = reader.fileExtractor(threads);
+  const started = files === undefined && reader.startDecodeThreads(threads);
   try {
-    return await extractEntries(reader, dest, subpath, options, Math.max(4, threads * 4));
+    return await extractEntries(reader, dest, subpath, options, files === undefined ? Math.max(4, threads * 4) : 0, files, Math.max(1, threads));
   } finally {
     if (started) await reader.stopDecodeThreads();
+    await files?.extractor.close();
   }
 }
 
-async function extractEntries(reader: SquashfsReader, dest: string, subpath: string, options: ExtractOptions, depth: number): Promise<ExtractResult> {
+/** Blocks per worker job, and blocks in flight before the oldest pending file is finished first. */
+const JOB_BLOCKS = 16;
+const IN_FLIGHT_BLOCKS_PER_THREAD = 48;
+
+interface PendingFile {
+  fd: number;
+  target: string;
+  imagePath: string;
+  inode: FileInode;
+  blocks: number;
+  jobs: Promise<void>[];
+}
+
+async function extractEntries(reader: SquashfsReader, dest: string, subpath: string, options: ExtractOptions, depth: number, files: FileExtractor | undefined, threads: number): Promise<ExtractResult> {
   const owners = options.owners ?? (typeof process.getuid === 'function' && process.getuid() === 0);
   const result: ExtractResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0, skipped: [] };
   const linked = new Map<number, string>();
@@ -167,97 +185,174 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
   const prefix = subpath.split('/').filter((p) => p !== '' && p !== '.').join('/');
   const rel = (p: string): string => (prefix === '' ? p : p === prefix ? '' : p.slice(prefix.length + 1));
 
-  host(dest, 'create the destination', () => mkdirSync(dest, { recursive: true }));
-  const ahead = new ReadAhead(reader, prefix, depth);
-  for (let entry = await ahead.next(); entry !== undefined; ahead.shift(), entry = await ahead.next()) {
-    const { path: imagePath, inode } = entry;
-    const r = rel(imagePath);
-    const target = r === '' ? dest : join(dest, ...r.split('/'));
-    if (r !== '') {
-      const cut = r.lastIndexOf('/');
-      const parent = cut < 0 ? '' : r.slice(0, cut);
-      const name = r.slice(cut + 1);
-      let set = names.get(parent);
-      if (set === undefined) names.set(parent, (set = new Set()));
-      if (set.has(name)) throw new CorruptImageError('squashfs', 'directory', `duplicate name /${imagePath}`);
-      set.add(name);
+  const applyMeta = (target: string, inode: Inode): void => {
+    if (owners) host(target, 'set ownership', () => lchownSync(target, reader.uid(inode), reader.gid(inode)));
+    if (inode.kind === 'symlink') {
+      try {
+        lutimesSync(target, inode.mtime, inode.mtime);
+      } catch {
+        // not every host can set a symlink's times
+      }
+    } else {
+      host(target, 'set mode and times', () => {
+        chmodSync(target, inode.mode);
+        utimesSync(target, inode.mtime, inode.mtime);
+      });
     }
-    const meta = (): void => {
-      if (owners) host(target, 'set ownership', () => lchownSync(target, reader.uid(inode), reader.gid(inode)));
-      if (inode.kind === 'symlink') {
-        try {
-          lutimesSync(target, inode.mtime, inode.mtime);
-        } catch {
-          // not every host can set a symlink's times
-        }
-      } else {
-        host(target, 'set mode and times', () => {
-          chmodSync(target, inode.mode);
-          utimesSync(target, inode.mtime, inode.mtime);
-        });
+  };
+  const finished = (imagePath: string, inode: FileInode): void => {
+    result.bytes += inode.fileSize;
+    result.files++;
+    options.onFile?.(imagePath, inode.fileSize);
+  };
+
+  // Worker mode: files whose blocks are still being written, oldest first. A descriptor is closed
+  // only once every job on it has settled (a reused descriptor number must never receive old writes).
+  const pending: PendingFile[] = [];
+  let inFlight = 0;
+  const finishOldest = async (): Promise<void> => {
+    const p = pending.shift() as PendingFile;
+    inFlight -= p.blocks;
+    const results = await Promise.allSettled(p.jobs);
+    const failed = results.find((r) => r.status === 'rejected');
+    try {
+      if (failed !== undefined) {
+        const err = (failed as PromiseRejectedResult).reason as unknown;
+        if (err instanceof LivestickError) throw err;
+        throw fromSystemError(err, p.target, 'write the file');
       }
-    };
-    if (inode.xattr !== undefined) result.skipped.push({ path: imagePath, reason: 'xattrs (no xattr API in Node.js)' });
-    switch (inode.kind) {
-      case 'dir': {
-        const st = lstatOrUndefined(target);
-        if (st === undefined) {
-          host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
-        } else if (!st.isDirectory()) {
-          if (r === '') throw new AlreadyExistsError('the destination is not a directory', { file: target });
-          clearForNonDir(target);
-          host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
-        }
-        result.dirs++;
-        dirsToFinish.push({ path: target, inode });
-        break;
+      host(p.target, 'write the file', () => ftruncateSync(p.fd, p.inode.fileSize));
+    } finally {
+      closeSync(p.fd);
+    }
+    applyMeta(p.target, p.inode);
+    finished(p.imagePath, p.inode);
+  };
+  const startFile = (fd: number, target: string, imagePath: string, inode: FileInode, fx: FileExtractor): void => {
+    const bs = reader.superblock.blockSize;
+    const offsets = reader.blockOffsets(inode);
+    const n = inode.blockSizes.length;
+    const jobs: Promise<void>[] = [];
+    for (let first = 0; first < n; first += JOB_BLOCKS) {
+      const blocks: ExtractBlock[] = [];
+      for (let i = first; i < Math.min(n, first + JOB_BLOCKS); i++) {
+        blocks.push({ word: inode.blockSizes[i] as number, at: offsets[i] as number, pos: i * bs, expect: Math.min(bs, inode.fileSize - i * bs) });
       }
-      case 'file': {
-        clearForNonDir(target);
-        if (entry.data === undefined) {
-          const first = linked.get(inode.inodeNumber);
-          if (first === undefined) throw new Error(`internal: hard link /${imagePath} before its first name`);
-          host(target, 'create the hard link', () => linkSync(first, target));
-          result.hardlinks++;
+      const job = fx.extractor.extract(fx.imageFd, fd, blocks);
+      job.catch(() => {}); // observed in finishOldest
+      jobs.push(job);
+    }
+    pending.push({ fd, target, imagePath, inode, blocks: n, jobs });
+    inFlight += n;
+  };
+
+  host(dest, 'create the destination', () => mkdirSync(dest, { recursive: true }));
+  try {
+    return await walkEntries();
+  } finally {
+    // On failure: let running jobs settle before their descriptors close.
+    for (const p of pending.splice(0)) {
+      await Promise.allSettled(p.jobs);
+      closeSync(p.fd);
+    }
+  }
+
+  async function walkEntries(): Promise<ExtractResult> {
+    const ahead = new ReadAhead(reader, prefix, depth);
+    for (let entry = await ahead.next(); entry !== undefined; ahead.shift(), entry = await ahead.next()) {
+      const { path: imagePath, inode } = entry;
+      const r = rel(imagePath);
+      const target = r === '' ? dest : join(dest, ...r.split('/'));
+      if (r !== '') {
+        const cut = r.lastIndexOf('/');
+        const parent = cut < 0 ? '' : r.slice(0, cut);
+        const name = r.slice(cut + 1);
+        let set = names.get(parent);
+        if (set === undefined) names.set(parent, (set = new Set()));
+        if (set.has(name)) throw new CorruptImageError('squashfs', 'directory', `duplicate name /${imagePath}`);
+        set.add(name);
+      }
+      const meta = (): void => applyMeta(target, inode);
+      if (inode.xattr !== undefined) result.skipped.push({ path: imagePath, reason: 'xattrs (no xattr API in Node.js)' });
+      switch (inode.kind) {
+        case 'dir': {
+          const st = lstatOrUndefined(target);
+          if (st === undefined) {
+            host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
+          } else if (!st.isDirectory()) {
+            if (r === '') throw new AlreadyExistsError('the destination is not a directory', { file: target });
+            clearForNonDir(target);
+            host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
+          }
+          result.dirs++;
+          dirsToFinish.push({ path: target, inode });
           break;
         }
-        const fd = host(target, 'create the file', () => openSync(target, 'wx', 0o600));
-        try {
-          let at = 0;
-          for await (const piece of ahead.pieces(entry)) {
-            if (!isAllZero(piece)) {
+        case 'file': {
+          clearForNonDir(target);
+          if (entry.data === undefined) {
+            const first = linked.get(inode.inodeNumber);
+            if (first === undefined) throw new Error(`internal: hard link /${imagePath} before its first name`);
+            host(target, 'create the hard link', () => linkSync(first, target));
+            result.hardlinks++;
+            break;
+          }
+          const fd = host(target, 'create the file', () => openSync(target, 'wx', 0o600));
+          if (files !== undefined && inode.blockSizes.length > 0) {
+            linked.set(inode.inodeNumber, target);
+            let tail: Uint8Array | undefined;
+            try {
+              startFile(fd, target, imagePath, inode, files);
+              if (inode.fragment !== NO_FRAGMENT) tail = await reader.piece(inode, inode.blockSizes.length);
+            } catch (err) {
+              if (!pending.some((p) => p.fd === fd)) closeSync(fd);
+              throw err;
+            }
+            if (tail !== undefined && !isAllZero(tail)) {
+              const at = inode.blockSizes.length * reader.superblock.blockSize;
+              const piece = tail;
               let done = 0;
               while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
             }
-            at += piece.byteLength;
+            while (inFlight > threads * IN_FLIGHT_BLOCKS_PER_THREAD) await finishOldest();
+            break;
           }
-          host(target, 'write the file', () => ftruncateSync(fd, at));
-          result.bytes += at;
-        } finally {
-          closeSync(fd);
+          try {
+            let at = 0;
+            for await (const piece of ahead.pieces(entry)) {
+              if (!isAllZero(piece)) {
+                let done = 0;
+                while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
+              }
+              at += piece.byteLength;
+            }
+            host(target, 'write the file', () => ftruncateSync(fd, at));
+          } finally {
+            closeSync(fd);
+          }
+          meta();
+          if (inode.nlink > 1) linked.set(inode.inodeNumber, target);
+          finished(imagePath, inode);
+          break;
         }
-        meta();
-        if (inode.nlink > 1) linked.set(inode.inodeNumber, target);
-        result.files++;
-        options.onFile?.(imagePath, inode.fileSize);
-        break;
+        case 'symlink':
+          clearForNonDir(target);
+          host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
+          meta();
+          result.symlinks++;
+          break;
+        default:
+          result.skipped.push({ path: imagePath, reason: `${inode.kind} (Node.js cannot create special files)` });
       }
-      case 'symlink':
-        clearForNonDir(target);
-        host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
-        meta();
-        result.symlinks++;
-        break;
-      default:
-        result.skipped.push({ path: imagePath, reason: `${inode.kind} (Node.js cannot create special files)` });
     }
+    while (pending.length > 0) await finishOldest();
+    for (const d of dirsToFinish.reverse()) {
+      host(d.path, 'set mode and times', () => {
+        if (owners) lchownSync(d.path, reader.uid(d.inode), reader.gid(d.inode));
+        chmodSync(d.path, d.inode.mode);
+        utimesSync(d.path, d.inode.mtime, d.inode.mtime);
+      });
+    }
+    return result;
   }
-  for (const d of dirsToFinish.reverse()) {
-    host(d.path, 'set mode and times', () => {
-      if (owners) lchownSync(d.path, reader.uid(d.inode), reader.gid(d.inode));
-      chmodSync(d.path, d.inode.mode);
-      utimesSync(d.path, d.inode.mtime, d.inode.mtime);
-    });
-  }
-  return result;
 }

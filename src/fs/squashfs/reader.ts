@@ -14,10 +14,10 @@
  *   directory that appears twice (cycles).
  */
 import { CorruptImageError, NotFoundError, ReadOnlyError } from '../../errors.ts';
-import { checkRange, type Disk } from '../../io/disk.ts';
+import { checkRange, FileDisk, type Disk } from '../../io/disk.ts';
 import { view } from '../../io/bytes.ts';
 import { compressorForImage } from './comp/index.ts';
-import { createBlockDecompressor, type BlockDecompressor } from './comp/pool.ts';
+import { createBlockDecompressor, createBlockExtractor, type BlockDecompressor, type BlockExtractor } from './comp/pool.ts';
 import type { Compressor } from './comp/types.ts';
 import { readListing, type DirEntry } from './directory.ts';
 import { kindOfType, NO_FRAGMENT, readInode, type DirInode, type FileInode, type Inode, type InodeContext } from './inode.ts';
@@ -70,6 +70,12 @@ class ByteLru {
       this.#bytes -= oldV.byteLength;
     }
   }
+}
+
+/** File-data workers and the image descriptor they read (see SquashfsReader.fileExtractor). */
+export interface FileExtractor {
+  extractor: BlockExtractor;
+  imageFd: number;
 }
 
 export class SquashfsReader {
@@ -243,13 +249,23 @@ export class SquashfsReader {
     return true;
   }
 
+  /**
+   * Workers that read, decode and write this image's file blocks themselves, for an image in a plain
+   * file (undefined otherwise, or for 0 threads). The caller closes the extractor.
+   */
+  fileExtractor(threads: number): FileExtractor | undefined {
+    if (threads <= 0 || !(this.disk instanceof FileDisk)) return undefined;
+    return { extractor: createBlockExtractor(this.superblock.compression, this.#compressorOptions, this.superblock.blockSize, threads), imageFd: this.disk.fd };
+  }
+
   async stopDecodeThreads(): Promise<void> {
     const d = this.#decoder;
     this.#decoder = undefined;
     await d?.close();
   }
 
-  #blockOffsets(f: FileInode): Float64Array {
+  /** Where each of a file's blocks starts, plus the end of the last (checked against the image end). */
+  blockOffsets(f: FileInode): Float64Array {
     let offs = this.#offsets.get(f);
     if (offs === undefined) {
       offs = new Float64Array(f.blockSizes.length + 1);
@@ -289,7 +305,7 @@ export class SquashfsReader {
     const expect = Math.min(bs, f.fileSize - i * bs);
     const word = f.blockSizes[i] as number;
     if ((word & 0xffffff) === 0) return new Uint8Array(expect);
-    const at = (this.#blockOffsets(f)[i] as number);
+    const at = (this.blockOffsets(f)[i] as number);
     let data = this.#data.get(at);
     if (data === undefined) {
       data = await this.#readStored(at, word, expect, 'block');
@@ -308,7 +324,7 @@ export class SquashfsReader {
     if (word === undefined) throw new RangeError(`block ${i} is past the file's ${f.blockSizes.length} blocks`);
     if ((word & 0xffffff) === 0) return undefined;
     const bytes = new Uint8Array(word & 0xffffff);
-    await this.disk.read(bytes, this.#blockOffsets(f)[i] as number);
+    await this.disk.read(bytes, this.blockOffsets(f)[i] as number);
     return { bytes, word };
   }
 
@@ -356,7 +372,7 @@ export class SquashfsReader {
    * an async decoder then decompress in parallel on the thread pool).
    */
   async *stream(f: FileInode, readAhead = 4): AsyncGenerator<Uint8Array> {
-    this.#blockOffsets(f);
+    this.blockOffsets(f);
     const n = this.pieceCount(f);
     const inFlight: Array<Promise<Uint8Array>> = [];
     let next = 0;
@@ -407,7 +423,7 @@ export class SquashfsReader {
   async openFileDisk(fileOrPath: FileInode | string): Promise<Disk> {
     const f = typeof fileOrPath === 'string' ? await this.lookup(fileOrPath) : fileOrPath;
     if (f.kind !== 'file') throw new NotFoundError(`not a regular file: ${typeof fileOrPath === 'string' ? fileOrPath : f.inodeNumber}`);
-    this.#blockOffsets(f);
+    this.blockOffsets(f);
     return new SquashfsFileDisk(this, f);
   }
 }

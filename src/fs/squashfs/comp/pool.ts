@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
-import type { WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
+import type { ExtractBlock, WorkerError, WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
 
 export interface BlockCompressor {
   compress(data: Uint8Array): Promise<Uint8Array | undefined>;
@@ -112,8 +112,35 @@ export function createBlockDecompressor(id: number, options: Uint8Array | undefi
   return {
     async decompress(data, maxSize) {
       const reply = await pool.run({ data, maxSize }, true);
-      if (reply.error !== undefined) throw new CorruptImageError('squashfs', reply.error.field, reply.error.message);
+      if (reply.error !== undefined) throw workerError(reply.error);
       return asBytes(reply.out as Uint8Array);
+    },
+    close: () => pool.close(),
+  };
+}
+
+function workerError(e: WorkerError): Error {
+  if (e.corrupt) return new CorruptImageError('squashfs', e.field, e.message, e.offset);
+  return Object.assign(new Error(e.message), { code: e.code });
+}
+
+export interface BlockExtractor {
+  /**
+   * Reads, decodes and writes `blocks` of one file on a worker: from the image's descriptor to the
+   * output descriptor. Neither may be closed before the promise settles.
+   */
+  extract(imageFd: number, outFd: number, blocks: ExtractBlock[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** File-data extraction for an image's codec on `threads` workers (see worker.ts). */
+export function createBlockExtractor(id: number, options: Uint8Array | undefined, blockSize: number, threads: number): BlockExtractor {
+  const pool = startPool({ direction: 'extract', id, options, blockSize }, Math.max(1, threads));
+  const none = new Uint8Array(0);
+  return {
+    async extract(imageFd, outFd, blocks) {
+      const reply = await pool.run({ data: none, maxSize: 0, extract: { imageFd, outFd, blocks } }, false);
+      if (reply.error !== undefined) throw workerError(reply.error);
     },
     close: () => pool.close(),
   };

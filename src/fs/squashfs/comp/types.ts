@@ -15,6 +15,11 @@ export interface Compressor {
   /** Same as decompress, off the main thread where the codec allows (readers use it for read-ahead). */
   decompressAsync?(src: Uint8Array, maxSize: number): Promise<Uint8Array>;
   /**
+   * Same as decompress, but the result may be a view into the codec's own memory, valid only until
+   * the codec's next call on this thread (spares a copy when the block is written out at once).
+   */
+  decompressTransient?(src: Uint8Array, maxSize: number): Uint8Array;
+  /**
    * Decoding is slow enough (xz: ~50 MB/s) that worker threads pay for their messaging and copies;
    * for zstd and lz4 (hundreds of MB/s) measured extracts were faster inline.
    */

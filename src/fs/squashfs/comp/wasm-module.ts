@@ -47,3 +47,36 @@ export function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, 
 export function copyOut(x: CodecExports, ptr: number, length: number): Uint8Array {
   return new Uint8Array(x.memory.buffer, ptr, length).slice();
 }
+
+const scratch = new WeakMap<CodecExports, { ptr: number; size: number }>();
+
+/**
+ * Like withBuffers, but the output goes to a region kept per instance and `f` gets its address:
+ * callers return a view of it (transientView), valid until the next call into the instance.
+ */
+export function withScratchOutput<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
+  let region = scratch.get(x);
+  if (region === undefined || region.size < outCap) {
+    if (region !== undefined) x.ls_free(region.ptr);
+    const ptr = x.ls_alloc(Math.max(1, outCap));
+    if (ptr === 0) {
+      scratch.delete(x);
+      throw outOfMemory();
+    }
+    region = { ptr, size: outCap };
+    scratch.set(x, region);
+  }
+  const inPtr = x.ls_alloc(Math.max(1, input.byteLength));
+  try {
+    if (inPtr === 0) throw outOfMemory();
+    new Uint8Array(x.memory.buffer, inPtr, input.byteLength).set(input);
+    return f(inPtr, region.ptr);
+  } finally {
+    x.ls_free(inPtr);
+  }
+}
+
+/** A view of `length` bytes at `ptr`, valid until the next call into the instance. */
+export function transientView(x: CodecExports, ptr: number, length: number): Uint8Array {
+  return new Uint8Array(x.memory.buffer, ptr, length);
+}

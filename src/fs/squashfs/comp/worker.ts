@@ -1,22 +1,57 @@
-/** Worker thread: codes blocks in the direction and with the codec named in workerData; replies in any order with the job id. */
+/**
+ * Worker thread: codes blocks in the direction and with the codec named in workerData; replies in
+ * any order with the job id. The 'extract' direction reads stored blocks from the image's
+ * descriptor, decodes them and writes them at their file positions into the output descriptor
+ * (descriptors are shared by all threads of the process).
+ */
+import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { isAllZero } from '../../../io/bytes.ts';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForImage, compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
 
 export type WorkerSetup =
   | { direction: 'compress'; name: CompressorName; settings: CompressorSettings; blockSize: number }
-  | { direction: 'decompress'; id: number; options: Uint8Array | undefined; blockSize: number };
+  | { direction: 'decompress' | 'extract'; id: number; options: Uint8Array | undefined; blockSize: number };
+/** One block of a file for the 'extract' direction: its size word, where it is stored, where it goes. */
+export interface ExtractBlock {
+  word: number;
+  at: number;
+  pos: number;
+  expect: number;
+}
 export interface WorkerJob {
   id: number;
   data: Uint8Array;
   maxSize: number;
+  extract?: { imageFd: number; outFd: number; blocks: ExtractBlock[] };
 }
 /** out: the result, or null for a block that compression did not shrink (or on error). */
 export interface WorkerReply {
   id: number;
   out: Uint8Array | null;
-  error?: { field: string; message: string };
+  error?: WorkerError;
+}
+/** An error crossing back to the main thread: a CorruptImageError's parts, or a system error's code. */
+export interface WorkerError {
+  corrupt: boolean;
+  field: string;
+  message: string;
+  offset?: number;
+  code?: string;
+}
+
+function describe(err: unknown, field: string): WorkerError {
+  if (err instanceof CorruptImageError) {
+    const prefix = `${err.format}: ${err.field}: `;
+    const suffix = err.offset === undefined ? '' : ` (at byte ${err.offset})`;
+    let message = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+    if (suffix !== '' && message.endsWith(suffix)) message = message.slice(0, -suffix.length);
+    return { corrupt: true, field: err.field, message, offset: err.offset };
+  }
+  const e = err as Error & { code?: string };
+  return { corrupt: false, field, message: e.message, code: e.code };
 }
 
 const setup = workerData as WorkerSetup | undefined;
@@ -27,7 +62,39 @@ if (setup !== undefined && parentPort !== null) {
     const copy = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : out.slice();
     port.postMessage({ id, out: copy } satisfies WorkerReply, [copy.buffer as ArrayBuffer]);
   };
+  const extract = (imageFd: number, outFd: number, blocks: ExtractBlock[]): void => {
+    for (const b of blocks) {
+      const len = b.word & 0xffffff;
+      if (len === 0) continue; // sparse
+      const raw = new Uint8Array(len);
+      if (readSync(imageFd, raw, 0, len, b.at) !== len) throw new CorruptImageError('squashfs', `block at ${b.at}`, 'the image ends inside the block');
+      let data: Uint8Array;
+      if (b.word & (1 << 24)) data = raw;
+      else {
+        try {
+          // Written out before the codec runs again, so a view of its memory will do.
+          data = comp.decompressTransient ? comp.decompressTransient(raw, setup.blockSize) : comp.decompress(raw, setup.blockSize);
+        } catch (err) {
+          if (err instanceof CorruptImageError) throw new CorruptImageError('squashfs', `block at ${b.at}`, err.message, b.at, { cause: err });
+          throw err;
+        }
+      }
+      if (data.byteLength !== b.expect) throw new CorruptImageError('squashfs', 'data block', `block at ${b.at} holds ${data.byteLength} bytes, expected ${b.expect}`, b.at);
+      if (isAllZero(data)) continue;
+      let done = 0;
+      while (done < data.byteLength) done += writeSync(outFd, data, done, data.byteLength - done, b.pos + done);
+    }
+  };
   port.on('message', (job: WorkerJob) => {
+    if (job.extract !== undefined) {
+      try {
+        extract(job.extract.imageFd, job.extract.outFd, job.extract.blocks);
+        port.postMessage({ id: job.id, out: null } satisfies WorkerReply);
+      } catch (err) {
+        port.postMessage({ id: job.id, out: null, error: describe(err, 'write') } satisfies WorkerReply);
+      }
+      return;
+    }
     if (setup.direction === 'compress') {
       const out = comp.compress(job.data);
       if (out.byteLength < job.data.byteLength) send(job.id, out);
@@ -37,11 +104,7 @@ if (setup !== undefined && parentPort !== null) {
     try {
       send(job.id, comp.decompress(job.data, job.maxSize));
     } catch (err) {
-      const field = err instanceof CorruptImageError ? err.field : `${comp.name} block`;
-      const prefix = err instanceof CorruptImageError ? `${err.format}: ${err.field}: ` : '';
-      const text = (err as Error).message;
-      const message = text.startsWith(prefix) ? text.slice(prefix.length) : text;
-      port.postMessage({ id: job.id, out: null, error: { field, message } } satisfies WorkerReply);
+      port.postMessage({ id: job.id, out: null, error: describe(err, `${comp.name} block`) } satisfies WorkerReply);
     }
   });
 }

@@ -1,6 +1,6 @@
 import { CorruptImageError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
-import { zstdDecode, zstdEncode } from './libzstd.ts';
+import { zstdDecode, zstdDecodeTransient, zstdEncode } from './libzstd.ts';
 import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
 
 /* zstd per block: one frame, as squashfs-tools' ZSTD_compressCCtx writes it, by libzstd in wasm
@@ -21,6 +21,14 @@ export function encodeZstdOptions(o: { level: number }): Uint8Array {
   return out;
 }
 
+function decoded(decode: () => Uint8Array): Uint8Array {
+  try {
+    return decode();
+  } catch (err) {
+    throw new CorruptImageError('squashfs', 'zstd block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
+  }
+}
+
 export function zstdCompressor(level: number, storeOptions: boolean): Compressor {
   return {
     name: 'zstd',
@@ -30,11 +38,10 @@ export function zstdCompressor(level: number, storeOptions: boolean): Compressor
       return zstdEncode(src, level) ?? src;
     },
     decompress(src, maxSize) {
-      try {
-        return zstdDecode(src, maxSize);
-      } catch (err) {
-        throw new CorruptImageError('squashfs', 'zstd block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
-      }
+      return decoded(() => zstdDecode(src, maxSize));
+    },
+    decompressTransient(src, maxSize) {
+      return decoded(() => zstdDecodeTransient(src, maxSize));
     },
   };
 }
