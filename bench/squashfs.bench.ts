@@ -5,6 +5,7 @@
  * Both tools run as child processes. Ours runs the CLI compiled by tsc (as shipped) into
  * node_modules/.cache/livestick-bench; if that build fails it falls back to tsx. Prints a Markdown
  * table: wall times, wall ratio (ours / theirs, lower is better), size ratio (bytes_used), peak RSS.
+ * Every timed run starts after `sync`, so none pays for the previous run's writeback.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
@@ -30,6 +31,8 @@ const dir = mkdtempSync(join(tmpdir(), 'livestick-sqfs-bench-'));
 const haveTime = existsSync('/usr/bin/time');
 
 function timed(cmd: string, args: string[]): { seconds: number; rssMiB: number | undefined; cpu: number | undefined } {
+  // Start each run with no dirty pages: otherwise a run pays for writing back the previous run's output.
+  spawnSync('sync');
   const argv = haveTime ? ['/usr/bin/time', '-f', '%M %U %S', cmd, ...args] : [cmd, ...args];
   const t = process.hrtime.bigint();
   const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 26 });
