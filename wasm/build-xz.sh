@@ -1,16 +1,10 @@
 #!/bin/sh
-# Builds liblzma for wasm32 from an xz source tree with clang's wasm32-wasi target, and writes it
-# as src/fs/squashfs/comp/liblzma.wasm.ts (base64, so tsx, tsc output and bundles all carry it).
+# Builds liblzma for wasm32 from an xz source tree and writes it as
+# src/fs/squashfs/comp/liblzma.wasm.ts (see wasm/README.md).
 #   sh wasm/build-xz.sh XZ_SOURCE_DIR
-# Needs (Debian): clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32. The output is committed, so
-# installing or running livestick never needs a compiler; rebuild only to change the xz version or
-# the shim. Same inputs and toolchain give the same bytes.
 set -eu
 src=${1:?usage: build-xz.sh XZ_SOURCE_DIR}
-here=$(cd "$(dirname "$0")" && pwd)
-cc=${CC:-clang-14}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/common.sh"
 l=$src/src/liblzma
 files="
   $l/check/check.c $l/check/crc32_fast.c $l/check/crc64_fast.c
@@ -31,11 +25,6 @@ files="
   $here/xz/shim.c"
 inc="-I$here/xz -I$l/api -I$l/common -I$l/check -I$l/lz -I$l/rangecoder -I$l/lzma -I$l/simple -I$l/delta -I$src/src/common"
 # shellcheck disable=SC2086
-$cc --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -O2 -DHAVE_CONFIG_H -DNDEBUG \
-  -mbulk-memory -mnontrapping-fptoint -msign-ext -ffunction-sections -fdata-sections $inc \
-  -nostartfiles -L/usr/lib/wasm32-wasi -Wl,--no-entry -Wl,--gc-sections -Wl,--strip-all \
-  -Wl,-z,stack-size=262144 -Wl,--initial-memory=4194304 \
-  -fuse-ld=lld -o "$tmp/liblzma.wasm" $files
+wasm_link "$tmp/liblzma.wasm" -DHAVE_CONFIG_H $inc $files
 v() { sed -n "s/^#define LZMA_VERSION_$1 *\([0-9]*\).*/\1/p" "$l/api/lzma/version.h"; }
-node "$here/embed.mjs" "$tmp/liblzma.wasm" LIBLZMA_WASM "xz $(v MAJOR).$(v MINOR).$(v PATCH) (liblzma, clang $($cc -dumpversion))" \
-  > "$here/../src/fs/squashfs/comp/liblzma.wasm.ts"
+wasm_embed "$tmp/liblzma.wasm" LIBLZMA_WASM "xz $(v MAJOR).$(v MINOR).$(v PATCH) (liblzma" liblzma.wasm.ts
