@@ -16,6 +16,7 @@ import { CorruptImageError } from '../../src/errors.ts';
 import { xzFromSettings } from '../../src/fs/squashfs/comp/xz.ts';
 import { zstdFromSettings } from '../../src/fs/squashfs/comp/zstd.ts';
 import { gzipFromSettings } from '../../src/fs/squashfs/comp/gzip.ts';
+import { lz4FromSettings } from '../../src/fs/squashfs/comp/lz4.ts';
 import { inflateSync } from 'node:zlib';
 import type { Compressor } from '../../src/fs/squashfs/comp/types.ts';
 import { missingTools } from '../helpers/tools.ts';
@@ -176,4 +177,18 @@ test('gzip codec: libdeflate streams inflate with zlib at every level; a non-def
   const out = narrow.compress(data);
   assert.equal(out[0] === undefined ? -1 : (out[0] >> 4) + 8, 10, 'the zlib header records the 1 KiB window');
   assert.deepEqual(new Uint8Array(narrow.decompress(out, BLOCK)), data);
+});
+
+test('transient decoding (worker extraction) returns the same bytes as decompress, for every codec', () => {
+  const data = sample(BLOCK, 19);
+  const codecs: Compressor[] = [xzFromSettings({}, BLOCK), zstdFromSettings({}), lz4FromSettings({})];
+  for (const c of codecs) {
+    const packed = c.compress(data);
+    const other = c.compress(sample(BLOCK, 23));
+    assert.ok(c.decompressTransient !== undefined, c.name);
+    assert.deepEqual(new Uint8Array(c.decompressTransient(packed, BLOCK)), data, c.name);
+    const view = c.decompressTransient(other, BLOCK);
+    assert.deepEqual(new Uint8Array(view), sample(BLOCK, 23), `${c.name}: a second block reuses the memory`);
+    assert.throws(() => c.decompressTransient?.(packed.subarray(0, packed.length - 4), BLOCK), CorruptImageError, c.name);
+  }
 });

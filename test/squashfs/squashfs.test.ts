@@ -9,7 +9,7 @@ import { CorruptImageError, LivestickError } from '../../src/errors.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
-import { lz4CompressBlock, lz4DecompressBlock } from '../../src/fs/squashfs/comp/lz4.ts';
+import { lz4FromSettings } from '../../src/fs/squashfs/comp/lz4.ts';
 
 function sampleTree(): DirNode {
   const shared = fileNode('shared content\n', { mode: 0o600, uid: 1000, gid: 1000, mtime: 5 });
@@ -69,11 +69,13 @@ test('in-memory tree round-trips through the reader (hard links, sparse, xattrs,
   }
 });
 
-test('lz4 block codec round-trips arbitrary data', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 5000 }), fc.integer({ min: 0, max: 3 }), (data, rep) => {
+test('lz4 block codec round-trips arbitrary data, fast and HC', () => {
+  const codecs = [lz4FromSettings({}), lz4FromSettings({ hc: true })];
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 5000 }), fc.integer({ min: 0, max: 3 }), fc.boolean(), (data, rep, hc) => {
     const src = new Uint8Array(Buffer.concat(Array.from({ length: rep + 1 }, () => data)));
-    const c = lz4CompressBlock(src, new Int32Array(1 << 16));
-    assert.deepEqual(lz4DecompressBlock(c, src.byteLength), src);
+    const codec = codecs[hc ? 1 : 0] as (typeof codecs)[number];
+    const c = codec.compress(src);
+    if (c.byteLength < src.byteLength) assert.deepEqual(new Uint8Array(codec.decompress(c, src.byteLength)), src);
   }), { numRuns: 200 });
 });
 

@@ -36,7 +36,7 @@ export interface CompressorSettings {
   dictSize?: number;
   /** xz: BCJ filters to try per block (the smallest output wins). */
   bcj?: readonly XzFilter[];
-  /** lz4: high-compression flag (stored in the options; lz4js has no HC encoder, so it is refused). */
+  /** lz4: encode with LZ4HC at its highest level (flag stored in the options, as mksquashfs -Xhc). */
   hc?: boolean;
 }
 
