@@ -42,6 +42,12 @@ test('squashfs CLI: create, info --json, ls -l, cat, extract, and a typed error 
     assert.equal(ex.json.files, 2);
     assert.deepEqual(readFileSync(join(dest, 'big')), Buffer.alloc(300_000, 7));
     assert.equal(readlinkSync(join(dest, 'link')), 'etc/hostname');
+    // The same through extraction workers (the image is small, so the default is the main thread).
+    const dest2 = join(t.dir, 'dest2');
+    const ex2 = runCli(['squashfs', 'extract', img, dest2, '--threads', '2', '--json']);
+    assert.equal(ex2.status, 0, ex2.stderr);
+    assert.deepEqual(readFileSync(join(dest2, 'big')), Buffer.alloc(300_000, 7));
+    assert.equal(runCli(['squashfs', 'extract', img, dest2, '--threads', 'x']).status, 64);
 
     writeFileSync(join(t.dir, 'bad'), Buffer.alloc(4096, 1));
     const bad = runCli(['squashfs', 'info', join(t.dir, 'bad'), '--json']);

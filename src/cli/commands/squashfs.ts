@@ -131,10 +131,11 @@ export function registerSquashfs(program: Command): void {
     .argument('<image>')
     .argument('<dest>')
     .argument('[path]', 'subtree inside the image', '/')
+    .option('--threads <n>', 'decompression threads (default: all cores for images over 8 MiB; 0 = main thread)')
     .option('--json', 'one JSON document on stdout')
-    .action(async (image: string, dest: string, path: string, opts: { json?: boolean }) => {
+    .action(async (image: string, dest: string, path: string, opts: { threads?: string; json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
-        const res = await extractSquashfs(r, dest, path);
+        const res = await extractSquashfs(r, dest, path, opts.threads !== undefined ? { threads: parseIntegerOption(opts.threads, '--threads') } : {});
         return { dest, ...res };
       }), (r) => `${r.dest}: ${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${formatSize(r.bytes)}` +
         (r.skipped.length > 0 ? `\nskipped ${r.skipped.length} (special files / xattrs; see --json)` : ''));

@@ -7,9 +7,13 @@
  * replaced, never written through. Hard links are only made to files extracted in this run.
  * Node has no mknod, mkfifo or xattr API: devices, fifos, sockets and xattrs are reported as skipped.
  * Host calls are synchronous: per small file they cost far less than thread-pool round trips.
- * Read-ahead crosses file boundaries: up to `depth` pieces (blocks or fragment tails) of the files
- * coming next are being read and decompressed (on worker threads for wasm codecs) while the current
- * one is written, so a tree of small files keeps every core busy. Memory: depth x block size.
+ * File data, for an image in a plain file: worker threads read, decode and write runs of a file's
+ * blocks themselves (descriptors are shared by the process's threads); the main thread creates each
+ * file, writes its fragment tail, and sets size, mode, owner and times once every run on it is done,
+ * in walk order. A descriptor is closed only after all its runs settle. Blocks in flight are bounded.
+ * For an image inside another Disk, the main thread does the I/O, with read-ahead across files: up to
+ * `depth` pieces (blocks or fragment tails) of the files coming next are read and decoded (xz on worker
+ * threads) while the current one is written. Memory either way: a bounded number of blocks.
  */
 import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -23,7 +27,7 @@ import type { FileExtractor, SquashfsReader } from './reader.ts';
 export interface ExtractOptions {
   /** Set ownership from the image (default: when running as root). */
   owners?: boolean;
-  /** Decompression threads (default: the host's parallelism for images over 8 MiB, else 0: inline). */
+  /** Worker threads for file data (default: the host's parallelism for images over 8 MiB, else 0: all on this thread). */
   threads?: number;
   onFile?: (path: string, bytes: number) => void;
 }
