@@ -4,7 +4,7 @@
  * decoder, which never writes past the output limit.
  */
 import { LIBLZ4_WASM } from './liblz4.wasm.ts';
-import { copyOut, embeddedModule, transientView, withBuffers, withScratchOutput, type CodecExports } from './wasm-module.ts';
+import { copyOut, decodeWith, embeddedModule, withBuffers, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
   ls_lz4_encode(hc: number, input: number, inSize: number, out: number, outCap: number): number;
@@ -25,22 +25,11 @@ export function lz4Encode(src: Uint8Array, hc: boolean): Uint8Array | undefined 
   });
 }
 
-/** The content of a raw LZ4 block, at most `maxSize` bytes. */
-export function lz4Decode(src: Uint8Array, maxSize: number): Uint8Array {
+/**
+ * The content of a raw LZ4 block, at most `maxSize` bytes. With `transient`, the result is a view of
+ * this thread's scratch memory, valid until the next liblz4 call.
+ */
+export function lz4Decode(src: Uint8Array, maxSize: number, transient = false): Uint8Array {
   const x = lib();
-  return withBuffers(x, src, maxSize, outOfMemory, (inPtr, outPtr) => {
-    const n = x.ls_lz4_decode(inPtr, src.byteLength, outPtr, maxSize);
-    if (n < 0) throw malformed();
-    return copyOut(x, outPtr, n);
-  });
-}
-
-/** lz4Decode into this thread's scratch output: the view is valid until the next liblz4 call. */
-export function lz4DecodeTransient(src: Uint8Array, maxSize: number): Uint8Array {
-  const x = lib();
-  return withScratchOutput(x, src, maxSize, outOfMemory, (inPtr, outPtr) => {
-    const n = x.ls_lz4_decode(inPtr, src.byteLength, outPtr, maxSize);
-    if (n < 0) throw malformed();
-    return transientView(x, outPtr, n);
-  });
+  return decodeWith(x, src, maxSize, transient, outOfMemory, (inPtr, outPtr) => x.ls_lz4_decode(inPtr, src.byteLength, outPtr, maxSize), malformed);
 }

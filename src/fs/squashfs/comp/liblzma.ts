@@ -5,7 +5,7 @@
  * optimisation): 1.6x faster encoding, 1.5x faster decoding.
  */
 import { LIBLZMA_WASM } from './liblzma.wasm.ts';
-import { copyOut, embeddedModule, transientView, withBuffers, withScratchOutput, type CodecExports } from './wasm-module.ts';
+import { copyOut, decodeWith, embeddedModule, withBuffers, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
   ls_xz_encode(preset: number, dictSize: number, bcjId: number, input: number, inSize: number, out: number, outCap: number): number;
@@ -47,23 +47,10 @@ export function xzEncode(src: Uint8Array, preset: number, dictSize: number, bcjI
 
 /**
  * The content of one .xz stream that must fill `src` exactly; at most `maxSize` bytes out and at
- * most `memlimit` bytes of decoder memory. Throws LzmaError.
+ * most `memlimit` bytes of decoder memory. Throws LzmaError. With `transient`, the result is a view
+ * of this thread's scratch memory, valid until the next liblzma call.
  */
-export function xzDecode(src: Uint8Array, maxSize: number, memlimit: number): Uint8Array {
+export function xzDecode(src: Uint8Array, maxSize: number, memlimit: number, transient = false): Uint8Array {
   const x = lib();
-  return withBuffers(x, src, maxSize, () => new LzmaError(5), (inPtr, outPtr) => {
-    const n = x.ls_xz_decode(inPtr, src.byteLength, outPtr, maxSize, memlimit);
-    if (n < 0) throw new LzmaError(-n);
-    return copyOut(x, outPtr, n);
-  });
-}
-
-/** xzDecode into this thread's scratch output: the view is valid until the next liblzma call. */
-export function xzDecodeTransient(src: Uint8Array, maxSize: number, memlimit: number): Uint8Array {
-  const x = lib();
-  return withScratchOutput(x, src, maxSize, () => new LzmaError(5), (inPtr, outPtr) => {
-    const n = x.ls_xz_decode(inPtr, src.byteLength, outPtr, maxSize, memlimit);
-    if (n < 0) throw new LzmaError(-n);
-    return transientView(x, outPtr, n);
-  });
+  return decodeWith(x, src, maxSize, transient, () => new LzmaError(5), (inPtr, outPtr) => x.ls_xz_decode(inPtr, src.byteLength, outPtr, maxSize, memlimit), (n) => new LzmaError(-n));
 }

@@ -4,7 +4,7 @@
  * (emscripten) at level 15: 1.2x faster encoding, 2.4x faster decoding.
  */
 import { LIBZSTD_WASM } from './libzstd.wasm.ts';
-import { copyOut, embeddedModule, transientView, withBuffers, withScratchOutput, type CodecExports } from './wasm-module.ts';
+import { copyOut, decodeWith, embeddedModule, withBuffers, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
   ls_zstd_encode(level: number, input: number, inSize: number, out: number, outCap: number): number;
@@ -47,23 +47,10 @@ export function zstdEncode(src: Uint8Array, level: number): Uint8Array | undefin
 
 /**
  * The content of the single zstd frame that fills `src` exactly, at most `maxSize` bytes. Decoding
- * goes straight into the output buffer, so a frame's declared window costs no memory.
+ * goes straight into the output buffer, so a frame's declared window costs no memory. With
+ * `transient`, the result is a view of this thread's scratch memory, valid until the next libzstd call.
  */
-export function zstdDecode(src: Uint8Array, maxSize: number): Uint8Array {
+export function zstdDecode(src: Uint8Array, maxSize: number, transient = false): Uint8Array {
   const x = lib();
-  return withBuffers(x, src, maxSize, () => new ZstdError(MEMORY_ALLOCATION), (inPtr, outPtr) => {
-    const n = x.ls_zstd_decode(inPtr, src.byteLength, outPtr, maxSize);
-    if (n < 0) throw new ZstdError(-n);
-    return copyOut(x, outPtr, n);
-  });
-}
-
-/** zstdDecode into this thread's scratch output: the view is valid until the next libzstd call. */
-export function zstdDecodeTransient(src: Uint8Array, maxSize: number): Uint8Array {
-  const x = lib();
-  return withScratchOutput(x, src, maxSize, () => new ZstdError(MEMORY_ALLOCATION), (inPtr, outPtr) => {
-    const n = x.ls_zstd_decode(inPtr, src.byteLength, outPtr, maxSize);
-    if (n < 0) throw new ZstdError(-n);
-    return transientView(x, outPtr, n);
-  });
+  return decodeWith(x, src, maxSize, transient, () => new ZstdError(MEMORY_ALLOCATION), (inPtr, outPtr) => x.ls_zstd_decode(inPtr, src.byteLength, outPtr, maxSize), (n) => new ZstdError(-n));
 }

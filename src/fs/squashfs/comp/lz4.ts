@@ -1,7 +1,7 @@
 import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
-import { lz4Decode, lz4DecodeTransient, lz4Encode } from './liblz4.ts';
-import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
+import { lz4Decode, lz4Encode } from './liblz4.ts';
+import { CompressionId, decodedBlock, type Compressor, type CompressorSettings } from './types.ts';
 
 /* lz4 per block: a raw LZ4 block (no frame). squashfs-tools always stores the options
  * {version 1, flags}; flag 1 (HC) only changes the encoder. Decoding and HC encoding are liblz4 in
@@ -25,14 +25,6 @@ export function encodeLz4Options(o: { hc: boolean }): Uint8Array {
   view(out).setUint32(0, 1, true);
   view(out).setUint32(4, o.hc ? 1 : 0, true);
   return out;
-}
-
-function decoded(decode: () => Uint8Array): Uint8Array {
-  try {
-    return decode();
-  } catch (err) {
-    throw new CorruptImageError('squashfs', 'lz4 block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
-  }
 }
 
 /**
@@ -126,10 +118,10 @@ export function lz4Compressor(hc: boolean): Compressor {
       return lz4CompressBlock(src, table);
     },
     decompress(src, maxSize) {
-      return decoded(() => lz4Decode(src, maxSize));
+      return decodedBlock('lz4', () => lz4Decode(src, maxSize));
     },
     decompressTransient(src, maxSize) {
-      return decoded(() => lz4DecodeTransient(src, maxSize));
+      return decodedBlock('lz4', () => lz4Decode(src, maxSize, true));
     },
   };
 }

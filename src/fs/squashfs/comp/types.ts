@@ -1,4 +1,5 @@
 /** The per-block codec interface every SquashFS compressor implements. */
+import { CorruptImageError } from '../../../errors.ts';
 
 export const CompressionId = { gzip: 1, lzma: 2, lzo: 3, xz: 4, lz4: 5, zstd: 6 } as const;
 export type CompressorName = 'gzip' | 'xz' | 'zstd' | 'lz4';
@@ -42,3 +43,12 @@ export interface CompressorSettings {
 
 export type XzFilter = 'x86' | 'powerpc' | 'ia64' | 'arm' | 'armthumb' | 'sparc';
 export const XZ_FILTER_BITS: Record<XzFilter, number> = { x86: 1, powerpc: 2, ia64: 4, arm: 8, armthumb: 0x10, sparc: 0x20 };
+
+/** Runs a block decoder; whatever it throws becomes a CorruptImageError naming the codec's block. */
+export function decodedBlock(codec: CompressorName, decode: () => Uint8Array): Uint8Array {
+  try {
+    return decode();
+  } catch (err) {
+    throw new CorruptImageError('squashfs', `${codec} block`, `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
+  }
+}

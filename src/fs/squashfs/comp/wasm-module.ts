@@ -80,3 +80,17 @@ export function withScratchOutput<T, X extends CodecExports>(x: X, input: Uint8A
 export function transientView(x: CodecExports, ptr: number, length: number): Uint8Array {
   return new Uint8Array(x.memory.buffer, ptr, length);
 }
+
+/**
+ * Runs a decoder entry point, `run(inPtr, outPtr)` returning the output length or a negative error
+ * (turned into an Error by `fail`), on `src` with room for `maxSize` bytes out. The result is a copy,
+ * or with `transient` a view of the instance's scratch memory, valid until its next call.
+ */
+export function decodeWith(x: CodecExports, src: Uint8Array, maxSize: number, transient: boolean, outOfMemory: () => Error, run: (inPtr: number, outPtr: number) => number, fail: (n: number) => Error): Uint8Array {
+  const body = (inPtr: number, outPtr: number): Uint8Array => {
+    const n = run(inPtr, outPtr);
+    if (n < 0) throw fail(n);
+    return transient ? transientView(x, outPtr, n) : copyOut(x, outPtr, n);
+  };
+  return transient ? withScratchOutput(x, src, maxSize, outOfMemory, body) : withBuffers(x, src, maxSize, outOfMemory, body);
+}

@@ -1,7 +1,7 @@
 import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
-import { xzDecode, xzDecodeTransient, xzEncode } from './liblzma.ts';
-import { CompressionId, XZ_FILTER_BITS, type Compressor, type CompressorSettings, type XzFilter } from './types.ts';
+import { xzDecode, xzEncode } from './liblzma.ts';
+import { CompressionId, decodedBlock, XZ_FILTER_BITS, type Compressor, type CompressorSettings, type XzFilter } from './types.ts';
 
 /*
  * xz per block, as squashfs-tools does: one .xz stream with a CRC32 check, LZMA2 at the preset with
@@ -55,14 +55,6 @@ export function encodeXzOptions(o: XzOptions): Uint8Array {
   return out;
 }
 
-function decoded(decode: () => Uint8Array): Uint8Array {
-  try {
-    return decode();
-  } catch (err) {
-    throw new CorruptImageError('squashfs', 'xz block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
-  }
-}
-
 export function xzCompressor(opts: XzOptions, preset: number, storeOptions: boolean): Compressor {
   const bcjIds = BCJ_FILTER_IDS.filter(([bit]) => (opts.filters & bit) !== 0).map(([, id]) => id);
   return {
@@ -79,10 +71,10 @@ export function xzCompressor(opts: XzOptions, preset: number, storeOptions: bool
       return best ?? src;
     },
     decompress(src, maxSize) {
-      return decoded(() => xzDecode(src, maxSize, maxSize + DECODER_OVERHEAD));
+      return decodedBlock('xz', () => xzDecode(src, maxSize, maxSize + DECODER_OVERHEAD));
     },
     decompressTransient(src, maxSize) {
-      return decoded(() => xzDecodeTransient(src, maxSize, maxSize + DECODER_OVERHEAD));
+      return decodedBlock('xz', () => xzDecode(src, maxSize, maxSize + DECODER_OVERHEAD, true));
     },
   };
 }

@@ -1,7 +1,7 @@
 import { CorruptImageError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
-import { zstdDecode, zstdDecodeTransient, zstdEncode } from './libzstd.ts';
-import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
+import { zstdDecode, zstdEncode } from './libzstd.ts';
+import { CompressionId, decodedBlock, type Compressor, type CompressorSettings } from './types.ts';
 
 /* zstd per block: one frame, as squashfs-tools' ZSTD_compressCCtx writes it, by libzstd in wasm
  * (libzstd.ts). Decoding is single-pass into a buffer of the block size, so the output is bounded
@@ -21,14 +21,6 @@ export function encodeZstdOptions(o: { level: number }): Uint8Array {
   return out;
 }
 
-function decoded(decode: () => Uint8Array): Uint8Array {
-  try {
-    return decode();
-  } catch (err) {
-    throw new CorruptImageError('squashfs', 'zstd block', `cannot decompress: ${(err as Error).message}`, undefined, { cause: err });
-  }
-}
-
 export function zstdCompressor(level: number, storeOptions: boolean): Compressor {
   return {
     name: 'zstd',
@@ -38,10 +30,10 @@ export function zstdCompressor(level: number, storeOptions: boolean): Compressor
       return zstdEncode(src, level) ?? src;
     },
     decompress(src, maxSize) {
-      return decoded(() => zstdDecode(src, maxSize));
+      return decodedBlock('zstd', () => zstdDecode(src, maxSize));
     },
     decompressTransient(src, maxSize) {
-      return decoded(() => zstdDecodeTransient(src, maxSize));
+      return decodedBlock('zstd', () => zstdDecode(src, maxSize, true));
     },
   };
 }
