@@ -6,7 +6,8 @@ import { registerCommands } from './commands/index.ts';
 
 export const VERSION = '0.1.0';
 
-export function buildProgram(): Command {
+/** The program with the command family `args` (the arguments after node and the script) names, or all of them. */
+export async function buildProgram(args: readonly string[] = []): Promise<Command> {
   const program = new Command();
   program
     .name('livestick')
@@ -21,7 +22,7 @@ Exit codes: 0 ok, 1 failure, 64 usage error, 65 corrupt or unsupported input, 66
             73 cannot create output, 74 I/O error, 77 permission denied, 130 interrupted.
 Every command that reports something takes --json: one JSON document on stdout, on failure too.`,
     );
-  registerCommands(program);
+  await registerCommands(program, args);
   return program;
 }
 
@@ -31,7 +32,7 @@ export async function main(argv: string[]): Promise<void> {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw err;
   });
-  const program = buildProgram();
+  const program = await buildProgram(argv.slice(2));
   const json = argv.includes('--json');
   // Commander prints its own usage messages; with --json we print ours instead.
   if (json) program.configureOutput({ writeErr: () => {} });
