@@ -25,7 +25,7 @@ import { equalBytes } from '../io/bytes.ts';
 import { FileDisk, readAt, type Disk } from '../io/disk.ts';
 import { Ext4, buildBlockMap, type BlockMap } from '../fs/ext4/index.ts';
 import { SquashfsReader, writeSquashfs, type CompressorName, type CompressorSettings, type FileNode } from '../fs/squashfs/index.ts';
-import { blockOffsets, storedBlock, treeFromImage } from '../fs/squashfs/copy.ts';
+import { storedBlock, treeFromImage } from '../fs/squashfs/copy.ts';
 import type { FileInode } from '../fs/squashfs/inode.ts';
 import { BaseMismatchError, ExceptionStore, SnapshotDisk, SnapshotInvalidError, sameBase } from '../xform/dmsnap/index.ts';
 import { BASE_NAME, TEMP_MARK, liveosDir, locateMedium, openMedium, type OpenMedium } from './medium.ts';
@@ -276,7 +276,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     // Build the new base.
     const target = join(buildDir, options.workDir ? `${BASE_NAME}${TEMP_MARK}partial-${process.pid}` : newBaseName);
     cleanup.push(target);
-    const offsets = blockOffsets(rootInode);
+    const offsets = medium.squashfs.blockOffsets(rootInode);
     const tree = await treeFromImage(medium.squashfs, {
       override: (path, inode, meta) => {
         if (path !== medium.rootImage || inode.kind !== 'file') return undefined;
@@ -393,8 +393,8 @@ async function verify(path: string, medium: OpenMedium, oldRoot: FileInode, a: A
     const ino = await reader.lookup(medium.rootImage);
     if (ino.kind !== 'file' || ino.fileSize !== merged.size) throw new LivestickError('FAILURE', ExitCode.failure, 'verification failed: the new base does not hold a root image of the right size; nothing was changed', { file: path });
     const bs = reader.superblock.blockSize;
-    const newOffsets = blockOffsets(ino);
-    const oldOffsets = blockOffsets(oldRoot);
+    const newOffsets = reader.blockOffsets(ino);
+    const oldOffsets = medium.squashfs.blockOffsets(oldRoot);
     const n = Math.ceil(ino.fileSize / bs);
     for (let i = 0; i < n; i++) {
       let ok: boolean;

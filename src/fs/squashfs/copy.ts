@@ -10,18 +10,6 @@ import type { FileInode, Inode } from './inode.ts';
 import { SquashfsReader } from './reader.ts';
 import type { DirNode, NodeMeta, StoredBlock, TreeNode } from './tree.ts';
 
-/** Absolute byte offset of each stored full block of `f`, plus the end (length blockSizes.length + 1). */
-export function blockOffsets(f: FileInode): Float64Array {
-  const offs = new Float64Array(f.blockSizes.length + 1);
-  let at = f.blocksStart;
-  for (let i = 0; i < f.blockSizes.length; i++) {
-    offs[i] = at;
-    at += (f.blockSizes[i] as number) & 0xffffff;
-  }
-  offs[f.blockSizes.length] = at;
-  return offs;
-}
-
 /** The stored bytes and size word of full block `i` of a file (sparse blocks: empty bytes, word 0). */
 export async function storedBlock(reader: SquashfsReader, f: FileInode, offsets: Float64Array, i: number): Promise<StoredBlock> {
   const word = f.blockSizes[i];
@@ -60,7 +48,7 @@ export async function treeFromImage(reader: SquashfsReader, options: CopyOptions
       }
       case 'file': {
         const disk = await reader.openFileDisk(inode);
-        const offsets = blockOffsets(inode);
+        const offsets = reader.blockOffsets(inode);
         node = { ...m, type: 'file', size: inode.fileSize, content: { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined) } };
         break;
       }
