@@ -5,7 +5,7 @@
  * zlib and, here, faster than Node's native zlib. Any valid zlib stream is a valid gzip block.
  */
 import { LIBDEFLATE_WASM } from './libdeflate.wasm.ts';
-import { copyOut, embeddedModule, withBuffers, type CodecExports } from './wasm-module.ts';
+import { embeddedModule, encodeWith, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
   ls_zlib_encode(level: number, input: number, inSize: number, out: number, outCap: number): number;
@@ -14,12 +14,6 @@ const lib = embeddedModule<Exports>(LIBDEFLATE_WASM);
 
 /** One zlib stream (RFC 1950) holding `src` at `level` 1..12; undefined when not smaller than `src`. */
 export function zlibEncode(src: Uint8Array, level: number): Uint8Array | undefined {
-  const cap = src.byteLength - 1;
-  if (cap <= 0) return undefined;
   const x = lib();
-  return withBuffers(x, src, cap, () => new Error('libdeflate: out of memory'), (inPtr, outPtr) => {
-    const n = x.ls_zlib_encode(level, inPtr, src.byteLength, outPtr, cap);
-    if (n < 0) throw new Error(`libdeflate: cannot compress at level ${level}`);
-    return n === 0 ? undefined : copyOut(x, outPtr, n);
-  });
+  return encodeWith(x, src, () => new Error('libdeflate: out of memory'), (inPtr, outPtr, cap) => x.ls_zlib_encode(level, inPtr, src.byteLength, outPtr, cap), () => new Error(`libdeflate: cannot compress at level ${level}`));
 }

@@ -4,7 +4,7 @@
  * decoder, which never writes past the output limit.
  */
 import { LIBLZ4_WASM } from './liblz4.wasm.ts';
-import { copyOut, decodeWith, embeddedModule, withBuffers, type CodecExports } from './wasm-module.ts';
+import { decodeWith, embeddedModule, encodeWith, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
   ls_lz4_encode(hc: number, input: number, inSize: number, out: number, outCap: number): number;
@@ -16,13 +16,9 @@ const malformed = (): Error => new Error('malformed block, or its content is lar
 
 /** One raw LZ4 block holding `src`; undefined when it would not be smaller than `src`. */
 export function lz4Encode(src: Uint8Array, hc: boolean): Uint8Array | undefined {
-  const cap = src.byteLength - 1;
-  if (cap <= 0) return undefined;
   const x = lib();
-  return withBuffers(x, src, cap, outOfMemory, (inPtr, outPtr) => {
-    const n = x.ls_lz4_encode(hc ? 1 : 0, inPtr, src.byteLength, outPtr, cap);
-    return n <= 0 ? undefined : copyOut(x, outPtr, n);
-  });
+  // liblz4's encoders return 0 when the block does not fit and are never negative.
+  return encodeWith(x, src, outOfMemory, (inPtr, outPtr, cap) => x.ls_lz4_encode(hc ? 1 : 0, inPtr, src.byteLength, outPtr, cap), () => new Error('liblz4: negative block length'));
 }
 
 /**

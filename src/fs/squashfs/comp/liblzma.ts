@@ -5,7 +5,7 @@
  * optimisation): 1.6x faster encoding, 1.5x faster decoding.
  */
 import { LIBLZMA_WASM } from './liblzma.wasm.ts';
-import { copyOut, decodeWith, embeddedModule, withBuffers, type CodecExports } from './wasm-module.ts';
+import { decodeWith, embeddedModule, encodeWith, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
   ls_xz_encode(preset: number, dictSize: number, bcjId: number, input: number, inSize: number, out: number, outCap: number): number;
@@ -35,14 +35,8 @@ export class LzmaError extends Error {
  * `bcjId` when non-zero. Undefined when the stream would not be smaller than `src`.
  */
 export function xzEncode(src: Uint8Array, preset: number, dictSize: number, bcjId: number): Uint8Array | undefined {
-  const cap = src.byteLength - 1;
-  if (cap <= 0) return undefined;
   const x = lib();
-  return withBuffers(x, src, cap, () => new LzmaError(5), (inPtr, outPtr) => {
-    const n = x.ls_xz_encode(preset, dictSize, bcjId, inPtr, src.byteLength, outPtr, cap);
-    if (n < 0) throw new LzmaError(-n);
-    return n === 0 ? undefined : copyOut(x, outPtr, n);
-  });
+  return encodeWith(x, src, () => new LzmaError(5), (inPtr, outPtr, cap) => x.ls_xz_encode(preset, dictSize, bcjId, inPtr, src.byteLength, outPtr, cap), (n) => new LzmaError(-n));
 }
 
 /**

@@ -30,7 +30,7 @@ export function embeddedModule<T extends CodecExports>(base64: string): () => T 
  * Copies `input` into the instance, allocates `outCap` bytes for output, runs `f` with both
  * addresses, and frees them whatever happens. `outOfMemory` builds the error for a failed allocation.
  */
-export function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
+function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
   const inPtr = x.ls_alloc(Math.max(1, input.byteLength));
   const outPtr = x.ls_alloc(Math.max(1, outCap));
   try {
@@ -44,7 +44,7 @@ export function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, 
 }
 
 /** A copy of `length` bytes at `ptr` (the instance's memory may move on its next call). */
-export function copyOut(x: CodecExports, ptr: number, length: number): Uint8Array {
+function copyOut(x: CodecExports, ptr: number, length: number): Uint8Array {
   return new Uint8Array(x.memory.buffer, ptr, length).slice();
 }
 
@@ -54,7 +54,7 @@ const scratch = new WeakMap<CodecExports, { ptr: number; size: number }>();
  * Like withBuffers, but the output goes to a region kept per instance and `f` gets its address:
  * callers return a view of it (transientView), valid until the next call into the instance.
  */
-export function withScratchOutput<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
+function withScratchOutput<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
   let region = scratch.get(x);
   if (region === undefined || region.size < outCap) {
     if (region !== undefined) x.ls_free(region.ptr);
@@ -77,7 +77,7 @@ export function withScratchOutput<T, X extends CodecExports>(x: X, input: Uint8A
 }
 
 /** A view of `length` bytes at `ptr`, valid until the next call into the instance. */
-export function transientView(x: CodecExports, ptr: number, length: number): Uint8Array {
+function transientView(x: CodecExports, ptr: number, length: number): Uint8Array {
   return new Uint8Array(x.memory.buffer, ptr, length);
 }
 
@@ -93,4 +93,19 @@ export function decodeWith(x: CodecExports, src: Uint8Array, maxSize: number, tr
     return transient ? transientView(x, outPtr, n) : copyOut(x, outPtr, n);
   };
   return transient ? withScratchOutput(x, src, maxSize, outOfMemory, body) : withBuffers(x, src, maxSize, outOfMemory, body);
+}
+
+/**
+ * Runs an encoder entry point, `run(inPtr, outPtr, cap)` returning the output length, 0 when it does
+ * not fit, or a negative error (turned into an Error by `fail`), on `src` with room for one byte less
+ * than `src`: undefined means the block does not shrink and is stored as it is.
+ */
+export function encodeWith(x: CodecExports, src: Uint8Array, outOfMemory: () => Error, run: (inPtr: number, outPtr: number, cap: number) => number, fail: (n: number) => Error): Uint8Array | undefined {
+  const cap = src.byteLength - 1;
+  if (cap <= 0) return undefined;
+  return withBuffers(x, src, cap, outOfMemory, (inPtr, outPtr) => {
+    const n = run(inPtr, outPtr, cap);
+    if (n < 0) throw fail(n);
+    return n === 0 ? undefined : copyOut(x, outPtr, n);
+  });
 }
