@@ -69,6 +69,13 @@ function host<T>(path: string, action: string, fn: () => T): T {
   }
 }
 
+/** Writes a piece of a file at `at`, leaving all-zero pieces as holes (the size is set at the end). */
+function writePiece(target: string, fd: number, piece: Uint8Array, at: number): void {
+  if (isAllZero(piece)) return;
+  let done = 0;
+  while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
+}
+
 interface Entry {
   path: string;
   inode: Inode;
@@ -312,22 +319,14 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
               if (!pending.some((p) => p.fd === fd)) closeSync(fd);
               throw err;
             }
-            if (tail !== undefined && !isAllZero(tail)) {
-              const at = inode.blockSizes.length * reader.superblock.blockSize;
-              const piece = tail;
-              let done = 0;
-              while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
-            }
+            if (tail !== undefined) writePiece(target, fd, tail, inode.blockSizes.length * reader.superblock.blockSize);
             while (inFlight > threads * IN_FLIGHT_BLOCKS_PER_THREAD) await finishOldest();
             break;
           }
           try {
             let at = 0;
             for await (const piece of ahead.pieces(entry)) {
-              if (!isAllZero(piece)) {
-                let done = 0;
-                while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
-              }
+              writePiece(target, fd, piece, at);
               at += piece.byteLength;
             }
             host(target, 'write the file', () => ftruncateSync(fd, at));
