@@ -441,7 +441,8 @@ export interface ImportOptions extends HomeAccess {
   readonly onBytes?: (n: number) => void;
 }
 
-export interface ImportResult {
+/** What an import or export moved: the image, the other side's path, and counts. */
+export interface TransferResult {
   image: string;
   dest: string;
   files: number;
@@ -450,6 +451,9 @@ export interface ImportResult {
   hardLinks: number;
   skipped: number;
   bytes: number;
+}
+
+export interface ImportResult extends TransferResult {
   recovered: boolean;
   /** Original contents saved in the undo log while the import ran (metadata, not the free space filled). */
   undoLogBytes: number;
@@ -558,16 +562,7 @@ export async function homeImport(target: string, src: string, dest: string | und
 // ---------------------------------------------------------------------------------------------------
 // Export
 
-export interface ExportResult {
-  image: string;
-  dest: string;
-  files: number;
-  directories: number;
-  symlinks: number;
-  hardLinks: number;
-  skipped: number;
-  bytes: number;
-}
+export type ExportResult = TransferResult;
 
 function safeName(name: string): boolean {
   return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && (process.platform !== 'win32' || !/[\\:*?"<>|]/.test(name));
