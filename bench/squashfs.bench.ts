@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, openSync, readSync, closeSync, rmSync } from '
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nativeStatus } from '../src/fs/squashfs/comp/native.ts';
 
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -52,6 +53,8 @@ function bytesUsed(img: string): number {
 
 const du = spawnSync('du', ['-sb', corpus], { encoding: 'utf8' }).stdout.split('\t')[0];
 console.log(`Ours: ${compiled ? 'compiled JS' : 'tsx'}. Corpus: ${corpus} (${(Number(du) / 2 ** 20).toFixed(0)} MiB), block size ${blockSize}, 2 threads each\n`);
+const native = nativeStatus();
+console.log(`zstd: ${native.active ? 'native addon' : `wasm (${native.why})`}\n`);
 console.log(`Load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (the machine is shared: compare ratios, and CPU seconds)\n`);
 console.log('| compressor | mksquashfs create wall (cpu) | livestick create wall (cpu) | wall ratio | cpu ratio | size ratio | unsquashfs extract wall (cpu) | livestick extract wall (cpu) | wall ratio | peak RSS ours (create/extract) |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');

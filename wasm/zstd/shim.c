@@ -20,7 +20,16 @@ __attribute__((export_name("ls_free"))) void ls_free(void *p) { free(p); }
 __attribute__((export_name("ls_zstd_encode")))
 int32_t ls_zstd_encode(int32_t level, const void *in, size_t in_size, void *out, size_t out_cap) {
   if (cctx == NULL && (cctx = ZSTD_createCCtx()) == NULL) return -(int32_t)ZSTD_error_memory_allocation;
-  size_t n = ZSTD_compressCCtx(cctx, out, out_cap, in, in_size, level);
+  /* squashfs-tools calls ZSTD_compressCCtx, and on x86-64 and arm64 (SSE2, NEON) libzstd then uses its
+   * row-based match finder for the greedy and lazy strategies once the window exceeds 16 KiB; on a
+   * target without 128-bit SIMD, such as wasm32, only above 128 KiB. Pinning the SIMD platforms'
+   * choice makes this build write their bytes (and the native addon's, which keeps ZSTD_compressCCtx). */
+  ZSTD_compressionParameters cp = ZSTD_getCParams(level, in_size, 0);
+  int row = cp.strategy >= ZSTD_greedy && cp.strategy <= ZSTD_lazy2 && cp.windowLog > 14;
+  size_t n = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+  if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx, ZSTD_c_useRowMatchFinder, row ? ZSTD_ps_enable : ZSTD_ps_disable);
+  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx, out, out_cap, in, in_size);
   if (ZSTD_isError(n)) {
     if (ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall) return 0;
     return -(int32_t)ZSTD_getErrorCode(n);

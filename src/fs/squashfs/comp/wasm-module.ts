@@ -97,15 +97,14 @@ export function decodeWith(x: CodecExports, src: Uint8Array, maxSize: number, tr
 
 /**
  * Runs an encoder entry point, `run(inPtr, outPtr, cap)` returning the output length, 0 when it does
- * not fit, or a negative error (turned into an Error by `fail`), on `src` with room for one byte less
- * than `src`: undefined means the block does not shrink and is stored as it is.
+ * not fit, or a negative error (turned into an Error by `fail`), on `src` with room for `cap` bytes
+ * (by default one byte less than `src`): undefined means the block does not shrink and is stored as it is.
  */
-export function encodeWith(x: CodecExports, src: Uint8Array, outOfMemory: () => Error, run: (inPtr: number, outPtr: number, cap: number) => number, fail: (n: number) => Error): Uint8Array | undefined {
-  const cap = src.byteLength - 1;
-  if (cap <= 0) return undefined;
+export function encodeWith(x: CodecExports, src: Uint8Array, outOfMemory: () => Error, run: (inPtr: number, outPtr: number, cap: number) => number, fail: (n: number) => Error, cap = src.byteLength - 1): Uint8Array | undefined {
+  if (src.byteLength <= 1) return undefined;
   return withBuffers(x, src, cap, outOfMemory, (inPtr, outPtr) => {
     const n = run(inPtr, outPtr, cap);
     if (n < 0) throw fail(n);
-    return n === 0 ? undefined : copyOut(x, outPtr, n);
+    return n === 0 || n >= src.byteLength ? undefined : copyOut(x, outPtr, n);
   });
 }

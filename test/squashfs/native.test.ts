@@ -1,0 +1,95 @@
+/*
+ * The prebuilt native addon (native/): it loads where we ship a binary, writes the same bytes as the
+ * wasm build of the same libzstd, reads the wasm build's frames and vice versa, rejects bad frames and
+ * bad arguments without crashing, and LIVESTICK_NATIVE=0 switches it off.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
+import '../helpers/setup.ts';
+import { CorruptImageError } from '../../src/errors.ts';
+import { nativeCodecs, nativeStatus } from '../../src/fs/squashfs/comp/native.ts';
+import { nativeZstdDecode, nativeZstdEncode, wasmZstdDecode, wasmZstdEncode, ZstdError } from '../../src/fs/squashfs/comp/libzstd.ts';
+import { zstdFromSettings } from '../../src/fs/squashfs/comp/zstd.ts';
+import { fileURLToPath } from 'node:url';
+import { zstdImageHash } from '../helpers/zstd-image.ts';
+
+const shipped = process.platform === 'linux' && process.arch === 'x64';
+const native = nativeCodecs();
+
+test('the native addon loads where a prebuilt binary ships (linux-x64), unless LIVESTICK_NATIVE=0', () => {
+  if (process.env['LIVESTICK_NATIVE'] === '0') assert.equal(native, undefined);
+  else if (shipped) assert.ok(native, `native codecs inactive: ${nativeStatus().why}`);
+  else assert.equal(native, undefined, 'no binary for this platform');
+});
+
+function sample(size: number, seed: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let s = seed >>> 0;
+  for (let i = 0; i < size; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    out[i] = i % 97 < 40 ? (i * 7) & 0xff : 97 + ((s >>> 16) % 13);
+  }
+  return out;
+}
+
+test('native and wasm libzstd: the same bytes at every level, and each decodes the other', { skip: native === undefined && 'no native addon here' }, () => {
+  const n = native!;
+  fc.assert(
+    fc.property(fc.oneof(fc.integer({ min: 0, max: 2000 }), fc.integer({ min: 0, max: 200_000 })), fc.integer({ min: 1, max: 22 }), fc.integer({ min: 0, max: 1000 }), (size, level, seed) => {
+      const data = sample(size, seed);
+      const a = nativeZstdEncode(n, data, level);
+      const b = wasmZstdEncode(data, level);
+      assert.deepEqual(a, b);
+      if (a === undefined) return;
+      assert.deepEqual(nativeZstdDecode(n, a, size), data);
+      assert.deepEqual(wasmZstdDecode(a, size), data);
+      assert.deepEqual(nativeZstdDecode(n, a, size, true), data);
+    }),
+    { numRuns: 60 },
+  );
+  // Every level over sizes from a metadata fragment to past a block; 360 bytes at levels 13+ once
+  // found a 32/64-bit difference near a tight output limit.
+  for (let size = 16; size < 300_000; size += size < 8192 ? Math.ceil(size / 16) : Math.ceil(size / 4)) {
+    const data = sample(size, size);
+    for (let level = 1; level <= 22; level += size > 50_000 ? 3 : 1) assert.deepEqual(nativeZstdEncode(n, data, level), wasmZstdEncode(data, level), `${size} bytes, level ${level}`);
+  }
+  // Incompressible input is handed back; the output buffer bounds the frame.
+  const noise = new Uint8Array(131072);
+  for (let i = 0; i < noise.length; i += 64) noise.set(createHash('sha512').update(String(i)).digest(), i);
+  assert.equal(nativeZstdEncode(n, noise, 15), undefined);
+  assert.equal(nativeZstdEncode(n, new Uint8Array(1), 15), undefined);
+});
+
+test('native libzstd: bad frames are errors, and wrong arguments are TypeErrors, never a crash', { skip: native === undefined && 'no native addon here' }, () => {
+  const n = native!;
+  const data = sample(131072, 3);
+  const good = nativeZstdEncode(n, data, 15)!;
+  for (const [what, bytes, max] of [
+    ['truncated', good.subarray(0, good.length - 3), 131072],
+    ['trailing byte', Buffer.concat([good, Buffer.from([0])]), 131072],
+    ['two frames', Buffer.concat([good, good]), 262144],
+    ['output past the limit', good, 131071],
+    ['not zstd', Buffer.from('not a zstd frame at all'), 131072],
+    ['empty', new Uint8Array(0), 131072],
+  ] as const) {
+    assert.throws(() => nativeZstdDecode(n, bytes, max), ZstdError, what);
+    assert.throws(() => zstdFromSettings({}).decompress(bytes, max), CorruptImageError, what);
+  }
+  assert.throws(() => n.zstdEncode(15, 'text' as unknown as Uint8Array, new Uint8Array(10)), TypeError);
+  assert.throws(() => n.zstdDecode(new Uint8Array(4), new Uint16Array(4) as unknown as Uint8Array), TypeError);
+  assert.throws(() => (n.zstdEncode as unknown as (l: unknown) => number)('x'), TypeError);
+  assert.match(n.zstdError(70), /\w/);
+});
+
+test('a zstd image is the same with or without the addon, on the main thread or on workers', async () => {
+  const here = [await zstdImageHash(0), await zstdImageHash(2, 6)];
+  assert.equal(await zstdImageHash(2), here[0]);
+  const env: NodeJS.ProcessEnv = { ...process.env, LIVESTICK_NATIVE: '0' };
+  delete env['NODE_TEST_CONTEXT'];
+  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../helpers/zstd-image.ts', import.meta.url)), '2'], { env, encoding: 'utf8' });
+  assert.equal(child.status, 0, child.stderr);
+  assert.deepEqual(JSON.parse(child.stdout), { native: false, hashes: here });
+});
