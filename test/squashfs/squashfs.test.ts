@@ -283,3 +283,75 @@ test('extract on decode threads: a corrupt data block is a typed error naming th
     t.cleanup();
   }
 });
+
+test('extract into a fresh or an occupied DEST: things in the way are replaced, never followed; sizes, modes and times hold', async () => {
+  const { tempDir } = await import('../helpers/tmp.ts');
+  const { mkdirSync, readdirSync, statSync, lstatSync, symlinkSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { extractSquashfs } = await import('../../src/fs/squashfs/extract.ts');
+  const zeroTail = new Uint8Array(300_000);
+  zeroTail.set([1, 2, 3]);
+  const withHole = new Uint8Array(400_000).fill(7);
+  withHole.fill(0, 262_144);
+  const tree = dirNode({ mode: 0o755, mtime: 50 }, {
+    d: dirNode({ mode: 0o750, mtime: 100 }, {
+      big: fileNode(withHole, { mode: 0o600, mtime: 300 }),
+      small: fileNode('small\n', { mode: 0o640, mtime: 200 }),
+      tailzero: fileNode(zeroTail, { mode: 0o444, mtime: 400 }),
+      empty: fileNode(new Uint8Array(0), { mode: 0o604, mtime: 500 }),
+    }),
+    e: dirNode({ mode: 0o700, mtime: 110 }, { g: fileNode('g\n', { mtime: 120 }) }),
+    l: { type: 'symlink', target: 'd/small', mode: 0o777, uid: 0, gid: 0, mtime: 1 },
+  });
+  const t = tempDir('sqfs-dest-');
+  try {
+    const imgPath = join(t.dir, 'img.sqfs');
+    await writeSquashfs(tree, imgPath, { compressor: 'zstd', blockSize: 65536, mkfsTime: 0 });
+    const outside = join(t.dir, 'outside');
+    mkdirSync(outside);
+    const check = (dest: string, what: string): void => {
+      assert.deepEqual(readdirSync(outside), [], `${what}: nothing written through a symlink`);
+      assert.ok(lstatSync(join(dest, 'd')).isDirectory(), what);
+      assert.ok(lstatSync(join(dest, 'e')).isDirectory(), what);
+      assert.equal(lstatSync(join(dest, 'l')).isSymbolicLink(), true, what);
+      const expect: Array<[string, Uint8Array, number, number]> = [
+        ['d/big', withHole, 0o600, 300],
+        ['d/small', Buffer.from('small\n'), 0o640, 200],
+        ['d/tailzero', zeroTail, 0o444, 400],
+        ['d/empty', new Uint8Array(0), 0o604, 500],
+      ];
+      for (const [p, bytes, mode, mtime] of expect) {
+        const st = statSync(join(dest, p));
+        assert.equal(st.size, bytes.byteLength, `${what} ${p} size`);
+        assert.deepEqual(new Uint8Array(readFileSync(join(dest, p))), new Uint8Array(bytes), `${what} ${p}`);
+        assert.equal(st.mode & 0o7777, mode, `${what} ${p} mode`);
+        assert.equal(st.mtimeMs, mtime * 1000, `${what} ${p} mtime`);
+      }
+      assert.equal(statSync(join(dest, 'd')).mode & 0o7777, 0o750, what);
+      assert.equal(statSync(join(dest, 'd')).mtimeMs, 100_000, what);
+      assert.equal(readFileSync(join(dest, 'e', 'g'), 'utf8'), 'g\n', what);
+    };
+    const disk = await FileDisk.open(imgPath, { readOnly: true });
+    try {
+      for (const [how, threads, d] of [['workers', 2, disk], ['read-ahead', 2, new MemoryDisk(readFileSync(imgPath), { readOnly: true })], ['one thread', 0, disk]] as const) {
+        const fresh = join(t.dir, `fresh-${how}`);
+        await extractSquashfs(await SquashfsReader.open(d), fresh, '', { threads });
+        check(fresh, `${how}, fresh`);
+        const busy = join(t.dir, `busy-${how}`);
+        mkdirSync(busy);
+        symlinkSync(outside, join(busy, 'd'));
+        writeFileSync(join(busy, 'e'), 'a file where a directory goes');
+        writeFileSync(join(busy, 'l'), 'a file where a symlink goes');
+        await extractSquashfs(await SquashfsReader.open(d), busy, '', { threads });
+        check(busy, `${how}, occupied`);
+        // Extracting again over the result replaces every file in place.
+        await extractSquashfs(await SquashfsReader.open(d), busy, '', { threads });
+        check(busy, `${how}, again`);
+      }
+    } finally {
+      await disk.close();
+    }
+  } finally {
+    t.cleanup();
+  }
+});

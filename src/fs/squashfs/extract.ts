@@ -2,20 +2,24 @@
  * Extracts an image (or a subtree) into a host directory.
  *
  * Safety: the reader refuses names that are empty, ".", "..", or contain "/" or NUL; here duplicate
- * names in one directory are refused, every directory on the way is checked with lstat to be a real
- * directory (never a symlink, even one that was already in DEST), and existing non-directories are
- * replaced, never written through. Hard links are only made to files extracted in this run.
+ * names in one directory are refused, every directory on the way is either one this run created or
+ * checked with lstat to be a real directory (never a symlink, even one that was already in DEST), and
+ * existing non-directories are replaced, never written through (files open with O_EXCL). Hard links
+ * are only made to files extracted in this run.
  * Node has no mknod, mkfifo or xattr API: devices, fifos, sockets and xattrs are reported as skipped.
- * Host calls are synchronous: per small file they cost far less than thread-pool round trips.
+ * Host calls are synchronous: per small file they cost far less than thread-pool round trips. Inside
+ * directories this run created there is nothing to check first, and a file's owner, mode and times
+ * are set through its descriptor.
  * File data, for an image in a plain file: worker threads read, decode and write runs of a file's
  * blocks themselves (descriptors are shared by the process's threads); the main thread creates each
- * file, writes its fragment tail, and sets size, mode, owner and times once every run on it is done,
- * in walk order. A descriptor is closed only after all its runs settle. Blocks in flight are bounded.
+ * file, writes its fragment tail, queues its runs and walks on, so small files are made while the
+ * workers decode; a file's size, owner, mode and times are set once every run on it is done, oldest
+ * first. A descriptor is closed only after all its runs settle. Queued blocks and open files are bounded.
  * For an image inside another Disk, the main thread does the I/O, with read-ahead across files: up to
  * `depth` pieces (blocks or fragment tails) of the files coming next are read and decoded (xz on worker
  * threads) while the current one is written. Memory either way: a bounded number of blocks.
  */
-import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { AlreadyExistsError, CorruptImageError, fromSystemError, LivestickError } from '../../errors.ts';
@@ -69,11 +73,12 @@ function host<T>(path: string, action: string, fn: () => T): T {
   }
 }
 
-/** Writes a piece of a file at `at`, leaving all-zero pieces as holes (the size is set at the end). */
-function writePiece(target: string, fd: number, piece: Uint8Array, at: number): void {
-  if (isAllZero(piece)) return;
+/** Writes a piece of a file at `at`, leaving all-zero pieces as holes; false when it left a hole. */
+function writePiece(target: string, fd: number, piece: Uint8Array, at: number): boolean {
+  if (isAllZero(piece)) return false;
   let done = 0;
   while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
+  return true;
 }
 
 interface Entry {
@@ -174,9 +179,14 @@ export async function extractSquashfs(reader: SquashfsReader, dest: string, subp
   }
 }
 
-/** Blocks per worker job, and blocks in flight before the oldest pending file is finished first. */
+/**
+ * Blocks per worker job; and how far the walk may run ahead of the workers, in queued blocks per
+ * thread and in open files. Queued jobs hold no data (workers read their blocks themselves), so the
+ * walk can go on creating small files while the workers catch up.
+ */
 const JOB_BLOCKS = 16;
-const IN_FLIGHT_BLOCKS_PER_THREAD = 48;
+const QUEUED_BLOCKS_PER_THREAD = 2048;
+const QUEUED_FILES = 256;
 
 interface PendingFile {
   fd: number;
@@ -211,6 +221,14 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
       });
     }
   };
+  // A regular file's owner, mode and times, through its descriptor (no path lookups), before it closes.
+  const applyFileMeta = (fd: number, target: string, inode: Inode): void => {
+    if (owners) host(target, 'set ownership', () => fchownSync(fd, reader.uid(inode), reader.gid(inode)));
+    host(target, 'set mode and times', () => {
+      fchmodSync(fd, inode.mode);
+      futimesSync(fd, inode.mtime, inode.mtime);
+    });
+  };
   const finished = (imagePath: string, inode: FileInode): void => {
     result.bytes += inode.fileSize;
     result.files++;
@@ -233,10 +251,10 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
         throw fromSystemError(err, p.target, 'write the file');
       }
       host(p.target, 'write the file', () => ftruncateSync(p.fd, p.inode.fileSize));
+      applyFileMeta(p.fd, p.target, p.inode);
     } finally {
       closeSync(p.fd);
     }
-    applyMeta(p.target, p.inode);
     finished(p.imagePath, p.inode);
   };
   const startFile = (fd: number, target: string, imagePath: string, inode: FileInode, fx: FileExtractor): void => {
@@ -257,7 +275,10 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
     inFlight += n;
   };
 
-  host(dest, 'create the destination', () => mkdirSync(dest, { recursive: true }));
+  // Directories this run created (image-relative paths): nothing else is in them, so their entries
+  // need no check for what is in the way (and opening with O_EXCL would refuse it anyway).
+  const fresh = new Set<string>();
+  if (host(dest, 'create the destination', () => mkdirSync(dest, { recursive: true })) !== undefined) fresh.add('');
   try {
     return await walkEntries();
   } finally {
@@ -274,9 +295,11 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
       const { path: imagePath, inode } = entry;
       const r = rel(imagePath);
       const target = r === '' ? dest : join(dest, ...r.split('/'));
+      let inFresh = false;
       if (r !== '') {
         const cut = r.lastIndexOf('/');
         const parent = cut < 0 ? '' : r.slice(0, cut);
+        inFresh = fresh.has(parent);
         const name = r.slice(cut + 1);
         let set = names.get(parent);
         if (set === undefined) names.set(parent, (set = new Set()));
@@ -287,20 +310,21 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
       if (inode.xattr !== undefined) result.skipped.push({ path: imagePath, reason: 'xattrs (no xattr API in Node.js)' });
       switch (inode.kind) {
         case 'dir': {
-          const st = lstatOrUndefined(target);
-          if (st === undefined) {
+          const st = inFresh ? undefined : lstatOrUndefined(target);
+          if (st === undefined || !st.isDirectory()) {
+            if (st !== undefined) {
+              if (r === '') throw new AlreadyExistsError('the destination is not a directory', { file: target });
+              clearForNonDir(target);
+            }
             host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
-          } else if (!st.isDirectory()) {
-            if (r === '') throw new AlreadyExistsError('the destination is not a directory', { file: target });
-            clearForNonDir(target);
-            host(target, 'create the directory', () => mkdirSync(target, { mode: 0o700 }));
+            if (r !== '') fresh.add(r);
           }
           result.dirs++;
           dirsToFinish.push({ path: target, inode });
           break;
         }
         case 'file': {
-          clearForNonDir(target);
+          if (!inFresh) clearForNonDir(target);
           if (entry.data === undefined) {
             const first = linked.get(inode.inodeNumber);
             if (first === undefined) throw new Error(`internal: hard link /${imagePath} before its first name`);
@@ -320,26 +344,27 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
               throw err;
             }
             if (tail !== undefined) writePiece(target, fd, tail, inode.blockSizes.length * reader.superblock.blockSize);
-            while (inFlight > threads * IN_FLIGHT_BLOCKS_PER_THREAD) await finishOldest();
+            while (pending.length > 0 && (inFlight > threads * QUEUED_BLOCKS_PER_THREAD || pending.length >= QUEUED_FILES)) await finishOldest();
             break;
           }
           try {
             let at = 0;
+            let end = 0;
             for await (const piece of ahead.pieces(entry)) {
-              writePiece(target, fd, piece, at);
+              if (writePiece(target, fd, piece, at)) end = at + piece.byteLength;
               at += piece.byteLength;
             }
-            host(target, 'write the file', () => ftruncateSync(fd, at));
+            if (end !== at) host(target, 'write the file', () => ftruncateSync(fd, at));
+            applyFileMeta(fd, target, inode);
           } finally {
             closeSync(fd);
           }
-          meta();
           if (inode.nlink > 1) linked.set(inode.inodeNumber, target);
           finished(imagePath, inode);
           break;
         }
         case 'symlink':
-          clearForNonDir(target);
+          if (!inFresh) clearForNonDir(target);
           host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
           meta();
           result.symlinks++;
