@@ -124,7 +124,7 @@ export class SquashfsReader {
       optionBytes = new Uint8Array(len);
       await disk.read(optionBytes, SUPERBLOCK_SIZE + 2);
     }
-    const comp = compressorForImage(sb.compression, optionBytes, sb.blockSize);
+    const comp = await compressorForImage(sb.compression, optionBytes, sb.blockSize);
     const idBytes = await readLookupTable(disk, comp, sb.idTableStart, sb.idCount, 4, sb.bytesUsed, 'id');
     const ids = new Uint32Array(sb.idCount);
     for (let i = 0; i < sb.idCount; i++) ids[i] = view(idBytes).getUint32(i * 4, true);

@@ -57,7 +57,7 @@ function describe(err: unknown, field: string): WorkerError {
 const setup = workerData as WorkerSetup | undefined;
 if (setup !== undefined && parentPort !== null) {
   const port = parentPort;
-  const comp: Compressor = setup.direction === 'compress' ? await compressorForWriting(setup.name, setup.settings, setup.blockSize) : compressorForImage(setup.id, setup.options, setup.blockSize);
+  const comp: Compressor = setup.direction === 'compress' ? await compressorForWriting(setup.name, setup.settings, setup.blockSize) : await compressorForImage(setup.id, setup.options, setup.blockSize);
   const send = (id: number, out: Uint8Array): void => {
     const copy = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : out.slice();
     port.postMessage({ id, out: copy } satisfies WorkerReply, [copy.buffer as ArrayBuffer]);
