@@ -1,9 +1,14 @@
 /*
- * livestick's native codec addon (Node-API 8): libzstd linked in statically, for the platforms we
- * ship a prebuilt binary for (see native/README.md). The entry points mirror wasm/zstd/shim.c, so
- * the two builds of the same libzstd version write the same bytes: one frame per SquashFS block
- * via ZSTD_compressCCtx, and a single-pass decoder into a caller-sized buffer. Buffers come from
- * JavaScript, so nothing is allocated per call; each thread (Node-API environment) owns its contexts.
+ * livestick's native codec addon (Node-API 8): libzstd, liblzma and libdeflate's decompressor linked
+ * in statically, for the platforms we ship a prebuilt binary for (see native/README.md). Each mirrors
+ * its wasm build (../wasm/), so both write the same bytes:
+ * - zstd: one frame per SquashFS block via ZSTD_compressCCtx, and a single-pass decoder into a
+ *   caller-sized buffer (the entry points of wasm/zstd/shim.c, with per-thread contexts);
+ * - xz: wasm/xz/shim.c itself, compiled in (it keeps no state);
+ * - gzip blocks (zlib streams): decoding only, with libdeflate (encoding stays in wasm, already
+ *   faster than mksquashfs's zlib).
+ * Buffers come from JavaScript, so nothing is allocated per call; each thread (Node-API environment)
+ * owns its contexts.
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -12,10 +17,17 @@
 #define ZSTD_STATIC_LINKING_ONLY
 #include "zstd.h"
 #include "zstd_errors.h"
+#include "lzma.h"
+#include "libdeflate.h"
+
+/* wasm/xz/shim.c, compiled in with the rest. */
+int32_t ls_xz_encode(uint32_t preset, uint32_t dict_size, uint32_t bcj_id, const uint8_t *in, size_t in_size, uint8_t *out, size_t out_cap);
+int32_t ls_xz_decode(const uint8_t *in, size_t in_size, uint8_t *out, size_t out_cap, uint32_t memlimit);
 
 typedef struct {
   ZSTD_CCtx *cctx;
   ZSTD_DCtx *dctx;
+  struct libdeflate_decompressor *inflater;
 } thread_contexts;
 
 static void free_contexts(napi_env env, void *data, void *hint) {
@@ -24,6 +36,7 @@ static void free_contexts(napi_env env, void *data, void *hint) {
   (void)hint;
   ZSTD_freeCCtx(t->cctx);
   ZSTD_freeDCtx(t->dctx);
+  if (t->inflater != NULL) libdeflate_free_decompressor(t->inflater);
   free(t);
 }
 
@@ -112,6 +125,66 @@ static napi_value zstd_version(napi_env env, napi_callback_info info) {
   return int32_value(env, (int32_t)ZSTD_versionNumber());
 }
 
+/* Reads `count` uint32 arguments, then `arrays` Uint8Array arguments; 0 (with a TypeError pending) on a mismatch. */
+static int args_of(napi_env env, napi_callback_info info, const char *usage, uint32_t *ints, size_t count, void **data, size_t *lengths, size_t arrays) {
+  napi_value argv[8];
+  size_t argc = 8;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != count + arrays) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  for (size_t i = 0; i < count; i++) {
+    if (napi_get_value_uint32(env, argv[i], &ints[i]) != napi_ok) {
+      napi_throw_type_error(env, NULL, usage);
+      return 0;
+    }
+  }
+  for (size_t i = 0; i < arrays; i++) {
+    if (!bytes_of(env, argv[count + i], &data[i], &lengths[i])) return 0;
+  }
+  return 1;
+}
+
+/* xzEncode(preset, dictSize, bcjId, src, dst): as ls_xz_encode. */
+static napi_value xz_encode(napi_env env, napi_callback_info info) {
+  uint32_t n[3];
+  void *p[2];
+  size_t len[2];
+  if (!args_of(env, info, "xzEncode(preset, dictSize, bcjId, src, dst)", n, 3, p, len, 2)) return NULL;
+  return int32_value(env, ls_xz_encode(n[0], n[1], n[2], p[0], len[0], p[1], len[1]));
+}
+
+/* xzDecode(memlimit, src, dst): as ls_xz_decode. */
+static napi_value xz_decode(napi_env env, napi_callback_info info) {
+  uint32_t n[1];
+  void *p[2];
+  size_t len[2];
+  if (!args_of(env, info, "xzDecode(memlimit, src, dst)", n, 1, p, len, 2)) return NULL;
+  return int32_value(env, ls_xz_decode(p[0], len[0], p[1], len[1], n[0]));
+}
+
+/* xzVersion(): lzma_version_number(), e.g. 50080032. */
+static napi_value xz_version(napi_env env, napi_callback_info info) {
+  (void)info;
+  return int32_value(env, (int32_t)lzma_version_number());
+}
+
+/*
+ * zlibDecode(src, dst): the length of the zlib stream's content (bytes after the stream are ignored,
+ * as zlib's inflate does), or -(libdeflate_result): 1 bad data, 3 more output than dst holds, 4 out of memory.
+ */
+static napi_value zlib_decode(napi_env env, napi_callback_info info) {
+  uint32_t none[1];
+  void *p[2];
+  size_t len[2], in_used = 0, out_n = 0;
+  if (!args_of(env, info, "zlibDecode(src, dst)", none, 0, p, len, 2)) return NULL;
+  thread_contexts *t = contexts(env);
+  if (t->inflater == NULL && (t->inflater = libdeflate_alloc_decompressor()) == NULL) return int32_value(env, -4);
+  enum libdeflate_result r = libdeflate_zlib_decompress_ex(t->inflater, p[0], len[0], p[1], len[1], &in_used, &out_n);
+  if (r != LIBDEFLATE_SUCCESS) return int32_value(env, -(int32_t)r);
+  return int32_value(env, (int32_t)out_n);
+}
+
 static void export_function(napi_env env, napi_value exports, const char *name, napi_callback f) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, f, NULL, &fn);
@@ -129,5 +202,9 @@ NAPI_MODULE_INIT() {
   export_function(env, exports, "zstdDecode", zstd_decode);
   export_function(env, exports, "zstdError", zstd_error);
   export_function(env, exports, "zstdVersion", zstd_version);
+  export_function(env, exports, "xzEncode", xz_encode);
+  export_function(env, exports, "xzDecode", xz_decode);
+  export_function(env, exports, "xzVersion", xz_version);
+  export_function(env, exports, "zlibDecode", zlib_decode);
   return exports;
 }

@@ -181,7 +181,7 @@ test('gzip codec: libdeflate streams inflate with zlib at every level; a non-def
 
 test('transient decoding (worker extraction) returns the same bytes as decompress, for every codec', () => {
   const data = sample(BLOCK, 19);
-  const codecs: Compressor[] = [xzFromSettings({}, BLOCK), zstdFromSettings({}), lz4FromSettings({})];
+  const codecs: Compressor[] = [xzFromSettings({}, BLOCK), zstdFromSettings({}), lz4FromSettings({}), gzipFromSettings({})];
   for (const c of codecs) {
     const packed = c.compress(data);
     const other = c.compress(sample(BLOCK, 23));

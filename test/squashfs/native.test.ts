@@ -1,7 +1,7 @@
 /*
- * The prebuilt native addon (native/): it loads where we ship a binary, writes the same bytes as the
- * wasm build of the same libzstd, reads the wasm build's frames and vice versa, rejects bad frames and
- * bad arguments without crashing, and LIVESTICK_NATIVE=0 switches it off.
+ * The prebuilt native addon (native/): it loads where we ship a binary; its libzstd and liblzma write
+ * the same bytes as their wasm builds and read each other's output; its zlib decoder reads what zlib
+ * reads; bad input and bad arguments are errors, never a crash; LIVESTICK_NATIVE=0 switches it off.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +13,10 @@ import { CorruptImageError } from '../../src/errors.ts';
 import { nativeCodecs, nativeStatus } from '../../src/fs/squashfs/comp/native.ts';
 import { nativeZstdDecode, nativeZstdEncode, wasmZstdDecode, wasmZstdEncode, ZstdError } from '../../src/fs/squashfs/comp/libzstd.ts';
 import { zstdFromSettings } from '../../src/fs/squashfs/comp/zstd.ts';
+import { LzmaError, nativeXzDecode, nativeXzEncode, wasmXzDecode, wasmXzEncode } from '../../src/fs/squashfs/comp/liblzma.ts';
+import { nativeInflate } from '../../src/fs/squashfs/comp/gzip.ts';
+import { zlibEncode } from '../../src/fs/squashfs/comp/libdeflate.ts';
+import { deflateSync, inflateSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { zstdImageHash } from '../helpers/zstd-image.ts';
 
@@ -82,6 +86,77 @@ test('native libzstd: bad frames are errors, and wrong arguments are TypeErrors,
   assert.throws(() => n.zstdDecode(new Uint8Array(4), new Uint16Array(4) as unknown as Uint8Array), TypeError);
   assert.throws(() => (n.zstdEncode as unknown as (l: unknown) => number)('x'), TypeError);
   assert.match(n.zstdError(70), /\w/);
+});
+
+const BCJ = [0, 4, 5, 6, 7, 8, 9]; // none, x86, powerpc, ia64, arm, armthumb, sparc (liblzma filter ids)
+
+test('native and wasm liblzma: the same bytes at every preset and filter, and each decodes the other', { skip: native === undefined && 'no native addon here' }, () => {
+  const n = native!;
+  fc.assert(
+    fc.property(fc.oneof(fc.integer({ min: 0, max: 3000 }), fc.integer({ min: 0, max: 140_000 })), fc.integer({ min: 0, max: 9 }), fc.constantFrom(...BCJ), fc.integer({ min: 0, max: 1000 }), (size, preset, bcj, seed) => {
+      const data = sample(size, seed);
+      const dict = Math.max(8192, 2 ** Math.ceil(Math.log2(Math.max(size, 1))));
+      const a = nativeXzEncode(n, data, preset, dict, bcj);
+      assert.deepEqual(a, wasmXzEncode(data, preset, dict, bcj));
+      if (a === undefined) return;
+      assert.deepEqual(nativeXzDecode(n, a, size, 1 << 24), data);
+      assert.deepEqual(wasmXzDecode(a, size, 1 << 24), data);
+      assert.deepEqual(nativeXzDecode(n, a, size, 1 << 24, true), data);
+    }),
+    { numRuns: 40 },
+  );
+  const good = nativeXzEncode(n, sample(131072, 4), 6, 131072, 4)!;
+  for (const [what, bytes, max] of [
+    ['truncated', good.subarray(0, good.length - 5), 131072],
+    ['trailing byte', Buffer.concat([good, Buffer.from([0])]), 131072],
+    ['output past the limit', good, 131071],
+    ['not xz', Buffer.from('not an xz stream at all'), 131072],
+    ['empty', new Uint8Array(0), 131072],
+  ] as const) {
+    assert.throws(() => nativeXzDecode(n, bytes, max, 1 << 24), LzmaError, what);
+  }
+  const bigDict = nativeXzEncode(n, sample(131072, 4), 6, 64 << 20, 0)!;
+  assert.throws(() => nativeXzDecode(n, bigDict, 131072, 1 << 20), /memory limit/);
+  assert.throws(() => n.xzDecode('x' as unknown as number, good, new Uint8Array(10)), TypeError);
+  assert.throws(() => n.xzEncode(6, 131072, 0, good, 'x' as unknown as Uint8Array), TypeError);
+});
+
+test('native zlib decoding reads what zlib reads, and fails where zlib fails', { skip: native === undefined && 'no native addon here' }, () => {
+  const n = native!;
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 140_000 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 8, max: 15 }), fc.boolean(), fc.integer({ min: 0, max: 1000 }), (size, level, windowBits, ours, seed) => {
+      const data = sample(size, seed);
+      const stream = ours ? zlibEncode(data, level) ?? deflateSync(data) : deflateSync(data, { level, windowBits: Math.max(9, windowBits) });
+      assert.deepEqual(nativeInflate(n, stream, size), data);
+      assert.deepEqual(nativeInflate(n, stream, size, true), data);
+      if (size > 0) assert.throws(() => nativeInflate(n, stream, size - 1), /more output than the block holds/);
+    }),
+    { numRuns: 40 },
+  );
+  const data = sample(131072, 8);
+  const good = deflateSync(data, { level: 9 });
+  const flip = Buffer.from(good);
+  const mid = Math.floor(flip.length / 2);
+  flip[mid] = (flip[mid] as number) ^ 0x10;
+  for (const [what, bytes] of [
+    ['truncated', good.subarray(0, good.length - 6)],
+    ['bad checksum', Buffer.concat([good.subarray(0, good.length - 1), Buffer.from([good[good.length - 1]! ^ 1])])],
+    ['bit flip', flip],
+    ['not zlib', Buffer.from('not a zlib stream')],
+    ['empty', new Uint8Array(0)],
+  ] as const) {
+    let zlibFails = false;
+    try {
+      inflateSync(bytes, { maxOutputLength: 131072 });
+    } catch {
+      zlibFails = true;
+    }
+    if (zlibFails) assert.throws(() => nativeInflate(n, bytes, 131072), CorruptImageError, what);
+    else assert.deepEqual(nativeInflate(n, bytes, 131072), new Uint8Array(inflateSync(bytes)), what);
+  }
+  // Bytes after the stream are ignored by both.
+  assert.deepEqual(nativeInflate(n, Buffer.concat([good, Buffer.from('tail')]), 131072), data);
+  assert.deepEqual(new Uint8Array(inflateSync(Buffer.concat([good, Buffer.from('tail')]))), data);
 });
 
 test('a zstd image is the same with or without the addon, on the main thread or on workers', async () => {

@@ -1,11 +1,12 @@
-/* Hand-written configuration for building liblzma to wasm32 (see ../build.sh); replaces autoconf. */
+/* Hand-written configuration for building liblzma without autoconf, for wasm32 (../build-xz.sh) and
+ * the native addon (../../native/build.sh): no threads, no OS calls. */
 #define HAVE_STDINT_H 1
 #define HAVE_STDBOOL_H 1
 #define HAVE_INTTYPES_H 1
 #define HAVE_STRING_H 1
 #define HAVE_LIMITS_H 1
 #define HAVE_VISIBILITY 0
-#define SIZEOF_SIZE_T 4
+#define SIZEOF_SIZE_T __SIZEOF_SIZE_T__
 #define HAVE___BUILTIN_BSWAPXX 1
 #define HAVE___BUILTIN_ASSUME_ALIGNED 1
 #define TUKLIB_FAST_UNALIGNED_ACCESS 1

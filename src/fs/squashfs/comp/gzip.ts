@@ -2,6 +2,7 @@ import { deflateSync, inflate, inflateSync, constants as z } from 'node:zlib';
 import { CorruptImageError, UnsupportedFeatureError } from '../../../errors.ts';
 import { view } from '../../../io/bytes.ts';
 import { zlibEncode } from './libdeflate.ts';
+import { decodeNative, nativeCodecs, type NativeCodecs } from './native.ts';
 import { CompressionId, type Compressor, type CompressorSettings } from './types.ts';
 
 /*
@@ -9,6 +10,7 @@ import { CompressionId, type Compressor, type CompressorSettings } from './types
  * and strategy, blocks are compressed by libdeflate (wasm, libdeflate.ts) at the same level: smaller
  * and faster than Node's zlib. A non-default window or strategy list needs zlib's own parameters:
  * node:zlib then, trying each strategy and keeping the smallest, as mksquashfs does. Decoding is
+ * libdeflate's decompressor in the native addon where one ships (native.ts; ~2x zlib's inflate), else
  * node:zlib, synchronous or on its thread pool.
  */
 
@@ -48,6 +50,13 @@ export function encodeGzipOptions(o: GzipOptions): Uint8Array {
   return out;
 }
 
+const INFLATE_FAILURE: Record<number, string> = { 1: 'corrupt data', 3: 'more output than the block holds', 4: 'out of memory' };
+
+/** One zlib stream's content, at most `maxSize` bytes, by libdeflate (bytes after the stream are ignored, as zlib does). */
+export function nativeInflate(native: NativeCodecs, src: Uint8Array, maxSize: number, transient = false): Uint8Array {
+  return decodeNative(maxSize, transient, (dst) => native.zlibDecode(src, dst), (n) => new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${INFLATE_FAILURE[-n] ?? `libdeflate result ${-n}`}`));
+}
+
 export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compressor {
   const strategies = STRATEGY_BITS.filter(([bit]) => opts.strategies & bit).map(([, s]) => s);
   if (strategies.length === 0) strategies.push(z.Z_DEFAULT_STRATEGY);
@@ -66,11 +75,17 @@ export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compre
       return best as Uint8Array;
     },
     decompress(src, maxSize) {
+      const native = nativeCodecs();
+      if (native !== undefined) return nativeInflate(native, src, maxSize);
       try {
         return inflateSync(src, { maxOutputLength: Math.max(maxSize, 1) });
       } catch (err) {
         throw new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${(err as Error).message}`, undefined, { cause: err });
       }
+    },
+    decompressTransient(src, maxSize) {
+      const native = nativeCodecs();
+      return native !== undefined ? nativeInflate(native, src, maxSize, true) : this.decompress(src, maxSize);
     },
     decompressAsync(src, maxSize) {
       return new Promise((resolve, reject) => {

@@ -6,7 +6,7 @@
  * squashfs-tools does.
  */
 import { LIBZSTD_WASM } from './libzstd.wasm.ts';
-import { nativeCodecs, type NativeCodecs } from './native.ts';
+import { decodeNative, encodeNative, nativeCodecs, type NativeCodecs } from './native.ts';
 import { decodeWith, embeddedModule, encodeWith, type CodecExports } from './wasm-module.ts';
 
 interface Exports extends CodecExports {
@@ -67,24 +67,10 @@ export function wasmZstdDecode(src: Uint8Array, maxSize: number, transient = fal
   return decodeWith(x, src, maxSize, transient, () => wasmError(MEMORY_ALLOCATION), (inPtr, outPtr) => x.ls_zstd_decode(inPtr, src.byteLength, outPtr, maxSize), (n) => wasmError(-n));
 }
 
-/** This thread's output buffer for the addon: encodes and transient decodes land here. */
-let scratch = new Uint8Array(0);
-
-function scratchOf(size: number): Uint8Array {
-  if (scratch.byteLength < size) scratch = new Uint8Array(Math.max(size, 128 * 1024));
-  return scratch.subarray(0, size);
-}
-
 export function nativeZstdEncode(native: NativeCodecs, src: Uint8Array, level: number): Uint8Array | undefined {
-  if (src.byteLength <= 1) return undefined;
-  const n = native.zstdEncode(level, src, scratchOf(frameBound(src.byteLength)));
-  if (n < 0) throw new ZstdError(native.zstdError(-n));
-  return n === 0 || n >= src.byteLength ? undefined : scratch.slice(0, n);
+  return encodeNative(src.byteLength, frameBound(src.byteLength), (dst) => native.zstdEncode(level, src, dst), (n) => new ZstdError(native.zstdError(-n)));
 }
 
 export function nativeZstdDecode(native: NativeCodecs, src: Uint8Array, maxSize: number, transient = false): Uint8Array {
-  const out = transient ? scratchOf(maxSize) : new Uint8Array(maxSize);
-  const n = native.zstdDecode(src, out);
-  if (n < 0) throw new ZstdError(native.zstdError(-n));
-  return n === maxSize || transient ? out.subarray(0, n) : out.slice(0, n);
+  return decodeNative(maxSize, transient, (dst) => native.zstdDecode(src, dst), (n) => new ZstdError(native.zstdError(-n)));
 }
