@@ -18,7 +18,7 @@ import { nativeInflate } from '../../src/fs/squashfs/comp/gzip.ts';
 import { zlibEncode } from '../../src/fs/squashfs/comp/libdeflate.ts';
 import { deflateSync, inflateSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
-import { zstdImageHash } from '../helpers/zstd-image.ts';
+import { imageHash, sample, VARIANTS } from '../helpers/codec-images.ts';
 
 const shipped = process.platform === 'linux' && process.arch === 'x64';
 const native = nativeCodecs();
@@ -28,16 +28,6 @@ test('the native addon loads where a prebuilt binary ships (linux-x64), unless L
   else if (shipped) assert.ok(native, `native codecs inactive: ${nativeStatus().why}`);
   else assert.equal(native, undefined, 'no binary for this platform');
 });
-
-function sample(size: number, seed: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let s = seed >>> 0;
-  for (let i = 0; i < size; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    out[i] = i % 97 < 40 ? (i * 7) & 0xff : 97 + ((s >>> 16) % 13);
-  }
-  return out;
-}
 
 test('native and wasm libzstd: the same bytes at every level, and each decodes the other', { skip: native === undefined && 'no native addon here' }, () => {
   const n = native!;
@@ -159,12 +149,16 @@ test('native zlib decoding reads what zlib reads, and fails where zlib fails', {
   assert.deepEqual(new Uint8Array(inflateSync(Buffer.concat([good, Buffer.from('tail')]))), data);
 });
 
-test('a zstd image is the same with or without the addon, on the main thread or on workers', async () => {
-  const here = [await zstdImageHash(0), await zstdImageHash(2, 6)];
-  assert.equal(await zstdImageHash(2), here[0]);
+test('zstd and xz images are the same with or without the addon, on the main thread or on workers', async () => {
+  const here: string[] = [];
+  for (const [compressor, settings] of VARIANTS) {
+    const inline = await imageHash(compressor, settings, 0);
+    assert.equal(await imageHash(compressor, settings, 2), inline, `${compressor} ${JSON.stringify(settings)}`);
+    here.push(inline);
+  }
   const env: NodeJS.ProcessEnv = { ...process.env, LIVESTICK_NATIVE: '0' };
   delete env['NODE_TEST_CONTEXT'];
-  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../helpers/zstd-image.ts', import.meta.url)), '2'], { env, encoding: 'utf8' });
+  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../helpers/codec-images.ts', import.meta.url)), '2'], { env, encoding: 'utf8' });
   assert.equal(child.status, 0, child.stderr);
   assert.deepEqual(JSON.parse(child.stdout), { native: false, hashes: here });
 });

@@ -355,3 +355,27 @@ test('extract into a fresh or an occupied DEST: things in the way are replaced, 
     t.cleanup();
   }
 });
+
+test('duplicate files share their blocks and fragment; same-size files that differ, and noDedup, do not', async () => {
+  const body = new Uint8Array(300_000);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 13) % 251;
+  const differsAtEnd = body.slice();
+  differsAtEnd[body.length - 1] = (differsAtEnd[body.length - 1] as number) ^ 1;
+  const tree = (): DirNode => dirNode({}, {
+    a: fileNode(body),
+    b: fileNode(body.slice()),
+    c: fileNode(differsAtEnd),
+    d: fileNode(body.subarray(0, 299_999)),
+  });
+  for (const noDedup of [false, true]) {
+    const disk = new MemoryDisk(0);
+    await writeSquashfs(tree(), disk, { compressor: 'gzip', mkfsTime: 0, noDedup });
+    const r = await SquashfsReader.open(new MemoryDisk(disk.bytes.slice(), { readOnly: true }));
+    const [a, b, c, d] = await Promise.all(['a', 'b', 'c', 'd'].map((p) => r.lookup(p)));
+    assert.ok(a?.kind === 'file' && b?.kind === 'file' && c?.kind === 'file' && d?.kind === 'file');
+    assert.equal(a.blocksStart === b.blocksStart && a.fragment === b.fragment && a.fragmentOffset === b.fragmentOffset, !noDedup, `noDedup ${noDedup}`);
+    assert.notEqual(c.blocksStart, a.blocksStart);
+    assert.notEqual(d.blocksStart, a.blocksStart);
+    for (const [p, bytes] of [['a', body], ['b', body], ['c', differsAtEnd], ['d', body.subarray(0, 299_999)]] as const) assert.deepEqual(await r.readFile(p), bytes, p);
+  }
+});

@@ -326,13 +326,17 @@ async function writeImage(
     fragLen = 0;
   };
 
+  // Only a file whose size another file shares can be a duplicate: no other file is hashed.
+  const sizeCounts = new Map<number, number>();
+  for (const node of files) sizeCounts.set(node.size, (sizeCounts.get(node.size) ?? 0) + 1);
+
   for (const node of files) {
     const state: FileState = { node, result: { start: 0, words: [], fragment: NO_FRAGMENT, fragmentOffset: 0, sparse: 0 }, skip: false, startPos: undefined };
     const size = node.size;
     const tailToFragment = useFragments && size % bs !== 0 && (size < bs || o.alwaysFragments === true);
     const fullBlocks = tailToFragment ? Math.floor(size / bs) : Math.ceil(size / bs);
-    const hash = createHash('sha256');
     const verbatim = node.content.kind === 'disk' ? node.content.verbatim : undefined;
+    const hash = o.noDedup || verbatim || (sizeCounts.get(size) ?? 0) < 2 ? undefined : createHash('sha256');
     let blockIndex = 0;
     let cur = new Uint8Array(Math.min(bs, size));
     let curLen = 0;
@@ -387,7 +391,7 @@ async function writeImage(
         at += n;
         total += n;
         if (curLen === cur.byteLength && blockIndex < fullBlocks) {
-          hash.update(cur);
+          hash?.update(cur);
           await emitBlock(cur);
           cur = new Uint8Array(Math.min(bs, size - total));
           curLen = 0;
@@ -398,9 +402,9 @@ async function writeImage(
     }
     if (total !== size) throw new RangeError(`file content has ${total} bytes, its declared size is ${size}`);
     const tail = tailToFragment ? cur.subarray(0, curLen) : undefined;
-    if (tail) hash.update(tail);
-    const key = `${size}:${hash.digest('hex')}`;
-    const dup = o.noDedup || verbatim ? undefined : byHash.get(key);
+    if (tail) hash?.update(tail);
+    const key = hash === undefined ? undefined : `${size}:${hash.digest('hex')}`;
+    const dup = key === undefined ? undefined : byHash.get(key);
     if (dup) {
       state.skip = true;
       await push({ kind: 'done', file: state, dupOf: dup });
@@ -413,7 +417,7 @@ async function writeImage(
       fragBuf.set(tail, fragLen);
       fragLen += tail.byteLength;
     }
-    if (!o.noDedup && !verbatim) byHash.set(key, state.result);
+    if (key !== undefined) byHash.set(key, state.result);
     await push({ kind: 'done', file: state, dupOf: undefined });
   }
   await closeFragment();
