@@ -10,6 +10,9 @@
  * Jobs go to the least-loaded worker from the start: messages posted before a worker is up wait for
  * it. (Coding on the main thread while workers started looked free but starved them: the main thread
  * then fed the queue and did I/O only between blocks.) With 0 threads, compression runs inline.
+ * A worker takes ~0.15 s to start (a Node environment, then its modules), which is a tenth of a whole
+ * extraction: prestartWorkers lets a caller start them before it even loads the layers it needs, and
+ * the next pools adopt them, sending their setup as the first message.
  */
 import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
@@ -34,13 +37,41 @@ interface Pool {
   close(): Promise<void>;
 }
 
-function startPool(setup: WorkerSetup, threads: number): Pool {
+function workerEntry(): URL {
   // Running from TypeScript sources (tests, tsx): the worker needs the same loader.
   const fromSource = import.meta.url.endsWith('.ts');
   const url = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url);
-  const entry = fromSource
+  return fromSource
     ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
     : url;
+}
+
+/** Started workers waiting for a pool (they do not keep the process alive), and what became of any that failed meanwhile. */
+const spares: Worker[] = [];
+const spareFailures = new WeakMap<Worker, unknown>();
+
+/** Starts `n` workers now, before their work is known; the next pools adopt them. */
+export function prestartWorkers(n: number): void {
+  for (let i = 0; i < n; i++) {
+    const worker = new Worker(workerEntry(), { workerData: { direction: 'deferred' } satisfies WorkerSetup });
+    worker.unref();
+    worker.on('error', (err) => spareFailures.set(worker, err));
+    worker.on('exit', (code) => spareFailures.set(worker, spareFailures.get(worker) ?? new Error(`worker thread exited (${code}) before it had work`)));
+    spares.push(worker);
+  }
+}
+
+/** How many started workers wait for a pool. */
+export function spareWorkers(): number {
+  return spares.length;
+}
+
+/** Ends the workers no pool adopted (tests; a process exits without waiting for them anyway). */
+export async function stopSpareWorkers(): Promise<void> {
+  await Promise.all(spares.splice(0).map((w) => w.terminate()));
+}
+
+function startPool(setup: WorkerSetup, threads: number): Pool {
   const workers: Worker[] = [];
   const load: number[] = [];
   const pending = new Map<number, { resolve: (v: WorkerReply) => void; reject: (e: unknown) => void; worker: number }>();
@@ -52,10 +83,16 @@ function startPool(setup: WorkerSetup, threads: number): Pool {
     pending.clear();
   };
   for (let w = 0; w < threads; w++) {
-    const worker = new Worker(entry, { workerData: setup });
+    const spare = spares.shift();
+    const worker = spare ?? new Worker(workerEntry(), { workerData: setup });
     workers.push(worker);
     load.push(0);
     worker.on('error', fail);
+    if (spare !== undefined) {
+      spare.ref();
+      if (spareFailures.has(spare)) fail(spareFailures.get(spare));
+      else spare.postMessage(setup);
+    }
     worker.on('message', (reply: WorkerReply) => {
       const job = pending.get(reply.id);
       if (job === undefined) return;

@@ -5,7 +5,7 @@
  * (descriptors are shared by all threads of the process).
  */
 import { readSync, writeSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { isAllZero } from '../../../io/bytes.ts';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForImage, compressorForWriting } from './index.ts';
@@ -13,7 +13,9 @@ import type { Compressor, CompressorName, CompressorSettings } from './types.ts'
 
 export type WorkerSetup =
   | { direction: 'compress'; name: CompressorName; settings: CompressorSettings; blockSize: number }
-  | { direction: 'decompress' | 'extract'; id: number; options: Uint8Array | undefined; blockSize: number };
+  | { direction: 'decompress' | 'extract'; id: number; options: Uint8Array | undefined; blockSize: number }
+  /** Started ahead of need (pool.ts prestartWorkers): the first message is the real setup. */
+  | { direction: 'deferred' };
 /** One block of a file for the 'extract' direction: its size word, where it is stored, where it goes. */
 export interface ExtractBlock {
   word: number;
@@ -54,9 +56,22 @@ function describe(err: unknown, field: string): WorkerError {
   return { corrupt: false, field, message: e.message, code: e.code };
 }
 
-const setup = workerData as WorkerSetup | undefined;
-if (setup !== undefined && parentPort !== null) {
+type ActiveSetup = Exclude<WorkerSetup, { direction: 'deferred' }>;
+
+/** The setup, from workerData or (deferred) the first message; later messages wait in `held`. */
+async function setupOf(initial: WorkerSetup, port: MessagePort, held: unknown[]): Promise<ActiveSetup> {
+  if (initial.direction !== 'deferred') return initial;
+  while (held.length === 0) await new Promise((resolve) => port.once('message', resolve));
+  return held.shift() as ActiveSetup;
+}
+
+if (workerData !== undefined && workerData !== null && parentPort !== null) {
   const port = parentPort;
+  // One listener from the start: messages that arrive while the codec loads are held, not dropped.
+  const held: unknown[] = [];
+  let handle: ((job: WorkerJob) => void) | undefined;
+  port.on('message', (m: WorkerJob) => (handle === undefined ? held.push(m) : handle(m)));
+  const setup = await setupOf(workerData as WorkerSetup, port, held);
   const comp: Compressor = setup.direction === 'compress' ? await compressorForWriting(setup.name, setup.settings, setup.blockSize) : await compressorForImage(setup.id, setup.options, setup.blockSize);
   const send = (id: number, out: Uint8Array): void => {
     const copy = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : out.slice();
@@ -85,7 +100,7 @@ if (setup !== undefined && parentPort !== null) {
       while (done < data.byteLength) done += writeSync(outFd, data, done, data.byteLength - done, b.pos + done);
     }
   };
-  port.on('message', (job: WorkerJob) => {
+  handle = (job: WorkerJob) => {
     if (job.extract !== undefined) {
       try {
         extract(job.extract.imageFd, job.extract.outFd, job.extract.blocks);
@@ -106,5 +121,6 @@ if (setup !== undefined && parentPort !== null) {
     } catch (err) {
       port.postMessage({ id: job.id, out: null, error: describe(err, `${comp.name} block`) } satisfies WorkerReply);
     }
-  });
+  };
+  for (const job of held.splice(0)) handle(job as WorkerJob);
 }
