@@ -1,13 +1,13 @@
 /**
  * SquashFS benchmark: livestick against mksquashfs/unsquashfs, side by side in one run, same corpus,
  * compressor, block size and 2 threads.
- *   node --import tsx bench/squashfs.bench.ts [--corpus /usr/lib/llvm-14] [--comp gzip,zstd,lz4,xz] [--block-size 128K] [--extract-runs 5]
+ *   node --import tsx bench/squashfs.bench.ts [--corpus /usr/lib/llvm-14] [--comp gzip,zstd,lz4,xz] [--block-size 128K] [--create-runs 1] [--extract-runs 5]
  * Both tools run as child processes. Ours runs the CLI compiled by tsc (as shipped) into
  * node_modules/.cache/livestick-bench; if that build fails it falls back to tsx. Prints a Markdown
  * table: wall times, wall ratio (ours / theirs, lower is better), size ratio (bytes_used), peak RSS.
  * Extraction takes 1-4 s, where a shared machine's noise is of the order of the differences: it runs
  * --extract-runs times, alternating the two tools, and the table shows medians and the range of the
- * per-pair ratios.
+ * per-pair ratios. --create-runs does the same for creation (median; ranges printed below the table).
  * Every timed run starts after `sync`, so none pays for the previous run's writeback.
  */
 import { spawnSync } from 'node:child_process';
@@ -25,6 +25,8 @@ const corpus = arg('corpus', '/usr/lib/llvm-14');
 const comps = arg('comp', 'gzip,zstd,lz4,xz').split(',');
 const blockSize = arg('block-size', '128K');
 const extractRuns = Number(arg('extract-runs', '5'));
+const createRuns = Number(arg('create-runs', '1'));
+const notes: string[] = [];
 const root = fileURLToPath(new URL('..', import.meta.url));
 const buildDir = join(root, 'node_modules/.cache/livestick-bench');
 const build = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', buildDir, '--sourceMap', 'false', '--declaration', 'false'], { encoding: 'utf8' });
@@ -71,8 +73,19 @@ try {
   for (const comp of comps) {
     const m = join(dir, `m-${comp}.sqfs`);
     const o = join(dir, `o-${comp}.sqfs`);
-    const theirs = timed('mksquashfs', [corpus, m, '-comp', comp, '-b', blockSize, '-processors', '2', '-noappend', '-no-progress', '-quiet']);
-    const ours = timed(process.execPath, [...nodeArgs, 'squashfs', 'create', corpus, o, '--compressor', comp, '--block-size', blockSize, '--threads', '2']);
+    const creates: Array<[ReturnType<typeof timed>, ReturnType<typeof timed>]> = [];
+    for (let run = 0; run < createRuns; run++) {
+      creates.push([
+        timed('mksquashfs', [corpus, m, '-comp', comp, '-b', blockSize, '-processors', '2', '-noappend', '-no-progress', '-quiet']),
+        timed(process.execPath, [...nodeArgs, 'squashfs', 'create', corpus, o, '--compressor', comp, '--block-size', blockSize, '--threads', '2']),
+      ]);
+    }
+    const theirs = median(creates.map((p) => p[0]));
+    const ours = median(creates.map((p) => p[1]));
+    if (createRuns > 1) {
+      const r = creates.map(([t, u]) => `${(u.seconds / t.seconds).toFixed(2)}x${u.cpu !== undefined && t.cpu !== undefined ? ` (cpu ${(u.cpu / t.cpu).toFixed(2)}x)` : ''}`);
+      notes.push(`${comp} create, per pair: ${r.join(', ')}`);
+    }
     const xm = join(dir, 'x-m');
     const xo = join(dir, 'x-o');
     const pairs: Array<[ReturnType<typeof timed>, ReturnType<typeof timed>]> = [];
@@ -94,6 +107,7 @@ try {
     rmSync(m, { force: true });
     rmSync(o, { force: true });
   }
+  for (const n of notes) console.log(`\n${n}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
