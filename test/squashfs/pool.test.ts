@@ -69,20 +69,20 @@ test('workers no pool adopts do not keep the process alive', () => {
   assert.equal(r.stdout.trim(), '2');
 });
 
-test('the CLI starts as many workers as squashfs extract will use', () => {
+test('the CLI starts as many workers as squashfs extract will use', async () => {
   const t = tempDir('sqfs-workers-');
   try {
     const big = join(t.dir, 'big.img');
     const small = join(t.dir, 'small.img');
     writeFileSync(big, new Uint8Array(9 << 20));
     writeFileSync(small, new Uint8Array(4096));
-    assert.equal(extractWorkers(['squashfs', 'extract', big, 'dest']), availableParallelism());
-    assert.equal(extractWorkers(['squashfs', 'extract', small, 'dest']), 0, 'small images extract on the main thread');
-    assert.equal(extractWorkers(['squashfs', 'extract', '--threads', '3', small, 'dest']), 3);
-    assert.equal(extractWorkers(['squashfs', 'extract', big, 'dest', '--threads=0']), 0);
-    assert.equal(extractWorkers(['squashfs', 'extract', '--json', join(t.dir, 'missing'), 'dest']), 0);
-    assert.equal(extractWorkers(['squashfs', 'extract', big, 'dest', '--threads', 'many']), 0);
-    assert.equal(extractWorkers(['squashfs', 'create', big, 'out']), 0);
+    assert.equal(await extractWorkers(['squashfs', 'extract', big, 'dest']), availableParallelism());
+    assert.equal(await extractWorkers(['squashfs', 'extract', small, 'dest']), 0, 'small images extract on the main thread');
+    assert.equal(await extractWorkers(['squashfs', 'extract', '--threads', '3', small, 'dest']), 3);
+    assert.equal(await extractWorkers(['squashfs', 'extract', big, 'dest', '--threads=0']), 0);
+    assert.equal(await extractWorkers(['squashfs', 'extract', '--json', join(t.dir, 'missing'), 'dest']), 0);
+    assert.equal(await extractWorkers(['squashfs', 'extract', big, 'dest', '--threads', 'many']), 0);
+    assert.equal(await extractWorkers(['squashfs', 'create', big, 'out']), 0);
   } finally {
     t.cleanup();
   }

@@ -1,5 +1,4 @@
 import { statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 
 /**
@@ -10,8 +9,8 @@ import type { Command } from 'commander';
 interface Family {
   names: readonly string[];
   load: () => Promise<(program: Command) => void>;
-  /** How many codec worker threads the arguments will want: started before the family loads. */
-  workers?: (args: readonly string[]) => number;
+  /** Starts the codec worker threads the arguments will want, before the family loads. */
+  prestart?: (args: readonly string[]) => Promise<void>;
 }
 
 const FAMILIES: readonly Family[] = [
@@ -21,7 +20,7 @@ const FAMILIES: readonly Family[] = [
   { names: ['ext4'], load: async () => (await import('./ext4.ts')).registerExt4 },
   { names: ['luks'], load: async () => (await import('./luks.ts')).registerLuks },
   { names: ['home'], load: async () => (await import('./home.ts')).registerHome },
-  { names: ['squashfs'], load: async () => (await import('./squashfs.ts')).registerSquashfs, workers: extractWorkers },
+  { names: ['squashfs'], load: async () => (await import('./squashfs.ts')).registerSquashfs, prestart: prestartExtractWorkers },
 ];
 
 /**
@@ -29,7 +28,7 @@ const FAMILIES: readonly Family[] = [
  * for an image over 8 MiB, by default). Starting them first overlaps their start-up with loading the
  * layers; a wrong guess costs an idle thread, never a wrong result.
  */
-export function extractWorkers(args: readonly string[]): number {
+export async function extractWorkers(args: readonly string[]): Promise<number> {
   if (args[1] !== 'extract') return 0;
   const positional: string[] = [];
   let threads: string | undefined;
@@ -40,11 +39,18 @@ export function extractWorkers(args: readonly string[]): number {
     else if (!a.startsWith('-')) positional.push(a);
   }
   if (threads !== undefined) return /^\d{1,2}$/.test(threads) ? Number(threads) : 0;
+  let bytes: number;
   try {
-    return positional[0] !== undefined && statSync(positional[0]).size > 8 << 20 ? availableParallelism() : 0;
+    bytes = positional[0] === undefined ? 0 : statSync(positional[0]).size;
   } catch {
     return 0;
   }
+  return (await import('../../fs/squashfs/comp/pool.ts')).defaultExtractThreads(bytes);
+}
+
+async function prestartExtractWorkers(args: readonly string[]): Promise<void> {
+  const n = await extractWorkers(args);
+  if (n > 0) (await import('../../fs/squashfs/comp/pool.ts')).prestartWorkers(n);
 }
 
 /** Registers the family the first non-option argument names, or every family (in the order above). */
@@ -52,8 +58,7 @@ export async function registerCommands(program: Command, args: readonly string[]
   const first = args.find((a) => !a.startsWith('-'));
   const named = FAMILIES.filter((f) => first !== undefined && f.names.includes(first));
   const chosen = named.length === 1 ? named : FAMILIES;
-  const workers = named.length === 1 ? (named[0]?.workers?.(args) ?? 0) : 0;
-  if (workers > 0) (await import('../../fs/squashfs/comp/pool.ts')).prestartWorkers(workers);
+  if (named.length === 1) await named[0]?.prestart?.(args);
   const registers = await Promise.all(chosen.map((f) => f.load()));
   for (const register of registers) register(program);
 }

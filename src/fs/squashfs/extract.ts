@@ -20,10 +20,10 @@
  * threads) while the current one is written. Memory either way: a bounded number of blocks.
  */
 import { chmodSync, closeSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { AlreadyExistsError, CorruptImageError, fromSystemError, LivestickError } from '../../errors.ts';
 import { isAllZero } from '../../io/bytes.ts';
+import { defaultExtractThreads } from './comp/pool.ts';
 import type { ExtractBlock } from './comp/worker.ts';
 import { NO_FRAGMENT, type FileInode, type Inode } from './inode.ts';
 import type { FileExtractor, SquashfsReader } from './reader.ts';
@@ -166,7 +166,7 @@ class ReadAhead {
 }
 
 export async function extractSquashfs(reader: SquashfsReader, dest: string, subpath = '', options: ExtractOptions = {}): Promise<ExtractResult> {
-  const threads = options.threads ?? (reader.superblock.bytesUsed > 8 << 20 ? availableParallelism() : 0);
+  const threads = options.threads ?? defaultExtractThreads(reader.superblock.bytesUsed);
   // An image in a plain file: workers read, decode and write whole runs of file blocks themselves.
   // Otherwise (an image inside another Disk), the main thread does the I/O with read-ahead.
   const files = reader.fileExtractor(threads);

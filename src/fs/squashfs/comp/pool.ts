@@ -14,6 +14,7 @@
  * extraction: prestartWorkers lets a caller start them before it even loads the layers it needs, and
  * the next pools adopt them, sending their setup as the first message.
  */
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForWriting } from './index.ts';
@@ -44,6 +45,11 @@ function workerEntry(): URL {
   return fromSource
     ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
     : url;
+}
+
+/** Extraction's default worker count for an image of `bytes`: all cores over 8 MiB, else none (all on the caller's thread). */
+export function defaultExtractThreads(bytes: number): number {
+  return bytes > 8 << 20 ? availableParallelism() : 0;
 }
 
 /** Started workers waiting for a pool (they do not keep the process alive), and what became of any that failed meanwhile. */
