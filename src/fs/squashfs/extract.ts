@@ -206,19 +206,13 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
   const prefix = subpath.split('/').filter((p) => p !== '' && p !== '.').join('/');
   const rel = (p: string): string => (prefix === '' ? p : p === prefix ? '' : p.slice(prefix.length + 1));
 
-  const applyMeta = (target: string, inode: Inode): void => {
+  // A symlink's owner and times (it has no mode of its own), by path: there is no descriptor to use.
+  const applySymlinkMeta = (target: string, inode: Inode): void => {
     if (owners) host(target, 'set ownership', () => lchownSync(target, reader.uid(inode), reader.gid(inode)));
-    if (inode.kind === 'symlink') {
-      try {
-        lutimesSync(target, inode.mtime, inode.mtime);
-      } catch {
-        // not every host can set a symlink's times
-      }
-    } else {
-      host(target, 'set mode and times', () => {
-        chmodSync(target, inode.mode);
-        utimesSync(target, inode.mtime, inode.mtime);
-      });
+    try {
+      lutimesSync(target, inode.mtime, inode.mtime);
+    } catch {
+      // not every host can set a symlink's times
     }
   };
   // A regular file's owner, mode and times, through its descriptor (no path lookups), before it closes.
@@ -306,7 +300,6 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
         if (set.has(name)) throw new CorruptImageError('squashfs', 'directory', `duplicate name /${imagePath}`);
         set.add(name);
       }
-      const meta = (): void => applyMeta(target, inode);
       if (inode.xattr !== undefined) result.skipped.push({ path: imagePath, reason: 'xattrs (no xattr API in Node.js)' });
       switch (inode.kind) {
         case 'dir': {
@@ -366,7 +359,7 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
         case 'symlink':
           if (!inFresh) clearForNonDir(target);
           host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
-          meta();
+          applySymlinkMeta(target, inode);
           result.symlinks++;
           break;
         default:

@@ -19,7 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
-import type { ExtractBlock, WorkerError, WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
+import type { ActiveSetup, ExtractBlock, WorkerError, WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
 
 export interface BlockCompressor {
   compress(data: Uint8Array): Promise<Uint8Array | undefined>;
@@ -77,7 +77,7 @@ export async function stopSpareWorkers(): Promise<void> {
   await Promise.all(spares.splice(0).map((w) => w.terminate()));
 }
 
-function startPool(setup: WorkerSetup, threads: number): Pool {
+function startPool(setup: ActiveSetup, threads: number): Pool {
   const workers: Worker[] = [];
   const load: number[] = [];
   const pending = new Map<number, { resolve: (v: WorkerReply) => void; reject: (e: unknown) => void; worker: number }>();

@@ -56,7 +56,8 @@ function describe(err: unknown, field: string): WorkerError {
   return { corrupt: false, field, message: e.message, code: e.code };
 }
 
-type ActiveSetup = Exclude<WorkerSetup, { direction: 'deferred' }>;
+/** A setup a worker can run with (a deferred worker waits for one). */
+export type ActiveSetup = Exclude<WorkerSetup, { direction: 'deferred' }>;
 
 /** The setup, from workerData or (deferred) the first message; later messages wait in `held`. */
 async function setupOf(initial: WorkerSetup, port: MessagePort, held: unknown[]): Promise<ActiveSetup> {

@@ -4,8 +4,8 @@ import { zstdDecode, zstdEncode } from './libzstd.ts';
 import { CompressionId, decodedBlock, type Compressor, type CompressorSettings } from './types.ts';
 
 /* zstd per block: one frame, as squashfs-tools' ZSTD_compressCCtx writes it, by libzstd (libzstd.ts:
- * the native addon where one ships, else wasm). Decoding is single-pass into a buffer of the block size, so the output is bounded
- * and frames with or without a declared content size decode alike. */
+ * the native addon where one ships, else wasm). Decoding is single-pass into a buffer of the block
+ * size, so the output is bounded and frames with or without a declared content size decode alike. */
 
 export function decodeZstdOptions(bytes: Uint8Array | undefined): { level: number } {
   if (bytes === undefined) return { level: 15 };
