@@ -64,67 +64,6 @@ static napi_value int32_value(napi_env env, int32_t n) {
   return r;
 }
 
-static int32_t failure(size_t code) { return -(int32_t)ZSTD_getErrorCode(code); }
-
-/* zstdEncode(level, src, dst): the frame length, 0 when it does not fit in dst, or -(error code). */
-static napi_value zstd_encode(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  int32_t level;
-  void *src, *dst;
-  size_t src_n, dst_n;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 || napi_get_value_int32(env, argv[0], &level) != napi_ok) {
-    napi_throw_type_error(env, NULL, "zstdEncode(level, src, dst)");
-    return NULL;
-  }
-  if (!bytes_of(env, argv[1], &src, &src_n) || !bytes_of(env, argv[2], &dst, &dst_n)) return NULL;
-  thread_contexts *t = contexts(env);
-  if (t->cctx == NULL && (t->cctx = ZSTD_createCCtx()) == NULL) return int32_value(env, -(int32_t)ZSTD_error_memory_allocation);
-  size_t n = ZSTD_compressCCtx(t->cctx, dst, dst_n, src, src_n, level);
-  if (ZSTD_isError(n)) return int32_value(env, ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? 0 : failure(n));
-  return int32_value(env, (int32_t)n);
-}
-
-/* zstdDecode(src, dst): the content length, or -(error code); src must be exactly one frame. */
-static napi_value zstd_decode(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  void *src, *dst;
-  size_t src_n, dst_n;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) {
-    napi_throw_type_error(env, NULL, "zstdDecode(src, dst)");
-    return NULL;
-  }
-  if (!bytes_of(env, argv[0], &src, &src_n) || !bytes_of(env, argv[1], &dst, &dst_n)) return NULL;
-  thread_contexts *t = contexts(env);
-  if (t->dctx == NULL && (t->dctx = ZSTD_createDCtx()) == NULL) return int32_value(env, -(int32_t)ZSTD_error_memory_allocation);
-  size_t frame = ZSTD_findFrameCompressedSize(src, src_n);
-  if (ZSTD_isError(frame)) return int32_value(env, failure(frame));
-  if (frame != src_n) return int32_value(env, -(int32_t)ZSTD_error_srcSize_wrong);
-  size_t n = ZSTD_decompressDCtx(t->dctx, dst, dst_n, src, src_n);
-  if (ZSTD_isError(n)) return int32_value(env, failure(n));
-  return int32_value(env, (int32_t)n);
-}
-
-/* zstdError(code): the text for an error code returned above. */
-static napi_value zstd_error(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], r;
-  int32_t code;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 || napi_get_value_int32(env, argv[0], &code) != napi_ok) {
-    napi_throw_type_error(env, NULL, "zstdError(code)");
-    return NULL;
-  }
-  napi_create_string_utf8(env, ZSTD_getErrorString((ZSTD_ErrorCode)code), NAPI_AUTO_LENGTH, &r);
-  return r;
-}
-
-/* zstdVersion(): ZSTD_versionNumber(), e.g. 10506; JavaScript uses the addon only when it matches the wasm build. */
-static napi_value zstd_version(napi_env env, napi_callback_info info) {
-  (void)info;
-  return int32_value(env, (int32_t)ZSTD_versionNumber());
-}
-
 /* Reads `count` uint32 arguments, then `arrays` Uint8Array arguments; 0 (with a TypeError pending) on a mismatch. */
 static int args_of(napi_env env, napi_callback_info info, const char *usage, uint32_t *ints, size_t count, void **data, size_t *lengths, size_t arrays) {
   napi_value argv[8];
@@ -143,6 +82,52 @@ static int args_of(napi_env env, napi_callback_info info, const char *usage, uin
     if (!bytes_of(env, argv[count + i], &data[i], &lengths[i])) return 0;
   }
   return 1;
+}
+
+static int32_t failure(size_t code) { return -(int32_t)ZSTD_getErrorCode(code); }
+
+/* zstdEncode(level, src, dst): the frame length, 0 when it does not fit in dst, or -(error code). */
+static napi_value zstd_encode(napi_env env, napi_callback_info info) {
+  uint32_t level[1];
+  void *p[2];
+  size_t len[2];
+  if (!args_of(env, info, "zstdEncode(level, src, dst)", level, 1, p, len, 2)) return NULL;
+  thread_contexts *t = contexts(env);
+  if (t->cctx == NULL && (t->cctx = ZSTD_createCCtx()) == NULL) return int32_value(env, -(int32_t)ZSTD_error_memory_allocation);
+  size_t n = ZSTD_compressCCtx(t->cctx, p[1], len[1], p[0], len[0], (int)level[0]);
+  if (ZSTD_isError(n)) return int32_value(env, ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? 0 : failure(n));
+  return int32_value(env, (int32_t)n);
+}
+
+/* zstdDecode(src, dst): the content length, or -(error code); src must be exactly one frame. */
+static napi_value zstd_decode(napi_env env, napi_callback_info info) {
+  uint32_t none[1];
+  void *p[2];
+  size_t len[2];
+  if (!args_of(env, info, "zstdDecode(src, dst)", none, 0, p, len, 2)) return NULL;
+  thread_contexts *t = contexts(env);
+  if (t->dctx == NULL && (t->dctx = ZSTD_createDCtx()) == NULL) return int32_value(env, -(int32_t)ZSTD_error_memory_allocation);
+  size_t frame = ZSTD_findFrameCompressedSize(p[0], len[0]);
+  if (ZSTD_isError(frame)) return int32_value(env, failure(frame));
+  if (frame != len[0]) return int32_value(env, -(int32_t)ZSTD_error_srcSize_wrong);
+  size_t n = ZSTD_decompressDCtx(t->dctx, p[1], len[1], p[0], len[0]);
+  if (ZSTD_isError(n)) return int32_value(env, failure(n));
+  return int32_value(env, (int32_t)n);
+}
+
+/* zstdError(code): the text for an error code returned above. */
+static napi_value zstd_error(napi_env env, napi_callback_info info) {
+  uint32_t code[1];
+  napi_value r;
+  if (!args_of(env, info, "zstdError(code)", code, 1, NULL, NULL, 0)) return NULL;
+  napi_create_string_utf8(env, ZSTD_getErrorString((ZSTD_ErrorCode)code[0]), NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+/* zstdVersion(): ZSTD_versionNumber(), e.g. 10506; JavaScript uses the addon only when it matches the wasm build. */
+static napi_value zstd_version(napi_env env, napi_callback_info info) {
+  (void)info;
+  return int32_value(env, (int32_t)ZSTD_versionNumber());
 }
 
 /* xzEncode(preset, dictSize, bcjId, src, dst): as ls_xz_encode. */
