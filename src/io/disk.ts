@@ -10,7 +10,13 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants as fsConstants, readSync, writeSync } from 'node:fs';
+import { SimulatedCrash, faultPoint } from './faults.ts';
 import { OutOfRangeError, ReadOnlyError, fromSystemError } from '../errors.ts';
+
+/** A system error as a typed one; a simulated crash (tests) passes through untouched. */
+function systemFailure(err: unknown, path: string, action: string): Error {
+  return err instanceof SimulatedCrash ? err : fromSystemError(err, path, action);
+}
 
 export interface Disk {
   readonly size: number;
@@ -68,6 +74,7 @@ export class FileDisk implements Disk {
     const readOnly = options.readOnly ?? false;
     let fh: FileHandle;
     try {
+      faultPoint(options.create ? 'create' : 'open', path);
       if (options.create) {
         fh = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
         await fh.truncate(options.create.size);
@@ -75,7 +82,7 @@ export class FileDisk implements Disk {
         fh = await open(path, readOnly ? 'r' : 'r+');
       }
     } catch (err) {
-      throw fromSystemError(err, path, options.create ? 'create the file' : 'open the file');
+      throw systemFailure(err, path, options.create ? 'create the file' : 'open the file');
     }
     try {
       const st = await fh.stat();
@@ -117,9 +124,10 @@ export class FileDisk implements Disk {
     let done = 0;
     while (done < buf.byteLength) {
       try {
+        if (done === 0) faultPoint('write', this.path);
         done += writeSync(this.#fh.fd, buf, done, buf.byteLength - done, offset + done);
       } catch (err) {
-        throw fromSystemError(err, this.path, `write ${buf.byteLength} bytes at offset ${offset}`);
+        throw systemFailure(err, this.path, `write ${buf.byteLength} bytes at offset ${offset}`);
       }
     }
   }
@@ -128,9 +136,10 @@ export class FileDisk implements Disk {
   async resize(size: number): Promise<void> {
     if (this.readOnly) throw new ReadOnlyError(`${this.path} is open read-only`);
     try {
+      faultPoint('truncate', this.path);
       await this.#fh.truncate(size);
     } catch (err) {
-      throw fromSystemError(err, this.path, `resize to ${size} bytes`);
+      throw systemFailure(err, this.path, `resize to ${size} bytes`);
     }
     this.#size = size;
   }
@@ -138,9 +147,10 @@ export class FileDisk implements Disk {
   async flush(): Promise<void> {
     if (this.readOnly) return;
     try {
+      faultPoint('fsync', this.path);
       await this.#fh.datasync();
     } catch (err) {
-      throw fromSystemError(err, this.path, 'flush');
+      throw systemFailure(err, this.path, 'flush');
     }
   }
 

@@ -1,9 +1,15 @@
-/** Small host-filesystem helpers for the layers that manage files on a medium. */
-import { open, stat } from 'node:fs/promises';
+/**
+ * Host-filesystem operations for the layers that manage files on a medium. Every operation that
+ * changes something passes a fault point first (io/faults.ts), so tests can fail any one of them.
+ */
+import * as fsp from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { faultPoint } from './faults.ts';
 
 export async function pathExists(path: string): Promise<boolean> {
   try {
-    await stat(path);
+    await fsp.lstat(path);
     return true;
   } catch {
     return false;
@@ -12,7 +18,8 @@ export async function pathExists(path: string): Promise<boolean> {
 
 /** fsync a file by path (data and metadata). */
 export async function fsyncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
+  faultPoint('fsync', path);
+  const fh = await fsp.open(path, 'r+');
   try {
     await fh.sync();
   } finally {
@@ -20,16 +27,104 @@ export async function fsyncFile(path: string): Promise<void> {
   }
 }
 
+/** Errors that mean "this host cannot fsync a directory" (Windows, some network filesystems). */
+const DIR_SYNC_UNSUPPORTED = new Set(['EISDIR', 'EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'EPERM', 'EACCES', 'EBADF']);
+
 /** fsync a directory so renames in it are durable; a host that cannot (Windows) is left alone. */
 export async function fsyncDir(dir: string): Promise<void> {
   try {
-    const fh = await open(dir, 'r');
+    faultPoint('fsync', dir);
+    const fh = await fsp.open(dir, 'r');
     try {
       await fh.sync();
     } finally {
       await fh.close();
     }
-  } catch {
-    // The rename itself is still atomic there.
+  } catch (err) {
+    // The rename itself is still atomic there; a real I/O error is not ignored.
+    if (!DIR_SYNC_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  }
+}
+
+export async function rename(from: string, to: string): Promise<void> {
+  faultPoint('rename', `${from} -> ${to}`);
+  await fsp.rename(from, to);
+}
+
+/** Removes a file; a missing file is not an error. */
+export async function removeFile(path: string): Promise<boolean> {
+  if (!(await pathExists(path))) return false;
+  faultPoint('unlink', path);
+  try {
+    await fsp.unlink(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+export async function link(existing: string, newPath: string): Promise<void> {
+  faultPoint('link', `${existing} -> ${newPath}`);
+  await fsp.link(existing, newPath);
+}
+
+export async function copyFile(from: string, to: string): Promise<void> {
+  faultPoint('copy', `${from} -> ${to}`);
+  await fsp.copyFile(from, to, fsConstants.COPYFILE_EXCL);
+}
+
+/** Writes a small file durably under a temporary name, then renames it over `path`. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, tmpSuffix: string): Promise<void> {
+  const tmp = `${path}${tmpSuffix}`;
+  await removeFile(tmp);
+  faultPoint('create', tmp);
+  await fsp.writeFile(tmp, data, { flag: 'wx' });
+  await fsyncFile(tmp);
+  await rename(tmp, path);
+}
+
+export async function chown(path: string, uid: number, gid: number): Promise<void> {
+  faultPoint('write', `chown ${path}`);
+  await fsp.chown(path, uid, gid);
+}
+
+export async function chmod(path: string, mode: number): Promise<void> {
+  faultPoint('write', `chmod ${path}`);
+  await fsp.chmod(path, mode);
+}
+
+/**
+ * A cheap identity of a large file: its size and a SHA-256 over sampled ranges (the first and last
+ * MiB and 62 4-KiB pieces between). Distinguishes the files of one switch (their headers differ), and
+ * costs a few MiB of reads whatever the file's size.
+ */
+export async function sampleDigest(path: string): Promise<{ size: number; digest: string }> {
+  const fh = await fsp.open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const h = createHash('sha256');
+    h.update(String(size));
+    const piece = async (at: number, len: number): Promise<void> => {
+      const n = Math.max(0, Math.min(len, size - at));
+      if (n === 0) return;
+      const buf = Buffer.alloc(n);
+      let done = 0;
+      while (done < n) {
+        const { bytesRead } = await fh.read(buf, done, n - done, at + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      h.update(buf.subarray(0, done));
+    };
+    const MiB = 1 << 20;
+    await piece(0, MiB);
+    if (size > 2 * MiB) {
+      for (let i = 1; i <= 62; i++) await piece(Math.floor(((size - 4096) * i) / 63), 4096);
+    }
+    await piece(Math.max(MiB, size - MiB), MiB);
+    return { size, digest: h.digest('hex') };
+  } finally {
+    await fh.close();
   }
 }

@@ -17,20 +17,21 @@
  *   needed is checked first with an estimate and again with the exact size before copying.
  * - The switch itself is ops/switch.ts.
  */
-import { copyFile, link, rm, stat, statfs } from 'node:fs/promises';
-import { fsyncFile } from '../io/host.ts';
+import { stat, statfs } from 'node:fs/promises';
+import { chmod, chown, copyFile, fsyncFile, link, pathExists, removeFile } from '../io/host.ts';
+import { SimulatedCrash } from '../io/faults.ts';
 import { basename, join } from 'node:path';
-import { ExitCode, LivestickError, UsageError } from '../errors.ts';
-import { equalBytes } from '../io/bytes.ts';
+import { ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
+import { equalBytes, formatSize, isAllZero } from '../io/bytes.ts';
 import { FileDisk, readAt, type Disk } from '../io/disk.ts';
 import { Ext4, buildBlockMap, type BlockMap } from '../fs/ext4/index.ts';
-import { SquashfsReader, writeSquashfs, type CompressorName, type CompressorSettings, type FileNode } from '../fs/squashfs/index.ts';
+import { SquashfsReader, compressorForWriting, writeSquashfs, type CompressorName, type CompressorSettings, type FileNode } from '../fs/squashfs/index.ts';
 import { storedBlock, treeFromImage } from '../fs/squashfs/copy.ts';
 import type { FileInode } from '../fs/squashfs/inode.ts';
 import { BaseMismatchError, ExceptionStore, SnapshotDisk, SnapshotInvalidError, sameBase } from '../xform/dmsnap/index.ts';
 import { BASE_NAME, TEMP_MARK, liveosDir, locateMedium, openMedium, type OpenMedium } from './medium.ts';
 import { bindingFor } from './overlay.ts';
-import { faultPoint, recoverMedium, switchBase, type RecoveryReport } from './switch.ts';
+import { recoverMedium, stepPoint, switchBase, type RecoveryReport } from './switch.ts';
 
 export interface MergeOptions {
   overlay?: string;
@@ -40,6 +41,8 @@ export interface MergeOptions {
   workDir?: string;
   dryRun?: boolean;
   keepOld?: boolean;
+  /** Rebuild the base even when the overlay holds no changes. */
+  force?: boolean;
   threads?: number;
   /** Image creation time of the new base (seconds); default now. */
   mkfsTime?: number;
@@ -50,6 +53,11 @@ export interface MergeResult {
   medium: string;
   dryRun: boolean;
   recovery: RecoveryReport;
+  /** 'would-fail' when a pre-check fails (with --dry-run; otherwise the merge throws the first problem). */
+  verdict: 'ok' | 'would-fail';
+  problems: { code: string; message: string; file?: string }[];
+  /** The overlay held no changes: nothing was built or switched. */
+  nothingToMerge: boolean;
   compressor: CompressorName;
   blockSize: number;
   oldBaseBytes: number;
@@ -136,18 +144,6 @@ async function isSparse(path: string): Promise<boolean> {
   return st.blocks * 512 < st.size;
 }
 
-async function canHardLink(path: string): Promise<boolean> {
-  const probe = `${path}${TEMP_MARK}linkprobe`;
-  try {
-    await rm(probe, { force: true });
-    await link(path, probe);
-    await rm(probe, { force: true });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 interface Analysis {
   changed: Uint8Array;
   rebuilt: number;
@@ -198,9 +194,108 @@ async function analyse(medium: OpenMedium, store: ExceptionStore, combined: Disk
   return { changed, rebuilt, carried: nBlocks - rebuilt, freeBytesDropped, dropFree, combinedMap, warnings };
 }
 
+/** What would stop a switch on this host, found before anything is built. */
+export interface Preflight {
+  problems: LivestickError[];
+  /** The host makes hard links in LiveOS/ (not on FAT): a kept old base then costs nothing. */
+  hardLinks: boolean;
+}
+
+/**
+ * Checks that LiveOS/ takes new files and that the base and overlay can be replaced: an immutable or
+ * append-only file, a read-only mount or a missing permission shows up here, in a second, instead of
+ * after the build. Creates and removes one probe file.
+ */
+export async function preflight(liveos: string, files: readonly string[]): Promise<Preflight> {
+  const problems: LivestickError[] = [];
+  const probe = join(liveos, `${BASE_NAME}${TEMP_MARK}probe`);
+  let hardLinks = false;
+  try {
+    await removeFile(probe);
+    const d = await FileDisk.open(probe, { create: { size: 0 } });
+    await d.close();
+    try {
+      await link(probe, `${probe}-link`);
+      hardLinks = true;
+    } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
+    }
+    await removeFile(`${probe}-link`);
+    await removeFile(probe);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    problems.push(explainHostProblem(err, liveos, 'create files in'));
+  }
+  for (const f of files) {
+    try {
+      // Opening for writing fails exactly where a rename or replace would: immutable, append-only, read-only.
+      const d = await FileDisk.open(f, { readOnly: false });
+      await d.close();
+    } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
+      problems.push(explainHostProblem(err, f, 'replace'));
+    }
+  }
+  return { problems, hardLinks };
+}
+
+function explainHostProblem(err: unknown, file: string, action: string): LivestickError {
+  const e = err instanceof LivestickError ? err : fromSystemError(err, file, action);
+  const code = ((e.cause ?? err) as NodeJS.ErrnoException | undefined)?.code;
+  const why =
+    code === 'EPERM'
+      ? 'operation not permitted — an immutable or append-only attribute (see `lsattr`), or a host that refuses it'
+      : code === 'EROFS'
+        ? 'the filesystem is mounted read-only'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'ENOSPC'
+            ? 'no space left'
+            : e.message;
+  const out = new LivestickError(e.code, e.exitCode, `cannot ${action} ${file}: ${why}`, { file, cause: err });
+  return out;
+}
+
+/** New-base size from the stored sizes of carried blocks and a compressed sample of rebuilt ones. */
+async function estimateNewBase(
+  medium: OpenMedium,
+  rootInode: FileInode,
+  a: Analysis,
+  merged: Disk,
+  compressor: CompressorName,
+  settings: CompressorSettings,
+  blockSize: number,
+  reuse: boolean,
+  oldBaseBytes: number,
+): Promise<number> {
+  const oldBlockBytes = rootInode.blockSizes.reduce((s, w) => s + (w & 0xffffff), 0);
+  let carried = 0;
+  const rebuilt: number[] = [];
+  for (let i = 0; i < a.changed.length; i++) {
+    if (reuse && a.changed[i] === 0 && i < rootInode.blockSizes.length) carried += (rootInode.blockSizes[i] as number) & 0xffffff;
+    else rebuilt.push(i);
+  }
+  let perBlock = 0;
+  if (rebuilt.length > 0) {
+    const comp = await compressorForWriting(compressor, settings, blockSize);
+    const samples = Math.min(rebuilt.length, 24);
+    let total = 0;
+    for (let k = 0; k < samples; k++) {
+      const i = rebuilt[Math.floor(((k + 0.5) * rebuilt.length) / samples)] as number;
+      const len = Math.min(blockSize, merged.size - i * blockSize);
+      const data = await readAt(merged, i * blockSize, len);
+      total += isAllZero(data) ? 0 : Math.min(len, comp.compress(data).byteLength);
+    }
+    perBlock = total / samples;
+  }
+  // Everything else in the old image (other files, tables) is carried over at about its size.
+  const rest = Math.max(0, oldBaseBytes - oldBlockBytes);
+  return Math.ceil(carried + perBlock * rebuilt.length + rest);
+}
+
 export async function mergeMedium(dir: string, options: MergeOptions = {}): Promise<MergeResult> {
   const started = Date.now();
-  const recovery = options.dryRun ? { action: 'none' as const, files: [] } : await recoverMedium(await liveosDir(dir));
+  const recovery: RecoveryReport = options.dryRun ? { action: 'none', files: [], warnings: [] } : await recoverMedium(await liveosDir(dir));
   const located = await locateMedium(dir, { overlay: options.overlay });
   if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}: nothing to merge`);
   const overlayPath = located.overlayPath;
@@ -214,16 +309,18 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     const store = await ExceptionStore.open(ovDisk).catch((err: unknown) => {
       throw err instanceof LivestickError ? err.withFile(overlayPath) : err;
     });
-    if (!store.valid) throw new SnapshotInvalidError('the overlay is an invalidated snapshot: its changes are lost and cannot be merged (`livestick reset` makes the medium usable again)', { file: overlayPath });
-    const warnings: string[] = [];
+    const problems: LivestickError[] = [];
+    if (!store.valid) problems.push(new SnapshotInvalidError('the overlay is an invalidated snapshot: its changes are lost and cannot be merged (`livestick reset` makes the medium usable again)', { file: overlayPath }));
+    const warnings: string[] = [...recovery.warnings];
     const b = store.binding;
     if (b.state === 'bound') {
       if (!sameBase(b.binding, await bindingFor(medium.rootDisk, b.binding.label))) {
-        throw new BaseMismatchError(`the overlay belongs to a different base (bound to "${b.binding.label}"); merging would write a corrupt filesystem`, { file: overlayPath });
+        problems.push(new BaseMismatchError(`the overlay belongs to a different base (bound to "${b.binding.label}"); merging would write a corrupt filesystem`, { file: overlayPath }));
       }
     } else {
       warnings.push('the overlay was not bound to its base (made by another tool); it is merged as it stands');
     }
+    if (problems.length > 0 && !options.dryRun) throw problems[0];
     const rootInode = await medium.squashfs.lookup(medium.rootImage);
     if (rootInode.kind !== 'file') throw new UsageError(`${medium.rootImage} in ${medium.basePath} is not a regular file`);
     const old = settingsOf(medium.squashfs);
@@ -231,29 +328,60 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     const blockSize = options.blockSize ?? medium.squashfs.superblock.blockSize;
     const settings = options.compressorSettings ?? (compressor === old.name ? old.settings : {});
     const reuse = compressor === old.name && blockSize === medium.squashfs.superblock.blockSize && options.compressorSettings === undefined;
-    if (!reuse) warnings.push(`compressor or block size changes (${old.name}/${medium.squashfs.superblock.blockSize} → ${compressor}/${blockSize}): every block is recompressed`);
-
-    const combined = new SnapshotDisk(medium.rootDisk, store, { readOnly: true });
-    const a = await analyse(medium, store, combined, rootInode, blockSize, reuse, options.onProgress);
-    warnings.push(...a.warnings);
-    const merged = new MergedDisk(combined, a.combinedMap);
-
     const oldBaseBytes = (await stat(medium.basePath)).size;
     const rootBytes = medium.rootDisk.size;
     const overlayBytesMerged = store.exceptionCount * store.geometry.chunkBytes;
-    const changedShare = a.rebuilt / Math.max(1, a.changed.length);
-    const estimate = Math.ceil(oldBaseBytes * (1 - changedShare) + oldBaseBytes * changedShare * 1.1 + overlayBytesMerged * 0.1) + (16 << 20);
+    const nothingToMerge = store.valid && store.exceptionCount === 0 && !options.force && reuse;
+    if (nothingToMerge) {
+      return {
+        medium: dir, dryRun: Boolean(options.dryRun), recovery, verdict: 'ok', problems: [], nothingToMerge: true, compressor, blockSize, oldBaseBytes, newBaseBytes: oldBaseBytes, newBaseEstimated: false,
+        rootImageBytes: rootBytes, overlayBytesMerged: 0, freeBytesDropped: 0, freeSpaceDropping: false, blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(liveos),
+        kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000,
+        warnings: [...warnings, 'the overlay holds no changes: nothing to merge, the base was left as it is (--force rebuilds it anyway)'],
+      };
+    }
+    if (!reuse) warnings.push(`compressor or block size changes (${old.name}/${formatSize(medium.squashfs.superblock.blockSize)} → ${compressor}/${formatSize(blockSize)}): every block is recompressed`);
+
+    const pre = await preflight(liveos, [medium.basePath, overlayPath]);
+    problems.push(...pre.problems);
+    if (problems.length > 0 && !options.dryRun) throw problems[0];
+
+    const combined = new SnapshotDisk(medium.rootDisk, store, { readOnly: true });
+    const a = problems.length > 0 ? undefined : await analyse(medium, store, combined, rootInode, blockSize, reuse, options.onProgress);
+    if (a === undefined) {
+      return {
+        medium: dir, dryRun: true, recovery, verdict: 'would-fail', problems: problems.map(problemJson), nothingToMerge: false, compressor, blockSize, oldBaseBytes, newBaseBytes: 0, newBaseEstimated: true,
+        rootImageBytes: rootBytes, overlayBytesMerged, freeBytesDropped: 0, freeSpaceDropping: false, blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(liveos),
+        kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000, warnings,
+      };
+    }
+    warnings.push(...a.warnings);
+    const merged = new MergedDisk(combined, a.combinedMap);
+
+    const estimate = await estimateNewBase(medium, rootInode, a, merged, compressor, settings, blockSize, reuse, oldBaseBytes);
     const overlaySize = ovDisk.size;
     const overlayCost = (await isSparse(overlayPath)) ? 2 * store.geometry.chunkBytes : overlaySize;
     const buildDir = options.workDir ?? liveos;
     const spaceAvailable = await freeSpace(liveos);
     // Keeping the old base is free where hard links exist; elsewhere (FAT) it is a copy.
-    const keepCost = options.keepOld && !(await canHardLink(medium.basePath)) ? oldBaseBytes : 0;
-    const spaceNeeded = estimate + overlayCost + keepCost;
-    const base: Omit<MergeResult, 'newBaseBytes' | 'newBaseEstimated' | 'seconds' | 'kept'> = {
+    const keepCost = options.keepOld && !pre.hardLinks ? oldBaseBytes : 0;
+    // A margin for the estimate: 10% of the new base and 16 MiB.
+    const spaceNeeded = Math.ceil(estimate * 1.1) + (16 << 20) + overlayCost + keepCost;
+    if (spaceNeeded > spaceAvailable) {
+      problems.push(
+        new NoSpaceError(
+          `not enough free space on the medium: the new base (about ${formatSize(estimate)}) and a fresh overlay (${formatSize(overlayCost)})${keepCost > 0 ? ` and a copy of the old base (${formatSize(keepCost)}, no hard links here)` : ''} must fit beside the old ones: ${formatSize(spaceNeeded)} needed with a margin, ${formatSize(spaceAvailable)} free. Free some space, or build with --work-dir on another disk (the new base still has to be copied onto the medium)`,
+          liveos,
+        ),
+      );
+    }
+    const result: Omit<MergeResult, 'newBaseBytes' | 'newBaseEstimated' | 'seconds' | 'kept'> = {
       medium: dir,
       dryRun: Boolean(options.dryRun),
       recovery,
+      verdict: problems.length > 0 ? 'would-fail' : 'ok',
+      problems: problems.map(problemJson),
+      nothingToMerge: false,
       compressor,
       blockSize,
       oldBaseBytes,
@@ -267,11 +395,9 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       warnings,
     };
     if (options.dryRun) {
-      return { ...base, newBaseBytes: estimate - (16 << 20), newBaseEstimated: true, kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000 };
+      return { ...result, newBaseBytes: estimate, newBaseEstimated: true, kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000 };
     }
-    if (spaceNeeded > spaceAvailable) {
-      throw new NoSpaceError(`not enough free space on the medium for the switch: the new base (about ${estimate} bytes) and a fresh overlay (${overlayCost} bytes) must fit beside the old ones, but only ${spaceAvailable} bytes are free. Free some space, or build with --work-dir on another disk (the new base still has to be copied onto the medium)`, liveos);
-    }
+    if (problems.length > 0) throw problems[0];
 
     // Build the new base.
     const target = join(buildDir, options.workDir ? `${BASE_NAME}${TEMP_MARK}partial-${process.pid}` : newBaseName);
@@ -303,7 +429,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       };
       strip(tree);
     }
-    await rm(target, { force: true });
+    await removeFile(target);
     let written;
     try {
       written = await writeSquashfs(tree, target, {
@@ -316,32 +442,34 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       });
     } catch (err) {
       if ((err as { code?: string }).code === 'NO_SPACE' || (err as NodeJS.ErrnoException).code === 'ENOSPC') {
-        throw new NoSpaceError('the medium ran out of space while the new base was written; nothing was changed', target);
+        throw new NoSpaceError(`the medium ran out of space while the new base was written (${formatSize(spaceAvailable)} were free); nothing was changed`, target);
       }
       throw err;
     }
     await fsyncFile(target);
-    faultPoint('built');
+    stepPoint('built');
 
     await verify(target, medium, rootInode, a, merged, reuse, options.onProgress);
-    faultPoint('verified');
+    stepPoint('verified');
 
     let newBasePath = target;
     if (options.workDir) {
       const size = (await stat(target)).size;
       const avail = await freeSpace(liveos);
-      if (size + overlayCost > avail) throw new NoSpaceError(`the new base (${size} bytes) and a fresh overlay (${overlayCost} bytes) do not fit on the medium (${avail} bytes free)`, liveos);
+      if (size + overlayCost > avail) throw new NoSpaceError(`the new base (${formatSize(size)}) and a fresh overlay (${formatSize(overlayCost)}) do not fit on the medium (${formatSize(avail)} free); nothing was changed`, liveos);
       newBasePath = join(liveos, newBaseName);
       cleanup.push(newBasePath);
+      await removeFile(newBasePath);
       await copyFile(target, newBasePath);
       await fsyncFile(newBasePath);
-      await rm(target, { force: true });
+      await removeFile(target);
     }
+    await copyOwnership(medium.basePath, newBasePath, warnings);
 
-    // The fresh overlay: same name, size and chunk size, bound to the new base.
+    // The fresh overlay: same name, size, chunk size, mode and owner, bound to the new base.
     const newOverlayPath = join(liveos, newOverlayName);
     cleanup.push(newOverlayPath);
-    await rm(newOverlayPath, { force: true });
+    await removeFile(newOverlayPath);
     const newBaseFile = await FileDisk.open(newBasePath, { readOnly: true });
     let binding;
     try {
@@ -356,32 +484,57 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     } finally {
       await ov.close();
     }
-    faultPoint('overlay-created');
+    await copyOwnership(overlayPath, newOverlayPath, warnings);
+    stepPoint('overlay-created');
 
     await ovDisk.close();
     await medium.close();
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
-    const kept = options.keepOld ? { base: `${BASE_NAME}${TEMP_MARK}old-${stamp}`, overlay: `${basename(overlayPath)}${TEMP_MARK}old-${stamp}` } : { base: null, overlay: null };
-    await switchBase(liveos, {
-      base: BASE_NAME,
-      overlay: basename(overlayPath),
-      newBase: newBaseName,
-      newOverlay: newOverlayName,
-      oldOverlay: kept.overlay ?? `${basename(overlayPath)}${TEMP_MARK}old`,
-      oldBase: kept.base,
-    });
+    const oldOverlayName = options.keepOld ? `${basename(overlayPath)}${TEMP_MARK}old-${stamp}` : `${basename(overlayPath)}${TEMP_MARK}old`;
+    const oldBaseName = options.keepOld ? `${BASE_NAME}${TEMP_MARK}old-${stamp}` : `${BASE_NAME}${TEMP_MARK}old`;
+    // From here the switch owns the new files: it removes them itself when it rolls back.
     cleanup.length = 0;
+    warnings.push(
+      ...(await switchBase(liveos, {
+        base: BASE_NAME,
+        overlay: basename(overlayPath),
+        newBase: newBaseName,
+        newOverlay: newOverlayName,
+        oldOverlay: oldOverlayName,
+        oldBase: oldBaseName,
+        keepOld: Boolean(options.keepOld),
+      })),
+    );
+    const keptBase = options.keepOld && (await pathExists(join(liveos, oldBaseName))) ? join(liveos, oldBaseName) : null;
     return {
-      ...base,
+      ...result,
       newBaseBytes: written.size,
       newBaseEstimated: false,
-      kept: { base: kept.base && join(liveos, kept.base), overlay: kept.overlay && join(liveos, kept.overlay) },
+      kept: { base: keptBase, overlay: options.keepOld ? join(liveos, oldOverlayName) : null },
       seconds: (Date.now() - started) / 1000,
     };
   } finally {
-    for (const f of cleanup) await rm(f, { force: true });
+    for (const f of cleanup) await removeFile(f).catch(() => {});
     await ovDisk.close().catch(() => {});
     await medium.close().catch(() => {});
+  }
+}
+
+function problemJson(e: LivestickError): { code: string; message: string; file?: string } {
+  return { code: e.code, message: e.message, ...(e.file === undefined ? {} : { file: e.file }) };
+}
+
+/** The new file gets the old one's mode, and its owner where this process may set it. */
+async function copyOwnership(from: string, to: string, warnings: string[]): Promise<void> {
+  const st = await stat(from);
+  await chmod(to, st.mode & 0o7777);
+  const now = await stat(to);
+  if (now.uid === st.uid && now.gid === st.gid) return;
+  try {
+    await chown(to, st.uid, st.gid);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    warnings.push(`${to} could not be given the owner of ${basename(from)} (uid ${st.uid}, gid ${st.gid}): ${(err as Error).message}`);
   }
 }
 

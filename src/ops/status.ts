@@ -199,6 +199,8 @@ export function renderStatus(r: StatusReport): string {
     `             ${formatSize(o.usedBytes)} used of ${formatSize(o.sizeBytes)} (${pct(o.fill)}), ${formatSize(o.freeBytes)} free, ${formatSize(o.chunkSize)} chunks, ${o.valid ? 'valid' : 'INVALID'}, ${o.bound ? (o.baseMatches === false ? 'bound to ANOTHER base' : 'bound to this base') : 'unbound'}`,
   ];
   if (r.recovery.action === 'completed') lines.push('recovered:   an interrupted merge was completed first');
+  if (r.recovery.action === 'rolled-back') lines.push('recovered:   an interrupted merge was undone first (the previous base and overlay are back)');
+  for (const w of r.recovery.warnings) lines.push(`recovery:    ${w}`);
   if (r.recovery.action === 'cleaned') lines.push(`recovered:   leftovers of an interrupted merge were removed (${r.recovery.files.join(', ')})`);
   if (r.filesystem.blocks > 0) {
     const u = r.usage;

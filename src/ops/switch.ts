@@ -1,29 +1,40 @@
 /**
  * Crash-safe switch from (old base, old overlay) to (new base, fresh overlay), with a journal on the
- * medium so that any later livestick command finishes an interrupted switch.
+ * medium so that any later livestick command finishes or undoes an interrupted switch — and an
+ * immediate rollback when a step fails, so a failed switch never costs data.
  *
  * Design notes
  * - dracut boots LiveOS/squashfs.img with LiveOS/overlay-LABEL-UUID. Two files cannot be replaced in
- *   one atomic step, so the order is chosen so that no instant pairs the old overlay with the new base
- *   and no instant lacks a base:
- *     1. the new base and the new overlay are complete and durable beside the old ones (*.livestick-new);
- *     2. the journal is written (from here on, recovery rolls forward);
- *     3. with --keep-old, the old base is preserved (hard link, or a copy where links do not exist);
- *     4. overlay → overlay.livestick-old   (boot: old base, no overlay: dracut uses a RAM overlay)
- *     5. squashfs.img.livestick-new → squashfs.img (atomic replace; boot: new base, no overlay)
- *     6. overlay.livestick-new → overlay   (boot: new base, fresh overlay)
- *     7. the old overlay is removed (unless kept), then the journal.
- *   In steps 4–5 a boot finds no persistent overlay, so dracut runs with a temporary one: nothing is
- *   mixed and nothing is lost (the user's changes are in the new base, and in the kept old overlay).
- * - Every step is idempotent and decided by which files exist, so recovery simply runs the remaining
- *   steps. Without a journal, leftover *.livestick-new files are an unfinished build: removed.
- * - Renames are followed by an fsync of the directory where the host allows it.
- * - LIVESTICK_FAULT_AT=step[,step…] kills the process at those points (used by the fault-injection tests).
+ *   one atomic step, so the order is chosen so that no instant pairs an overlay with a base it does
+ *   not belong to and no instant lacks a base:
+ *     0. the new base and the new overlay are complete, verified and durable beside the old ones
+ *        (*.livestick-new);
+ *     1. the journal is written: the names, and an identity (size + sampled SHA-256) of each of the
+ *        four files, so recovery can tell which file is which whatever their names are now;
+ *     2. the old base gets a second name (hard link), so it can come back at any later step;
+ *     3. overlay → overlay.livestick-old          (boot: old base, no overlay: dracut uses a RAM one)
+ *     4. squashfs.img.livestick-new → squashfs.img (atomic replace; boot: new base, no overlay)
+ *     5. overlay.livestick-new → overlay           (boot: new base, fresh overlay)
+ *     6. the old names are removed (kept with --keep-old), then the journal.
+ * - A step that fails (EPERM, EIO, ENOSPC, a rename the host refuses) turns the journal around
+ *   ("back") and undoes the steps at once: the old base and overlay return under their own names and
+ *   the new files are removed. Where the host has no hard links (FAT), step 4 is the point of no
+ *   return: the new base, verified and holding every change, stays, and the old overlay is kept.
+ * - Recovery identifies every file present by its identity, never by name alone, then completes the
+ *   journal's direction, or the other one when that is impossible. It deletes a file only when the
+ *   target pair is in place under the live names (checked by identity): the new base and fresh
+ *   overlay going forward, the old base and old overlay going back. When neither pair can be made it
+ *   keeps everything and says what it found.
+ * - Steps after the pair is in place (removing old names, the journal) only tidy up: their failure is
+ *   a warning, and the next command retries them.
+ * - Every file operation passes a fault point (io/faults.ts); LIVESTICK_FAULT_AT=step[,step…] also
+ *   kills the process at the named step boundaries below.
  */
-import { copyFile, link, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
-import { fsyncDir, fsyncFile, pathExists } from '../io/host.ts';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CorruptImageError, fromSystemError } from '../errors.ts';
+import { CorruptImageError, ExitCode, LivestickError, fromSystemError, type ErrorCode } from '../errors.ts';
+import { SimulatedCrash } from '../io/faults.ts';
+import { copyFile, fsyncDir, fsyncFile, link, pathExists, removeFile, rename, sampleDigest, writeFileAtomic } from '../io/host.ts';
 import { TEMP_MARK } from './medium.ts';
 
 export const JOURNAL_NAME = 'livestick-journal.json';
@@ -34,33 +45,45 @@ export interface SwitchPlan {
   readonly overlay: string;
   readonly newBase: string;
   readonly newOverlay: string;
+  /** Where the old overlay waits during the switch (and stays with --keep-old). */
   readonly oldOverlay: string;
-  /** Where the old base is kept with --keep-old, else null. */
-  readonly oldBase: string | null;
+  /** Where the old base waits during the switch (and stays with --keep-old). */
+  readonly oldBase: string;
+  /** Keep the old base and overlay under their old-names afterwards (--keep-old). */
+  readonly keepOld: boolean;
 }
+
+export interface FileIdentity {
+  readonly size: number;
+  readonly digest: string;
+}
+
+type Role = 'oldBase' | 'newBase' | 'oldOverlay' | 'newOverlay';
+type Direction = 'forward' | 'back';
 
 interface Journal {
-  version: 1;
+  version: 2;
   op: 'switch';
+  direction: Direction;
   plan: SwitchPlan;
+  files: Record<Role, FileIdentity>;
 }
 
-export function faultPoint(step: string): void {
+/** Kills the process at a named step boundary when LIVESTICK_FAULT_AT names it (fault-injection tests). */
+export function stepPoint(step: string): void {
   const at = process.env.LIVESTICK_FAULT_AT;
   if (at && at.split(',').includes(step)) process.kill(process.pid, 'SIGKILL');
 }
 
-async function writeJournal(liveos: string, plan: SwitchPlan): Promise<void> {
-  const path = join(liveos, JOURNAL_NAME);
-  const tmp = `${path}${TEMP_MARK}tmp`;
-  const journal: Journal = { version: 1, op: 'switch', plan };
-  await writeFile(tmp, `${JSON.stringify(journal, null, 2)}\n`);
-  await fsyncFile(tmp);
-  await rename(tmp, path);
+async function writeJournal(liveos: string, journal: Journal): Promise<void> {
+  await writeFileAtomic(join(liveos, JOURNAL_NAME), `${JSON.stringify(journal, null, 2)}\n`, `${TEMP_MARK}tmp`);
   await fsyncDir(liveos);
 }
 
-export async function readJournal(liveos: string): Promise<SwitchPlan | undefined> {
+const isName = (n: unknown): n is string => typeof n === 'string' && n !== '' && !n.includes('/') && !n.includes('\\') && !n.startsWith('.') && n !== '..';
+const isIdentity = (x: unknown): x is FileIdentity => typeof x === 'object' && x !== null && Number.isSafeInteger((x as FileIdentity).size) && /^[0-9a-f]{64}$/.test(String((x as FileIdentity).digest));
+
+export async function readJournal(liveos: string): Promise<Journal | undefined> {
   const path = join(liveos, JOURNAL_NAME);
   let text: string;
   try {
@@ -73,83 +96,337 @@ export async function readJournal(liveos: string): Promise<SwitchPlan | undefine
   try {
     j = JSON.parse(text) as Journal;
   } catch {
-    throw new CorruptImageError('livestick journal', 'json', 'not valid JSON; inspect the LiveOS directory by hand', undefined, { file: path });
+    throw new CorruptImageError('livestick journal', 'json', 'not valid JSON; nothing was changed. Inspect the LiveOS directory by hand', undefined, { file: path });
+  }
+  if ((j as { version?: unknown })?.version === 1) {
+    throw new CorruptImageError('livestick journal', 'version', 'an interrupted switch from an older livestick (journal version 1); nothing was changed. Compare squashfs.img, the overlay and their *.livestick-* copies by hand', undefined, { file: path });
   }
   const p = j?.plan;
-  const names = p && [p.base, p.overlay, p.newBase, p.newOverlay, p.oldOverlay];
-  if (j?.version !== 1 || j.op !== 'switch' || !names || names.some((n) => typeof n !== 'string' || n.includes('/') || n.includes('\\') || n === '' || n.startsWith('.')) || (p.oldBase !== null && typeof p.oldBase !== 'string')) {
-    throw new CorruptImageError('livestick journal', 'plan', 'unexpected content; inspect the LiveOS directory by hand', undefined, { file: path });
-  }
-  return p;
+  const ok =
+    j?.version === 2 &&
+    j.op === 'switch' &&
+    (j.direction === 'forward' || j.direction === 'back') &&
+    p !== undefined &&
+    [p.base, p.overlay, p.newBase, p.newOverlay, p.oldOverlay, p.oldBase].every(isName) &&
+    typeof p.keepOld === 'boolean' &&
+    (['oldBase', 'newBase', 'oldOverlay', 'newOverlay'] as const).every((r) => isIdentity(j.files?.[r]));
+  if (!ok) throw new CorruptImageError('livestick journal', 'plan', 'unexpected content; nothing was changed. Inspect the LiveOS directory by hand', undefined, { file: path });
+  return j;
 }
 
-async function preserveOldBase(liveos: string, plan: SwitchPlan): Promise<void> {
-  if (plan.oldBase === null) return;
-  const kept = join(liveos, plan.oldBase);
-  const newBase = join(liveos, plan.newBase);
-  // Once the new base has replaced the old one there is nothing left to keep.
-  if ((await pathExists(kept)) || !(await pathExists(newBase))) return;
-  const base = join(liveos, plan.base);
+/** Which of the four files each name of the plan holds right now (undefined: missing or unknown). */
+class Scene {
+  private readonly cache = new Map<string, Role | 'other' | undefined>();
+  constructor(
+    readonly liveos: string,
+    readonly journal: Journal,
+  ) {}
+
+  forget(...names: string[]): void {
+    for (const n of names) this.cache.delete(n);
+  }
+
+  async at(name: string): Promise<Role | 'other' | undefined> {
+    if (this.cache.has(name)) return this.cache.get(name);
+    const path = join(this.liveos, name);
+    let role: Role | 'other' | undefined;
+    if (await pathExists(path)) {
+      const id = await sampleDigest(path);
+      role = 'other';
+      for (const [r, want] of Object.entries(this.journal.files) as [Role, FileIdentity][]) {
+        if (want.size === id.size && want.digest === id.digest) role = r;
+      }
+    }
+    this.cache.set(name, role);
+    return role;
+  }
+
+  async has(name: string, role: Role): Promise<boolean> {
+    return (await this.at(name)) === role;
+  }
+
+  async describe(): Promise<string> {
+    const p = this.journal.plan;
+    const parts: string[] = [];
+    for (const n of new Set([p.base, p.overlay, p.newBase, p.newOverlay, p.oldBase, p.oldOverlay])) {
+      const r = await this.at(n);
+      if (r !== undefined) parts.push(`${n} (${r === 'other' ? 'unknown content' : ROLE_TEXT[r]})`);
+    }
+    return parts.length > 0 ? parts.join(', ') : 'none of the files';
+  }
+}
+
+const ROLE_TEXT: Record<Role, string> = { oldBase: 'the old base', newBase: 'the new base', oldOverlay: 'the old overlay', newOverlay: 'the fresh overlay' };
+
+async function renameIn(scene: Scene, from: string, to: string): Promise<void> {
+  await rename(join(scene.liveos, from), join(scene.liveos, to));
+  await fsyncDir(scene.liveos);
+  scene.forget(from, to);
+}
+
+/**
+ * Can the pair of a direction be put under the live names with the files present? Never when a live
+ * name holds a file of unknown content (the medium was booted and its overlay changed since, or a
+ * file was replaced by hand): that file is the user's newest data and nothing may be moved onto it.
+ */
+async function possible(scene: Scene, dir: Direction): Promise<boolean> {
+  const p = scene.journal.plan;
+  const base = await scene.at(p.base);
+  const overlay = await scene.at(p.overlay);
+  if (dir === 'forward') {
+    if (base === 'other' || overlay === 'other') return false;
+    const newBase = base === 'newBase' || (await scene.has(p.newBase, 'newBase'));
+    const newOverlay = overlay === 'newOverlay' || (await scene.has(p.newOverlay, 'newOverlay'));
+    const oldOverlayAccounted = overlay === 'newOverlay' || overlay === 'oldOverlay' || (await scene.has(p.oldOverlay, 'oldOverlay'));
+    return newBase && newOverlay && oldOverlayAccounted;
+  }
+  if (base === 'other') return false;
+  const oldBase = base === 'oldBase' || (await scene.has(p.oldBase, 'oldBase'));
+  const oldOverlayAside = await scene.has(p.oldOverlay, 'oldOverlay');
+  const overlayOk = overlay === 'oldOverlay' || (overlay === 'other' && !oldOverlayAside) || ((overlay === undefined || overlay === 'newOverlay') && oldOverlayAside);
+  return oldBase && overlayOk;
+}
+
+/** Steps 2–5: puts the new pair under the live names. Every step is idempotent. */
+async function pairForward(scene: Scene): Promise<void> {
+  const p = scene.journal.plan;
+  const at = (n: string) => join(scene.liveos, n);
+  if ((await scene.has(p.base, 'oldBase')) && (await scene.at(p.oldBase)) === undefined) {
+    let linked = false;
+    try {
+      await link(at(p.base), at(p.oldBase));
+      await fsyncDir(scene.liveos);
+      linked = true;
+    } catch (err) {
+      // No hard links here (FAT): the base replace below becomes the point of no return.
+      rethrowCrash(err);
+      await removeFile(at(p.oldBase)).catch(rethrowCrash);
+    }
+    if (!linked && p.keepOld) {
+      const tmp = `${p.oldBase}${TEMP_MARK}copy`;
+      await removeFile(at(tmp));
+      await copyFile(at(p.base), at(tmp));
+      await fsyncFile(at(tmp));
+      await renameIn(scene, tmp, p.oldBase);
+    }
+    scene.forget(p.oldBase);
+  }
+  stepPoint('old-base-kept');
+  if ((await scene.has(p.overlay, 'oldOverlay')) && (await scene.at(p.oldOverlay)) === undefined) await renameIn(scene, p.overlay, p.oldOverlay);
+  stepPoint('old-overlay-moved');
+  if (await scene.has(p.newBase, 'newBase')) await renameIn(scene, p.newBase, p.base);
+  stepPoint('base-replaced');
+  if ((await scene.has(p.newOverlay, 'newOverlay')) && (await scene.at(p.overlay)) !== 'oldOverlay') await renameIn(scene, p.newOverlay, p.overlay);
+  stepPoint('overlay-replaced');
+  if (!(await scene.has(p.base, 'newBase')) || !(await scene.has(p.overlay, 'newOverlay'))) {
+    throw new LivestickError('FAILURE', ExitCode.failure, `the new pair is not in place after the switch steps (found ${await scene.describe()})`, { file: scene.liveos });
+  }
+}
+
+/** Undo: puts the old pair back under the live names (an overlay changed since is left as it is). */
+async function pairBack(scene: Scene): Promise<void> {
+  const p = scene.journal.plan;
+  if (!(await scene.has(p.base, 'oldBase')) && (await scene.has(p.oldBase, 'oldBase'))) await renameIn(scene, p.oldBase, p.base);
+  const overlay = await scene.at(p.overlay);
+  if ((overlay === undefined || overlay === 'newOverlay') && (await scene.has(p.oldOverlay, 'oldOverlay'))) await renameIn(scene, p.oldOverlay, p.overlay);
+  const now = await scene.at(p.overlay);
+  if (!(await scene.has(p.base, 'oldBase')) || !(now === 'oldOverlay' || now === 'other')) {
+    throw new LivestickError('FAILURE', ExitCode.failure, `the old pair could not be put back (found ${await scene.describe()})`, { file: scene.liveos });
+  }
+}
+
+/** Step 6: removes what the direction no longer needs, then the journal. Failures are warnings. */
+async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<void> {
+  const p = scene.journal.plan;
+  const remove = async (name: string, role: Role): Promise<void> => {
+    if (!(await scene.has(name, role))) return;
+    try {
+      await removeFile(join(scene.liveos, name));
+      scene.forget(name);
+    } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
+      warnings.push(`could not remove ${join(scene.liveos, name)} (${fromSystemError(err, name, 'remove it').message}); remove it by hand once the medium has booted`);
+    }
+  };
+  // Only with the target pair in place (checked by the callers) is anything deleted.
+  if (dir === 'forward') {
+    if (!p.keepOld) {
+      await remove(p.oldOverlay, 'oldOverlay');
+      await remove(p.oldBase, 'oldBase');
+    }
+  } else {
+    await remove(p.newBase, 'newBase');
+    await remove(p.newOverlay, 'newOverlay');
+    await remove(p.oldBase, 'oldBase');
+  }
+  await removeFile(join(scene.liveos, `${p.oldBase}${TEMP_MARK}copy`)).catch(rethrowCrash);
   try {
-    await link(base, kept);
-  } catch {
-    const tmp = `${kept}${TEMP_MARK}copy`;
-    await copyFile(base, tmp);
-    faultPoint('keep-old-copied');
-    await fsyncFile(tmp);
-    await rename(tmp, kept);
+    await fsyncDir(scene.liveos);
+    await removeFile(join(scene.liveos, JOURNAL_NAME));
+    await fsyncDir(scene.liveos);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    warnings.push(`could not remove the journal ${join(scene.liveos, JOURNAL_NAME)} (${fromSystemError(err, JOURNAL_NAME, 'remove it').message}); the next livestick command retries`);
   }
-  await fsyncDir(liveos);
 }
 
-/** Runs (or resumes) every remaining step of the switch. */
-async function runSteps(liveos: string, plan: SwitchPlan): Promise<void> {
-  const at = (name: string) => join(liveos, name);
-  await preserveOldBase(liveos, plan);
-  faultPoint('old-base-kept');
-  if ((await pathExists(at(plan.newOverlay))) && (await pathExists(at(plan.overlay)))) {
-    await rename(at(plan.overlay), at(plan.oldOverlay));
-    await fsyncDir(liveos);
-  }
-  faultPoint('old-overlay-moved');
-  if (await pathExists(at(plan.newBase))) {
-    await rename(at(plan.newBase), at(plan.base));
-    await fsyncDir(liveos);
-  }
-  faultPoint('base-replaced');
-  if (await pathExists(at(plan.newOverlay))) {
-    await rename(at(plan.newOverlay), at(plan.overlay));
-    await fsyncDir(liveos);
-  }
-  faultPoint('overlay-replaced');
-  if (plan.oldBase === null) await rm(at(plan.oldOverlay), { force: true });
-  await unlink(at(JOURNAL_NAME));
-  await fsyncDir(liveos);
-  faultPoint('switch-done');
+function rethrowCrash(err: unknown): void {
+  if (err instanceof SimulatedCrash) throw err;
 }
 
-/** Switches to the new base and overlay (both complete and durable beside the old ones). */
-export async function switchBase(liveos: string, plan: SwitchPlan): Promise<void> {
-  await writeJournal(liveos, plan);
-  faultPoint('journal-written');
-  await runSteps(liveos, plan);
+/** A switch that failed: rolled back (nothing changed), or stopped where the files are safe. */
+export class SwitchFailedError extends LivestickError {
+  constructor(
+    code: ErrorCode,
+    exitCode: number,
+    message: string,
+    readonly rolledBack: boolean,
+    options: { file?: string; cause?: unknown },
+  ) {
+    super(code, exitCode, message, options);
+  }
+  override details(): Record<string, unknown> {
+    return { ...super.details(), rolledBack: this.rolledBack };
+  }
+}
+
+function plainCause(err: unknown, liveos: string): LivestickError {
+  const e = fromSystemError(err, liveos, 'switch');
+  const path = (err as NodeJS.ErrnoException).path;
+  const code = (err as NodeJS.ErrnoException).code;
+  const what = (err as NodeJS.ErrnoException).syscall;
+  if (code && path) e.message = `${what ?? 'an operation'} on ${path} failed: ${describeErrno(code)}`;
+  return e;
+}
+
+function describeErrno(code: string): string {
+  switch (code) {
+    case 'EPERM':
+      return 'operation not permitted (an immutable or append-only attribute, or a host that refuses the rename)';
+    case 'EACCES':
+      return 'permission denied';
+    case 'EROFS':
+      return 'the filesystem is mounted read-only';
+    case 'ENOSPC':
+      return 'no space left on the medium';
+    case 'EIO':
+      return 'an I/O error (a failing or pulled stick?)';
+    case 'EBUSY':
+      return 'the file is busy (in use by a running system?)';
+    default:
+      return code;
+  }
+}
+
+/** Identities of the four files; computed before the switch (the new ones are verified by then). */
+export async function identify(liveos: string, plan: SwitchPlan): Promise<Record<Role, FileIdentity>> {
+  const id = (n: string) => sampleDigest(join(liveos, n));
+  return { oldBase: await id(plan.base), newBase: await id(plan.newBase), oldOverlay: await id(plan.overlay), newOverlay: await id(plan.newOverlay) };
+}
+
+/**
+ * Switches to the new base and overlay (both complete, verified and durable beside the old ones).
+ * Returns warnings from tidying up; throws SwitchFailedError after rolling back when a step fails.
+ */
+export async function switchBase(liveos: string, plan: SwitchPlan): Promise<string[]> {
+  const journal: Journal = { version: 2, op: 'switch', direction: 'forward', plan, files: await identify(liveos, plan) };
+  const warnings: string[] = [];
+  try {
+    await writeJournal(liveos, journal);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    await removeFile(join(liveos, `${JOURNAL_NAME}${TEMP_MARK}tmp`)).catch(rethrowCrash);
+    const cause = plainCause(err, liveos);
+    throw new SwitchFailedError(cause.code, cause.exitCode, `rolled back: nothing changed. The switch journal could not be written: ${cause.message}`, true, { file: liveos, cause: err });
+  }
+  stepPoint('journal-written');
+  const scene = new Scene(liveos, journal);
+  try {
+    await pairForward(scene);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    const cause = plainCause(err, liveos);
+    try {
+      journal.direction = 'back';
+      await writeJournal(liveos, journal).catch((e: unknown) => rethrowCrash(e));
+      scene.forget(...Object.values(plan).filter((v): v is string => typeof v === 'string'));
+      if (!(await possible(scene, 'back'))) {
+        const baseIsNew = await scene.has(plan.base, 'newBase');
+        throw new SwitchFailedError(
+          cause.code,
+          cause.exitCode,
+          baseIsNew
+            ? `the switch stopped after the new base was put in place (this host keeps no second name for the old base, so it cannot come back): ${cause.message}. Nothing is lost: the new base holds every change, and the old overlay is kept. Found: ${await scene.describe()}. Run any livestick command on the medium to finish`
+            : `the switch failed (${cause.message}) and cannot be undone with the files present: ${await scene.describe()}. Nothing was deleted; run any livestick command on the medium once the cause is fixed`,
+          false,
+          { file: liveos, cause: err },
+        );
+      }
+      await pairBack(scene);
+      await tidy(scene, 'back', warnings);
+    } catch (rollbackErr) {
+      if (rollbackErr instanceof SimulatedCrash || rollbackErr instanceof SwitchFailedError) throw rollbackErr;
+      throw new SwitchFailedError(
+        cause.code,
+        cause.exitCode,
+        `the switch failed (${cause.message}) and so did rolling it back (${plainCause(rollbackErr, liveos).message}). Nothing was deleted; found: ${await scene.describe().catch(() => 'unknown')}. The journal ${JOURNAL_NAME} records the files; run any livestick command on the medium once the cause is fixed`,
+        false,
+        { file: liveos, cause: err },
+      );
+    }
+    throw new SwitchFailedError(cause.code, cause.exitCode, `rolled back: nothing changed. The switch failed: ${cause.message}`, true, { file: liveos, cause: err });
+  }
+  await tidy(scene, 'forward', warnings);
+  stepPoint('switch-done');
+  return warnings;
 }
 
 export interface RecoveryReport {
-  /** 'none': nothing to do; 'completed': an interrupted switch was finished; 'cleaned': an unfinished build was removed. */
-  readonly action: 'none' | 'completed' | 'cleaned';
+  /**
+   * 'none': nothing to do; 'completed': an interrupted switch was finished; 'rolled-back': it was
+   * undone (the old pair is back); 'cleaned': an unfinished build was removed.
+   */
+  readonly action: 'none' | 'completed' | 'rolled-back' | 'cleaned';
   readonly files: readonly string[];
+  readonly warnings: readonly string[];
 }
 
-/** Finishes an interrupted switch, or removes the leftovers of an unfinished build. */
+/** Leftovers of an unfinished build: removed only when no journal exists (nothing was switched). */
+const BUILD_LEFTOVER = [`${TEMP_MARK}new`, `${TEMP_MARK}partial`, `${TEMP_MARK}copy`, `${TEMP_MARK}tmp`, `${TEMP_MARK}probe`, `${TEMP_MARK}linkprobe`];
+
+/** Finishes or undoes an interrupted switch, or removes the leftovers of an unfinished build. */
 export async function recoverMedium(liveos: string): Promise<RecoveryReport> {
-  const plan = await readJournal(liveos);
-  if (plan !== undefined) {
-    await runSteps(liveos, plan);
-    return { action: 'completed', files: [plan.base, plan.overlay] };
+  const journal = await readJournal(liveos);
+  const warnings: string[] = [];
+  if (journal !== undefined) {
+    const scene = new Scene(liveos, journal);
+    const order: Direction[] = journal.direction === 'forward' ? ['forward', 'back'] : ['back', 'forward'];
+    for (const dir of order) {
+      if (!(await possible(scene, dir))) continue;
+      if (dir === 'forward') await pairForward(scene);
+      else await pairBack(scene);
+      await tidy(scene, dir, warnings);
+      return { action: dir === 'forward' ? 'completed' : 'rolled-back', files: [journal.plan.base, journal.plan.overlay], warnings };
+    }
+    throw new LivestickError(
+      'FAILURE',
+      ExitCode.failure,
+      `an interrupted switch cannot be finished or undone with the files present: ${await scene.describe()}. Nothing was changed or deleted; keep these files and inspect them by hand`,
+      { file: join(liveos, JOURNAL_NAME) },
+    );
   }
-  const leftovers = (await readdir(liveos)).filter((n) => n.includes(`${TEMP_MARK}new`) || n.includes(`${TEMP_MARK}partial`) || n.includes(`${TEMP_MARK}copy`) || n.includes(`${TEMP_MARK}tmp`));
-  for (const n of leftovers) await rm(join(liveos, n), { force: true });
-  if (leftovers.length > 0) await fsyncDir(liveos);
-  return { action: leftovers.length > 0 ? 'cleaned' : 'none', files: leftovers };
+  const names = await readdir(liveos);
+  const leftovers = names.filter((n) => BUILD_LEFTOVER.some((m) => n.includes(m)) && n !== JOURNAL_NAME);
+  const removed: string[] = [];
+  for (const n of leftovers) {
+    // A new file is only ever a copy of something regenerable while its live counterpart exists.
+    const live = n.slice(0, n.indexOf(TEMP_MARK));
+    if (n.endsWith(`${TEMP_MARK}new`) && live !== '' && !names.includes(live)) {
+      warnings.push(`${join(liveos, n)} has no ${live} beside it; kept`);
+      continue;
+    }
+    if (await removeFile(join(liveos, n))) removed.push(n);
+  }
+  if (removed.length > 0) await fsyncDir(liveos);
+  return { action: removed.length > 0 ? 'cleaned' : 'none', files: removed, warnings };
 }

@@ -10,8 +10,10 @@ import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../co
 import { renderOverlayInfo } from './overlay.ts';
 
 function renderMerge(r: MergeResult): string {
+  if (r.nothingToMerge) return [`nothing to merge: the overlay of ${r.medium} holds no changes; the base was left as it is`, ...r.warnings.filter((w) => !w.startsWith('the overlay holds no changes')).map((w) => `warning: ${w}`)].join('\n');
   const lines = [
-    r.dryRun ? `dry run: nothing was changed on ${r.medium}` : `merged the overlay of ${r.medium} into a new base`,
+    r.dryRun ? (r.verdict === 'ok' ? `dry run: the merge would succeed; nothing was changed on ${r.medium}` : `dry run: the merge would fail; nothing was changed on ${r.medium}`) : `merged the overlay of ${r.medium} into a new base`,
+    ...r.problems.map((p) => `would fail: ${p.file ? `${p.file}: ` : ''}${p.message}`),
     `  compressor ${r.compressor}, block size ${formatSize(r.blockSize)}`,
     `  old base             ${formatSize(r.oldBaseBytes)}`,
     `  new base             ${formatSize(r.newBaseBytes)}${r.newBaseEstimated ? ' (estimated)' : ''}`,
@@ -28,6 +30,20 @@ function renderMerge(r: MergeResult): string {
   }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
+}
+
+function exitCodeForProblem(code: string | undefined): number {
+  switch (code) {
+    case 'PERMISSION':
+      return ExitCode.permission;
+    case 'NO_SPACE':
+    case 'IO':
+      return ExitCode.ioError;
+    case 'SNAPSHOT_INVALID':
+      return ExitCode.dataError;
+    default:
+      return ExitCode.failure;
+  }
 }
 
 async function confirm(question: string): Promise<boolean> {
@@ -73,8 +89,9 @@ export function registerMedium(program: Command): void {
     .option('--work-dir <dir>', 'build the new base here, then copy it onto the medium')
     .option('--dry-run', 'say what would happen: sizes, reclaimed space, space needed')
     .option('--keep-old', 'keep the previous base and overlay under clear names')
+    .option('--force', 'rebuild the base even when the overlay holds no changes')
     .option('--json', 'print one JSON document')
-    .action(async (dir: string, opts: { overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; json?: boolean }) => {
+    .action(async (dir: string, opts: { overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean }) => {
       const compressor = opts.compressor as CompressorName | undefined;
       if (compressor !== undefined && !['gzip', 'xz', 'zstd', 'lz4'].includes(compressor)) throw new UsageError(`--compressor: "${compressor}" is not one of gzip, xz, zstd, lz4`);
       const blockSize = opts.blockSize === undefined ? undefined : parseSizeOption(opts.blockSize, '--block-size');
@@ -91,6 +108,7 @@ export function registerMedium(program: Command): void {
             workDir: opts.workDir,
             dryRun: opts.dryRun,
             keepOld: opts.keepOld,
+            force: opts.force,
             onProgress: (phase, d, t) => {
               let bar = bars.get(phase);
               if (!bar) {
@@ -102,6 +120,8 @@ export function registerMedium(program: Command): void {
             },
           });
           for (const b of bars.values()) b.finish();
+          // A dry run that finds a problem reports it and exits with that problem's code.
+          if (r.verdict === 'would-fail') process.exitCode = exitCodeForProblem(r.problems[0]?.code);
           return r;
         },
         renderMerge,

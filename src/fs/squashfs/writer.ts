@@ -23,6 +23,7 @@ import { availableParallelism } from 'node:os';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
+import { SimulatedCrash, faultPoint } from '../../io/faults.ts';
 import { isAllZero, view } from '../../io/bytes.ts';
 import { compressorForWriting } from './comp/index.ts';
 import { createBlockCompressor, type BlockCompressor } from './comp/pool.ts';
@@ -105,8 +106,10 @@ class Output {
   static async toPath(path: string): Promise<Output> {
     const o = new Output(path);
     try {
+      faultPoint('create', path);
       o.#fh = await open(path, 'w');
     } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
       throw fromSystemError(err, path, 'create the image');
     }
     return o;
@@ -147,12 +150,14 @@ class Output {
   async #raw(data: Uint8Array, at: number): Promise<void> {
     if (this.#fh) {
       try {
+        faultPoint('write', this.path);
         let done = 0;
         while (done < data.byteLength) {
           const { bytesWritten } = await this.#fh.write(data, done, data.byteLength - done, at + done);
           done += bytesWritten;
         }
       } catch (err) {
+        if (err instanceof SimulatedCrash) throw err;
         throw fromSystemError(err, this.path, 'write the image');
       }
     } else if (this.#disk) {
@@ -168,9 +173,11 @@ class Output {
     await this.flushBuffer();
     if (this.#fh) {
       try {
+        faultPoint('truncate', this.path);
         await this.#fh.truncate(size);
         await this.#fh.close();
       } catch (err) {
+        if (err instanceof SimulatedCrash) throw err;
         throw fromSystemError(err, this.path, 'finish the image');
       }
     } else if (this.#disk && typeof this.#disk.resize === 'function' && this.#disk.size !== size) {
@@ -182,7 +189,12 @@ class Output {
   async abort(): Promise<void> {
     if (this.#fh) {
       await this.#fh.close().catch(() => {});
-      await unlink(this.path).catch(() => {});
+      try {
+        faultPoint('unlink', this.path);
+        await unlink(this.path);
+      } catch {
+        // Left for the caller's cleanup (or, after a crash, for recovery).
+      }
     }
   }
 }
