@@ -5,7 +5,18 @@
 import * as fsp from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { faultPoint } from './faults.ts';
+import { SimulatedCrash, faultPoint } from './faults.ts';
+import { fromSystemError } from '../errors.ts';
+
+/** Runs a host operation; a system error becomes the typed one (the original kept as its cause). */
+async function typed<T>(path: string, action: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    throw fromSystemError(err, path, action);
+  }
+}
 
 export async function pathExists(path: string): Promise<boolean> {
   try {
@@ -18,13 +29,15 @@ export async function pathExists(path: string): Promise<boolean> {
 
 /** fsync a file by path (data and metadata). */
 export async function fsyncFile(path: string): Promise<void> {
-  faultPoint('fsync', path);
-  const fh = await fsp.open(path, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  await typed(path, 'flush the file to disk', async () => {
+    faultPoint('fsync', path);
+    const fh = await fsp.open(path, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  });
 }
 
 /** Errors that mean "this host cannot fsync a directory" (Windows, some network filesystems). */
@@ -42,56 +55,70 @@ export async function fsyncDir(dir: string): Promise<void> {
     }
   } catch (err) {
     // The rename itself is still atomic there; a real I/O error is not ignored.
-    if (!DIR_SYNC_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    if (err instanceof SimulatedCrash) throw err;
+    if (!DIR_SYNC_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? '')) throw fromSystemError(err, dir, 'flush the directory to disk');
   }
 }
 
 export async function rename(from: string, to: string): Promise<void> {
-  faultPoint('rename', `${from} -> ${to}`);
-  await fsp.rename(from, to);
+  await typed(from, `rename it to ${to}`, async () => {
+    faultPoint('rename', `${from} -> ${to}`);
+    await fsp.rename(from, to);
+  });
 }
 
 /** Removes a file; a missing file is not an error. */
 export async function removeFile(path: string): Promise<boolean> {
   if (!(await pathExists(path))) return false;
-  faultPoint('unlink', path);
   try {
+    faultPoint('unlink', path);
     await fsp.unlink(path);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
+    if (err instanceof SimulatedCrash) throw err;
+    throw fromSystemError(err, path, 'remove the file');
   }
 }
 
 export async function link(existing: string, newPath: string): Promise<void> {
-  faultPoint('link', `${existing} -> ${newPath}`);
-  await fsp.link(existing, newPath);
+  await typed(newPath, `link it to ${existing}`, async () => {
+    faultPoint('link', `${existing} -> ${newPath}`);
+    await fsp.link(existing, newPath);
+  });
 }
 
 export async function copyFile(from: string, to: string): Promise<void> {
-  faultPoint('copy', `${from} -> ${to}`);
-  await fsp.copyFile(from, to, fsConstants.COPYFILE_EXCL);
+  await typed(to, `copy ${from} to it`, async () => {
+    faultPoint('copy', `${from} -> ${to}`);
+    await fsp.copyFile(from, to, fsConstants.COPYFILE_EXCL);
+  });
 }
 
 /** Writes a small file durably under a temporary name, then renames it over `path`. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, tmpSuffix: string): Promise<void> {
   const tmp = `${path}${tmpSuffix}`;
   await removeFile(tmp);
-  faultPoint('create', tmp);
-  await fsp.writeFile(tmp, data, { flag: 'wx' });
+  await typed(tmp, 'write the file', async () => {
+    faultPoint('create', tmp);
+    await fsp.writeFile(tmp, data, { flag: 'wx' });
+  });
   await fsyncFile(tmp);
   await rename(tmp, path);
 }
 
 export async function chown(path: string, uid: number, gid: number): Promise<void> {
-  faultPoint('write', `chown ${path}`);
-  await fsp.chown(path, uid, gid);
+  await typed(path, `give it owner ${uid}:${gid}`, async () => {
+    faultPoint('write', `chown ${path}`);
+    await fsp.chown(path, uid, gid);
+  });
 }
 
 export async function chmod(path: string, mode: number): Promise<void> {
-  faultPoint('write', `chmod ${path}`);
-  await fsp.chmod(path, mode);
+  await typed(path, `set its mode to ${mode.toString(8)}`, async () => {
+    faultPoint('write', `chmod ${path}`);
+    await fsp.chmod(path, mode);
+  });
 }
 
 /**

@@ -220,11 +220,16 @@ export async function preflight(liveos: string, files: readonly string[]): Promi
     } catch (err) {
       if (err instanceof SimulatedCrash) throw err;
     }
-    await removeFile(`${probe}-link`);
-    await removeFile(probe);
   } catch (err) {
     if (err instanceof SimulatedCrash) throw err;
     problems.push(explainHostProblem(err, liveos, 'create files in'));
+  } finally {
+    // Best effort: a probe left behind is removed by the next command's recovery.
+    for (const f of [`${probe}-link`, probe]) {
+      await removeFile(f).catch((err: unknown) => {
+        if (err instanceof SimulatedCrash) throw err;
+      });
+    }
   }
   for (const f of files) {
     try {

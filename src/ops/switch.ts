@@ -238,6 +238,7 @@ async function pairBack(scene: Scene): Promise<void> {
 /** Step 6: removes what the direction no longer needs, then the journal. Failures are warnings. */
 async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<void> {
   const p = scene.journal.plan;
+  let failed = false;
   const remove = async (name: string, role: Role): Promise<void> => {
     if (!(await scene.has(name, role))) return;
     try {
@@ -245,7 +246,8 @@ async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<v
       scene.forget(name);
     } catch (err) {
       if (err instanceof SimulatedCrash) throw err;
-      warnings.push(`could not remove ${join(scene.liveos, name)} (${fromSystemError(err, name, 'remove it').message}); remove it by hand once the medium has booted`);
+      failed = true;
+      warnings.push(`could not remove ${join(scene.liveos, name)} (${fromSystemError(err, name, 'remove it').message}); the journal stays, and the next livestick command retries`);
     }
   };
   // Only with the target pair in place (checked by the callers) is anything deleted.
@@ -260,6 +262,7 @@ async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<v
     await remove(p.oldBase, 'oldBase');
   }
   await removeFile(join(scene.liveos, `${p.oldBase}${TEMP_MARK}copy`)).catch(rethrowCrash);
+  if (failed) return;
   try {
     await fsyncDir(scene.liveos);
     await removeFile(join(scene.liveos, JOURNAL_NAME));
@@ -292,10 +295,8 @@ export class SwitchFailedError extends LivestickError {
 
 function plainCause(err: unknown, liveos: string): LivestickError {
   const e = fromSystemError(err, liveos, 'switch');
-  const path = (err as NodeJS.ErrnoException).path;
-  const code = (err as NodeJS.ErrnoException).code;
-  const what = (err as NodeJS.ErrnoException).syscall;
-  if (code && path) e.message = `${what ?? 'an operation'} on ${path} failed: ${describeErrno(code)}`;
+  const sys = (e.cause ?? err) as NodeJS.ErrnoException;
+  if (sys?.code && sys.path) e.message = `${sys.syscall ?? 'an operation'} on ${sys.path} failed: ${describeErrno(sys.code)}`;
   return e;
 }
 
@@ -329,13 +330,15 @@ export async function identify(liveos: string, plan: SwitchPlan): Promise<Record
  * Returns warnings from tidying up; throws SwitchFailedError after rolling back when a step fails.
  */
 export async function switchBase(liveos: string, plan: SwitchPlan): Promise<string[]> {
-  const journal: Journal = { version: 2, op: 'switch', direction: 'forward', plan, files: await identify(liveos, plan) };
   const warnings: string[] = [];
+  let journal: Journal;
   try {
+    journal = { version: 2, op: 'switch', direction: 'forward', plan, files: await identify(liveos, plan) };
     await writeJournal(liveos, journal);
   } catch (err) {
     if (err instanceof SimulatedCrash) throw err;
-    await removeFile(join(liveos, `${JOURNAL_NAME}${TEMP_MARK}tmp`)).catch(rethrowCrash);
+    // Nothing was switched: the new files are only an unfinished build.
+    for (const n of [`${JOURNAL_NAME}${TEMP_MARK}tmp`, JOURNAL_NAME, plan.newBase, plan.newOverlay]) await removeFile(join(liveos, n)).catch(rethrowCrash);
     const cause = plainCause(err, liveos);
     throw new SwitchFailedError(cause.code, cause.exitCode, `rolled back: nothing changed. The switch journal could not be written: ${cause.message}`, true, { file: liveos, cause: err });
   }
