@@ -209,14 +209,23 @@ report.nonsense;
 export { made, data, reader, version, fill, code };
 `;
 
-test('the published types resolve and type-check a consumer (tsc, NodeNext, strict)', () => {
+/** The README's API example, so the documented usage keeps compiling against the published types. */
+function readmeExample(): string {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const block = /^## API\n[^]*?^```ts\n([^]*?)^```$/m.exec(readme);
+  assert.ok(block, 'README.md has an API section with a ts example');
+  return block[1]!;
+}
+
+test('the published types resolve and type-check a consumer and the README example (tsc, NodeNext, strict)', () => {
   writeFileSync(join(project, 'typed.ts'), TYPED);
+  writeFileSync(join(project, 'readme.ts'), readmeExample());
   const tsconfig = {
     compilerOptions: {
       target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
       skipLibCheck: false, types: ['node'], typeRoots: [join(root, 'node_modules/@types')],
     },
-    files: ['typed.ts'],
+    files: ['typed.ts', 'readme.ts'],
   };
   writeFileSync(join(project, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2));
   ok(run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], project), 'tsc in the consumer project');
@@ -227,7 +236,11 @@ test('the installed bin runs the packaged build', () => {
   assert.ok(!existsSync(join(project, 'node_modules/livestick/src')));
   const version = ok(run(npm, ['exec', '--offline', '--no', '--', 'livestick', '--version'], project), 'npx livestick --version');
   assert.equal(version.trim(), ours.version);
-  const image = join(tmp, 'work', 'tree.sqfs');
-  const ls = ok(run(npm, ['exec', '--offline', '--no', '--', 'livestick', 'squashfs', 'ls', image], project), 'livestick squashfs ls');
-  assert.deepEqual(ls.trim().split('\n'), ['big', 'etc']);
+  const source = join(tmp, 'bin-source');
+  mkdirSync(join(source, 'etc'), { recursive: true });
+  writeFileSync(join(source, 'etc/hostname'), 'stick\n');
+  const image = join(tmp, 'bin.sqfs');
+  ok(run(npm, ['exec', '--offline', '--no', '--', 'livestick', 'squashfs', 'create', source, image, '--threads', '1'], project), 'livestick squashfs create');
+  const cat = ok(run(npm, ['exec', '--offline', '--no', '--', 'livestick', 'squashfs', 'cat', image, '/etc/hostname'], project), 'livestick squashfs cat');
+  assert.equal(cat, 'stick\n');
 });
