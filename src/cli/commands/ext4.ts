@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { type BlockRangeUsage, type Ext4Info, type LsEntry, blockUsage, ext4Info, listDirectory, openExt4File } from '../../fs/ext4/index.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
 import { FileDisk } from '../../io/disk.ts';
 import { mkfs } from '../../fs/ext4/mkfs.ts';
 import { Ext4Writer } from '../../fs/ext4/writer.ts';
@@ -39,12 +39,12 @@ function permString(mode: number): string {
 }
 
 function renderLs(entries: LsEntry[], long: boolean): string {
-  if (!long) return entries.map((e) => e.name).join('\n');
+  if (!long) return entries.map((e) => quoteName(e.name)).join('\n');
   return entries
     .map((e) => {
       const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
       const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
-      return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${e.name}${e.target !== undefined ? ` -> ${e.target}` : ''}`;
+      return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
     })
     .join('\n');
 }

@@ -20,7 +20,7 @@ import {
   type HomeInfo,
   type PassphraseSource,
 } from '../../ops/home.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
 import { kdfChoice, readSecret, type KdfOpts } from './luks.ts';
 
 function addKdfOptions(cmd: Command): Command {
@@ -74,11 +74,11 @@ function modeString(e: LsEntry): string {
 }
 
 function renderLs(entries: LsEntry[], long: boolean): string {
-  if (!long) return entries.map((e) => e.name).join('\n');
+  if (!long) return entries.map((e) => quoteName(e.name)).join('\n');
   return entries
     .map((e) => {
       const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
-      return `${modeString(e)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${when} ${e.name}${e.target !== undefined ? ` -> ${e.target}` : ''}`;
+      return `${modeString(e)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
     })
     .join('\n');
 }

@@ -6,7 +6,7 @@ import { FileDisk } from '../../io/disk.ts';
 import { COMPRESSOR_NAMES, extractSquashfs, SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
 import { decodeDev } from '../../fs/squashfs/inode.ts';
 import { Flags } from '../../fs/squashfs/superblock.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
 
 async function withReader<T>(image: string, body: (r: SquashfsReader) => Promise<T>): Promise<T> {
   const disk = await FileDisk.open(image, { readOnly: true });
@@ -104,10 +104,10 @@ export function registerSquashfs(program: Command): void {
         }));
         return { path, entries };
       }), (res) => res.entries.map((e) => {
-        if (!opts.long) return e.name;
+        if (!opts.long) return quoteName(e.name);
         const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
         const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
-        return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${e.name}${e.target !== undefined ? ` -> ${e.target}` : ''}`;
+        return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
       }).join('\n'));
     });
 
