@@ -2,6 +2,7 @@
  * What every command shares: one JSON document on stdout with --json (on failure too), human text
  * otherwise, typed errors mapped to exit codes, and byte progress on stderr when it is a terminal.
  */
+import type { Command } from 'commander';
 import { ExitCode, LivestickError, UsageError, fromSystemError, isSystemError } from '../errors.ts';
 import { formatSize, parseSize } from '../io/bytes.ts';
 
@@ -17,6 +18,12 @@ export function typedError(err: unknown): unknown {
   if (!isSystemError(err)) return err;
   const action = err.syscall === undefined ? 'complete the operation' : `${err.syscall}`;
   return fromSystemError(err, err.path ?? (err as { dest?: string }).dest ?? '(no file named)', action);
+}
+
+/** --json (unless the command has no report) and -q/--quiet, which every command takes. */
+export function withOutputOptions(cmd: Command, options: { json?: boolean } = {}): Command {
+  if (options.json ?? true) cmd.option('--json', 'print one JSON document on stdout, on failure too');
+  return cmd.option('-q, --quiet', 'print nothing but errors and warnings (no progress)');
 }
 
 export function errorToJson(err: unknown): Record<string, unknown> {
