@@ -164,7 +164,6 @@ const SYSTEM_ERRORS: Record<string, { kind: 'notFound' | 'permission' | 'exists'
   EMFILE: { kind: 'io', words: 'too many open files' },
   ENFILE: { kind: 'io', words: 'too many open files in the system' },
   EAGAIN: { kind: 'io', words: 'resource temporarily unavailable' },
-  EINVAL: { kind: 'io', words: 'invalid argument' },
   EOPNOTSUPP: { kind: 'io', words: 'operation not supported by this filesystem' },
   ENOTSUP: { kind: 'io', words: 'operation not supported by this filesystem' },
   ETXTBSY: { kind: 'io', words: 'text file busy' },
