@@ -28,10 +28,10 @@ function permString(mode: number): string {
 }
 
 export function registerSquashfs(program: Command): void {
-  const sq = program.command('squashfs').description('Read and write SquashFS 4.0 images (the base of a live medium)');
+  const sq = program.command('squashfs').description('read and write SquashFS 4.0 images (the base of a live medium)');
 
   sq.command('create')
-    .description('Create an image from a directory')
+    .description('create an image from a directory')
     .argument('<source>', 'source directory')
     .argument('<out>', 'image to write')
     .option('--compressor <name>', 'gzip, xz, zstd or lz4', 'gzip')
@@ -39,7 +39,8 @@ export function registerSquashfs(program: Command): void {
     .option('--threads <n>', 'compression threads (0 = main thread)')
     .option('--all-root', 'store every file as owned by root')
     .option('--mtime <epoch>', 'every inode mtime and the image time (like SOURCE_DATE_EPOCH)')
-    .option('--json', 'one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (source: string, out: string, opts: { compressor: string; blockSize: string; threads?: string; allRoot?: boolean; mtime?: string; json?: boolean }) => {
       await runCommand(opts, async () => {
         if (!['gzip', 'xz', 'zstd', 'lz4'].includes(opts.compressor)) throw new UsageError(`--compressor: "${opts.compressor}" is not gzip, xz, zstd or lz4`);
@@ -61,9 +62,10 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('info')
-    .description('Show the superblock of an image')
-    .argument('<image>')
-    .option('--json', 'one JSON document on stdout')
+    .description('show the superblock of an image')
+    .argument('<image>', 'SquashFS image file')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, opts: { json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const sb = r.superblock;
@@ -87,11 +89,12 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('ls')
-    .description('List a directory inside an image')
-    .argument('<image>')
+    .description('list a directory inside an image')
+    .argument('<image>', 'SquashFS image file')
     .argument('[path]', 'directory inside the image', '/')
     .option('-l, --long', 'long listing')
-    .option('--json', 'one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, path: string, opts: { long?: boolean; json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const node = await r.lookup(path);
@@ -112,9 +115,10 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('cat')
-    .description('Write a file inside an image to stdout')
-    .argument('<image>')
-    .argument('<path>')
+    .description('write a file inside an image to stdout')
+    .argument('<image>', 'SquashFS image file')
+    .argument('<path>', 'file inside the image')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, path: string) => {
       await runCommand({}, () => withReader(image, async (r) => {
         const node = await r.lookup(path);
@@ -127,12 +131,13 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('extract')
-    .description('Extract an image (or a subtree) into a directory; never writes outside DEST')
-    .argument('<image>')
-    .argument('<dest>')
+    .description('extract an image (or a subtree) into a directory; never writes outside DEST')
+    .argument('<image>', 'SquashFS image file')
+    .argument('<dest>', 'host directory to extract into')
     .argument('[path]', 'subtree inside the image', '/')
     .option('--threads <n>', 'decompression threads (default: all cores for images over 8 MiB; 0 = main thread)')
-    .option('--json', 'one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, dest: string, path: string, opts: { threads?: string; json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const res = await extractSquashfs(r, dest, path, opts.threads !== undefined ? { threads: parseIntegerOption(opts.threads, '--threads') } : {});
