@@ -141,24 +141,62 @@ export class ReadOnlyError extends LivestickError {
   }
 }
 
-/** Wraps a Node.js system error (ENOENT, EACCES, EIO, ENOSPC, …) as the matching typed error. */
+/** Node's errno codes worth naming precisely: the typed error and the words (as strerror says them). */
+const SYSTEM_ERRORS: Record<string, { kind: 'notFound' | 'permission' | 'exists' | 'noSpace' | 'io'; words: string }> = {
+  ENOENT: { kind: 'notFound', words: 'no such file or directory' },
+  ENOTDIR: { kind: 'notFound', words: 'not a directory (a part of the path is not a directory)' },
+  EISDIR: { kind: 'notFound', words: 'is a directory' },
+  ENAMETOOLONG: { kind: 'notFound', words: 'file name too long' },
+  ELOOP: { kind: 'notFound', words: 'too many levels of symbolic links' },
+  ENXIO: { kind: 'notFound', words: 'no such device or address' },
+  ENODEV: { kind: 'notFound', words: 'no such device' },
+  EACCES: { kind: 'permission', words: 'permission denied' },
+  EPERM: { kind: 'permission', words: 'operation not permitted' },
+  EROFS: { kind: 'permission', words: 'read-only filesystem' },
+  EEXIST: { kind: 'exists', words: 'it already exists' },
+  ENOTEMPTY: { kind: 'exists', words: 'directory not empty' },
+  ENOSPC: { kind: 'noSpace', words: 'no space left on device' },
+  EDQUOT: { kind: 'noSpace', words: 'disk quota exceeded' },
+  EFBIG: { kind: 'noSpace', words: 'file too large for this filesystem' },
+  EBUSY: { kind: 'io', words: 'device or resource busy' },
+  EIO: { kind: 'io', words: 'input/output error (the disk may be failing)' },
+  EXDEV: { kind: 'io', words: 'cross-device link (not on the same filesystem)' },
+  EMFILE: { kind: 'io', words: 'too many open files' },
+  ENFILE: { kind: 'io', words: 'too many open files in the system' },
+  EAGAIN: { kind: 'io', words: 'resource temporarily unavailable' },
+  EOPNOTSUPP: { kind: 'io', words: 'operation not supported by this filesystem' },
+  ENOTSUP: { kind: 'io', words: 'operation not supported by this filesystem' },
+  ETXTBSY: { kind: 'io', words: 'text file busy' },
+};
+
+/** Is this a Node.js system error (it carries an errno code such as ENOENT)? */
+export function isSystemError(err: unknown): err is NodeJS.ErrnoException & { code: string } {
+  return err instanceof Error && !(err instanceof LivestickError) && typeof (err as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((err as NodeJS.ErrnoException).code!);
+}
+
+/**
+ * Wraps a Node.js system error (ENOENT, EACCES, ENOTDIR, ENOSPC, …) as the matching typed error,
+ * naming the errno: "cannot open the file: not a directory (ENOTDIR)".
+ */
 export function fromSystemError(err: unknown, file: string, action: string): LivestickError {
   if (err instanceof LivestickError) return err.withFile(file);
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const reason = err instanceof Error ? err.message : String(err);
-  switch (code) {
-    case 'ENOENT':
-    case 'ENOTDIR':
-      return new NotFoundError(`cannot ${action}: no such file or directory`, { file, cause: err });
-    case 'EACCES':
-    case 'EPERM':
-    case 'EROFS':
-      return new PermissionError(`cannot ${action}: ${code === 'EROFS' ? 'read-only filesystem' : 'permission denied'}`, { file, cause: err });
-    case 'EEXIST':
-      return new AlreadyExistsError(`cannot ${action}: it already exists`, { file });
-    case 'ENOSPC':
-      return new LivestickError('NO_SPACE', ExitCode.ioError, `cannot ${action}: no space left on device`, { file, cause: err });
+  const known = code === undefined ? undefined : SYSTEM_ERRORS[code];
+  if (known === undefined) {
+    const reason = err instanceof Error ? err.message : String(err);
+    return new IoError(`cannot ${action}: ${reason}`, { file, cause: err });
+  }
+  const message = `cannot ${action}: ${known.words} (${code})`;
+  switch (known.kind) {
+    case 'notFound':
+      return new NotFoundError(message, { file, cause: err });
+    case 'permission':
+      return new PermissionError(message, { file, cause: err });
+    case 'exists':
+      return new AlreadyExistsError(message, { file });
+    case 'noSpace':
+      return new LivestickError('NO_SPACE', ExitCode.ioError, message, { file, cause: err });
     default:
-      return new IoError(`cannot ${action}: ${reason}`, { file, cause: err });
+      return new IoError(message, { file, cause: err });
   }
 }

@@ -2,7 +2,8 @@
  * What every command shares: one JSON document on stdout with --json (on failure too), human text
  * otherwise, typed errors mapped to exit codes, and byte progress on stderr when it is a terminal.
  */
-import { ExitCode, LivestickError, UsageError } from '../errors.ts';
+import type { Command } from 'commander';
+import { ExitCode, LivestickError, UsageError, fromSystemError, isSystemError } from '../errors.ts';
 import { formatSize, parseSize } from '../io/bytes.ts';
 
 export const SCHEMA_VERSION = 1;
@@ -12,7 +13,21 @@ export interface OutputOptions {
   quiet?: boolean;
 }
 
+/** A Node.js system error (anything with an errno code) as the typed error it means; others unchanged. */
+export function typedError(err: unknown): unknown {
+  if (!isSystemError(err)) return err;
+  const action = err.syscall === undefined ? 'complete the operation' : `${err.syscall}`;
+  return fromSystemError(err, err.path ?? (err as { dest?: string }).dest ?? '(no file named)', action);
+}
+
+/** --json (unless the command has no report) and -q/--quiet, which every command takes. */
+export function withOutputOptions(cmd: Command, options: { json?: boolean } = {}): Command {
+  if (options.json ?? true) cmd.option('--json', 'print one JSON document on stdout, on failure too');
+  return cmd.option('-q, --quiet', 'print nothing but errors and warnings (no progress)');
+}
+
 export function errorToJson(err: unknown): Record<string, unknown> {
+  err = typedError(err);
   if (err instanceof LivestickError) {
     return { code: err.code, message: err.message, ...err.details() };
   }
@@ -20,6 +35,7 @@ export function errorToJson(err: unknown): Record<string, unknown> {
 }
 
 export function exitCodeOf(err: unknown): number {
+  err = typedError(err);
   return err instanceof LivestickError ? err.exitCode : ExitCode.failure;
 }
 
@@ -31,6 +47,7 @@ function describe(err: unknown): string {
 
 /** Prints a failure the way the output mode asks and sets the exit code. */
 export function reportFailure(err: unknown, json: boolean): void {
+  err = typedError(err);
   if (json) {
     process.stdout.write(`${JSON.stringify({ schemaVersion: SCHEMA_VERSION, ok: false, error: errorToJson(err) }, null, 2)}\n`);
   } else {
@@ -62,6 +79,41 @@ export async function runCommand<T extends object>(
   } catch (err) {
     reportFailure(err, options.json ?? false);
   }
+}
+
+const NEEDS_QUOTES = /[\s!"$&'()*;<=>?[\\\]^`{|}]|^[~#]/;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\t': '\\t', '\r': '\\r', '\b': '\\b', '\f': '\\f', '\v': '\\v', '\x07': '\\a' };
+
+/**
+ * A file name for human output, quoted as GNU ls's shell-escape style does when it holds spaces,
+ * quotes, shell metacharacters or control characters: `a b` → 'a b', `it's` → "it's", a newline →
+ * 'a'$'\n''b'. Plain names are unchanged; the result pasted into a shell names the same file.
+ */
+export function quoteName(name: string): string {
+  if (name !== '' && !NEEDS_QUOTES.test(name) && !CONTROL.test(name)) return name;
+  if (!CONTROL.test(name)) {
+    if (!name.includes("'")) return `'${name}'`;
+    if (!/["$`\\!]/.test(name)) return `"${name}"`;
+  }
+  let out = '';
+  let run = '';
+  const flush = (): void => {
+    if (run !== '') out += `'${run}'`;
+    run = '';
+  };
+  for (const ch of name) {
+    if (ch === "'") {
+      flush();
+      out += "\\'";
+    } else if (CONTROL.test(ch)) {
+      flush();
+      out += `$'${NAMED_ESCAPES[ch] ?? `\\${ch.charCodeAt(0).toString(8).padStart(3, '0')}`}'`;
+    } else run += ch;
+  }
+  flush();
+  return out === '' ? "''" : out;
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {

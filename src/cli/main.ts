@@ -11,7 +11,7 @@ export async function buildProgram(args: readonly string[] = []): Promise<Comman
   const program = new Command();
   program
     .name('livestick')
-    .description('Persistence for live Linux USB media: inspect, merge and reset overlays, persistent /home images.')
+    .description('persistence for live Linux USB media: inspect, merge and reset overlays, persistent /home images')
     .version(VERSION)
     .showHelpAfterError('(add --help for usage)')
     .exitOverride()
@@ -34,17 +34,24 @@ export async function main(argv: string[]): Promise<void> {
   });
   const program = await buildProgram(argv.slice(2));
   const json = argv.includes('--json');
-  // Commander prints its own usage messages; with --json we print ours instead.
-  if (json) program.configureOutput({ writeErr: () => {} });
+  // Commander prints its own usage messages, prefixed like ours; with --json we print ours instead.
+  const output = json ? { writeErr: () => {} } : { outputError: (text: string, write: (s: string) => void) => write(`livestick: ${text}`) };
+  program.configureOutput(output);
   for (const cmd of allCommands(program)) {
     cmd.exitOverride();
-    if (json) cmd.configureOutput({ writeErr: () => {} });
+    cmd.configureOutput(output);
+  }
+  if (argv.length <= 2) {
+    // No command at all: the overview, on stderr, as a usage error.
+    program.outputHelp({ error: true });
+    process.exitCode = new UsageError('').exitCode;
+    return;
   }
   try {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || (err.code === 'commander.help' && err.exitCode === 0)) {
         process.exitCode = 0;
         return;
       }

@@ -26,16 +26,18 @@
  *   created but never followed, so nothing is written outside DEST. Device nodes, FIFOs and sockets
  *   are skipped (counted); setuid/setgid bits are dropped; hard links are kept.
  */
-import { chmod, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
 import { basename, join, posix } from 'node:path';
-import { AlreadyExistsError, LivestickError, NotFoundError, UsageError, fromSystemError } from '../errors.ts';
+import { AlreadyExistsError, ExitCode, LivestickError, NotFoundError, UsageError, fromSystemError } from '../errors.ts';
+import { formatSize } from '../io/bytes.ts';
+import { NoSpaceError as Ext4NoSpaceError } from '../fs/ext4/errors.ts';
 import { FileDisk, type Disk } from '../io/disk.ts';
 import { Ext4, Ext4Writer, growFs, listDirectory, mkfs, type LsEntry } from '../fs/ext4/index.ts';
 import { hostFileChunks, timestampFromNs } from '../fs/ext4/copyin.ts';
 import type { Timestamp } from '../fs/ext4/inode.ts';
 import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
 import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
-import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
+import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, WrongPassphraseError, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
 import { liveosDir, TEMP_MARK } from './medium.ts';
 import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
 
@@ -43,14 +45,19 @@ export const HOME_NAME = 'home.img';
 export const HOME_LABEL = 'home';
 export const LIVE_UID = 1000;
 export const LIVE_GID = 1000;
-const MIN_PLAIN = 8 * 2 ** 20;
+const MiB = 2 ** 20;
+const MIN_PLAIN = 8 * MiB;
 const MIN_ENCRYPTED = LUKS2_DEFAULT_DATA_OFFSET + MIN_PLAIN;
 
 export type PassphraseSource = () => Promise<Uint8Array>;
 
 export interface HomeAccess {
-  /** Called (once) when the image is encrypted and the filesystem is needed; the caller wipes the bytes. */
+  /** Called when the image is encrypted and the filesystem is needed; the caller wipes the bytes. */
   readonly passphrase?: PassphraseSource;
+  /** How many times a wrong passphrase is asked again (a prompt: 3); 1 by default. */
+  readonly tries?: number;
+  /** Told after each wrong passphrase that will be asked again. */
+  readonly onWrongPassphrase?: (attempt: number) => void;
   readonly limits?: KdfLimits;
 }
 
@@ -95,32 +102,57 @@ interface Session {
   readonly undo: UndoDisk | undefined;
   readonly luks: LuksVolume | undefined;
   readonly fs: Ext4;
+  /** The LUKS volume key while the session is open (wiped by close). */
+  readonly volumeKey: Uint8Array | undefined;
   close(): Promise<void>;
 }
 
-async function unlockPayload(vol: LuksVolume, access: HomeAccess, readOnly: boolean): Promise<Disk> {
+/** The volume key, trying the passphrase source up to `access.tries` times. The caller wipes the key. */
+async function unlockKey(vol: LuksVolume, access: HomeAccess): Promise<Uint8Array> {
   if (!access.passphrase) throw new UsageError('the home image is encrypted: a passphrase is needed');
-  const pass = await access.passphrase();
+  const tries = Math.max(1, access.tries ?? 1);
+  for (let attempt = 1; ; attempt++) {
+    const pass = await access.passphrase();
+    try {
+      return (await vol.unlock(pass)).volumeKey;
+    } catch (err) {
+      if (!(err instanceof WrongPassphraseError) || attempt >= tries) throw err;
+      access.onWrongPassphrase?.(attempt);
+    } finally {
+      pass.fill(0);
+    }
+  }
+}
+
+async function unlockPayload(vol: LuksVolume, access: HomeAccess, readOnly: boolean): Promise<Disk> {
+  const volumeKey = await unlockKey(vol, access);
   try {
-    return await vol.openPayload(pass, { readOnly });
+    return await vol.openPayload({ volumeKey }, { readOnly });
   } finally {
-    pass.fill(0);
+    volumeKey.fill(0);
   }
 }
 
 async function openSession(target: string, access: HomeAccess, mode: 'read' | 'change'): Promise<Session> {
   const { path, recovered } = await existingHome(target);
-  const file = await FileDisk.open(path, { readOnly: mode === 'read' });
+  // The key is proven on a read-only descriptor, before the undo log exists: a wrong passphrase
+  // leaves the image untouched (not even its mtime changes).
+  let file = await FileDisk.open(path, { readOnly: true });
   let undo: UndoDisk | undefined;
   let payload: Disk | undefined;
+  let volumeKey: Uint8Array | undefined;
   try {
-    if (mode === 'change') undo = await UndoDisk.begin(file, undoLogOf(path));
+    if ((await LuksVolume.probe(file)) !== undefined) volumeKey = await unlockKey(await LuksVolume.open(file, { limits: access.limits }), access);
+    if (mode === 'change') {
+      await file.close();
+      file = await FileDisk.open(path);
+      undo = await UndoDisk.begin(file, undoLogOf(path));
+    }
     const base: Disk = undo ?? file;
-    const version = await LuksVolume.probe(base);
     let luks: LuksVolume | undefined;
-    if (version !== undefined) {
+    if (volumeKey !== undefined) {
       luks = await LuksVolume.open(base, { limits: access.limits });
-      payload = await unlockPayload(luks, access, mode === 'read');
+      payload = await luks.openPayload({ volumeKey }, { readOnly: mode === 'read' });
     }
     const fs = await Ext4.open(payload ?? base);
     if (undo) {
@@ -128,20 +160,25 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
       undo.setUnlogged(await freeFileBlocks(fs, offset));
     }
     const p = payload;
+    const f = file;
+    const key = volumeKey;
     return {
       path,
       recovered,
-      file,
+      file: f,
       undo,
       luks,
       fs,
+      volumeKey: key,
       close: async () => {
+        key?.fill(0);
         if (p && p !== base) await p.close().catch(() => {});
         await undo?.close();
-        await file.close();
+        await f.close();
       },
     };
   } catch (err) {
+    volumeKey?.fill(0);
     if (payload) await payload.close().catch(() => {});
     if (undo) await undo.abort(path).catch(() => {});
     else await file.close().catch(() => {});
@@ -450,6 +487,8 @@ export interface TransferResult {
   symlinks: number;
   hardLinks: number;
   skipped: number;
+  /** What was skipped and why (device nodes, FIFOs, sockets, unsafe names): shown as warnings. */
+  skippedNodes: { path: string; reason: string }[];
   bytes: number;
 }
 
@@ -476,9 +515,13 @@ export async function homeImport(target: string, src: string, dest: string | und
   } catch (err) {
     throw fromSystemError(err, src, 'read the source');
   }
+  let freeBefore = 0;
+  let blockSize = 4096;
   return withChange(target, options, async (s) => {
     const w = await Ext4Writer.open(s.fs);
-    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0, recovered: s.recovered, undoLogBytes: 0 };
+    freeBefore = s.fs.sb.freeBlocksCount * s.fs.blockSize;
+    blockSize = s.fs.blockSize;
+    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, skippedNodes: [], bytes: 0, recovered: s.recovered, undoLogBytes: 0 };
     const onBytes = options.onBytes ?? (() => {});
     const owner = options.owner ?? 'live';
     const kindAt = async (p: string): Promise<string | undefined> => {
@@ -549,6 +592,7 @@ export async function homeImport(target: string, src: string, dest: string | und
         stats.symlinks++;
       } else {
         stats.skipped++;
+        stats.skippedNodes.push({ path: host, reason: `${hostKind(st)}: not copied` });
       }
     };
     await visit(src, top);
@@ -556,7 +600,41 @@ export async function homeImport(target: string, src: string, dest: string | und
     await s.undo!.flush();
     stats.undoLogBytes = s.undo!.loggedBytes;
     return stats;
+  }).catch(async (err: unknown) => {
+    if (!(err instanceof Ext4NoSpaceError)) throw err;
+    throw await outOfSpace(err, target, src, freeBefore, blockSize);
   });
+}
+
+function hostKind(st: { isBlockDevice(): boolean; isCharacterDevice(): boolean; isFIFO(): boolean; isSocket(): boolean }): string {
+  return st.isBlockDevice() ? 'block device' : st.isCharacterDevice() ? 'character device' : st.isFIFO() ? 'FIFO' : st.isSocket() ? 'socket' : 'special file';
+}
+
+/** Blocks a host tree takes in ext4, roughly: its files' blocks, a block per directory, 2% for extent and directory growth. */
+async function hostTreeBlocks(path: string, blockSize: number): Promise<number> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return 0;
+  if (st.isFile()) return Math.ceil(st.size / blockSize);
+  if (!st.isDirectory()) return st.isSymbolicLink() && st.size > 59 ? 1 : 0;
+  let total = 1;
+  for (const name of await readdir(path).catch(() => [] as string[])) total += await hostTreeBlocks(join(path, name), blockSize);
+  return total;
+}
+
+/** The import did not fit: say how much more room it needs and the `home resize` that makes it. */
+async function outOfSpace(err: LivestickError, target: string, src: string, free: number, blockSize: number): Promise<LivestickError> {
+  const needed = Math.ceil((await hostTreeBlocks(src, blockSize)) * 1.02 + 16) * blockSize;
+  const more = Math.max(needed - free, 4 * MiB);
+  const image = await homePath(target).catch(() => target);
+  const current = await stat(image).then((st) => st.size).catch(() => 0);
+  const suggested = Math.ceil((current + more * 1.1) / (64 * MiB)) * 64;
+  const sizeText = suggested % 1024 === 0 ? `${suggested / 1024}G` : `${suggested}M`;
+  return new LivestickError(
+    'NO_SPACE',
+    ExitCode.ioError,
+    `the home filesystem is full: the import needs about ${formatSize(more)} more than the ${formatSize(free)} free (nothing was changed); run \`livestick home resize ${target} --size ${sizeText}\` first (${err.message})`,
+    { file: image, cause: err },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -566,6 +644,21 @@ export type ExportResult = TransferResult;
 
 function safeName(name: string): boolean {
   return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && (process.platform !== 'win32' || !/[\\:*?"<>|]/.test(name));
+}
+
+const runningAsRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/**
+ * The image's owner on an exported node: all of it as root; otherwise what this user may set (the
+ * group, when the node is this user's and the user is in that group), silently keeping the rest.
+ */
+async function keepOwner(host: string, st: { uid: number; gid: number }): Promise<void> {
+  if (typeof process.getuid !== 'function') return;
+  if (runningAsRoot) return lchown(host, st.uid, st.gid);
+  if (st.uid !== process.getuid()) return;
+  await lchown(host, st.uid, st.gid).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPERM' && err.code !== 'EINVAL') throw err;
+  });
 }
 
 function toDate(t: Timestamp): Date {
@@ -587,7 +680,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
   }
   const onBytes = options.onBytes ?? (() => {});
   return withSession(target, options, async (s) => {
-    const stats: ExportResult = { image: s.path, dest, files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0 };
+    const stats: ExportResult = { image: s.path, dest, files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, skippedNodes: [], bytes: 0 };
     const linked = new Map<number, string>();
     const onPath = new Set<number>();
     const visitDir = async (ino: number, hostDir: string, depth: number): Promise<void> => {
@@ -598,6 +691,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
         if (depth === 0 && e.name === 'lost+found') continue;
         if (!safeName(e.name)) {
           stats.skipped++;
+          stats.skippedNodes.push({ path: join(hostDir, JSON.stringify(e.name)), reason: 'unsafe name: not exported' });
           continue;
         }
         const host = join(hostDir, e.name);
@@ -608,6 +702,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
           if (st.kind === 'dir') {
             await mkdir(host, { mode: 0o700 });
             await visitDir(e.ino, host, depth + 1);
+            await keepOwner(host, st);
             await chmod(host, mode);
             await utimes(host, toDate(st.atime), toDate(st.mtime));
             stats.directories++;
@@ -628,6 +723,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
             } finally {
               await fh.close();
             }
+            await keepOwner(host, st);
             await chmod(host, mode);
             await utimes(host, toDate(st.atime), toDate(st.mtime));
             if (st.nlink > 1) linked.set(e.ino, host);
@@ -640,12 +736,15 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
               // Hosts that do not let this user make symlinks (Windows without developer mode): skip.
               if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
               stats.skipped++;
+              stats.skippedNodes.push({ path: host, reason: 'symbolic link: this host does not let this user create one' });
               continue;
             }
             await lutimes(host, toDate(st.atime), toDate(st.mtime)).catch(() => {});
+            await keepOwner(host, st);
             stats.symlinks++;
           } else {
             stats.skipped++;
+            stats.skippedNodes.push({ path: host, reason: `${st.kind === 'chardev' ? 'character device' : st.kind === 'blockdev' ? 'block device' : st.kind === 'fifo' ? 'FIFO' : st.kind}: not exported` });
           }
         } catch (err) {
           throw err instanceof LivestickError ? err : fromSystemError(err, host, 'write the backup');
@@ -691,19 +790,8 @@ export async function homeResize(target: string, newSize: number, access: HomeAc
   const size = newSize - (newSize % 4096);
   const { path } = await existingHome(target);
   const before = (await stat(path)).size;
-  if (size <= before) throw new UsageError(`--size: the image has ${before} bytes; it can only grow (shrinking is not supported)`);
-  // The passphrase is needed twice (before and after the payload grows): ask once.
-  let pass: Uint8Array | undefined;
-  const ask = access.passphrase;
-  const once: HomeAccess = {
-    ...access,
-    ...(ask ? { passphrase: async () => new Uint8Array((pass ??= await ask())) } : {}),
-  };
-  try {
-    return await resizeOnce(path, size, before, once);
-  } finally {
-    pass?.fill(0);
-  }
+  if (size <= before) throw new UsageError(`--size: the image is ${formatSize(before)} already; it can only grow (shrinking is not supported)`);
+  return resizeOnce(path, size, before, access);
 }
 
 async function resizeOnce(path: string, size: number, before: number, access: HomeAccess): Promise<ResizeResult> {
@@ -714,7 +802,7 @@ async function resizeOnce(path: string, size: number, before: number, access: Ho
     let payload: Disk | undefined;
     if (s.luks) {
       const vol = await LuksVolume.open(undo, { limits: access.limits });
-      payload = await unlockPayload(vol, access, false);
+      payload = await vol.openPayload({ volumeKey: s.volumeKey! });
       fsDisk = payload;
     }
     try {

@@ -8,7 +8,8 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('build a small sample live medium in a temporary (or given) directory and show what livestick does with it')
     .argument('[dir]', 'where to build the sample (default: a new temporary directory)')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (dir: string | undefined, opts: { json?: boolean }) => {
       let n = 0;
       await runCommand(

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { type BlockRangeUsage, type Ext4Info, type LsEntry, blockUsage, ext4Info, listDirectory, openExt4File } from '../../fs/ext4/index.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
 import { FileDisk } from '../../io/disk.ts';
 import { mkfs } from '../../fs/ext4/mkfs.ts';
 import { Ext4Writer } from '../../fs/ext4/writer.ts';
@@ -39,12 +39,12 @@ function permString(mode: number): string {
 }
 
 function renderLs(entries: LsEntry[], long: boolean): string {
-  if (!long) return entries.map((e) => e.name).join('\n');
+  if (!long) return entries.map((e) => quoteName(e.name)).join('\n');
   return entries
     .map((e) => {
       const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
       const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
-      return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${e.name}${e.target !== undefined ? ` -> ${e.target}` : ''}`;
+      return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
     })
     .join('\n');
 }
@@ -69,13 +69,14 @@ function renderUsage(result: { blockSize: number; ranges: BlockRangeUsage[] }): 
 }
 
 export function registerExt4(program: Command): void {
-  const ext4 = program.command('ext4').description('Inspect ext2/3/4 filesystem images in userspace');
+  const ext4 = program.command('ext4').description('inspect ext2/3/4 filesystem images in userspace');
 
   ext4
     .command('info')
     .description('label, UUID, sizes, clean/dirty state, journal and features of an ext2/3/4 image')
     .argument('<image>', 'filesystem image')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, opts: { json?: boolean }) => {
       await runCommand(
         opts,
@@ -97,7 +98,8 @@ export function registerExt4(program: Command): void {
     .argument('<image>', 'filesystem image')
     .argument('[path]', 'directory inside the image', '/')
     .option('-l, --long', 'long listing (mode, links, owner, size, time)')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, path: string, opts: { long?: boolean; json?: boolean }) => {
       await runCommand(
         opts,
@@ -118,6 +120,7 @@ export function registerExt4(program: Command): void {
     .description('write a file of an ext2/3/4 image to stdout')
     .argument('<image>', 'filesystem image')
     .argument('<path>', 'file inside the image')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, path: string) => {
       await runCommand(
         {},
@@ -142,7 +145,8 @@ export function registerExt4(program: Command): void {
     .argument('<image>', 'filesystem image')
     .option('--blocks <file>', 'file with one block number or START:END range (END exclusive) per line')
     .option('--range <start:end>', 'block range, END exclusive (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, opts: { blocks?: string; range?: string[]; json?: boolean }) => {
       await runCommand(
         opts,
@@ -176,7 +180,8 @@ export function registerExt4(program: Command): void {
     .requiredOption('--size <size>', 'filesystem size (bytes, or 512M, 4G, …; at least 8M)')
     .option('--label <label>', 'volume label (up to 16 bytes)')
     .option('--uuid <uuid>', 'filesystem UUID (random by default)')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, opts: { size: string; label?: string; uuid?: string; json?: boolean }) => {
       await runCommand(
         opts,
@@ -213,7 +218,8 @@ export function registerExt4(program: Command): void {
     .argument('<image>', 'filesystem image (modified in place)')
     .argument('<src>', 'host file or directory')
     .argument('<dest>', 'path inside the image (a directory tree is copied to this path; "/" copies into the root)')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, src: string, dest: string, opts: { json?: boolean }) => {
       await runCommand(
         opts,
@@ -245,7 +251,8 @@ export function registerExt4(program: Command): void {
     .description('enlarge an ext4 image file and grow its filesystem to fill it (offline)')
     .argument('<image>', 'filesystem image file')
     .requiredOption('--size <size>', 'new image size (bytes, or 2G, …)')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, opts: { size: string; json?: boolean }) => {
       await runCommand(
         opts,

@@ -1,7 +1,7 @@
 /**
  * `livestick home …`: the persistent /home image (LiveOS/home.img), plain or LUKS-encrypted. A thin
- * frontend over src/ops/home.ts. Passphrases come from a prompt without echo or --passphrase-file
- * (`-` = stdin), as for `livestick luks`; they are asked only when the image is encrypted.
+ * frontend over src/ops/home.ts. Passphrases come from ../secrets.ts as for `livestick luks` (prompt
+ * with three tries, --passphrase-file as typed, --key-file exact bytes); asked only when encrypted.
  */
 import type { Command } from 'commander';
 import { UsageError } from '../../errors.ts';
@@ -19,9 +19,11 @@ import {
   hostTreeBytes,
   type HomeInfo,
   type PassphraseSource,
+  type TransferResult,
 } from '../../ops/home.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
-import { kdfChoice, readSecret, type KdfOpts } from './luks.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, withOutputOptions, type OutputOptions } from '../common.ts';
+import { kdfChoice, type KdfOpts } from './luks.ts';
+import { addNewSecretOptions, addSecretOptions, currentSecret, memoized, newSecret, withTries, type NewSecretOptions, type SecretOptions } from '../secrets.ts';
 
 function addKdfOptions(cmd: Command): Command {
   return cmd
@@ -31,8 +33,20 @@ function addKdfOptions(cmd: Command): Command {
     .option('--iter-time <ms>', 'unlock time the benchmark aims at (default 2000)');
 }
 
-function secretFrom(file: string | undefined, prompt = 'Passphrase for the home image: '): PassphraseSource {
-  return () => readSecret(file, prompt);
+/** How the ops layer gets the passphrase: from the options, or a prompt with three tries. */
+function accessFrom(opts: SecretOptions, prompt = 'Passphrase for the home image: '): { passphrase: PassphraseSource; tries: number; onWrongPassphrase: () => void } {
+  const source = currentSecret(opts, prompt);
+  return {
+    passphrase: () => source.read(),
+    tries: source.interactive ? 3 : 1,
+    onWrongPassphrase: () => void process.stderr.write('No key available with this passphrase. Try again.\n'),
+  };
+}
+
+/** Skipped nodes as warnings on stderr (JSON output lists them in skippedNodes). */
+function warnSkipped(r: TransferResult, json: boolean | undefined): void {
+  if (json) return;
+  for (const n of r.skippedNodes) process.stderr.write(`livestick: warning: skipped ${quoteName(n.path)}: ${n.reason}\n`);
 }
 
 function renderInfo(r: HomeInfo): string {
@@ -74,182 +88,208 @@ function modeString(e: LsEntry): string {
 }
 
 function renderLs(entries: LsEntry[], long: boolean): string {
-  if (!long) return entries.map((e) => e.name).join('\n');
+  if (!long) return entries.map((e) => quoteName(e.name)).join('\n');
   return entries
     .map((e) => {
       const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
-      return `${modeString(e)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${when} ${e.name}${e.target !== undefined ? ` -> ${e.target}` : ''}`;
+      return `${modeString(e)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
     })
     .join('\n');
 }
 
 export function registerHome(program: Command): void {
-  const home = program.command('home').description('The persistent /home image (LiveOS/home.img): create, inspect, fill, back up, re-key, grow');
+  const home = program.command('home').description('the persistent /home image (LiveOS/home.img): create, inspect, fill, back up, re-key, grow');
   const MEDIUM = 'directory holding LiveOS/ (a mounted stick), or a home image file';
 
-  addKdfOptions(
-    home
-      .command('create')
-      .description('create LiveOS/home.img: ext4, or ext4 inside LUKS2 with --encrypt (sparse where the host allows)')
-      .argument('<medium>', 'directory holding LiveOS/, or the path of the image to create')
-      .requiredOption('--size <size>', 'image size (bytes, or 512M, 4G, …)')
-      .option('--encrypt', 'LUKS2 (aes-xts-plain64, argon2id) around the filesystem')
-      .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin) instead of prompting')
-      .option('--label <label>', 'filesystem label (default "home")')
-      .option('--force', 'replace an existing home image (its contents are lost)'),
-  )
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, opts: KdfOpts & { size: string; encrypt?: boolean; passphraseFile?: string; label?: string; force?: boolean; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          const size = parseSizeOption(opts.size, '--size');
-          const kdf = kdfChoice(opts);
-          if (!opts.encrypt && (kdf !== undefined || opts.passphraseFile !== undefined)) throw new UsageError('KDF and passphrase options need --encrypt');
-          return createHome(medium, {
-            size,
-            encrypt: opts.encrypt ?? false,
-            ...(opts.label !== undefined ? { label: opts.label } : {}),
-            force: opts.force ?? false,
-            ...(kdf ? { kdf } : {}),
-            ...(opts.encrypt ? { passphrase: () => readSecret(opts.passphraseFile, 'New passphrase for the home image: ', { confirm: true }) } : {}),
-          });
-        },
-        (r) => `created ${r.path}: ${r.encrypted ? `LUKS2 (${r.kdf}) holding ` : ''}ext4 "${r.label}", ${formatSize(r.size)}, UUID ${r.fsUuid}${r.replaced ? ' (replaced the old home)' : ''}`,
-      );
-    });
+  withOutputOptions(
+    addSecretOptions(
+      addKdfOptions(
+        home
+          .command('create')
+          .description('create LiveOS/home.img: ext4, or ext4 inside LUKS2 with --encrypt (sparse where the host allows)')
+          .argument('<medium>', 'directory holding LiveOS/, or the path of the image to create')
+          .requiredOption('--size <size>', 'image size (bytes, or 512M, 4G, …)')
+          .option('--encrypt', 'LUKS2 (aes-xts-plain64, argon2id) around the filesystem')
+          .option('--label <label>', 'filesystem label (default "home")')
+          .option('--force', 'replace an existing home image (its contents are lost)'),
+      ),
+      'the new passphrase',
+    ),
+  ).action(async (medium: string, opts: KdfOpts & SecretOptions & OutputOptions & { size: string; encrypt?: boolean; label?: string; force?: boolean }) => {
+    await runCommand(
+      opts,
+      async () => {
+        const size = parseSizeOption(opts.size, '--size');
+        const kdf = kdfChoice(opts);
+        if (!opts.encrypt && (kdf !== undefined || opts.passphraseFile !== undefined || opts.keyFile !== undefined)) throw new UsageError('KDF and passphrase options need --encrypt');
+        const secret = newSecret(opts, 'New passphrase for the home image: ', ['--passphrase-file', '--key-file']);
+        return createHome(medium, {
+          size,
+          encrypt: opts.encrypt ?? false,
+          ...(opts.label !== undefined ? { label: opts.label } : {}),
+          force: opts.force ?? false,
+          ...(kdf ? { kdf } : {}),
+          ...(opts.encrypt ? { passphrase: () => secret.read() } : {}),
+        });
+      },
+      (r) => `created ${r.path}: ${r.encrypted ? `LUKS2 (${r.kdf}) holding ` : ''}ext4 "${r.label}", ${formatSize(r.size)}, UUID ${r.fsUuid}${r.replaced ? ' (replaced the old home)' : ''}`,
+    );
+  });
 
-  home
-    .command('info')
-    .description('describe the home image: encryption, size, used and free space, label, UUID')
-    .argument('<medium>', MEDIUM)
-    .option('--unlock', 'ask for the passphrase of an encrypted home to show the filesystem too')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin); implies --unlock')
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, opts: { unlock?: boolean; passphraseFile?: string; json?: boolean }) => {
-      await runCommand(opts, async () => homeInfo(medium, opts.unlock || opts.passphraseFile !== undefined ? { passphrase: secretFrom(opts.passphraseFile) } : {}), renderInfo);
-    });
+  withOutputOptions(
+    addSecretOptions(
+      home
+        .command('info')
+        .description('describe the home image: encryption, size, used and free space, label, UUID')
+        .argument('<medium>', MEDIUM)
+        .option('--unlock', 'ask for the passphrase of an encrypted home to show the filesystem too'),
+      'the passphrase (implies --unlock)',
+    ),
+  ).action(async (medium: string, opts: SecretOptions & OutputOptions & { unlock?: boolean }) => {
+    const unlock = opts.unlock || opts.passphraseFile !== undefined || opts.keyFile !== undefined;
+    await runCommand(opts, async () => homeInfo(medium, unlock ? accessFrom(opts) : {}), renderInfo);
+  });
 
-  home
-    .command('ls')
-    .description('list a directory of the home image')
-    .argument('<medium>', MEDIUM)
-    .argument('[path]', 'directory inside the image', '/')
-    .option('-l, --long', 'long listing (mode, links, owner, size, time)')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin)')
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, path: string, opts: { long?: boolean; passphraseFile?: string; json?: boolean }) => {
-      await runCommand(opts, () => homeList(medium, path, { passphrase: secretFrom(opts.passphraseFile) }), (r) => renderLs(r.entries, opts.long ?? false));
-    });
+  withOutputOptions(
+    addSecretOptions(
+      home
+        .command('ls')
+        .description('list a directory of the home image')
+        .argument('<medium>', MEDIUM)
+        .argument('[path]', 'directory inside the image', '/')
+        .option('-l, --long', 'long listing (mode, links, owner, size, time)'),
+    ),
+  ).action(async (medium: string, path: string, opts: SecretOptions & OutputOptions & { long?: boolean }) => {
+    await runCommand(opts, () => homeList(medium, path, accessFrom(opts)), (r) => renderLs(r.entries, opts.long ?? false));
+  });
 
-  home
-    .command('cat')
-    .description('write a file of the home image to stdout')
-    .argument('<medium>', MEDIUM)
-    .argument('<path>', 'file inside the image')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin)')
-    .action(async (medium: string, path: string, opts: { passphraseFile?: string }) => {
-      await runCommand(
-        {},
-        async () => {
-          await homeCat(medium, path, async (piece) => {
-            if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
-          }, { passphrase: secretFrom(opts.passphraseFile) });
-          return {};
-        },
-        () => undefined,
-      );
-    });
+  withOutputOptions(
+    addSecretOptions(
+      home
+        .command('cat')
+        .description('write a file of the home image to stdout')
+        .argument('<medium>', MEDIUM)
+        .argument('<path>', 'file inside the image'),
+    ),
+    { json: false },
+  ).action(async (medium: string, path: string, opts: SecretOptions) => {
+    await runCommand(
+      {},
+      async () => {
+        await homeCat(medium, path, async (piece) => {
+          if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+        }, accessFrom(opts));
+        return {};
+      },
+      () => undefined,
+    );
+  });
 
-  home
-    .command('import')
-    .description('copy a host file or tree into the home image (modes and times kept; owner 1000:1000, the live user, by default); all or nothing')
-    .argument('<medium>', MEDIUM)
-    .argument('<src>', 'host file or directory (SRC/. copies the contents)')
-    .argument('[dest]', 'path in the image (an existing directory receives SRC under its own name)', '/')
-    .option('--keep-owner', 'keep the host owners instead of 1000:1000')
-    .option('--owner <uid:gid>', 'owner of the imported files')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin)')
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, src: string, dest: string, opts: { keepOwner?: boolean; owner?: string; passphraseFile?: string; json?: boolean }) => {
-      let progress: Progress | undefined;
-      await runCommand(
-        opts,
-        async () => {
-          let owner: 'live' | 'keep' | { uid: number; gid: number } = opts.keepOwner ? 'keep' : 'live';
-          if (opts.owner !== undefined) {
-            const m = /^(\d+):(\d+)$/.exec(opts.owner);
-            if (!m) throw new UsageError('--owner: expected UID:GID');
-            owner = { uid: parseIntegerOption(m[1]!, '--owner'), gid: parseIntegerOption(m[2]!, '--owner') };
-          }
-          progress = new Progress('import', process.stderr.isTTY ? await hostTreeBytes(src) : 0, opts);
-          try {
-            return await homeImport(medium, src, dest, { owner, passphrase: secretFrom(opts.passphraseFile), onBytes: (n) => progress?.add(n) });
-          } finally {
-            progress.finish();
-          }
-        },
-        (r) => `imported ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links (${formatSize(r.bytes)}) into ${r.image}:${r.dest}${r.skipped ? `; skipped ${r.skipped} special files` : ''}`,
-      );
-    });
+  withOutputOptions(
+    addSecretOptions(
+      home
+        .command('import')
+        .description('copy a host file or tree into the home image (modes and times kept; owner 1000:1000, the live user, by default); all or nothing')
+        .argument('<medium>', MEDIUM)
+        .argument('<src>', 'host file or directory (SRC/. copies the contents)')
+        .argument('[dest]', 'path in the image (an existing directory receives SRC under its own name)', '/')
+        .option('--keep-owner', 'keep the host owners instead of 1000:1000')
+        .option('--owner <uid:gid>', 'owner of the imported files'),
+    ),
+  ).action(async (medium: string, src: string, dest: string, opts: SecretOptions & OutputOptions & { keepOwner?: boolean; owner?: string }) => {
+    let progress: Progress | undefined;
+    await runCommand(
+      opts,
+      async () => {
+        let owner: 'live' | 'keep' | { uid: number; gid: number } = opts.keepOwner ? 'keep' : 'live';
+        if (opts.owner !== undefined) {
+          const m = /^(\d+):(\d+)$/.exec(opts.owner);
+          if (!m) throw new UsageError('--owner: expected UID:GID');
+          owner = { uid: parseIntegerOption(m[1]!, '--owner'), gid: parseIntegerOption(m[2]!, '--owner') };
+        }
+        const showProgress = process.stderr.isTTY && !opts.quiet && !opts.json;
+        progress = new Progress('import', showProgress ? await hostTreeBytes(src) : 0, opts);
+        try {
+          const r = await homeImport(medium, src, dest, { owner, ...accessFrom(opts), onBytes: (n) => progress?.add(n) });
+          progress.finish();
+          warnSkipped(r, opts.json);
+          return r;
+        } finally {
+          progress.finish();
+        }
+      },
+      (r) => `imported ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links (${formatSize(r.bytes)}) into ${r.image}:${r.dest}${r.skipped ? `; skipped ${r.skipped} special files` : ''}`,
+    );
+  });
 
-  home
-    .command('export')
-    .description('back up every user file of the home image into a new (or empty) host directory')
-    .argument('<medium>', MEDIUM)
-    .argument('<dest>', 'host directory (created if missing; must be empty)')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin)')
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, dest: string, opts: { passphraseFile?: string; json?: boolean }) => {
-      await runCommand(
-        opts,
-        () => homeExport(medium, dest, { passphrase: secretFrom(opts.passphraseFile) }),
-        (r) => `exported ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links (${formatSize(r.bytes)}) to ${r.dest}${r.skipped ? `; skipped ${r.skipped} special files or unsafe names` : ''}`,
-      );
-    });
+  withOutputOptions(
+    addSecretOptions(
+      home
+        .command('export')
+        .description('back up every user file of the home image into a new (or empty) host directory')
+        .argument('<medium>', MEDIUM)
+        .argument('<dest>', 'host directory (created if missing; must be empty)'),
+    ),
+  ).action(async (medium: string, dest: string, opts: SecretOptions & OutputOptions) => {
+    await runCommand(
+      opts,
+      async () => {
+        const r = await homeExport(medium, dest, accessFrom(opts));
+        warnSkipped(r, opts.json);
+        return r;
+      },
+      (r) => `exported ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links (${formatSize(r.bytes)}) to ${r.dest}${r.skipped ? `; skipped ${r.skipped} special files or unsafe names` : ''}`,
+    );
+  });
 
-  addKdfOptions(
-    home
-      .command('passwd')
-      .description('change the passphrase of an encrypted home (the old or the new one works at every moment)')
-      .argument('<medium>', MEDIUM)
-      .option('--passphrase-file <file>', 'the current passphrase, from this file (- for stdin)')
-      .option('--new-passphrase-file <file>', 'the new passphrase, from this file (- for stdin)'),
-  )
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, opts: KdfOpts & { passphraseFile?: string; newPassphraseFile?: string; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          const kdf = kdfChoice(opts);
-          const oldPass = await readSecret(opts.passphraseFile, 'Current passphrase: ');
-          try {
-            const newPass = await readSecret(opts.newPassphraseFile, 'New passphrase: ', { confirm: true });
+  withOutputOptions(
+    addNewSecretOptions(
+      addSecretOptions(
+        addKdfOptions(
+          home
+            .command('passwd')
+            .description('change the passphrase of an encrypted home (the old or the new one works at every moment)')
+            .argument('<medium>', MEDIUM),
+        ),
+        'the current passphrase',
+      ),
+    ),
+  ).action(async (medium: string, opts: KdfOpts & SecretOptions & NewSecretOptions & OutputOptions) => {
+    await runCommand(
+      opts,
+      async () => {
+        const kdf = kdfChoice(opts);
+        const fresh = memoized(newSecret(opts, 'New passphrase: '));
+        try {
+          return await withTries(currentSecret(opts, 'Current passphrase: '), async (oldPass) => {
+            const newPass = await fresh.read();
             try {
               return await homePasswd(medium, oldPass, newPass, kdf ? { kdf } : {});
             } finally {
               newPass.fill(0);
             }
-          } finally {
-            oldPass.fill(0);
-          }
-        },
-        (r) => `changed the passphrase of ${r.image} (keyslot ${r.keyslot})`,
-      );
-    });
+          });
+        } finally {
+          fresh.wipe();
+        }
+      },
+      (r) => `changed the passphrase of ${r.image} (keyslot ${r.keyslot})`,
+    );
+  });
 
-  home
-    .command('resize')
-    .description('grow the home image, its LUKS payload and its ext4 filesystem, keeping the data (all or nothing)')
-    .argument('<medium>', MEDIUM)
-    .requiredOption('--size <size>', 'new image size (bytes, or 2G, …)')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin)')
-    .option('--json', 'print one JSON document')
-    .action(async (medium: string, opts: { size: string; passphraseFile?: string; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => homeResize(medium, parseSizeOption(opts.size, '--size'), { passphrase: secretFrom(opts.passphraseFile) }),
-        (r) => `grew ${r.image}: ${formatSize(r.oldSize)} → ${formatSize(r.newSize)}, filesystem ${r.oldBlocks} → ${r.newBlocks} blocks, ${formatSize(r.free)} free`,
-      );
-    });
+  withOutputOptions(
+    addSecretOptions(
+      home
+        .command('resize')
+        .description('grow the home image, its LUKS payload and its ext4 filesystem, keeping the data (all or nothing)')
+        .argument('<medium>', MEDIUM)
+        .requiredOption('--size <size>', 'new image size (bytes, or 2G, …)'),
+    ),
+  ).action(async (medium: string, opts: SecretOptions & OutputOptions & { size: string }) => {
+    await runCommand(
+      opts,
+      async () => homeResize(medium, parseSizeOption(opts.size, '--size'), accessFrom(opts)),
+      (r) => `grew ${r.image}: ${formatSize(r.oldSize)} → ${formatSize(r.newSize)}, filesystem ${r.oldBlocks} → ${r.newBlocks} blocks, ${formatSize(r.free)} free`,
+    );
+  });
 }

@@ -1,135 +1,17 @@
 /**
  * `livestick luks …`: inspect, create and re-key LUKS volumes (a thin frontend over src/xform/luks).
- * Secrets come only from an interactive prompt without echo, or from --passphrase-file F (`-` = stdin),
- * never from argv or the environment. A passphrase file is used byte for byte, as cryptsetup's
- * --key-file is (a trailing newline is part of the passphrase; we warn about it).
+ * Secrets come from ../secrets.ts: a prompt without echo (three tries), --passphrase-file F (what a
+ * person types: a trailing newline dropped) or --key-file F (exact bytes, as cryptsetup's). `format`
+ * refuses a volume holding any filesystem, LUKS or partition signature unless --force (or a typed YES).
  */
 import type { Command } from 'commander';
-import { open } from 'node:fs/promises';
-import { ExitCode, LivestickError, UsageError, fromSystemError } from '../../errors.ts';
+import { AlreadyExistsError, LivestickError, UsageError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { FileDisk } from '../../io/disk.ts';
+import { describeSignatures, probeSignatures } from '../../io/signature.ts';
 import { LuksVolume, type KdfChoice, type LuksInfo } from '../../xform/luks/index.ts';
-import { parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
-
-// ---------------------------------------------------------------------------------------------------
-// Secrets
-
-let stdinTaken = false;
-/** cryptsetup's default key file size limit. */
-const MAX_KEY_FILE = 8 * 1024 * 1024;
-
-async function readKeyFile(path: string): Promise<Buffer> {
-  // Not only regular files: <(…) gives a pipe. Read in pieces and stop past the limit (/dev/zero ends here).
-  const fh = await open(path, 'r');
-  const buf = Buffer.alloc(MAX_KEY_FILE + 1);
-  let len = 0;
-  try {
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
-      if (bytesRead === 0) break;
-      len += bytesRead;
-      if (len > MAX_KEY_FILE) throw new UsageError(`the passphrase file ${path} is larger than ${MAX_KEY_FILE} bytes`);
-    }
-    return Buffer.from(buf.subarray(0, len));
-  } finally {
-    buf.fill(0);
-    await fh.close();
-  }
-}
-
-async function readAllStdin(): Promise<Buffer> {
-  if (stdinTaken) throw new UsageError('only one passphrase can come from stdin (-)');
-  stdinTaken = true;
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of process.stdin) {
-    chunks.push(chunk as Buffer);
-    total += (chunk as Buffer).length;
-    if (total > MAX_KEY_FILE) {
-      for (const c of chunks) c.fill(0);
-      throw new UsageError(`the passphrase on stdin is longer than ${MAX_KEY_FILE} bytes`);
-    }
-  }
-  const all = Buffer.concat(chunks);
-  for (const c of chunks) c.fill(0);
-  return all;
-}
-
-/** Reads a line from the terminal without echo. Ctrl-C aborts; Backspace edits. */
-async function promptNoEcho(prompt: string): Promise<Buffer> {
-  const stdin = process.stdin;
-  if (!stdin.isTTY) throw new UsageError('no terminal to ask for the passphrase: use --passphrase-file FILE (or - for stdin)');
-  process.stderr.write(prompt);
-  stdin.setRawMode(true);
-  stdin.resume();
-  const buf = Buffer.alloc(1024);
-  let len = 0;
-  try {
-    return await new Promise<Buffer>((resolve, reject) => {
-      const onData = (chunk: Buffer): void => {
-        for (const byte of chunk) {
-          if (byte === 0x0d || byte === 0x0a) {
-            stdin.off('data', onData);
-            resolve(Buffer.from(buf.subarray(0, len)));
-            return;
-          }
-          if (byte === 0x03) {
-            stdin.off('data', onData);
-            reject(new LivestickError('INTERRUPTED', ExitCode.interrupted, 'interrupted'));
-            return;
-          }
-          if (byte === 0x7f || byte === 0x08) len = Math.max(0, len - 1);
-          else if (len < buf.length) buf[len++] = byte;
-        }
-        chunk.fill(0);
-      };
-      stdin.on('data', onData);
-    });
-  } finally {
-    buf.fill(0);
-    stdin.setRawMode(false);
-    stdin.pause();
-    process.stderr.write('\n');
-  }
-}
-
-/** A passphrase from `file` (a path or - for stdin) or the prompt. The caller wipes it. */
-export async function readSecret(file: string | undefined, prompt: string, options: { confirm?: boolean } = {}): Promise<Buffer> {
-  if (file !== undefined) {
-    let bytes: Buffer;
-    try {
-      bytes = file === '-' ? await readAllStdin() : await readKeyFile(file);
-    } catch (err) {
-      throw err instanceof LivestickError ? err : fromSystemError(err, file, 'read the passphrase file');
-    }
-    if (bytes.length === 0) throw new UsageError(`the passphrase file ${file === '-' ? '(stdin)' : file} is empty`);
-    if (bytes[bytes.length - 1] === 0x0a) {
-      process.stderr.write(`livestick: warning: the passphrase from ${file === '-' ? 'stdin' : file} ends with a newline, which is part of the passphrase (as with cryptsetup --key-file)\n`);
-    }
-    return bytes;
-  }
-  const first = await promptNoEcho(prompt);
-  if (options.confirm) {
-    const again = await promptNoEcho('Verify passphrase: ');
-    const same = first.equals(again);
-    again.fill(0);
-    if (!same) {
-      first.fill(0);
-      throw new UsageError('the passphrases do not match');
-    }
-  }
-  if (first.length === 0) throw new UsageError('empty passphrase');
-  return first;
-}
-
-async function withSecrets<T>(secrets: Buffer[], body: () => Promise<T>): Promise<T> {
-  try {
-    return await body();
-  } finally {
-    for (const s of secrets) s.fill(0);
-  }
-}
+import { parseIntegerOption, parseSizeOption, runCommand, withOutputOptions, type OutputOptions } from '../common.ts';
+import { addNewSecretOptions, addSecretOptions, confirmDestruction, currentSecret, memoized, newSecret, withTries, type NewSecretOptions, type SecretOptions } from '../secrets.ts';
 
 // ---------------------------------------------------------------------------------------------------
 // Options
@@ -222,159 +104,199 @@ export function renderLuksInfo(info: LuksInfo & { volume?: string }): string {
 // ---------------------------------------------------------------------------------------------------
 // Commands
 
+/** Refuses to format over data unless --force or, at a terminal, a typed YES. */
+async function checkNothingToDestroy(disk: FileDisk, path: string, force: boolean): Promise<void> {
+  if (force) return;
+  const found = await probeSignatures(disk);
+  if (found.length === 0) return;
+  const what = describeSignatures(found);
+  await confirmDestruction(
+    `This will overwrite data on ${path} irrevocably: it holds ${what}.`,
+    () => new AlreadyExistsError(`holds ${what}; formatting destroys it: use --force to overwrite`, { file: path }),
+  );
+}
+
 export function registerLuks(program: Command): void {
-  const luks = program.command('luks').description('Inspect, create and re-key LUKS volumes (cryptsetup-compatible, no root needed)');
+  const luks = program.command('luks').description('inspect, create and re-key LUKS volumes (cryptsetup-compatible, no root needed)');
 
-  luks
-    .command('info')
-    .description('show a LUKS1/LUKS2 volume: cipher, KDFs, keyslots, UUID, label, header state')
-    .argument('<volume>', 'the LUKS image file')
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: { json?: boolean }) => {
-      await runCommand(opts, async () => onVolume(path, true, async (vol) => ({ volume: path, ...vol.info() })), renderLuksInfo);
-    });
-
-  addKdfOptions(
+  withOutputOptions(
     luks
-      .command('format')
-      .description('create a LUKS2 volume (aes-xts-plain64, argon2id by default) in a file')
-      .argument('<volume>', 'the image file (created with --size, else it must exist)')
-      .option('--size <size>', 'create the file with this size (sparse where the host allows)')
-      .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin) instead of prompting')
-      .option('--sector-size <bytes>', 'encryption sector size: 512 or 4096 (default 4096)')
-      .option('--key-size <bits>', 'volume key size: 512 (default) or 256')
-      .option('--label <label>', 'LUKS2 label')
-      .option('--force', 'overwrite an existing LUKS volume'),
-  )
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: KdfOpts & { size?: string; passphraseFile?: string; sectorSize?: string; keySize?: string; label?: string; force?: boolean; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          const sectorSize = opts.sectorSize === undefined ? 4096 : parseIntegerOption(opts.sectorSize, '--sector-size');
-          if (sectorSize !== 512 && sectorSize !== 4096) throw new UsageError('--sector-size: 512 or 4096');
-          const keyBits = opts.keySize === undefined ? 512 : parseIntegerOption(opts.keySize, '--key-size');
-          if (keyBits !== 256 && keyBits !== 512) throw new UsageError('--key-size: 256 or 512');
-          const kdf = kdfChoice(opts);
-          const size = opts.size === undefined ? undefined : parseSizeOption(opts.size, '--size');
-          const disk = await FileDisk.open(path, size === undefined ? {} : { create: { size } });
+      .command('info')
+      .description('show a LUKS1/LUKS2 volume: cipher, KDFs, keyslots, UUID, label, header state')
+      .argument('<volume>', 'the LUKS image file'),
+  ).action(async (path: string, opts: OutputOptions) => {
+    await runCommand(opts, async () => onVolume(path, true, async (vol) => ({ volume: path, ...vol.info() })), renderLuksInfo);
+  });
+
+  withOutputOptions(
+    addSecretOptions(
+      addKdfOptions(
+        luks
+          .command('format')
+          .description('create a LUKS2 volume (aes-xts-plain64, argon2id by default) in a file')
+          .argument('<volume>', 'the image file (created with --size, else it must exist)')
+          .option('--size <size>', 'create the file with this size (sparse where the host allows)')
+          .option('--sector-size <bytes>', 'encryption sector size: 512 or 4096 (default 4096)')
+          .option('--key-size <bits>', 'volume key size: 512 (default) or 256')
+          .option('--label <label>', 'LUKS2 label')
+          .option('--force', 'overwrite a volume that holds a filesystem, LUKS or partition table signature'),
+      ),
+      'the new passphrase',
+    ),
+  ).action(async (path: string, opts: KdfOpts & SecretOptions & OutputOptions & { size?: string; sectorSize?: string; keySize?: string; label?: string; force?: boolean }) => {
+    await runCommand(
+      opts,
+      async () => {
+        const sectorSize = opts.sectorSize === undefined ? 4096 : parseIntegerOption(opts.sectorSize, '--sector-size');
+        if (sectorSize !== 512 && sectorSize !== 4096) throw new UsageError('--sector-size: 512 or 4096');
+        const keyBits = opts.keySize === undefined ? 512 : parseIntegerOption(opts.keySize, '--key-size');
+        if (keyBits !== 256 && keyBits !== 512) throw new UsageError('--key-size: 256 or 512');
+        const kdf = kdfChoice(opts);
+        const size = opts.size === undefined ? undefined : parseSizeOption(opts.size, '--size');
+        const secret = newSecret(opts, 'Enter passphrase for the new volume: ', ['--passphrase-file', '--key-file']);
+        const disk = await FileDisk.open(path, size === undefined ? {} : { create: { size } });
+        try {
+          await checkNothingToDestroy(disk, path, opts.force ?? false);
+          const pass = await secret.read();
           try {
-            if (!opts.force && (await LuksVolume.probe(disk)) !== undefined) {
-              throw new LivestickError('EXISTS', ExitCode.cantCreate, 'already holds a LUKS volume (use --force to overwrite it and lose its data)', { file: path });
-            }
-            const pass = await readSecret(opts.passphraseFile, 'Enter passphrase for the new volume: ', { confirm: true });
-            return await withSecrets([pass], async () => {
-              const vol = await LuksVolume.format(disk, pass, { sectorSize, keySize: keyBits === 256 ? 32 : 64, ...(kdf ? { kdf } : {}), ...(opts.label ? { label: opts.label } : {}) });
-              return { volume: path, ...vol.info() };
-            });
-          } catch (err) {
-            throw err instanceof LivestickError ? err.withFile(path) : err;
+            const vol = await LuksVolume.format(disk, pass, { sectorSize, keySize: keyBits === 256 ? 32 : 64, ...(kdf ? { kdf } : {}), ...(opts.label ? { label: opts.label } : {}) });
+            return { volume: path, ...vol.info() };
           } finally {
-            await disk.close();
+            pass.fill(0);
           }
-        },
-        (info) => `formatted ${path}\n${renderLuksInfo(info)}`,
-      );
-    });
+        } catch (err) {
+          throw err instanceof LivestickError ? err.withFile(path) : err;
+        } finally {
+          await disk.close();
+        }
+      },
+      (info) => `formatted ${path}\n${renderLuksInfo(info)}`,
+    );
+  });
 
-  luks
-    .command('open-test')
-    .description('check a passphrase (like cryptsetup open --test-passphrase); exit code 77 if it is wrong')
-    .argument('<volume>', 'the LUKS image file')
-    .option('--passphrase-file <file>', 'read the passphrase from this file (- for stdin)')
-    .option('--key-slot <n>', 'only try this keyslot')
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: { passphraseFile?: string; keySlot?: string; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          const keyslot = opts.keySlot === undefined ? undefined : parseIntegerOption(opts.keySlot, '--key-slot');
-          return onVolume(path, true, async (vol) => {
-            const pass = await readSecret(opts.passphraseFile, `Enter passphrase for ${path}: `);
-            return withSecrets([pass], async () => {
-              const r = await vol.unlock(pass, keyslot === undefined ? {} : { keyslot });
-              r.volumeKey.fill(0);
-              return { volume: path, keyslot: r.keyslot, warnings: vol.warnings };
-            });
-          });
-        },
-        (r) => `keyslot ${r.keyslot} accepts the passphrase${r.warnings.map((w) => `\nwarning: ${w}`).join('')}`,
-      );
-    });
-
-  addKdfOptions(
-    luks
-      .command('add-key')
-      .description('add a keyslot with a new passphrase (authorised by an existing one)')
-      .argument('<volume>', 'the LUKS2 image file')
-      .option('--passphrase-file <file>', 'an existing passphrase, from this file (- for stdin)')
-      .option('--new-passphrase-file <file>', 'the new passphrase, from this file (- for stdin)')
-      .option('--key-slot <n>', 'use this keyslot number'),
-  )
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: KdfOpts & { passphraseFile?: string; newPassphraseFile?: string; keySlot?: string; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          const keyslot = opts.keySlot === undefined ? undefined : parseIntegerOption(opts.keySlot, '--key-slot');
-          const kdf = kdfChoice(opts);
-          return onVolume(path, false, async (vol) => {
-            const pass = await readSecret(opts.passphraseFile, `Enter an existing passphrase for ${path}: `);
-            return withSecrets([pass], async () => {
-              const fresh = await readSecret(opts.newPassphraseFile, 'Enter the new passphrase: ', { confirm: true });
-              return withSecrets([fresh], async () => {
-                const id = await vol.addKeyslot(pass, fresh, { ...(keyslot === undefined ? {} : { keyslot }), ...(kdf ? { kdf } : {}) });
-                return { volume: path, keyslot: id };
-              });
-            });
-          });
-        },
-        (r) => `added keyslot ${r.keyslot}`,
-      );
-    });
-
-  luks
-    .command('remove-key')
-    .description('remove the keyslot that a passphrase opens (refuses the last one unless --allow-last)')
-    .argument('<volume>', 'the LUKS2 image file')
-    .option('--passphrase-file <file>', 'the passphrase to remove, from this file (- for stdin)')
-    .option('--allow-last', 'allow removing the last keyslot (the data becomes unrecoverable)')
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: { passphraseFile?: string; allowLast?: boolean; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () =>
-          onVolume(path, false, async (vol) => {
-            const pass = await readSecret(opts.passphraseFile, `Enter the passphrase to remove from ${path}: `);
-            return withSecrets([pass], async () => ({ volume: path, keyslot: await vol.removeKeyslot(pass, { allowLast: opts.allowLast ?? false }) }));
+  withOutputOptions(
+    addSecretOptions(
+      luks
+        .command('open-test')
+        .description('check a passphrase (like cryptsetup open --test-passphrase); exit code 77 if it is wrong')
+        .argument('<volume>', 'the LUKS image file')
+        .option('--key-slot <n>', 'only try this keyslot'),
+    ),
+  ).action(async (path: string, opts: SecretOptions & OutputOptions & { keySlot?: string }) => {
+    await runCommand(
+      opts,
+      async () => {
+        const keyslot = opts.keySlot === undefined ? undefined : parseIntegerOption(opts.keySlot, '--key-slot');
+        const secret = currentSecret(opts, `Enter passphrase for ${path}: `);
+        return onVolume(path, true, async (vol) =>
+          withTries(secret, async (pass) => {
+            const r = await vol.unlock(pass, keyslot === undefined ? {} : { keyslot });
+            r.volumeKey.fill(0);
+            return { volume: path, keyslot: r.keyslot, warnings: vol.warnings };
           }),
-        (r) => `removed keyslot ${r.keyslot}`,
-      );
-    });
+        );
+      },
+      (r) => `keyslot ${r.keyslot} accepts the passphrase${r.warnings.map((w) => `\nwarning: ${w}`).join('')}`,
+    );
+  });
 
-  addKdfOptions(
-    luks
-      .command('passwd')
-      .description('change a passphrase, crash-safely (the keyslot keeps its number)')
-      .argument('<volume>', 'the LUKS2 image file')
-      .option('--passphrase-file <file>', 'the current passphrase, from this file (- for stdin)')
-      .option('--new-passphrase-file <file>', 'the new passphrase, from this file (- for stdin)'),
-  )
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: KdfOpts & { passphraseFile?: string; newPassphraseFile?: string; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          const kdf = kdfChoice(opts);
-          return onVolume(path, false, async (vol) => {
-            const pass = await readSecret(opts.passphraseFile, `Enter the current passphrase for ${path}: `);
-            return withSecrets([pass], async () => {
-              const fresh = await readSecret(opts.newPassphraseFile, 'Enter the new passphrase: ', { confirm: true });
-              return withSecrets([fresh], async () => ({ volume: path, keyslot: await vol.changePassphrase(pass, fresh, kdf ? { kdf } : {}) }));
-            });
-          });
-        },
-        (r) => `changed the passphrase of keyslot ${r.keyslot}`,
-      );
-    });
+  withOutputOptions(
+    addNewSecretOptions(
+      addSecretOptions(
+        addKdfOptions(
+          luks
+            .command('add-key')
+            .description('add a keyslot with a new passphrase (authorised by an existing one)')
+            .argument('<volume>', 'the LUKS2 image file')
+            .option('--key-slot <n>', 'use this keyslot number'),
+        ),
+        'an existing passphrase',
+      ),
+    ),
+  ).action(async (path: string, opts: KdfOpts & SecretOptions & NewSecretOptions & OutputOptions & { keySlot?: string }) => {
+    await runCommand(
+      opts,
+      async () => {
+        const keyslot = opts.keySlot === undefined ? undefined : parseIntegerOption(opts.keySlot, '--key-slot');
+        const kdf = kdfChoice(opts);
+        const fresh = memoized(newSecret(opts, 'Enter the new passphrase: '));
+        try {
+          return await onVolume(path, false, async (vol) =>
+            withTries(currentSecret(opts, `Enter an existing passphrase for ${path}: `), async (pass) => {
+              const next = await fresh.read();
+              try {
+                const id = await vol.addKeyslot(pass, next, { ...(keyslot === undefined ? {} : { keyslot }), ...(kdf ? { kdf } : {}) });
+                return { volume: path, keyslot: id };
+              } finally {
+                next.fill(0);
+              }
+            }),
+          );
+        } finally {
+          fresh.wipe();
+        }
+      },
+      (r) => `added keyslot ${r.keyslot}`,
+    );
+  });
+
+  withOutputOptions(
+    addSecretOptions(
+      luks
+        .command('remove-key')
+        .description('remove the keyslot that a passphrase opens (refuses the last one unless --allow-last)')
+        .argument('<volume>', 'the LUKS2 image file')
+        .option('--allow-last', 'allow removing the last keyslot (the data becomes unrecoverable)'),
+      'the passphrase to remove',
+    ),
+  ).action(async (path: string, opts: SecretOptions & OutputOptions & { allowLast?: boolean }) => {
+    await runCommand(
+      opts,
+      async () =>
+        onVolume(path, false, async (vol) =>
+          withTries(currentSecret(opts, `Enter the passphrase to remove from ${path}: `), async (pass) => ({
+            volume: path,
+            keyslot: await vol.removeKeyslot(pass, { allowLast: opts.allowLast ?? false }),
+          })),
+        ),
+      (r) => `removed keyslot ${r.keyslot}`,
+    );
+  });
+
+  withOutputOptions(
+    addNewSecretOptions(
+      addSecretOptions(
+        addKdfOptions(
+          luks
+            .command('passwd')
+            .description('change a passphrase, crash-safely (the keyslot keeps its number)')
+            .argument('<volume>', 'the LUKS2 image file'),
+        ),
+        'the current passphrase',
+      ),
+    ),
+  ).action(async (path: string, opts: KdfOpts & SecretOptions & NewSecretOptions & OutputOptions) => {
+    await runCommand(
+      opts,
+      async () => {
+        const kdf = kdfChoice(opts);
+        const fresh = memoized(newSecret(opts, 'Enter the new passphrase: '));
+        try {
+          return await onVolume(path, false, async (vol) =>
+            withTries(currentSecret(opts, `Enter the current passphrase for ${path}: `), async (pass) => {
+              const next = await fresh.read();
+              try {
+                return { volume: path, keyslot: await vol.changePassphrase(pass, next, kdf ? { kdf } : {}) };
+              } finally {
+                next.fill(0);
+              }
+            }),
+          );
+        } finally {
+          fresh.wipe();
+        }
+      },
+      (r) => `changed the passphrase of keyslot ${r.keyslot}`,
+    );
+  });
 }

@@ -6,7 +6,7 @@ import { FileDisk } from '../../io/disk.ts';
 import { COMPRESSOR_NAMES, extractSquashfs, SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
 import { decodeDev } from '../../fs/squashfs/inode.ts';
 import { Flags } from '../../fs/squashfs/superblock.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
 
 async function withReader<T>(image: string, body: (r: SquashfsReader) => Promise<T>): Promise<T> {
   const disk = await FileDisk.open(image, { readOnly: true });
@@ -28,10 +28,10 @@ function permString(mode: number): string {
 }
 
 export function registerSquashfs(program: Command): void {
-  const sq = program.command('squashfs').description('Read and write SquashFS 4.0 images (the base of a live medium)');
+  const sq = program.command('squashfs').description('read and write SquashFS 4.0 images (the base of a live medium)');
 
   sq.command('create')
-    .description('Create an image from a directory')
+    .description('create an image from a directory')
     .argument('<source>', 'source directory')
     .argument('<out>', 'image to write')
     .option('--compressor <name>', 'gzip, xz, zstd or lz4', 'gzip')
@@ -39,7 +39,8 @@ export function registerSquashfs(program: Command): void {
     .option('--threads <n>', 'compression threads (0 = main thread)')
     .option('--all-root', 'store every file as owned by root')
     .option('--mtime <epoch>', 'every inode mtime and the image time (like SOURCE_DATE_EPOCH)')
-    .option('--json', 'one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (source: string, out: string, opts: { compressor: string; blockSize: string; threads?: string; allRoot?: boolean; mtime?: string; json?: boolean }) => {
       await runCommand(opts, async () => {
         if (!['gzip', 'xz', 'zstd', 'lz4'].includes(opts.compressor)) throw new UsageError(`--compressor: "${opts.compressor}" is not gzip, xz, zstd or lz4`);
@@ -61,9 +62,10 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('info')
-    .description('Show the superblock of an image')
-    .argument('<image>')
-    .option('--json', 'one JSON document on stdout')
+    .description('show the superblock of an image')
+    .argument('<image>', 'SquashFS image file')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, opts: { json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const sb = r.superblock;
@@ -87,11 +89,12 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('ls')
-    .description('List a directory inside an image')
-    .argument('<image>')
+    .description('list a directory inside an image')
+    .argument('<image>', 'SquashFS image file')
     .argument('[path]', 'directory inside the image', '/')
     .option('-l, --long', 'long listing')
-    .option('--json', 'one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, path: string, opts: { long?: boolean; json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const node = await r.lookup(path);
@@ -104,17 +107,18 @@ export function registerSquashfs(program: Command): void {
         }));
         return { path, entries };
       }), (res) => res.entries.map((e) => {
-        if (!opts.long) return e.name;
+        if (!opts.long) return quoteName(e.name);
         const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
         const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
-        return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${e.name}${e.target !== undefined ? ` -> ${e.target}` : ''}`;
+        return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
       }).join('\n'));
     });
 
   sq.command('cat')
-    .description('Write a file inside an image to stdout')
-    .argument('<image>')
-    .argument('<path>')
+    .description('write a file inside an image to stdout')
+    .argument('<image>', 'SquashFS image file')
+    .argument('<path>', 'file inside the image')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, path: string) => {
       await runCommand({}, () => withReader(image, async (r) => {
         const node = await r.lookup(path);
@@ -127,12 +131,13 @@ export function registerSquashfs(program: Command): void {
     });
 
   sq.command('extract')
-    .description('Extract an image (or a subtree) into a directory; never writes outside DEST')
-    .argument('<image>')
-    .argument('<dest>')
+    .description('extract an image (or a subtree) into a directory; never writes outside DEST')
+    .argument('<image>', 'SquashFS image file')
+    .argument('<dest>', 'host directory to extract into')
     .argument('[path]', 'subtree inside the image', '/')
     .option('--threads <n>', 'decompression threads (default: all cores for images over 8 MiB; 0 = main thread)')
-    .option('--json', 'one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (image: string, dest: string, path: string, opts: { threads?: string; json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const res = await extractSquashfs(r, dest, path, opts.threads !== undefined ? { threads: parseIntegerOption(opts.threads, '--threads') } : {});
