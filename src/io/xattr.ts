@@ -163,7 +163,11 @@ export class HostXattrWriter {
     }
     for (const x of xattrs) {
       const ns = xattrNamespace(x.name);
-      if (ns === undefined || this.#denied.has(ns)) continue;
+      if (ns === undefined) {
+        warnOnce(`write-ns-${x.name.split('.')[0]}`, `extended attributes outside user.*, trusted.* and security.* (such as ${x.name} on ${path}) are not written`);
+        continue;
+      }
+      if (this.#denied.has(ns)) continue;
       if (!this.#namespaces.has(ns)) {
         if (!this.#explicit) warnOnce(`write-root-${ns}`, `not running as root: trusted.* and security.* extended attributes (such as ${x.name} on ${path}) are not restored`);
         continue;
