@@ -214,7 +214,8 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
   const prefix = subpath.split('/').filter((p) => p !== '' && p !== '.').join('/');
   const rel = (p: string): string => (prefix === '' ? p : p === prefix ? '' : p.slice(prefix.length + 1));
   const xw = reader.superblock.xattrIdTableStart !== undefined && options.xattrs !== false ? new HostXattrWriter(options.xattrs === undefined ? {} : { namespaces: options.xattrs }) : undefined;
-  const xattrsOf = async (inode: Inode): Promise<Xattr[] | undefined> => (xw !== undefined && inode.xattr !== undefined ? reader.xattrs(inode) : undefined);
+  // Without an xattr table, xw is undefined and no inode has an xattr index: nothing is awaited.
+  const xattrsOf = (inode: Inode): Promise<Xattr[]> | undefined => (xw !== undefined && inode.xattr !== undefined ? reader.xattrs(inode) : undefined);
 
   // A symlink's owner and times (it has no mode of its own), by path: there is no descriptor to use.
   const applySymlinkMeta = (target: string, inode: Inode, xattrs: Xattr[] | undefined): void => {
@@ -336,7 +337,8 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
             result.hardlinks++;
             break;
           }
-          const xattrs = await xattrsOf(inode);
+          const xq = xattrsOf(inode);
+          const xattrs = xq === undefined ? undefined : await xq;
           const fd = host(target, 'create the file', () => openSync(target, 'wx', 0o600));
           if (files !== undefined && inode.blockSizes.length > 0) {
             linked.set(inode.inodeNumber, target);
@@ -368,19 +370,22 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
           finished(imagePath, inode);
           break;
         }
-        case 'symlink':
+        case 'symlink': {
           if (!inFresh) clearForNonDir(target);
           host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
-          applySymlinkMeta(target, inode, await xattrsOf(inode));
+          const xq = xattrsOf(inode);
+          applySymlinkMeta(target, inode, xq === undefined ? undefined : await xq);
           result.symlinks++;
           break;
+        }
         default:
           result.skipped.push({ path: imagePath, reason: `${inode.kind} (Node.js cannot create special files)` });
       }
     }
     while (pending.length > 0) await finishOldest();
     for (const d of dirsToFinish.reverse()) {
-      const xattrs = await xattrsOf(d.inode);
+      const xq = xattrsOf(d.inode);
+      const xattrs = xq === undefined ? undefined : await xq;
       host(d.path, 'set mode and times', () => {
         if (owners) lchownSync(d.path, reader.uid(d.inode), reader.gid(d.inode));
         if (xattrs !== undefined) xw?.write(d.path, xattrs);
