@@ -32,8 +32,9 @@ import { AlreadyExistsError, ExitCode, LivestickError, NotFoundError, UsageError
 import { formatSize } from '../io/bytes.ts';
 import { NoSpaceError as Ext4NoSpaceError } from '../fs/ext4/errors.ts';
 import { FileDisk, type Disk } from '../io/disk.ts';
+import { HostXattrWriter } from '../io/xattr.ts';
 import { Ext4, Ext4Writer, growFs, listDirectory, mkfs, type LsEntry } from '../fs/ext4/index.ts';
-import { hostFileChunks, timestampFromNs } from '../fs/ext4/copyin.ts';
+import { copyHostXattrs, hostFileChunks, timestampFromNs } from '../fs/ext4/copyin.ts';
 import type { Timestamp } from '../fs/ext4/inode.ts';
 import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
 import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
@@ -550,6 +551,7 @@ export async function homeImport(target: string, src: string, dest: string | und
       if (st.isDirectory()) {
         if (existing !== undefined && existing !== 'dir') await w.unlink(at);
         if (existing !== 'dir') await w.mkdir(at, attrs);
+        if (at !== '/') await copyHostXattrs(w, host, at);
         stats.directories++;
         let names: string[];
         try {
@@ -579,6 +581,7 @@ export async function homeImport(target: string, src: string, dest: string | und
           stats.bytes += n;
           onBytes(n);
         }), attrs);
+        await copyHostXattrs(w, host, at);
         stats.files++;
       } else if (st.isSymbolicLink()) {
         if (existing !== undefined) await w.unlink(at);
@@ -589,6 +592,7 @@ export async function homeImport(target: string, src: string, dest: string | und
           throw fromSystemError(err, host, 'read the link');
         }
         await w.symlink(at, targetText, attrs);
+        await copyHostXattrs(w, host, at);
         stats.symlinks++;
       } else {
         stats.skipped++;
@@ -665,6 +669,7 @@ function toDate(t: Timestamp): Date {
   return new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6));
 }
 
+/** Xattrs are written as unsquashfs does (io/xattr.ts): user.*, and as root trusted.* and security.*, after a file's data. */
 export async function homeExport(target: string, dest: string, options: HomeAccess & { onBytes?: (n: number) => void } = {}): Promise<ExportResult> {
   try {
     const names = await readdir(dest);
@@ -683,6 +688,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
     const stats: ExportResult = { image: s.path, dest, files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, skippedNodes: [], bytes: 0 };
     const linked = new Map<number, string>();
     const onPath = new Set<number>();
+    const xattrs = new HostXattrWriter();
     const visitDir = async (ino: number, hostDir: string, depth: number): Promise<void> => {
       if (onPath.has(ino) || depth > 4096) throw new LivestickError('CORRUPT_IMAGE', 65, `directory inode ${ino} is its own ancestor (or the tree is absurdly deep)`);
       onPath.add(ino);
@@ -701,6 +707,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
         try {
           if (st.kind === 'dir') {
             await mkdir(host, { mode: 0o700 });
+            xattrs.write(host, await s.fs.xattrs(inode));
             await visitDir(e.ino, host, depth + 1);
             await keepOwner(host, st);
             await chmod(host, mode);
@@ -724,6 +731,8 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
               await fh.close();
             }
             await keepOwner(host, st);
+            // After the owner: a chown drops security.capability.
+            xattrs.write(host, await s.fs.xattrs(inode));
             await chmod(host, mode);
             await utimes(host, toDate(st.atime), toDate(st.mtime));
             if (st.nlink > 1) linked.set(e.ino, host);
@@ -739,6 +748,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
               stats.skippedNodes.push({ path: host, reason: 'symbolic link: this host does not let this user create one' });
               continue;
             }
+            xattrs.write(host, await s.fs.xattrs(inode));
             await lutimes(host, toDate(st.atime), toDate(st.mtime)).catch(() => {});
             await keepOwner(host, st);
             stats.symlinks++;

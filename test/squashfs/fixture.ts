@@ -116,7 +116,7 @@ function readXattrDump(root: string): Map<string, string> {
   return map;
 }
 
-/** An xattr reader for the writer's scan (test-only: the library has no host xattr API); one getfattr run. */
+/** An xattr reader for the writer's scan from getfattr (one run), independent of io/xattr.ts. */
 export function xattrReaderFor(root: string): (path: string) => Promise<Array<{ name: string; value: Uint8Array }>> {
   const dump = readXattrDump(root);
   return async (path: string) => {

@@ -143,6 +143,6 @@ export function registerSquashfs(program: Command): void {
         const res = await extractSquashfs(r, dest, path, opts.threads !== undefined ? { threads: parseIntegerOption(opts.threads, '--threads') } : {});
         return { dest, ...res };
       }), (r) => `${r.dest}: ${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${formatSize(r.bytes)}` +
-        (r.skipped.length > 0 ? `\nskipped ${r.skipped.length} (special files / xattrs; see --json)` : ''));
+        (r.skipped.length > 0 ? `\nskipped ${r.skipped.length} (special files; see --json)` : ''));
     });
 }

@@ -1,8 +1,9 @@
-/** Copies a host file or directory tree into an ext4 filesystem (modes, owners, times, hard links, devices). */
+/** Copies a host file or directory tree into an ext4 filesystem (modes, owners, times, xattrs, hard links, devices). */
 import { createReadStream } from 'node:fs';
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fromSystemError } from '../../errors.ts';
+import { readHostXattrs } from '../../io/xattr.ts';
 import type { Timestamp } from './inode.ts';
 import type { Ext4Writer } from './writer.ts';
 
@@ -36,6 +37,11 @@ export async function* hostFileChunks(path: string, onBytes: (n: number) => void
 
 const SMALL_FILE = 4n << 20n;
 
+/** Gives the node at fsPath the host path's own user/trusted/security xattrs (io/xattr.ts; a symlink's are its own). */
+export async function copyHostXattrs(w: Ext4Writer, hostPath: string, fsPath: string): Promise<void> {
+  for (const x of readHostXattrs(hostPath)) await w.setXattr(fsPath, x.name, x.value);
+}
+
 export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: (n: number) => void = () => {}): Promise<CopyStats> {
   const stats: CopyStats = { files: 0, directories: 0, symlinks: 0, hardLinks: 0, others: 0, bytes: 0 };
   const seen = new Map<string, string>();
@@ -58,7 +64,10 @@ export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: 
       seen.set(key, fsPath);
     }
     if (st.isDirectory()) {
-      if (fsPath !== '/') await w.mkdir(fsPath, attrs);
+      if (fsPath !== '/') {
+        await w.mkdir(fsPath, attrs);
+        await copyHostXattrs(w, hostPath, fsPath);
+      }
       stats.directories++;
       let names: string[];
       try {
@@ -86,14 +95,17 @@ export async function copyIn(w: Ext4Writer, src: string, dest: string, onBytes: 
       } else {
         await w.writeFile(fsPath, hostFileChunks(hostPath, count), attrs);
       }
+      await copyHostXattrs(w, hostPath, fsPath);
       stats.files++;
     } else if (st.isSymbolicLink()) {
       await w.symlink(fsPath, await readlink(hostPath), attrs);
+      await copyHostXattrs(w, hostPath, fsPath);
       stats.symlinks++;
     } else {
       const kind = st.isCharacterDevice() ? 'chardev' : st.isBlockDevice() ? 'blockdev' : st.isFIFO() ? 'fifo' : 'socket';
       const rdev = Number(st.rdev);
       await w.mknod(fsPath, kind, { major: Math.floor(rdev / 256) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) }, attrs);
+      await copyHostXattrs(w, hostPath, fsPath);
       stats.others++;
     }
   };

@@ -6,7 +6,10 @@
  * checked with lstat to be a real directory (never a symlink, even one that was already in DEST), and
  * existing non-directories are replaced, never written through (files open with O_EXCL). Hard links
  * are only made to files extracted in this run.
- * Node has no mknod, mkfifo or xattr API: devices, fifos, sockets and xattrs are reported as skipped.
+ * Node has no mknod or mkfifo: devices, fifos and sockets are reported as skipped.
+ * Xattrs are restored as unsquashfs does (io/xattr.ts): user.* always, trusted.* and security.* as
+ * root, after the owner is set (a chown drops security.capability) and before the mode; a failure
+ * is a warning. An image without an xattr table costs nothing here.
  * Host calls are synchronous: per small file they cost far less than thread-pool round trips. Inside
  * directories this run created there is nothing to check first, and a file's owner, mode and times
  * are set through its descriptor.
@@ -27,10 +30,14 @@ import { defaultExtractThreads } from './comp/pool.ts';
 import type { ExtractBlock } from './comp/worker.ts';
 import { NO_FRAGMENT, type FileInode, type Inode } from './inode.ts';
 import type { FileExtractor, SquashfsReader } from './reader.ts';
+import type { Xattr } from './xattr.ts';
+import { HostXattrWriter, type XattrNamespace } from '../../io/xattr.ts';
 
 export interface ExtractOptions {
   /** Set ownership from the image (default: when running as root). */
   owners?: boolean;
+  /** Xattr namespaces to restore (default: user, plus trusted and security as root); false: none. */
+  xattrs?: readonly XattrNamespace[] | false;
   /** Worker threads for file data (default: the host's parallelism for images over 8 MiB, else 0: all on this thread). */
   threads?: number;
   onFile?: (path: string, bytes: number) => void;
@@ -193,6 +200,7 @@ interface PendingFile {
   target: string;
   imagePath: string;
   inode: FileInode;
+  xattrs: Xattr[] | undefined;
   blocks: number;
   jobs: Promise<void>[];
 }
@@ -205,10 +213,14 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
   const names = new Map<string, Set<string>>();
   const prefix = subpath.split('/').filter((p) => p !== '' && p !== '.').join('/');
   const rel = (p: string): string => (prefix === '' ? p : p === prefix ? '' : p.slice(prefix.length + 1));
+  const xw = reader.superblock.xattrIdTableStart !== undefined && options.xattrs !== false ? new HostXattrWriter(options.xattrs === undefined ? {} : { namespaces: options.xattrs }) : undefined;
+  // Without an xattr table, xw is undefined and no inode has an xattr index: nothing is awaited.
+  const xattrsOf = (inode: Inode): Promise<Xattr[]> | undefined => (xw !== undefined && inode.xattr !== undefined ? reader.xattrs(inode) : undefined);
 
   // A symlink's owner and times (it has no mode of its own), by path: there is no descriptor to use.
-  const applySymlinkMeta = (target: string, inode: Inode): void => {
+  const applySymlinkMeta = (target: string, inode: Inode, xattrs: Xattr[] | undefined): void => {
     if (owners) host(target, 'set ownership', () => lchownSync(target, reader.uid(inode), reader.gid(inode)));
+    if (xattrs !== undefined) xw?.write(target, xattrs);
     try {
       lutimesSync(target, inode.mtime, inode.mtime);
     } catch {
@@ -216,8 +228,9 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
     }
   };
   // A regular file's owner, mode and times, through its descriptor (no path lookups), before it closes.
-  const applyFileMeta = (fd: number, target: string, inode: Inode): void => {
+  const applyFileMeta = (fd: number, target: string, inode: Inode, xattrs: Xattr[] | undefined): void => {
     if (owners) host(target, 'set ownership', () => fchownSync(fd, reader.uid(inode), reader.gid(inode)));
+    if (xattrs !== undefined) xw?.write(target, xattrs);
     host(target, 'set mode and times', () => {
       fchmodSync(fd, inode.mode);
       futimesSync(fd, inode.mtime, inode.mtime);
@@ -245,13 +258,13 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
         throw fromSystemError(err, p.target, 'write the file');
       }
       host(p.target, 'write the file', () => ftruncateSync(p.fd, p.inode.fileSize));
-      applyFileMeta(p.fd, p.target, p.inode);
+      applyFileMeta(p.fd, p.target, p.inode, p.xattrs);
     } finally {
       closeSync(p.fd);
     }
     finished(p.imagePath, p.inode);
   };
-  const startFile = (fd: number, target: string, imagePath: string, inode: FileInode, fx: FileExtractor): void => {
+  const startFile = (fd: number, target: string, imagePath: string, inode: FileInode, xattrs: Xattr[] | undefined, fx: FileExtractor): void => {
     const bs = reader.superblock.blockSize;
     const offsets = reader.blockOffsets(inode);
     const n = inode.blockSizes.length;
@@ -265,7 +278,7 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
       job.catch(() => {}); // observed in finishOldest
       jobs.push(job);
     }
-    pending.push({ fd, target, imagePath, inode, blocks: n, jobs });
+    pending.push({ fd, target, imagePath, inode, xattrs, blocks: n, jobs });
     inFlight += n;
   };
 
@@ -300,7 +313,6 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
         if (set.has(name)) throw new CorruptImageError('squashfs', 'directory', `duplicate name /${imagePath}`);
         set.add(name);
       }
-      if (inode.xattr !== undefined) result.skipped.push({ path: imagePath, reason: 'xattrs (no xattr API in Node.js)' });
       switch (inode.kind) {
         case 'dir': {
           const st = inFresh ? undefined : lstatOrUndefined(target);
@@ -325,12 +337,14 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
             result.hardlinks++;
             break;
           }
+          const xq = xattrsOf(inode);
+          const xattrs = xq === undefined ? undefined : await xq;
           const fd = host(target, 'create the file', () => openSync(target, 'wx', 0o600));
           if (files !== undefined && inode.blockSizes.length > 0) {
             linked.set(inode.inodeNumber, target);
             let tail: Uint8Array | undefined;
             try {
-              startFile(fd, target, imagePath, inode, files);
+              startFile(fd, target, imagePath, inode, xattrs, files);
               if (inode.fragment !== NO_FRAGMENT) tail = await reader.piece(inode, inode.blockSizes.length);
             } catch (err) {
               if (!pending.some((p) => p.fd === fd)) closeSync(fd);
@@ -348,7 +362,7 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
               at += piece.byteLength;
             }
             if (end !== at) host(target, 'write the file', () => ftruncateSync(fd, at));
-            applyFileMeta(fd, target, inode);
+            applyFileMeta(fd, target, inode, xattrs);
           } finally {
             closeSync(fd);
           }
@@ -356,20 +370,25 @@ async function extractEntries(reader: SquashfsReader, dest: string, subpath: str
           finished(imagePath, inode);
           break;
         }
-        case 'symlink':
+        case 'symlink': {
           if (!inFresh) clearForNonDir(target);
           host(target, 'create the symlink', () => symlinkSync(Buffer.from(inode.target) as unknown as string, target));
-          applySymlinkMeta(target, inode);
+          const xq = xattrsOf(inode);
+          applySymlinkMeta(target, inode, xq === undefined ? undefined : await xq);
           result.symlinks++;
           break;
+        }
         default:
           result.skipped.push({ path: imagePath, reason: `${inode.kind} (Node.js cannot create special files)` });
       }
     }
     while (pending.length > 0) await finishOldest();
     for (const d of dirsToFinish.reverse()) {
+      const xq = xattrsOf(d.inode);
+      const xattrs = xq === undefined ? undefined : await xq;
       host(d.path, 'set mode and times', () => {
         if (owners) lchownSync(d.path, reader.uid(d.inode), reader.gid(d.inode));
+        if (xattrs !== undefined) xw?.write(d.path, xattrs);
         chmodSync(d.path, d.inode.mode);
         utimesSync(d.path, d.inode.mtime, d.inode.mtime);
       });

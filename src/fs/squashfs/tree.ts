@@ -7,6 +7,7 @@ import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } f
 import { join } from 'node:path';
 import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
+import { readHostXattrs } from '../../io/xattr.ts';
 import type { Xattr } from './xattr.ts';
 
 export interface NodeMeta {
@@ -60,14 +61,15 @@ export function fileNode(bytes: Uint8Array | string, meta: Partial<NodeMeta> = {
 }
 
 export interface ScanOptions {
-  /** Read xattrs (user/trusted/security) via an injected reader; node has no xattr API. */
-  readXattrs?: (path: string) => Promise<Xattr[]>;
+  /** How xattrs (user/trusted/security) are read: default the host's own (io/xattr.ts); false: none. */
+  readXattrs?: ((path: string) => Promise<Xattr[]> | Xattr[]) | false;
 }
 
 /** Builds a tree from a host directory (lstat, no symlink following; synchronous calls, which are
  * much faster than a thread-pool round trip per entry); hard links share a node. */
 export async function treeFromDirectory(root: string, options: ScanOptions = {}): Promise<DirNode> {
   const byIno = new Map<string, TreeNode>();
+  const readXattrs = options.readXattrs ?? readHostXattrs;
   const scan = async (path: string): Promise<TreeNode> => {
     let st;
     try {
@@ -81,8 +83,8 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
       if (known !== undefined) return known;
     }
     const meta: NodeMeta = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
-    if (options.readXattrs) {
-      const x = await options.readXattrs(path);
+    if (readXattrs !== false) {
+      const x = await readXattrs(path);
       if (x.length > 0) meta.xattrs = x;
     }
     let node: TreeNode;

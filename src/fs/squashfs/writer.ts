@@ -58,7 +58,7 @@ export interface WriteOptions {
   /** Pad the image to a multiple of 4 KiB (default true). */
   pad?: boolean;
   onProgress?: (bytesRead: number) => void;
-  /** How a source directory is scanned (xattr reader). */
+  /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
 }
 
@@ -209,7 +209,7 @@ function cmpBytes(a: string, b: string): number {
 
 /** Writes an image from a tree (or a host directory path) to a host path or a Disk. */
 export async function writeSquashfs(source: DirNode | string, out: Disk | string, options: WriteOptions = {}): Promise<WriteResult> {
-  const tree = typeof source === 'string' ? await treeFromDirectory(source, options.scan) : source;
+  const tree = typeof source === 'string' ? await treeFromDirectory(source, options.noXattrs ? { ...options.scan, readXattrs: false } : options.scan) : source;
   const blockSize = options.blockSize ?? 128 * 1024;
   if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
     throw new RangeError(`block size ${blockSize} is not a power of two in 4 KiB..1 MiB`);
