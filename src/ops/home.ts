@@ -35,6 +35,7 @@ import { hostFileChunks, timestampFromNs } from '../fs/ext4/copyin.ts';
 import type { Timestamp } from '../fs/ext4/inode.ts';
 import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
 import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
+import { JournaledDisk, replayJournal, type CommitStep, type ReplayResult } from '../fs/ext4/jbd2/index.ts';
 import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
 import { liveosDir, TEMP_MARK } from './medium.ts';
 import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
@@ -93,9 +94,66 @@ interface Session {
   readonly recovered: boolean;
   readonly file: FileDisk;
   readonly undo: UndoDisk | undefined;
+  /** The journaled write path of a change (absent when the undo log carries it from the start). */
+  readonly journal: JournaledDisk | undefined;
+  readonly warnings: string[];
   readonly luks: LuksVolume | undefined;
   readonly fs: Ext4;
   close(): Promise<void>;
+}
+
+/**
+ * What a SIGINT/SIGTERM would interrupt, for the CLI's message: a journaled change before its commit
+ * block (nothing changed), after it (the journal completes it), or a change under the undo log.
+ */
+let activeChange: { mode: 'journal' | 'undo'; committed: boolean } | undefined;
+
+export function interruptedMessage(): string {
+  if (!activeChange) return 'interrupted: nothing was changed';
+  if (activeChange.mode === 'undo') return 'interrupted; run any livestick command to roll back';
+  if (!activeChange.committed) return 'interrupted: nothing was changed';
+  return 'interrupted: the change is committed to the journal of the home image; the next livestick home command (or mounting it) completes it';
+}
+
+/** For the crash tests: LIVESTICK_TEST_JOURNAL_CRASH=<step> kills the process at that commit step. */
+function commitStepHook(step: CommitStep): void {
+  if (step === 'committed' && activeChange) activeChange.committed = true;
+  if (process.env.LIVESTICK_TEST_JOURNAL_CRASH === step) process.kill(process.pid, 'SIGKILL');
+}
+
+/** Asks for the passphrase at most once per session; `wipe` forgets it. */
+function cachedAccess(access: HomeAccess): { access: HomeAccess; wipe: () => void } {
+  const ask = access.passphrase;
+  if (!ask) return { access, wipe: () => {} };
+  let pass: Uint8Array | undefined;
+  return {
+    access: { ...access, passphrase: async () => new Uint8Array((pass ??= await ask())) },
+    wipe: () => pass?.fill(0),
+  };
+}
+
+/**
+ * Replays the journal of the home's filesystem when it needs recovery (a crash of the kernel or of a
+ * journaled change), as the kernel would at mount: the only write a reading command makes.
+ */
+async function replayHomeJournal(path: string, access: HomeAccess): Promise<ReplayResult> {
+  const file = await FileDisk.open(path);
+  let payload: Disk | undefined;
+  try {
+    if ((await LuksVolume.probe(file)) !== undefined) payload = await unlockPayload(await LuksVolume.open(file, { limits: access.limits }), access, false);
+    const disk = payload ?? file;
+    const r = await replayJournal(await Ext4.open(disk), disk);
+    await disk.flush();
+    return r;
+  } finally {
+    if (payload) await payload.close().catch(() => {});
+    await file.close();
+  }
+}
+
+async function needsReplay(fs: Ext4): Promise<boolean> {
+  const st = await fs.state().catch(() => undefined);
+  return st?.needsRecovery ?? false;
 }
 
 async function unlockPayload(vol: LuksVolume, access: HomeAccess, readOnly: boolean): Promise<Disk> {
@@ -108,13 +166,28 @@ async function unlockPayload(vol: LuksVolume, access: HomeAccess, readOnly: bool
   }
 }
 
-async function openSession(target: string, access: HomeAccess, mode: 'read' | 'change'): Promise<Session> {
-  const { path, recovered } = await existingHome(target);
+async function openSession(target: string, outerAccess: HomeAccess, mode: 'read' | 'change' | 'journaled-change'): Promise<Session> {
+  const { path, recovered: rolledBack } = await existingHome(target);
+  const cached = cachedAccess(outerAccess);
+  const access = cached.access;
+  let recovered = rolledBack;
+  for (let attempt = 0; ; attempt++) {
+    const s = await openStack(path, access, mode, recovered, cached.wipe);
+    if (attempt > 0 || !(await needsReplay(s.fs))) return s;
+    await s.close();
+    if (s.undo) await rollbackUndoLog(path, undoLogOf(path));
+    await replayHomeJournal(path, access);
+    recovered = true;
+  }
+}
+
+async function openStack(path: string, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change', recovered: boolean, wipe: () => void): Promise<Session> {
   const file = await FileDisk.open(path, { readOnly: mode === 'read' });
   let undo: UndoDisk | undefined;
   let payload: Disk | undefined;
+  const warnings: string[] = [];
   try {
-    if (mode === 'change') undo = await UndoDisk.begin(file, undoLogOf(path));
+    if (mode !== 'read') undo = await UndoDisk.begin(file, undoLogOf(path));
     const base: Disk = undo ?? file;
     const version = await LuksVolume.probe(base);
     let luks: LuksVolume | undefined;
@@ -122,10 +195,37 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
       luks = await LuksVolume.open(base, { limits: access.limits });
       payload = await unlockPayload(luks, access, mode === 'read');
     }
-    const fs = await Ext4.open(payload ?? base);
+    let fs = await Ext4.open(payload ?? base);
+    let journal: JournaledDisk | undefined;
     if (undo) {
       const offset = luks ? luks.payloadGeometry().offset : 0;
-      undo.setUnlogged(await freeFileBlocks(fs, offset));
+      const isFree = await freeFsBlocks(fs);
+      const unlogged = fileBlocksFree(fs, isFree, offset);
+      if (mode === 'journaled-change' && !(await needsReplay(fs))) {
+        // The journal carries the change; the undo log stays empty unless the change outgrows it.
+        const u = undo;
+        try {
+          journal = await JournaledDisk.open(payload ?? base, fs, {
+            isFreeAtStart: isFree,
+            onStep: commitStepHook,
+            onOverflow: async (reason) => {
+              u.setUnlogged(unlogged);
+              if (activeChange) activeChange.mode = 'undo';
+              warnings.push(`the change does not fit one journal transaction (${reason}): it went through the undo log instead, so a boot before the next livestick command may see it half done`);
+            },
+          });
+        } catch (err) {
+          if (!(err instanceof LivestickError) || err.code === 'USAGE') throw err;
+          warnings.push(`the journal cannot carry the change (${err.message}): it goes through the undo log instead`);
+        }
+      }
+      if (journal) {
+        undo.setUnlogged(() => true);
+        fs = await Ext4.open(journal);
+      } else {
+        undo.setUnlogged(unlogged);
+      }
+      activeChange = { mode: journal ? 'journal' : 'undo', committed: false };
     }
     const p = payload;
     return {
@@ -133,15 +233,20 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
       recovered,
       file,
       undo,
+      journal,
+      warnings,
       luks,
       fs,
       close: async () => {
+        wipe();
         if (p && p !== base) await p.close().catch(() => {});
         await undo?.close();
         await file.close();
       },
     };
   } catch (err) {
+    wipe();
+    activeChange = undefined;
     if (payload) await payload.close().catch(() => {});
     if (undo) await undo.abort(path).catch(() => {});
     else await file.close().catch(() => {});
@@ -155,7 +260,7 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
  * common in mke2fs-made filesystems) are free except for their fixed metadata, as the writer treats
  * them; with a bad descriptor checksum they count as used (simply logged).
  */
-async function freeFileBlocks(fs: Ext4, payloadOffset: number): Promise<(block: number) => boolean> {
+async function freeFsBlocks(fs: Ext4): Promise<(block: number) => boolean> {
   const bs = fs.blockSize;
   const free = new Uint8Array(Math.ceil(fs.sb.blocksCount / 8));
   const layout = fs.layout;
@@ -185,7 +290,12 @@ async function freeFileBlocks(fs: Ext4, payloadOffset: number): Promise<(block: 
       for (let i = 0; i < n; i++) if (start + i < fs.sb.blocksCount) setFree(start + i, false);
     }
   }
-  const isFree = (b: number): boolean => b >= 0 && b < fs.sb.blocksCount && ((free[b >>> 3]! >>> (b & 7)) & 1) === 1;
+  return (b: number): boolean => b >= 0 && b < fs.sb.blocksCount && ((free[b >>> 3]! >>> (b & 7)) & 1) === 1;
+}
+
+/** The same over 4 KiB blocks of the image file (the payload starting at `payloadOffset`). */
+function fileBlocksFree(fs: Ext4, isFree: (block: number) => boolean, payloadOffset: number): (block: number) => boolean {
+  const bs = fs.blockSize;
   return (fileBlock: number): boolean => {
     const start = fileBlock * 4096 - payloadOffset;
     if (start < 0) return false;
@@ -205,21 +315,29 @@ async function withSession<T>(target: string, access: HomeAccess, body: (s: Sess
   }
 }
 
-/** Runs a change under the undo log: committed when `body` returns, rolled back when it throws. */
-async function withChange<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
-  const s = await openSession(target, access, 'change');
+/**
+ * Runs a change: through the journal (`journaled`, falling back to the undo log when the journal
+ * cannot carry it) or under the undo log; committed when `body` returns, undone when it throws.
+ */
+async function withChange<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>, journaled = false): Promise<T> {
+  const s = await openSession(target, access, journaled ? 'journaled-change' : 'change');
   let result: T;
   try {
-    result = await body(s);
-  } catch (err) {
-    await s.close().catch(() => {});
-    await s.undo!.abort(s.path);
-    throw err instanceof LivestickError ? err.withFile(s.path) : err;
-  }
-  try {
-    await s.undo!.commit();
+    try {
+      result = await body(s);
+    } catch (err) {
+      await s.close().catch(() => {});
+      await s.undo!.abort(s.path);
+      throw err instanceof LivestickError ? err.withFile(s.path) : err;
+    }
+    try {
+      await s.journal?.commit();
+      await s.undo!.commit();
+    } finally {
+      await s.close();
+    }
   } finally {
-    await s.close();
+    activeChange = undefined;
   }
   return result;
 }
@@ -377,7 +495,12 @@ export async function homeInfo(target: string, access: HomeAccess = {}): Promise
       if (!access.passphrase) return out;
       payload = await unlockPayload(vol, access, true);
     }
-    const fs = await Ext4.open(payload ?? file);
+    let fs = await Ext4.open(payload ?? file);
+    if (await needsReplay(fs)) {
+      await replayHomeJournal(path, access);
+      out.recovered = true;
+      fs = await Ext4.open(payload ?? file);
+    }
     const sb = fs.sb;
     const st = await fs.state();
     out.filesystem = {
@@ -455,8 +578,11 @@ export interface TransferResult {
 
 export interface ImportResult extends TransferResult {
   recovered: boolean;
+  /** How the import was made atomic: one jbd2 transaction, or the undo log (when the journal could not carry it). */
+  safety: 'journal' | 'undo-log';
   /** Original contents saved in the undo log while the import ran (metadata, not the free space filled). */
   undoLogBytes: number;
+  warnings: string[];
 }
 
 /** Bytes of regular files under a host path (for progress), without following symlinks. */
@@ -478,7 +604,7 @@ export async function homeImport(target: string, src: string, dest: string | und
   }
   return withChange(target, options, async (s) => {
     const w = await Ext4Writer.open(s.fs);
-    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0, recovered: s.recovered, undoLogBytes: 0 };
+    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, bytes: 0, recovered: s.recovered, safety: 'journal', undoLogBytes: 0, warnings: s.warnings };
     const onBytes = options.onBytes ?? (() => {});
     const owner = options.owner ?? 'live';
     const kindAt = async (p: string): Promise<string | undefined> => {
@@ -555,8 +681,9 @@ export async function homeImport(target: string, src: string, dest: string | und
     await w.close();
     await s.undo!.flush();
     stats.undoLogBytes = s.undo!.loggedBytes;
+    stats.safety = s.journal?.journaling ? 'journal' : 'undo-log';
     return stats;
-  });
+  }, true);
 }
 
 // ---------------------------------------------------------------------------------------------------
