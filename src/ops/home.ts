@@ -99,7 +99,7 @@ interface Session {
   readonly warnings: string[];
   readonly luks: LuksVolume | undefined;
   readonly fs: Ext4;
-  close(): Promise<void>;
+  close(options?: { keepSecret?: boolean }): Promise<void>;
 }
 
 /**
@@ -174,7 +174,7 @@ async function openSession(target: string, outerAccess: HomeAccess, mode: 'read'
   for (let attempt = 0; ; attempt++) {
     const s = await openStack(path, access, mode, recovered, cached.wipe);
     if (attempt > 0 || !(await needsReplay(s.fs))) return s;
-    await s.close();
+    await s.close({ keepSecret: true });
     if (s.undo) await rollbackUndoLog(path, undoLogOf(path));
     await replayHomeJournal(path, access);
     recovered = true;
@@ -237,8 +237,8 @@ async function openStack(path: string, access: HomeAccess, mode: 'read' | 'chang
       warnings,
       luks,
       fs,
-      close: async () => {
-        wipe();
+      close: async (options = {}) => {
+        if (!options.keepSecret) wipe();
         if (p && p !== base) await p.close().catch(() => {});
         await undo?.close();
         await file.close();
