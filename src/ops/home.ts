@@ -15,9 +15,12 @@
  *   blocks (one user's home). livecd-iso-to-disk runs `mkfs.ext4 -j` without a label and the live
  *   system finds the image by its path (LiveOS/home.img, mounted at /home), so the label is
  *   cosmetic: livestick's default is "home".
- * - Import and resize write through an undo log beside the image (home-undo.ts): a crash at any
- *   moment leaves the old filesystem once the next livestick home command has rolled the log back
- *   (every command does that first). Passwd relies on the LUKS layer's ordering (new keyslot area,
+ * - Import is one jbd2 transaction (fs/ext4/jbd2, JournaledDisk): after a crash the kernel, e2fsck
+ *   or the next livestick home command (every one replays a journal that needs recovery first) sees
+ *   the old or the new tree. The undo log beside the image (home-undo.ts) is then an empty lock; it
+ *   carries the change only when the journal cannot (too much metadata, an unusable journal), and
+ *   always for resize (the file and the LUKS payload grow first, which only truncation undoes): a
+ *   crash then leaves the old filesystem once the next livestick home command has rolled it back. Passwd relies on the LUKS layer's ordering (new keyslot area,
  *   metadata swap, then wipe): the old or the new passphrase always opens the volume.
  * - Ownership: live users are uid/gid 1000 on Fedora (liveuser), so imported files are owned by
  *   1000:1000 unless the caller keeps the host owners or names others.
