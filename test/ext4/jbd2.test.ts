@@ -156,7 +156,7 @@ describe('jbd2 structures', () => {
     for (const features of FEATURE_SETS) {
       const j = journalSb(features);
       fc.assert(
-        fc.property(fc.nat(2 ** 32 - 1), fc.integer({ min: 0, max: 2 ** 40 }), fc.nat(999_999_999), (sequence, commitSec, commitNsec) => {
+        fc.property(fc.nat(2 ** 32 - 1), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.nat(999_999_999), (sequence, commitSec, commitNsec) => {
           const bytes = encodeCommitBlock({ sequence, commitSec, commitNsec }, j, 4096);
           assert.ok(commitBlockValid(j, bytes));
           const c = decodeCommitBlock(bytes);
@@ -176,10 +176,11 @@ describe('jbd2 structures', () => {
       assert.throws(() => encodeRevokeBlock({ sequence: 1, blocks: new Array(maxRecords + 1).fill(1) }, j, 4096), RangeError);
     }
     const j = journalSb(JournalIncompat.csumV3);
-    const commit = encodeCommitBlock({ sequence: 1, commitSec: 1, commitNsec: 0 }, j, 4096);
+    const commit = encodeCommitBlock({ sequence: 1, commitSec: 1n, commitNsec: 0 }, j, 4096);
     new DataView(commit.buffer).setUint32(56, 2e9, false);
-    assert.throws(() => decodeCommitBlock(commit), (e: unknown) => e instanceof CorruptImageError && e.field === 'commit block.h_commit_nsec');
-    assert.ok(!commitBlockValid(j, commit));
+    assert.ok(!commitBlockValid(j, commit), 'any changed byte breaks the commit checksum');
+    new DataView(commit.buffer).setUint32(4, BlockType.revoke, false);
+    assert.throws(() => decodeCommitBlock(commit), (e: unknown) => e instanceof CorruptImageError && e.field === 'commit block.header');
     const revoke = encodeRevokeBlock({ sequence: 1, blocks: [1, 2] }, j, 4096);
     for (const count of [4096, 18, 8]) {
       new DataView(revoke.buffer).setUint32(12, count, false);

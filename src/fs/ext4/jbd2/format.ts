@@ -320,7 +320,8 @@ export interface CommitBlock {
   readonly checksumSize: number;
   /** h_chksum[0]: crc32c of the block (csum v2/v3) or the v1 crc32 of the transaction. */
   readonly checksum: number;
-  readonly commitSec: number;
+  /** Commit time, kept raw: recovery never trusts it (debugfs even writes it in host byte order). */
+  readonly commitSec: bigint;
   readonly commitNsec: number;
 }
 
@@ -330,11 +331,7 @@ export function decodeCommitBlock(bytes: Uint8Array, offset?: number): CommitBlo
   if (!header || header.blockType !== BlockType.commit) throw corrupt(S, 'header', 'not a commit block', offset);
   if (bytes.byteLength < 60) throw corrupt(S, 'size', `only ${bytes.byteLength} bytes`, offset);
   const dv = view(bytes);
-  const sec = dv.getBigUint64(48, false);
-  if (sec > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(S, 'h_commit_sec', `${sec} is out of range`, offset === undefined ? undefined : offset + 48);
-  const nsec = dv.getUint32(56, false);
-  if (nsec >= 1e9) throw corrupt(S, 'h_commit_nsec', `${nsec} is not below 10^9`, offset === undefined ? undefined : offset + 56);
-  return { sequence: header.sequence, checksumType: dv.getUint8(12), checksumSize: dv.getUint8(13), checksum: dv.getUint32(16, false), commitSec: Number(sec), commitNsec: nsec };
+  return { sequence: header.sequence, checksumType: dv.getUint8(12), checksumSize: dv.getUint8(13), checksum: dv.getUint32(16, false), commitSec: dv.getBigUint64(48, false), commitNsec: dv.getUint32(56, false) };
 }
 
 function commitChecksum(j: JournalFeatures, block: Uint8Array): number {
@@ -347,7 +344,7 @@ export function encodeCommitBlock(commit: Omit<CommitBlock, 'checksum' | 'checks
   const out = new Uint8Array(blockSize);
   writeHeader(out, BlockType.commit, commit.sequence);
   const dv = view(out);
-  dv.setBigUint64(48, BigInt(commit.commitSec), false);
+  dv.setBigUint64(48, commit.commitSec, false);
   dv.setUint32(56, commit.commitNsec, false);
   if (hasCsumV2or3(j)) dv.setUint32(16, commitChecksum(j, out), false);
   return out;

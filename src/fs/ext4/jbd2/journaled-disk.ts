@@ -228,7 +228,7 @@ export class JournaledDisk implements Disk {
     await lower.flush();
     await this.#step('logged');
     const ms = (this.#options.now ?? Date.now)();
-    await journal.writeBlock(lower, at, encodeCommitBlock({ sequence, commitSec: Math.floor(ms / 1000), commitNsec: (ms % 1000) * 1e6 }, j, bs));
+    await journal.writeBlock(lower, at, encodeCommitBlock({ sequence, commitSec: BigInt(Math.floor(ms / 1000)), commitNsec: (ms % 1000) * 1e6 }, j, bs));
     await lower.flush();
     await this.#step('committed');
     await setNeedsRecovery(lower, true);
