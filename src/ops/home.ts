@@ -15,9 +15,12 @@
  *   blocks (one user's home). livecd-iso-to-disk runs `mkfs.ext4 -j` without a label and the live
  *   system finds the image by its path (LiveOS/home.img, mounted at /home), so the label is
  *   cosmetic: livestick's default is "home".
- * - Import and resize write through an undo log beside the image (home-undo.ts): a crash at any
- *   moment leaves the old filesystem once the next livestick home command has rolled the log back
- *   (every command does that first). Passwd relies on the LUKS layer's ordering (new keyslot area,
+ * - Import is one jbd2 transaction (fs/ext4/jbd2, JournaledDisk): after a crash the kernel, e2fsck
+ *   or the next livestick home command (every one replays a journal that needs recovery first) sees
+ *   the old or the new tree. The undo log beside the image (home-undo.ts) is then an empty lock; it
+ *   carries the change only when the journal cannot (too much metadata, an unusable journal), and
+ *   always for resize (the file and the LUKS payload grow first, which only truncation undoes): a
+ *   crash then leaves the old filesystem once the next livestick home command has rolled it back. Passwd relies on the LUKS layer's ordering (new keyslot area,
  *   metadata swap, then wipe): the old or the new passphrase always opens the volume.
  * - Ownership: live users are uid/gid 1000 on Fedora (liveuser), so imported files are owned by
  *   1000:1000 unless the caller keeps the host owners or names others.
@@ -38,6 +41,7 @@ import { copyHostXattrs, hostFileChunks, timestampFromNs } from '../fs/ext4/copy
 import type { Timestamp } from '../fs/ext4/inode.ts';
 import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
 import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
+import { JournaledDisk, replayJournal, type CommitStep, type ReplayResult } from '../fs/ext4/jbd2/index.ts';
 import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, WrongPassphraseError, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
 import { liveosDir, TEMP_MARK } from './medium.ts';
 import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
@@ -101,11 +105,57 @@ interface Session {
   readonly recovered: boolean;
   readonly file: FileDisk;
   readonly undo: UndoDisk | undefined;
+  /** The journaled write path of a change (absent when the undo log carries it from the start). */
+  readonly journal: JournaledDisk | undefined;
+  readonly warnings: string[];
   readonly luks: LuksVolume | undefined;
   readonly fs: Ext4;
-  /** The LUKS volume key while the session is open (wiped by close). */
+  /** The LUKS volume key while the session is open (wiped by close unless keepKey). */
   readonly volumeKey: Uint8Array | undefined;
-  close(): Promise<void>;
+  close(options?: { keepKey?: boolean }): Promise<void>;
+}
+
+/**
+ * What a SIGINT/SIGTERM would interrupt, for the CLI's message: a journaled change before its commit
+ * block (nothing changed), after it (the journal completes it), or a change under the undo log.
+ */
+let activeChange: { mode: 'journal' | 'undo'; committed: boolean } | undefined;
+
+export function interruptedMessage(): string {
+  if (!activeChange) return 'interrupted: nothing was changed';
+  if (activeChange.mode === 'undo') return 'interrupted; run any livestick command to roll back';
+  if (!activeChange.committed) return 'interrupted: nothing was changed';
+  return 'interrupted: the change is committed to the journal of the home image; the next livestick home command (or mounting it) completes it';
+}
+
+/** For the crash tests: LIVESTICK_TEST_JOURNAL_CRASH=<step> kills the process at that commit step. */
+function commitStepHook(step: CommitStep): void {
+  if (step === 'committed' && activeChange) activeChange.committed = true;
+  if (process.env.LIVESTICK_TEST_JOURNAL_CRASH === step) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * Replays the journal of the home's filesystem when it needs recovery (a crash of the kernel or of a
+ * journaled change), as the kernel would at mount: the only write a reading command makes.
+ */
+async function replayHomeJournal(path: string, access: HomeAccess, volumeKey: Uint8Array | undefined): Promise<ReplayResult> {
+  const file = await FileDisk.open(path);
+  let payload: Disk | undefined;
+  try {
+    if (volumeKey !== undefined) payload = await (await LuksVolume.open(file, { limits: access.limits })).openPayload({ volumeKey }, { readOnly: false });
+    const disk = payload ?? file;
+    const r = await replayJournal(await Ext4.open(disk), disk);
+    await disk.flush();
+    return r;
+  } finally {
+    if (payload) await payload.close().catch(() => {});
+    await file.close();
+  }
+}
+
+async function needsReplay(fs: Ext4): Promise<boolean> {
+  const st = await fs.state().catch(() => undefined);
+  return st?.needsRecovery ?? false;
 }
 
 /** The volume key, trying the passphrase source up to `access.tries` times. The caller wipes the key. */
@@ -125,40 +175,77 @@ async function unlockKey(vol: LuksVolume, access: HomeAccess): Promise<Uint8Arra
   }
 }
 
-async function unlockPayload(vol: LuksVolume, access: HomeAccess, readOnly: boolean): Promise<Disk> {
-  const volumeKey = await unlockKey(vol, access);
+async function openSession(target: string, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change'): Promise<Session> {
+  const { path, recovered: rolledBack } = await existingHome(target);
+  // The key is proven on a read-only descriptor, before the undo log exists: a wrong passphrase
+  // leaves the image untouched (not even its mtime changes).
+  let volumeKey: Uint8Array | undefined;
+  const probe = await FileDisk.open(path, { readOnly: true });
   try {
-    return await vol.openPayload({ volumeKey }, { readOnly });
+    if ((await LuksVolume.probe(probe)) !== undefined) volumeKey = await unlockKey(await LuksVolume.open(probe, { limits: access.limits }), access);
   } finally {
-    volumeKey.fill(0);
+    await probe.close();
+  }
+  let recovered = rolledBack;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const s = await openStack(path, access, mode, recovered, volumeKey);
+      if (attempt > 0 || !(await needsReplay(s.fs))) return s;
+      await s.close({ keepKey: true });
+      if (s.undo) await rollbackUndoLog(path, undoLogOf(path));
+      await replayHomeJournal(path, access, volumeKey);
+      recovered = true;
+    }
+  } catch (err) {
+    volumeKey?.fill(0);
+    throw err;
   }
 }
 
-async function openSession(target: string, access: HomeAccess, mode: 'read' | 'change'): Promise<Session> {
-  const { path, recovered } = await existingHome(target);
-  // The key is proven on a read-only descriptor, before the undo log exists: a wrong passphrase
-  // leaves the image untouched (not even its mtime changes).
-  let file = await FileDisk.open(path, { readOnly: true });
+async function openStack(path: string, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change', recovered: boolean, volumeKey: Uint8Array | undefined): Promise<Session> {
+  const file = await FileDisk.open(path, { readOnly: mode === 'read' });
   let undo: UndoDisk | undefined;
   let payload: Disk | undefined;
-  let volumeKey: Uint8Array | undefined;
+  const warnings: string[] = [];
   try {
-    if ((await LuksVolume.probe(file)) !== undefined) volumeKey = await unlockKey(await LuksVolume.open(file, { limits: access.limits }), access);
-    if (mode === 'change') {
-      await file.close();
-      file = await FileDisk.open(path);
-      undo = await UndoDisk.begin(file, undoLogOf(path));
-    }
+    if (mode !== 'read') undo = await UndoDisk.begin(file, undoLogOf(path));
     const base: Disk = undo ?? file;
     let luks: LuksVolume | undefined;
     if (volumeKey !== undefined) {
       luks = await LuksVolume.open(base, { limits: access.limits });
       payload = await luks.openPayload({ volumeKey }, { readOnly: mode === 'read' });
     }
-    const fs = await Ext4.open(payload ?? base);
+    let fs = await Ext4.open(payload ?? base);
+    let journal: JournaledDisk | undefined;
     if (undo) {
       const offset = luks ? luks.payloadGeometry().offset : 0;
-      undo.setUnlogged(await freeFileBlocks(fs, offset));
+      const isFree = await freeFsBlocks(fs);
+      const unlogged = fileBlocksFree(fs, isFree, offset);
+      if (mode === 'journaled-change' && !(await needsReplay(fs))) {
+        // The journal carries the change; the undo log stays empty unless the change outgrows it.
+        const u = undo;
+        try {
+          journal = await JournaledDisk.open(payload ?? base, fs, {
+            isFreeAtStart: isFree,
+            onStep: commitStepHook,
+            onOverflow: async (reason) => {
+              u.setUnlogged(unlogged);
+              if (activeChange) activeChange.mode = 'undo';
+              warnings.push(`the change does not fit one journal transaction (${reason}): it went through the undo log instead, so a boot before the next livestick command may see it half done`);
+            },
+          });
+        } catch (err) {
+          if (!(err instanceof LivestickError) || err.code === 'USAGE') throw err;
+          warnings.push(`the journal cannot carry the change (${err.message}): it goes through the undo log instead`);
+        }
+      }
+      if (journal) {
+        undo.setUnlogged(() => true);
+        fs = await Ext4.open(journal);
+      } else {
+        undo.setUnlogged(unlogged);
+      }
+      activeChange = { mode: journal ? 'journal' : 'undo', committed: false };
     }
     const p = payload;
     const f = file;
@@ -168,18 +255,20 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
       recovered,
       file: f,
       undo,
+      journal,
+      warnings,
       luks,
       fs,
       volumeKey: key,
-      close: async () => {
-        key?.fill(0);
+      close: async (options = {}) => {
+        if (!options.keepKey) key?.fill(0);
         if (p && p !== base) await p.close().catch(() => {});
         await undo?.close();
         await f.close();
       },
     };
   } catch (err) {
-    volumeKey?.fill(0);
+    activeChange = undefined;
     if (payload) await payload.close().catch(() => {});
     if (undo) await undo.abort(path).catch(() => {});
     else await file.close().catch(() => {});
@@ -193,7 +282,7 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
  * common in mke2fs-made filesystems) are free except for their fixed metadata, as the writer treats
  * them; with a bad descriptor checksum they count as used (simply logged).
  */
-async function freeFileBlocks(fs: Ext4, payloadOffset: number): Promise<(block: number) => boolean> {
+async function freeFsBlocks(fs: Ext4): Promise<(block: number) => boolean> {
   const bs = fs.blockSize;
   const free = new Uint8Array(Math.ceil(fs.sb.blocksCount / 8));
   const layout = fs.layout;
@@ -223,7 +312,12 @@ async function freeFileBlocks(fs: Ext4, payloadOffset: number): Promise<(block: 
       for (let i = 0; i < n; i++) if (start + i < fs.sb.blocksCount) setFree(start + i, false);
     }
   }
-  const isFree = (b: number): boolean => b >= 0 && b < fs.sb.blocksCount && ((free[b >>> 3]! >>> (b & 7)) & 1) === 1;
+  return (b: number): boolean => b >= 0 && b < fs.sb.blocksCount && ((free[b >>> 3]! >>> (b & 7)) & 1) === 1;
+}
+
+/** The same over 4 KiB blocks of the image file (the payload starting at `payloadOffset`). */
+function fileBlocksFree(fs: Ext4, isFree: (block: number) => boolean, payloadOffset: number): (block: number) => boolean {
+  const bs = fs.blockSize;
   return (fileBlock: number): boolean => {
     const start = fileBlock * 4096 - payloadOffset;
     if (start < 0) return false;
@@ -243,21 +337,29 @@ async function withSession<T>(target: string, access: HomeAccess, body: (s: Sess
   }
 }
 
-/** Runs a change under the undo log: committed when `body` returns, rolled back when it throws. */
-async function withChange<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
-  const s = await openSession(target, access, 'change');
+/**
+ * Runs a change: through the journal (`journaled`, falling back to the undo log when the journal
+ * cannot carry it) or under the undo log; committed when `body` returns, undone when it throws.
+ */
+async function withChange<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>, journaled = false): Promise<T> {
+  const s = await openSession(target, access, journaled ? 'journaled-change' : 'change');
   let result: T;
   try {
-    result = await body(s);
-  } catch (err) {
-    await s.close().catch(() => {});
-    await s.undo!.abort(s.path);
-    throw err instanceof LivestickError ? err.withFile(s.path) : err;
-  }
-  try {
-    await s.undo!.commit();
+    try {
+      result = await body(s);
+    } catch (err) {
+      await s.close().catch(() => {});
+      await s.undo!.abort(s.path);
+      throw err instanceof LivestickError ? err.withFile(s.path) : err;
+    }
+    try {
+      await s.journal?.commit();
+      await s.undo!.commit();
+    } finally {
+      await s.close();
+    }
   } finally {
-    await s.close();
+    activeChange = undefined;
   }
   return result;
 }
@@ -387,6 +489,7 @@ export async function homeInfo(target: string, access: HomeAccess = {}): Promise
   const { path, recovered } = await existingHome(target);
   const file = await FileDisk.open(path, { readOnly: true });
   let payload: Disk | undefined;
+  let volumeKey: Uint8Array | undefined;
   try {
     const out: HomeInfo = { path, fileSize: file.size, recovered, encrypted: false };
     if ((await LuksVolume.probe(file)) !== undefined) {
@@ -413,9 +516,15 @@ export async function homeInfo(target: string, access: HomeAccess = {}): Promise
         warnings: [...i.warnings],
       };
       if (!access.passphrase) return out;
-      payload = await unlockPayload(vol, access, true);
+      volumeKey = await unlockKey(vol, access);
+      payload = await vol.openPayload({ volumeKey }, { readOnly: true });
     }
-    const fs = await Ext4.open(payload ?? file);
+    let fs = await Ext4.open(payload ?? file);
+    if (await needsReplay(fs)) {
+      await replayHomeJournal(path, access, volumeKey);
+      out.recovered = true;
+      fs = await Ext4.open(payload ?? file);
+    }
     const sb = fs.sb;
     const st = await fs.state();
     out.filesystem = {
@@ -433,6 +542,7 @@ export async function homeInfo(target: string, access: HomeAccess = {}): Promise
   } catch (err) {
     throw err instanceof LivestickError ? err.withFile(path) : err;
   } finally {
+    volumeKey?.fill(0);
     if (payload) await payload.close().catch(() => {});
     await file.close();
   }
@@ -495,8 +605,11 @@ export interface TransferResult {
 
 export interface ImportResult extends TransferResult {
   recovered: boolean;
+  /** How the import was made atomic: one jbd2 transaction, or the undo log (when the journal could not carry it). */
+  safety: 'journal' | 'undo-log';
   /** Original contents saved in the undo log while the import ran (metadata, not the free space filled). */
   undoLogBytes: number;
+  warnings: string[];
 }
 
 /** Bytes of regular files under a host path (for progress), without following symlinks. */
@@ -522,7 +635,7 @@ export async function homeImport(target: string, src: string, dest: string | und
     const w = await Ext4Writer.open(s.fs);
     freeBefore = s.fs.sb.freeBlocksCount * s.fs.blockSize;
     blockSize = s.fs.blockSize;
-    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, skippedNodes: [], bytes: 0, recovered: s.recovered, undoLogBytes: 0 };
+    const stats: ImportResult = { image: s.path, dest: '', files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, skippedNodes: [], bytes: 0, recovered: s.recovered, safety: 'journal', undoLogBytes: 0, warnings: s.warnings };
     const onBytes = options.onBytes ?? (() => {});
     const owner = options.owner ?? 'live';
     const kindAt = async (p: string): Promise<string | undefined> => {
@@ -603,8 +716,9 @@ export async function homeImport(target: string, src: string, dest: string | und
     await w.close();
     await s.undo!.flush();
     stats.undoLogBytes = s.undo!.loggedBytes;
+    stats.safety = s.journal?.journaling ? 'journal' : 'undo-log';
     return stats;
-  }).catch(async (err: unknown) => {
+  }, true).catch(async (err: unknown) => {
     if (!(err instanceof Ext4NoSpaceError)) throw err;
     throw await outOfSpace(err, target, src, freeBefore, blockSize);
   });

@@ -17,6 +17,7 @@ import {
   homePasswd,
   homeResize,
   hostTreeBytes,
+  interruptedMessage,
   type HomeInfo,
   type PassphraseSource,
   type TransferResult,
@@ -31,6 +32,16 @@ function addKdfOptions(cmd: Command): Command {
     .option('--pbkdf-memory <kib>', 'Argon2 memory in KiB (default: 1 GiB, at most half the RAM)')
     .option('--pbkdf-force-iterations <n>', 'fixed Argon2 time cost or PBKDF2 iterations (skips the benchmark; low values are for tests only)')
     .option('--iter-time <ms>', 'unlock time the benchmark aims at (default 2000)');
+}
+
+/** SIGINT/SIGTERM during a change: say what state the home is in (journal or undo log) and exit 130. */
+function exitHonestlyOnInterrupt(): void {
+  const onSignal = (): void => {
+    process.stderr.write(`livestick: ${interruptedMessage()}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
 }
 
 /** How the ops layer gets the passphrase: from the options, or a prompt with three tries. */
@@ -207,6 +218,7 @@ export function registerHome(program: Command): void {
           if (!m) throw new UsageError('--owner: expected UID:GID');
           owner = { uid: parseIntegerOption(m[1]!, '--owner'), gid: parseIntegerOption(m[2]!, '--owner') };
         }
+        exitHonestlyOnInterrupt();
         const showProgress = process.stderr.isTTY && !opts.quiet && !opts.json;
         progress = new Progress('import', showProgress ? await hostTreeBytes(src) : 0, opts);
         try {
@@ -218,7 +230,7 @@ export function registerHome(program: Command): void {
           progress.finish();
         }
       },
-      (r) => `imported ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links (${formatSize(r.bytes)}) into ${r.image}:${r.dest}${r.skipped ? `; skipped ${r.skipped} special files` : ''}`,
+      (r) => `${r.warnings.map((w) => `warning: ${w}\n`).join('')}imported ${r.files} files, ${r.directories} directories, ${r.symlinks} symlinks, ${r.hardLinks} hard links (${formatSize(r.bytes)}) into ${r.image}:${r.dest}${r.skipped ? `; skipped ${r.skipped} special files` : ''}`,
     );
   });
 
@@ -288,7 +300,10 @@ export function registerHome(program: Command): void {
   ).action(async (medium: string, opts: SecretOptions & OutputOptions & { size: string }) => {
     await runCommand(
       opts,
-      async () => homeResize(medium, parseSizeOption(opts.size, '--size'), accessFrom(opts)),
+      async () => {
+        exitHonestlyOnInterrupt();
+        return homeResize(medium, parseSizeOption(opts.size, '--size'), accessFrom(opts));
+      },
       (r) => `grew ${r.image}: ${formatSize(r.oldSize)} → ${formatSize(r.newSize)}, filesystem ${r.oldBlocks} → ${r.newBlocks} blocks, ${formatSize(r.free)} free`,
     );
   });
