@@ -1,13 +1,15 @@
 /**
  * Crash safety: `home import`, `home passwd` and `home resize` run as child processes and are killed
- * (SIGKILL) at spread-out moments of their run. Afterwards the encrypted home opens with the old or
+ * (SIGKILL) at spread-out moments of their run: for import, at spread-out file operations on the
+ * image and its log (fault points, io/faults.ts: the journaled import is too short for timed kills to
+ * land in it); for passwd and resize, at spread-out times. Afterwards the encrypted home opens with the old or
  * the new passphrase, the next home command rolls back an interrupted import/resize, the tree is
  * exactly the old one or exactly the new one, and e2fsck -fn finds the filesystem clean.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
@@ -25,12 +27,12 @@ const KDF = { type: 'pbkdf2', iterations: 1000 } as const;
 /** Slow enough that passwd spends most of its run deriving keys, so kills land in the middle of it. */
 const SLOW_ITERATIONS = 200_000;
 
-function runKilledAfter(args: string[], ms: number | undefined): Promise<{ killed: boolean; ms: number }> {
+function runKilledAfter(args: string[], ms: number | undefined, faults: Record<string, string> = {}): Promise<{ killed: boolean; ms: number }> {
   return new Promise((resolve) => {
     const started = Date.now();
     // Small checkpoints: the file is written (and its originals logged) many times during a run, so
     // kills land between checkpoints with half the change on disk, not only before the final one.
-    const env = { ...process.env, LIVESTICK_TEST_UNDO_CHECKPOINT: String(256 * 1024) };
+    const env = { ...process.env, LIVESTICK_TEST_UNDO_CHECKPOINT: String(256 * 1024), ...faults };
     const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), ...args], { cwd: root, stdio: 'ignore', env });
     let killed = false;
     const timer = ms === undefined ? undefined : setTimeout(() => {
@@ -38,7 +40,7 @@ function runKilledAfter(args: string[], ms: number | undefined): Promise<{ kille
     }, ms);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      if (!killed) assert.equal(code, 0, `livestick ${args.join(' ')} failed (${signal ?? code})`);
+      if (!killed && !(faults.LIVESTICK_FAULT && signal === 'SIGKILL')) assert.equal(code, 0, `livestick ${args.join(' ')} failed (${signal ?? code})`);
       resolve({ killed: signal === 'SIGKILL', ms: Date.now() - started });
     });
   });
@@ -118,24 +120,41 @@ describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: mi
     return { pass, tree: describeTree(out) };
   }
 
-  async function killSeries(args: (image: string) => string[], verify: (image: string, killed: boolean, undoLeft: boolean, committed: boolean) => Promise<void>, from = template, pass?: string): Promise<number> {
+  async function killSeries(
+    args: (image: string) => string[],
+    verify: (image: string, killed: boolean, undoLeft: boolean, committed: boolean) => Promise<void>,
+    from = template,
+    pass?: string,
+    at: 'time' | 'fault-point' = 'time',
+  ): Promise<number> {
     const ref = fresh(from);
-    const full = await runKilledAfter(args(ref), undefined);
+    const log = `${ref}.points`;
+    const full = await runKilledAfter(args(ref), undefined, at === 'fault-point' ? { LIVESTICK_FAULT_LOG: log } : {});
     await verify(ref, false, false, false);
+    // Fault points on the image and its undo log, in the order the command reached them.
+    const points =
+      at === 'fault-point'
+        ? readFileSync(log, 'utf8')
+            .split('\n')
+            .filter((l) => l.includes(ref))
+            .map((l) => Number(l.split(' ')[0]))
+        : [];
+    const moments = at === 'fault-point' ? [0.15, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97].map((f) => points[Math.floor(f * points.length)] as number) : [0.6, 0.75, 0.85, 0.92, 0.97];
     let midChange = 0;
-    for (const f of [0.6, 0.75, 0.85, 0.92, 0.97]) {
+    for (const m of moments) {
       const image = fresh(from);
-      const r = await runKilledAfter(args(image), Math.round(full.ms * f));
+      const r = at === 'fault-point' ? await runKilledAfter(args(image), undefined, { LIVESTICK_FAULT: `${m}:kill` }) : await runKilledAfter(args(image), Math.round(full.ms * m));
       const undoLeft = existsSync(`${image}.livestick-undo`);
-      if (r.killed && undoLeft) midChange++;
       const committed = await journalCommitted(image, pass);
-      console.log(`${args(image)[1]} killed after ${Math.round(full.ms * f)} of ${full.ms} ms: killed=${r.killed} undo log left=${undoLeft} journal committed=${committed}`);
+      if (r.killed && (undoLeft || committed)) midChange++;
+      console.log(`${args(image)[1]} killed ${at === 'fault-point' ? `at fault point ${m} of ${points.length} on the image` : `after ${Math.round(full.ms * m)} of ${full.ms} ms`}: killed=${r.killed} undo log left=${undoLeft} journal committed=${committed}`);
       await verify(image, r.killed, undoLeft, committed);
     }
     return midChange;
   }
 
   test('import: the tree is the old one or the old one plus everything imported', async () => {
+    const outcomes = new Set<string>();
     const mid = await killSeries(
       (image) => ['home', 'import', image, src, '/new', '--passphrase-file', oldPass],
       async (image, killed, undoLeft, committed) => {
@@ -143,19 +162,23 @@ describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: mi
         const expectNew = new Map([...oldTree, ...[...srcTree].map(([k, v]) => [`new/${k}`, v] as const)]);
         tree.delete('new');
         if (committed) assert.deepEqual(tree, expectNew, 'an import committed to the journal is completed by the replay');
-        else if (undoLeft) assert.deepEqual(tree, oldTree, 'an interrupted import is rolled back entirely');
         else if (!killed) assert.deepEqual(tree, expectNew);
         else {
+          // Killed before the commit block: the old tree; after it (journal replayed or already checkpointed): the new one.
           assert.ok(isDeepStrictEqual(tree, oldTree) || isDeepStrictEqual(tree, expectNew), `neither old nor new: ${[...tree.keys()].join(' ')}`);
+          outcomes.add(isDeepStrictEqual(tree, oldTree) ? 'old' : 'new');
         }
       },
       template,
       'old pass',
+      'fault-point',
     );
-    assert.ok(mid > 0, 'at least one kill landed while the import was changing the image');
+    assert.ok(mid >= 5, `kills landed while the import was changing the image (${mid})`);
+    assert.deepEqual([...outcomes].sort(), ['new', 'old'], 'kills landed both before and after the commit');
   });
 
   test('import into a plain home made by mke2fs (1 KiB blocks, BLOCK_UNINIT groups): old tree or new tree, e2fsck clean', async () => {
+    const outcomes = new Set<string>();
     const mk = join(tmp.dir, 'mke2fs.img');
     run('mke2fs', ['-q', '-t', 'ext4', '-F', mk, '48M']);
     const emptyTree = new Map<string, unknown>();
@@ -166,13 +189,18 @@ describe('home crash safety (SIGKILL during import, passwd, resize)', { skip: mi
         const all = new Map([...srcTree].map(([k, v]) => [`new/${k}`, v] as const));
         tree.delete('new');
         if (committed) assert.deepEqual(tree, all, 'an import committed to the journal is completed by the replay');
-        else if (undoLeft) assert.deepEqual(tree, emptyTree, 'an interrupted import is rolled back entirely');
         else if (!killed) assert.deepEqual(tree, all);
-        else assert.ok(isDeepStrictEqual(tree, emptyTree) || isDeepStrictEqual(tree, all));
+        else {
+          assert.ok(isDeepStrictEqual(tree, emptyTree) || isDeepStrictEqual(tree, all), `neither old nor new: ${[...tree.keys()].join(' ')}`);
+          outcomes.add(isDeepStrictEqual(tree, emptyTree) ? 'old' : 'new');
+        }
       },
       mk,
+      undefined,
+      'fault-point',
     );
-    assert.ok(mid > 0, 'at least one kill landed while the import was changing the image');
+    assert.ok(mid >= 5, `kills landed while the import was changing the image (${mid})`);
+    assert.deepEqual([...outcomes].sort(), ['new', 'old'], 'kills landed both before and after the commit');
   });
 
   test('passwd: the old or the new passphrase opens the volume; the data is untouched', async () => {
