@@ -8,6 +8,8 @@
 export const ExitCode = {
   ok: 0,
   failure: 1,
+  /** `status`: the medium needs attention (foreign or invalid overlay, damaged filesystem, nearly full). */
+  unhealthy: 3,
   usage: 64,
   dataError: 65,
   noInput: 66,

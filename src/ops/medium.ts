@@ -122,7 +122,8 @@ export async function locateMedium(dir: string, options: { overlay?: string } = 
   if (overlayDirs.length > 0 && overlayFiles.length === 0 && options.overlay === undefined) {
     throw new UnsupportedFeatureError('live medium', 'persistence', `${overlayDirs[0]} is an overlayfs persistence directory; only dm-snapshot overlay files are supported yet`, { file: overlayDirs[0] });
   }
-  let overlayPath: string | undefined = options.overlay;
+  // A bare name (no directory part) is a file inside LiveOS/.
+  let overlayPath: string | undefined = options.overlay !== undefined && !/[\\/]/.test(options.overlay) ? join(liveos, options.overlay) : options.overlay;
   if (overlayPath === undefined) {
     if (overlayFiles.length > 1) {
       throw new UsageError(`several overlay files in ${liveos} (${overlayFiles.map((f) => basename(f)).join(', ')}); choose one with --overlay`);

@@ -309,10 +309,55 @@ export async function bindOverlay(basePath: string, overlayPath: string, options
   });
 }
 
-export async function resetOverlay(overlayPath: string, options: { chunkSectorsIfNew?: number } = {}): Promise<OverlayInfo> {
+export interface ResetOptions {
+  chunkSectorsIfNew?: number;
+  /** Bind the emptied overlay to this base (the medium's current one). */
+  binding?: BaseBinding;
+  /** Overwrite the chunks that held data with zeros (otherwise the old bytes stay until reused). */
+  wipe?: boolean;
+}
+
+/**
+ * Empties the overlay (crash-safe: the store's reset is one ordered write), then binds it and, with
+ * `wipe`, zeroes every chunk that held data, so the old changes cannot be read back from the file.
+ */
+export async function resetOverlay(overlayPath: string, options: ResetOptions = {}): Promise<OverlayInfo & { wipedBytes: number }> {
   return withFile(overlayPath, false, async (disk) => {
     const store = await ExceptionStore.open(disk, { chunkSectorsIfNew: options.chunkSectorsIfNew });
+    const usedChunks = store.nextFree;
     await store.reset();
-    return describeStore(overlayPath, store);
+    if (options.binding !== undefined) await store.bind(options.binding);
+    let wipedBytes = 0;
+    if (options.wipe) {
+      const cb = store.geometry.chunkBytes;
+      const zeros = new Uint8Array(Math.max(cb, 4 << 20) - (Math.max(cb, 4 << 20) % cb));
+      for (let at = 2 * cb; at < Math.min(usedChunks * cb, disk.size); at += zeros.byteLength) {
+        const len = Math.min(zeros.byteLength, usedChunks * cb - at, disk.size - at);
+        await disk.write(zeros.subarray(0, len), at);
+        wipedBytes += len;
+      }
+      await disk.flush();
+    }
+    return { ...describeStore(overlayPath, store), ...(options.binding ? { baseMatches: true } : {}), wipedBytes };
   });
+}
+
+/** Binds a medium's overlay to the root image its squashfs.img holds now. */
+export async function bindMediumOverlay(dir: string, options: { overlay?: string } = {}): Promise<OverlayInfo> {
+  const { locateMedium, openMedium } = await import('./medium.ts');
+  const located = await locateMedium(dir, { overlay: options.overlay });
+  if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}`);
+  const overlayPath = located.overlayPath;
+  const medium = await openMedium(located);
+  try {
+    const binding = await bindingFor(medium.rootDisk, medium.rootImage);
+    return await withFile(overlayPath, false, async (disk) => {
+      const store = await ExceptionStore.open(disk);
+      store.checkFitsBase(binding.baseSize);
+      await store.bind(binding);
+      return { ...describeStore(overlayPath, store), baseMatches: true };
+    });
+  } finally {
+    await medium.close();
+  }
 }

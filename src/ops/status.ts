@@ -18,7 +18,9 @@ import { FileDisk } from '../io/disk.ts';
 import { LivestickError, UsageError } from '../errors.ts';
 import { bindingFor, describeStore, type OverlayInfo } from './overlay.ts';
 import { sameBase } from '../xform/dmsnap/binding.ts';
-import { liveosDir, locateMedium, openMedium } from './medium.ts';
+import { liveosDir, locateMedium, openMedium, TEMP_MARK } from './medium.ts';
+import { readdir, stat, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
 import { recoverMedium, type RecoveryReport } from './switch.ts';
 
 export interface PathUsage {
@@ -55,6 +57,13 @@ export interface StatusReport {
   afterMerge: { overlayUsedBytes: number; overlayFill: number; reclaimedBytes: number };
   warnings: string[];
   recommendation: string;
+  /** false when the medium needs attention (foreign or invalid overlay, damaged filesystem, nearly full); the CLI then exits 3. */
+  healthy: boolean;
+  problems: string[];
+  /** Space on the host filesystem holding LiveOS/, and what the overlay can still really grow by. */
+  host: { freeBytes: number | null; overlayAllocatedBytes: number; overlayHeadroomBytes: number };
+  /** Previous bases and overlays kept by `merge --keep-old` (or left by an interrupted tidy-up). */
+  kept: { name: string; bytes: number }[];
 }
 
 export interface StatusOptions {
@@ -79,27 +88,55 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
       throw err instanceof LivestickError ? err.withFile(overlayPath) : err;
     });
     const overlay = describeStore(overlayPath, store);
-    const warnings: string[] = [];
+    const warnings: string[] = [...recovery.warnings];
+    const problems: string[] = [];
+    const extra = { host: await hostSpace(located.liveos, overlayPath, overlay), kept: await keptFiles(located.liveos) };
+    if (extra.kept.length > 0) {
+      warnings.push(`kept from earlier merges: ${extra.kept.map((k) => `${k.name} (${formatSize(k.bytes)})`).join(', ')}; once the medium boots fine, remove them with \`rm\` in ${located.liveos}`);
+    }
+    if (extra.host.freeBytes !== null && extra.host.overlayHeadroomBytes < overlay.freeBytes) {
+      warnings.push(`the overlay file is sparse and the medium has only ${formatSize(extra.host.freeBytes)} free: the overlay can grow by ${formatSize(extra.host.overlayHeadroomBytes)}, not the ${formatSize(overlay.freeBytes)} its size promises — writes beyond that fail on the live system`);
+      problems.push('the medium cannot back the overlay\'s free space');
+    }
     const b = store.binding;
+    const bindHint = `if this overlay does belong to this base, \`livestick overlay bind ${dir}\` records it; \`livestick reset ${dir}\` drops its changes`;
     if (b.state === 'bound') {
       overlay.baseMatches = sameBase(b.binding, await bindingFor(medium.rootDisk, b.binding.label));
-      if (!overlay.baseMatches) warnings.push(`THE OVERLAY BELONGS TO A DIFFERENT BASE (bound to "${b.binding.label}"): booting this medium combines them into a corrupt filesystem; restore the matching squashfs.img or reset the overlay`);
+      if (!overlay.baseMatches) {
+        warnings.push(`THE OVERLAY BELONGS TO A DIFFERENT BASE (bound to "${b.binding.label}", ${formatSize(b.binding.baseSize)}): booting this medium combines them into a corrupt filesystem. Put back the squashfs.img it was made on; or, ${bindHint}`);
+        problems.push('the overlay belongs to a different base');
+      }
     } else {
-      warnings.push('the overlay is not bound to a base (made by another tool); `livestick overlay bind` can record it');
+      warnings.push(`the overlay is not bound to a base (made by another tool): \`livestick overlay bind ${dir}\` records that it belongs to this one`);
     }
     if (!store.valid) {
       warnings.push('the overlay is an INVALIDATED snapshot (it overflowed or hit an I/O error): the kernel refuses it and its changes are lost; `livestick reset` makes it usable again');
-      return emptyReport(dir, located, recovery, overlay, warnings);
+      problems.push('the overlay is an invalidated snapshot');
+      return { ...emptyReport(dir, located, recovery, overlay, warnings), ...extra, healthy: false, problems };
     }
-    if (overlay.baseMatches === false) return emptyReport(dir, located, recovery, overlay, warnings);
+    if (overlay.baseMatches === false) return { ...emptyReport(dir, located, recovery, overlay, warnings), ...extra, healthy: false, problems };
+    const warnAt = options.warnAt ?? 0.8;
+    if (overlay.fill >= warnAt) {
+      warnings.push(`the overlay is ${(overlay.fill * 100).toFixed(0)}% full; when it fills up, writes fail (PO) or the snapshot is invalidated (P) — merge it now`);
+      problems.push(`the overlay is ${(overlay.fill * 100).toFixed(0)}% full`);
+    }
 
     const combined = new SnapshotDisk(medium.rootDisk, store, { readOnly: true });
-    const fs = await Ext4.open(combined).catch((err: unknown) => {
-      throw err instanceof LivestickError ? err.withFile(`${located.basePath}:${located.rootImage}+overlay`) : err;
-    });
-    const state = await fs.state();
+    let fs: Ext4;
+    let map: Awaited<ReturnType<typeof buildBlockMap>>;
+    let state: Awaited<ReturnType<Ext4['state']>>;
+    try {
+      fs = await Ext4.open(combined);
+      state = await fs.state();
+      map = await buildBlockMap(fs, { onProgress: options.onProgress });
+    } catch (err) {
+      if (!(err instanceof LivestickError)) throw err;
+      // The overlay's own figures stand; the damage is reported, not thrown.
+      warnings.push(`the filesystem the medium boots (${located.rootImage} + overlay) is damaged: ${err.message}${b.state === 'bound' ? '' : '. The overlay is not bound to a base: if it was made for another squashfs.img, that explains it'}`);
+      problems.push('the filesystem inside the combined device is damaged');
+      return { ...emptyReport(dir, located, recovery, overlay, warnings), ...extra, healthy: false, problems, recommendation: 'the overlay figures above are right, but the files in it cannot be attributed; check that squashfs.img is the base this overlay was made on' };
+    }
     if (state.needsRecovery) warnings.push('the filesystem on the medium was not cleanly unmounted (its journal needs recovery): these figures come from bitmaps that may lag behind');
-    const map = await buildBlockMap(fs, { onProgress: options.onProgress });
     const cb = store.geometry.chunkBytes;
     const bs = map.blockSize;
     const fsBytes = map.blocksCount * bs;
@@ -122,7 +159,7 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
         const kind = map.kind[blk];
         const owner = map.owner[blk] ?? 0;
         if (kind === BlockKind.journal) usage.journal += overlap;
-        else if (owner !== 0) {
+        else if (owner !== 0 && owner >= fs.sb.firstIno) {
           usage.files += overlap;
           byInode.set(owner, (byInode.get(owner) ?? 0) + overlap);
         } else usage.metadata += overlap;
@@ -130,21 +167,31 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
     }
     const topInodes = [...byInode.entries()].sort((a, b2) => b2[1] - a[1] || a[0] - b2[0]);
     const paths = await map.paths(byInode.keys());
-    const files: PathUsage[] = topInodes.map(([ino, bytes]) => ({ path: paths.get(ino)?.[0] ?? `<inode ${ino}, no name>`, bytes }));
+    const pathOf = (ino: number) => paths.get(ino)?.[0] ?? `<inode ${ino}, no name>`;
+    // Largest files: regular files only (a directory's own blocks count for the directory totals).
+    const files: PathUsage[] = [];
+    for (const [ino, bytes] of topInodes) {
+      if (files.length >= top) break;
+      if ((await fs.statInode(ino).catch(() => undefined))?.kind === 'dir') continue;
+      files.push({ path: pathOf(ino), bytes });
+    }
     const dirTotals = new Map<string, number>();
-    for (const f of files) {
-      const parts = f.path.split('/').filter(Boolean);
+    for (const [ino, bytes] of topInodes) {
+      const parts = pathOf(ino).split('/').filter(Boolean);
       for (let i = 0; i < parts.length - 1; i++) {
         const d = `/${parts.slice(0, i + 1).join('/')}`;
-        dirTotals.set(d, (dirTotals.get(d) ?? 0) + f.bytes);
+        dirTotals.set(d, (dirTotals.get(d) ?? 0) + bytes);
       }
+    }
+    // A directory whose bytes are all in one subdirectory says nothing more than it: keep the deepest.
+    for (const [d, bytes] of dirTotals) {
+      const parent = d.slice(0, d.lastIndexOf('/')) || undefined;
+      if (parent !== undefined && dirTotals.get(parent) === bytes) dirTotals.delete(parent);
     }
     const topDirectories = [...dirTotals.entries()]
       .sort((a, b2) => b2[1] - a[1] || a[0].localeCompare(b2[0]))
       .slice(0, top)
       .map(([path, bytes]) => ({ path, bytes }));
-    const warnAt = options.warnAt ?? 0.8;
-    if (overlay.fill >= warnAt) warnings.push(`the overlay is ${(overlay.fill * 100).toFixed(0)}% full; when it fills up, writes fail (PO) or the snapshot is invalidated (P) — merge it now`);
     const usedData = store.exceptionCount * cb;
     const recommendation =
       store.exceptionCount === 0
@@ -164,6 +211,9 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
       afterMerge: { overlayUsedBytes: 2 * cb, overlayFill: (2 * cb) / Math.max(1, overlay.sizeBytes), reclaimedBytes: usage.reclaimable },
       warnings,
       recommendation,
+      ...extra,
+      healthy: problems.length === 0,
+      problems,
     };
   } finally {
     await ovDisk.close();
@@ -171,7 +221,34 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
   }
 }
 
-function emptyReport(dir: string, located: { basePath: string; rootImage: string }, recovery: RecoveryReport, overlay: OverlayInfo, warnings: string[]): StatusReport {
+/** Host free space and the overlay's real headroom: a sparse file can only grow into what the host has. */
+async function hostSpace(liveos: string, overlayPath: string, overlay: OverlayInfo): Promise<StatusReport['host']> {
+  const st = await stat(overlayPath);
+  const allocated = Math.min(st.size, st.blocks * 512);
+  let freeBytes: number | null = null;
+  try {
+    const fsStat = await statfs(liveos);
+    freeBytes = fsStat.bavail * fsStat.bsize;
+  } catch {
+    // Unknown (some hosts): no headroom check.
+  }
+  // Bytes of the overlay's free chunks that are already allocated on the host need no new space.
+  const unbacked = Math.max(0, st.size - allocated);
+  const backedFree = Math.max(0, overlay.freeBytes - unbacked);
+  const headroom = freeBytes === null ? overlay.freeBytes : Math.min(overlay.freeBytes, backedFree + freeBytes);
+  return { freeBytes, overlayAllocatedBytes: allocated, overlayHeadroomBytes: headroom };
+}
+
+async function keptFiles(liveos: string): Promise<{ name: string; bytes: number }[]> {
+  const out: { name: string; bytes: number }[] = [];
+  for (const name of (await readdir(liveos)).sort()) {
+    if (!name.includes(`${TEMP_MARK}old`)) continue;
+    out.push({ name, bytes: (await stat(join(liveos, name))).size });
+  }
+  return out;
+}
+
+function emptyReport(dir: string, located: { basePath: string; rootImage: string }, recovery: RecoveryReport, overlay: OverlayInfo, warnings: string[]): Omit<StatusReport, 'healthy' | 'problems' | 'host' | 'kept'> {
   return {
     medium: dir,
     base: located.basePath,
@@ -218,7 +295,9 @@ export function renderStatus(r: StatusReport): string {
       for (const d of r.topDirectories) lines.push(`  ${formatSize(d.bytes).padStart(10)}  ${d.path}`);
     }
   }
+  if (r.host.freeBytes !== null) lines.push(`host:        ${formatSize(r.host.freeBytes)} free on the medium; the overlay can really grow by ${formatSize(r.host.overlayHeadroomBytes)}`);
   for (const w of r.warnings) lines.push('', `warning: ${w}`);
   lines.push('', r.recommendation);
+  lines.push(r.healthy ? 'health:      ok' : `health:      NEEDS ATTENTION (${r.problems.join('; ')})`);
   return lines.join('\n');
 }

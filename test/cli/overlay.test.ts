@@ -60,6 +60,9 @@ test('overlay create / write / info / export / bind / reset through the CLI', ()
     assert.equal(runCli(['overlay', 'info', ov, '--base', other, '--json']).json.baseMatches, true);
 
     r = runCli(['overlay', 'reset', ov, '--json']);
+    assert.equal(r.status, 1, 'without --yes (and no terminal) reset refuses');
+    assert.match(r.json.error.message, /aborted: nothing was changed.*would drop [\d.]+ (KiB|MiB) of changes/);
+    r = runCli(['overlay', 'reset', ov, '--yes', '--json']);
     assert.equal(r.json.exceptions, 0);
     assert.equal(r.json.bound, true);
     r = runCli(['overlay', 'info', ov]);

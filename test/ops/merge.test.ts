@@ -102,9 +102,20 @@ describe('status and merge of a live medium', () => {
     assert.equal(r.json?.error?.code, 'BASE_MISMATCH', r.stdout + r.stderr);
     assert.deepEqual(liveosFiles(b).map((f) => sha(join(b, 'LiveOS', f))), snap);
     r = runCli(['status', b, '--json']);
-    assert.equal(r.status, 0);
+    assert.equal(r.status, 3, 'an unhealthy medium exits 3');
+    assert.equal(r.json.healthy, false);
     assert.equal(r.json.overlay.baseMatches, false);
     assert.match(r.json.warnings.join(' '), /DIFFERENT BASE/);
+    // The hint it gives works: after `overlay bind MEDIUM`, the warning is gone.
+    const hint = /`livestick (overlay bind [^`]+)`/.exec(r.json.warnings.join(' '));
+    assert.ok(hint, 'status names the bind command');
+    const bound = await fresh();
+    await mergeMedium(bound, {});
+    writeFileSync(join(bound, 'LiveOS', overlayName), readFileSync(join(a, 'LiveOS', overlayName)));
+    assert.equal(runCli(['overlay', 'bind', bound, '--json']).status, 0);
+    r = runCli(['status', bound, '--json']);
+    assert.doesNotMatch(r.json.warnings.join(' '), /DIFFERENT BASE/, 'after the hint, the warning is gone');
+    assert.equal(r.json.overlay.baseMatches, true);
 
     // An invalidated snapshot.
     const c = await fresh();

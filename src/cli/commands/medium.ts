@@ -2,11 +2,11 @@ import type { Command } from 'commander';
 import { createInterface } from 'node:readline/promises';
 import { formatSize } from '../../io/bytes.ts';
 import { LivestickError, ExitCode, UsageError } from '../../errors.ts';
-import { mediumStatus, renderStatus } from '../../ops/status.ts';
+import { mediumStatus, renderStatus, type StatusReport } from '../../ops/status.ts';
 import { mergeMedium, type MergeResult } from '../../ops/merge.ts';
 import { resetMedium } from '../../ops/reset.ts';
 import type { CompressorName } from '../../fs/squashfs/index.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { Progress, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
 
 function renderMerge(r: MergeResult): string {
@@ -57,14 +57,14 @@ async function confirm(question: string): Promise<boolean> {
 }
 
 export function registerMedium(program: Command): void {
-  program
+  const status = program
     .command('status')
     .description("show a live medium's overlay: how full it is, which files fill it, what a merge would reclaim")
     .argument('<medium>', 'directory holding LiveOS/ (a mounted stick or a copy)')
-    .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several')
+    .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('--top <n>', 'how many files and directories to list', '10')
-    .option('--json', 'print one JSON document')
-    .action(async (dir: string, opts: { overlay?: string; top?: string; json?: boolean }) => {
+    .addHelpText('after', '\nExits 3 when the medium needs attention (a foreign or invalid overlay, a damaged filesystem, an overlay\nabove 80% full, or more promised than the medium can back); --json carries the same verdict ("healthy").');
+  withOutputOptions(status).action(async (dir: string, opts: { overlay?: string; top?: string; json?: boolean; quiet?: boolean }) => {
       const top = parseIntegerOption(opts.top ?? '10', '--top');
       let progress: Progress | undefined;
       await runCommand(
@@ -72,26 +72,26 @@ export function registerMedium(program: Command): void {
         async () => {
           const r = await mediumStatus(dir, { overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, opts)).update(d) });
           progress?.finish();
+          if (!r.healthy) process.exitCode = ExitCode.unhealthy;
           return r;
         },
         renderStatus,
       );
     });
 
-  program
+  const merge = program
     .command('merge')
     .description('fold the overlay into a new compressed base (free space dropped), then start a fresh empty overlay; crash-safe')
     .argument('<medium>', 'directory holding LiveOS/')
-    .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several')
+    .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('--compressor <name>', 'gzip, xz, zstd or lz4 (default: the old base\'s)')
     .option('--block-size <size>', 'SquashFS block size, 4K..1M (default: the old base\'s)')
     .option('--threads <n>', 'compression threads (default: all cores)')
     .option('--work-dir <dir>', 'build the new base here, then copy it onto the medium')
     .option('--dry-run', 'say what would happen: sizes, reclaimed space, space needed')
     .option('--keep-old', 'keep the previous base and overlay under clear names')
-    .option('--force', 'rebuild the base even when the overlay holds no changes')
-    .option('--json', 'print one JSON document')
-    .action(async (dir: string, opts: { overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean }) => {
+    .option('--force', 'rebuild the base even when the overlay holds no changes');
+  withOutputOptions(merge).action(async (dir: string, opts: { overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean; quiet?: boolean }) => {
       const compressor = opts.compressor as CompressorName | undefined;
       if (compressor !== undefined && !['gzip', 'xz', 'zstd', 'lz4'].includes(compressor)) throw new UsageError(`--compressor: "${compressor}" is not one of gzip, xz, zstd, lz4`);
       const blockSize = opts.blockSize === undefined ? undefined : parseSizeOption(opts.blockSize, '--block-size');
@@ -128,23 +128,39 @@ export function registerMedium(program: Command): void {
       );
     });
 
-  program
+  const reset = program
     .command('reset')
-    .description("empty a live medium's overlay (all changes are dropped); keeps its size, name and binding")
+    .description("empty a live medium's overlay: every change in it is dropped; keeps its size and name, binds it to the current base")
     .argument('<medium>', 'directory holding LiveOS/')
-    .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several')
+    .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('-y, --yes', 'do not ask for confirmation')
-    .option('--json', 'print one JSON document')
-    .action(async (dir: string, opts: { overlay?: string; yes?: boolean; json?: boolean }) => {
-      await runCommand(
-        opts,
-        async () => {
-          if (!opts.yes && !(await confirm(`Drop every change kept in the overlay of ${dir}?`))) {
-            throw new LivestickError('USAGE', ExitCode.usage, 'not confirmed: pass --yes to reset without asking');
+    .option('--wipe', 'also overwrite the old data with zeros (otherwise it stays in the overlay file until overwritten)')
+    .addHelpText('after', '\nWithout --wipe the dropped changes are gone for every boot, but their bytes stay in the overlay file until\nthe live system writes over them; --wipe zeroes them (it takes as long as writing the used part).');
+  withOutputOptions(reset).action(async (dir: string, opts: { overlay?: string; yes?: boolean; wipe?: boolean; json?: boolean; quiet?: boolean }) => {
+    await runCommand(
+      opts,
+      async () => {
+        if (!opts.yes) {
+          const loss = await describeLoss(dir, opts.overlay);
+          if (!(await confirm(`Reset drops ${loss}. Continue?`))) {
+            throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
           }
-          return resetMedium(dir, { overlay: opts.overlay });
-        },
-        (r) => `reset: every change was dropped\n${renderOverlayInfo(r.overlay)}`,
-      );
-    });
+        }
+        return resetMedium(dir, { overlay: opts.overlay, wipe: opts.wipe });
+      },
+      (r) => `reset: every change was dropped${r.overlay.wipedBytes > 0 ? `, ${formatSize(r.overlay.wipedBytes)} of old data overwritten` : ''}\n${renderOverlayInfo(r.overlay)}`,
+    );
+  });
+}
+
+/** "1.2 GiB of changes (largest: /usr/lib/x, /var/cache/y, …)", or just the bytes when the files cannot be told. */
+async function describeLoss(dir: string, overlay: string | undefined): Promise<string> {
+  let r: StatusReport;
+  try {
+    r = await mediumStatus(dir, { overlay, top: 3 });
+  } catch {
+    return 'every change kept in the overlay';
+  }
+  const files = r.topFiles.map((f) => `${f.path} ${formatSize(f.bytes)}`);
+  return `${formatSize(r.overlay.usedBytes)} of changes kept in ${r.overlay.overlay}${files.length > 0 ? ` (largest: ${files.join(', ')})` : ''}`;
 }

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { UsageError } from '../../errors.ts';
+import { ExitCode, LivestickError, UsageError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
-import { createOverlay, exportCombined, inspectOverlay, resetOverlay, bindOverlay, writeThrough, type OverlayInfo } from '../../ops/overlay.ts';
+import { stat } from 'node:fs/promises';
+import { bindMediumOverlay, createOverlay, exportCombined, inspectOverlay, resetOverlay, bindOverlay, writeThrough, type OverlayInfo } from '../../ops/overlay.ts';
 import { DEFAULT_CHUNK_SECTORS, SECTOR } from '../../xform/dmsnap/index.ts';
 import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
 
@@ -40,7 +41,7 @@ export function renderOverlayInfo(info: OverlayInfo): string {
   } else if (info.bindingProblem) {
     lines.push(`base:        binding record damaged (${info.bindingProblem}); rebind with \`livestick overlay bind\``);
   } else {
-    lines.push('base:        unbound (made by another tool); `livestick overlay bind BASE OVERLAY` records its base');
+    lines.push('base:        unbound (made by another tool); `livestick overlay bind BASE OVERLAY` (or `overlay bind MEDIUM`) records its base');
   }
   if (info.valid && info.fill >= 0.9) lines.push(`warning:     the overlay is ${(info.fill * 100).toFixed(0)}% full; when it fills, writes fail`);
   return lines.join('\n');
@@ -51,7 +52,7 @@ async function* stdinChunks(): AsyncGenerator<Uint8Array> {
 }
 
 export function registerOverlay(program: Command): void {
-  const overlay = program.command('overlay').description('Create, inspect and use dm-snapshot overlay files (LiveOS/overlay-LABEL-UUID)');
+  const overlay = program.command('overlay').description('create, inspect and use dm-snapshot overlay files (LiveOS/overlay-LABEL-UUID)');
 
   overlay
     .command('create')
@@ -60,7 +61,8 @@ export function registerOverlay(program: Command): void {
     .requiredOption('--size <size>', 'overlay size (bytes, or 512M, 4G, …)')
     .option('--chunk-size <size>', 'chunk size (dracut uses 4K)', '4K')
     .option('--base <base>', 'bind the overlay to this base image')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (path: string, opts: { size: string; chunkSize?: string; base?: string; json?: boolean }) => {
       await runCommand(
         opts,
@@ -75,7 +77,8 @@ export function registerOverlay(program: Command): void {
     .argument('<overlay>', 'overlay file')
     .option('--base <base>', 'check that the overlay belongs to this base image')
     .option('--chunk-size <size>', 'chunk size to assume for an all-zero (not yet initialised) overlay', '4K')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (path: string, opts: { base?: string; chunkSize?: string; json?: boolean }) => {
       await runCommand(opts, async () => inspectOverlay(path, { basePath: opts.base, chunkSectorsIfNew: chunkSectors(opts.chunkSize) }), renderOverlayInfo);
     });
@@ -89,7 +92,8 @@ export function registerOverlay(program: Command): void {
     .option('--mode <mode>', 'when the overlay is full: PO refuses the write (dracut), P invalidates the snapshot (the kernel with P)', 'PO')
     .option('--chunk-size <size>', 'chunk size for an all-zero (not yet initialised) overlay', '4K')
     .option('--force', 'use the overlay even if it is bound to a different base')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (base: string, path: string, opts: { offset: string; mode?: string; chunkSize?: string; force?: boolean; json?: boolean }) => {
       const offset = parseIntegerOption(opts.offset, '--offset');
       await runCommand(
@@ -107,7 +111,8 @@ export function registerOverlay(program: Command): void {
     .argument('<out>', 'output file (replaced when complete)')
     .option('--chunk-size <size>', 'chunk size for an all-zero (not yet initialised) overlay', '4K')
     .option('--force', 'use the overlay even if it is bound to a different base')
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
     .action(async (base: string, path: string, out: string, opts: { chunkSize?: string; force?: boolean; json?: boolean }) => {
       let progress: Progress | undefined;
       await runCommand(
@@ -130,20 +135,56 @@ export function registerOverlay(program: Command): void {
 
   overlay
     .command('bind')
-    .description('record in the overlay which base image it belongs to')
-    .argument('<base>', 'base image')
-    .argument('<overlay>', 'overlay file')
-    .option('--json', 'print one JSON document')
-    .action(async (base: string, path: string, opts: { json?: boolean }) => {
-      await runCommand(opts, async () => bindOverlay(base, path), (info) => `bound ${info.overlay} to ${base}\n${renderOverlayInfo(info)}`);
+    .description('record in the overlay which base it belongs to: a base image and an overlay file, or a medium (its overlay and the root image inside its squashfs.img)')
+    .argument('<base-or-medium>', 'base image, or a directory holding LiveOS/')
+    .argument('[overlay]', 'overlay file (with a medium: when LiveOS/ holds several; a bare name is looked up in LiveOS/)')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+    .action(async (base: string, path: string | undefined, opts: { json?: boolean; quiet?: boolean }) => {
+      await runCommand(
+        opts,
+        async () => {
+          if ((await stat(base).catch(() => undefined))?.isDirectory()) return bindMediumOverlay(base, { overlay: path });
+          if (path === undefined) throw new UsageError('overlay bind: give BASE OVERLAY, or a MEDIUM directory');
+          return bindOverlay(base, path);
+        },
+        (info) => `bound ${info.overlay} to ${base}\n${renderOverlayInfo(info)}`,
+      );
     });
 
   overlay
     .command('reset')
     .description('empty the overlay (all changes are dropped); keeps its size, chunk size and binding')
     .argument('<overlay>', 'overlay file')
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, opts: { json?: boolean }) => {
-      await runCommand(opts, async () => resetOverlay(path), (info) => `reset ${info.overlay}\n${renderOverlayInfo(info)}`);
+    .option('-y, --yes', 'do not ask for confirmation')
+    .option('--wipe', 'also overwrite the old data with zeros (otherwise it stays in the file until overwritten)')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+    .action(async (path: string, opts: { yes?: boolean; wipe?: boolean; json?: boolean; quiet?: boolean }) => {
+      await runCommand(
+        opts,
+        async () => {
+          if (!opts.yes) {
+            const info = await inspectOverlay(path);
+            const loss = `${formatSize(info.usedBytes)} of changes (${info.exceptions} chunks) in ${path}`;
+            if (!(await confirmReset(`Reset drops ${loss}. Continue?`))) {
+              throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
+            }
+          }
+          return resetOverlay(path, { wipe: opts.wipe });
+        },
+        (info) => `reset ${info.overlay}${info.wipedBytes > 0 ? ` (${formatSize(info.wipedBytes)} of old data overwritten)` : ''}\n${renderOverlayInfo(info)}`,
+      );
     });
+}
+
+async function confirmReset(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
 }
