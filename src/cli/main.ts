@@ -18,8 +18,9 @@ export async function buildProgram(args: readonly string[] = []): Promise<Comman
     .addHelpText(
       'after',
       `
-Exit codes: 0 ok, 1 failure, 64 usage error, 65 corrupt or unsupported input, 66 missing input,
-            73 cannot create output, 74 I/O error, 77 permission denied, 130 interrupted.
+Exit codes: 0 ok, 1 failure, 3 (status) the medium needs attention, 64 usage error, 65 corrupt or
+            unsupported input, 66 missing input, 73 cannot create output, 74 I/O error, 77 permission denied,
+            130 interrupted.
 Every command that reports something takes --json: one JSON document on stdout, on failure too.`,
     );
   await registerCommands(program, args);
