@@ -137,39 +137,66 @@ export function parseIntegerOption(text: string, what: string): number {
   return value;
 }
 
-/** Byte progress on stderr, drawn at most ~10 times a second and only on a terminal. */
+/**
+ * Progress on stderr. On a terminal: a bar redrawn at most ~10 times a second, then a closing line
+ * for a phase that took more than a second. Off a terminal or with TERM=dumb: plain lines only (one
+ * every 10 s for a long phase, and the closing line). Nothing with --json or --quiet.
+ */
 export class Progress {
   readonly #label: string;
   readonly #total: number;
-  readonly #enabled: boolean;
+  readonly #mode: 'bar' | 'plain' | 'off';
+  readonly #unit: 'bytes' | 'count';
   readonly #started = Date.now();
   #lastDraw = 0;
   #done = 0;
+  #finished = false;
 
-  constructor(label: string, total: number, options: OutputOptions = {}) {
+  constructor(label: string, total: number, options: OutputOptions & { unit?: 'bytes' | 'count' } = {}) {
     this.#label = label;
     this.#total = total;
-    this.#enabled = Boolean(process.stderr.isTTY) && !options.json && !options.quiet;
+    this.#unit = options.unit ?? 'bytes';
+    this.#mode = options.json || options.quiet ? 'off' : process.stderr.isTTY && process.env.TERM !== 'dumb' ? 'bar' : 'plain';
+    this.#lastDraw = this.#mode === 'plain' ? Date.now() : 0;
+  }
+
+  #amount(n: number): string {
+    return this.#unit === 'bytes' ? formatSize(n) : String(Math.round(n));
+  }
+
+  #rate(elapsed: number, done: number): string {
+    const r = elapsed > 0 ? done / elapsed : 0;
+    return this.#unit === 'bytes' ? `${formatSize(Math.round(r / 2 ** 20) * 2 ** 20 || Math.round(r))}/s` : `${Math.round(r)}/s`;
   }
 
   update(done: number): void {
     this.#done = done;
-    if (!this.#enabled) return;
+    if (this.#mode === 'off') return;
     const now = Date.now();
+    const elapsed = (now - this.#started) / 1000;
+    const pct = this.#total > 0 ? Math.min(100, (100 * done) / this.#total) : 100;
+    if (this.#mode === 'plain') {
+      if (now - this.#lastDraw < 10_000) return;
+      this.#lastDraw = now;
+      process.stderr.write(`${this.#label}: ${pct.toFixed(0)}% (${this.#amount(done)} of ${this.#amount(this.#total)})\n`);
+      return;
+    }
     if (now - this.#lastDraw < 100 && done < this.#total) return;
     this.#lastDraw = now;
-    const elapsed = (now - this.#started) / 1000;
     const rate = elapsed > 0 ? done / elapsed : 0;
-    const pct = this.#total > 0 ? Math.min(100, (100 * done) / this.#total) : 100;
     const eta = rate > 0 && this.#total > done ? ` ETA ${Math.ceil((this.#total - done) / rate)}s` : '';
-    process.stderr.write(`\r\x1b[K${this.#label}: ${pct.toFixed(1)}% ${formatSize(done)}/${formatSize(this.#total)} ${formatSize(rate)}/s${eta}`);
+    process.stderr.write(`\r\x1b[K${this.#label}: ${pct.toFixed(1)}% ${this.#amount(done)}/${this.#amount(this.#total)} ${this.#rate(elapsed, done)}${eta}`);
   }
 
-  add(bytes: number): void {
-    this.update(this.#done + bytes);
+  add(amount: number): void {
+    this.update(this.#done + amount);
   }
 
   finish(): void {
-    if (this.#enabled) process.stderr.write('\r\x1b[K');
+    if (this.#finished || this.#mode === 'off') return;
+    this.#finished = true;
+    if (this.#mode === 'bar') process.stderr.write('\r\x1b[K');
+    const elapsed = (Date.now() - this.#started) / 1000;
+    if (elapsed >= 1) process.stderr.write(`${this.#label}: done, ${this.#amount(this.#done)} in ${elapsed.toFixed(1)} s\n`);
   }
 }

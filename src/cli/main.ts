@@ -33,6 +33,12 @@ export async function main(argv: string[]): Promise<void> {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw err;
   });
+  // Ctrl-C: a line that says so (a command with a more precise message installs its own handler).
+  process.on('SIGINT', () => {
+    if (process.listenerCount('SIGINT') > 1) return;
+    process.stderr.write('\nlivestick: interrupted; a medium left mid-change is finished or undone by the next livestick command\n');
+    process.exit(130);
+  });
   const program = await buildProgram(argv.slice(2));
   const json = argv.includes('--json');
   // Commander prints its own usage messages, prefixed like ours; with --json we print ours instead.

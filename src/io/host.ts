@@ -155,3 +155,40 @@ export async function sampleDigest(path: string): Promise<{ size: number; digest
     await fh.close();
   }
 }
+
+/** The largest file FAT12/16/32 can hold. */
+export const FAT_MAX_FILE_BYTES = 2 ** 32 - 1;
+
+export interface HostSpace {
+  /** Free bytes for this user, or null when the host does not say. */
+  readonly freeBytes: number | null;
+  /** FAT and exFAT have no sparse files: a new image is allocated in full. */
+  readonly kind: 'fat' | 'exfat' | 'other';
+}
+
+const MSDOS_SUPER_MAGIC = 0x4d44;
+const EXFAT_SUPER_MAGIC = 0x2011bab0;
+
+export async function hostSpace(dir: string): Promise<HostSpace> {
+  try {
+    const s = await fsp.statfs(dir);
+    const kind = s.type === MSDOS_SUPER_MAGIC ? 'fat' : s.type === EXFAT_SUPER_MAGIC ? 'exfat' : 'other';
+    return { freeBytes: s.bavail * s.bsize, kind };
+  } catch {
+    return { freeBytes: null, kind: 'other' };
+  }
+}
+
+/**
+ * Whether the host can hold a new image of `size` bytes: refused on FAT above 4 GiB − 1 and, where
+ * files are allocated in full (FAT, exFAT), when the space is not there; a sparse image larger than
+ * the free space is allowed with a warning (it can only grow into what the host has).
+ */
+export function newImageVerdict(space: HostSpace, size: number, what: string, fmt: (n: number) => string): { refuse?: string; warning?: string } {
+  if (space.kind === 'fat' && size > FAT_MAX_FILE_BYTES) {
+    return { refuse: `${what} of ${fmt(size)} cannot live on FAT: a FAT32 file holds at most 4 GiB − 1 byte. Choose a smaller size, or put it on an ext4 or exFAT partition` };
+  }
+  if (space.freeBytes === null || size <= space.freeBytes) return {};
+  if (space.kind !== 'other') return { refuse: `${what} of ${fmt(size)} does not fit: ${space.kind === 'fat' ? 'FAT' : 'exFAT'} allocates files in full and only ${fmt(space.freeBytes)} is free` };
+  return { warning: `${what} is ${fmt(size)} but the host has only ${fmt(space.freeBytes)} free: the file is sparse and can only really grow by that much; writes beyond it will fail on the live system` };
+}

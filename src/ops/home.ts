@@ -30,7 +30,8 @@
  *   are skipped (counted); setuid/setgid bits are dropped; hard links are kept.
  */
 import { chmod, lchown, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
-import { basename, join, posix } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
+import { hostSpace, newImageVerdict } from '../io/host.ts';
 import { AlreadyExistsError, ExitCode, LivestickError, NotFoundError, UsageError, fromSystemError } from '../errors.ts';
 import { formatSize } from '../io/bytes.ts';
 import { NoSpaceError as Ext4NoSpaceError } from '../fs/ext4/errors.ts';
@@ -389,6 +390,7 @@ export interface CreateHomeResult {
   luksUuid?: string;
   kdf?: string;
   replaced: boolean;
+  warnings: string[];
 }
 
 export async function createHome(target: string, options: CreateHomeOptions): Promise<CreateHomeResult> {
@@ -411,6 +413,8 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
   }
   const replaced = await isFile(path);
   if (replaced && !options.force) throw new AlreadyExistsError(`${path} already exists (use --force to replace it and lose its contents)`, { file: path });
+  const verdict = newImageVerdict(await hostSpace(dirname(path)), size - (replaced ? (await stat(path)).size : 0), 'the home image', formatSize);
+  if (verdict.refuse) throw new UsageError(verdict.refuse);
   const tmp = newImageOf(path);
   await rm(tmp, { force: true });
   const disk = await FileDisk.open(tmp, { create: { size } });
@@ -452,7 +456,7 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
     } catch (err) {
       throw fromSystemError(err, path, 'move the new home image into place');
     }
-    return { path, size, encrypted: encrypt, label, fsUuid: formatExt4Uuid(r.uuid), blockSize: r.blockSize, blocks: r.blocks, ...(luksUuid ? { luksUuid, kdf } : {}), replaced };
+    return { path, size, encrypted: encrypt, label, fsUuid: formatExt4Uuid(r.uuid), blockSize: r.blockSize, blocks: r.blocks, ...(luksUuid ? { luksUuid, kdf } : {}), replaced, warnings: verdict.warning ? [verdict.warning] : [] };
   } catch (err) {
     if (payload) await payload.close().catch(() => {});
     await disk.close().catch(() => {});

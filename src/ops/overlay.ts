@@ -4,9 +4,10 @@
  * block work to xform/dmsnap.
  */
 import { rename, rm } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
+import { hostSpace, newImageVerdict } from '../io/host.ts';
 import { AlreadyExistsError, LivestickError, UsageError } from '../errors.ts';
-import { isAllZero } from '../io/bytes.ts';
+import { formatSize, isAllZero } from '../io/bytes.ts';
 import { FileDisk, readAt, type Disk } from '../io/disk.ts';
 import {
   BaseMismatchError,
@@ -42,6 +43,7 @@ export interface OverlayInfo {
   binding: { baseSize: number; label: string; fingerprint: string } | null;
   bindingProblem?: string;
   baseMatches?: boolean;
+  warnings?: string[];
 }
 
 export async function bindingFor(base: Disk, label: string): Promise<BaseBinding> {
@@ -105,6 +107,8 @@ export async function createOverlay(path: string, options: CreateOverlayOptions)
     const basePath = options.basePath;
     binding = await withFile(basePath, true, (base) => bindingFor(base, basename(basePath)));
   }
+  const verdict = newImageVerdict(await hostSpace(dirname(path)), options.size, 'the overlay', formatSize);
+  if (verdict.refuse) throw new UsageError(verdict.refuse);
   const tmp = `${path}.livestick-new`;
   try {
     await FileDisk.open(path, { readOnly: true }).then(
@@ -129,7 +133,8 @@ export async function createOverlay(path: string, options: CreateOverlayOptions)
       await disk.close();
     }
     await rename(tmp, path);
-    return options.basePath === undefined ? info : { ...info, baseMatches: true };
+    const out = options.basePath === undefined ? info : { ...info, baseMatches: true };
+    return verdict.warning ? { ...out, warnings: [verdict.warning] } : out;
   } finally {
     await rm(tmp, { force: true });
   }

@@ -143,7 +143,7 @@ export function registerHome(program: Command): void {
           ...(opts.encrypt ? { passphrase: () => secret.read() } : {}),
         });
       },
-      (r) => `created ${r.path}: ${r.encrypted ? `LUKS2 (${r.kdf}) holding ` : ''}ext4 "${r.label}", ${formatSize(r.size)}, UUID ${r.fsUuid}${r.replaced ? ' (replaced the old home)' : ''}`,
+      (r) => `${r.warnings.map((w) => `warning: ${w}\n`).join("")}created ${r.path}: ${r.encrypted ? `LUKS2 (${r.kdf}) holding ` : ''}ext4 "${r.label}", ${formatSize(r.size)}, UUID ${r.fsUuid}${r.replaced ? ' (replaced the old home)' : ''}`,
     );
   });
 

@@ -70,7 +70,7 @@ export function registerMedium(program: Command): void {
       await runCommand(
         opts,
         async () => {
-          const r = await mediumStatus(dir, { overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, opts)).update(d) });
+          const r = await mediumStatus(dir, { overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) });
           progress?.finish();
           if (!r.healthy) process.exitCode = ExitCode.unhealthy;
           return r;
@@ -113,7 +113,7 @@ export function registerMedium(program: Command): void {
               let bar = bars.get(phase);
               if (!bar) {
                 for (const b of bars.values()) b.finish();
-                bar = new Progress(phase, t, opts);
+                bar = new Progress(phase, t, { ...opts, unit: phase.startsWith('mapping') ? 'count' : 'bytes' });
                 bars.set(phase, bar);
               }
               bar.update(d);

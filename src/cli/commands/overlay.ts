@@ -67,7 +67,7 @@ export function registerOverlay(program: Command): void {
       await runCommand(
         opts,
         async () => createOverlay(path, { size: parseSizeOption(opts.size, '--size'), chunkSectors: chunkSectors(opts.chunkSize), basePath: opts.base }),
-        (info) => `created ${info.overlay}\n${renderOverlayInfo(info)}`,
+        (info) => `${(info.warnings ?? []).map((w) => `warning: ${w}\n`).join('')}created ${info.overlay}\n${renderOverlayInfo(info)}`,
       );
     });
 
