@@ -1,6 +1,6 @@
 /** The livestick command line: a thin frontend that parses arguments and calls ops/ and the layers. */
 import { Command, CommanderError } from 'commander';
-import { UsageError } from '../errors.ts';
+import { UsageError, fromSystemError } from '../errors.ts';
 import { reportFailure } from './common.ts';
 import { registerCommands } from './commands/index.ts';
 
@@ -27,10 +27,12 @@ Every command that reports something takes --json: one JSON document on stdout, 
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // `livestick … | head` closes the pipe early: that is not an error.
+  // `livestick … | head` closes the pipe early: that is not an error. Any other output error (a full
+  // disk, EFBIG past a file size limit) is a typed I/O error, told on stderr since stdout is gone.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw err;
+    reportFailure(fromSystemError(err, 'standard output', 'write the output'), false);
+    process.exit(process.exitCode);
   });
   const program = await buildProgram(argv.slice(2));
   const json = argv.includes('--json');

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { UsageError, fromSystemError } from '../../errors.ts';
+import { LivestickError, UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { type BlockRangeUsage, type Ext4Info, type LsEntry, blockUsage, ext4Info, listDirectory, openExt4File } from '../../fs/ext4/index.ts';
 import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
@@ -127,6 +127,8 @@ export function registerExt4(program: Command): void {
             for await (const piece of fs.stream(path)) {
               if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
             }
+          } catch (err) {
+            throw err instanceof LivestickError ? err.withFile(image) : err;
           } finally {
             await disk.close();
           }

@@ -1,0 +1,131 @@
+/**
+ * Findings of the mutation campaigns (issue 11 §6 and test/fuzz/*.fuzz.slow.test.ts), each kept as a
+ * hand-made case: the corrupt field must give a typed error naming it, never an endless stream, an
+ * untyped crash or a silent wait.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CorruptImageError } from '../../src/errors.ts';
+import { MemoryDisk } from '../../src/io/disk.ts';
+import { Ext4, Ext4Writer, mkfs } from '../../src/fs/ext4/index.ts';
+import { maxFileSize } from '../../src/fs/ext4/superblock.ts';
+import { runCli } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+async function ext4Image(): Promise<{ bytes: Uint8Array; sizeAt: (path: string) => Promise<number> }> {
+  const disk = new MemoryDisk(new Uint8Array(8 << 20));
+  await mkfs(disk, { label: 'fuzz', uuid: new Uint8Array(16).fill(7), hashSeed: new Uint8Array(16).fill(9), time: 1_700_000_000, journalBlocks: 0 });
+  const w = await Ext4Writer.open(await Ext4.open(disk));
+  await w.writeFile('/small', new TextEncoder().encode('hello\n'));
+  await w.writeFile('/big', new Uint8Array(3 << 20).fill(5)); // streamed in 1 MiB pieces
+  await w.mkdir('/dir');
+  await w.close();
+  const bytes = new Uint8Array(disk.size);
+  await disk.read(bytes, 0);
+  const fs = await Ext4.open(new MemoryDisk(bytes.slice(), { readOnly: true }));
+  return { bytes, sizeAt: async (path) => fs.inodeLocation(await fs.lookup(path)) + 4 };
+}
+
+describe('ext4: i_size beyond the maximum file size', () => {
+  let image: Awaited<ReturnType<typeof ext4Image>>;
+  before(async () => {
+    image = await ext4Image();
+  });
+
+  test('the bound follows block size, extents vs block maps, and huge_file', () => {
+    assert.equal(maxFileSize({ blockSize: 4096, featureRoCompat: 0x8 }, true), (2 ** 32 - 1) * 4096);
+    assert.equal(maxFileSize({ blockSize: 4096, featureRoCompat: 0 }, true), Math.floor((2 ** 32 - 1) / 8) * 4096);
+    assert.equal(maxFileSize({ blockSize: 1024, featureRoCompat: 0x8 }, false), (12 + 256 + 256 ** 2 + 256 ** 3) * 1024);
+  });
+
+  for (const [what, path, high] of [
+    ['a file with size_high 0xffffffff', '/big', 0xffffffff],
+    ['a directory with size_high 0x10000', '/dir', 0x10000],
+  ] as const) {
+    test(`${what} is a CorruptImageError naming the inode and i_size`, async () => {
+      const bytes = image.bytes.slice();
+      const at = await image.sizeAt(path);
+      new DataView(bytes.buffer).setUint32(at + 104, high, true); // i_size_high is at +108
+      const fs = await Ext4.open(new MemoryDisk(bytes, { readOnly: true }), { skipChecksums: true });
+      const inode = await fs.readInode(await fs.lookup(path));
+      const expect = (err: unknown) => err instanceof CorruptImageError && /^inode\[\d+\]\.i_size$/.test(err.field);
+      if (path === '/dir') {
+        await assert.rejects(fs.readdir(path), expect);
+      } else {
+        await assert.rejects(fs.readFile(path), expect);
+        await assert.rejects(fs.readInodeData(inode, 2 ** 62), expect);
+        await assert.rejects(async () => {
+          for await (const _ of fs.stream(path)) void _;
+        }, expect);
+      }
+    });
+  }
+
+  test('a size at the bound is still accepted', async () => {
+    const bytes = image.bytes.slice();
+    const at = await image.sizeAt('/big');
+    const fs0 = await Ext4.open(new MemoryDisk(bytes, { readOnly: true }), { skipChecksums: true });
+    const limit = maxFileSize(fs0.sb, true);
+    const dv = new DataView(bytes.buffer);
+    dv.setUint32(at, limit % 2 ** 32, true);
+    dv.setUint32(at + 104, Math.floor(limit / 2 ** 32), true);
+    const fs = await Ext4.open(new MemoryDisk(bytes, { readOnly: true }), { skipChecksums: true });
+    assert.equal(fs.sizeOf(await fs.readInode(await fs.lookup('/big'))), limit);
+  });
+});
+
+describe('ext4 cat: output errors', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let good: string;
+  let corrupt: string;
+  before(async () => {
+    tmp = tempDir('lsk-fuzz-cat-');
+    const image = await ext4Image();
+    good = join(tmp.dir, 'good.img');
+    writeFileSync(good, image.bytes);
+    const bytes = image.bytes.slice();
+    new DataView(bytes.buffer).setUint32((await image.sizeAt('/big')) + 104, 0xffffffff, true);
+    corrupt = join(tmp.dir, 'corrupt.img');
+    writeFileSync(corrupt, bytes);
+  });
+  after(() => tmp.cleanup());
+
+  test('a corrupt size_high ends at once with exit 65 naming i_size (no endless stream)', () => {
+    const r = runCli(['ext4', 'cat', corrupt, '/big']);
+    assert.equal(r.status, 65, r.stderr);
+    assert.match(r.stderr, /corrupt\.img: ext4: inode\[\d+\]\.i_size: .* beyond the filesystem's maximum file size/);
+    assert.equal(r.stdout, '');
+  });
+
+  const catTo = (redirect: string, limitKiB?: number) => {
+    const ulimit = limitKiB === undefined ? '' : `ulimit -f ${limitKiB}; `;
+    const tsx = import.meta.resolve('tsx');
+    const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+    return spawnSync('bash', ['-c', `${ulimit}exec "$0" --import "$1" "$2" ext4 cat "$3" /big > ${redirect}`, process.execPath, tsx, main, good], { encoding: 'utf8' });
+  };
+
+  test('a full disk (ENOSPC) is a typed error, exit 74', { skip: process.platform !== 'linux' && 'needs /dev/full' }, () => {
+    const r = catTo('/dev/full');
+    assert.equal(r.status, 74, r.stderr);
+    assert.match(r.stderr, /^livestick: error: standard output: cannot write the output: no space left on device\n$/);
+  });
+
+  test('a file size limit (EFBIG) is a typed I/O error, exit 74', { skip: process.platform === 'win32' && 'needs ulimit' }, () => {
+    const r = catTo(JSON.stringify(join(tmp.dir, 'out.bin')), 64);
+    assert.equal(r.status, 74, r.stderr);
+    assert.match(r.stderr, /^livestick: error: standard output: cannot write the output: EFBIG/);
+    assert.doesNotMatch(r.stderr, /this is a bug/);
+  });
+
+  test('a closed pipe (EPIPE) still exits quietly', () => {
+    const tsx = import.meta.resolve('tsx');
+    const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+    const r = spawnSync('bash', ['-c', 'set -o pipefail; "$0" --import "$1" "$2" ext4 cat "$3" /big | head -c 10 > /dev/null', process.execPath, tsx, main, good], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '');
+  });
+});
+
