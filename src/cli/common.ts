@@ -4,6 +4,7 @@
  */
 import { ExitCode, LivestickError, UsageError } from '../errors.ts';
 import { formatSize, parseSize } from '../io/bytes.ts';
+import type { SlowKdfObserver } from '../xform/luks/kdf.ts';
 
 export const SCHEMA_VERSION = 1;
 
@@ -121,3 +122,28 @@ export class Progress {
     if (this.#enabled) process.stderr.write('\r\x1b[K');
   }
 }
+
+/**
+ * Slow key derivations (a LUKS keyslot or digest whose cost says seconds): on a terminal a bar that
+ * advances with the estimate, elsewhere one line on stderr when it will take 3 s or more.
+ */
+export const slowKdfProgress: SlowKdfObserver = ({ what, estimatedMs }) => {
+  const label = `deriving the key (${what}, about ${Math.max(1, Math.round(estimatedMs / 1000))} s)`;
+  if (!process.stderr.isTTY) {
+    if (estimatedMs >= 3000) process.stderr.write(`livestick: ${label}\n`);
+    return () => {};
+  }
+  const started = Date.now();
+  const draw = () => {
+    const elapsed = Date.now() - started;
+    const pct = Math.min(99, (100 * elapsed) / estimatedMs);
+    process.stderr.write(`\r\x1b[K${label}: ${pct.toFixed(0)}%${elapsed < estimatedMs ? ` ETA ${Math.ceil((estimatedMs - elapsed) / 1000)}s` : ''}`);
+  };
+  draw();
+  const timer = setInterval(draw, 250);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    process.stderr.write('\r\x1b[K');
+  };
+};

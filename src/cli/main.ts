@@ -1,7 +1,8 @@
 /** The livestick command line: a thin frontend that parses arguments and calls ops/ and the layers. */
 import { Command, CommanderError } from 'commander';
 import { UsageError, fromSystemError } from '../errors.ts';
-import { reportFailure } from './common.ts';
+import { reportFailure, slowKdfProgress } from './common.ts';
+import { observeSlowKdf } from '../xform/luks/kdf.ts';
 import { registerCommands } from './commands/index.ts';
 
 export const VERSION = '0.1.0';
@@ -34,6 +35,7 @@ export async function main(argv: string[]): Promise<void> {
     reportFailure(fromSystemError(err, 'standard output', 'write the output'), false);
     process.exit(process.exitCode);
   });
+  observeSlowKdf(slowKdfProgress);
   const program = await buildProgram(argv.slice(2));
   const json = argv.includes('--json');
   // Commander prints its own usage messages; with --json we print ours instead.

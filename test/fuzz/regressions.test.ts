@@ -12,7 +12,11 @@ import { CorruptImageError } from '../../src/errors.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { Ext4, Ext4Writer, mkfs } from '../../src/fs/ext4/index.ts';
 import { maxFileSize } from '../../src/fs/ext4/superblock.ts';
+import { LuksVolume } from '../../src/xform/luks/volume.ts';
+import { checkKdfCost, defaultKdfLimits, deriveKey, observeSlowKdf, pbkdf2Rate } from '../../src/xform/luks/kdf.ts';
 import { runCli } from '../helpers/cli.ts';
+import { slowKdfProgress } from '../../src/cli/common.ts';
+import { PASSPHRASE, makeLuks1 } from './seeds.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 async function ext4Image(): Promise<{ bytes: Uint8Array; sizeAt: (path: string) => Promise<number> }> {
@@ -129,3 +133,70 @@ describe('ext4 cat: output errors', () => {
   });
 });
 
+
+describe('LUKS: implausible KDF costs are refused, slow ones announced', () => {
+  const rate = pbkdf2Rate('sha256');
+
+  test('a LUKS1 mkDigestIterations far beyond a benchmark is refused before any derivation', async () => {
+    const digestIterations = Math.min(0xffffffff, Math.ceil(rate * 40)); // ~40 s here: 300x a 125 ms benchmark
+    const bytes = makeLuks1({ digestIterations: 1000 });
+    new DataView(bytes.buffer).setUint32(164, digestIterations, false);
+    const vol = await LuksVolume.open(new MemoryDisk(bytes, { readOnly: true }));
+    const t0 = performance.now();
+    await assert.rejects(vol.unlock(PASSPHRASE), (e: unknown) => e instanceof CorruptImageError && e.field === 'mkDigestIterations' && /implausible KDF cost/.test(e.message));
+    assert.ok(performance.now() - t0 < 1000, 'refused without computing');
+  });
+
+  test('a keyslot cost far beyond a benchmark is refused; LIVESTICK_ALLOW_SLOW_KDF-style limits lift the bound', async () => {
+    const huge = { type: 'pbkdf2' as const, hash: 'sha256', iterations: Math.min(1 << 30, Math.ceil(rate * 400)), salt: new Uint8Array(32) };
+    assert.throws(() => checkKdfCost(huge, defaultKdfLimits()), (e: unknown) => e instanceof CorruptImageError && /implausible KDF cost/.test(e.message));
+    assert.doesNotThrow(() => checkKdfCost(huge, { ...defaultKdfLimits(), maxKeyslotSeconds: Infinity }));
+    const out = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), '-e', "import('./src/xform/luks/kdf.ts').then((m) => console.log(m.defaultKdfLimits().maxKeyslotSeconds))"], { encoding: 'utf8', env: { ...process.env, LIVESTICK_ALLOW_SLOW_KDF: '1' } });
+    assert.equal(out.stdout.trim(), 'Infinity', out.stderr);
+  });
+
+  test('benchmark-sized costs pass (a cryptsetup 2 s keyslot, 125 ms digest)', () => {
+    const salt = new Uint8Array(32);
+    assert.doesNotThrow(() => checkKdfCost({ type: 'pbkdf2', hash: 'sha256', iterations: Math.ceil(rate * 2), salt }));
+    assert.doesNotThrow(() => checkKdfCost({ type: 'pbkdf2', hash: 'sha256', iterations: Math.ceil(rate * 0.5), salt }, defaultKdfLimits(), 'mkDigestIterations'));
+  });
+
+  test('a slow but plausible derivation is announced with its estimate, then ended', async () => {
+    const seen: string[] = [];
+    const previous = observeSlowKdf(({ what, estimatedMs }) => {
+      seen.push(`start ${what} ${estimatedMs >= 1000}`);
+      return () => seen.push('end');
+    });
+    try {
+      const iterations = Math.ceil(rate * 1.3);
+      await deriveKey({ type: 'pbkdf2', hash: 'sha256', iterations, salt: new Uint8Array(32) }, PASSPHRASE, 32);
+      await deriveKey({ type: 'pbkdf2', hash: 'sha256', iterations: 1000, salt: new Uint8Array(32) }, PASSPHRASE, 32);
+    } finally {
+      observeSlowKdf(previous);
+    }
+    assert.deepEqual(seen, [`start PBKDF2-sha256, ${Math.ceil(rate * 1.3)} iterations true`, 'end']);
+  });
+
+  test('the CLI renderer: one line off a terminal for long waits, a bar that is cleared on a terminal', () => {
+    const writes: string[] = [];
+    const write = process.stderr.write;
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    process.stderr.write = ((chunk: string) => writes.push(chunk) > 0) as typeof process.stderr.write;
+    try {
+      Object.defineProperty(process.stderr, 'isTTY', { value: false, configurable: true });
+      slowKdfProgress({ what: 'PBKDF2-sha256, 9 iterations', estimatedMs: 2900 })();
+      slowKdfProgress({ what: 'PBKDF2-sha256, 99 iterations', estimatedMs: 7400 })();
+      Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+      slowKdfProgress({ what: 'argon2id, 4 passes over 1024 MiB', estimatedMs: 3000 })();
+    } finally {
+      process.stderr.write = write;
+      if (tty) Object.defineProperty(process.stderr, 'isTTY', tty);
+      else delete (process.stderr as { isTTY?: boolean }).isTTY;
+    }
+    assert.deepEqual(writes, [
+      'livestick: deriving the key (PBKDF2-sha256, 99 iterations, about 7 s)\n',
+      '\r\x1b[Kderiving the key (argon2id, 4 passes over 1024 MiB, about 3 s): 0% ETA 3s',
+      '\r\x1b[K',
+    ]);
+  });
+});
