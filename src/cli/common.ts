@@ -125,13 +125,19 @@ export class Progress {
 
 /**
  * Slow key derivations (a LUKS keyslot or digest whose cost says seconds): on a terminal a bar that
- * advances with the estimate, elsewhere one line on stderr when it will take 3 s or more.
+ * advances with the estimate, elsewhere one line on stderr when it will take 3 s or more (or is still running after 2 s).
  */
 export const slowKdfProgress: SlowKdfObserver = ({ what, estimatedMs }) => {
   const label = `deriving the key (${what}, about ${Math.max(1, Math.round(estimatedMs / 1000))} s)`;
   if (!process.stderr.isTTY) {
-    if (estimatedMs >= 3000) process.stderr.write(`livestick: ${label}\n`);
-    return () => {};
+    const tell = () => process.stderr.write(`livestick: ${label}\n`);
+    if (estimatedMs >= 3000) {
+      tell();
+      return () => {};
+    }
+    const later = setTimeout(tell, 2000);
+    later.unref();
+    return () => clearTimeout(later);
   }
   const started = Date.now();
   const draw = () => {

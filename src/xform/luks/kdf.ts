@@ -11,8 +11,9 @@
  *   (CorruptImageError) before anything is computed. `LIVESTICK_ALLOW_SLOW_KDF=1` lifts the bound.
  * - The estimate comes from timing a short PBKDF2 run per hash (a few ms, once per process); under
  *   load it overestimates, which the wide margins absorb.
- * - A derivation estimated above ~1 s is announced to the observer set with `observeSlowKdf` (the
- *   CLI draws a time-based progress bar with the estimate), so nobody waits silently.
+ * - A derivation estimated above ~1 s (or still running after 1 s) is announced to the observer set
+ *   with `observeSlowKdf` (the CLI draws a time-based progress bar with the estimate), so nobody
+ *   waits silently.
  */
 import { pbkdf2 as pbkdf2Callback, pbkdf2Sync, getHashes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
@@ -109,7 +110,7 @@ export interface SlowKdfNotice {
   readonly estimatedMs: number;
 }
 
-/** Told when a derivation expected to take more than SLOW_KDF_MS starts; the returned function is called when it ends. */
+/** Told when a derivation expected to take more than SLOW_KDF_MS starts (or is still running after it); the returned function is called when it ends. */
 export type SlowKdfObserver = (notice: SlowKdfNotice) => () => void;
 
 export const SLOW_KDF_MS = 1000;
@@ -122,13 +123,24 @@ export function observeSlowKdf(observer: SlowKdfObserver | undefined): SlowKdfOb
   return previous;
 }
 
+/** Announces a derivation expected to be slow at its start, and any other one still running after SLOW_KDF_MS. */
 async function announced<T>(what: string, estimatedMs: number, work: () => Promise<T>): Promise<T> {
-  if (slowKdfObserver === undefined || estimatedMs < SLOW_KDF_MS) return work();
-  const done = slowKdfObserver({ what, estimatedMs });
+  let done: (() => void) | undefined;
+  const started = performance.now();
+  const announce = () => {
+    done = slowKdfObserver?.({ what, estimatedMs: Math.max(estimatedMs, performance.now() - started) });
+  };
+  let timer: NodeJS.Timeout | undefined;
+  if (estimatedMs >= SLOW_KDF_MS) announce();
+  else {
+    timer = setTimeout(announce, SLOW_KDF_MS);
+    timer.unref();
+  }
   try {
     return await work();
   } finally {
-    done();
+    clearTimeout(timer);
+    done?.();
   }
 }
 
