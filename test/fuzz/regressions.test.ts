@@ -200,3 +200,17 @@ describe('LUKS: implausible KDF costs are refused, slow ones announced', () => {
     ]);
   });
 });
+
+describe('fuzz findings', () => {
+  test('luks1: a device whose size is not whole sectors opens (the partial last sector is not data)', async () => {
+    const seed = makeLuks1();
+    const bytes = new Uint8Array(seed.byteLength + 300);
+    bytes.set(seed);
+    const vol = await LuksVolume.open(new MemoryDisk(bytes, { readOnly: true }));
+    const payload = await vol.openPayload(PASSPHRASE, { readOnly: true });
+    assert.equal(payload.size, seed.byteLength - vol.payloadGeometry().offset);
+    const last = new Uint8Array(512);
+    await payload.read(last, payload.size - 512);
+    assert.equal(new DataView(last.buffer).getUint32(0, true), payload.size / 512 - 1);
+  });
+});
