@@ -6,28 +6,14 @@
 import { createHash, pbkdf2Sync } from 'node:crypto';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MemoryDisk } from '../../src/io/disk.ts';
+import type { MemoryDisk } from '../../src/io/disk.ts';
 import { afSplit } from '../../src/xform/luks/af.ts';
 import { createSectorCipher } from '../../src/xform/luks/crypt-disk.ts';
 import { LUKS1_KEY_DISABLED, LUKS1_KEY_ENABLED } from '../../src/xform/luks/luks1.ts';
 import { seededRandom } from '../luks/helpers.ts';
+import type { Field } from './mutate.ts';
 
 export const PASSPHRASE = new TextEncoder().encode('fuzz passphrase');
-
-export interface Seed {
-  readonly name: string;
-  readonly bytes: Uint8Array;
-  /** Byte offsets of structures worth aiming at, by name (field mutations pick among them). */
-  readonly fields?: readonly Field[];
-}
-
-/** A field at a fixed offset: width in bytes and endianness, for boundary-value mutations. */
-export interface Field {
-  readonly name: string;
-  readonly offset: number;
-  readonly width: 1 | 2 | 4 | 8;
-  readonly bigEndian?: boolean;
-}
 
 export async function diskBytes(disk: MemoryDisk): Promise<Uint8Array> {
   const out = new Uint8Array(disk.size);
