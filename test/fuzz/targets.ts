@@ -6,7 +6,7 @@
  * (keyed by the command): a replay on the same machine sees the same bytes.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,7 +77,7 @@ function sourceTree(dir: string): string {
   mkdirSync(src);
   writeSourceTree(src);
   spawnSync('setfattr', ['-n', 'user.fuzz', '-v', 'xattr value', join(src, 'a/text')]);
-  spawnSync('setfattr', ['-n', 'user.big', '-v', `0x${'cd'.repeat(1500)}`, join(src, 'a/b')]);
+  spawnSync('setfattr', ['-n', 'user.big', '-v', `0x${'cd'.repeat(700)}`, join(src, 'a/b')]);
   return src;
 }
 
@@ -295,7 +295,7 @@ export const ext4Target: Target = {
         ['ext4 4K inline_data, 64bit', ['-t', 'ext4', '-b', '4096', '-O', 'inline_data,64bit']],
         ['ext2 1K no features', ['-t', 'ext2', '-b', '1024', '-O', '^dir_index']],
       ] as const) {
-        const img = cachedToolImage(`mke2fs ${args.join(' ')} v2`, (dir, out) => {
+        const img = cachedToolImage(`mke2fs ${args.join(' ')} v3`, (dir, out) => {
           sh('mke2fs', ['-q', '-F', '-U', '5b1f8a1e-1111-4222-8333-944455566677', '-E', 'hash_seed=6b1f8a1e-1111-4222-8333-944455566677,lazy_itable_init=1', ...args, '-d', sourceTree(dir), out, '3M'], env);
           if (has('debugfs')) sh('debugfs', ['-w', '-R', 'ea_set /a/text user.second 0123456789abcdef', out], env);
           if (has('e2fsck')) spawnSync('e2fsck', ['-fyD', out], { env: { ...process.env, ...env }, stdio: 'ignore' }); // -D builds htree indexes
@@ -465,9 +465,13 @@ export const homeTarget: Target = {
     const payload = await vol.openPayload(PASSPHRASE);
     await mkfs(payload, { label: 'home', uuid: new Uint8Array(16).fill(8), hashSeed: new Uint8Array(16).fill(9), time: 1_700_000_000, journalBlocks: 0 });
     const dir = join(tmpdir(), `lsk-fuzz-home-${process.pid}-${Math.random().toString(36).slice(2)}`);
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(join(dir, 'docs/deeper'), { recursive: true });
     try {
-      writeSourceTree(dir);
+      const rnd = seededRandom('home tree');
+      writeFileSync(join(dir, 'docs/deeper/notes.txt'), 'notes\n'.repeat(300));
+      writeFileSync(join(dir, 'docs/photo.jpg'), rnd(40_000));
+      for (let i = 0; i < 60; i++) writeFileSync(join(dir, `docs/file-with-a-longer-name-${i}`), rnd(i * 13));
+      symlinkSync('docs/photo.jpg', join(dir, 'link'));
       const w = await Ext4Writer.open(await Ext4.open(payload), { now: () => ({ sec: 1_700_000_000, nsec: 0 }) });
       await copyIn(w, dir, '/user');
       await w.close();
