@@ -36,6 +36,7 @@ import { seededRandom } from '../luks/helpers.ts';
 
 const MAX_ENTRIES = 20_000;
 const PIECE = 1 << 20;
+const MAX_STREAM = 64 << 20;
 
 function checkDeadline(budget: Budget): void {
   if (Date.now() > budget.deadline) throw new FuzzCapError('case past its deadline (in-memory loop?)');
@@ -274,8 +275,13 @@ export async function walkExt4(fs: Ext4, budget: Budget): Promise<void> {
           queue.push(e.ino);
         }
       } else if (kind === 'file' || kind === 'symlink') {
+        // A sparse file may legitimately be terabytes of holes (up to the maximum file size): read its
+        // first MAX_STREAM bytes, which covers every seed file and the extents a mutation points at.
         let k = 0;
-        for await (const _ of fs.streamInode(inode, PIECE, { reuse: true })) if ((++k & 15) === 0) checkDeadline(budget);
+        for await (const _ of fs.streamInode(inode, PIECE, { reuse: true })) {
+          if (++k * PIECE >= MAX_STREAM) break;
+          if ((k & 15) === 0) checkDeadline(budget);
+        }
       }
     }
   }
