@@ -190,7 +190,8 @@ function workerUrl(): URL {
 }
 
 /** Runs `cases` cases of the named target (see targets.ts) on a worker thread, restarting it after a hang or crash. */
-export async function fuzz(targetName: string, options: { seed?: number; cases?: number; only?: number } = {}): Promise<RunResult> {
+export async function fuzz(targetName: string, options: { seed?: number; cases?: number; only?: number; caseTimeoutMs?: number } = {}): Promise<RunResult> {
+  const caseTimeout = options.caseTimeoutMs ?? CASE_TIMEOUT_MS;
   const seed = options.seed ?? runSeed();
   const only = options.only ?? (process.env.FUZZ_CASE !== undefined ? Number(process.env.FUZZ_CASE) : undefined);
   const from = only ?? 0;
@@ -206,7 +207,7 @@ export async function fuzz(targetName: string, options: { seed?: number; cases?:
     const start = next;
     await new Promise<void>((resolve) => {
       const worker = new Worker(workerUrl(), {
-        workerData: { target: targetName, seed, from: start, to, verbose: only !== undefined },
+        workerData: { target: targetName, seed, from: start, to, verbose: only !== undefined && process.env.FUZZ_CASE !== undefined },
         resourceLimits: { maxOldGenerationSizeMb: HEAP_CAP_MB },
         stderr: false,
       });
@@ -223,14 +224,15 @@ export async function fuzz(targetName: string, options: { seed?: number; cases?:
         if (current) {
           findings.push({ caseIndex: current.index, seedImage: current.seedImage, kind, message, what: current.what });
           next = current.index + 1;
+          current = undefined;
         } else {
           findings.push({ caseIndex: next, seedImage: '(setup)', kind, message, what: [] });
           next = to;
         }
       };
       const watchdog = setInterval(() => {
-        if (Date.now() - lastBeat > CASE_TIMEOUT_MS + (current ? 0 : 120_000)) {
-          lost('hang', `no progress for ${CASE_TIMEOUT_MS} ms`);
+        if (Date.now() - lastBeat > caseTimeout + (current ? 0 : 120_000)) {
+          lost('hang', `no progress for ${caseTimeout} ms`);
           void worker.terminate().then(finish);
         }
       }, 250);
