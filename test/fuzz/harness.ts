@@ -30,7 +30,7 @@ export const ALLOC_CAP = 2 ** 31;
 export const MAX_READ_OPS = 400_000;
 export const MAX_READ_BYTES = 2 ** 31;
 export const HEAP_CAP_MB = 2048;
-export const DEFAULT_CASES = 250;
+export const DEFAULT_CASES = 500;
 
 /** A budget was exceeded: a hang, a runaway read loop or a huge read. Deliberately not a LivestickError. */
 export class FuzzCapError extends Error {}
