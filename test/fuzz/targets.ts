@@ -154,10 +154,12 @@ export const squashfsTarget: Target = {
     const seeds = [
       squashfsSeed('livestick gzip 128K, uncompressed metadata', await squashfsBytes(squashfsTree(), { compressor: 'gzip', uncompressedMetadata: true, exportable: true })),
       squashfsSeed('livestick zstd 4K', await squashfsBytes(squashfsTree(), { compressor: 'zstd', blockSize: 4096 })),
+      // Uncompressed inode and directory tables let byte mutations reach the inode and listing decoders.
+      squashfsSeed('livestick zstd 4K, uncompressed metadata, no fragments', await squashfsBytes(squashfsTree(), { compressor: 'zstd', blockSize: 4096, uncompressedMetadata: true, noFragments: true })),
       squashfsSeed('livestick lz4 8K, exportable', await squashfsBytes(squashfsTree(), { compressor: 'lz4', blockSize: 8192, exportable: true })),
     ];
     if (has('mksquashfs')) {
-      for (const args of [['-comp', 'gzip', '-b', '4096', '-noI', '-noD'], ['-comp', 'xz', '-b', '16384'], ['-comp', 'zstd', '-b', '8192', '-no-xattrs']]) {
+      for (const args of [['-comp', 'gzip', '-b', '4096', '-noI', '-noD'], ['-comp', 'xz', '-b', '16384', '-noI', '-noD', '-noF', '-noX'], ['-comp', 'xz', '-b', '16384'], ['-comp', 'zstd', '-b', '8192', '-no-xattrs']]) {
         const img = cachedToolImage(`mksquashfs ${args.join(' ')}`, (dir, out) => sh('mksquashfs', [sourceTree(dir), out, '-noappend', '-quiet', '-no-progress', '-all-time', '1700000000', '-mkfs-time', '1700000000', ...args]));
         if (img) seeds.push(squashfsSeed(`mksquashfs ${args.join(' ')}`, img));
       }
