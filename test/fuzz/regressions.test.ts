@@ -68,6 +68,13 @@ describe('ext4: i_size beyond the maximum file size', () => {
     });
   }
 
+  test('appending to such a file is refused the same way (the writer trusts i_size too)', async () => {
+    const bytes = image.bytes.slice();
+    new DataView(bytes.buffer).setUint32((await image.sizeAt('/big')) + 104, 0xffffffff, true);
+    const w = await Ext4Writer.open(await Ext4.open(new MemoryDisk(bytes), { skipChecksums: true }));
+    await assert.rejects(w.appendFile('/big', new Uint8Array(10)), (e: unknown) => e instanceof CorruptImageError && /\.i_size$/.test(e.field));
+  });
+
   test('a size at the bound is still accepted', async () => {
     const bytes = image.bytes.slice();
     const at = await image.sizeAt('/big');
