@@ -13,6 +13,7 @@ import { MemoryDisk } from '../../src/io/disk.ts';
 import { Ext4, Ext4Writer, mkfs } from '../../src/fs/ext4/index.ts';
 import { maxFileSize } from '../../src/fs/ext4/superblock.ts';
 import { LuksVolume } from '../../src/xform/luks/volume.ts';
+import { fieldsOf, readLuks2Pair, writeLuks2Pair } from '../../src/xform/luks/luks2-header.ts';
 import { checkKdfCost, defaultKdfLimits, deriveKey, observeSlowKdf, pbkdf2Rate } from '../../src/xform/luks/kdf.ts';
 import { runCli } from '../helpers/cli.ts';
 import { slowKdfProgress } from '../../src/cli/common.ts';
@@ -160,6 +161,17 @@ describe('LUKS: implausible KDF costs are refused, slow ones announced', () => {
     assert.doesNotThrow(() => checkKdfCost(huge, { ...defaultKdfLimits(), maxKeyslotSeconds: Infinity }));
     const out = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), '-e', "import('./src/xform/luks/kdf.ts').then((m) => console.log(m.defaultKdfLimits().maxKeyslotSeconds))"], { encoding: 'utf8', env: { ...process.env, LIVESTICK_ALLOW_SLOW_KDF: '1' } });
     assert.equal(out.stdout.trim(), 'Infinity', out.stderr);
+  });
+
+  test('a LUKS2 digest cost far beyond a benchmark is refused, naming the digest', async () => {
+    const disk = new MemoryDisk(new Uint8Array((1 << 20) + (64 << 10)));
+    await LuksVolume.format(disk, PASSPHRASE, { kdf: { type: 'pbkdf2', iterations: 1000 }, digestIterations: 1000, dataOffset: 1 << 20 });
+    const pair = await readLuks2Pair(disk);
+    const json = structuredClone(pair.active.metadata.json) as Record<string, any>;
+    json.digests['0'].iterations = Math.min(1 << 30, Math.ceil(rate * 40));
+    await writeLuks2Pair(disk, { ...fieldsOf(pair.active.binary), seqid: pair.active.binary.seqid + 1n }, json);
+    const vol = await LuksVolume.open(disk);
+    await assert.rejects(vol.unlock(PASSPHRASE), (e: unknown) => e instanceof CorruptImageError && e.field === 'digests.0.iterations' && /implausible KDF cost/.test(e.message));
   });
 
   test('benchmark-sized costs pass (a cryptsetup 2 s keyslot, 125 ms digest)', () => {
