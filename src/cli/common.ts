@@ -2,7 +2,8 @@
  * What every command shares: one JSON document on stdout with --json (on failure too), human text
  * otherwise, typed errors mapped to exit codes, and byte progress on stderr when it is a terminal.
  */
-import { ExitCode, LivestickError, UsageError } from '../errors.ts';
+import { fstatSync, writeSync } from 'node:fs';
+import { ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
 import { formatSize, parseSize } from '../io/bytes.ts';
 import type { SlowKdfObserver } from '../xform/luks/kdf.ts';
 
@@ -153,3 +154,33 @@ export const slowKdfProgress: SlowKdfObserver = ({ what, estimatedMs }) => {
     process.stderr.write('\r\x1b[K');
   };
 };
+
+let stdoutIsFile: boolean | undefined;
+
+/**
+ * Writes a piece of command output (`cat`) to stdout. Into a file or device, with a loop of write
+ * calls: Node's stdout for files drops the rest of a short write (a full disk, a file size limit), so
+ * output could end truncated without an error. Otherwise through the stream, with back-pressure.
+ * Errors are typed (exit 74).
+ */
+export async function writeOutput(piece: Uint8Array): Promise<void> {
+  if (stdoutIsFile === undefined) {
+    try {
+      const st = fstatSync(1);
+      stdoutIsFile = st.isFile() || (st.isCharacterDevice() && !process.stdout.isTTY);
+    } catch {
+      stdoutIsFile = false;
+    }
+  }
+  if (!stdoutIsFile) {
+    if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+    return;
+  }
+  for (let done = 0; done < piece.byteLength; ) {
+    try {
+      done += writeSync(1, piece, done, piece.byteLength - done);
+    } catch (err) {
+      throw fromSystemError(err, 'standard output', 'write the output');
+    }
+  }
+}

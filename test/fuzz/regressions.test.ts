@@ -6,7 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CorruptImageError } from '../../src/errors.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
@@ -26,6 +26,7 @@ async function ext4Image(): Promise<{ bytes: Uint8Array; sizeAt: (path: string) 
   const w = await Ext4Writer.open(await Ext4.open(disk));
   await w.writeFile('/small', new TextEncoder().encode('hello\n'));
   await w.writeFile('/big', new Uint8Array(3 << 20).fill(5)); // streamed in 1 MiB pieces
+  await w.writeFile('/mid', new Uint8Array(300_000).fill(6)); // one piece
   await w.mkdir('/dir');
   await w.close();
   const bytes = new Uint8Array(disk.size);
@@ -112,11 +113,11 @@ describe('ext4 cat: output errors', () => {
     assert.equal(r.stdout, '');
   });
 
-  const catTo = (redirect: string, limitKiB?: number) => {
+  const catTo = (redirect: string, limitKiB?: number, path = '/big') => {
     const ulimit = limitKiB === undefined ? '' : `ulimit -f ${limitKiB}; `;
     const tsx = import.meta.resolve('tsx');
     const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
-    return spawnSync('bash', ['-c', `${ulimit}exec "$0" --import "$1" "$2" ext4 cat "$3" /big > ${redirect}`, process.execPath, tsx, main, good], { encoding: 'utf8' });
+    return spawnSync('bash', ['-c', `${ulimit}exec "$0" --import "$1" "$2" ext4 cat "$3" "$4" > ${redirect}`, process.execPath, tsx, main, good, path], { encoding: 'utf8' });
   };
 
   test('a full disk (ENOSPC) is a typed error, exit 74', { skip: process.platform !== 'linux' && 'needs /dev/full' }, () => {
@@ -130,6 +131,15 @@ describe('ext4 cat: output errors', () => {
     assert.equal(r.status, 74, r.stderr);
     assert.match(r.stderr, /^livestick: error: standard output: cannot write the output: EFBIG/);
     assert.doesNotMatch(r.stderr, /this is a bug/);
+  });
+
+  test('a short write into a file is not silent truncation: the rest is written or the error told', { skip: process.platform === 'win32' && 'needs ulimit' }, () => {
+    const r = catTo(JSON.stringify(join(tmp.dir, 'out-mid.bin')), 64, '/mid');
+    assert.equal(r.status, 74, r.stderr);
+    assert.match(r.stderr, /^livestick: error: standard output: cannot write the output: EFBIG/);
+    const ok = catTo(JSON.stringify(join(tmp.dir, 'out-ok.bin')), undefined, '/mid');
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(readFileSync(join(tmp.dir, 'out-ok.bin')).length, 300_000);
   });
 
   test('a closed pipe (EPIPE) still exits quietly', () => {
