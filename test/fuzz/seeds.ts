@@ -3,10 +3,9 @@
  * installed, by mksquashfs / mke2fs / cryptsetup). Every seed is small (≤ a few MiB) and uses cheap
  * KDF costs, so one case of the full read path costs milliseconds.
  */
-import { createHash, pbkdf2Sync } from 'node:crypto';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { pbkdf2Sync } from 'node:crypto';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { MemoryDisk } from '../../src/io/disk.ts';
 import { afSplit } from '../../src/xform/luks/af.ts';
 import { createSectorCipher } from '../../src/xform/luks/crypt-disk.ts';
 import { LUKS1_KEY_DISABLED, LUKS1_KEY_ENABLED } from '../../src/xform/luks/luks1.ts';
@@ -14,12 +13,6 @@ import { seededRandom } from '../luks/helpers.ts';
 import type { Field } from './mutate.ts';
 
 export const PASSPHRASE = new TextEncoder().encode('fuzz passphrase');
-
-export async function diskBytes(disk: MemoryDisk): Promise<Uint8Array> {
-  const out = new Uint8Array(disk.size);
-  await disk.read(out, 0);
-  return out;
-}
 
 /** A LUKS1 volume (aes-xts-plain64, sha256, one active keyslot) built from the spec, with cheap costs. */
 export function makeLuks1(options: { slotIterations?: number; digestIterations?: number; payloadBytes?: number; keyBytes?: 32 | 64; hash?: string } = {}): Uint8Array {
@@ -108,12 +101,4 @@ export function writeSourceTree(root: string): void {
   writeFileSync(join(root, 'zeros'), new Uint8Array(200_000));
   symlinkSync('a/b/c/big', join(root, 'link'));
   symlinkSync('x'.repeat(120), join(root, 'longlink'));
-}
-
-export function sha(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex').slice(0, 16);
-}
-
-export function readSeedFile(path: string): Uint8Array {
-  return new Uint8Array(readFileSync(path));
 }
