@@ -3,8 +3,10 @@
  * otherwise, typed errors mapped to exit codes, and byte progress on stderr when it is a terminal.
  */
 import type { Command } from 'commander';
+import { fstatSync, writeSync } from 'node:fs';
 import { ExitCode, LivestickError, UsageError, fromSystemError, isSystemError } from '../errors.ts';
 import { formatSize, parseSize } from '../io/bytes.ts';
+import type { SlowKdfObserver } from '../xform/luks/kdf.ts';
 
 export const SCHEMA_VERSION = 1;
 
@@ -198,5 +200,66 @@ export class Progress {
     if (this.#mode === 'bar') process.stderr.write('\r\x1b[K');
     const elapsed = (Date.now() - this.#started) / 1000;
     if (elapsed >= 1) process.stderr.write(`${this.#label}: done, ${this.#amount(this.#done)} in ${elapsed.toFixed(1)} s\n`);
+  }
+}
+
+/**
+ * Slow key derivations (a LUKS keyslot or digest whose cost says seconds): on a terminal a bar that
+ * advances with the estimate, elsewhere one line on stderr when it will take 3 s or more (or is still running after 2 s).
+ */
+export const slowKdfProgress: SlowKdfObserver = ({ what, estimatedMs }) => {
+  const label = `deriving the key (${what}, about ${Math.max(1, Math.round(estimatedMs / 1000))} s)`;
+  if (!process.stderr.isTTY) {
+    const tell = () => process.stderr.write(`livestick: ${label}\n`);
+    if (estimatedMs >= 3000) {
+      tell();
+      return () => {};
+    }
+    const later = setTimeout(tell, 2000);
+    later.unref();
+    return () => clearTimeout(later);
+  }
+  const started = Date.now();
+  const draw = () => {
+    const elapsed = Date.now() - started;
+    const pct = Math.min(99, (100 * elapsed) / estimatedMs);
+    process.stderr.write(`\r\x1b[K${label}: ${pct.toFixed(0)}%${elapsed < estimatedMs ? ` ETA ${Math.ceil((estimatedMs - elapsed) / 1000)}s` : ''}`);
+  };
+  draw();
+  const timer = setInterval(draw, 250);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    process.stderr.write('\r\x1b[K');
+  };
+};
+
+let stdoutIsFile: boolean | undefined;
+
+/**
+ * Writes a piece of command output (`cat`) to stdout. Into a file or device, with a loop of write
+ * calls: Node's stdout for files drops the rest of a short write (a full disk, a file size limit), so
+ * output could end truncated without an error. Otherwise through the stream, with back-pressure.
+ * Errors are typed (exit 74).
+ */
+export async function writeOutput(piece: Uint8Array): Promise<void> {
+  if (stdoutIsFile === undefined) {
+    try {
+      const st = fstatSync(1);
+      stdoutIsFile = st.isFile() || (st.isCharacterDevice() && !process.stdout.isTTY);
+    } catch {
+      stdoutIsFile = false;
+    }
+  }
+  if (!stdoutIsFile) {
+    if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+    return;
+  }
+  for (let done = 0; done < piece.byteLength; ) {
+    try {
+      done += writeSync(1, piece, done, piece.byteLength - done);
+    } catch (err) {
+      throw fromSystemError(err, 'standard output', 'write the output');
+    }
   }
 }

@@ -1,7 +1,8 @@
 /** The livestick command line: a thin frontend that parses arguments and calls ops/ and the layers. */
 import { Command, CommanderError } from 'commander';
-import { UsageError } from '../errors.ts';
-import { reportFailure } from './common.ts';
+import { UsageError, fromSystemError } from '../errors.ts';
+import { reportFailure, slowKdfProgress } from './common.ts';
+import { observeSlowKdf } from '../xform/luks/kdf.ts';
 import { registerCommands } from './commands/index.ts';
 
 export const VERSION = '0.1.0';
@@ -28,10 +29,12 @@ Every command that reports something takes --json: one JSON document on stdout, 
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // `livestick … | head` closes the pipe early: that is not an error.
+  // `livestick … | head` closes the pipe early: that is not an error. Any other output error (a full
+  // disk, EFBIG past a file size limit) is a typed I/O error, told on stderr since stdout is gone.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw err;
+    reportFailure(fromSystemError(err, 'standard output', 'write the output'), false);
+    process.exit(process.exitCode);
   });
   // Ctrl-C: a line that says so (a command with a more precise message installs its own handler).
   process.on('SIGINT', () => {
@@ -39,6 +42,7 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write('\nlivestick: interrupted; a medium left mid-change is finished or undone by the next livestick command\n');
     process.exit(130);
   });
+  observeSlowKdf(slowKdfProgress);
   const program = await buildProgram(argv.slice(2));
   const json = argv.includes('--json');
   // Commander prints its own usage messages, prefixed like ours; with --json we print ours instead.

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { UsageError, fromSystemError } from '../../errors.ts';
+import { LivestickError, UsageError, fromSystemError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { type BlockRangeUsage, type Ext4Info, type LsEntry, blockUsage, ext4Info, listDirectory, openExt4File } from '../../fs/ext4/index.ts';
-import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, writeOutput } from '../common.ts';
 import { FileDisk } from '../../io/disk.ts';
 import { mkfs } from '../../fs/ext4/mkfs.ts';
 import { Ext4Writer } from '../../fs/ext4/writer.ts';
@@ -127,9 +127,9 @@ export function registerExt4(program: Command): void {
         async () => {
           const { fs, disk } = await openExt4File(image);
           try {
-            for await (const piece of fs.stream(path)) {
-              if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
-            }
+            for await (const piece of fs.stream(path)) await writeOutput(piece);
+          } catch (err) {
+            throw err instanceof LivestickError ? err.withFile(image) : err;
           } finally {
             await disk.close();
           }

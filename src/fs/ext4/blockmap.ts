@@ -424,7 +424,7 @@ export async function buildBlockMap(fs: Ext4, options: BuildOptions = {}): Promi
           claim(ino, inode.fileAcl, 1, BlockKind.xattr, false);
         }
         const isDir = kindOfMode(inode.mode) === 'dir';
-        if (isDir) directories.add(ino, inode.generation, inode.flags, Math.ceil(inode.size / bs));
+        if (isDir) directories.add(ino, inode.generation, inode.flags, Math.ceil(fs.sizeOf(inode) / bs));
         if (!fs.hasBlockMap(inode)) continue;
         const dataKind = ino === journalIno ? BlockKind.journal : BlockKind.data;
         const keep = ino === 7;

@@ -20,13 +20,13 @@
  */
 import { CorruptImageError, NotFoundError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
-import { isAllZero, view } from '../../io/bytes.ts';
+import { formatSize, isAllZero, view } from '../../io/bytes.ts';
 import { crc32cU32, crc32cUpdate } from './crc.ts';
 import { type DirEntry, decodeDirBlock, dirLeafChecksum, dxCountOffset, dxNodeChecksum, hasDirTail } from './dir.ts';
 import { decodeExtentNode } from './extent.ts';
 import { BgFlags, type GroupDesc, decodeGroupDesc, groupDescChecksum, hasGroupChecksums } from './group.ts';
 import { type Inode, InodeFlags, type Kind, type Timestamp, decodeInode, deviceNumber, inodeChecksum, kindOfMode, storedInodeChecksum } from './inode.ts';
-import { Compat, FORMAT, Incompat, RoCompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, type Superblock, decodeSuperblock, groupCount, superblockChecksum } from './superblock.ts';
+import { Compat, FORMAT, Incompat, RoCompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, type Superblock, decodeSuperblock, groupCount, maxFileSize, superblockChecksum } from './superblock.ts';
 import { type Xattr, decodeInodeXattrs, decodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
 
 export const ROOT_INO = 2;
@@ -259,6 +259,15 @@ export class Ext4 {
     return true;
   }
 
+  /** i_size, refused when it is beyond what the filesystem can address (a corrupt size_high, say). */
+  sizeOf(inode: Inode): number {
+    const limit = maxFileSize(this.sb, (inode.flags & InodeFlags.extents) !== 0);
+    if (!(inode.size <= limit)) {
+      throw new CorruptImageError(FORMAT, `inode[${inode.ino}].i_size`, `${inode.size} bytes (${formatSize(inode.size)}) is beyond the filesystem's maximum file size (${formatSize(limit)})`, this.inodeLocation(inode.ino) + 4);
+    }
+    return inode.size;
+  }
+
   /** Upper bound on tree blocks an inode may own (its i_blocks, in fs blocks, plus slack). */
   #treeBudget(inode: Inode): number {
     return Math.min(this.sb.blocksCount, Math.ceil((inode.blocks512 * 512) / this.blockSize) + 4);
@@ -398,7 +407,7 @@ export class Ext4 {
    * next piece is asked for — several times faster for large files (no fresh memory per piece).
    */
   async *streamInode(inode: Inode, pieceSize = 1 << 20, options: { reuse?: boolean } = {}): AsyncGenerator<Uint8Array> {
-    const size = inode.size;
+    const size = this.sizeOf(inode);
     if (inode.flags & InodeFlags.inlineData) {
       const data = await this.#inlineData(inode);
       if (size > data.byteLength) throw new CorruptImageError(FORMAT, `inode[${inode.ino}].i_size`, `${size} bytes but only ${data.byteLength} inline`);
@@ -441,8 +450,9 @@ export class Ext4 {
   }
 
   async readInodeData(inode: Inode, maxSize = 1 << 30): Promise<Uint8Array> {
-    if (inode.size > maxSize) throw new UnsupportedFeatureError(FORMAT, 'large read', `inode ${inode.ino} has ${inode.size} bytes (limit ${maxSize}); stream it instead`);
-    const out = new Uint8Array(inode.size);
+    const size = this.sizeOf(inode);
+    if (size > maxSize) throw new UnsupportedFeatureError(FORMAT, 'large read', `inode ${inode.ino} has ${size} bytes (limit ${maxSize}); stream it instead`);
+    const out = new Uint8Array(size);
     let at = 0;
     for await (const piece of this.streamInode(inode, 1 << 20, { reuse: true })) {
       out.set(piece, at);
@@ -465,7 +475,7 @@ export class Ext4 {
       if (data.byteLength > 60) decodeDirBlock(data.subarray(60), hasFt, where, 0, entries);
     } else {
       const bs = this.blockSize;
-      const nBlocks = Math.ceil(inode.size / bs);
+      const nBlocks = Math.ceil(this.sizeOf(inode) / bs);
       const runs = await this.runs(inode);
       const isIndexed = (inode.flags & InodeFlags.index) !== 0;
       for (const run of runs) {

@@ -352,6 +352,20 @@ export function superblockChecksum(raw: Uint8Array): number {
   return crc32cUpdate(0xffffffff, raw, 0, 1020);
 }
 
+/**
+ * The largest i_size a file may have (the kernel's ext4_max_size / ext4_max_bitmap_size): extents
+ * address 2^32 - 1 logical blocks; block maps 12 + p + p^2 + p^3 blocks (p pointers per block); and
+ * without huge_file, i_blocks (2^32 - 1 sectors) caps the blocks a file may own. A larger i_size can
+ * only come from corruption. (Lenient by the few tree blocks the kernel also subtracts.)
+ */
+export function maxFileSize(sb: Pick<Superblock, 'blockSize' | 'featureRoCompat'>, extents: boolean): number {
+  const bs = sb.blockSize;
+  const perBlock = bs / 4;
+  const addressable = extents ? 2 ** 32 - 1 : 12 + perBlock + perBlock ** 2 + perBlock ** 3;
+  const ownable = sb.featureRoCompat & RoCompat.hugeFile ? 2 ** 48 - 1 : Math.floor((2 ** 32 - 1) / (bs / 512));
+  return Math.min(addressable, ownable) * bs;
+}
+
 export function groupCount(sb: Superblock): number {
   return Math.ceil((sb.blocksCount - sb.firstDataBlock) / sb.blocksPerGroup);
 }

@@ -467,7 +467,7 @@ export class Ext4Writer {
     const bs = this.fs.blockSize;
     const raw = inode.raw.slice();
     // Fill the last partial block first by rewriting it.
-    let size = inode.size;
+    let size = this.fs.sizeOf(inode);
     const runs: [number, number][] = [];
     let expect = 0;
     for (const r of old) {

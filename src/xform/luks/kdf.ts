@@ -2,8 +2,20 @@
  * Key derivation for LUKS keyslots and digests: PBKDF2 (node:crypto) and Argon2i/Argon2id
  * (@node-rs/argon2, with hash-wasm as a pure-wasm fallback). Costs come from untrusted headers, so
  * `checkKdfCost` refuses absurd ones before anything is allocated or computed.
+ *
+ * Design notes: implausible costs and slow derivations
+ * - A KDF benchmark (cryptsetup's, or ours) sizes a keyslot for ~2 s and a digest for ~125 ms on the
+ *   machine that made the volume. A PBKDF2 cost this machine would need more than
+ *   `maxKeyslotSeconds` (100 s: 50x the benchmark target) or, for a digest, `maxDigestSeconds`
+ *   (10 s: 80x) to compute is not what any benchmark wrote: it is refused as an implausible cost
+ *   (CorruptImageError) before anything is computed. `LIVESTICK_ALLOW_SLOW_KDF=1` lifts the bound.
+ * - The estimate comes from timing a short PBKDF2 run per hash (a few ms, once per process); under
+ *   load it overestimates, which the wide margins absorb.
+ * - A derivation estimated above ~1 s (or still running after 1 s) is announced to the observer set
+ *   with `observeSlowKdf` (the CLI draws a time-based progress bar with the estimate), so nobody
+ *   waits silently.
  */
-import { pbkdf2 as pbkdf2Callback, getHashes } from 'node:crypto';
+import { pbkdf2 as pbkdf2Callback, pbkdf2Sync, getHashes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { CorruptImageError, UnsupportedFeatureError } from '../../errors.ts';
 
@@ -35,7 +47,14 @@ export interface KdfLimits {
   readonly maxArgon2Work: number;
   readonly maxArgon2Cpus: number;
   readonly maxPbkdf2Iterations: number;
+  /** Refuse a keyslot PBKDF2 cost estimated to take longer than this here (default 100 s). */
+  readonly maxKeyslotSeconds?: number;
+  /** Refuse a digest PBKDF2 cost estimated to take longer than this here (default 10 s). */
+  readonly maxDigestSeconds?: number;
 }
+
+export const MAX_KEYSLOT_SECONDS = 100;
+export const MAX_DIGEST_SECONDS = 10;
 
 export const ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024;
 
@@ -49,11 +68,88 @@ export function defaultKdfLimits(): KdfLimits {
     maxArgon2Cpus: 255,
     // ~10 minutes of sha256 on a slow machine; cryptsetup's 2 s target is a few million.
     maxPbkdf2Iterations: 1 << 30,
+    ...(process.env.LIVESTICK_ALLOW_SLOW_KDF === '1' ? { maxKeyslotSeconds: Infinity, maxDigestSeconds: Infinity } : {}),
   };
+}
+
+const pbkdf2Rates = new Map<string, number>();
+
+/** PBKDF2 iterations per second this machine manages with `hash` (measured once per process). */
+export function pbkdf2Rate(hash: string): number {
+  const digest = hashName(hash);
+  let rate = pbkdf2Rates.get(digest);
+  if (rate === undefined) {
+    pbkdf2Sync('probe', 'salt', 1, 32, digest); // the first call pays for loading the hash
+    let iterations = 4096;
+    let best = 0;
+    for (let samples = 0; samples < 2; ) {
+      const t0 = performance.now();
+      pbkdf2Sync('probe', 'salt', iterations, 32, digest);
+      const ms = performance.now() - t0;
+      if (ms < 4 && iterations < 1 << 20) {
+        iterations *= 4;
+        continue;
+      }
+      best = Math.max(best, (iterations * 1000) / Math.max(ms, 0.001));
+      samples++;
+    }
+    rate = best;
+    pbkdf2Rates.set(digest, rate);
+  }
+  return rate;
+}
+
+/** Estimated milliseconds of one PBKDF2 derivation on this machine (one output block). */
+export function estimatePbkdf2Ms(hash: string, iterations: number): number {
+  return (iterations * 1000) / pbkdf2Rate(hash);
+}
+
+export interface SlowKdfNotice {
+  /** What is derived, e.g. "PBKDF2-sha256, 16000000 iterations". */
+  readonly what: string;
+  readonly estimatedMs: number;
+}
+
+/** Told when a derivation expected to take more than SLOW_KDF_MS starts (or is still running after it); the returned function is called when it ends. */
+export type SlowKdfObserver = (notice: SlowKdfNotice) => () => void;
+
+export const SLOW_KDF_MS = 1000;
+let slowKdfObserver: SlowKdfObserver | undefined;
+
+/** Sets (or clears) the process-wide observer of slow derivations; returns the previous one. */
+export function observeSlowKdf(observer: SlowKdfObserver | undefined): SlowKdfObserver | undefined {
+  const previous = slowKdfObserver;
+  slowKdfObserver = observer;
+  return previous;
+}
+
+/** Announces a derivation expected to be slow at its start, and any other one still running after SLOW_KDF_MS. */
+async function announced<T>(what: string, estimatedMs: number, work: () => Promise<T>): Promise<T> {
+  let done: (() => void) | undefined;
+  const started = performance.now();
+  const announce = () => {
+    done = slowKdfObserver?.({ what, estimatedMs: Math.max(estimatedMs, performance.now() - started) });
+  };
+  let timer: NodeJS.Timeout | undefined;
+  if (estimatedMs >= SLOW_KDF_MS) announce();
+  else {
+    timer = setTimeout(announce, SLOW_KDF_MS);
+    timer.unref();
+  }
+  try {
+    return await work();
+  } finally {
+    clearTimeout(timer);
+    done?.();
+  }
 }
 
 const FORMAT = 'luks';
 
+/**
+ * Refuses a cost livestick will not compute. `where` names the field; a digest's (volume.ts passes
+ * "mkDigestIterations" or "digests.N") is held to the digest bound, anything else to the keyslot one.
+ */
 export function checkKdfCost(kdf: KdfParams, limits: KdfLimits = defaultKdfLimits(), where = 'kdf'): void {
   if (kdf.type === 'pbkdf2') {
     if (!Number.isSafeInteger(kdf.iterations) || kdf.iterations < 1) {
@@ -63,6 +159,19 @@ export function checkKdfCost(kdf: KdfParams, limits: KdfLimits = defaultKdfLimit
       throw new UnsupportedFeatureError(FORMAT, 'KDF cost', `PBKDF2 with ${kdf.iterations} iterations exceeds the limit of ${limits.maxPbkdf2Iterations}`);
     }
     hashName(kdf.hash);
+    const digest = /digest/i.test(where);
+    const maxSeconds = digest ? (limits.maxDigestSeconds ?? MAX_DIGEST_SECONDS) : (limits.maxKeyslotSeconds ?? MAX_KEYSLOT_SECONDS);
+    if (Number.isFinite(maxSeconds)) {
+      const seconds = estimatePbkdf2Ms(kdf.hash, kdf.iterations) / 1000;
+      if (seconds > maxSeconds) {
+        const field = where === 'mkDigestIterations' ? where : `${where}.iterations`;
+        throw new CorruptImageError(
+          FORMAT,
+          field,
+          `implausible KDF cost: PBKDF2-${kdf.hash} with ${kdf.iterations} iterations would take about ${Math.round(seconds)} s here, far beyond what a KDF benchmark sets for a ${digest ? 'digest (~0.1 s)' : 'keyslot (~2 s)'}; set LIVESTICK_ALLOW_SLOW_KDF=1 to compute it anyway`,
+        );
+      }
+    }
     return;
   }
   const { time, memory, cpus } = kdf;
@@ -95,9 +204,17 @@ const LUKS_HASHES = new Set(['sha1', 'sha224', 'sha256', 'sha384', 'sha512', 'ri
 
 export function pbkdf2(password: Uint8Array, salt: Uint8Array, iterations: number, length: number, hash: string): Promise<Uint8Array> {
   const digest = hashName(hash);
-  return new Promise((resolve, reject) => {
-    pbkdf2Callback(password, salt, iterations, length, digest, (err, key) => (err ? reject(err) : resolve(new Uint8Array(key.buffer, key.byteOffset, key.byteLength))));
-  });
+  const blocks = Math.ceil(length / hashLength(digest));
+  const run = () =>
+    new Promise<Uint8Array>((resolve, reject) => {
+      pbkdf2Callback(password, salt, iterations, length, digest, (err, key) => (err ? reject(err) : resolve(new Uint8Array(key.buffer, key.byteOffset, key.byteLength))));
+    });
+  if (slowKdfObserver === undefined) return run();
+  return announced(`PBKDF2-${digest}, ${iterations} iterations`, blocks * estimatePbkdf2Ms(digest, iterations), run);
+}
+
+function hashLength(digest: string): number {
+  return { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64, ripemd160: 20, 'sha3-256': 32, 'sha3-512': 64 }[digest] ?? 32;
 }
 
 type Argon2Impl = (kdf: Argon2Params, password: Uint8Array, length: number) => Promise<Uint8Array>;
@@ -150,7 +267,15 @@ function argon2(): Promise<Argon2Impl> {
 export async function deriveKey(kdf: KdfParams, password: Uint8Array, length: number, limits?: KdfLimits): Promise<Uint8Array> {
   checkKdfCost(kdf, limits);
   if (kdf.type === 'pbkdf2') return pbkdf2(password, kdf.salt, kdf.iterations, length, kdf.hash);
-  return (await argon2())(kdf, password, length);
+  const impl = await argon2();
+  if (slowKdfObserver === undefined) return impl(kdf, password, length);
+  return announced(`${kdf.type}, ${kdf.time} passes over ${Math.round(kdf.memory / 1024)} MiB`, estimateArgon2Ms(kdf), () => impl(kdf, password, length));
+}
+
+/** Rough Argon2 time on this machine: ~1 GiB-pass per second per lane the machine can run at once. */
+export function estimateArgon2Ms(kdf: Argon2Params): number {
+  const lanes = Math.max(1, Math.min(kdf.cpus, availableParallelism()));
+  return (kdf.time * kdf.memory) / (1024 * 1024) / lanes * 1000;
 }
 
 /** Default Argon2 lanes and memory the way cryptsetup picks them: ≤ 4 lanes, ≤ 1 GiB, ≤ half the RAM. */

@@ -317,7 +317,7 @@ export class LuksVolume {
       const h = this.#state.header;
       const offset = h.payloadOffset * 512;
       if (this.disk.size - offset < 512) throw new CorruptImageError('luks1', 'payloadOffset', `no room for data after ${offset} bytes of header (device: ${this.disk.size} bytes): truncated?`);
-      return { offset, size: this.disk.size - offset, sectorSize: 512, cipher: `${h.cipherName}-${h.cipherMode}`, ivTweak: 0n };
+      return { offset, size: this.disk.size - offset - ((this.disk.size - offset) % 512), sectorSize: 512, cipher: `${h.cipherName}-${h.cipherMode}`, ivTweak: 0n }; // a partial last sector is not data (dm-crypt maps whole sectors)
     }
     const seg = this.#segment();
     let size: number;
