@@ -22,7 +22,7 @@ import {
   type PassphraseSource,
   type TransferResult,
 } from '../../ops/home.ts';
-import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, withOutputOptions, type OutputOptions } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, withOutputOptions, writeOutput, type OutputOptions } from '../common.ts';
 import { kdfChoice, type KdfOpts } from './luks.ts';
 import { addNewSecretOptions, addSecretOptions, currentSecret, memoized, newSecret, withTries, type NewSecretOptions, type SecretOptions } from '../secrets.ts';
 
@@ -188,7 +188,7 @@ export function registerHome(program: Command): void {
       {},
       async () => {
         await homeCat(medium, path, async (piece) => {
-          if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+          await writeOutput(piece);
         }, accessFrom(opts));
         return {};
       },

@@ -6,7 +6,7 @@ import { FileDisk } from '../../io/disk.ts';
 import { COMPRESSOR_NAMES, extractSquashfs, SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
 import { decodeDev } from '../../fs/squashfs/inode.ts';
 import { Flags } from '../../fs/squashfs/superblock.ts';
-import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand } from '../common.ts';
+import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, writeOutput } from '../common.ts';
 
 async function withReader<T>(image: string, body: (r: SquashfsReader) => Promise<T>): Promise<T> {
   const disk = await FileDisk.open(image, { readOnly: true });
@@ -124,7 +124,7 @@ export function registerSquashfs(program: Command): void {
         const node = await r.lookup(path);
         if (node.kind !== 'file') throw new UsageError(`${path} is not a regular file`);
         for await (const piece of r.stream(node)) {
-          if (!process.stdout.write(piece)) await new Promise((res) => process.stdout.once('drain', res));
+          await writeOutput(piece);
         }
         return {};
       }), () => undefined);
