@@ -1,0 +1,81 @@
+/**
+ * The one filesystem interface the medium model is written against (round 2: whole sticks). A host
+ * directory, FAT, exFAT, ext4, ISO9660, SquashFS and EROFS each implement it in their own folder, so
+ * the locator and the medium operations are written once.
+ *
+ * Design notes
+ * - Paths are absolute within the filesystem, '/'-separated, already split on '/' by the callers'
+ *   conventions; no '.' or '..' resolution is done by implementations beyond rejecting them.
+ * - `stat` never follows a final symlink (lstat semantics); filesystems without symlinks never return
+ *   one. Times are seconds + nanoseconds; a filesystem without a field reports what it has (FAT: local
+ *   time as written, 2-second mtime resolution; ISO9660: the recording time).
+ * - Files are read as Disks (`openFile`): every layer above (SquashFS inside FAT, ext4 inside an
+ *   image file on FAT, LUKS) runs on them unchanged.
+ * - Writable filesystems order their writes so a power loss leaves at worst lost space, never a
+ *   corrupt tree (FAT: data, then both FAT copies, then the directory entry; deletes in reverse).
+ *   `rename` replaces an existing target as POSIX does where the format allows; `renameIsAtomic`
+ *   says whether a crash can leave both names or neither.
+ */
+import type { Disk } from '../io/disk.ts';
+
+export type NodeKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
+
+export interface FsTime {
+  readonly sec: number;
+  readonly nsec: number;
+}
+
+export interface FsStat {
+  readonly kind: NodeKind;
+  readonly size: number;
+  /** Permission bits (and setuid/setgid/sticky); filesystems without them report 0o755 for dirs, 0o644 for files. */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly nlink: number;
+  readonly mtime: FsTime;
+  readonly atime?: FsTime;
+  readonly ctime?: FsTime;
+}
+
+export interface FsEntry {
+  readonly name: string;
+  readonly kind: NodeKind;
+}
+
+export interface FsSpace {
+  readonly totalBytes: number;
+  readonly freeBytes: number;
+}
+
+export interface FileSystem {
+  /** 'fat12' | 'fat16' | 'fat32' | 'exfat' | 'iso9660' | 'ext4' | 'squashfs' | 'erofs' | 'host' … */
+  readonly type: string;
+  readonly label: string | undefined;
+  /** The volume's id as blkid prints it (FAT: "ABCD-1234"; ext4: a UUID). */
+  readonly uuid: string | undefined;
+  readonly readOnly: boolean;
+  stat(path: string): Promise<FsStat>;
+  readdir(path: string): Promise<FsEntry[]>;
+  readlink(path: string): Promise<string>;
+  /** A file's content as a read-only Disk. */
+  openFile(path: string): Promise<Disk>;
+  space(): Promise<FsSpace>;
+  close(): Promise<void>;
+}
+
+export interface WritableFileSystem extends FileSystem {
+  /** Whether a crash during `rename` leaves exactly one of the two names (POSIX: yes; FAT: no). */
+  readonly renameIsAtomic: boolean;
+  mkdir(path: string, options?: { mode?: number }): Promise<void>;
+  /** Creates a file of `size` bytes (contiguous where the format allows) and returns it as a writable Disk. */
+  createFile(path: string, options: { size: number; mode?: number }): Promise<Disk>;
+  /** Opens an existing file for writing in place (its size fixed). */
+  openFileForWriting(path: string): Promise<Disk>;
+  writeFile(path: string, data: Uint8Array, options?: { mode?: number }): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  /** Makes every completed change durable. */
+  flush(): Promise<void>;
+}
