@@ -26,6 +26,7 @@ wanted_modules=(
   virtio_ring virtio virtio_pci virtio_blk
   dm-mod dm-bufio dm-snapshot dm-crypt
   crc32c_generic ext4 squashfs loop
+  fat vfat exfat nls_cp437 nls_iso8859-1 nls_utf8
   ecb xts af_alg algif_skcipher algif_hash
 )
 host_binaries=(dmsetup cryptsetup e2fsck mke2fs)
