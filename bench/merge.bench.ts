@@ -111,15 +111,17 @@ async function main() {
     const pipeRss = Math.max(un.maxRssKiB, ex.maxRssKiB, mk.maxRssKiB);
     rmSync(pipe, { recursive: true, force: true });
 
+    const dry = JSON.parse(timed(process.execPath, [cli, 'merge', medium, '--dry-run', '--json']).stdout);
     const m = timed(process.execPath, [cli, 'merge', medium, '--json']);
     const res = JSON.parse(m.stdout);
+    const estimate = `${(dry.newBaseBytes / 2 ** 20).toFixed(0)} MiB (${(dry.newBaseBytes / res.newBaseBytes).toFixed(3)}x)`;
     rows.push(
-      `| ${pct}% | ${(info.usedBytes / 2 ** 20).toFixed(0)} MiB | ${(res.freeBytesDropped / 2 ** 20).toFixed(0)} MiB | ${res.blocks.rebuilt}/${res.blocks.total} | ${m.seconds.toFixed(1)} s | ${pipeSeconds.toFixed(1)} s | **${(m.seconds / pipeSeconds).toFixed(2)}x** | ${(res.newBaseBytes / 2 ** 20).toFixed(0)} MiB | ${(pipeSize / 2 ** 20).toFixed(0)} MiB | **${(res.newBaseBytes / pipeSize).toFixed(3)}x** | ${(m.maxRssKiB / 1024).toFixed(0)} MiB | ${(pipeRss / 1024).toFixed(0)} MiB |`,
+      `| ${pct}% | ${(info.usedBytes / 2 ** 20).toFixed(0)} MiB | ${(res.freeBytesDropped / 2 ** 20).toFixed(0)} MiB | ${res.blocks.rebuilt}/${res.blocks.total} | ${m.seconds.toFixed(1)} s | ${pipeSeconds.toFixed(1)} s | **${(m.seconds / pipeSeconds).toFixed(2)}x** | ${(res.newBaseBytes / 2 ** 20).toFixed(0)} MiB | ${estimate} | ${(pipeSize / 2 ** 20).toFixed(0)} MiB | **${(res.newBaseBytes / pipeSize).toFixed(3)}x** | ${(m.maxRssKiB / 1024).toFixed(0)} MiB | ${(pipeRss / 1024).toFixed(0)} MiB |`,
     );
     rmSync(medium, { recursive: true, force: true });
   }
-  console.log(`\nchurn ${churn}\n\n| changed | overlay used | free dropped | blocks rebuilt | livestick merge | pipeline | time ratio | new base | pipeline base | size ratio | merge peak RSS | pipeline peak RSS |`);
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log(`\nchurn ${churn}\n\n| changed | overlay used | free dropped | blocks rebuilt | livestick merge | pipeline | time ratio | new base | dry-run estimate | pipeline base | size ratio | merge peak RSS | pipeline peak RSS |`);
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
 }
 
