@@ -42,10 +42,12 @@ describe('merge refuses cleanly when the medium cannot take it', { skip }, () =>
     const r = runCli(['merge', m, '--json']);
     assert.equal(r.status, 74, r.stdout + r.stderr);
     assert.equal(r.json.error.code, 'NO_SPACE');
-    assert.match(r.json.error.message, /bytes are free/);
+    assert.match(r.json.error.message, /[\d.]+ MiB needed with a margin, [\d.]+ MiB free/);
     assert.deepEqual(snapshot(m), before);
     const dry = runCli(['merge', m, '--dry-run', '--json']);
-    assert.equal(dry.status, 0);
+    assert.equal(dry.status, 74, 'a dry run that would fail says so with the same exit code');
+    assert.equal(dry.json.verdict, 'would-fail');
+    assert.equal(dry.json.problems[0].code, 'NO_SPACE');
     assert.ok(dry.json.spaceNeeded > dry.json.spaceAvailable);
   });
 
