@@ -16,21 +16,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
-import { FileDisk } from '../../src/io/disk.ts';
 import { SimulatedCrash, tracePoints, withFaultPlan, type FaultPointInfo } from '../../src/io/faults.ts';
 import { LivestickError } from '../../src/errors.ts';
-import { locateMedium, openMedium } from '../../src/ops/medium.ts';
-import { bindingFor } from '../../src/ops/overlay.ts';
 import { mergeMedium } from '../../src/ops/merge.ts';
 import { resetMedium } from '../../src/ops/reset.ts';
 import { recoverMedium } from '../../src/ops/switch.ts';
 import { mediumStatus } from '../../src/ops/status.ts';
 import { applyPackageUpdate, buildSampleMedium } from '../../src/ops/sample.ts';
-import { ExceptionStore, sameBase } from '../../src/xform/dmsnap/index.ts';
-import { mediumView } from './helpers.ts';
+import { bootFinds, mediumView } from './helpers.ts';
 
 const ERRNOS = ['EPERM', 'ENOSPC', 'EIO', 'EROFS'];
 const MiB = 2 ** 20;
@@ -38,31 +34,6 @@ const MiB = 2 ** 20;
 interface Coverage {
   points: Set<string>;
   cases: number;
-}
-
-/** What a boot would find right now (no recovery run). */
-async function bootSafe(dir: string): Promise<'pair' | 'no-overlay'> {
-  const liveos = join(dir, 'LiveOS');
-  assert.ok(existsSync(join(liveos, 'squashfs.img')), 'the base is never missing');
-  const overlays = readdirSync(liveos).filter((n) => n.startsWith('overlay-') && !n.includes('.livestick-'));
-  if (overlays.length === 0) {
-    assert.ok(existsSync(join(liveos, 'livestick-journal.json')), 'an overlay is only ever missing mid-switch, with a journal');
-    return 'no-overlay';
-  }
-  const medium = await openMedium(await locateMedium(dir));
-  const ov = await FileDisk.open(medium.overlayPath as string, { readOnly: true });
-  try {
-    const store = await ExceptionStore.open(ov);
-    assert.equal(store.valid, true, 'the overlay a boot finds is valid');
-    assert.equal(store.binding.state, 'bound');
-    if (store.binding.state === 'bound') {
-      assert.ok(sameBase(store.binding.binding, await bindingFor(medium.rootDisk, medium.rootImage)), 'an overlay is never paired with a base it does not belong to');
-    }
-    return 'pair';
-  } finally {
-    await ov.close();
-    await medium.close();
-  }
 }
 
 /** No journal and no leftovers; `removalFailed`: the failed operation was itself a removal, whose file may stay for the next command. */
@@ -111,7 +82,7 @@ describe('fault injection at every file operation', () => {
   async function nextCommandLeavesItClean(dir: string, expected: Map<string, string>[], where: string): Promise<void> {
     await mediumStatus(dir);
     assertClean(dir, false, `${where}: after the next command,`);
-    assert.equal(await bootSafe(dir), 'pair');
+    assert.equal(await bootFinds(dir), 'pair');
     const view = await mediumView(dir);
     assert.ok(
       expected.some((e) => JSON.stringify([...e]) === JSON.stringify([...view])),
@@ -141,7 +112,7 @@ describe('fault injection at every file operation', () => {
             assertClean(dir, p.op === 'unlink', where);
             assert.deepEqual(await mediumView(dir), original, `${where}: rolled back, the old pair is intact`);
           }
-          await bootSafe(dir);
+          await bootFinds(dir);
           await nextCommandLeavesItClean(dir, [original], where);
           dispose(dir);
         }
@@ -150,7 +121,7 @@ describe('fault injection at every file operation', () => {
         assert.ok(r.crashed !== undefined || r.error === undefined, 'the crash happened');
         coverage.points.add(key(p, 'crash'));
         coverage.cases++;
-        await bootSafe(dir);
+        await bootFinds(dir);
         if (p.index > journalAt + 1 && !keepOld) {
           // Recovery itself crashed at each of its points, then run again.
           const { points: rec } = await (async () => {
@@ -166,7 +137,7 @@ describe('fault injection at every file operation', () => {
             await withFaultPlan((x) => (x.index === q.index ? 'crash' : undefined), () => recoverMedium(join(copy, 'LiveOS')));
             coverage.points.add(`recovery after ${key(p, 'crash')}: ${key(q, 'crash')}`);
             coverage.cases++;
-            await bootSafe(copy);
+            await bootFinds(copy);
             await nextCommandLeavesItClean(copy, [original], `merge crashed at ${p.index} (${p.op} ${p.path}), recovery crashed at ${q.index} (${q.op} ${q.path})`);
             dispose(copy);
           }
@@ -189,7 +160,7 @@ describe('fault injection at every file operation', () => {
         coverage.points.add(`reset ${key(p, action)}`);
         coverage.cases++;
         if (action !== 'crash' && r.error !== undefined) assertTyped(r.error, `reset, ${action} at ${p.op} ${p.path}`);
-        assert.equal(await bootSafe(dir), 'pair');
+        assert.equal(await bootFinds(dir), 'pair');
         await nextCommandLeavesItClean(dir, [original, baseOnly], `reset, ${action} at ${p.index} (${p.op} ${p.path})`);
         dispose(dir);
       }

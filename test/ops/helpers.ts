@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
+import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ext4 } from '../../src/fs/ext4/index.ts';
 import { FileDisk, readAt } from '../../src/io/disk.ts';
 import { locateMedium, openMedium } from '../../src/ops/medium.ts';
-import { ExceptionStore, SnapshotDisk } from '../../src/xform/dmsnap/index.ts';
+import { ExceptionStore, SnapshotDisk, sameBase } from '../../src/xform/dmsnap/index.ts';
+import { bindingFor } from '../../src/ops/overlay.ts';
 import { applyPackageUpdate, buildSampleMedium } from '../../src/ops/sample.ts';
 
 /** path → "kind mode uid gid size sha|target" for every entry of the tree. */
@@ -78,4 +80,32 @@ export async function updatedSample(into: string): Promise<string> {
 
 export function liveosFiles(dir: string): string[] {
   return readdirSync(join(dir, 'LiveOS')).sort();
+}
+
+/**
+ * What a boot would find right now (no recovery run), asserting it is safe: a base always, and an
+ * overlay only over the base it belongs to ('pair'); no overlay only mid-switch, with a journal.
+ */
+export async function bootFinds(dir: string): Promise<'pair' | 'no-overlay'> {
+  const liveos = join(dir, 'LiveOS');
+  assert.ok(existsSync(join(liveos, 'squashfs.img')), 'the base is never missing');
+  const overlays = readdirSync(liveos).filter((n) => n.startsWith('overlay-') && !n.includes('.livestick-'));
+  if (overlays.length === 0) {
+    assert.ok(existsSync(join(liveos, 'livestick-journal.json')), 'an overlay is only ever missing mid-switch, with a journal');
+    return 'no-overlay';
+  }
+  const medium = await openMedium(await locateMedium(dir));
+  const ov = await FileDisk.open(medium.overlayPath as string, { readOnly: true });
+  try {
+    const store = await ExceptionStore.open(ov);
+    assert.equal(store.valid, true, 'the overlay a boot finds is valid');
+    assert.equal(store.binding.state, 'bound');
+    if (store.binding.state === 'bound') {
+      assert.ok(sameBase(store.binding.binding, await bindingFor(medium.rootDisk, medium.rootImage)), 'an overlay is never paired with a base it does not belong to');
+    }
+    return 'pair';
+  } finally {
+    await ov.close();
+    await medium.close();
+  }
 }
