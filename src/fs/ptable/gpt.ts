@@ -3,7 +3,7 @@
  * entry array, each with its CRC32 (IEEE, as node:zlib computes it).
  *
  * Design notes
- * - `decodeGptHeader` validates the signature, revision major, header size, the header CRC, the
+ * - `decodeGptHeader` validates the signature, header size, the header CRC, revision major, the
  *   reserved word, and every LBA against the disk's sector count (the entry array must fit on the disk
  *   and not overlap the header; usable range inside the disk); a caller decides what a bad copy means.
  * - The entry array is bounded (MAX_ENTRY_ARRAY_BYTES) before it is read; entry sizes are 128 * 2^n.
@@ -71,8 +71,6 @@ export function decodeGptHeader(bytes: Uint8Array, sectorSize: number, diskSecto
   if (bytes.byteLength < sectorSize || sectorSize < 512) fail('sector', `needs ${sectorSize} bytes, got ${bytes.byteLength}`);
   if (!hasGptSignature(bytes)) fail('signature', 'no "EFI PART" signature', 0);
   const dv = view(bytes);
-  const revision = dv.getUint32(8, true);
-  if (revision >>> 16 !== 1) throw new UnsupportedFeatureError('gpt', 'revision', `0x${revision.toString(16)}`);
   const headerSize = dv.getUint32(12, true);
   if (headerSize < GPT_HEADER_SIZE || headerSize > sectorSize) fail('header_size', `${headerSize} is outside ${GPT_HEADER_SIZE}..${sectorSize}`, 12);
   const storedCrc = dv.getUint32(16, true);
@@ -80,6 +78,8 @@ export function decodeGptHeader(bytes: Uint8Array, sectorSize: number, diskSecto
   view(copy).setUint32(16, 0, true);
   const actualCrc = crc32(copy);
   if (actualCrc !== storedCrc) fail('header_crc32', `stored 0x${storedCrc.toString(16)}, computed 0x${actualCrc.toString(16)}`, 16);
+  const revision = dv.getUint32(8, true);
+  if (revision >>> 16 !== 1) throw new UnsupportedFeatureError('gpt', 'revision', `0x${revision.toString(16)}`);
   if (dv.getUint32(20, true) !== 0) fail('reserved', 'must be zero', 20);
   const lba = (at: number, field: string) => {
     const v = toSafeNumber(dv.getBigUint64(at, true), 'gpt', field, at);
