@@ -196,6 +196,18 @@ test('xorriso hybrid ISO: read as sfdisk shows it; dd onto a larger stick, then 
   assert.equal(mbrTable.kind, 'mbr');
   assert.deepEqual(asSfdisk(mbrIso, mbrTable), sfdiskParts(mbrIso));
 
+  // isohybrid style: an MBR without 0xEE (ISO as a type 0x00 bootable entry) and a GPT beside it.
+  writeFileSync(join(tmp.dir, 'mbr.bin'), Buffer.alloc(432));
+  mkdirSync(join(root, 'boot'));
+  writeFileSync(join(root, 'boot', 'boot.bin'), Buffer.alloc(2048));
+  const isohybrid = join(tmp.dir, 'isohybrid.iso');
+  run('xorriso', ['-as', 'mkisofs', '-o', isohybrid, '-V', 'LIVE', '-R', '-b', 'boot/boot.bin', '-no-emul-boot', '-boot-load-size', '4', '-isohybrid-mbr', join(tmp.dir, 'mbr.bin'), '-isohybrid-gpt-basdat', '-append_partition', '2', '0xef', efi, '-partition_offset', '16', root]);
+  const hybridTable = await withDisk(isohybrid, (d) => readPartitionTable(d));
+  assert.equal(hybridTable.kind, 'mbr');
+  assert.deepEqual(asSfdisk(isohybrid, hybridTable), sfdiskParts(isohybrid));
+  assert.equal(hybridTable.partitions[0]!.type, 0);
+  assert.ok(hybridTable.problems.some((p) => /GPT header at LBA 1 .* is ignored/.test(p)), hybridTable.problems.join('\n'));
+
   const stick = join(tmp.dir, 'stick.img');
   copyFileSync(iso, stick);
   const isoBytes = readFileSync(iso);

@@ -74,7 +74,7 @@ test('GPT header: round trip with its CRC; a flipped byte is a typed error (the 
       const bytes = encodeGptHeader(h, 512);
       assert.deepEqual(decodeGptHeader(bytes, 512, diskSectors), h);
       assert.deepEqual(encodeGptHeader(decodeGptHeader(bytes, 512, diskSectors), 512), bytes);
-      bytes[flip] ^= 0x01;
+      bytes[flip] = bytes[flip]! ^ 0x01;
       assert.throws(() => decodeGptHeader(bytes, 512, diskSectors), CorruptImageError);
     }),
   );
@@ -96,7 +96,7 @@ test('GPT entry array: round trip and its CRC', () => {
       const header = { entryCount: entries.length, entrySize, entriesCrc: 0 };
       const crc = crc32(array);
       assert.deepEqual(decodeGptEntries(array, { ...header, entriesCrc: crc }), entries);
-      array[array.length - 1] ^= 1;
+      array[array.length - 1] = array[array.length - 1]! ^ 1;
       assert.throws(() => decodeGptEntries(array, { ...header, entriesCrc: crc }), CorruptImageError);
     }),
   );
@@ -136,7 +136,7 @@ test('4096-byte GPT detected without being told; a 512 reading of it is not atte
 test('a bad CRC in one copy: the other copy is used and the problem reported; both bad: a typed error', async () => {
   const ss = 512;
   const corruptPrimaryHeader = await gptDisk();
-  corruptPrimaryHeader.bytes[ss + 40] ^= 0xff;
+  corruptPrimaryHeader.bytes[ss + 40] = corruptPrimaryHeader.bytes[ss + 40]! ^ 0xff;
   let t = await readPartitionTable(corruptPrimaryHeader);
   assert.equal(t.gpt!.used, 'backup');
   assert.equal(t.partitions.length, 3);
@@ -144,7 +144,7 @@ test('a bad CRC in one copy: the other copy is used and the problem reported; bo
 
   const corruptBackupEntries = await gptDisk();
   const last = corruptBackupEntries.size / ss - 1;
-  corruptBackupEntries.bytes[(last - 32) * ss + 60] ^= 0xff;
+  corruptBackupEntries.bytes[(last - 32) * ss + 60] = corruptBackupEntries.bytes[(last - 32) * ss + 60]! ^ 0xff;
   t = await readPartitionTable(corruptBackupEntries);
   assert.equal(t.gpt!.used, 'primary');
   assert.ok(t.problems.some((p) => /backup GPT is unusable.*array_crc32/.test(p)), t.problems.join('\n'));
@@ -156,14 +156,14 @@ test('a bad CRC in one copy: the other copy is used and the problem reported; bo
   assert.equal(t.partitions.length, 3);
 
   const both = await gptDisk();
-  both.bytes[ss + 40] ^= 0xff;
-  both.bytes[(last - 32) * ss + 60] ^= 0xff;
+  both.bytes[ss + 40] = both.bytes[ss + 40]! ^ 0xff;
+  both.bytes[(last - 32) * ss + 60] = both.bytes[(last - 32) * ss + 60]! ^ 0xff;
   await assert.rejects(readPartitionTable(both), CorruptImageError);
 });
 
 test('addPartition repairs from the usable copy: both copies valid afterwards', async () => {
   const disk = await gptDisk();
-  disk.bytes[512 + 40] ^= 0xff;
+  disk.bytes[512 + 40] = disk.bytes[512 + 40]! ^ 0xff;
   const t = await addPartition(disk, await readPartitionTable(disk), { type: 'linux-home' });
   assert.equal(t.gpt!.primaryValid && t.gpt!.backupValid, true);
   assert.deepEqual(t.problems, []);

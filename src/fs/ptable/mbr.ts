@@ -41,8 +41,9 @@ export interface Mbr {
 
 export const EMPTY_ENTRY: MbrEntry = { status: 0, startChs: [0, 0, 0], type: 0, endChs: [0, 0, 0], startLba: 0, sectors: 0 };
 
+/** Unused: no sectors (a type 0x00 entry with sectors counts, as isohybrid writes it and Linux reads it). */
 export function isEmptyEntry(e: MbrEntry): boolean {
-  return e.type === 0 || e.sectors === 0;
+  return e.sectors === 0;
 }
 
 export function hasMbrSignature(bytes: Uint8Array): boolean {

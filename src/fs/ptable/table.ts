@@ -9,6 +9,8 @@
  *   backup away from the disk's end, copies that disagree, partitions outside the usable range or the
  *   disk, and overlaps are `problems`, not errors. It throws only when a GPT signature is there but no
  *   copy is usable.
+ * - A usable MBR without a 0xEE entry is the table even when a GPT header is there (Linux does the
+ *   same; isohybrid images look like that), with a problem saying so.
  * - MBR otherwise: 0x55AA, boot indicators 0x00/0x80, and not a filesystem boot sector (a FAT, exFAT
  *   or NTFS "superfloppy" also ends in 0x55AA). Primaries are 1-4 by slot, logicals 5+ in chain order,
  *   as Linux numbers them. Without a GPT the sector size is 512 unless the caller says otherwise.
@@ -294,14 +296,24 @@ export async function readPartitionTable(disk: Disk, options: ReadOptions = {}):
   if (disk.size < MBR_SIZE) return none(options.sectorSize ?? 512);
   const sector0 = await readAt(disk, 0, MBR_SIZE);
   const mbr = hasMbrSignature(sector0) ? decodeMbr(sector0) : undefined;
-  for (const size of options.sectorSize ? [options.sectorSize] : ([512, 4096] as const)) {
+  const mbrUsable = mbr !== undefined && mbr.entries.every((e) => e.status === 0 || e.status === 0x80) && !looksLikeVolumeBootRecord(sector0) && !mbr.entries.every(isEmptyEntry);
+  const sizes = options.sectorSize ? [options.sectorSize] : ([512, 4096] as const);
+  if (mbrUsable && !mbrRole(mbr)) {
+    // No 0xEE entry: Linux ignores a GPT then (isohybrid images carry one this way) and so do we.
+    for (const size of sizes) {
+      if (disk.size >= 2 * size && hasGptSignature(await readAt(disk, size, size))) {
+        problems.push(`a GPT header at LBA 1 (${size}-byte sectors) is ignored: the MBR has no 0xEE protective entry, so the MBR is the table (as Linux reads it)`);
+        break;
+      }
+    }
+    return readMbrTable(disk, mbr, options.sectorSize ?? 512, problems);
+  }
+  for (const size of sizes) {
     const table = await readGpt(disk, size, mbr, problems);
     if (table) return table;
   }
   const sectorSize = options.sectorSize ?? 512;
-  if (!mbr) return none(sectorSize);
-  const statusOk = mbr.entries.every((e) => e.status === 0 || e.status === 0x80);
-  if (!statusOk || looksLikeVolumeBootRecord(sector0) || mbr.entries.every(isEmptyEntry)) return none(sectorSize);
+  if (!mbr || !mbrUsable) return none(sectorSize);
   return readMbrTable(disk, mbr, sectorSize, problems);
 }
 
