@@ -26,6 +26,7 @@ import { gptTypeName, MBR_EXTENDED_TYPES, MBR_PROTECTIVE_TYPE, mbrTypeName } fro
 
 export type SectorSize = 512 | 4096;
 
+/** Problems of one kind listed one by one; the rest are counted. */
 const MAX_OVERLAP_PROBLEMS = 16;
 
 export interface Partition {
@@ -112,10 +113,15 @@ function mbrRole(mbr: Mbr): 'protective' | 'hybrid' | undefined {
 }
 
 function checkPlacement(parts: readonly Partition[], diskSectors: number, problems: string[], range?: [number, number]): void {
+  let misplaced = 0;
   for (const p of parts) {
-    if (p.startLba + p.sectors > diskSectors) problems.push(`partition ${p.index} (sectors ${p.startLba}-${p.startLba + p.sectors - 1}) runs past the disk's end (last sector ${diskSectors - 1})`);
-    else if (range && (p.startLba < range[0] || p.startLba + p.sectors - 1 > range[1])) problems.push(`partition ${p.index} (sectors ${p.startLba}-${p.startLba + p.sectors - 1}) is outside the usable range ${range[0]}-${range[1]}`);
+    const past = p.startLba + p.sectors > diskSectors;
+    const outside = !past && range !== undefined && (p.startLba < range[0] || p.startLba + p.sectors - 1 > range[1]);
+    if ((past || outside) && ++misplaced > MAX_OVERLAP_PROBLEMS) continue;
+    if (past) problems.push(`partition ${p.index} (sectors ${p.startLba}-${p.startLba + p.sectors - 1}) runs past the disk's end (last sector ${diskSectors - 1})`);
+    else if (outside) problems.push(`partition ${p.index} (sectors ${p.startLba}-${p.startLba + p.sectors - 1}) is outside the usable range ${range[0]}-${range[1]}`);
   }
+  if (misplaced > MAX_OVERLAP_PROBLEMS) problems.push(`${misplaced - MAX_OVERLAP_PROBLEMS} more partitions outside the disk or the usable range`);
   const sorted = [...parts].sort((a, b) => a.startLba - b.startLba || a.index - b.index);
   let reach: Partition | undefined;
   let overlaps = 0;
