@@ -35,7 +35,8 @@ export type ErrorCode =
   | 'BASE_MISMATCH'
   | 'NO_SPACE'
   | 'WRONG_PASSPHRASE'
-  | 'INTERRUPTED';
+  | 'INTERRUPTED'
+  | 'DEVICE_IN_USE';
 
 export class LivestickError extends Error {
   readonly code: ErrorCode;

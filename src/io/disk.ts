@@ -11,6 +11,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants as fsConstants, readSync, writeSync } from 'node:fs';
 import { SimulatedCrash, faultPoint } from './faults.ts';
+import { checkWritableDevice, inspectDevice } from './device.ts';
 import { OutOfRangeError, ReadOnlyError, fromSystemError } from '../errors.ts';
 
 /** A system error as a typed one; a simulated crash (tests) passes through untouched. */
@@ -44,6 +45,8 @@ export interface FileDiskOptions {
   readOnly?: boolean;
   /** Create the file (fails if it exists) with this size; sparse where the host filesystem allows. */
   create?: { size: number };
+  /** Write a block device even while it is mounted or holds this host's system (io/device.ts). */
+  force?: boolean;
 }
 
 /**
@@ -88,6 +91,12 @@ export class FileDisk implements Disk {
       const st = await fh.stat();
       if (!st.isFile() && !st.isBlockDevice()) {
         throw fromSystemError(Object.assign(new Error('not a regular file'), { code: 'EINVAL' }), path, 'open the file');
+      }
+      if (st.isBlockDevice()) {
+        // A block device's stat size is 0: sysfs or probing gives it; writing is refused while it is in use.
+        const info = inspectDevice(path, fh.fd);
+        if (!readOnly) checkWritableDevice(info, options.force);
+        return new FileDisk(path, fh, info.size, readOnly);
       }
       return new FileDisk(path, fh, st.size, readOnly);
     } catch (err) {
