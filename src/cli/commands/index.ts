@@ -15,6 +15,7 @@ interface Family {
 
 const FAMILIES: readonly Family[] = [
   { names: ['demo'], load: async () => (await import('./demo.ts')).registerDemo },
+  { names: ['inspect'], load: async () => (await import('./inspect.ts')).registerInspect },
   { names: ['status', 'merge', 'reset'], load: async () => (await import('./medium.ts')).registerMedium },
   { names: ['overlay'], load: async () => (await import('./overlay.ts')).registerOverlay },
   { names: ['ext4'], load: async () => (await import('./ext4.ts')).registerExt4 },

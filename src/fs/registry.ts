@@ -1,0 +1,39 @@
+/**
+ * Which filesystem a Disk holds, and opening it as the common FileSystem. Each filesystem folder
+ * contributes one entry: the signature names (io/signature.ts) it answers to and an opener; the
+ * locator never names a filesystem itself.
+ */
+import type { Disk } from '../io/disk.ts';
+import type { FileSystem } from './filesystem.ts';
+
+interface FsEntryPoint {
+  /** Matches a signature name from probeSignatures ("ext4", "squashfs", "vfat (FAT32)", …). */
+  readonly matches: (signature: string) => boolean;
+  readonly open: (disk: Disk) => Promise<FileSystem>;
+}
+
+const FILESYSTEMS: readonly FsEntryPoint[] = [
+  {
+    matches: (s) => /^ext[234]$/.test(s),
+    open: async (disk) => {
+      const [{ Ext4 }, { Ext4FileSystem }] = await Promise.all([import('./ext4/fs.ts'), import('./ext4/filesystem.ts')]);
+      return new Ext4FileSystem(await Ext4.open(disk));
+    },
+  },
+  {
+    matches: (s) => s === 'squashfs',
+    open: async (disk) => {
+      const [{ SquashfsReader }, { SquashfsFileSystem }] = await Promise.all([import('./squashfs/reader.ts'), import('./squashfs/filesystem.ts')]);
+      return new SquashfsFileSystem(await SquashfsReader.open(disk), disk.size);
+    },
+  },
+];
+
+/** Opens the first filesystem one of the signatures names, or undefined when none is supported. */
+export async function openFileSystem(disk: Disk, signatures: readonly string[]): Promise<{ fs: FileSystem; signature: string } | undefined> {
+  for (const signature of signatures) {
+    const entry = FILESYSTEMS.find((f) => f.matches(signature));
+    if (entry) return { fs: await entry.open(disk), signature };
+  }
+  return undefined;
+}

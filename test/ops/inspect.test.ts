@@ -1,0 +1,81 @@
+/**
+ * `livestick inspect`: a mounted directory and a whole stick image (GPT, an ext4 partition holding
+ * LiveOS/ with squashfs.img, its overlay and a LUKS home, plus an unformatted partition), read through
+ * the partition table, the ext4 FileSystem adapter and the SquashFS inside — no mount, no root.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { tempDir } from '../helpers/tmp.ts';
+import { runCli } from '../helpers/cli.ts';
+import { missingTools, run } from '../helpers/tools.ts';
+import { FileDisk } from '../../src/io/disk.ts';
+import { addPartition, createGpt, partitionDisk, readPartitionTable } from '../../src/fs/ptable/index.ts';
+import { inspectMedium } from '../../src/ops/inspect.ts';
+import { createHome } from '../../src/ops/home.ts';
+import { updatedSample } from './helpers.ts';
+
+const MiB = 2 ** 20;
+
+describe('inspect', () => {
+  const tmp = tempDir('livestick-inspect-');
+  after(() => tmp.cleanup());
+
+  test('a mounted directory: the dracut LiveOS system, its dm-snapshot overlay and home', async () => {
+    const dir = await updatedSample(join(tmp.dir, 'dir'));
+    await createHome(dir, { size: 24 * MiB, encrypt: true, kdf: { type: 'pbkdf2', iterations: 1000 }, passphrase: async () => new TextEncoder().encode('pass') });
+    const r = await inspectMedium(dir);
+    assert.equal(r.source.kind, 'directory');
+    assert.equal(r.liveSystems.length, 1);
+    const s = r.liveSystems[0]!;
+    assert.equal(s.layout, 'dracut LiveOS');
+    assert.deepEqual([s.base.format, s.base.rootImage], ['squashfs', 'LiveOS/rootfs.img']);
+    assert.equal(s.persistence.length, 1);
+    assert.equal(s.persistence[0]!.kind, 'dm-snapshot file');
+    assert.equal(s.home?.encrypted, true);
+  });
+
+  test('a stick image: GPT, an ext4 partition with LiveOS/ (found without mounting), an empty partition', { skip: missingTools('mke2fs') }, async () => {
+    const dir = await updatedSample(join(tmp.dir, 'tree'));
+    const img = join(tmp.dir, 'stick.img');
+    const disk = await FileDisk.open(img, { create: { size: 160 * MiB } });
+    let table = await createGpt(disk, { diskGuid: '3F1C9E2A-6B7D-4E8F-9A0B-1C2D3E4F5A6B' });
+    table = await addPartition(disk, table, { sizeBytes: 120 * MiB, type: 'linux-filesystem', name: 'LIVE' });
+    table = await addPartition(disk, table, { type: 'linux-filesystem', name: 'spare' });
+    await disk.close();
+    const p1 = table.partitions[0]!;
+    // mke2fs writes the tree into the partition's byte range of the stick image (offset= and a size in KiB).
+    run('mke2fs', ['-q', '-t', 'ext4', '-L', 'LIVE', '-d', dir, '-E', `offset=${p1.startBytes}`, img, `${p1.sizeBytes / 1024}k`]);
+    const r = await inspectMedium(img);
+    assert.equal(r.source.kind, 'image');
+    assert.equal(r.partitionTable?.kind, 'gpt');
+    assert.equal(r.partitionTable?.partitions, 2);
+    const v1 = r.volumes.find((v) => v.id === 'partition 1');
+    assert.equal(v1?.filesystem?.type, 'ext4');
+    assert.equal(v1?.filesystem?.label, 'LIVE');
+    assert.equal(v1?.partitionName, 'LIVE');
+    const v2 = r.volumes.find((v) => v.id === 'partition 2');
+    assert.deepEqual(v2?.signatures, []);
+    assert.equal(r.liveSystems.length, 1);
+    const s = r.liveSystems[0]!;
+    assert.equal(s.volume, 'partition 1');
+    assert.equal(s.base.rootImage, 'LiveOS/rootfs.img');
+    assert.equal(s.persistence[0]?.kind, 'dm-snapshot file');
+    // The partition read back through the table is the ext4 mke2fs wrote.
+    const again = await FileDisk.open(img, { readOnly: true });
+    const t = await readPartitionTable(again);
+    assert.equal(partitionDisk(again, t.partitions[0]!).size, p1.sizeBytes);
+    await again.close();
+    const cli = runCli(['inspect', img]);
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stdout, /partition table: GPT \(512-byte sectors\), 2 partitions/);
+    assert.match(cli.stdout, /dracut LiveOS on partition 1: \/LiveOS\/squashfs\.img \(squashfs, LiveOS\/rootfs\.img inside/);
+    assert.match(cli.stdout, /persistence: \/LiveOS\/overlay-\S+ \(dm-snapshot file, 48\.0 MiB\)/);
+  });
+
+  test('bad targets: typed errors', async () => {
+    const r = runCli(['inspect', join(tmp.dir, 'nowhere'), '--json']);
+    assert.equal(r.status, 66);
+    assert.equal(r.json.error.code, 'NOT_FOUND');
+  });
+});
