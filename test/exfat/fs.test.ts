@@ -156,9 +156,8 @@ describe('ExfatFs against a model', () => {
         await fs.close();
         const again = await ExfatFs.open(disk);
         assert.deepEqual(sorted(await snapshot(again)), sorted(model.m));
-        // Space accounting: every cluster is either free or reachable.
-        const { freeBytes, totalBytes } = await again.space();
-        assert.ok(freeBytes <= totalBytes);
+        // Allocation: every cluster is either free or reachable exactly once.
+        assert.deepEqual(await again.verify(), []);
       }),
       { numRuns: 25 },
     );
@@ -166,6 +165,21 @@ describe('ExfatFs against a model', () => {
 });
 
 describe('write rules', () => {
+  test('verify() finds lost, doubly used and unmarked clusters', async () => {
+    const { disk, fs } = await fresh();
+    await fs.writeFile('/a', new Uint8Array(3 * fs.clusterSize).fill(1));
+    await fs.close();
+    assert.deepEqual(await (await ExfatFs.open(disk)).verify(), []);
+    const b = fs.boot;
+    const bitmapAt = b.clusterHeapOffset * 512;
+    const byte0 = disk.bytes[bitmapAt]!;
+    disk.bytes[bitmapAt + 100] = 0x01;
+    assert.match((await (await ExfatFs.open(disk)).verify()).join(), /cluster 802 is marked in the bitmap but unused/);
+    disk.bytes[bitmapAt + 100] = 0;
+    disk.bytes[bitmapAt] = byte0 & ~0x20;
+    assert.match((await (await ExfatFs.open(disk)).verify()).join(), /cluster 7 is in use but free/);
+  });
+
   test('lookups are case-insensitive through the up-case table; names keep their case', async () => {
     const { fs } = await fresh();
     await fs.writeFile('/Ärger.TXT', new Uint8Array([1, 2, 3]));
@@ -202,6 +216,7 @@ describe('write rules', () => {
     const again = await ExfatFs.open(disk);
     assert.deepEqual(await readAt(await again.openFile('/chained'), 0, data.length), data);
     for (let i = 1; i < 20; i += 2) assert.deepEqual(await readAt(await again.openFile(`/f${i}`), 0, cs), new Uint8Array(cs).fill(i));
+    assert.deepEqual(await again.verify(), []);
     await assert.rejects(again.writeFile('/nospace', new Uint8Array(6 * cs)), (e: unknown) => (e as { code?: string }).code === 'NO_SPACE');
   });
 
@@ -218,6 +233,7 @@ describe('write rules', () => {
     const again = await ExfatFs.open(disk);
     assert.deepEqual((await again.readdir('/d')).map((e) => e.name).sort(), names);
     for (const [i, n] of names.entries()) assert.deepEqual(await readAt(await again.openFile(`/d/${n}`), 0, 1), Uint8Array.of(i));
+    assert.deepEqual(await again.verify(), []);
   });
 
   test('ValidDataLength: unwritten tails read as zeros; a write past it zeroes the gap', async () => {

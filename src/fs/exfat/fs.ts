@@ -119,6 +119,7 @@ export class ExfatFs implements WritableFileSystem {
   readonly #upcase: Uint16Array;
   readonly #bitmap: Uint8Array;
   readonly #bitmapRuns: Run[];
+  readonly #upcaseRuns: Run[];
   #freeClusters: number;
   readonly #fatBase: number;
   readonly #fatCache = new Map<number, Uint8Array>();
@@ -127,7 +128,7 @@ export class ExfatFs implements WritableFileSystem {
   #dirtyMarked = false;
   readonly #openFiles = new Set<ExfatFileDisk>();
 
-  private constructor(disk: Disk, boot: BootSector, usedBackup: boolean, readOnly: boolean, upcase: Uint16Array, bitmap: Uint8Array, bitmapRuns: Run[], label: string | undefined, now: () => number) {
+  private constructor(disk: Disk, boot: BootSector, usedBackup: boolean, readOnly: boolean, upcase: Uint16Array, bitmap: Uint8Array, bitmapRuns: Run[], upcaseRuns: Run[], label: string | undefined, now: () => number) {
     this.disk = disk;
     this.boot = boot;
     this.usedBackupBootRegion = usedBackup;
@@ -137,6 +138,7 @@ export class ExfatFs implements WritableFileSystem {
     this.#upcase = upcase;
     this.#bitmap = bitmap;
     this.#bitmapRuns = bitmapRuns;
+    this.#upcaseRuns = upcaseRuns;
     this.#label = label;
     this.#now = now;
     this.#wasDirty = (boot.volumeFlags & VOLUME_FLAG_DIRTY) !== 0;
@@ -155,7 +157,7 @@ export class ExfatFs implements WritableFileSystem {
     }
     const readOnly = options.readOnly === true || disk.readOnly;
     // A provisional instance reads the root with an identity up-case table and an empty bitmap.
-    const probe = new ExfatFs(disk, boot, usedBackup, true, new Uint16Array(0), new Uint8Array(Math.ceil(boot.clusterCount / 8)), [], undefined, Date.now);
+    const probe = new ExfatFs(disk, boot, usedBackup, true, new Uint16Array(0), new Uint8Array(Math.ceil(boot.clusterCount / 8)), [], [], undefined, Date.now);
     const rootRuns = await probe.#rootRuns();
     const root = await probe.#readRuns(rootRuns, rootRuns.reduce((n, r) => n + r.length, 0) * probe.clusterSize);
     let bitmapEntry;
@@ -182,7 +184,7 @@ export class ExfatFs implements WritableFileSystem {
     }
     const upcaseRuns = await probe.#chainRuns(upcaseEntry.firstCluster, false, upcaseEntry.dataLength, 'up-case table');
     const upcase = decodeUpcaseTable(await probe.#readRuns(upcaseRuns, upcaseEntry.dataLength), upcaseEntry.checksum);
-    return new ExfatFs(disk, boot, usedBackup, readOnly, upcase, bitmap, bitmapRuns, label, options.now ?? Date.now);
+    return new ExfatFs(disk, boot, usedBackup, readOnly, upcase, bitmap, bitmapRuns, upcaseRuns, label, options.now ?? Date.now);
   }
 
   get label(): string | undefined {
@@ -197,6 +199,48 @@ export class ExfatFs implements WritableFileSystem {
   /** Whether the volume was marked dirty when it was opened (not cleanly unmounted). */
   get wasDirty(): boolean {
     return this.#wasDirty;
+  }
+
+  /**
+   * Checks the allocation: every cluster reachable from the root (metadata, directories, files) is used
+   * once and marked in the bitmap, and nothing else is marked. Returns the problems (empty: consistent).
+   * fsck.exfat -n does not report lost clusters, so this is the tests' (and a status command's) check.
+   */
+  async verify(): Promise<string[]> {
+    const problems: string[] = [];
+    const seen = new Uint8Array(this.#bitmap.byteLength);
+    const mark = (runs: readonly Run[], what: string): boolean => {
+      let ok = true;
+      for (const r of runs) {
+        for (let c = r.start; c < r.start + r.length; c++) {
+          const i = c - 2;
+          if (seen[i >>> 3]! & (1 << (i & 7))) {
+            if (problems.length < 100) problems.push(`cluster ${c} is used twice (again by ${what})`);
+            ok = false;
+          }
+          seen[i >>> 3]! |= 1 << (i & 7);
+        }
+      }
+      return ok;
+    };
+    mark(this.#bitmapRuns, 'the allocation bitmap');
+    mark(this.#upcaseRuns, 'the up-case table');
+    mark(await this.#rootRuns(), 'the root directory');
+    const walk = async (dir: DirRef, path: string): Promise<void> => {
+      for (const node of (await this.#list(dir)).sets) {
+        const s = node.set;
+        const p = `${path}/${s.name}`;
+        const runs = await this.#chainRuns(s.firstCluster, (s.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, s.dataLength, `"${s.name}"`);
+        if (mark(runs, p) && isDir(s)) await walk({ firstCluster: s.firstCluster, node }, p);
+      }
+    };
+    await walk(ExfatFs.#root, '');
+    for (let i = 0; i < this.boot.clusterCount; i++) {
+      const used = (seen[i >>> 3]! >> (i & 7)) & 1;
+      const marked = (this.#bitmap[i >>> 3]! >> (i & 7)) & 1;
+      if (used !== marked && problems.length < 100) problems.push(`cluster ${i + 2} is ${used ? 'in use but free in the bitmap' : 'marked in the bitmap but unused (lost)'}`);
+    }
+    return problems;
   }
 
   // ---- clusters, FAT, bitmap ------------------------------------------------------------------
