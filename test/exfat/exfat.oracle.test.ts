@@ -150,7 +150,7 @@ describe('exFAT oracle: exfatprogs', { skip: missingTools('mkfs.exfat', 'fsck.ex
     const path = join(tmp.dir, 'large.img');
     const disk = await FileDisk.open(path, { create: { size: 6 * GiB } });
     await mkfsExfat(disk);
-    const fs = await ExfatFs.open(disk);
+    const fs = await ExfatFs.open(disk, { lazyValidDataLength: true });
     const size = 5 * GiB + 12345;
     const f = await fs.createFile('/LiveOS-overlay.img', { size });
     const head = pattern(3 * fs.clusterSize, 5);

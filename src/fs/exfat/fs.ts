@@ -14,10 +14,12 @@
  *   FAT where a chain is needed), the entry set last; deletes remove the entry set first, then free the
  *   clusters. A crash leaves lost clusters at worst, except rename, which writes the new set before it
  *   deletes the old one (both names for a moment: renameIsAtomic is false).
- * - New files prefer one contiguous run (NoFatChain); a fragmented allocation gets a FAT chain. A
- *   created file starts with ValidDataLength 0 and grows it as it is written (a write past it zeroes
- *   the gap first), so a huge file costs only the bitmap bits; the entry set is rewritten on the file
- *   Disk's flush/close and on the volume's flush. Reads past ValidDataLength give zeros.
+ * - New files prefer one contiguous run (NoFatChain); a fragmented allocation gets a FAT chain.
+ *   createFile zeroes the clusters and sets ValidDataLength to the size by default, because Linux
+ *   before 6.8 reads ValidDataLength as the file size (the qemu oracle's 6.1 kernel does). With
+ *   `lazyValidDataLength` a created file starts at 0 and grows it as it is written (a write past it
+ *   zeroes the gap first), so a huge file costs only the bitmap bits; the entry set is then rewritten
+ *   on the file Disk's flush/close and on the volume's flush. Reads past ValidDataLength give zeros.
  * - Names compare through the volume's up-case table; sets carry the name hash and checksum.
  */
 import {
@@ -69,6 +71,12 @@ export interface ExfatOpenOptions {
   readOnly?: boolean;
   /** The clock for timestamps, in ms since the epoch (tests pin it for byte-identical images). */
   now?: () => number;
+  /**
+   * createFile leaves ValidDataLength at 0 and grows it as the file is written, instead of zeroing the
+   * whole file and setting it to the size. Fast for huge files, and right for Windows, macOS and Linux
+   * 6.8+, but Linux before 6.8 takes ValidDataLength as the file's size (such a file looks short there).
+   */
+  lazyValidDataLength?: boolean;
 }
 
 /** A run of clusters: `length` clusters from `start`. */
@@ -124,11 +132,12 @@ export class ExfatFs implements WritableFileSystem {
   readonly #fatBase: number;
   readonly #fatCache = new Map<number, Uint8Array>();
   readonly #now: () => number;
+  readonly #lazyValid: boolean;
   readonly #wasDirty: boolean;
   #dirtyMarked = false;
   readonly #openFiles = new Set<ExfatFileDisk>();
 
-  private constructor(disk: Disk, boot: BootSector, usedBackup: boolean, readOnly: boolean, upcase: Uint16Array, bitmap: Uint8Array, bitmapRuns: Run[], upcaseRuns: Run[], label: string | undefined, now: () => number) {
+  private constructor(disk: Disk, boot: BootSector, usedBackup: boolean, readOnly: boolean, upcase: Uint16Array, bitmap: Uint8Array, bitmapRuns: Run[], upcaseRuns: Run[], label: string | undefined, now: () => number, lazyValid = false) {
     this.disk = disk;
     this.boot = boot;
     this.usedBackupBootRegion = usedBackup;
@@ -141,6 +150,7 @@ export class ExfatFs implements WritableFileSystem {
     this.#upcaseRuns = upcaseRuns;
     this.#label = label;
     this.#now = now;
+    this.#lazyValid = lazyValid;
     this.#wasDirty = (boot.volumeFlags & VOLUME_FLAG_DIRTY) !== 0;
     const activeFat = boot.numberOfFats === 2 && boot.volumeFlags & VOLUME_FLAG_ACTIVE_FAT ? 1 : 0;
     this.#fatBase = (boot.fatOffset + activeFat * boot.fatLength) * this.sectorSize;
@@ -184,7 +194,7 @@ export class ExfatFs implements WritableFileSystem {
     }
     const upcaseRuns = await probe.#chainRuns(upcaseEntry.firstCluster, false, upcaseEntry.dataLength, 'up-case table');
     const upcase = decodeUpcaseTable(await probe.#readRuns(upcaseRuns, upcaseEntry.dataLength), upcaseEntry.checksum);
-    return new ExfatFs(disk, boot, usedBackup, readOnly, upcase, bitmap, bitmapRuns, upcaseRuns, label, options.now ?? Date.now);
+    return new ExfatFs(disk, boot, usedBackup, readOnly, upcase, bitmap, bitmapRuns, upcaseRuns, label, options.now ?? Date.now, options.lazyValidDataLength === true);
   }
 
   get label(): string | undefined {
@@ -758,7 +768,8 @@ export class ExfatFs implements WritableFileSystem {
     const { dir, name, existing } = await this.#parentFor(path);
     if (existing) throw new AlreadyExistsError(`exfat: ${path}: it already exists (EEXIST)`);
     const { runs, contiguous } = await this.#allocate(Math.ceil(size / this.clusterSize));
-    const node = await this.#insert(dir, this.#newSet(name, ATTR_ARCHIVE, runs[0]?.start ?? 0, size, 0, contiguous));
+    if (!this.#lazyValid) await this.#zero(runs);
+    const node = await this.#insert(dir, this.#newSet(name, ATTR_ARCHIVE, runs[0]?.start ?? 0, size, this.#lazyValid ? 0 : size, contiguous));
     return this.#track(new ExfatFileDisk(this, node, runs, false));
   }
 
