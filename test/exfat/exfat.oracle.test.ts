@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { missingTools, run } from '../helpers/tools.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { FileDisk, readAt } from '../../src/io/disk.ts';
-import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
+import { ExfatFs, decodeBootSector, exfatLayout, mkfsExfat } from '../../src/fs/exfat/index.ts';
 
 const MiB = 1 << 20;
 const GiB = 2 ** 30;
@@ -119,6 +119,20 @@ describe('exFAT oracle: exfatprogs', { skip: missingTools('mkfs.exfat', 'fsck.ex
       assert.equal(space.totalBytes, fs.boot.clusterCount * fs.clusterSize);
       assert.ok(space.freeBytes < space.totalBytes && space.freeBytes > space.totalBytes * 0.99);
       await disk.close();
+    }
+  });
+
+  test('mkfsExfat lays volumes out as mkfs.exfat does (all boot fields but serial, root cluster, PercentInUse)', async () => {
+    for (const size of [8 * MiB, 64 * MiB, 300 * MiB, 6 * GiB, 40 * GiB, 40 * GiB + 12345 * 512]) {
+      const path = join(tmp.dir, `layout.img`);
+      sparseFile(path, size);
+      run('mkfs.exfat', [path]);
+      const disk = await FileDisk.open(path, { readOnly: true });
+      const theirs = decodeBootSector(await readAt(disk, 0, 512));
+      await disk.close();
+      const ours = exfatLayout(size).boot;
+      const strip = (b: typeof ours) => ({ ...b, serial: 0, rootCluster: 0, percentInUse: 0 });
+      assert.deepEqual(strip(ours), strip(theirs), `size ${size}`);
     }
   });
 
