@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import '../helpers/setup.ts';
-import { AlreadyExistsError, NotFoundError } from '../../src/errors.ts';
+import { AlreadyExistsError, CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError, UsageError } from '../../src/errors.ts';
 import { MemoryDisk, readAt } from '../../src/io/disk.ts';
 import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
 
@@ -161,6 +161,38 @@ describe('ExfatFs against a model', () => {
       }),
       { numRuns: 25 },
     );
+  });
+});
+
+describe('errors', () => {
+  test('not exFAT, too small, read-only, bad names, no symlinks, non-empty rmdir', async () => {
+    await assert.rejects(ExfatFs.open(new MemoryDisk(1 << 20)), CorruptImageError);
+    await assert.rejects(mkfsExfat(new MemoryDisk(2 << 20)), UsageError);
+    await assert.rejects(mkfsExfat(new MemoryDisk(8 << 20), { label: 'TWELVE CHARS' }), UsageError);
+    const { disk, fs } = await fresh();
+    await fs.mkdir('/d');
+    await fs.writeFile('/d/f', new Uint8Array(1));
+    for (const bad of ['/a:b', '/x?', '/d/' + 'n'.repeat(256), '/back\\slash']) await assert.rejects(fs.writeFile(bad, new Uint8Array(1)), UsageError, bad);
+    await assert.rejects(fs.readlink('/d/f'), UnsupportedFeatureError);
+    await assert.rejects(fs.rmdir('/d'), (e: unknown) => e instanceof AlreadyExistsError && /ENOTEMPTY/.test(e.message));
+    await assert.rejects(fs.unlink('/d'), NotFoundError);
+    await assert.rejects(fs.rename('/d', '/d/inside'), UsageError);
+    await assert.rejects(fs.stat('/d/f/g'), (e: unknown) => e instanceof NotFoundError && /ENOTDIR/.test(e.message));
+    await fs.close();
+    const ro = await ExfatFs.open(disk, { readOnly: true });
+    await assert.rejects(ro.writeFile('/x', new Uint8Array(1)), ReadOnlyError);
+    await assert.rejects((await ro.openFile('/d/f')).write(new Uint8Array(1), 0), ReadOnlyError);
+  });
+
+  test('a volume opened dirty stays dirty after our changes (the earlier damage is not hidden)', async () => {
+    const { disk, fs } = await fresh();
+    await fs.close();
+    disk.bytes[106]! |= 2;
+    const again = await ExfatFs.open(disk);
+    assert.equal(again.wasDirty, true);
+    await again.writeFile('/x', new Uint8Array(1));
+    await again.close();
+    assert.equal(disk.bytes[106]! & 2, 2);
   });
 });
 
