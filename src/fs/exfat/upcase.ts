@@ -55,6 +55,7 @@ export function upcaseChecksum(bytes: Uint8Array): number {
 /** Compressed form: identity runs of 3+ units become 0xFFFF, N; the table always reaches 0x10000. */
 export function encodeUpcaseTable(table: Uint16Array): Uint8Array {
   if (table.length !== UPCASE_UNITS) throw new RangeError('an up-case table has 0x10000 entries');
+  for (let c = 0; c < 0xffff; c++) if (table[c] === 0xffff) throw new RangeError(`unit ${c} maps to 0xFFFF, the run marker`);
   const out: number[] = [];
   let c = 0;
   while (c < UPCASE_UNITS) {
@@ -66,7 +67,7 @@ export function encodeUpcaseTable(table: Uint16Array): Uint8Array {
     } else if (run > 0) {
       for (let i = 0; i < run; i++) out.push(table[c + i]!);
       c += run;
-    } else if (c === 0xffff) {
+    } else if (c === 0xffff && table[c] === 0xffff) {
       // 0xFFFF cannot be written as itself (it is the run marker): a run of one.
       out.push(0xffff, 1);
       c++;
