@@ -194,6 +194,17 @@ describe('errors', () => {
     await again.close();
     assert.equal(disk.bytes[106]! & 2, 2);
   });
+
+  test('a damaged main boot region: read from the backup, writes refused', async () => {
+    const { disk, fs } = await fresh();
+    await fs.writeFile('/kept', new Uint8Array([4, 2]));
+    await fs.close();
+    disk.bytes[80]! ^= 1; // FatOffset, covered by the main checksum
+    const again = await ExfatFs.open(disk);
+    assert.equal(again.usedBackupBootRegion, true);
+    assert.deepEqual(await readAt(await again.openFile('/kept'), 0, 2), Uint8Array.of(4, 2));
+    await assert.rejects(again.writeFile('/x', new Uint8Array(1)), (e: unknown) => e instanceof CorruptImageError && /backup/.test(e.message));
+  });
 });
 
 describe('write rules', () => {

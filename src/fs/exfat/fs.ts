@@ -634,6 +634,9 @@ export class ExfatFs implements WritableFileSystem {
 
   async #beginChange(): Promise<void> {
     if (this.readOnly) throw new ReadOnlyError('exfat: the volume is open read-only');
+    if (this.usedBackupBootRegion) {
+      throw new CorruptImageError(FORMAT, 'boot region', 'the main boot region is damaged (read from the backup); repair it with fsck.exfat before writing', 0);
+    }
     if (this.#dirtyMarked) return;
     await this.#writeFlags(this.boot.volumeFlags | VOLUME_FLAG_DIRTY, this.boot.percentInUse);
     await this.disk.flush();
