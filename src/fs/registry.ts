@@ -27,6 +27,10 @@ const FILESYSTEMS: readonly FsEntryPoint[] = [
       return new SquashfsFileSystem(await SquashfsReader.open(disk), disk.size);
     },
   },
+  {
+    matches: (s) => s === 'exfat',
+    open: async (disk) => (await import('./exfat/index.ts')).ExfatFs.open(disk),
+  },
 ];
 
 /** Opens the first filesystem one of the signatures names, or undefined when none is supported. */

@@ -5,6 +5,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
@@ -12,6 +13,7 @@ import { missingTools, run } from '../helpers/tools.ts';
 import { FileDisk } from '../../src/io/disk.ts';
 import { addPartition, createGpt, partitionDisk, readPartitionTable } from '../../src/fs/ptable/index.ts';
 import { inspectMedium } from '../../src/ops/inspect.ts';
+import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
 import { createHome } from '../../src/ops/home.ts';
 import { updatedSample } from './helpers.ts';
 
@@ -71,6 +73,24 @@ describe('inspect', () => {
     assert.match(cli.stdout, /partition table: GPT \(512-byte sectors\), 2 partitions/);
     assert.match(cli.stdout, /dracut LiveOS on partition 1: \/LiveOS\/squashfs\.img \(squashfs, LiveOS\/rootfs\.img inside/);
     assert.match(cli.stdout, /persistence: \/LiveOS\/overlay-\S+ \(dm-snapshot file, 48\.0 MiB\)/);
+  });
+
+  test('an exFAT stick without a partition table (a superfloppy, as Ventoy data partitions are): LiveOS/ found through ExfatFs', async () => {
+    const dir = await updatedSample(join(tmp.dir, 'ex'));
+    const img = join(tmp.dir, 'exfat.img');
+    const disk = await FileDisk.open(img, { create: { size: 96 * MiB } });
+    await mkfsExfat(disk, { label: 'VENTOY' });
+    const fs = await ExfatFs.open(disk);
+    await fs.mkdir('/LiveOS');
+    for (const name of readdirSync(join(dir, 'LiveOS'))) await fs.writeFile(`/LiveOS/${name}`, readFileSync(join(dir, 'LiveOS', name)));
+    await fs.close();
+    await disk.close();
+    const r = await inspectMedium(img);
+    assert.equal(r.partitionTable, null);
+    assert.equal(r.volumes[0]?.filesystem?.type, 'exfat');
+    assert.equal(r.volumes[0]?.filesystem?.label, 'VENTOY');
+    assert.equal(r.liveSystems[0]?.base.rootImage, 'LiveOS/rootfs.img');
+    assert.equal(r.liveSystems[0]?.persistence[0]?.kind, 'dm-snapshot file');
   });
 
   test('bad targets: typed errors', async () => {
