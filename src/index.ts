@@ -142,3 +142,13 @@ export {
   type ResizeResult as HomeResizeResult,
 } from './ops/home.ts';
 export { buildSampleMedium, applyPackageUpdate, type SampleOptions, type SampleMedium } from './ops/sample.ts';
+
+// Whole sticks (issue 12, in progress): block devices, partition tables, the common FileSystem, inspect.
+export { inspectDevice, classifyDevicePath, DeviceInUseError, type DeviceInfo, type DevicePathKind } from './io/device.ts';
+export { probeSignatures, type Signature } from './io/signature.ts';
+export type { FileSystem, WritableFileSystem, FsStat, FsEntry, FsSpace, NodeKind } from './fs/filesystem.ts';
+export { openFileSystem } from './fs/registry.ts';
+export { readPartitionTable, partitionDisk, addPartition, moveBackupToEnd, createGpt, type PartitionTable, type Partition } from './fs/ptable/index.ts';
+export { ExfatFs, mkfsExfat, type MkfsExfatOptions } from './fs/exfat/index.ts';
+export { inspectMedium, type InspectReport, type InspectedVolume, type LiveSystem } from './ops/inspect.ts';
+export { withFaultPlan, tracePoints, SimulatedCrash, type FaultPlan, type FaultPointInfo } from './io/faults.ts';
