@@ -60,6 +60,7 @@ export function randomTree(seed: number, options: { files?: number; maxSize?: nu
 }
 
 export function writeHostTree(root: string, tree: Tree): void {
+  mkdirSync(root, { recursive: true });
   for (const [path, node] of [...tree].sort(([a], [b]) => a.length - b.length)) {
     if (node.kind === 'dir') mkdirSync(join(root, path), { recursive: true });
     else writeFileSync(join(root, path), node.data);

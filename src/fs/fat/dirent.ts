@@ -11,8 +11,8 @@
  *   last dot, extension up to 3 after it. A lossy or truncated name, or one already taken, gets a numeric
  *   tail ~1..~4; after that the base is two characters plus four hex digits of a hash of the long name,
  *   then ~1..~9 (Windows' own hash is undocumented; ours is FNV-1a, so aliases past ~4 differ from it).
- * - Short-name bytes above 0x7F are read as code page 437 (Linux's default codepage=; mtools' 850 agrees
- *   on the accented letters); aliases we write are ASCII only.
+ * - Short-name bytes above 0x7F are read as code page 850 (mtools' default; it agrees with Linux's 437
+ *   on the common accented letters and has the upper-case ones 437 lacks); aliases we write are ASCII.
  * - Comparison folds each UTF-16 unit to upper case where that keeps one unit (ASCII, Latin-1,
  *   Latin Extended, Greek, Cyrillic, …): what Linux's vfat does with its NLS tables for common ranges.
  * - Timestamps are local time: the caller passes a time-zone offset (minutes east of UTC).
@@ -154,14 +154,14 @@ export function joinLfn(pieces: readonly LfnEntry[], shortName: Uint8Array): str
   return String.fromCharCode(...used);
 }
 
-const CP437_HIGH =
-  'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u00a0';
+const CP850_HIGH =
+  'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜø£Ø×ƒáíóúñÑªº¿®¬½¼¡«»░▒▓│┤ÁÂÀ©╣║╗╝¢¥┐└┴┬├─┼ãÃ╚╔╩╦╠═╬¤ðÐÊËÈıÍÎÏ┘┌█▄¦Ì▀ÓßÔÒõÕµþÞÚÛÙýÝ¯´\u00ad±‗¾¶§÷¸°¨·¹³²■\u00a0';
 
 /** The display form of a short name: "NAME.EXT", lower-cased per the NT case bits. */
 export function shortNameText(name: Uint8Array, ntCase: number): string {
   const bytes = Array.from(name);
   if (bytes[0] === 0x05) bytes[0] = 0xe5;
-  const str = (b: number[]): string => b.map((c) => (c < 0x80 ? String.fromCharCode(c) : CP437_HIGH[c - 0x80]!)).join('').replace(/ +$/, '');
+  const str = (b: number[]): string => b.map((c) => (c < 0x80 ? String.fromCharCode(c) : CP850_HIGH[c - 0x80]!)).join('').replace(/ +$/, '');
   let base = str(bytes.slice(0, 8));
   let ext = str(bytes.slice(8, 11));
   if (ntCase & CASE_LOWER_BASE) base = base.toLowerCase();

@@ -554,7 +554,7 @@ export class FatFs implements WritableFileSystem {
     const sameEntry = existing !== undefined && parent === src.parent && existing.firstSlot === source.firstSlot;
     if (sameEntry && existing.name === name) return;
     await this.#beginChange();
-    const moved: Omit<ShortEntry, 'name' | 'ntCase'> = { ...source.short };
+    const { name: _oldName, ntCase: _oldCase, ...moved } = source.short;
     if (existing && !sameEntry) {
       const targetDir = (existing.short.attr & ATTR_DIRECTORY) !== 0;
       if (targetDir !== isDir) throw isDir ? new NotFoundError(`not a directory: ${to}`, { file: to }) : new NotFoundError(`is a directory: ${to}`, { file: to });
@@ -566,7 +566,7 @@ export class FatFs implements WritableFileSystem {
       } else {
         oldChain = await this.#fat.chain(existing.short.firstCluster, this.layout.clusterCount, `file ${to}`);
       }
-      await this.#rewriteShort(parent, existing, { ...existing.short, ...moved });
+      await this.#rewriteShort(parent, existing, { ...existing.short, ...moved, name: existing.short.name, ntCase: existing.short.ntCase });
       if (isDir && parent !== src.parent) await this.#setDotDot(source.short.firstCluster, parent);
       await this.#deleteEntry(src.parent, source);
       await this.#fat.free(oldChain);
