@@ -573,12 +573,8 @@ export class FatFs implements WritableFileSystem {
       await this.#fat.writeBack();
       return;
     }
-    if (sameEntry) {
-      // A new spelling of the same name: the old entry must not count as a clash for the new one.
-      await this.#deleteEntry(src.parent, source);
-      await this.#addEntry(parent, name, moved);
-      return;
-    }
+    // (A new spelling of the same name goes the same way: the old short name counts as taken, so the new
+    // entry gets an alias, and the old entry is deleted after it.)
     await this.#addEntry(parent, name, moved);
     if (isDir && parent !== src.parent) await this.#setDotDot(source.short.firstCluster, parent);
     await this.#deleteEntry(src.parent, source);

@@ -97,23 +97,40 @@ export class FatTable {
 
   /** The raw entry of `cluster` (0..maxCluster). */
   async get(cluster: number): Promise<number> {
+    const v = this.peek(cluster);
+    if (v !== undefined) return v;
+    if (this.layout.type === 'fat32') await this.#chunk(Math.floor((cluster * 4) / CHUNK_BYTES));
+    else await this.#wholeTable();
+    return this.peek(cluster)!;
+  }
+
+  /** The entry when its piece of the table is in memory (no await: hot loops use it), else undefined. */
+  peek(cluster: number): number | undefined {
     const type = this.layout.type;
     if (type === 'fat32') {
       const at = cluster * 4;
-      const c = await this.#chunk(Math.floor(at / CHUNK_BYTES));
+      const c = this.#chunks.get(Math.floor(at / CHUNK_BYTES));
+      if (!c) return undefined;
       const o = at % CHUNK_BYTES;
       return (c[o]! | (c[o + 1]! << 8) | (c[o + 2]! << 16) | (c[o + 3]! << 24)) & 0x0fffffff;
     }
-    const t = await this.#wholeTable();
+    const t = this.#whole;
+    if (!t) return undefined;
     if (type === 'fat16') return t[cluster * 2]! | (t[cluster * 2 + 1]! << 8);
     const at = cluster + (cluster >> 1);
     const v = t[at]! | (t[at + 1]! << 8);
     return cluster & 1 ? v >> 4 : v & 0xfff;
   }
 
-  async set(cluster: number, value: number): Promise<void> {
+  /** Sets an entry; synchronous (returns nothing) when its piece of the table is in memory. */
+  set(cluster: number, value: number): Promise<void> | void {
+    if (this.peek(cluster) === undefined) return this.get(cluster).then(() => this.#setLoaded(cluster, value));
+    this.#setLoaded(cluster, value);
+  }
+
+  #setLoaded(cluster: number, value: number): void {
     const type = this.layout.type;
-    const old = await this.get(cluster);
+    const old = this.peek(cluster)!;
     if (this.#free !== undefined && cluster >= 2) {
       if (old === FREE && value !== FREE) this.#free--;
       else if (old !== FREE && value === FREE) this.#free++;
@@ -121,7 +138,7 @@ export class FatTable {
     if (type === 'fat32') {
       const at = cluster * 4;
       const index = Math.floor(at / CHUNK_BYTES);
-      const c = await this.#chunk(index);
+      const c = this.#chunks.get(index)!;
       const o = at % CHUNK_BYTES;
       const v = ((c[o + 3]! & 0xf0) << 24) | (value & 0x0fffffff); // the top 4 bits are reserved: kept
       c[o] = v & 0xff;
@@ -131,7 +148,7 @@ export class FatTable {
       this.#dirtyChunks.add(index);
       return;
     }
-    const t = await this.#wholeTable();
+    const t = this.#whole!;
     if (type === 'fat16') {
       t[cluster * 2] = value & 0xff;
       t[cluster * 2 + 1] = (value >> 8) & 0xff;
@@ -181,7 +198,7 @@ export class FatTable {
       let free = 0;
       let firstFree = 0;
       for (let c = 2; c <= this.maxCluster; c++) {
-        if ((await this.get(c)) === FREE) {
+        if ((this.peek(c) ?? (await this.get(c))) === FREE) {
           free++;
           if (firstFree === 0) firstFree = c;
         }
@@ -202,7 +219,7 @@ export class FatTable {
       if (c < 2 || c > this.maxCluster) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} is outside 2..${this.maxCluster}`);
       if (out.length >= bound) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `longer than ${bound} clusters (a loop or a size mismatch)`);
       out.push(c);
-      const next = await this.get(c);
+      const next = this.peek(c) ?? (await this.get(c));
       if (this.isEndOfChain(next)) return out;
       if (next === FREE) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} links to a free cluster`);
       if (next === this.#bad) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} links to a bad cluster`);
@@ -226,7 +243,7 @@ export class FatTable {
     for (let i = 0; i < this.layout.clusterCount; i++) {
       const c = start + i > max ? start + i - max + 1 : start + i;
       if (c === 2 && i > 0) runLength = 0; // wrapped: a run cannot continue across the end
-      if ((await this.get(c)) === FREE) {
+      if ((this.peek(c) ?? (await this.get(c))) === FREE) {
         if (runLength === 0) runStart = c;
         if (++runLength === n) {
           picked = Array.from({ length: n }, (_, k) => runStart + k);
@@ -238,10 +255,13 @@ export class FatTable {
       picked = [];
       for (let i = 0; i < this.layout.clusterCount && picked.length < n; i++) {
         const c = start + i > max ? start + i - max + 1 : start + i;
-        if ((await this.get(c)) === FREE) picked.push(c);
+        if ((this.peek(c) ?? (await this.get(c))) === FREE) picked.push(c);
       }
     }
-    for (let k = 0; k < n; k++) await this.set(picked[k]!, k + 1 < n ? picked[k + 1]! : this.endOfChain);
+    for (let k = 0; k < n; k++) {
+      const pending = this.set(picked[k]!, k + 1 < n ? picked[k + 1]! : this.endOfChain);
+      if (pending) await pending;
+    }
     const last = picked[n - 1]!;
     this.nextFree = last + 1 > max ? 2 : last + 1;
     return picked;
@@ -249,6 +269,9 @@ export class FatTable {
 
   /** Frees every cluster of a chain (given as its cluster list). Not yet written back. */
   async free(clusters: readonly number[]): Promise<void> {
-    for (const c of clusters) await this.set(c, FREE);
+    for (const c of clusters) {
+      const pending = this.set(c, FREE);
+      if (pending) await pending;
+    }
   }
 }
