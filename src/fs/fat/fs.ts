@@ -14,6 +14,9 @@
  *   existing target's entry is repointed in place), then the old entry is deleted. A crash between the
  *   two leaves two names for one cluster chain (fsck.fat reports the shared clusters); never none.
  * - Files are limited to 4 GiB − 1 bytes (the 32-bit size field); larger sizes are refused up front.
+ * - createFile allocates (contiguous where possible) and writes the entry with the final size before
+ *   any data: its clusters read as whatever they held (zeros on a fresh volume); it does not zero them,
+ *   so a sparse host image stays sparse. writeFile writes the data first.
  * - Timestamps are local time written with `timeZoneOffsetMinutes`; `now` is the clock (fixed in tests,
  *   so images are byte-for-byte reproducible).
  * - close() leaves the Disk open: its owner closes it.
