@@ -18,6 +18,7 @@ import { fsListing, hostListing, randomTree, sorted, treeListing, writeHostTree,
 const skip = missingTools('mkfs.fat', 'fsck.fat', 'mcopy', 'mdir', 'mtype');
 const MiB = 2 ** 20;
 const NOW = 1_750_000_000_000;
+const NOTE = 'written by livestick\nsecond line\n';
 const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C.UTF-8' };
 
 function mtool(cmd: string, args: string[]): string {
@@ -137,11 +138,14 @@ describe('FAT against mkfs.fat, fsck.fat and mtools', { skip }, () => {
     const model: Tree = new Map(tree);
     let fs = await FatFs.open(disk, { now: () => NOW });
     await writeTree(fs, tree);
+    await fs.writeFile('/Notes From Livestick.txt', new TextEncoder().encode(NOTE));
+    model.set('/Notes From Livestick.txt', { kind: 'file', data: new TextEncoder().encode(NOTE) });
     assert.equal(bootBytes(img)[0x41]! & 1, 1, 'dirty bit set while open');
     await fs.close();
     assert.equal(bootBytes(img)[0x41]! & 1, 0, 'dirty bit cleared by close');
     check(model);
     assert.match(mtool('mdir', ['-i', img, '::/']), /Volume in drive : is LIVESTICK/);
+    assert.equal(mtool('mtype', ['-i', img, '::/Notes From Livestick.txt']), NOTE);
 
     // deletes, overwrites, renames (same directory, across directories, replacing), rmdir
     fs = await FatFs.open(disk, { now: () => NOW + 5000 });
