@@ -297,6 +297,21 @@ describe('FatFs', () => {
     assert.equal(first, PINNED_IMAGE_SHA256);
   });
 
+  test('a cluster chain that loops or points outside the volume is a CorruptImageError', async () => {
+    const { disk, fs } = await freshFs(8 * MiB, 'fat16');
+    await fs.writeFile('/chain.bin', new Uint8Array(5 * fs.layout.clusterSize));
+    await fs.close();
+    const fatAt = fs.layout.fatOffset;
+    const view = new DataView(disk.bytes.buffer, disk.bytes.byteOffset);
+    const first = 2; // the file's first cluster on a fresh FAT16 volume
+    view.setUint16(fatAt + (first + 2) * 2, first, true); // the third cluster links back to the first
+    await assert.rejects(async () => (await FatFs.open(disk, { readOnly: true })).openFile('/chain.bin'), CorruptImageError);
+    view.setUint16(fatAt + (first + 2) * 2, 0xfff0, true); // a link past the last cluster
+    await assert.rejects(async () => (await FatFs.open(disk, { readOnly: true })).openFile('/chain.bin'), CorruptImageError);
+    view.setUint16(fatAt + (first + 2) * 2, 0, true); // a link to a free cluster
+    await assert.rejects(async () => (await FatFs.open(disk, { readOnly: true })).openFile('/chain.bin'), CorruptImageError);
+  });
+
   test('files read back as Disks; openFileForWriting writes in place', async () => {
     const { disk, fs } = await freshFs(8 * MiB);
     const data = new Uint8Array(10_000).map((_, i) => i & 0xff);
