@@ -193,6 +193,30 @@ describe('FAT against mkfs.fat, fsck.fat and mtools', { skip }, () => {
     await disk.close();
   });
 
+  for (const [type, size] of [['fat12', 3 * MiB], ['fat16', 24 * MiB]] as const) {
+    test(`${type} images livestick makes: fsck.fat clean after writes and deletes, mcopy reads the same`, async () => {
+      const img = join(tmp.dir, `ours-${type}.img`);
+      run('truncate', ['-s', String(size), img]);
+      const disk = await FileDisk.open(img);
+      const made = await mkfsFat(disk, { serial: 0x0badf00d, now: NOW, label: type.toUpperCase() });
+      assert.equal(made.type, type);
+      const small = randomTree(31337, { files: 45, maxSize: type === 'fat12' ? 9000 : 60000 });
+      const fs = await FatFs.open(disk, { now: () => NOW });
+      await writeTree(fs, small);
+      const victims = [...small].filter(([, n]) => n.kind === 'file').map(([p]) => p).slice(0, 15);
+      for (const p of victims) {
+        await fs.unlink(p);
+        small.delete(p);
+      }
+      await fs.close();
+      await disk.close();
+      fsckClean(img);
+      const out = join(tmp.dir, `out-${type}`);
+      mtool('mcopy', ['-i', img, '-s', '::/', out]);
+      assert.deepEqual(sorted(hostListing(out)), sorted(treeListing(small)));
+    });
+  }
+
   test('a 4 GiB − 1 file in a sparse image: accepted, 4 GiB refused clearly, read back, image stays sparse', async () => {
     const img = join(tmp.dir, 'big.img');
     run('truncate', ['-s', String(4200 * MiB), img]);
