@@ -97,6 +97,7 @@ export {
   type GrowResult,
   type CopyStats,
 } from './fs/ext4/index.ts';
+export { FatFs, mkfsFat, fatGeometry, FatNoSpaceError, FAT_MAX_FILE_SIZE, type FatOpenOptions, type MkfsFatOptions, type MkfsFatResult, type FatType } from './fs/fat/index.ts';
 
 // ops: what the CLI commands do, on a medium directory (one holding LiveOS/) or on plain files.
 export { locateMedium, openMedium, type Medium, type OpenMedium } from './ops/medium.ts';

@@ -1,0 +1,79 @@
+/**
+ * Linux's vfat against livestick, one boot: the guest mounts a FAT32 image FatFs wrote, lists and hashes
+ * every file (must equal ours), then writes new files, a directory and a rename, and unmounts; FatFs
+ * reads the guest's changes identically and fsck.fat -n finds the volume clean.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { FileDisk, readAt } from '../../src/io/disk.ts';
+import { FatFs, mkfsFat } from '../../src/fs/fat/index.ts';
+import { missingTools, run } from '../helpers/tools.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { kernelHarnessStatus, runInKernel } from '../kernel/harness.ts';
+import { fsListing, randomTree, sha, sorted, treeListing } from './fixtures.ts';
+
+const MiB = 2 ** 20;
+const NOW = 1_750_000_000_000;
+
+const SCRIPT = `mkdir -p /mnt/fat
+mount -t vfat -o iocharset=utf8 /dev/vdb /mnt/fat || exit 11
+cd /mnt/fat
+find . -mindepth 1 | while read -r p; do
+  if [ -d "$p" ]; then echo "D|\${p#.}"; else echo "F|\${p#.}|$(sha256sum < "$p" | cut -c1-64)"; fi
+done
+echo "written by the guest" > "/mnt/fat/Guest Note.txt" || exit 12
+mkdir "/mnt/fat/guest dir" || exit 13
+dd if=/dev/zero of="/mnt/fat/guest dir/zeros.bin" bs=1024 count=300 2>/dev/null || exit 14
+mv "/mnt/fat/big file.bin" "/mnt/fat/guest dir/renamed by the guest.bin" || exit 15
+cd /
+umount /mnt/fat || exit 16
+echo DONE`;
+
+describe('FAT in the kernel', { skip: kernelHarnessStatus() || missingTools('fsck.fat') }, () => {
+  const tmp = tempDir('livestick-fat-kernel-');
+  after(() => tmp.cleanup());
+
+  test('Linux vfat reads what FatFs wrote; FatFs reads what Linux wrote; fsck.fat clean', async () => {
+    const img = join(tmp.dir, 'fat32.img');
+    run('truncate', ['-s', String(80 * MiB), img]);
+    const disk = await FileDisk.open(img);
+    await mkfsFat(disk, { type: 'fat32', label: 'LIVE', serial: 0x2026c0de, now: NOW });
+    const tree = randomTree(4242, { files: 40 });
+    const big = new Uint8Array(3 * MiB + 77).map((_, i) => (i * 31 + (i >> 12)) & 0xff);
+    tree.set('/big file.bin', { kind: 'file', data: big });
+    let fs = await FatFs.open(disk, { now: () => NOW });
+    for (const [p, n] of [...tree].sort(([a], [b]) => a.length - b.length)) {
+      if (n.kind === 'dir') await fs.mkdir(p);
+      else await fs.writeFile(p, n.data);
+    }
+    await fs.close();
+    await disk.close();
+
+    const result = await runInKernel({ script: SCRIPT, disks: [{ path: img }] });
+    assert.equal(result.status, 0, result.output);
+    assert.match(result.output, /DONE/);
+    const guest = new Map<string, string>();
+    for (const line of result.output.split('\n')) {
+      const [kind, path, hash] = line.split('|');
+      if (kind === 'D' && path) guest.set(path, 'dir');
+      else if (kind === 'F' && path) guest.set(path, hash!);
+    }
+    assert.deepEqual(sorted(guest), sorted(treeListing(tree)), 'the guest sees our tree');
+
+    run('fsck.fat', ['-n', img]);
+    const again = await FileDisk.open(img, { readOnly: true });
+    fs = await FatFs.open(again);
+    const expected = treeListing(tree);
+    expected.delete('/big file.bin');
+    expected.set('/guest dir', 'dir');
+    expected.set('/guest dir/renamed by the guest.bin', sha(big));
+    expected.set('/guest dir/zeros.bin', sha(new Uint8Array(300 * 1024)));
+    expected.set('/Guest Note.txt', sha(new TextEncoder().encode('written by the guest\n')));
+    assert.deepEqual(sorted(await fsListing(fs)), sorted(expected), 'we see the guest\'s changes');
+    const note = await fs.openFile('/guest note.TXT');
+    assert.equal(new TextDecoder().decode(await readAt(note, 0, note.size)), 'written by the guest\n');
+    assert.equal(fs.dirtyBit, false, 'the guest cleared the dirty bit on umount');
+    await again.close();
+  });
+});
