@@ -28,6 +28,10 @@ const FILESYSTEMS: readonly FsEntryPoint[] = [
     },
   },
   {
+    matches: (s) => s.startsWith('vfat'),
+    open: async (disk) => (await import('./fat/index.ts')).FatFs.open(disk),
+  },
+  {
     matches: (s) => s === 'exfat',
     open: async (disk) => (await import('./exfat/index.ts')).ExfatFs.open(disk),
   },

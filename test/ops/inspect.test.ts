@@ -14,6 +14,7 @@ import { FileDisk } from '../../src/io/disk.ts';
 import { addPartition, createGpt, partitionDisk, readPartitionTable } from '../../src/fs/ptable/index.ts';
 import { inspectMedium } from '../../src/ops/inspect.ts';
 import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
+import { FatFs, mkfsFat } from '../../src/fs/fat/index.ts';
 import { createHome } from '../../src/ops/home.ts';
 import { updatedSample } from './helpers.ts';
 
@@ -91,6 +92,28 @@ describe('inspect', () => {
     assert.equal(r.volumes[0]?.filesystem?.label, 'VENTOY');
     assert.equal(r.liveSystems[0]?.base.rootImage, 'LiveOS/rootfs.img');
     assert.equal(r.liveSystems[0]?.persistence[0]?.kind, 'dm-snapshot file');
+  });
+
+  test('a FAT32 ESP partition holding LiveOS/ (the extract layout of a stick): found through FatFs', async () => {
+    const dir = await updatedSample(join(tmp.dir, 'fat'));
+    const img = join(tmp.dir, 'fat-stick.img');
+    const disk = await FileDisk.open(img, { create: { size: 300 * MiB } });
+    let table = await createGpt(disk, { diskGuid: '5A4B3C2D-1E0F-4A9B-8C7D-6E5F4A3B2C1D' });
+    table = await addPartition(disk, table, { type: 'efi-system', name: 'LIVE' });
+    const part = partitionDisk(disk, table.partitions[0]!);
+    await mkfsFat(part, { label: 'LIVE', type: 'fat32' });
+    const fs = await FatFs.open(part);
+    await fs.mkdir('/LiveOS');
+    for (const name of readdirSync(join(dir, 'LiveOS'))) await fs.writeFile(`/LiveOS/${name}`, readFileSync(join(dir, 'LiveOS', name)));
+    await fs.close();
+    await disk.close();
+    const r = await inspectMedium(img);
+    const v = r.volumes[0];
+    assert.equal(v?.filesystem?.type, 'fat32');
+    assert.equal(v?.filesystem?.label, 'LIVE');
+    assert.equal(v?.partitionType, 'EFI System');
+    assert.equal(r.liveSystems[0]?.volume, 'partition 1');
+    assert.equal(r.liveSystems[0]?.base.rootImage, 'LiveOS/rootfs.img');
   });
 
   test('bad targets: typed errors', async () => {
