@@ -328,3 +328,15 @@ describe('FatFs', () => {
 });
 
 const PINNED_IMAGE_SHA256 = '042ea59c4b9dc802b4a0cf964ca47e39c80bb6b33cde80f24d5472fd57c1f9c5';
+
+test('createFile reads as zeros even over clusters a deleted file left its bytes in', async () => {
+  const disk = new MemoryDisk(64 * 2 ** 20);
+  await mkfsFat(disk, { label: 'ZERO' });
+  const fs = await FatFs.open(disk);
+  await fs.writeFile('/junk.bin', new Uint8Array(3 * 2 ** 20).fill(0xa5));
+  await fs.unlink('/junk.bin');
+  const f = await fs.createFile('/overlay.img', { size: 3 * 2 ** 20 });
+  const back = await readAt(f, 0, f.size);
+  assert.ok(back.every((b) => b === 0), 'no byte of the deleted file shows through');
+  await fs.close();
+});

@@ -23,6 +23,7 @@
  */
 import { AlreadyExistsError, CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
 import { readAt, type Disk } from '../../io/disk.ts';
+import { isAllZero } from '../../io/bytes.ts';
 import type { FsEntry, FsSpace, FsStat, FsTime, WritableFileSystem } from '../filesystem.ts';
 import { FORMAT, FSINFO_UNKNOWN, decodeBootSector, decodeFsInfo, encodeBootSector, encodeFsInfo, layoutOf, type BootSector, type FatType, type Layout } from './boot.ts';
 import {
@@ -492,9 +493,21 @@ export class FatFs implements WritableFileSystem {
     await this.#newFile(path, data.byteLength, options.mode, data);
   }
 
+  /**
+   * A new file reads as zeros, as POSIX promises: FAT has no holes, so clusters that still hold a
+   * deleted file's bytes are zeroed; clusters that read as zeros already (a fresh or sparse image) are
+   * left unwritten, which keeps the host file sparse.
+   */
   async createFile(path: string, options: { size: number; mode?: number }): Promise<Disk> {
     const { clusters } = await this.#newFile(path, options.size, options.mode, undefined);
-    return new FatFileDisk(this.#disk, this.layout, runsOf(clusters, this.layout.clusterSize), options.size, false, () => this.#beginChange());
+    const disk = new FatFileDisk(this.#disk, this.layout, runsOf(clusters, this.layout.clusterSize), options.size, false, () => this.#beginChange());
+    const piece = new Uint8Array(Math.min(4 << 20, Math.max(1, options.size)));
+    for (let at = 0; at < options.size; at += piece.byteLength) {
+      const part = piece.subarray(0, Math.min(piece.byteLength, options.size - at));
+      await disk.read(part, at);
+      if (!isAllZero(part)) await disk.write(part.fill(0), at);
+    }
+    return disk;
   }
 
   async openFileForWriting(path: string): Promise<Disk> {
