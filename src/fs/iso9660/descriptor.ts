@@ -122,7 +122,7 @@ export function encodeDescriptor(d: Descriptor): Uint8Array {
       return b;
     case 'boot':
       b[0] = 0;
-      b.set(encodeText(d.systemId, 32, false).map((c) => (c === 0x20 ? 0 : c)), 7);
+      for (let i = 0; i < Math.min(32, d.systemId.length); i++) b[7 + i] = d.systemId.charCodeAt(i) & 0xff;
       new DataView(b.buffer).setUint32(71, d.catalogSector, true);
       return b;
   }
