@@ -199,3 +199,21 @@ export function buildIso(root: TestNode & { kind: 'dir' }, options: BuildOptions
   image.set(encodeDescriptor({ type: 'terminator' }), (options.boot ? 18 : 17) * SECTOR);
   return image;
 }
+
+const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed * 7 + (i >> 8)) & 0xff);
+
+/** A tree touching every feature the builder has. */
+export const SAMPLE: TestNode & { kind: 'dir' } = {
+  kind: 'dir',
+  name: '',
+  children: [
+    { kind: 'file', name: 'boot.bin', data: bytes(4096, 1) },
+    { kind: 'file', name: 'efi.img', data: bytes(10_000, 2) },
+    { kind: 'file', name: 'multi-extent.bin', data: bytes(5 * SECTOR + 123, 3), extentSize: 2 * SECTOR },
+    { kind: 'file', name: 'empty', data: new Uint8Array() },
+    { kind: 'file', name: 'a name long enough that its NM entry is split into several pieces ✓.txt', mode: 0o600, data: bytes(10, 4) },
+    { kind: 'symlink', name: 'abs', target: '/usr/lib/some/really/long/component-name-that-continues' },
+    { kind: 'symlink', name: 'rel', target: '../x/y' },
+    { kind: 'dir', name: 'sub', mode: 0o700, children: [{ kind: 'file', name: 'inner.txt', data: bytes(3000, 5) }] },
+  ],
+};
