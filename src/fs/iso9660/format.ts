@@ -24,18 +24,16 @@ export function need(b: Uint8Array, at: number, n: number, field: string, base =
 
 export function both16(b: Uint8Array, at: number, field: string, base = 0): number {
   need(b, at, 4, field, base);
-  const v = dv(b);
-  const le = v.getUint16(at, true);
-  const be = v.getUint16(at + 2, false);
+  const le = b[at]! | (b[at + 1]! << 8);
+  const be = (b[at + 2]! << 8) | b[at + 3]!;
   if (le !== be) throw corrupt(field, `little-endian ${le} and big-endian ${be} copies differ`, base + at);
   return le;
 }
 
 export function both32(b: Uint8Array, at: number, field: string, base = 0): number {
   need(b, at, 8, field, base);
-  const v = dv(b);
-  const le = v.getUint32(at, true);
-  const be = v.getUint32(at + 4, false);
+  const le = (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+  const be = ((b[at + 4]! << 24) | (b[at + 5]! << 16) | (b[at + 6]! << 8) | b[at + 7]!) >>> 0;
   if (le !== be) throw corrupt(field, `little-endian ${le} and big-endian ${be} copies differ`, base + at);
   return le;
 }
@@ -72,6 +70,16 @@ function checkedOffset(raw: number, field: string, offset: number): number {
   return signed;
 }
 
+/** Days since 1970-01-01 of a proleptic Gregorian date (Date.UTC without the Date; this runs per record). */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const yy = m <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146097 + doe - 719468;
+}
+
 /** The 7-byte directory-record date (years since 1900 … seconds, GMT offset in 15-minute units). */
 export function decodeShortDate(b: Uint8Array, at: number, field: string, base = 0): IsoTime {
   need(b, at, 7, field, base);
@@ -81,7 +89,7 @@ export function decodeShortDate(b: Uint8Array, at: number, field: string, base =
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
     throw corrupt(field, `not a date: ${1900 + y}-${mo}-${d} ${h}:${mi}:${s}`, base + at);
   }
-  return { sec: Date.UTC(1900 + y, mo - 1, d, h, mi, s) / 1000 - gmt * 900, nsec: 0 };
+  return { sec: daysFromCivil(1900 + y, mo, d) * 86400 + h * 3600 + mi * 60 + s - gmt * 900, nsec: 0 };
 }
 
 export function encodeShortDate(t: IsoTime, gmtQuarters = 0): Uint8Array {

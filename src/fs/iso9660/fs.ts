@@ -193,7 +193,8 @@ export class Iso9660Fs implements FileSystem {
         const extents = pending ? pending.extents : [ext];
         const first = pending ? pending.record : record;
         pending = undefined;
-        const node = await this.#node(first, extents, at, extents.length > 1 ? record : undefined);
+        const made = this.#node(first, extents, at);
+        const node = made instanceof Promise ? await made : made;
         if (node === undefined) continue;
         entries.push(node);
         if (!byName.has(node.name)) byName.set(node.name, node);
@@ -207,20 +208,32 @@ export class Iso9660Fs implements FileSystem {
     return listing;
   }
 
-  async #node(record: DirRecord, extents: Extent[], at: number, _last?: DirRecord): Promise<IsoNode | undefined> {
-    let rr: RockRidge | undefined;
-    if (this.namespace === 'rockridge') {
-      rr = rockRidge(await systemUseEntries(this.#disk, record.systemUse, at + 33 + record.name.byteLength, this.#suspSkip, this.#vd.blockSize));
-      if (rr.relocated) return undefined;
-      if (rr.childLink !== undefined) {
-        const moved = await readSelfRecord(this.#disk, this.#vd, rr.childLink);
-        const node = nodeOf(this.#disk, this.#vd, '', moved, rr);
-        return { ...node, name: nameOf(record, this.namespace, rr), kind: 'dir' };
-      }
+  /** Synchronous unless the record's System Use continues in CE areas or it is a relocation link. */
+  #node(record: DirRecord, extents: Extent[], at: number): IsoNode | undefined | Promise<IsoNode | undefined> {
+    if (this.namespace !== 'rockridge') return this.#finish(record, extents, undefined);
+    const su = record.systemUse;
+    const inline = this.#suspSkip <= su.byteLength ? decodeEntries(su.subarray(this.#suspSkip), at + 33 + record.name.byteLength + this.#suspSkip) : [];
+    if (!inline.some((e) => e.sig === 'CE')) {
+      const rr = rockRidge(inline);
+      return rr.childLink === undefined ? this.#finish(record, extents, rr) : this.#relocated(record, rr);
     }
+    return systemUseEntries(this.#disk, su, at + 33 + record.name.byteLength, this.#suspSkip, this.#vd.blockSize).then((entries) => {
+      const rr = rockRidge(entries);
+      return rr.childLink === undefined ? this.#finish(record, extents, rr) : this.#relocated(record, rr);
+    });
+  }
+
+  #finish(record: DirRecord, extents: Extent[], rr: RockRidge | undefined): IsoNode | undefined {
+    if (rr?.relocated) return undefined;
     const node = nodeOf(this.#disk, this.#vd, nameOf(record, this.namespace, rr), record, rr);
     if (extents.length > 1) return { ...node, extents, size: extents.reduce((s, e) => s + e.length, 0) };
     return node;
+  }
+
+  async #relocated(record: DirRecord, rr: RockRidge): Promise<IsoNode> {
+    const moved = await readSelfRecord(this.#disk, this.#vd, rr.childLink!);
+    const node = nodeOf(this.#disk, this.#vd, '', moved, rr);
+    return { ...node, name: nameOf(record, this.namespace, rr), kind: 'dir' };
   }
 
   async #resolve(path: string): Promise<IsoNode> {
@@ -238,7 +251,10 @@ export class Iso9660Fs implements FileSystem {
 
   async stat(path: string): Promise<FsStat> {
     const n = await this.#resolve(path);
-    return { kind: n.kind, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, nlink: n.nlink, mtime: n.mtime, ...(n.atime ? { atime: n.atime } : {}), ...(n.ctime ? { ctime: n.ctime } : {}) };
+    const st: { -readonly [K in keyof FsStat]: FsStat[K] } = { kind: n.kind, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, nlink: n.nlink, mtime: n.mtime };
+    if (n.atime) st.atime = n.atime;
+    if (n.ctime) st.ctime = n.ctime;
+    return st;
   }
 
   async readdir(path: string): Promise<FsEntry[]> {
@@ -394,7 +410,7 @@ function nodeOf(disk: Disk, vd: VolumeDescriptor, name: string, r: DirRecord, rr
   }
   if (kind === 'symlink' && rr?.symlink === undefined) throw corrupt('rr.SL', 'a symbolic link without an SL entry');
   const times = rr?.times;
-  return {
+  const node: { -readonly [K in keyof IsoNode]: IsoNode[K] } = {
     name,
     kind,
     size: kind === 'file' || kind === 'dir' ? r.dataLength : kind === 'symlink' ? new TextEncoder().encode(rr!.symlink!).byteLength : 0,
@@ -403,12 +419,13 @@ function nodeOf(disk: Disk, vd: VolumeDescriptor, name: string, r: DirRecord, rr
     gid,
     nlink,
     mtime: times?.modify ?? r.recorded,
-    ...(times?.access ? { atime: times.access } : {}),
-    ...(times?.attributes ? { ctime: times.attributes } : {}),
     extents,
-    ...(kind === 'symlink' ? { symlink: rr!.symlink! } : {}),
     interleaved: r.fileUnitSize !== 0 || r.interleaveGap !== 0,
   };
+  if (times?.access) node.atime = times.access;
+  if (times?.attributes) node.ctime = times.attributes;
+  if (kind === 'symlink') node.symlink = rr!.symlink!;
+  return node;
 }
 
 /** Several extents of the image as one read-only Disk (a multi-extent file). */

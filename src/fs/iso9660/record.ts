@@ -51,8 +51,8 @@ export function decodeRecord(b: Uint8Array, base = 0): DirRecord {
     fileUnitSize: b[26]!,
     interleaveGap: b[27]!,
     volumeSequence: both16(b, 28, 'record.volumeSequenceNumber', base),
-    name: b.slice(33, nameEnd),
-    systemUse: b.slice(suStart, length),
+    name: b.subarray(33, nameEnd),
+    systemUse: b.subarray(suStart, length),
     isDirectory: (flags & FLAG_DIRECTORY) !== 0,
     multiExtent: (flags & FLAG_MULTI_EXTENT) !== 0,
   };
