@@ -165,7 +165,7 @@ export function decodeCatalog(b: Uint8Array, sector: number): BootCatalog {
 
 export async function readCatalog(disk: Disk, sector: number): Promise<BootCatalog> {
   const at = sector * SECTOR;
-  if (at + SECTOR > disk.size) throw corrupt('eltorito.catalogSector', `sector ${sector} is outside the image`, 71);
+  if (at + SECTOR > disk.size) throw corrupt('eltorito.catalogSector', `sector ${sector} is outside the image (${disk.size} bytes)`);
   const length = Math.min(MAX_CATALOG_SECTORS * SECTOR, disk.size - at);
   return decodeCatalog(await readAt(disk, at, length - (length % SECTOR)), sector);
 }

@@ -302,13 +302,12 @@ export class Iso9660Fs implements FileSystem {
     const catalog: BootCatalog = await readCatalog(this.#disk, boot.catalogSector);
     const wanted = new Map<number, string | undefined>(catalog.images.map((i) => [i.loadRba * SECTOR, undefined]));
     await this.#findFilesAt(wanted);
-    const files = new Map<number, IsoNode>();
-    const images = catalog.images.map((i): BootImage => {
+    const images: BootImage[] = [];
+    for (const i of catalog.images) {
       const offset = i.loadRba * SECTOR;
       const path = wanted.get(offset);
-      const file = path === undefined ? undefined : files.get(offset);
-      const length = file ? file.size : i.sectorCount * 512;
-      return {
+      const length = path === undefined ? i.sectorCount * 512 : (await this.#resolve(path)).size;
+      images.push({
         platform: platformName(i.platform),
         platformId: i.platform,
         bootable: i.bootable,
@@ -317,18 +316,9 @@ export class Iso9660Fs implements FileSystem {
         sectorCount: i.sectorCount,
         range: { offset, length: Math.max(0, Math.min(length, this.#disk.size - offset)) },
         path,
-      };
-    });
-    for (const [offset, path] of wanted) if (path !== undefined) files.set(offset, await this.#resolve(path));
-    return {
-      catalogSector: catalog.sector,
-      validationPlatformId: catalog.validation.platform,
-      idString: catalog.validation.idString,
-      images: images.map((img) => {
-        const file = files.get(img.range.offset);
-        return file ? { ...img, range: { offset: img.range.offset, length: file.size } } : img;
-      }),
-    };
+      });
+    }
+    return { catalogSector: catalog.sector, validationPlatformId: catalog.validation.platform, idString: catalog.validation.idString, images };
   }
 
   async #findFilesAt(wanted: Map<number, string | undefined>): Promise<void> {
