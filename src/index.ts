@@ -65,6 +65,9 @@ export type { CompressorName, CompressorSettings } from './fs/squashfs/comp/type
 export type { Inode as SquashfsInode, FileInode as SquashfsFileInode, DirInode as SquashfsDirInode } from './fs/squashfs/inode.ts';
 export type { Xattr as SquashfsXattr } from './fs/squashfs/xattr.ts';
 
+// fs/iso9660: read-only ISO9660 with Rock Ridge, Joliet and the El Torito boot catalog.
+export { Iso9660Fs, type Iso9660OpenOptions, type Namespace as Iso9660Namespace, type Extent as Iso9660Extent, type BootImage as Iso9660BootImage, type BootInfo as Iso9660BootInfo, type MediaType as Iso9660MediaType } from './fs/iso9660/index.ts';
+
 // fs/ext4: reading, block ownership, mkfs, writing, growing.
 export {
   Ext4,

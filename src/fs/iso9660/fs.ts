@@ -1,0 +1,461 @@
+/**
+ * Iso9660Fs: a read-only FileSystem over an ISO9660 image (any Disk: an .iso file, a whole hybrid
+ * stick whose first sectors hold an MBR/GPT, a partition).
+ *
+ * Design notes
+ * - Three namespaces can describe the same files: Rock Ridge (POSIX names, modes, owners, symlinks,
+ *   device numbers, times; on the primary tree), Joliet (UCS-2 names on a supplementary tree) and the
+ *   plain ISO names. `open` picks the first available of the preferred order (default Rock Ridge,
+ *   Joliet, ISO). Rock Ridge is in use when the root's '.' record starts with an SP entry.
+ * - Directories are read on demand in bounded pieces (never a whole image, never a whole huge
+ *   directory in one allocation) and kept in a small LRU of listings. A file made of several records
+ *   with the multi-extent flag is one node with several extents, served as one Disk.
+ * - Rock Ridge deep-directory relocation: a CL record is listed as the directory at its target block
+ *   (its size read from that directory's '.' record); the moved directory (RE) is hidden where it sits.
+ * - Every extent is checked against the disk size when its record is decoded; a path is resolved
+ *   component by component, so a directory cycle cannot loop.
+ */
+import type { Disk } from '../../io/disk.ts';
+import { MemoryDisk, SliceDisk, readAt, checkRange } from '../../io/disk.ts';
+import { NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
+import type { FileSystem, FsEntry, FsSpace, FsStat, FsTime, NodeKind } from '../filesystem.ts';
+import { FORMAT, SECTOR, corrupt } from './format.ts';
+import { readDescriptorSet, type DescriptorSet, type VolumeDescriptor } from './descriptor.ts';
+import { FLAG_ASSOCIATED, decodeRecord, splitRecords, type DirRecord } from './record.ts';
+import { decodeEntries, rockRidge, systemUseEntries, type RockRidge } from './susp.ts';
+import { PLATFORM_EFI, PLATFORM_X86, readCatalog, type BootCatalog, type CatalogImage } from './eltorito.ts';
+
+export type Namespace = 'rockridge' | 'joliet' | 'iso';
+
+export interface Iso9660OpenOptions {
+  /** The namespace tried first; the others follow in the order rockridge, joliet, iso. */
+  readonly prefer?: Namespace;
+  /** Directory listings kept in memory (default 256). */
+  readonly cachedDirectories?: number;
+}
+
+/** A byte range of the image. */
+export interface Extent {
+  readonly offset: number;
+  readonly length: number;
+}
+
+interface IsoNode {
+  readonly name: string;
+  readonly kind: NodeKind;
+  readonly size: number;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly nlink: number;
+  readonly mtime: FsTime;
+  readonly atime?: FsTime;
+  readonly ctime?: FsTime;
+  readonly extents: readonly Extent[];
+  readonly symlink?: string;
+  readonly interleaved: boolean;
+}
+
+interface Listing {
+  readonly entries: readonly IsoNode[];
+  readonly byName: ReadonlyMap<string, IsoNode>;
+}
+
+export interface BootImage {
+  readonly platform: 'x86' | 'efi' | 'ppc' | 'mac' | `0x${string}`;
+  readonly platformId: number;
+  readonly bootable: boolean;
+  readonly media: CatalogImage['media'];
+  readonly loadRba: number;
+  readonly sectorCount: number;
+  /** The image's bytes in the ISO: the matching file's size, else sectorCount × 512. */
+  readonly range: Extent;
+  /** The file whose extent starts at loadRba, if one does (else the image is a bare sector range). */
+  readonly path: string | undefined;
+}
+
+export interface BootInfo {
+  readonly catalogSector: number;
+  readonly validationPlatformId: number;
+  readonly idString: string;
+  readonly images: readonly BootImage[];
+}
+
+const S_IFMT = 0o170000;
+const KIND_OF: Record<number, NodeKind> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink', 0o020000: 'chardev', 0o060000: 'blockdev', 0o010000: 'fifo', 0o140000: 'socket' };
+const DIR_PIECE = 64 * 1024;
+/** Entries walked when looking for the file behind a boot image. */
+const BOOT_SEARCH_LIMIT = 1_000_000;
+
+const utf8 = new TextDecoder('utf-8');
+const latin1 = new TextDecoder('latin1');
+
+function stripVersion(name: string): string {
+  const semi = name.lastIndexOf(';');
+  const base = semi >= 0 ? name.slice(0, semi) : name;
+  return base.endsWith('.') && base.length > 1 ? base.slice(0, -1) : base;
+}
+
+function ucs2(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i + 1 < bytes.byteLength; i += 2) s += String.fromCharCode((bytes[i]! << 8) | bytes[i + 1]!);
+  return s;
+}
+
+function splitPath(path: string): string[] {
+  if (!path.startsWith('/')) throw new NotFoundError(`not an absolute path: ${JSON.stringify(path)}`);
+  const parts = path.split('/').filter((p) => p !== '');
+  for (const p of parts) if (p === '.' || p === '..') throw new NotFoundError(`'.' and '..' are not resolved: ${path}`);
+  return parts;
+}
+
+export class Iso9660Fs implements FileSystem {
+  readonly type = 'iso9660';
+  readonly readOnly = true;
+  readonly label: string | undefined;
+  readonly uuid: string | undefined;
+  readonly namespace: Namespace;
+  readonly descriptors: DescriptorSet;
+  readonly #disk: Disk;
+  readonly #vd: VolumeDescriptor;
+  readonly #suspSkip: number;
+  readonly #root: IsoNode;
+  readonly #cache = new Map<number, Listing>();
+  readonly #cacheLimit: number;
+
+  private constructor(disk: Disk, set: DescriptorSet, namespace: Namespace, suspSkip: number, root: IsoNode, cacheLimit: number) {
+    this.#disk = disk;
+    this.descriptors = set;
+    this.namespace = namespace;
+    this.#vd = namespace === 'joliet' ? set.joliet! : set.primary;
+    this.#suspSkip = suspSkip;
+    this.#root = root;
+    this.#cacheLimit = cacheLimit;
+    this.label = set.primary.volumeId || undefined;
+    const d = set.primary.dateDigits;
+    this.uuid = d && `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)}-${d.slice(8, 10)}-${d.slice(10, 12)}-${d.slice(12, 14)}-${d.slice(14, 16)}`;
+  }
+
+  static async open(disk: Disk, options: Iso9660OpenOptions = {}): Promise<Iso9660Fs> {
+    const set = await readDescriptorSet(disk);
+    const rootSelf = await readSelfRecord(disk, set.primary, set.primary.root.extent);
+    const sp = rootSelf.systemUse.byteLength >= 7 ? decodeEntries(rootSelf.systemUse).find((e) => e.sig === 'SP') : undefined;
+    let rr: RockRidge | undefined;
+    if (sp) {
+      rr = rockRidge(await systemUseEntries(disk, rootSelf.systemUse, 0, 0, set.primary.blockSize));
+      const rrExtension = rr.extensions.some((e) => /^(RRIP_1991A|IEEE_P1282|IEEE_1282)$/.test(e.id));
+      if (!rrExtension && !rr.any) rr = undefined;
+    }
+    const available: Record<Namespace, boolean> = { rockridge: rr !== undefined, joliet: set.joliet !== undefined, iso: true };
+    const order: Namespace[] = ['rockridge', 'joliet', 'iso'];
+    if (options.prefer) order.sort((a, b) => (a === options.prefer ? -1 : b === options.prefer ? 1 : 0));
+    const namespace = order.find((n) => available[n])!;
+    const vd = namespace === 'joliet' ? set.joliet! : set.primary;
+    const skip = namespace === 'rockridge' ? rr!.sp!.skip : 0;
+    const self = namespace === 'joliet' ? await readSelfRecord(disk, vd, vd.root.extent) : rootSelf;
+    const root = nodeOf(disk, vd, '', self, namespace === 'rockridge' ? rr : undefined);
+    return new Iso9660Fs(disk, set, namespace, skip, root, options.cachedDirectories ?? 256);
+  }
+
+  async #list(dir: IsoNode): Promise<Listing> {
+    const extent = dir.extents[0]!;
+    const cached = this.#cache.get(extent.offset);
+    if (cached) {
+      this.#cache.delete(extent.offset);
+      this.#cache.set(extent.offset, cached);
+      return cached;
+    }
+    const entries: IsoNode[] = [];
+    const byName = new Map<string, IsoNode>();
+    const bs = this.#vd.blockSize;
+    let pending: { record: DirRecord; extents: Extent[]; at: number } | undefined;
+    let index = 0;
+    for (let done = 0; done < extent.length; ) {
+      const n = Math.min(DIR_PIECE, extent.length - done);
+      const base = extent.offset + done;
+      const piece = await readAt(this.#disk, base, n);
+      for (const [record, at] of splitRecords(piece, base, SECTOR)) {
+        if (index++ < 2) {
+          if (record.name.byteLength !== 1 || record.name[0] !== index - 1) throw corrupt('record.name', `record ${index - 1} of a directory is not '${index === 1 ? '.' : '..'}'`, at);
+          continue;
+        }
+        if (record.flags & FLAG_ASSOCIATED) continue;
+        const ext = extentOf(this.#disk, record, bs, at);
+        if (pending) {
+          if (!sameBytes(pending.record.name, record.name)) throw corrupt('record.flags', 'a multi-extent file ends without its final extent', pending.at);
+          pending.extents.push(ext);
+        }
+        if (record.multiExtent) {
+          if (record.isDirectory) throw corrupt('record.flags', 'a directory with the multi-extent flag', at);
+          pending ??= { record, extents: [ext], at };
+          continue;
+        }
+        const extents = pending ? pending.extents : [ext];
+        const first = pending ? pending.record : record;
+        pending = undefined;
+        const made = this.#node(first, extents, at);
+        const node = made instanceof Promise ? await made : made;
+        if (node === undefined) continue;
+        entries.push(node);
+        if (!byName.has(node.name)) byName.set(node.name, node);
+      }
+      done += n;
+    }
+    if (pending) throw corrupt('record.flags', 'a multi-extent file ends without its final extent', pending.at);
+    const listing = { entries, byName };
+    this.#cache.set(extent.offset, listing);
+    if (this.#cache.size > this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value!);
+    return listing;
+  }
+
+  /** Synchronous unless the record's System Use continues in CE areas or it is a relocation link. */
+  #node(record: DirRecord, extents: Extent[], at: number): IsoNode | undefined | Promise<IsoNode | undefined> {
+    if (this.namespace !== 'rockridge') return this.#finish(record, extents, undefined);
+    const su = record.systemUse;
+    const inline = this.#suspSkip <= su.byteLength ? decodeEntries(su.subarray(this.#suspSkip), at + 33 + record.name.byteLength + this.#suspSkip) : [];
+    if (!inline.some((e) => e.sig === 'CE')) {
+      const rr = rockRidge(inline);
+      return rr.childLink === undefined ? this.#finish(record, extents, rr) : this.#relocated(record, rr);
+    }
+    return systemUseEntries(this.#disk, su, at + 33 + record.name.byteLength, this.#suspSkip, this.#vd.blockSize).then((entries) => {
+      const rr = rockRidge(entries);
+      return rr.childLink === undefined ? this.#finish(record, extents, rr) : this.#relocated(record, rr);
+    });
+  }
+
+  #finish(record: DirRecord, extents: Extent[], rr: RockRidge | undefined): IsoNode | undefined {
+    if (rr?.relocated) return undefined;
+    const node = nodeOf(this.#disk, this.#vd, nameOf(record, this.namespace, rr), record, rr);
+    if (extents.length > 1) return { ...node, extents, size: extents.reduce((s, e) => s + e.length, 0) };
+    return node;
+  }
+
+  async #relocated(record: DirRecord, rr: RockRidge): Promise<IsoNode> {
+    const moved = await readSelfRecord(this.#disk, this.#vd, rr.childLink!);
+    const node = nodeOf(this.#disk, this.#vd, '', moved, rr);
+    return { ...node, name: nameOf(record, this.namespace, rr), kind: 'dir' };
+  }
+
+  async #resolve(path: string): Promise<IsoNode> {
+    let node = this.#root;
+    let walked = '';
+    for (const part of splitPath(path)) {
+      if (node.kind !== 'dir') throw new NotFoundError(`${walked || '/'} is not a directory`, { file: path });
+      const next = (await this.#list(node)).byName.get(part);
+      walked += `/${part}`;
+      if (!next) throw new NotFoundError(`no such file or directory: ${walked}`, { file: path });
+      node = next;
+    }
+    return node;
+  }
+
+  async stat(path: string): Promise<FsStat> {
+    const n = await this.#resolve(path);
+    const st: { -readonly [K in keyof FsStat]: FsStat[K] } = { kind: n.kind, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, nlink: n.nlink, mtime: n.mtime };
+    if (n.atime) st.atime = n.atime;
+    if (n.ctime) st.ctime = n.ctime;
+    return st;
+  }
+
+  async readdir(path: string): Promise<FsEntry[]> {
+    const n = await this.#resolve(path);
+    if (n.kind !== 'dir') throw new NotFoundError(`not a directory: ${path}`, { file: path });
+    return (await this.#list(n)).entries.map((e) => ({ name: e.name, kind: e.kind }));
+  }
+
+  async readlink(path: string): Promise<string> {
+    const n = await this.#resolve(path);
+    if (n.kind !== 'symlink' || n.symlink === undefined) throw new NotFoundError(`not a symbolic link: ${path}`, { file: path });
+    return n.symlink;
+  }
+
+  /** The byte ranges of the image holding a file's data, in order. */
+  async extents(path: string): Promise<readonly Extent[]> {
+    const n = await this.#resolve(path);
+    if (n.kind !== 'file') throw new NotFoundError(`not a regular file: ${path}`, { file: path });
+    return n.extents;
+  }
+
+  async openFile(path: string): Promise<Disk> {
+    const n = await this.#resolve(path);
+    if (n.kind !== 'file') throw new NotFoundError(`not a regular file: ${path}`, { file: path });
+    if (n.interleaved) throw new UnsupportedFeatureError(FORMAT, 'interleaved file', path);
+    if (n.extents.length === 1) {
+      const e = n.extents[0]!;
+      return e.length === 0 ? new MemoryDisk(0, { readOnly: true }) : new SliceDisk(this.#disk, e.offset, e.length, { readOnly: true });
+    }
+    return new ExtentsDisk(this.#disk, n.extents);
+  }
+
+  async space(): Promise<FsSpace> {
+    return { totalBytes: this.#vd.volumeBlocks * this.#vd.blockSize, freeBytes: 0 };
+  }
+
+  async close(): Promise<void> {
+    this.#cache.clear();
+  }
+
+  /** The El Torito boot catalog, or undefined when the image has no boot record. */
+  async bootCatalog(): Promise<BootInfo | undefined> {
+    const boot = this.descriptors.boot;
+    if (!boot) return undefined;
+    const catalog: BootCatalog = await readCatalog(this.#disk, boot.catalogSector);
+    const wanted = new Map<number, string | undefined>(catalog.images.map((i) => [i.loadRba * SECTOR, undefined]));
+    await this.#findFilesAt(wanted);
+    const images: BootImage[] = [];
+    for (const i of catalog.images) {
+      const offset = i.loadRba * SECTOR;
+      const path = wanted.get(offset);
+      const length = path === undefined ? i.sectorCount * 512 : (await this.#resolve(path)).size;
+      images.push({
+        platform: platformName(i.platform),
+        platformId: i.platform,
+        bootable: i.bootable,
+        media: i.media,
+        loadRba: i.loadRba,
+        sectorCount: i.sectorCount,
+        range: { offset, length: Math.max(0, Math.min(length, this.#disk.size - offset)) },
+        path,
+      });
+    }
+    return { catalogSector: catalog.sector, validationPlatformId: catalog.validation.platform, idString: catalog.validation.idString, images };
+  }
+
+  async #findFilesAt(wanted: Map<number, string | undefined>): Promise<void> {
+    const queue: { node: IsoNode; path: string }[] = [{ node: this.#root, path: '' }];
+    let left = wanted.size;
+    let seen = 0;
+    const visited = new Set<number>();
+    while (queue.length > 0 && left > 0 && seen < BOOT_SEARCH_LIMIT) {
+      const { node, path } = queue.shift()!;
+      const key = node.extents[0]!.offset;
+      if (visited.has(key)) continue;
+      visited.add(key);
+      for (const e of (await this.#list(node)).entries) {
+        seen++;
+        const p = `${path}/${e.name}`;
+        if (e.kind === 'dir') queue.push({ node: e, path: p });
+        else if (e.kind === 'file' && e.extents.length > 0 && e.size > 0 && wanted.has(e.extents[0]!.offset) && wanted.get(e.extents[0]!.offset) === undefined) {
+          wanted.set(e.extents[0]!.offset, p);
+          left--;
+        }
+      }
+    }
+  }
+}
+
+function platformName(id: number): BootImage['platform'] {
+  if (id === PLATFORM_X86) return 'x86';
+  if (id === PLATFORM_EFI) return 'efi';
+  if (id === 1) return 'ppc';
+  if (id === 2) return 'mac';
+  return `0x${id.toString(16).padStart(2, '0')}`;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((v, i) => v === b[i]);
+}
+
+function extentOf(disk: Disk, r: DirRecord, blockSize: number, at: number): Extent {
+  const offset = (r.extent + r.extAttrLength) * blockSize;
+  if (r.dataLength > 0 && offset + r.dataLength > disk.size) {
+    throw corrupt('record.extent', `${r.dataLength} bytes at block ${r.extent} run past the image (${disk.size} bytes)`, at + 2);
+  }
+  return { offset, length: r.dataLength };
+}
+
+/** The first record ('.') of the directory at `block`. */
+async function readSelfRecord(disk: Disk, vd: VolumeDescriptor, block: number): Promise<DirRecord> {
+  const at = block * vd.blockSize;
+  if (at + 34 > disk.size) throw corrupt('record.extent', `directory block ${block} is outside the image`, at);
+  const head = await readAt(disk, at, 1);
+  const length = head[0]!;
+  if (length < 34) throw corrupt('record.length', `the '.' record at block ${block} is ${length} bytes`, at);
+  checkRange(disk, at, length, 'directory record');
+  const record = decodeRecord(await readAt(disk, at, length), at);
+  if (!record.isDirectory || record.name.byteLength !== 1 || record.name[0] !== 0) throw corrupt('record.name', `block ${block} does not start with a '.' record`, at);
+  return record;
+}
+
+function nameOf(r: DirRecord, ns: Namespace, rr: RockRidge | undefined): string {
+  if (ns === 'rockridge' && rr?.name) return utf8.decode(rr.name);
+  if (ns === 'joliet') return stripVersion(ucs2(r.name));
+  return stripVersion(latin1.decode(r.name));
+}
+
+function nodeOf(disk: Disk, vd: VolumeDescriptor, name: string, r: DirRecord, rr: RockRidge | undefined): IsoNode {
+  const extents = [extentOf(disk, r, vd.blockSize, 0)];
+  let kind: NodeKind = r.isDirectory ? 'dir' : 'file';
+  let mode = r.isDirectory ? 0o755 : 0o644;
+  let uid = 0;
+  let gid = 0;
+  let nlink = 1;
+  if (rr?.px) {
+    const k = KIND_OF[rr.px.mode & S_IFMT];
+    if (k === undefined) throw corrupt('rr.PX.mode', `file type 0o${(rr.px.mode & S_IFMT).toString(8)} is unknown`);
+    if ((k === 'dir') !== r.isDirectory && rr.childLink === undefined) throw corrupt('rr.PX.mode', `says ${k} but the record ${r.isDirectory ? 'is' : 'is not'} a directory`);
+    kind = k;
+    mode = rr.px.mode & 0o7777;
+    ({ uid, gid, nlink } = rr.px);
+  }
+  if (kind === 'symlink' && rr?.symlink === undefined) throw corrupt('rr.SL', 'a symbolic link without an SL entry');
+  const times = rr?.times;
+  const node: { -readonly [K in keyof IsoNode]: IsoNode[K] } = {
+    name,
+    kind,
+    size: kind === 'file' || kind === 'dir' ? r.dataLength : kind === 'symlink' ? new TextEncoder().encode(rr!.symlink!).byteLength : 0,
+    mode,
+    uid,
+    gid,
+    nlink,
+    mtime: times?.modify ?? r.recorded,
+    extents,
+    interleaved: r.fileUnitSize !== 0 || r.interleaveGap !== 0,
+  };
+  if (times?.access) node.atime = times.access;
+  if (times?.attributes) node.ctime = times.attributes;
+  if (kind === 'symlink') node.symlink = rr!.symlink!;
+  return node;
+}
+
+/** Several extents of the image as one read-only Disk (a multi-extent file). */
+export class ExtentsDisk implements Disk {
+  readonly readOnly = true;
+  readonly size: number;
+  readonly #disk: Disk;
+  readonly #extents: readonly Extent[];
+  readonly #starts: number[];
+
+  constructor(disk: Disk, extents: readonly Extent[]) {
+    this.#disk = disk;
+    this.#extents = extents;
+    this.#starts = [];
+    let at = 0;
+    for (const e of extents) {
+      this.#starts.push(at);
+      at += e.length;
+    }
+    this.size = at;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    checkRange(this, offset, buf.byteLength, 'read');
+    let done = 0;
+    let i = this.#starts.findLastIndex((s) => s <= offset);
+    while (done < buf.byteLength) {
+      const e = this.#extents[i]!;
+      const within = offset + done - this.#starts[i]!;
+      const n = Math.min(e.length - within, buf.byteLength - done);
+      if (n > 0) await this.#disk.read(buf.subarray(done, done + n), e.offset + within);
+      done += Math.max(n, 0);
+      i++;
+    }
+  }
+
+  async write(): Promise<void> {
+    throw new ReadOnlyError('an ISO9660 file is read-only');
+  }
+
+  async flush(): Promise<void> {}
+  async close(): Promise<void> {}
+}
