@@ -32,6 +32,10 @@ const FILESYSTEMS: readonly FsEntryPoint[] = [
     open: async (disk) => (await import('./fat/index.ts')).FatFs.open(disk),
   },
   {
+    matches: (s) => s === 'iso9660',
+    open: async (disk) => (await import('./iso9660/index.ts')).Iso9660Fs.open(disk),
+  },
+  {
     matches: (s) => s === 'exfat',
     open: async (disk) => (await import('./exfat/index.ts')).ExfatFs.open(disk),
   },

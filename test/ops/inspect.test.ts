@@ -116,6 +116,17 @@ describe('inspect', () => {
     assert.equal(r.liveSystems[0]?.base.rootImage, 'LiveOS/rootfs.img');
   });
 
+  test('a live ISO (xorriso, Rock Ridge + Joliet): LiveOS/squashfs.img with rootfs.img inside, found through Iso9660Fs', { skip: missingTools('xorriso') }, async () => {
+    const dir = await updatedSample(join(tmp.dir, 'iso'));
+    const iso = join(tmp.dir, 'live.iso');
+    run('xorriso', ['-as', 'mkisofs', '-quiet', '-R', '-J', '-V', 'Fedora-WS-Live-42', '-o', iso, dir]);
+    const r = await inspectMedium(iso);
+    assert.equal(r.volumes[0]?.filesystem?.type, 'iso9660');
+    assert.equal(r.volumes[0]?.filesystem?.label, 'Fedora-WS-Live-42');
+    assert.equal(r.liveSystems[0]?.layout, 'dracut LiveOS');
+    assert.equal(r.liveSystems[0]?.base.rootImage, 'LiveOS/rootfs.img');
+  });
+
   test('bad targets: typed errors', async () => {
     const r = runCli(['inspect', join(tmp.dir, 'nowhere'), '--json']);
     assert.equal(r.status, 66);
