@@ -40,17 +40,8 @@ export interface Extent {
   readonly length: number;
 }
 
-interface IsoNode {
+interface IsoNode extends FsStat {
   readonly name: string;
-  readonly kind: NodeKind;
-  readonly size: number;
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly nlink: number;
-  readonly mtime: FsTime;
-  readonly atime?: FsTime;
-  readonly ctime?: FsTime;
   readonly extents: readonly Extent[];
   readonly symlink?: string;
   readonly interleaved: boolean;
