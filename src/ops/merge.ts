@@ -17,8 +17,8 @@
  *   needed is checked first with an estimate and again with the exact size before copying.
  * - The switch itself is ops/switch.ts.
  */
-import { stat, statfs } from 'node:fs/promises';
-import { chmod, chown, copyFile, fsyncFile, link, pathExists, removeFile } from '../io/host.ts';
+import { stat } from 'node:fs/promises';
+import { chmod, chown, copyFile, fsyncFile, hostSpace, link, pathExists, removeFile } from '../io/host.ts';
 import { SimulatedCrash } from '../io/faults.ts';
 import { basename, join } from 'node:path';
 import { ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
@@ -31,7 +31,7 @@ import type { FileInode } from '../fs/squashfs/inode.ts';
 import { BaseMismatchError, ExceptionStore, SnapshotDisk, SnapshotInvalidError, sameBase } from '../xform/dmsnap/index.ts';
 import { BASE_NAME, TEMP_MARK, liveosDir, locateMedium, openMedium, type OpenMedium } from './medium.ts';
 import { bindingFor } from './overlay.ts';
-import { recoverMedium, stepPoint, switchBase, type RecoveryReport } from './switch.ts';
+import { explainErrno, recoverMedium, stepPoint, switchBase, type RecoveryReport } from './switch.ts';
 
 export interface MergeOptions {
   overlay?: string;
@@ -130,13 +130,9 @@ function settingsOf(reader: SquashfsReader): { name: CompressorName; settings: C
   }
 }
 
+/** Free bytes for this user where LiveOS/ lives (unknown hosts: no limit checked). */
 async function freeSpace(dir: string): Promise<number> {
-  try {
-    const s = await statfs(dir);
-    return s.bavail * s.bsize;
-  } catch {
-    return Number.POSITIVE_INFINITY;
-  }
+  return (await hostSpace(dir)).freeBytes ?? Number.POSITIVE_INFINITY;
 }
 
 async function isSparse(path: string): Promise<boolean> {
@@ -247,18 +243,8 @@ export async function preflight(liveos: string, files: readonly string[]): Promi
 function explainHostProblem(err: unknown, file: string, action: string): LivestickError {
   const e = err instanceof LivestickError ? err : fromSystemError(err, file, action);
   const code = ((e.cause ?? err) as NodeJS.ErrnoException | undefined)?.code;
-  const why =
-    code === 'EPERM'
-      ? 'operation not permitted — an immutable or append-only attribute (see `lsattr`), or a host that refuses it'
-      : code === 'EROFS'
-        ? 'the filesystem is mounted read-only'
-        : code === 'EACCES'
-          ? 'permission denied'
-          : code === 'ENOSPC'
-            ? 'no space left'
-            : e.message;
-  const out = new LivestickError(e.code, e.exitCode, `cannot ${action} ${file}: ${why}`, { file, cause: err });
-  return out;
+  const why = (code === undefined ? undefined : explainErrno(code)) ?? e.message;
+  return new LivestickError(e.code, e.exitCode, `cannot ${action} ${file}: ${why}`, { file, cause: err });
 }
 
 /** New-base size from the stored sizes of carried blocks and a compressed sample of rebuilt ones. */
@@ -336,14 +322,16 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     const oldBaseBytes = (await stat(medium.basePath)).size;
     const rootBytes = medium.rootDisk.size;
     const overlayBytesMerged = store.exceptionCount * store.geometry.chunkBytes;
-    const nothingToMerge = store.valid && store.exceptionCount === 0 && !options.force && reuse;
-    if (nothingToMerge) {
-      return {
-        medium: dir, dryRun: Boolean(options.dryRun), recovery, verdict: 'ok', problems: [], nothingToMerge: true, compressor, blockSize, oldBaseBytes, newBaseBytes: oldBaseBytes, newBaseEstimated: false,
-        rootImageBytes: rootBytes, overlayBytesMerged: 0, freeBytesDropped: 0, freeSpaceDropping: false, blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(liveos),
-        kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000,
+    // The result when nothing is built: an empty overlay, or a dry run stopped by a problem.
+    const unbuilt = async (r: Pick<MergeResult, 'dryRun' | 'verdict' | 'problems' | 'nothingToMerge' | 'newBaseBytes' | 'newBaseEstimated' | 'overlayBytesMerged' | 'warnings'>): Promise<MergeResult> => ({
+      medium: dir, recovery, compressor, blockSize, oldBaseBytes, rootImageBytes: rootBytes, freeBytesDropped: 0, freeSpaceDropping: false,
+      blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(liveos), kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000, ...r,
+    });
+    if (store.valid && store.exceptionCount === 0 && !options.force && reuse) {
+      return unbuilt({
+        dryRun: Boolean(options.dryRun), verdict: 'ok', problems: [], nothingToMerge: true, newBaseBytes: oldBaseBytes, newBaseEstimated: false, overlayBytesMerged: 0,
         warnings: [...warnings, 'the overlay holds no changes: nothing to merge, the base was left as it is (--force rebuilds it anyway)'],
-      };
+      });
     }
     if (!reuse) warnings.push(`compressor or block size changes (${old.name}/${formatSize(medium.squashfs.superblock.blockSize)} → ${compressor}/${formatSize(blockSize)}): every block is recompressed`);
 
@@ -353,13 +341,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
 
     const combined = new SnapshotDisk(medium.rootDisk, store, { readOnly: true });
     const a = problems.length > 0 ? undefined : await analyse(medium, store, combined, rootInode, blockSize, reuse, options.onProgress);
-    if (a === undefined) {
-      return {
-        medium: dir, dryRun: true, recovery, verdict: 'would-fail', problems: problems.map(problemJson), nothingToMerge: false, compressor, blockSize, oldBaseBytes, newBaseBytes: 0, newBaseEstimated: true,
-        rootImageBytes: rootBytes, overlayBytesMerged, freeBytesDropped: 0, freeSpaceDropping: false, blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(liveos),
-        kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000, warnings,
-      };
-    }
+    if (a === undefined) return unbuilt({ dryRun: true, verdict: 'would-fail', problems: problems.map(problemJson), nothingToMerge: false, newBaseBytes: 0, newBaseEstimated: true, overlayBytesMerged, warnings });
     warnings.push(...a.warnings);
     const merged = new MergedDisk(combined, a.combinedMap);
 

@@ -19,7 +19,8 @@ import { LivestickError, UsageError } from '../errors.ts';
 import { bindingFor, describeStore, type OverlayInfo } from './overlay.ts';
 import { sameBase } from '../xform/dmsnap/binding.ts';
 import { liveosDir, locateMedium, openMedium, TEMP_MARK } from './medium.ts';
-import { readdir, stat, statfs } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import { hostSpace } from '../io/host.ts';
 import { join } from 'node:path';
 import { recoverMedium, type RecoveryReport } from './switch.ts';
 
@@ -90,7 +91,7 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
     const overlay = describeStore(overlayPath, store);
     const warnings: string[] = [...recovery.warnings];
     const problems: string[] = [];
-    const extra = { host: await hostSpace(located.liveos, overlayPath, overlay), kept: await keptFiles(located.liveos) };
+    const extra = { host: await overlayHeadroom(located.liveos, overlayPath, overlay), kept: await keptFiles(located.liveos) };
     if (extra.kept.length > 0) {
       warnings.push(`kept from earlier merges: ${extra.kept.map((k) => `${k.name} (${formatSize(k.bytes)})`).join(', ')}; once the medium boots fine, remove them with \`rm\` in ${located.liveos}`);
     }
@@ -222,16 +223,10 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
 }
 
 /** Host free space and the overlay's real headroom: a sparse file can only grow into what the host has. */
-async function hostSpace(liveos: string, overlayPath: string, overlay: OverlayInfo): Promise<StatusReport['host']> {
+async function overlayHeadroom(liveos: string, overlayPath: string, overlay: OverlayInfo): Promise<StatusReport['host']> {
   const st = await stat(overlayPath);
   const allocated = Math.min(st.size, st.blocks * 512);
-  let freeBytes: number | null = null;
-  try {
-    const fsStat = await statfs(liveos);
-    freeBytes = fsStat.bavail * fsStat.bsize;
-  } catch {
-    // Unknown (some hosts): no headroom check.
-  }
+  const { freeBytes } = await hostSpace(liveos);
   // Bytes of the overlay's free chunks that are already allocated on the host need no new space.
   const unbacked = Math.max(0, st.size - allocated);
   const backedFree = Math.max(0, overlay.freeBytes - unbacked);

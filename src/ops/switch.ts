@@ -296,14 +296,15 @@ export class SwitchFailedError extends LivestickError {
 function plainCause(err: unknown, liveos: string): LivestickError {
   const e = fromSystemError(err, liveos, 'switch');
   const sys = (e.cause ?? err) as NodeJS.ErrnoException;
-  if (sys?.code && sys.path) e.message = `${sys.syscall ?? 'an operation'} on ${sys.path} failed: ${describeErrno(sys.code)}`;
+  if (sys?.code && sys.path) e.message = `${sys.syscall ?? 'an operation'} on ${sys.path} failed: ${explainErrno(sys.code) ?? sys.code}`;
   return e;
 }
 
-function describeErrno(code: string): string {
+/** A plain-words reason for the errnos a switch or its pre-checks meet (undefined: no better words than the code). */
+export function explainErrno(code: string): string | undefined {
   switch (code) {
     case 'EPERM':
-      return 'operation not permitted (an immutable or append-only attribute, or a host that refuses the rename)';
+      return 'operation not permitted — an immutable or append-only attribute (see `lsattr`), or a host that refuses it';
     case 'EACCES':
       return 'permission denied';
     case 'EROFS':
@@ -315,7 +316,7 @@ function describeErrno(code: string): string {
     case 'EBUSY':
       return 'the file is busy (in use by a running system?)';
     default:
-      return code;
+      return undefined;
   }
 }
 
