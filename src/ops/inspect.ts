@@ -17,14 +17,14 @@
  */
 import { stat } from 'node:fs/promises';
 import { LivestickError, NotFoundError, fromSystemError } from '../errors.ts';
-import { FileDisk, readAt, type Disk } from '../io/disk.ts';
-import { view } from '../io/bytes.ts';
+import { FileDisk, type Disk } from '../io/disk.ts';
 import { inspectDevice } from '../io/device.ts';
 import { probeSignatures } from '../io/signature.ts';
 import type { FileSystem } from '../fs/filesystem.ts';
 import { HostFileSystem } from '../fs/host/index.ts';
 import { openFileSystem } from '../fs/registry.ts';
 import { partitionDisk, readPartitionTable, type PartitionTable } from '../fs/ptable/index.ts';
+import { imageKind } from './medium.ts';
 
 export interface InspectedVolume {
   /** "disk" (no partition table), "partition N", or "directory". */
@@ -63,15 +63,6 @@ export interface InspectReport {
 
 const PERSISTENCE_LABELS = new Set(['persistence', 'writable', 'casper-rw', 'vtoycow']);
 
-async function magic(disk: Disk): Promise<string> {
-  const head = await readAt(disk, 0, Math.min(disk.size, 2048));
-  const dv = view(head);
-  if (head.byteLength >= 4 && dv.getUint32(0, true) === 0x73717368) return 'squashfs';
-  if (head.byteLength >= 1028 && dv.getUint32(1024, true) === 0xe0f5e1e2) return 'erofs';
-  if (head.byteLength >= 1082 && dv.getUint16(1080, true) === 0xef53) return 'ext4';
-  if (head.byteLength >= 6 && [0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe].every((b, i) => head[i] === b)) return 'LUKS';
-  return 'unknown';
-}
 
 /** Runs `fn` on a file of the filesystem as a Disk, closing it after. */
 async function withFile<T>(fs: FileSystem, path: string, fn: (disk: Disk) => Promise<T>): Promise<T> {
@@ -99,7 +90,7 @@ async function liveSystemsOn(fs: FileSystem, volume: string, warnings: string[])
   const base = liveos.find((e) => e.name === 'squashfs.img' && e.kind === 'file');
   if (base) {
     const { format, rootImage, flat, bytes } = await withFile(fs, '/LiveOS/squashfs.img', async (disk) => {
-      const format = await magic(disk);
+      const format = await imageKind(disk);
       let rootImage: string | undefined;
       let flat: boolean | undefined;
       if (format === 'squashfs') {
@@ -128,13 +119,13 @@ async function liveSystemsOn(fs: FileSystem, volume: string, warnings: string[])
       const st = await fs.stat(path);
       if (e.kind === 'dir') persistence.push({ path, kind: 'overlayfs directory', bytes: 0 });
       else {
-        const inner = await withFile(fs, path, magic);
+        const inner = await withFile(fs, path, imageKind);
         persistence.push({ path, kind: inner === 'ext4' ? 'overlay image' : 'dm-snapshot file', bytes: st.size });
       }
     }
     let home: LiveSystem['home'];
     if (liveos.some((e) => e.name === 'home.img' && e.kind === 'file')) {
-      home = { path: '/LiveOS/home.img', bytes: (await fs.stat('/LiveOS/home.img')).size, encrypted: (await withFile(fs, '/LiveOS/home.img', magic)) === 'LUKS' };
+      home = { path: '/LiveOS/home.img', bytes: (await fs.stat('/LiveOS/home.img')).size, encrypted: (await withFile(fs, '/LiveOS/home.img', imageKind)) === 'LUKS' };
     }
     out.push({
       volume,
@@ -147,7 +138,7 @@ async function liveSystemsOn(fs: FileSystem, volume: string, warnings: string[])
   for (const [dir, layout] of [['/live', 'Debian live-boot'], ['/casper', 'Ubuntu casper']] as const) {
     for (const e of (await entries(fs, dir)).filter((x) => x.kind === 'file' && x.name.endsWith('.squashfs')).sort((a, b) => a.name.localeCompare(b.name))) {
       const path = `${dir}/${e.name}`;
-      const { format, bytes } = await withFile(fs, path, async (disk) => ({ format: await magic(disk), bytes: disk.size }));
+      const { format, bytes } = await withFile(fs, path, async (disk) => ({ format: await imageKind(disk), bytes: disk.size }));
       out.push({ volume, layout, base: { path, format, bytes }, persistence: [] });
       if (layout === 'Debian live-boot') break;
     }

@@ -39,15 +39,23 @@ export interface OpenMedium extends Medium {
   close(): Promise<void>;
 }
 
-async function magicOf(path: string): Promise<'squashfs' | 'erofs' | 'ext' | 'unknown'> {
+export type ImageKind = 'squashfs' | 'erofs' | 'ext4' | 'LUKS' | 'unknown';
+
+/** What an image file holds, by its magic: the bases, persistence and home images a live medium uses. */
+export async function imageKind(disk: Disk): Promise<ImageKind> {
+  const head = await readAt(disk, 0, Math.min(disk.size, 2048));
+  const dv = view(head);
+  if (head.byteLength >= 4 && dv.getUint32(0, true) === 0x73717368) return 'squashfs';
+  if (head.byteLength >= 1028 && dv.getUint32(1024, true) === 0xe0f5e1e2) return 'erofs';
+  if (head.byteLength >= 1082 && dv.getUint16(1080, true) === 0xef53) return 'ext4';
+  if (head.byteLength >= 6 && [0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe].every((b, i) => head[i] === b)) return 'LUKS';
+  return 'unknown';
+}
+
+async function magicOf(path: string): Promise<ImageKind> {
   const disk = await FileDisk.open(path, { readOnly: true });
   try {
-    const head = await readAt(disk, 0, Math.min(disk.size, 2048));
-    const dv = view(head);
-    if (head.byteLength >= 4 && dv.getUint32(0, true) === 0x73717368) return 'squashfs';
-    if (head.byteLength >= 1028 && dv.getUint32(1024, true) === 0xe0f5e1e2) return 'erofs';
-    if (head.byteLength >= 1082 && dv.getUint16(1080, true) === 0xef53) return 'ext';
-    return 'unknown';
+    return await imageKind(disk);
   } finally {
     await disk.close();
   }
