@@ -263,3 +263,21 @@ export async function writeOutput(piece: Uint8Array): Promise<void> {
     }
   }
 }
+
+/** Reads one visible line from the terminal (for confirmations). */
+export async function promptLine(prompt: string): Promise<string> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  try {
+    return await rl.question(prompt);
+  } finally {
+    rl.close();
+    process.stdin.pause();
+  }
+}
+
+/** At a terminal, asks a yes/no question (no by default); without a terminal on stdin the answer is no. */
+export async function confirmYes(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  return /^y(es)?$/i.test((await promptLine(`${question} [y/N] `)).trim());
+}

@@ -18,6 +18,7 @@ import type { Command } from 'commander';
 import { open } from 'node:fs/promises';
 import { ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
 import { WrongPassphraseError } from '../xform/luks/index.ts';
+import { promptLine } from './common.ts';
 
 /** cryptsetup's default key file size limit. */
 const MAX_KEY_FILE = 8 * 1024 * 1024;
@@ -137,17 +138,6 @@ export async function promptHidden(prompt: string): Promise<Buffer> {
   }
 }
 
-/** Reads one visible line from the terminal (for confirmations). */
-export async function promptLine(prompt: string): Promise<string> {
-  const { createInterface } = await import('node:readline/promises');
-  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
-  try {
-    return await rl.question(prompt);
-  } finally {
-    rl.close();
-    process.stdin.pause();
-  }
-}
 
 /** Is there a person to ask (a terminal on stdin and stderr)? */
 export function atTerminal(): boolean {
@@ -255,6 +245,7 @@ export function memoized(source: SecretSource): SecretSource & { wipe(): void } 
     wipe: () => kept?.fill(0),
   };
 }
+
 
 /** At a terminal, asks for a typed YES (in capitals, as cryptsetup does); elsewhere refuses with `refusal`. */
 export async function confirmDestruction(question: string, refusal: () => LivestickError): Promise<void> {

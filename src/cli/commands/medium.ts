@@ -1,12 +1,11 @@
 import type { Command } from 'commander';
-import { createInterface } from 'node:readline/promises';
 import { formatSize } from '../../io/bytes.ts';
 import { LivestickError, ExitCode, UsageError } from '../../errors.ts';
 import { mediumStatus, renderStatus, type StatusReport } from '../../ops/status.ts';
 import { mergeMedium, type MergeResult } from '../../ops/merge.ts';
 import { resetMedium } from '../../ops/reset.ts';
 import type { CompressorName } from '../../fs/squashfs/index.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions } from '../common.ts';
+import { Progress, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions, confirmYes } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
 
 function renderMerge(r: MergeResult): string {
@@ -46,15 +45,6 @@ function exitCodeForProblem(code: string | undefined): number {
   }
 }
 
-async function confirm(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY) return false;
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
-  } finally {
-    rl.close();
-  }
-}
 
 export function registerMedium(program: Command): void {
   const status = program
@@ -65,19 +55,19 @@ export function registerMedium(program: Command): void {
     .option('--top <n>', 'how many files and directories to list', '10')
     .addHelpText('after', '\nExits 3 when the medium needs attention (a foreign or invalid overlay, a damaged filesystem, an overlay\nabove 80% full, or more promised than the medium can back); --json carries the same verdict ("healthy").');
   withOutputOptions(status).action(async (dir: string, opts: { overlay?: string; top?: string; json?: boolean; quiet?: boolean }) => {
-      const top = parseIntegerOption(opts.top ?? '10', '--top');
-      let progress: Progress | undefined;
-      await runCommand(
-        opts,
-        async () => {
-          const r = await mediumStatus(dir, { overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) });
-          progress?.finish();
-          if (!r.healthy) process.exitCode = ExitCode.unhealthy;
-          return r;
-        },
-        renderStatus,
-      );
-    });
+    const top = parseIntegerOption(opts.top ?? '10', '--top');
+    let progress: Progress | undefined;
+    await runCommand(
+      opts,
+      async () => {
+        const r = await mediumStatus(dir, { overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) });
+        progress?.finish();
+        if (!r.healthy) process.exitCode = ExitCode.unhealthy;
+        return r;
+      },
+      renderStatus,
+    );
+  });
 
   const merge = program
     .command('merge')
@@ -92,41 +82,41 @@ export function registerMedium(program: Command): void {
     .option('--keep-old', 'keep the previous base and overlay under clear names')
     .option('--force', 'rebuild the base even when the overlay holds no changes');
   withOutputOptions(merge).action(async (dir: string, opts: { overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean; quiet?: boolean }) => {
-      const compressor = opts.compressor as CompressorName | undefined;
-      if (compressor !== undefined && !['gzip', 'xz', 'zstd', 'lz4'].includes(compressor)) throw new UsageError(`--compressor: "${compressor}" is not one of gzip, xz, zstd, lz4`);
-      const blockSize = opts.blockSize === undefined ? undefined : parseSizeOption(opts.blockSize, '--block-size');
-      const threads = opts.threads === undefined ? undefined : parseIntegerOption(opts.threads, '--threads');
-      const bars = new Map<string, Progress>();
-      await runCommand(
-        opts,
-        async () => {
-          const r = await mergeMedium(dir, {
-            overlay: opts.overlay,
-            compressor,
-            blockSize,
-            threads,
-            workDir: opts.workDir,
-            dryRun: opts.dryRun,
-            keepOld: opts.keepOld,
-            force: opts.force,
-            onProgress: (phase, d, t) => {
-              let bar = bars.get(phase);
-              if (!bar) {
-                for (const b of bars.values()) b.finish();
-                bar = new Progress(phase, t, { ...opts, unit: phase.startsWith('mapping') ? 'count' : 'bytes' });
-                bars.set(phase, bar);
-              }
-              bar.update(d);
-            },
-          });
-          for (const b of bars.values()) b.finish();
-          // A dry run that finds a problem reports it and exits with that problem's code.
-          if (r.verdict === 'would-fail') process.exitCode = exitCodeForProblem(r.problems[0]?.code);
-          return r;
-        },
-        renderMerge,
-      );
-    });
+    const compressor = opts.compressor as CompressorName | undefined;
+    if (compressor !== undefined && !['gzip', 'xz', 'zstd', 'lz4'].includes(compressor)) throw new UsageError(`--compressor: "${compressor}" is not one of gzip, xz, zstd, lz4`);
+    const blockSize = opts.blockSize === undefined ? undefined : parseSizeOption(opts.blockSize, '--block-size');
+    const threads = opts.threads === undefined ? undefined : parseIntegerOption(opts.threads, '--threads');
+    const bars = new Map<string, Progress>();
+    await runCommand(
+      opts,
+      async () => {
+        const r = await mergeMedium(dir, {
+          overlay: opts.overlay,
+          compressor,
+          blockSize,
+          threads,
+          workDir: opts.workDir,
+          dryRun: opts.dryRun,
+          keepOld: opts.keepOld,
+          force: opts.force,
+          onProgress: (phase, d, t) => {
+            let bar = bars.get(phase);
+            if (!bar) {
+              for (const b of bars.values()) b.finish();
+              bar = new Progress(phase, t, { ...opts, unit: phase.startsWith('mapping') ? 'count' : 'bytes' });
+              bars.set(phase, bar);
+            }
+            bar.update(d);
+          },
+        });
+        for (const b of bars.values()) b.finish();
+        // A dry run that finds a problem reports it and exits with that problem's code.
+        if (r.verdict === 'would-fail') process.exitCode = exitCodeForProblem(r.problems[0]?.code);
+        return r;
+      },
+      renderMerge,
+    );
+  });
 
   const reset = program
     .command('reset')
@@ -142,7 +132,7 @@ export function registerMedium(program: Command): void {
       async () => {
         if (!opts.yes) {
           const loss = await describeLoss(dir, opts.overlay);
-          if (!(await confirm(`Reset drops ${loss}. Continue?`))) {
+          if (!(await confirmYes(`Reset drops ${loss}. Continue?`))) {
             throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
           }
         }

@@ -4,7 +4,7 @@ import { formatSize } from '../../io/bytes.ts';
 import { stat } from 'node:fs/promises';
 import { bindMediumOverlay, createOverlay, exportCombined, inspectOverlay, resetOverlay, bindOverlay, writeThrough, type OverlayInfo } from '../../ops/overlay.ts';
 import { DEFAULT_CHUNK_SECTORS, SECTOR } from '../../xform/dmsnap/index.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand } from '../common.ts';
+import { Progress, confirmYes, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions } from '../common.ts';
 
 function chunkSectors(text: string | undefined): number {
   if (text === undefined) return DEFAULT_CHUNK_SECTORS;
@@ -54,15 +54,15 @@ async function* stdinChunks(): AsyncGenerator<Uint8Array> {
 export function registerOverlay(program: Command): void {
   const overlay = program.command('overlay').description('create, inspect and use dm-snapshot overlay files (LiveOS/overlay-LABEL-UUID)');
 
-  overlay
-    .command('create')
-    .description('create a new empty overlay file, optionally bound to its base image')
-    .argument('<overlay>', 'the overlay file to create (must not exist)')
-    .requiredOption('--size <size>', 'overlay size (bytes, or 512M, 4G, …)')
-    .option('--chunk-size <size>', 'chunk size (dracut uses 4K)', '4K')
-    .option('--base <base>', 'bind the overlay to this base image')
-    .option('--json', 'print one JSON document on stdout, on failure too')
-    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+  withOutputOptions(
+    overlay
+      .command('create')
+      .description('create a new empty overlay file, optionally bound to its base image')
+      .argument('<overlay>', 'the overlay file to create (must not exist)')
+      .requiredOption('--size <size>', 'overlay size (bytes, or 512M, 4G, …)')
+      .option('--chunk-size <size>', 'chunk size (dracut uses 4K)', '4K')
+      .option('--base <base>', 'bind the overlay to this base image')
+  )
     .action(async (path: string, opts: { size: string; chunkSize?: string; base?: string; json?: boolean }) => {
       await runCommand(
         opts,
@@ -71,29 +71,29 @@ export function registerOverlay(program: Command): void {
       );
     });
 
-  overlay
-    .command('info')
-    .description('show an overlay: fill, chunk size, exceptions, dmsetup status figures, base binding')
-    .argument('<overlay>', 'overlay file')
-    .option('--base <base>', 'check that the overlay belongs to this base image')
-    .option('--chunk-size <size>', 'chunk size to assume for an all-zero (not yet initialised) overlay', '4K')
-    .option('--json', 'print one JSON document on stdout, on failure too')
-    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+  withOutputOptions(
+    overlay
+      .command('info')
+      .description('show an overlay: fill, chunk size, exceptions, dmsetup status figures, base binding')
+      .argument('<overlay>', 'overlay file')
+      .option('--base <base>', 'check that the overlay belongs to this base image')
+      .option('--chunk-size <size>', 'chunk size to assume for an all-zero (not yet initialised) overlay', '4K')
+  )
     .action(async (path: string, opts: { base?: string; chunkSize?: string; json?: boolean }) => {
       await runCommand(opts, async () => inspectOverlay(path, { basePath: opts.base, chunkSectorsIfNew: chunkSectors(opts.chunkSize) }), renderOverlayInfo);
     });
 
-  overlay
-    .command('write')
-    .description('write standard input at a byte offset of the combined device (base + overlay), copy-on-write')
-    .argument('<base>', 'base image')
-    .argument('<overlay>', 'overlay file')
-    .requiredOption('--offset <bytes>', 'byte offset in the combined device')
-    .option('--mode <mode>', 'when the overlay is full: PO refuses the write (dracut), P invalidates the snapshot (the kernel with P)', 'PO')
-    .option('--chunk-size <size>', 'chunk size for an all-zero (not yet initialised) overlay', '4K')
-    .option('--force', 'use the overlay even if it is bound to a different base')
-    .option('--json', 'print one JSON document on stdout, on failure too')
-    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+  withOutputOptions(
+    overlay
+      .command('write')
+      .description('write standard input at a byte offset of the combined device (base + overlay), copy-on-write')
+      .argument('<base>', 'base image')
+      .argument('<overlay>', 'overlay file')
+      .requiredOption('--offset <bytes>', 'byte offset in the combined device')
+      .option('--mode <mode>', 'when the overlay is full: PO refuses the write (dracut), P invalidates the snapshot (the kernel with P)', 'PO')
+      .option('--chunk-size <size>', 'chunk size for an all-zero (not yet initialised) overlay', '4K')
+      .option('--force', 'use the overlay even if it is bound to a different base')
+  )
     .action(async (base: string, path: string, opts: { offset: string; mode?: string; chunkSize?: string; force?: boolean; json?: boolean }) => {
       const offset = parseIntegerOption(opts.offset, '--offset');
       await runCommand(
@@ -103,16 +103,16 @@ export function registerOverlay(program: Command): void {
       );
     });
 
-  overlay
-    .command('export')
-    .description('write the whole combined device (base + overlay) to a new file')
-    .argument('<base>', 'base image')
-    .argument('<overlay>', 'overlay file')
-    .argument('<out>', 'output file (replaced when complete)')
-    .option('--chunk-size <size>', 'chunk size for an all-zero (not yet initialised) overlay', '4K')
-    .option('--force', 'use the overlay even if it is bound to a different base')
-    .option('--json', 'print one JSON document on stdout, on failure too')
-    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+  withOutputOptions(
+    overlay
+      .command('export')
+      .description('write the whole combined device (base + overlay) to a new file')
+      .argument('<base>', 'base image')
+      .argument('<overlay>', 'overlay file')
+      .argument('<out>', 'output file (replaced when complete)')
+      .option('--chunk-size <size>', 'chunk size for an all-zero (not yet initialised) overlay', '4K')
+      .option('--force', 'use the overlay even if it is bound to a different base')
+  )
     .action(async (base: string, path: string, out: string, opts: { chunkSize?: string; force?: boolean; json?: boolean }) => {
       let progress: Progress | undefined;
       await runCommand(
@@ -133,13 +133,13 @@ export function registerOverlay(program: Command): void {
       );
     });
 
-  overlay
-    .command('bind')
-    .description('record in the overlay which base it belongs to: a base image and an overlay file, or a medium (its overlay and the root image inside its squashfs.img)')
-    .argument('<base-or-medium>', 'base image, or a directory holding LiveOS/')
-    .argument('[overlay]', 'overlay file (with a medium: when LiveOS/ holds several; a bare name is looked up in LiveOS/)')
-    .option('--json', 'print one JSON document on stdout, on failure too')
-    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+  withOutputOptions(
+    overlay
+      .command('bind')
+      .description('record in the overlay which base it belongs to: a base image and an overlay file, or a medium (its overlay and the root image inside its squashfs.img)')
+      .argument('<base-or-medium>', 'base image, or a directory holding LiveOS/')
+      .argument('[overlay]', 'overlay file (with a medium: when LiveOS/ holds several; a bare name is looked up in LiveOS/)')
+  )
     .action(async (base: string, path: string | undefined, opts: { json?: boolean; quiet?: boolean }) => {
       await runCommand(
         opts,
@@ -152,14 +152,14 @@ export function registerOverlay(program: Command): void {
       );
     });
 
-  overlay
-    .command('reset')
-    .description('empty the overlay (all changes are dropped); keeps its size, chunk size and binding')
-    .argument('<overlay>', 'overlay file')
-    .option('-y, --yes', 'do not ask for confirmation')
-    .option('--wipe', 'also overwrite the old data with zeros (otherwise it stays in the file until overwritten)')
-    .option('--json', 'print one JSON document on stdout, on failure too')
-    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+  withOutputOptions(
+    overlay
+      .command('reset')
+      .description('empty the overlay (all changes are dropped); keeps its size, chunk size and binding')
+      .argument('<overlay>', 'overlay file')
+      .option('-y, --yes', 'do not ask for confirmation')
+      .option('--wipe', 'also overwrite the old data with zeros (otherwise it stays in the file until overwritten)')
+  )
     .action(async (path: string, opts: { yes?: boolean; wipe?: boolean; json?: boolean; quiet?: boolean }) => {
       await runCommand(
         opts,
@@ -167,7 +167,7 @@ export function registerOverlay(program: Command): void {
           if (!opts.yes) {
             const info = await inspectOverlay(path);
             const loss = `${formatSize(info.usedBytes)} of changes (${info.exceptions} chunks) in ${path}`;
-            if (!(await confirmReset(`Reset drops ${loss}. Continue?`))) {
+            if (!(await confirmYes(`Reset drops ${loss}. Continue?`))) {
               throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
             }
           }
@@ -176,15 +176,4 @@ export function registerOverlay(program: Command): void {
         (info) => `reset ${info.overlay}${info.wipedBytes > 0 ? ` (${formatSize(info.wipedBytes)} of old data overwritten)` : ''}\n${renderOverlayInfo(info)}`,
       );
     });
-}
-
-async function confirmReset(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY) return false;
-  const { createInterface } = await import('node:readline/promises');
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
-  } finally {
-    rl.close();
-  }
 }
