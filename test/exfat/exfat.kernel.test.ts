@@ -3,6 +3,7 @@
 // multi-cluster files) and lists and hashes it; (2) mounts an image livestick made and filled, and
 // lists and hashes every file. Afterwards ExfatFs reads (1) exactly as the guest wrote it, the guest's
 // listing of (2) equals ours, and fsck.exfat -n and verify() are clean on both.
+import { mulberry32 } from '../fuzz/mutate.ts';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -17,15 +18,7 @@ import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
 const MiB = 1 << 20;
 const seed = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : process.env.CI ? 20261201 : (Math.random() * 2 ** 32) >>> 0;
 
-function rng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const NAME_PARTS = ['readme', 'Grüße', '日本語のファイル', 'Ελληνικά', 'emoji 🎉 party', 'ÆØÅ æøå', 'space name', 'x', 'dots.in.name', 'Кириллица'];
 

@@ -1,4 +1,5 @@
 /** Shared by the FAT tests: random trees (long, Unicode and alias-clashing names), host copies, walks. */
+import { mulberry32 } from '../fuzz/mutate.ts';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,14 +9,7 @@ import { readAt } from '../../src/io/disk.ts';
 export type Tree = Map<string, { kind: 'dir' } | { kind: 'file'; data: Uint8Array }>;
 
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 const STEMS = ['README', 'notes', 'Data File', 'longfilename', 'Ünïcödé', 'résumé', '日本語のファイル', 'x', 'Mixed.Case.Name', 'a+b=c;d', 'kernel-6.1.0-amd64', 'ÆØÅ æøå', 'Ελληνικά', 'кириллица', 'file with  spaces'];

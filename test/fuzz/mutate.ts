@@ -16,9 +16,14 @@ import type { Disk } from '../../src/io/disk.ts';
 
 export type Rng = () => number;
 
-/** mulberry32: small, fast, good enough to spread mutations. */
+/** The generator for case `index` of a run seeded with `seed`. */
 export function rngFor(seed: number, index: number): Rng {
-  let a = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca77)) >>> 0;
+  return mulberry32((Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca77)) >>> 0);
+}
+
+/** mulberry32: small, fast, good enough to spread mutations and random trees. */
+export function mulberry32(state: number): Rng {
+  let a = state >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
