@@ -1,6 +1,6 @@
 /**
  * Fault points: every host file operation that changes a medium (open, write, fsync, rename, unlink,
- * link, copy, truncate, mkdir) first calls `faultPoint(op, path)`. Normally that is one counter
+ * link, copy, truncate) first calls `faultPoint(op, path)`. Normally that is one counter
  * increment. Tests make any one of those operations fail, or the process die, to prove that a failure
  * path is as safe as the success path.
  *
@@ -17,7 +17,7 @@
  */
 import { appendFileSync } from 'node:fs';
 
-export type FaultOp = 'open' | 'create' | 'write' | 'truncate' | 'fsync' | 'rename' | 'unlink' | 'link' | 'copy' | 'mkdir';
+export type FaultOp = 'open' | 'create' | 'write' | 'truncate' | 'fsync' | 'rename' | 'unlink' | 'link' | 'copy';
 
 export interface FaultPointInfo {
   readonly index: number;

@@ -321,7 +321,7 @@ export function explainErrno(code: string): string | undefined {
 }
 
 /** Identities of the four files; computed before the switch (the new ones are verified by then). */
-export async function identify(liveos: string, plan: SwitchPlan): Promise<Record<Role, FileIdentity>> {
+async function identify(liveos: string, plan: SwitchPlan): Promise<Record<Role, FileIdentity>> {
   const id = (n: string) => sampleDigest(join(liveos, n));
   return { oldBase: await id(plan.base), newBase: await id(plan.newBase), oldOverlay: await id(plan.overlay), newOverlay: await id(plan.newOverlay) };
 }
