@@ -64,18 +64,44 @@ export interface FileSystem {
   close(): Promise<void>;
 }
 
+/** A file opened for writing: a Disk whose size can change (grow or shrink; growth stays contiguous where it can). */
+export interface WritableFile extends Disk {
+  resize(size: number): Promise<void>;
+}
+
+export interface CreateFileOptions {
+  size: number;
+  mode?: number;
+  /**
+   * The caller writes every byte before anything reads it (an image being built): reused space need
+   * not be cleared first. A crash may then leave old bytes in the file, so use it only for files that
+   * are temporary until renamed into place.
+   */
+  uninitialized?: boolean;
+}
+
 export interface WritableFileSystem extends FileSystem {
-  /** Whether a crash during `rename` leaves exactly one of the two names (POSIX: yes; FAT: no). */
+  /**
+   * Whether a crash during `rename` leaves exactly one of the two names (POSIX: yes; FAT, exFAT: no —
+   * both names can be left naming the same data; repeating the rename then finishes it, and `unlink`
+   * of either name never frees data another entry of the same directory still names).
+   */
   readonly renameIsAtomic: boolean;
   mkdir(path: string, options?: { mode?: number }): Promise<void>;
-  /** Creates a file of `size` bytes (contiguous where the format allows) and returns it as a writable Disk. */
-  createFile(path: string, options: { size: number; mode?: number }): Promise<Disk>;
-  /** Opens an existing file for writing in place (its size fixed). */
-  openFileForWriting(path: string): Promise<Disk>;
+  /** Creates a file of `size` bytes (contiguous where the format allows; fails if it exists) and returns it writable. */
+  createFile(path: string, options: CreateFileOptions): Promise<WritableFile>;
+  /** Opens an existing file for writing in place. */
+  openFileForWriting(path: string): Promise<WritableFile>;
   writeFile(path: string, data: Uint8Array, options?: { mode?: number }): Promise<void>;
+  /** Renames, replacing an existing file at `to` in one step where the format allows it. */
   rename(from: string, to: string): Promise<void>;
   unlink(path: string): Promise<void>;
   rmdir(path: string): Promise<void>;
-  /** Makes every completed change durable. */
+  /** A second name for a file, where the format has hard links (host, ext4); absent elsewhere. */
+  link?(existing: string, path: string): Promise<void>;
+  /** Permission bits and owner, where the format keeps them; absent elsewhere. */
+  setMode?(path: string, mode: number): Promise<void>;
+  setOwner?(path: string, uid: number, gid: number): Promise<void>;
+  /** Makes every completed change durable (files written, directories changed). */
   flush(): Promise<void>;
 }

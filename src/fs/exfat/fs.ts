@@ -33,7 +33,7 @@ import {
   UsageError,
 } from '../../errors.ts';
 import { checkRange, readAt, type Disk } from '../../io/disk.ts';
-import type { FsEntry, FsSpace, FsStat, WritableFileSystem } from '../filesystem.ts';
+import type { CreateFileOptions, FsEntry, FsSpace, FsStat, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { FORMAT, VOLUME_FLAG_ACTIVE_FAT, VOLUME_FLAG_DIRTY, readBootRegion, type BootSector } from './boot.ts';
 import {
   ATTR_ARCHIVE,
@@ -764,7 +764,7 @@ export class ExfatFs implements WritableFileSystem {
     return { runs, contiguous };
   }
 
-  async createFile(path: string, options: { size: number }): Promise<Disk> {
+  async createFile(path: string, options: CreateFileOptions): Promise<WritableFile> {
     const size = options.size;
     if (!Number.isSafeInteger(size) || size < 0) throw new UsageError(`exfat: ${path}: size ${size} is not a byte count`);
     await this.#beginChange();
@@ -794,7 +794,7 @@ export class ExfatFs implements WritableFileSystem {
     await this.#rewrite(node);
   }
 
-  async openFileForWriting(path: string): Promise<Disk> {
+  async openFileForWriting(path: string): Promise<WritableFile> {
     if (this.readOnly) throw new ReadOnlyError('exfat: the volume is open read-only');
     const node = await this.#fileNode(path);
     const s = node.set;
@@ -879,7 +879,7 @@ export class ExfatFs implements WritableFileSystem {
 }
 
 /** A file's content as a Disk: reads past ValidDataLength are zeros; writes there zero the gap first. */
-class ExfatFileDisk implements Disk {
+class ExfatFileDisk implements WritableFile {
   readonly readOnly: boolean;
   readonly size: number;
   readonly #fs: ExfatFs;
@@ -897,6 +897,11 @@ class ExfatFileDisk implements Disk {
     this.size = node.set.dataLength;
     this.#valid = node.set.validDataLength;
     this.#committed = this.#valid;
+  }
+
+  async resize(size: number): Promise<void> {
+    if (size === this.size) return;
+    throw new UnsupportedFeatureError('exFAT', 'resize', `changing a file's size in place is not supported yet (${this.size} → ${size} bytes)`);
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {

@@ -1,7 +1,8 @@
 /** A FAT file's content as a Disk: its cluster chain as runs of consecutive clusters. */
-import { ReadOnlyError } from '../../errors.ts';
+import { ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
 import type { Layout } from './boot.ts';
+import type { WritableFile } from '../filesystem.ts';
 
 export interface ClusterRun {
   /** Byte offset of the run within the file. */
@@ -45,7 +46,7 @@ export function forEachExtent(runs: readonly ClusterRun[], layout: Layout, offse
   }
 }
 
-export class FatFileDisk implements Disk {
+export class FatFileDisk implements WritableFile {
   readonly size: number;
   readonly readOnly: boolean;
   readonly #device: Disk;
@@ -61,6 +62,11 @@ export class FatFileDisk implements Disk {
     this.size = size;
     this.readOnly = readOnly;
     this.#onWrite = onFirstWrite;
+  }
+
+  async resize(size: number): Promise<void> {
+    if (size === this.size) return;
+    throw new UnsupportedFeatureError('FAT', 'resize', `changing a file's size in place is not supported yet (${this.size} → ${size} bytes)`);
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {

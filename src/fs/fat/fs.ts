@@ -24,7 +24,7 @@
 import { AlreadyExistsError, CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
 import { readAt, type Disk } from '../../io/disk.ts';
 import { isAllZero } from '../../io/bytes.ts';
-import type { FsEntry, FsSpace, FsStat, FsTime, WritableFileSystem } from '../filesystem.ts';
+import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsTime, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { FORMAT, FSINFO_UNKNOWN, decodeBootSector, decodeFsInfo, encodeBootSector, encodeFsInfo, layoutOf, type BootSector, type FatType, type Layout } from './boot.ts';
 import {
   ATTR_ARCHIVE,
@@ -498,7 +498,7 @@ export class FatFs implements WritableFileSystem {
    * deleted file's bytes are zeroed; clusters that read as zeros already (a fresh or sparse image) are
    * left unwritten, which keeps the host file sparse.
    */
-  async createFile(path: string, options: { size: number; mode?: number }): Promise<Disk> {
+  async createFile(path: string, options: CreateFileOptions): Promise<WritableFile> {
     const { clusters } = await this.#newFile(path, options.size, options.mode, undefined);
     const disk = new FatFileDisk(this.#disk, this.layout, runsOf(clusters, this.layout.clusterSize), options.size, false, () => this.#beginChange());
     const piece = new Uint8Array(Math.min(4 << 20, Math.max(1, options.size)));
@@ -510,7 +510,7 @@ export class FatFs implements WritableFileSystem {
     return disk;
   }
 
-  async openFileForWriting(path: string): Promise<Disk> {
+  async openFileForWriting(path: string): Promise<WritableFile> {
     if (this.readOnly) throw new ReadOnlyError('the FAT filesystem is open read-only');
     const entry = await this.#fileEntry(path);
     return new FatFileDisk(this.#disk, this.layout, await this.#fileRuns(entry.short, path), entry.short.size, false, () => this.#beginChange());
