@@ -6,10 +6,15 @@
 import type { Disk } from '../io/disk.ts';
 import type { FileSystem } from './filesystem.ts';
 
+export interface OpenFsOptions {
+  /** Open for writing (a WritableFileSystem) where the format's folder supports it; read-only otherwise. */
+  readonly write?: boolean;
+}
+
 interface FsEntryPoint {
   /** Matches a signature name from probeSignatures ("ext4", "squashfs", "vfat (FAT32)", …). */
   readonly matches: (signature: string) => boolean;
-  readonly open: (disk: Disk) => Promise<FileSystem>;
+  readonly open: (disk: Disk, options: OpenFsOptions) => Promise<FileSystem>;
 }
 
 const FILESYSTEMS: readonly FsEntryPoint[] = [
@@ -29,7 +34,7 @@ const FILESYSTEMS: readonly FsEntryPoint[] = [
   },
   {
     matches: (s) => s.startsWith('vfat'),
-    open: async (disk) => (await import('./fat/index.ts')).FatFs.open(disk),
+    open: async (disk, o) => (await import('./fat/index.ts')).FatFs.open(disk, { readOnly: !o.write }),
   },
   {
     matches: (s) => s === 'iso9660',
@@ -37,15 +42,20 @@ const FILESYSTEMS: readonly FsEntryPoint[] = [
   },
   {
     matches: (s) => s === 'exfat',
-    open: async (disk) => (await import('./exfat/index.ts')).ExfatFs.open(disk),
+    open: async (disk, o) => (await import('./exfat/index.ts')).ExfatFs.open(disk, { readOnly: !o.write }),
   },
 ];
 
+/** Whether a FileSystem can be written (the writable formats' classes implement WritableFileSystem). */
+export function isWritable(fs: FileSystem): fs is import('./filesystem.ts').WritableFileSystem {
+  return !fs.readOnly && typeof (fs as { rename?: unknown }).rename === 'function';
+}
+
 /** Opens the first filesystem one of the signatures names, or undefined when none is supported. */
-export async function openFileSystem(disk: Disk, signatures: readonly string[]): Promise<{ fs: FileSystem; signature: string } | undefined> {
+export async function openFileSystem(disk: Disk, signatures: readonly string[], options: OpenFsOptions = {}): Promise<{ fs: FileSystem; signature: string } | undefined> {
   for (const signature of signatures) {
     const entry = FILESYSTEMS.find((f) => f.matches(signature));
-    if (entry) return { fs: await entry.open(disk), signature };
+    if (entry) return { fs: await entry.open(disk, options), signature };
   }
   return undefined;
 }
