@@ -28,6 +28,8 @@ export interface FsTime {
 export interface FsStat {
   readonly kind: NodeKind;
   readonly size: number;
+  /** Bytes the file really occupies where the format can tell (host: st_blocks × 512; a sparse file has fewer than its size). */
+  readonly allocatedBytes?: number;
   /** Permission bits (and setuid/setgid/sticky); filesystems without them report 0o755 for dirs, 0o644 for files. */
   readonly mode: number;
   readonly uid: number;

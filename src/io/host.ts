@@ -4,7 +4,6 @@
  */
 import * as fsp from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { SimulatedCrash, faultPoint } from './faults.ts';
 import { fromSystemError } from '../errors.ts';
 
@@ -121,47 +120,13 @@ export async function chmod(path: string, mode: number): Promise<void> {
   });
 }
 
-/**
- * A cheap identity of a large file: its size and a SHA-256 over sampled ranges (the first and last
- * MiB and 62 4-KiB pieces between). Distinguishes the files of one switch (their headers differ), and
- * costs a few MiB of reads whatever the file's size.
- */
-export async function sampleDigest(path: string): Promise<{ size: number; digest: string }> {
-  const fh = await fsp.open(path, 'r');
-  try {
-    const { size } = await fh.stat();
-    const h = createHash('sha256');
-    h.update(String(size));
-    const piece = async (at: number, len: number): Promise<void> => {
-      const n = Math.max(0, Math.min(len, size - at));
-      if (n === 0) return;
-      const buf = Buffer.alloc(n);
-      let done = 0;
-      while (done < n) {
-        const { bytesRead } = await fh.read(buf, done, n - done, at + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
-      h.update(buf.subarray(0, done));
-    };
-    const MiB = 1 << 20;
-    await piece(0, MiB);
-    if (size > 2 * MiB) {
-      for (let i = 1; i <= 62; i++) await piece(Math.floor(((size - 4096) * i) / 63), 4096);
-    }
-    await piece(Math.max(MiB, size - MiB), MiB);
-    return { size, digest: h.digest('hex') };
-  } finally {
-    await fh.close();
-  }
-}
-
 /** The largest file FAT12/16/32 can hold. */
 export const FAT_MAX_FILE_BYTES = 2 ** 32 - 1;
 
 export interface HostSpace {
   /** Free bytes for this user, or null when the host does not say. */
   readonly freeBytes: number | null;
+  readonly totalBytes?: number | null;
   /** FAT and exFAT have no sparse files: a new image is allocated in full. */
   readonly kind: 'fat' | 'exfat' | 'other';
 }
@@ -173,9 +138,9 @@ export async function hostSpace(dir: string): Promise<HostSpace> {
   try {
     const s = await fsp.statfs(dir);
     const kind = s.type === MSDOS_SUPER_MAGIC ? 'fat' : s.type === EXFAT_SUPER_MAGIC ? 'exfat' : 'other';
-    return { freeBytes: s.bavail * s.bsize, kind };
+    return { freeBytes: s.bavail * s.bsize, totalBytes: s.blocks * s.bsize, kind };
   } catch {
-    return { freeBytes: null, kind: 'other' };
+    return { freeBytes: null, totalBytes: null, kind: 'other' };
   }
 }
 

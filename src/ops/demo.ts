@@ -12,7 +12,7 @@ import { FileDisk } from '../io/disk.ts';
 import { applyPackageUpdate, buildSampleMedium } from './sample.ts';
 import { mediumStatus, type StatusReport } from './status.ts';
 import { mergeMedium, type MergeResult } from './merge.ts';
-import { locateMedium, openMedium } from './medium.ts';
+import { locateMedium, openMedium, openMediumFile } from './medium.ts';
 
 export interface DemoStep {
   title: string;
@@ -31,7 +31,7 @@ export interface DemoResult {
 /** Reads a file through base + overlay (what the booted system sees). */
 async function readThroughOverlay(dir: string, path: string): Promise<Uint8Array> {
   const medium = await openMedium(await locateMedium(dir));
-  const ov = await FileDisk.open(medium.overlayPath as string, { readOnly: true });
+  const ov = await openMediumFile(medium.root, medium.overlayPath as string, 'read');
   try {
     const fs = await Ext4.open(new SnapshotDisk(medium.rootDisk, await ExceptionStore.open(ov), { readOnly: true }));
     return await fs.readFile(path);

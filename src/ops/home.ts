@@ -45,6 +45,7 @@ import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
 import { JournaledDisk, replayJournal, type CommitStep, type ReplayResult } from '../fs/ext4/jbd2/index.ts';
 import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, WrongPassphraseError, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
 import { liveosDir, TEMP_MARK } from './medium.ts';
+import { directoryRoot } from './root.ts';
 import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
 
 export const HOME_NAME = 'home.img';
@@ -78,6 +79,12 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
+/** The host path of a directory medium's LiveOS/. */
+async function hostLiveosDir(dir: string): Promise<string> {
+  const root = directoryRoot(dir);
+  return root.display(await liveosDir(root));
+}
+
 /** The home image of a medium directory, or `target` itself when it is an image file. */
 export async function homePath(target: string): Promise<string> {
   if (await isFile(target)) return target;
@@ -88,7 +95,7 @@ export async function homePath(target: string): Promise<string> {
     throw fromSystemError(err, target, 'find the medium');
   }
   if (!st.isDirectory()) throw new UsageError(`${target} is neither a medium directory nor a home image`);
-  return join(await liveosDir(target), HOME_NAME);
+  return join(await hostLiveosDir(target), HOME_NAME);
 }
 
 async function existingHome(target: string): Promise<{ path: string; recovered: boolean }> {
@@ -409,7 +416,7 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
     } catch {
       isDir = false;
     }
-    path = isDir ? join(await liveosDir(target), HOME_NAME) : target;
+    path = isDir ? join(await hostLiveosDir(target), HOME_NAME) : target;
   }
   const replaced = await isFile(path);
   if (replaced && !options.force) throw new AlreadyExistsError(`${path} already exists (use --force to replace it and lose its contents)`, { file: path });

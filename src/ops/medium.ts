@@ -8,20 +8,23 @@
  * tree in squashfs.img (Fedora 41+), EROFS in squashfs.img (Fedora 42+ kiwi builds), an overlayfs
  * persistence directory, or an uncompressed LiveOS/rootfs.img on the medium.
  */
-import { readdir, stat } from 'node:fs/promises';
-import { pathExists } from '../io/host.ts';
-import { basename, join } from 'node:path';
-import { LivestickError, NotFoundError, UnsupportedFeatureError, UsageError, fromSystemError } from '../errors.ts';
-import { FileDisk, readAt, type Disk } from '../io/disk.ts';
+import { LivestickError, NotFoundError, UnsupportedFeatureError, UsageError } from '../errors.ts';
+import { readAt, type Disk } from '../io/disk.ts';
 import { view } from '../io/bytes.ts';
 import { SquashfsReader } from '../fs/squashfs/index.ts';
+import type { WritableFile } from '../fs/filesystem.ts';
+import type { RecoveryReport } from './switch.ts';
+import { directoryRoot, fsBasename, fsJoin, mediumPath, openMediumRoot, type MediumRoot, type OpenRootOptions } from './root.ts';
 
 export const LIVEOS = 'LiveOS';
 export const BASE_NAME = 'squashfs.img';
 /** Names livestick gives its own files beside the medium's; never taken for an overlay. */
 export const TEMP_MARK = '.livestick-';
 
+/** Paths are the medium filesystem's own ('/LiveOS/squashfs.img'); `root.display` names them for people. */
 export interface Medium {
+  readonly root: MediumRoot;
+  /** What the user named (a directory, an image file or a device). */
   readonly dir: string;
   readonly liveos: string;
   readonly basePath: string;
@@ -32,11 +35,40 @@ export interface Medium {
 }
 
 export interface OpenMedium extends Medium {
-  readonly baseFile: FileDisk;
+  readonly baseFile: Disk;
   readonly squashfs: SquashfsReader;
   /** The root image as a read-only Disk (decompressed on demand). */
   readonly rootDisk: Disk;
   close(): Promise<void>;
+}
+
+/**
+ * Opens a medium for a command that reads it, after finishing an interrupted merge: a directory is
+ * opened writable as always; an image or device read-only, and read-write only when a switch
+ * journal or build leftovers need recovery (so a healthy stick is never opened for writing).
+ */
+export async function withRecoveredMedium<T>(target: string, options: OpenRootOptions, fn: (root: MediumRoot, recovery: RecoveryReport) => Promise<T>): Promise<T> {
+  const { recoverMedium, recoveryNeeded } = await import('./switch.ts');
+  const needed = await withMediumRoot(target, { ...options, write: options.write ?? false }, async (root) => (root.hostDir !== undefined ? true : recoveryNeeded({ root, liveos: await liveosDir(root) })));
+  const write = options.write || needed;
+  return withMediumRoot(target, { ...options, write }, async (root) => {
+    const recovery: RecoveryReport = needed ? await recoverMedium({ root, liveos: await liveosDir(root) }) : { action: 'none', files: [], warnings: [] };
+    return fn(root, recovery);
+  });
+}
+
+/** Opens the medium's root, runs `fn`, and closes it (also when `fn` throws). */
+export async function withMediumRoot<T>(target: string, options: OpenRootOptions, fn: (root: MediumRoot) => Promise<T>): Promise<T> {
+  const root = await openMediumRoot(target, options);
+  let result: T;
+  try {
+    result = await fn(root);
+  } catch (err) {
+    await root.close().catch(() => {});
+    throw err;
+  }
+  await root.close();
+  return result;
 }
 
 export type ImageKind = 'squashfs' | 'erofs' | 'ext4' | 'LUKS' | 'unknown';
@@ -52,8 +84,8 @@ export async function imageKind(disk: Disk): Promise<ImageKind> {
   return 'unknown';
 }
 
-async function magicOf(path: string): Promise<ImageKind> {
-  const disk = await FileDisk.open(path, { readOnly: true });
+async function magicOf(root: MediumRoot, path: string): Promise<ImageKind> {
+  const disk = await root.fs.openFile(path);
   try {
     return await imageKind(disk);
   } finally {
@@ -61,42 +93,49 @@ async function magicOf(path: string): Promise<ImageKind> {
   }
 }
 
-/** The medium's LiveOS directory (MEDIUM/LiveOS, or MEDIUM itself when it is one). */
-export async function liveosDir(dir: string): Promise<string> {
-  const liveos = join(dir, LIVEOS);
-  if (await pathExists(liveos)) return liveos;
-  if (basename(dir) === LIVEOS && (await pathExists(join(dir, BASE_NAME)))) return dir;
-  throw new NotFoundError(`no ${LIVEOS}/ directory: not a live medium (expected ${join(dir, LIVEOS, BASE_NAME)})`, { file: dir });
+async function kindAt(root: MediumRoot, path: string): Promise<'file' | 'dir' | 'other' | undefined> {
+  try {
+    const k = (await root.fs.stat(path)).kind;
+    return k === 'file' || k === 'dir' ? k : 'other';
+  } catch (err) {
+    if (err instanceof NotFoundError || (err instanceof LivestickError && err.code === 'NOT_FOUND')) return undefined;
+    throw err;
+  }
 }
 
-/** Finds LiveOS/, the base and the overlay; names unsupported layouts plainly. */
-export async function locateMedium(dir: string, options: { overlay?: string } = {}): Promise<Medium> {
-  const liveos = await liveosDir(dir);
-  const basePath = join(liveos, BASE_NAME);
-  let names: string[];
-  try {
-    names = await readdir(liveos);
-  } catch (err) {
-    throw fromSystemError(err, liveos, 'list the directory');
-  }
+/** The medium's LiveOS directory (/LiveOS, or the root itself when the user named LiveOS/). */
+export async function liveosDir(root: MediumRoot): Promise<string> {
+  if ((await kindAt(root, `/${LIVEOS}`)) === 'dir') return `/${LIVEOS}`;
+  if (root.hostDir !== undefined && fsBasename(root.hostDir.replace(/[\\/]+$/, '').replace(/\\/g, '/')) === LIVEOS && (await kindAt(root, `/${BASE_NAME}`)) === 'file') return '/';
+  throw new NotFoundError(`no ${LIVEOS}/ directory: not a live medium (expected ${root.display(`/${LIVEOS}/${BASE_NAME}`)})`, { file: root.target });
+}
+
+/** Finds LiveOS/, the base and the overlay; names unsupported layouts plainly. A string is a directory medium. */
+export async function locateMedium(at: MediumRoot | string, options: { overlay?: string } = {}): Promise<Medium> {
+  const root = typeof at === 'string' ? directoryRoot(at, { write: true }) : at;
+  const dir = root.target;
+  const liveos = await liveosDir(root);
+  const basePath = fsJoin(liveos, BASE_NAME);
+  const names = (await root.fs.readdir(liveos)).map((e) => e.name);
   const overlayEntries = names.filter((n) => n.startsWith('overlay-') && !n.includes(TEMP_MARK)).sort();
   const overlayFiles: string[] = [];
   const overlayDirs: string[] = [];
   for (const n of overlayEntries) {
-    const st = await stat(join(liveos, n));
-    (st.isDirectory() ? overlayDirs : overlayFiles).push(join(liveos, n));
+    const k = await kindAt(root, fsJoin(liveos, n));
+    (k === 'dir' ? overlayDirs : overlayFiles).push(fsJoin(liveos, n));
   }
-  if (!(await pathExists(basePath))) {
+  if ((await kindAt(root, basePath)) !== 'file') {
     if (names.includes('rootfs.img')) {
-      throw new UnsupportedFeatureError('live medium', 'layout', `${join(liveos, 'rootfs.img')} without squashfs.img (an uncompressed live root) is not supported yet`, { file: dir });
+      throw new UnsupportedFeatureError('live medium', 'layout', `${root.display(fsJoin(liveos, 'rootfs.img'))} without squashfs.img (an uncompressed live root) is not supported yet`, { file: dir });
     }
-    throw new NotFoundError(`no ${BASE_NAME} in ${liveos}`, { file: basePath });
+    throw new NotFoundError(`no ${BASE_NAME} in ${root.display(liveos)}`, { file: root.display(basePath) });
   }
-  const kind = await magicOf(basePath);
-  if (kind === 'erofs') throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img is an EROFS image (Fedora 42+ kiwi builds); EROFS bases are not supported yet', { file: basePath });
-  if (kind !== 'squashfs') throw new UnsupportedFeatureError('live medium', 'layout', `squashfs.img is not a SquashFS image (${kind})`, { file: basePath });
+  const shown = root.display(basePath);
+  const kind = await magicOf(root, basePath);
+  if (kind === 'erofs') throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img is an EROFS image (Fedora 42+ kiwi builds); EROFS bases are not supported yet', { file: shown });
+  if (kind !== 'squashfs') throw new UnsupportedFeatureError('live medium', 'layout', `squashfs.img is not a SquashFS image (${kind})`, { file: shown });
 
-  const disk = await FileDisk.open(basePath, { readOnly: true });
+  const disk = await root.fs.openFile(basePath);
   let rootImage: string | undefined;
   let flat = false;
   try {
@@ -117,33 +156,34 @@ export async function locateMedium(dir: string, options: { overlay?: string } = 
       flat = top.includes('usr') || top.includes('ostree');
     }
   } catch (err) {
-    throw err instanceof LivestickError ? err.withFile(basePath) : err;
+    throw err instanceof LivestickError ? err.withFile(shown) : err;
   } finally {
     await disk.close();
   }
   if (rootImage === undefined) {
     if (flat) {
-      throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img holds the root tree directly (Fedora 41+ "flat" images, booted with overlayfs persistence); only the rootfs.img layout is supported yet', { file: basePath });
+      throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img holds the root tree directly (Fedora 41+ "flat" images, booted with overlayfs persistence); only the rootfs.img layout is supported yet', { file: shown });
     }
-    throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img holds neither LiveOS/rootfs.img nor LiveOS/ext3fs.img', { file: basePath });
+    throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img holds neither LiveOS/rootfs.img nor LiveOS/ext3fs.img', { file: shown });
   }
   if (overlayDirs.length > 0 && overlayFiles.length === 0 && options.overlay === undefined) {
-    throw new UnsupportedFeatureError('live medium', 'persistence', `${overlayDirs[0]} is an overlayfs persistence directory; only dm-snapshot overlay files are supported yet`, { file: overlayDirs[0] });
+    throw new UnsupportedFeatureError('live medium', 'persistence', `${root.display(overlayDirs[0]!)} is an overlayfs persistence directory; only dm-snapshot overlay files are supported yet`, { file: root.display(overlayDirs[0]!) });
   }
-  // A bare name (no directory part) is a file inside LiveOS/.
-  let overlayPath: string | undefined = options.overlay !== undefined && !/[\\/]/.test(options.overlay) ? join(liveos, options.overlay) : options.overlay;
+  let overlayPath: string | undefined = options.overlay !== undefined ? mediumPath(root, liveos, options.overlay) : undefined;
   if (overlayPath === undefined) {
     if (overlayFiles.length > 1) {
-      throw new UsageError(`several overlay files in ${liveos} (${overlayFiles.map((f) => basename(f)).join(', ')}); choose one with --overlay`);
+      throw new UsageError(`several overlay files in ${root.display(liveos)} (${overlayFiles.map((f) => fsBasename(f)).join(', ')}); choose one with --overlay`);
     }
     overlayPath = overlayFiles[0];
+  } else if ((await kindAt(root, overlayPath)) !== 'file') {
+    throw new NotFoundError(`no overlay file ${root.display(overlayPath)}`, { file: root.display(overlayPath) });
   }
-  return { dir, liveos, basePath, rootImage, overlayPath, overlayCandidates: overlayFiles };
+  return { root, dir, liveos, basePath, rootImage, overlayPath, overlayCandidates: overlayFiles };
 }
 
 /** Opens the base squashfs.img and the root image inside it. */
 export async function openMedium(medium: Medium): Promise<OpenMedium> {
-  const baseFile = await FileDisk.open(medium.basePath, { readOnly: true });
+  const baseFile = await medium.root.fs.openFile(medium.basePath);
   try {
     // Reads of the root image are mostly sequential: a small block cache serves them and keeps memory flat.
     const squashfs = await SquashfsReader.open(baseFile, { cacheBytes: 16 << 20 });
@@ -151,6 +191,17 @@ export async function openMedium(medium: Medium): Promise<OpenMedium> {
     return { ...medium, baseFile, squashfs, rootDisk, close: () => baseFile.close() };
   } catch (err) {
     await baseFile.close();
-    throw err instanceof LivestickError ? err.withFile(medium.basePath) : err;
+    throw err instanceof LivestickError ? err.withFile(medium.root.display(medium.basePath)) : err;
+  }
+}
+
+/** A file of the medium as a Disk: read-only, or writable in place (typed errors name the file). */
+export async function openMediumFile(root: MediumRoot, path: string, mode: 'read'): Promise<Disk>;
+export async function openMediumFile(root: MediumRoot, path: string, mode: 'write'): Promise<WritableFile>;
+export async function openMediumFile(root: MediumRoot, path: string, mode: 'read' | 'write'): Promise<Disk> {
+  try {
+    return mode === 'read' ? await root.fs.openFile(path) : await root.writable().openFileForWriting(path);
+  } catch (err) {
+    throw err instanceof LivestickError ? err.withFile(root.display(path)) : err;
   }
 }

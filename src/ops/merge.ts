@@ -18,9 +18,11 @@
  * - The switch itself is ops/switch.ts.
  */
 import { stat } from 'node:fs/promises';
-import { chmod, chown, copyFile, fsyncFile, hostSpace, link, pathExists, removeFile } from '../io/host.ts';
+import { removeFile } from '../io/host.ts';
 import { SimulatedCrash } from '../io/faults.ts';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import type { WritableFileSystem } from '../fs/filesystem.ts';
 import { ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
 import { equalBytes, formatSize, isAllZero } from '../io/bytes.ts';
 import { FileDisk, readAt, type Disk } from '../io/disk.ts';
@@ -29,11 +31,21 @@ import { SquashfsReader, compressorForWriting, writeSquashfs, type CompressorNam
 import { storedBlock, treeFromImage } from '../fs/squashfs/copy.ts';
 import type { FileInode } from '../fs/squashfs/inode.ts';
 import { BaseMismatchError, ExceptionStore, SnapshotDisk, SnapshotInvalidError, sameBase } from '../xform/dmsnap/index.ts';
-import { BASE_NAME, TEMP_MARK, liveosDir, locateMedium, openMedium, type OpenMedium } from './medium.ts';
+import { BASE_NAME, TEMP_MARK, liveosDir, locateMedium, openMedium, withMediumRoot, type OpenMedium } from './medium.ts';
+import { copyDiskInto, fileExists, removeIfExists } from './files.ts';
+import { fsBasename, fsJoin, type MediumRoot } from './root.ts';
 import { bindingFor } from './overlay.ts';
 import { explainErrno, recoverMedium, stepPoint, switchBase, type RecoveryReport } from './switch.ts';
 
-export interface MergeOptions {
+/** Which medium and how to open it: shared by every medium command. */
+export interface MediumOptions {
+  /** The partition holding LiveOS/, when several of an image's or device's do. */
+  partition?: number;
+  /** Write a device even while it is mounted or holds this host's system. */
+  forceDevice?: boolean;
+}
+
+export interface MergeOptions extends MediumOptions {
   overlay?: string;
   compressor?: CompressorName;
   compressorSettings?: CompressorSettings;
@@ -130,14 +142,14 @@ function settingsOf(reader: SquashfsReader): { name: CompressorName; settings: C
   }
 }
 
-/** Free bytes for this user where LiveOS/ lives (unknown hosts: no limit checked). */
-async function freeSpace(dir: string): Promise<number> {
-  return (await hostSpace(dir)).freeBytes ?? Number.POSITIVE_INFINITY;
+/** Free bytes for this user on the medium's filesystem (unknown hosts: no limit checked). */
+async function freeSpace(root: MediumRoot): Promise<number> {
+  return (await root.fs.space()).freeBytes;
 }
 
-async function isSparse(path: string): Promise<boolean> {
-  const st = await stat(path);
-  return st.blocks * 512 < st.size;
+async function isSparse(root: MediumRoot, path: string): Promise<boolean> {
+  const st = await root.fs.stat(path);
+  return st.allocatedBytes !== undefined && st.allocatedBytes < st.size;
 }
 
 interface Analysis {
@@ -202,39 +214,50 @@ export interface Preflight {
  * append-only file, a read-only mount or a missing permission shows up here, in a second, instead of
  * after the build. Creates and removes one probe file.
  */
-export async function preflight(liveos: string, files: readonly string[]): Promise<Preflight> {
+export async function preflight(root: MediumRoot, liveos: string, files: readonly string[]): Promise<Preflight> {
   const problems: LivestickError[] = [];
-  const probe = join(liveos, `${BASE_NAME}${TEMP_MARK}probe`);
+  if (root.fs.readOnly && root.hostDir === undefined) {
+    // An image or device opened only for reading (a dry run): what can be told without writing.
+    if (!root.canWrite) problems.push(new LivestickError('UNSUPPORTED', ExitCode.failure, `cannot write ${root.display(liveos)}: ${root.fs.type} is read-only to livestick`, { file: root.display(liveos) }));
+    return { problems, hardLinks: typeof (root.fs as { link?: unknown }).link === 'function' };
+  }
+  const probe = fsJoin(liveos, `${BASE_NAME}${TEMP_MARK}probe`);
   let hardLinks = false;
+  let fs: WritableFileSystem | undefined;
   try {
-    await removeFile(probe);
-    const d = await FileDisk.open(probe, { create: { size: 0 } });
+    fs = root.writable();
+    await removeIfExists(fs, probe);
+    const d = await fs.createFile(probe, { size: 0 });
     await d.close();
-    try {
-      await link(probe, `${probe}-link`);
-      hardLinks = true;
-    } catch (err) {
-      if (err instanceof SimulatedCrash) throw err;
+    if (fs.link) {
+      try {
+        await fs.link(probe, `${probe}-link`);
+        hardLinks = true;
+      } catch (err) {
+        if (err instanceof SimulatedCrash) throw err;
+      }
     }
   } catch (err) {
     if (err instanceof SimulatedCrash) throw err;
-    problems.push(explainHostProblem(err, liveos, 'create files in'));
+    problems.push(explainHostProblem(err, root.display(liveos), 'create files in'));
   } finally {
     // Best effort: a probe left behind is removed by the next command's recovery.
     for (const f of [`${probe}-link`, probe]) {
-      await removeFile(f).catch((err: unknown) => {
-        if (err instanceof SimulatedCrash) throw err;
-      });
+      if (fs) {
+        await removeIfExists(fs, f).catch((err: unknown) => {
+          if (err instanceof SimulatedCrash) throw err;
+        });
+      }
     }
   }
   for (const f of files) {
     try {
       // Opening for writing fails exactly where a rename or replace would: immutable, append-only, read-only.
-      const d = await FileDisk.open(f, { readOnly: false });
+      const d = await root.writable().openFileForWriting(f);
       await d.close();
     } catch (err) {
       if (err instanceof SimulatedCrash) throw err;
-      problems.push(explainHostProblem(err, f, 'replace'));
+      problems.push(explainHostProblem(err, root.display(f), 'replace'));
     }
   }
   return { problems, hardLinks };
@@ -284,48 +307,59 @@ async function estimateNewBase(
   return Math.ceil(carried + perBlock * rebuilt.length + rest);
 }
 
-export async function mergeMedium(dir: string, options: MergeOptions = {}): Promise<MergeResult> {
+/** Merges the overlay of the medium at `target`: a directory holding LiveOS/, an image file or a device. */
+export async function mergeMedium(target: string, options: MergeOptions = {}): Promise<MergeResult> {
+  // A dry run on a directory still probes that LiveOS/ takes new files; an image or device is then only read.
+  const isDirectory = await stat(target).then((st) => st.isDirectory(), () => false);
+  return withMediumRoot(target, { write: !options.dryRun || isDirectory, force: options.forceDevice, partition: options.partition }, (root) => mergeOn(root, options));
+}
+
+async function mergeOn(root: MediumRoot, options: MergeOptions): Promise<MergeResult> {
   const started = Date.now();
-  const recovery: RecoveryReport = options.dryRun ? { action: 'none', files: [], warnings: [] } : await recoverMedium(await liveosDir(dir));
-  const located = await locateMedium(dir, { overlay: options.overlay });
-  if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}: nothing to merge`);
+  const dir = root.target;
+  const recovery: RecoveryReport = options.dryRun ? { action: 'none', files: [], warnings: [] } : await recoverMedium({ root, liveos: await liveosDir(root) });
+  const located = await locateMedium(root, { overlay: options.overlay });
+  if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${root.display(located.liveos)}: nothing to merge`);
   const overlayPath = located.overlayPath;
+  const shownOverlay = root.display(overlayPath);
   const medium = await openMedium(located);
-  const ovDisk = await FileDisk.open(overlayPath, { readOnly: true });
+  const ovDisk = await root.fs.openFile(overlayPath);
   const liveos = located.liveos;
   const newBaseName = `${BASE_NAME}${TEMP_MARK}new`;
-  const newOverlayName = `${basename(overlayPath)}${TEMP_MARK}new`;
+  const newOverlayName = `${fsBasename(overlayPath)}${TEMP_MARK}new`;
+  // Files to remove if the merge stops before the switch owns them: on the medium, and on the host (--work-dir).
   const cleanup: string[] = [];
+  const hostCleanup: string[] = [];
   try {
     const store = await ExceptionStore.open(ovDisk).catch((err: unknown) => {
-      throw err instanceof LivestickError ? err.withFile(overlayPath) : err;
+      throw err instanceof LivestickError ? err.withFile(shownOverlay) : err;
     });
     const problems: LivestickError[] = [];
-    if (!store.valid) problems.push(new SnapshotInvalidError('the overlay is an invalidated snapshot: its changes are lost and cannot be merged (`livestick reset` makes the medium usable again)', { file: overlayPath }));
+    if (!store.valid) problems.push(new SnapshotInvalidError('the overlay is an invalidated snapshot: its changes are lost and cannot be merged (`livestick reset` makes the medium usable again)', { file: shownOverlay }));
     const warnings: string[] = [...recovery.warnings];
     const b = store.binding;
     if (b.state === 'bound') {
       if (!sameBase(b.binding, await bindingFor(medium.rootDisk, b.binding.label))) {
-        problems.push(new BaseMismatchError(`the overlay belongs to a different base (bound to "${b.binding.label}"); merging would write a corrupt filesystem`, { file: overlayPath }));
+        problems.push(new BaseMismatchError(`the overlay belongs to a different base (bound to "${b.binding.label}"); merging would write a corrupt filesystem`, { file: shownOverlay }));
       }
     } else {
       warnings.push('the overlay was not bound to its base (made by another tool); it is merged as it stands');
     }
     if (problems.length > 0 && !options.dryRun) throw problems[0];
     const rootInode = await medium.squashfs.lookup(medium.rootImage);
-    if (rootInode.kind !== 'file') throw new UsageError(`${medium.rootImage} in ${medium.basePath} is not a regular file`);
+    if (rootInode.kind !== 'file') throw new UsageError(`${medium.rootImage} in ${root.display(medium.basePath)} is not a regular file`);
     const old = settingsOf(medium.squashfs);
     const compressor = options.compressor ?? old.name;
     const blockSize = options.blockSize ?? medium.squashfs.superblock.blockSize;
     const settings = options.compressorSettings ?? (compressor === old.name ? old.settings : {});
     const reuse = compressor === old.name && blockSize === medium.squashfs.superblock.blockSize && options.compressorSettings === undefined;
-    const oldBaseBytes = (await stat(medium.basePath)).size;
+    const oldBaseBytes = (await root.fs.stat(medium.basePath)).size;
     const rootBytes = medium.rootDisk.size;
     const overlayBytesMerged = store.exceptionCount * store.geometry.chunkBytes;
     // The result when nothing is built: an empty overlay, or a dry run stopped by a problem.
     const unbuilt = async (r: Pick<MergeResult, 'dryRun' | 'verdict' | 'problems' | 'nothingToMerge' | 'newBaseBytes' | 'newBaseEstimated' | 'overlayBytesMerged' | 'warnings'>): Promise<MergeResult> => ({
       medium: dir, recovery, compressor, blockSize, oldBaseBytes, rootImageBytes: rootBytes, freeBytesDropped: 0, freeSpaceDropping: false,
-      blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(liveos), kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000, ...r,
+      blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(root), kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000, ...r,
     });
     if (store.valid && store.exceptionCount === 0 && !options.force && reuse) {
       return unbuilt({
@@ -335,7 +369,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     }
     if (!reuse) warnings.push(`compressor or block size changes (${old.name}/${formatSize(medium.squashfs.superblock.blockSize)} → ${compressor}/${formatSize(blockSize)}): every block is recompressed`);
 
-    const pre = await preflight(liveos, [medium.basePath, overlayPath]);
+    const pre = await preflight(root, liveos, [medium.basePath, overlayPath]);
     problems.push(...pre.problems);
     if (problems.length > 0 && !options.dryRun) throw problems[0];
 
@@ -347,9 +381,8 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
 
     const estimate = await estimateNewBase(medium, rootInode, a, merged, compressor, settings, blockSize, reuse, oldBaseBytes);
     const overlaySize = ovDisk.size;
-    const overlayCost = (await isSparse(overlayPath)) ? 2 * store.geometry.chunkBytes : overlaySize;
-    const buildDir = options.workDir ?? liveos;
-    const spaceAvailable = await freeSpace(liveos);
+    const overlayCost = (await isSparse(root, overlayPath)) ? 2 * store.geometry.chunkBytes : overlaySize;
+    const spaceAvailable = await freeSpace(root);
     // Keeping the old base is free where hard links exist; elsewhere (FAT) it is a copy.
     const keepCost = options.keepOld && !pre.hardLinks ? oldBaseBytes : 0;
     // A margin for the estimate: 10% of the new base and 16 MiB.
@@ -358,7 +391,7 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       problems.push(
         new NoSpaceError(
           `not enough free space on the medium: the new base (about ${formatSize(estimate)}) and a fresh overlay (${formatSize(overlayCost)})${keepCost > 0 ? ` and a copy of the old base (${formatSize(keepCost)}, no hard links here)` : ''} must fit beside the old ones: ${formatSize(spaceNeeded)} needed with a margin, ${formatSize(spaceAvailable)} free. Free some space, or build with --work-dir on another disk (the new base still has to be copied onto the medium)`,
-          liveos,
+          root.display(liveos),
         ),
       );
     }
@@ -386,9 +419,10 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     }
     if (problems.length > 0) throw problems[0];
 
-    // Build the new base.
-    const target = join(buildDir, options.workDir ? `${BASE_NAME}${TEMP_MARK}partial-${process.pid}` : newBaseName);
-    cleanup.push(target);
+    // Build the new base: in place beside the old one, or on the host (--work-dir) and then copied.
+    const fs = root.writable();
+    const newBasePath = fsJoin(liveos, newBaseName);
+    const hostTarget = options.workDir ? join(options.workDir, `${BASE_NAME}${TEMP_MARK}partial-${process.pid}`) : undefined;
     const offsets = medium.squashfs.blockOffsets(rootInode);
     const tree = await treeFromImage(medium.squashfs, {
       override: (path, inode, meta) => {
@@ -416,48 +450,60 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
       };
       strip(tree);
     }
-    await removeFile(target);
+    const squashOptions = {
+      compressor,
+      compressorSettings: settings,
+      blockSize,
+      threads: options.threads,
+      mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000),
+      onProgress: (done: number) => options.onProgress?.('writing', done, rootBytes),
+    };
     let written;
     try {
-      written = await writeSquashfs(tree, target, {
-        compressor,
-        compressorSettings: settings,
-        blockSize,
-        threads: options.threads,
-        mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000),
-        onProgress: (done) => options.onProgress?.('writing', done, rootBytes),
-      });
+      if (hostTarget) {
+        hostCleanup.push(hostTarget);
+        await removeFile(hostTarget);
+        written = await writeSquashfs(tree, hostTarget, squashOptions);
+      } else {
+        cleanup.push(newBasePath);
+        await removeIfExists(fs, newBasePath);
+        // Made at the estimated size (every byte is written before it is read) and trimmed to the real one by the writer.
+        const out = await fs.createFile(newBasePath, { size: Math.min(estimate, maxFileBytes(fs)), uninitialized: true });
+        try {
+          written = await writeSquashfs(tree, out, squashOptions);
+          await out.flush();
+        } finally {
+          await out.close();
+        }
+        await fs.flush();
+      }
     } catch (err) {
       if ((err as { code?: string }).code === 'NO_SPACE' || (err as NodeJS.ErrnoException).code === 'ENOSPC') {
-        throw new NoSpaceError(`the medium ran out of space while the new base was written (${formatSize(spaceAvailable)} were free); nothing was changed`, target);
+        throw new NoSpaceError(`${hostTarget ? `the work directory ${options.workDir}` : 'the medium'} ran out of space while the new base was written (${formatSize(hostTarget ? 0 : spaceAvailable)} were free); nothing was changed`, hostTarget ?? root.display(newBasePath));
       }
       throw err;
     }
-    await fsyncFile(target);
     stepPoint('built');
 
-    await verify(target, medium, rootInode, a, merged, reuse, options.onProgress);
+    await verify(hostTarget ? { host: hostTarget } : { root, path: newBasePath }, medium, rootInode, a, merged, reuse, options.onProgress);
     stepPoint('verified');
 
-    let newBasePath = target;
-    if (options.workDir) {
-      const size = (await stat(target)).size;
-      const avail = await freeSpace(liveos);
-      if (size + overlayCost > avail) throw new NoSpaceError(`the new base (${formatSize(size)}) and a fresh overlay (${formatSize(overlayCost)}) do not fit on the medium (${formatSize(avail)} free); nothing was changed`, liveos);
-      newBasePath = join(liveos, newBaseName);
+    if (hostTarget) {
+      const size = written.size;
+      const avail = await freeSpace(root);
+      if (size + overlayCost > avail) throw new NoSpaceError(`the new base (${formatSize(size)}) and a fresh overlay (${formatSize(overlayCost)}) do not fit on the medium (${formatSize(avail)} free); nothing was changed`, root.display(liveos));
       cleanup.push(newBasePath);
-      await removeFile(newBasePath);
-      await copyFile(target, newBasePath);
-      await fsyncFile(newBasePath);
-      await removeFile(target);
+      await removeIfExists(fs, newBasePath);
+      await copyFromHost(hostTarget, fs, newBasePath, (n) => options.onProgress?.('copying', n, size));
+      await removeFile(hostTarget);
     }
-    await copyOwnership(medium.basePath, newBasePath, warnings);
+    await copyOwnership(root, medium.basePath, newBasePath, warnings);
 
     // The fresh overlay: same name, size, chunk size, mode and owner, bound to the new base.
-    const newOverlayPath = join(liveos, newOverlayName);
+    const newOverlayPath = fsJoin(liveos, newOverlayName);
     cleanup.push(newOverlayPath);
-    await removeFile(newOverlayPath);
-    const newBaseFile = await FileDisk.open(newBasePath, { readOnly: true });
+    await removeIfExists(fs, newOverlayPath);
+    const newBaseFile = await fs.openFile(newBasePath);
     let binding;
     try {
       const reader = await SquashfsReader.open(newBaseFile);
@@ -465,43 +511,50 @@ export async function mergeMedium(dir: string, options: MergeOptions = {}): Prom
     } finally {
       await newBaseFile.close();
     }
-    const ov = await FileDisk.open(newOverlayPath, { create: { size: overlaySize } });
+    const ov = await fs.createFile(newOverlayPath, { size: overlaySize });
     try {
       await ExceptionStore.format(ov, store.geometry.chunkSectors, binding);
+      await ov.flush();
     } finally {
       await ov.close();
     }
-    await copyOwnership(overlayPath, newOverlayPath, warnings);
+    await fs.flush();
+    await copyOwnership(root, overlayPath, newOverlayPath, warnings);
     stepPoint('overlay-created');
 
     await ovDisk.close();
     await medium.close();
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
-    const oldOverlayName = options.keepOld ? `${basename(overlayPath)}${TEMP_MARK}old-${stamp}` : `${basename(overlayPath)}${TEMP_MARK}old`;
+    const overlayName = fsBasename(overlayPath);
+    const oldOverlayName = options.keepOld ? `${overlayName}${TEMP_MARK}old-${stamp}` : `${overlayName}${TEMP_MARK}old`;
     const oldBaseName = options.keepOld ? `${BASE_NAME}${TEMP_MARK}old-${stamp}` : `${BASE_NAME}${TEMP_MARK}old`;
     // From here the switch owns the new files: it removes them itself when it rolls back.
     cleanup.length = 0;
     warnings.push(
-      ...(await switchBase(liveos, {
-        base: BASE_NAME,
-        overlay: basename(overlayPath),
-        newBase: newBaseName,
-        newOverlay: newOverlayName,
-        oldOverlay: oldOverlayName,
-        oldBase: oldBaseName,
-        keepOld: Boolean(options.keepOld),
-      })),
+      ...(await switchBase(
+        { root, liveos },
+        {
+          base: BASE_NAME,
+          overlay: overlayName,
+          newBase: newBaseName,
+          newOverlay: newOverlayName,
+          oldOverlay: oldOverlayName,
+          oldBase: oldBaseName,
+          keepOld: Boolean(options.keepOld),
+        },
+      )),
     );
-    const keptBase = options.keepOld && (await pathExists(join(liveos, oldBaseName))) ? join(liveos, oldBaseName) : null;
+    const keptBase = options.keepOld && (await fileExists(root.fs, fsJoin(liveos, oldBaseName))) ? root.display(fsJoin(liveos, oldBaseName)) : null;
     return {
       ...result,
       newBaseBytes: written.size,
       newBaseEstimated: false,
-      kept: { base: keptBase, overlay: options.keepOld ? join(liveos, oldOverlayName) : null },
+      kept: { base: keptBase, overlay: options.keepOld ? root.display(fsJoin(liveos, oldOverlayName)) : null },
       seconds: (Date.now() - started) / 1000,
     };
   } finally {
-    for (const f of cleanup) await removeFile(f).catch(() => {});
+    for (const f of cleanup) await removeIfExists(root.writable(), f).catch(() => {});
+    for (const f of hostCleanup) await removeFile(f).catch(() => {});
     await ovDisk.close().catch(() => {});
     await medium.close().catch(() => {});
   }
@@ -511,23 +564,41 @@ function problemJson(e: LivestickError): { code: string; message: string; file?:
   return { code: e.code, message: e.message, ...(e.file === undefined ? {} : { file: e.file }) };
 }
 
-/** The new file gets the old one's mode, and its owner where this process may set it. */
-async function copyOwnership(from: string, to: string, warnings: string[]): Promise<void> {
-  const st = await stat(from);
-  await chmod(to, st.mode & 0o7777);
-  const now = await stat(to);
+/** The new file gets the old one's mode, and its owner where this process may set it (formats without either: nothing to do). */
+async function copyOwnership(root: MediumRoot, from: string, to: string, warnings: string[]): Promise<void> {
+  const fs = root.writable();
+  const st = await fs.stat(from);
+  if (fs.setMode) await fs.setMode(to, st.mode & 0o7777);
+  if (!fs.setOwner) return;
+  const now = await fs.stat(to);
   if (now.uid === st.uid && now.gid === st.gid) return;
   try {
-    await chown(to, st.uid, st.gid);
+    await fs.setOwner(to, st.uid, st.gid);
   } catch (err) {
     if (err instanceof SimulatedCrash) throw err;
-    warnings.push(`${to} could not be given the owner of ${basename(from)} (uid ${st.uid}, gid ${st.gid}): ${(err as Error).message}`);
+    warnings.push(`${root.display(to)} could not be given the owner of ${fsBasename(from)} (uid ${st.uid}, gid ${st.gid}): ${(err as Error).message}`);
+  }
+}
+
+/** The largest file the medium's filesystem holds (FAT: 4 GiB − 1); a larger estimate is capped and the writer grows the file if it must. */
+function maxFileBytes(fs: WritableFileSystem): number {
+  return fs.type.startsWith('fat') ? 2 ** 32 - 1 : Number.MAX_SAFE_INTEGER;
+}
+
+/** Copies a host file (a base built in --work-dir) onto the medium; durable when it returns. */
+async function copyFromHost(hostPath: string, fs: WritableFileSystem, to: string, onBytes?: (done: number) => void): Promise<void> {
+  const src = await FileDisk.open(hostPath, { readOnly: true });
+  try {
+    await copyDiskInto(src, fs, to, onBytes);
+  } finally {
+    await src.close();
   }
 }
 
 /** Checks the new image before it is used: carried blocks byte for byte, rebuilt blocks by content. */
-async function verify(path: string, medium: OpenMedium, oldRoot: FileInode, a: Analysis, merged: Disk, reuse: boolean, onProgress?: MergeOptions['onProgress']): Promise<void> {
-  const file = await FileDisk.open(path, { readOnly: true });
+async function verify(where: { host: string } | { root: MediumRoot; path: string }, medium: OpenMedium, oldRoot: FileInode, a: Analysis, merged: Disk, reuse: boolean, onProgress?: MergeOptions['onProgress']): Promise<void> {
+  const path = 'host' in where ? where.host : where.root.display(where.path);
+  const file = 'host' in where ? await FileDisk.open(where.host, { readOnly: true }) : await where.root.fs.openFile(where.path);
   try {
     const reader = await SquashfsReader.open(file, { cacheBytes: 8 << 20 });
     const ino = await reader.lookup(medium.rootImage);

@@ -327,42 +327,53 @@ export interface ResetOptions {
  * `wipe`, zeroes every chunk that held data, so the old changes cannot be read back from the file.
  */
 export async function resetOverlay(overlayPath: string, options: ResetOptions = {}): Promise<OverlayInfo & { wipedBytes: number }> {
-  return withFile(overlayPath, false, async (disk) => {
-    const store = await ExceptionStore.open(disk, { chunkSectorsIfNew: options.chunkSectorsIfNew });
-    const usedChunks = store.nextFree;
-    await store.reset();
-    if (options.binding !== undefined) await store.bind(options.binding);
-    let wipedBytes = 0;
-    if (options.wipe) {
-      const cb = store.geometry.chunkBytes;
-      const zeros = new Uint8Array(Math.max(cb, 4 << 20) - (Math.max(cb, 4 << 20) % cb));
-      for (let at = 2 * cb; at < Math.min(usedChunks * cb, disk.size); at += zeros.byteLength) {
-        const len = Math.min(zeros.byteLength, usedChunks * cb - at, disk.size - at);
-        await disk.write(zeros.subarray(0, len), at);
-        wipedBytes += len;
-      }
-      await disk.flush();
+  return withFile(overlayPath, false, (disk) => resetStore(disk, overlayPath, options));
+}
+
+/** The reset itself, on the overlay file open for writing (`shown` names it in the result). */
+export async function resetStore(disk: Disk, shown: string, options: ResetOptions = {}): Promise<OverlayInfo & { wipedBytes: number }> {
+  const store = await ExceptionStore.open(disk, { chunkSectorsIfNew: options.chunkSectorsIfNew });
+  const usedChunks = store.nextFree;
+  await store.reset();
+  if (options.binding !== undefined) await store.bind(options.binding);
+  let wipedBytes = 0;
+  if (options.wipe) {
+    const cb = store.geometry.chunkBytes;
+    const zeros = new Uint8Array(Math.max(cb, 4 << 20) - (Math.max(cb, 4 << 20) % cb));
+    for (let at = 2 * cb; at < Math.min(usedChunks * cb, disk.size); at += zeros.byteLength) {
+      const len = Math.min(zeros.byteLength, usedChunks * cb - at, disk.size - at);
+      await disk.write(zeros.subarray(0, len), at);
+      wipedBytes += len;
     }
-    return { ...describeStore(overlayPath, store), ...(options.binding ? { baseMatches: true } : {}), wipedBytes };
-  });
+    await disk.flush();
+  }
+  return { ...describeStore(shown, store), ...(options.binding ? { baseMatches: true } : {}), wipedBytes };
 }
 
 /** Binds a medium's overlay to the root image its squashfs.img holds now. */
-export async function bindMediumOverlay(dir: string, options: { overlay?: string } = {}): Promise<OverlayInfo> {
-  const { locateMedium, openMedium } = await import('./medium.ts');
-  const located = await locateMedium(dir, { overlay: options.overlay });
-  if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}`);
-  const overlayPath = located.overlayPath;
-  const medium = await openMedium(located);
-  try {
-    const binding = await bindingFor(medium.rootDisk, medium.rootImage);
-    return await withFile(overlayPath, false, async (disk) => {
-      const store = await ExceptionStore.open(disk);
-      store.checkFitsBase(binding.baseSize);
-      await store.bind(binding);
-      return { ...describeStore(overlayPath, store), baseMatches: true };
-    });
-  } finally {
-    await medium.close();
-  }
+export async function bindMediumOverlay(target: string, options: { overlay?: string; partition?: number; forceDevice?: boolean } = {}): Promise<OverlayInfo> {
+  const { locateMedium, openMedium, openMediumFile, withRecoveredMedium } = await import('./medium.ts');
+  return withRecoveredMedium(target, { write: true, partition: options.partition, force: options.forceDevice }, async (root) => {
+    const located = await locateMedium(root, { overlay: options.overlay });
+    if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${root.display(located.liveos)}`);
+    const overlayPath = located.overlayPath;
+    const shown = root.display(overlayPath);
+    const medium = await openMedium(located);
+    try {
+      const binding = await bindingFor(medium.rootDisk, medium.rootImage);
+      const disk = await openMediumFile(root, overlayPath, 'write');
+      try {
+        const store = await ExceptionStore.open(disk);
+        store.checkFitsBase(binding.baseSize);
+        await store.bind(binding);
+        return { ...describeStore(shown, store), baseMatches: true };
+      } catch (err) {
+        throw attachFile(err, shown);
+      } finally {
+        await disk.close();
+      }
+    } finally {
+      await medium.close();
+    }
+  });
 }

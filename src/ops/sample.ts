@@ -13,7 +13,7 @@ import { mkfs } from '../fs/ext4/mkfs.ts';
 import { dirNode, writeSquashfs, type FileNode } from '../fs/squashfs/index.ts';
 import type { CompressorName, CompressorSettings } from '../fs/squashfs/index.ts';
 import { ExceptionStore, SnapshotDisk } from '../xform/dmsnap/index.ts';
-import { BASE_NAME, LIVEOS, locateMedium, openMedium } from './medium.ts';
+import { BASE_NAME, LIVEOS, locateMedium, openMedium, openMediumFile } from './medium.ts';
 import { bindingFor } from './overlay.ts';
 
 const MiB = 2 ** 20;
@@ -113,7 +113,7 @@ export async function buildSampleMedium(dir: string, options: SampleOptions = {}
 /** What a package upgrade does to the root filesystem, written through the overlay. */
 export async function applyPackageUpdate(dir: string, round = 1): Promise<{ added: string[]; rewritten: string[]; deleted: string[] }> {
   const medium = await openMedium(await locateMedium(dir));
-  const ov = await FileDisk.open(medium.overlayPath as string);
+  const ov = await openMediumFile(medium.root, medium.overlayPath as string, 'write');
   try {
     const combined = new SnapshotDisk(medium.rootDisk, await ExceptionStore.open(ov));
     const w = await Ext4Writer.open(await Ext4.open(combined), { now: () => ({ sec: TIME + round * 86400, nsec: 0 }) });

@@ -14,15 +14,13 @@
 import { formatSize } from '../io/bytes.ts';
 import { Ext4, buildBlockMap, BlockKind } from '../fs/ext4/index.ts';
 import { SnapshotDisk, ExceptionStore } from '../xform/dmsnap/index.ts';
-import { FileDisk } from '../io/disk.ts';
 import { LivestickError, UsageError } from '../errors.ts';
 import { bindingFor, describeStore, type OverlayInfo } from './overlay.ts';
 import { sameBase } from '../xform/dmsnap/binding.ts';
-import { liveosDir, locateMedium, openMedium, TEMP_MARK } from './medium.ts';
-import { readdir, stat } from 'node:fs/promises';
-import { hostSpace } from '../io/host.ts';
-import { join } from 'node:path';
-import { recoverMedium, type RecoveryReport } from './switch.ts';
+import { locateMedium, openMedium, TEMP_MARK, withRecoveredMedium, type Medium } from './medium.ts';
+import { fsJoin, type MediumRoot } from './root.ts';
+import type { RecoveryReport } from './switch.ts';
+import type { MediumOptions } from './merge.ts';
 
 export interface PathUsage {
   path: string;
@@ -67,7 +65,7 @@ export interface StatusReport {
   kept: { name: string; bytes: number }[];
 }
 
-export interface StatusOptions {
+export interface StatusOptions extends MediumOptions {
   overlay?: string;
   top?: number;
   /** Fill ratio above which a warning is given (default 0.8). */
@@ -75,25 +73,32 @@ export interface StatusOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export async function mediumStatus(dir: string, options: StatusOptions = {}): Promise<StatusReport> {
-  const top = options.top ?? 10;
+/** The overlay's figures for the medium at `target` (a directory holding LiveOS/, an image file or a device). */
+export async function mediumStatus(target: string, options: StatusOptions = {}): Promise<StatusReport> {
   // An interrupted merge is finished (or rolled back) before anything else looks at the medium.
-  const recovery = await recoverMedium(await liveosDir(dir));
-  const located = await locateMedium(dir, { overlay: options.overlay });
-  if (located.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${located.liveos}; this medium has no persistence yet`);
-  const overlayPath = located.overlayPath;
-  const medium = await openMedium(located);
-  const ovDisk = await FileDisk.open(overlayPath, { readOnly: true });
+  return withRecoveredMedium(target, { partition: options.partition, force: options.forceDevice }, (root, recovery) => statusOn(root, recovery, options));
+}
+
+async function statusOn(root: MediumRoot, recovery: RecoveryReport, options: StatusOptions): Promise<StatusReport> {
+  const dir = root.target;
+  const top = options.top ?? 10;
+  const found = await locateMedium(root, { overlay: options.overlay });
+  if (found.overlayPath === undefined) throw new UsageError(`no overlay file (LiveOS/overlay-LABEL-UUID) in ${root.display(found.liveos)}; this medium has no persistence yet`);
+  const overlayPath = found.overlayPath;
+  const shownOverlay = root.display(overlayPath);
+  const located = { ...found, basePath: root.display(found.basePath) };
+  const medium = await openMedium(found);
+  const ovDisk = await root.fs.openFile(overlayPath);
   try {
     const store = await ExceptionStore.open(ovDisk).catch((err: unknown) => {
-      throw err instanceof LivestickError ? err.withFile(overlayPath) : err;
+      throw err instanceof LivestickError ? err.withFile(shownOverlay) : err;
     });
-    const overlay = describeStore(overlayPath, store);
+    const overlay = describeStore(shownOverlay, store);
     const warnings: string[] = [...recovery.warnings];
     const problems: string[] = [];
-    const extra = { host: await overlayHeadroom(located.liveos, overlayPath, overlay), kept: await keptFiles(located.liveos) };
+    const extra = { host: await overlayHeadroom(root, overlayPath, overlay), kept: await keptFiles(root, found) };
     if (extra.kept.length > 0) {
-      warnings.push(`kept from earlier merges: ${extra.kept.map((k) => `${k.name} (${formatSize(k.bytes)})`).join(', ')}; once the medium boots fine, remove them with \`rm\` in ${located.liveos}`);
+      warnings.push(`kept from earlier merges: ${extra.kept.map((k) => `${k.name} (${formatSize(k.bytes)})`).join(', ')}; once the medium boots fine, remove them${root.hostDir !== undefined ? ` with \`rm\` in ${root.display(found.liveos)}` : ` from ${root.display(found.liveos)}`}`);
     }
     if (extra.host.freeBytes !== null && extra.host.overlayHeadroomBytes < overlay.freeBytes) {
       warnings.push(`the overlay file is sparse and the medium has only ${formatSize(extra.host.freeBytes)} free: the overlay can grow by ${formatSize(extra.host.overlayHeadroomBytes)}, not the ${formatSize(overlay.freeBytes)} its size promises — writes beyond that fail on the live system`);
@@ -222,11 +227,12 @@ export async function mediumStatus(dir: string, options: StatusOptions = {}): Pr
   }
 }
 
-/** Host free space and the overlay's real headroom: a sparse file can only grow into what the host has. */
-async function overlayHeadroom(liveos: string, overlayPath: string, overlay: OverlayInfo): Promise<StatusReport['host']> {
-  const st = await stat(overlayPath);
-  const allocated = Math.min(st.size, st.blocks * 512);
-  const { freeBytes } = await hostSpace(liveos);
+/** Free space on the medium and the overlay's real headroom: a sparse file can only grow into what the medium has. */
+async function overlayHeadroom(root: MediumRoot, overlayPath: string, overlay: OverlayInfo): Promise<StatusReport['host']> {
+  const st = await root.fs.stat(overlayPath);
+  const allocated = Math.min(st.size, st.allocatedBytes ?? st.size);
+  const free = (await root.fs.space()).freeBytes;
+  const freeBytes = Number.isFinite(free) ? free : null;
   // Bytes of the overlay's free chunks that are already allocated on the host need no new space.
   const unbacked = Math.max(0, st.size - allocated);
   const backedFree = Math.max(0, overlay.freeBytes - unbacked);
@@ -234,11 +240,11 @@ async function overlayHeadroom(liveos: string, overlayPath: string, overlay: Ove
   return { freeBytes, overlayAllocatedBytes: allocated, overlayHeadroomBytes: headroom };
 }
 
-async function keptFiles(liveos: string): Promise<{ name: string; bytes: number }[]> {
+async function keptFiles(root: MediumRoot, medium: Medium): Promise<{ name: string; bytes: number }[]> {
   const out: { name: string; bytes: number }[] = [];
-  for (const name of (await readdir(liveos)).sort()) {
+  for (const name of (await root.fs.readdir(medium.liveos)).map((e) => e.name).sort()) {
     if (!name.includes(`${TEMP_MARK}old`)) continue;
-    out.push({ name, bytes: (await stat(join(liveos, name))).size });
+    out.push({ name, bytes: (await root.fs.stat(fsJoin(medium.liveos, name))).size });
   }
   return out;
 }

@@ -30,12 +30,12 @@
  * - Every file operation passes a fault point (io/faults.ts); LIVESTICK_FAULT_AT=step[,step…] also
  *   kills the process at the named step boundaries below.
  */
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CorruptImageError, ExitCode, LivestickError, fromSystemError, type ErrorCode } from '../errors.ts';
 import { SimulatedCrash } from '../io/faults.ts';
-import { copyFile, fsyncDir, fsyncFile, link, pathExists, removeFile, rename, sampleDigest, writeFileAtomic } from '../io/host.ts';
+import { sampleDigest } from '../io/identity.ts';
 import { TEMP_MARK } from './medium.ts';
+import { copyWithin, fileExists, readSmallFile, removeIfExists } from './files.ts';
+import { fsJoin, type MediumRoot } from './root.ts';
 
 export const JOURNAL_NAME = 'livestick-journal.json';
 
@@ -75,23 +75,33 @@ export function stepPoint(step: string): void {
   if (at && at.split(',').includes(step)) process.kill(process.pid, 'SIGKILL');
 }
 
-async function writeJournal(liveos: string, journal: Journal): Promise<void> {
-  await writeFileAtomic(join(liveos, JOURNAL_NAME), `${JSON.stringify(journal, null, 2)}\n`, `${TEMP_MARK}tmp`);
-  await fsyncDir(liveos);
+/** The LiveOS directory of a medium being switched: its filesystem (writable) and where LiveOS/ is. */
+export interface SwitchPlace {
+  readonly root: MediumRoot;
+  readonly liveos: string;
+}
+
+const JOURNAL_TMP = `${JOURNAL_NAME}${TEMP_MARK}tmp`;
+
+/** Written under a temporary name and durable, then renamed over the journal (atomic where renames are; on FAT the repeat of an interrupted rename finishes it). */
+async function writeJournal(place: SwitchPlace, journal: Journal): Promise<void> {
+  const fs = place.root.writable();
+  const tmp = fsJoin(place.liveos, JOURNAL_TMP);
+  await removeIfExists(fs, tmp);
+  await fs.writeFile(tmp, new TextEncoder().encode(`${JSON.stringify(journal, null, 2)}\n`));
+  await fs.flush();
+  await fs.rename(tmp, fsJoin(place.liveos, JOURNAL_NAME));
+  await fs.flush();
 }
 
 const isName = (n: unknown): n is string => typeof n === 'string' && n !== '' && !n.includes('/') && !n.includes('\\') && !n.startsWith('.') && n !== '..';
 const isIdentity = (x: unknown): x is FileIdentity => typeof x === 'object' && x !== null && Number.isSafeInteger((x as FileIdentity).size) && /^[0-9a-f]{64}$/.test(String((x as FileIdentity).digest));
 
-export async function readJournal(liveos: string): Promise<Journal | undefined> {
-  const path = join(liveos, JOURNAL_NAME);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw fromSystemError(err, path, 'read the journal');
-  }
+export async function readJournal(place: SwitchPlace): Promise<Journal | undefined> {
+  const path = place.root.display(fsJoin(place.liveos, JOURNAL_NAME));
+  const bytes = await readSmallFile(place.root, fsJoin(place.liveos, JOURNAL_NAME), 1 << 20, 'the switch journal');
+  if (bytes === undefined) return undefined;
+  const text = new TextDecoder().decode(bytes);
   let j: Journal;
   try {
     j = JSON.parse(text) as Journal;
@@ -118,9 +128,17 @@ export async function readJournal(liveos: string): Promise<Journal | undefined> 
 class Scene {
   private readonly cache = new Map<string, Role | 'other' | undefined>();
   constructor(
-    readonly liveos: string,
+    readonly place: SwitchPlace,
     readonly journal: Journal,
   ) {}
+
+  path(name: string): string {
+    return fsJoin(this.place.liveos, name);
+  }
+
+  get fs() {
+    return this.place.root.writable();
+  }
 
   forget(...names: string[]): void {
     for (const n of names) this.cache.delete(n);
@@ -128,10 +146,10 @@ class Scene {
 
   async at(name: string): Promise<Role | 'other' | undefined> {
     if (this.cache.has(name)) return this.cache.get(name);
-    const path = join(this.liveos, name);
+    const path = this.path(name);
     let role: Role | 'other' | undefined;
-    if (await pathExists(path)) {
-      const id = await sampleDigest(path);
+    if (await fileExists(this.place.root.fs, path)) {
+      const id = await identityOf(this.place.root, path);
       role = 'other';
       for (const [r, want] of Object.entries(this.journal.files) as [Role, FileIdentity][]) {
         if (want.size === id.size && want.digest === id.digest) role = r;
@@ -159,8 +177,8 @@ class Scene {
 const ROLE_TEXT: Record<Role, string> = { oldBase: 'the old base', newBase: 'the new base', oldOverlay: 'the old overlay', newOverlay: 'the fresh overlay' };
 
 async function renameIn(scene: Scene, from: string, to: string): Promise<void> {
-  await rename(join(scene.liveos, from), join(scene.liveos, to));
-  await fsyncDir(scene.liveos);
+  await scene.fs.rename(scene.path(from), scene.path(to));
+  await scene.fs.flush();
   scene.forget(from, to);
 }
 
@@ -190,36 +208,39 @@ async function possible(scene: Scene, dir: Direction): Promise<boolean> {
 /** Steps 2–5: puts the new pair under the live names. Every step is idempotent. */
 async function pairForward(scene: Scene): Promise<void> {
   const p = scene.journal.plan;
-  const at = (n: string) => join(scene.liveos, n);
+  const fs = scene.fs;
   if ((await scene.has(p.base, 'oldBase')) && (await scene.at(p.oldBase)) === undefined) {
     let linked = false;
-    try {
-      await link(at(p.base), at(p.oldBase));
-      await fsyncDir(scene.liveos);
-      linked = true;
-    } catch (err) {
-      // No hard links here (FAT): the base replace below becomes the point of no return.
-      rethrowCrash(err);
-      await removeFile(at(p.oldBase)).catch(rethrowCrash);
+    if (fs.link) {
+      try {
+        await fs.link(scene.path(p.base), scene.path(p.oldBase));
+        await fs.flush();
+        linked = true;
+      } catch (err) {
+        // No hard links here after all (a FAT mount): the base replace below becomes the point of no return.
+        rethrowCrash(err);
+        await removeIfExists(fs, scene.path(p.oldBase)).catch(rethrowCrash);
+      }
     }
     if (!linked && p.keepOld) {
       const tmp = `${p.oldBase}${TEMP_MARK}copy`;
-      await removeFile(at(tmp));
-      await copyFile(at(p.base), at(tmp));
-      await fsyncFile(at(tmp));
+      await removeIfExists(fs, scene.path(tmp));
+      await copyWithin(fs, scene.path(p.base), scene.path(tmp));
       await renameIn(scene, tmp, p.oldBase);
     }
     scene.forget(p.oldBase);
   }
   stepPoint('old-base-kept');
-  if ((await scene.has(p.overlay, 'oldOverlay')) && (await scene.at(p.oldOverlay)) === undefined) await renameIn(scene, p.overlay, p.oldOverlay);
+  // Where renames are not atomic, both names can hold the old overlay after a crash: repeating the rename finishes it.
+  const oldOverlayAside = await scene.at(p.oldOverlay);
+  if ((await scene.has(p.overlay, 'oldOverlay')) && (oldOverlayAside === undefined || (!fs.renameIsAtomic && oldOverlayAside === 'oldOverlay'))) await renameIn(scene, p.overlay, p.oldOverlay);
   stepPoint('old-overlay-moved');
   if (await scene.has(p.newBase, 'newBase')) await renameIn(scene, p.newBase, p.base);
   stepPoint('base-replaced');
   if ((await scene.has(p.newOverlay, 'newOverlay')) && (await scene.at(p.overlay)) !== 'oldOverlay') await renameIn(scene, p.newOverlay, p.overlay);
   stepPoint('overlay-replaced');
   if (!(await scene.has(p.base, 'newBase')) || !(await scene.has(p.overlay, 'newOverlay'))) {
-    throw new LivestickError('FAILURE', ExitCode.failure, `the new pair is not in place after the switch steps (found ${await scene.describe()})`, { file: scene.liveos });
+    throw new LivestickError('FAILURE', ExitCode.failure, `the new pair is not in place after the switch steps (found ${await scene.describe()})`, { file: scene.place.root.display(scene.place.liveos) });
   }
 }
 
@@ -231,23 +252,28 @@ async function pairBack(scene: Scene): Promise<void> {
   if ((overlay === undefined || overlay === 'newOverlay') && (await scene.has(p.oldOverlay, 'oldOverlay'))) await renameIn(scene, p.oldOverlay, p.overlay);
   const now = await scene.at(p.overlay);
   if (!(await scene.has(p.base, 'oldBase')) || !(now === 'oldOverlay' || now === 'other')) {
-    throw new LivestickError('FAILURE', ExitCode.failure, `the old pair could not be put back (found ${await scene.describe()})`, { file: scene.liveos });
+    throw new LivestickError('FAILURE', ExitCode.failure, `the old pair could not be put back (found ${await scene.describe()})`, { file: scene.place.root.display(scene.place.liveos) });
   }
 }
 
 /** Step 6: removes what the direction no longer needs, then the journal. Failures are warnings. */
 async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<void> {
   const p = scene.journal.plan;
+  const fs = scene.fs;
+  const shown = (name: string) => scene.place.root.display(scene.path(name));
   let failed = false;
   const remove = async (name: string, role: Role): Promise<void> => {
     if (!(await scene.has(name, role))) return;
     try {
-      await removeFile(join(scene.liveos, name));
-      scene.forget(name);
+      // A name left by an interrupted non-atomic rename shares its data with the live name: finishing the rename removes it.
+      const live = role === 'oldBase' || role === 'newBase' ? p.base : p.overlay;
+      if (!fs.renameIsAtomic && name !== live && (await scene.has(live, role))) await fs.rename(scene.path(name), scene.path(live));
+      else await fs.unlink(scene.path(name));
+      scene.forget(name, live);
     } catch (err) {
       if (err instanceof SimulatedCrash) throw err;
       failed = true;
-      warnings.push(`could not remove ${join(scene.liveos, name)} (${fromSystemError(err, name, 'remove it').message}); the journal stays, and the next livestick command retries`);
+      warnings.push(`could not remove ${shown(name)} (${fromSystemError(err, name, 'remove it').message}); the journal stays, and the next livestick command retries`);
     }
   };
   // Only with the target pair in place (checked by the callers) is anything deleted.
@@ -260,16 +286,19 @@ async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<v
     await remove(p.newBase, 'newBase');
     await remove(p.newOverlay, 'newOverlay');
     await remove(p.oldBase, 'oldBase');
+    // Only a second name of the restored overlay (an interrupted non-atomic rename back): finished, never deleted alone.
+    if (await scene.has(p.overlay, 'oldOverlay')) await remove(p.oldOverlay, 'oldOverlay');
   }
-  await removeFile(join(scene.liveos, `${p.oldBase}${TEMP_MARK}copy`)).catch(rethrowCrash);
+  await removeIfExists(fs, scene.path(`${p.oldBase}${TEMP_MARK}copy`)).catch(rethrowCrash);
   if (failed) return;
   try {
-    await fsyncDir(scene.liveos);
-    await removeFile(join(scene.liveos, JOURNAL_NAME));
-    await fsyncDir(scene.liveos);
+    await fs.flush();
+    await removeIfExists(fs, scene.path(JOURNAL_TMP));
+    await fs.unlink(scene.path(JOURNAL_NAME));
+    await fs.flush();
   } catch (err) {
     if (err instanceof SimulatedCrash) throw err;
-    warnings.push(`could not remove the journal ${join(scene.liveos, JOURNAL_NAME)} (${fromSystemError(err, JOURNAL_NAME, 'remove it').message}); the next livestick command retries`);
+    warnings.push(`could not remove the journal ${shown(JOURNAL_NAME)} (${fromSystemError(err, JOURNAL_NAME, 'remove it').message}); the next livestick command retries`);
   }
 }
 
@@ -294,7 +323,7 @@ export class SwitchFailedError extends LivestickError {
 }
 
 function plainCause(err: unknown, liveos: string): LivestickError {
-  const e = fromSystemError(err, liveos, 'switch');
+  const e = err instanceof LivestickError ? err : fromSystemError(err, liveos, 'switch');
   const sys = (e.cause ?? err) as NodeJS.ErrnoException;
   if (sys?.code && sys.path) e.message = `${sys.syscall ?? 'an operation'} on ${sys.path} failed: ${explainErrno(sys.code) ?? sys.code}`;
   return e;
@@ -320,9 +349,18 @@ export function explainErrno(code: string): string | undefined {
   }
 }
 
+async function identityOf(root: MediumRoot, path: string): Promise<FileIdentity> {
+  const disk = await root.fs.openFile(path);
+  try {
+    return await sampleDigest(disk);
+  } finally {
+    await disk.close();
+  }
+}
+
 /** Identities of the four files; computed before the switch (the new ones are verified by then). */
-async function identify(liveos: string, plan: SwitchPlan): Promise<Record<Role, FileIdentity>> {
-  const id = (n: string) => sampleDigest(join(liveos, n));
+async function identify(place: SwitchPlace, plan: SwitchPlan): Promise<Record<Role, FileIdentity>> {
+  const id = (n: string) => identityOf(place.root, fsJoin(place.liveos, n));
   return { oldBase: await id(plan.base), newBase: await id(plan.newBase), oldOverlay: await id(plan.overlay), newOverlay: await id(plan.newOverlay) };
 }
 
@@ -330,21 +368,23 @@ async function identify(liveos: string, plan: SwitchPlan): Promise<Record<Role, 
  * Switches to the new base and overlay (both complete, verified and durable beside the old ones).
  * Returns warnings from tidying up; throws SwitchFailedError after rolling back when a step fails.
  */
-export async function switchBase(liveos: string, plan: SwitchPlan): Promise<string[]> {
+export async function switchBase(place: SwitchPlace, plan: SwitchPlan): Promise<string[]> {
+  const liveos = place.root.display(place.liveos);
+  const fs = place.root.writable();
   const warnings: string[] = [];
   let journal: Journal;
   try {
-    journal = { version: 2, op: 'switch', direction: 'forward', plan, files: await identify(liveos, plan) };
-    await writeJournal(liveos, journal);
+    journal = { version: 2, op: 'switch', direction: 'forward', plan, files: await identify(place, plan) };
+    await writeJournal(place, journal);
   } catch (err) {
     if (err instanceof SimulatedCrash) throw err;
     // Nothing was switched: the new files are only an unfinished build.
-    for (const n of [`${JOURNAL_NAME}${TEMP_MARK}tmp`, JOURNAL_NAME, plan.newBase, plan.newOverlay]) await removeFile(join(liveos, n)).catch(rethrowCrash);
+    for (const n of [JOURNAL_TMP, JOURNAL_NAME, plan.newBase, plan.newOverlay]) await removeIfExists(fs, fsJoin(place.liveos, n)).catch(rethrowCrash);
     const cause = plainCause(err, liveos);
     throw new SwitchFailedError(cause.code, cause.exitCode, `rolled back: nothing changed. The switch journal could not be written: ${cause.message}`, true, { file: liveos, cause: err });
   }
   stepPoint('journal-written');
-  const scene = new Scene(liveos, journal);
+  const scene = new Scene(place, journal);
   try {
     await pairForward(scene);
   } catch (err) {
@@ -352,7 +392,7 @@ export async function switchBase(liveos: string, plan: SwitchPlan): Promise<stri
     const cause = plainCause(err, liveos);
     try {
       journal.direction = 'back';
-      await writeJournal(liveos, journal).catch((e: unknown) => rethrowCrash(e));
+      await writeJournal(place, journal).catch((e: unknown) => rethrowCrash(e));
       scene.forget(...Object.values(plan).filter((v): v is string => typeof v === 'string'));
       if (!(await possible(scene, 'back'))) {
         const baseIsNew = await scene.has(plan.base, 'newBase');
@@ -398,12 +438,19 @@ export interface RecoveryReport {
 /** Leftovers of an unfinished build: removed only when no journal exists (nothing was switched). */
 const BUILD_LEFTOVER = [`${TEMP_MARK}new`, `${TEMP_MARK}partial`, `${TEMP_MARK}copy`, `${TEMP_MARK}tmp`, `${TEMP_MARK}probe`, `${TEMP_MARK}linkprobe`];
 
+/** Whether `recoverMedium` has anything to do: a journal, or leftovers of an unfinished build. */
+export async function recoveryNeeded(place: SwitchPlace): Promise<boolean> {
+  const names = (await place.root.fs.readdir(place.liveos)).map((e) => e.name);
+  return names.includes(JOURNAL_NAME) || names.some((n) => BUILD_LEFTOVER.some((m) => n.includes(m)));
+}
+
 /** Finishes or undoes an interrupted switch, or removes the leftovers of an unfinished build. */
-export async function recoverMedium(liveos: string): Promise<RecoveryReport> {
-  const journal = await readJournal(liveos);
+export async function recoverMedium(place: SwitchPlace): Promise<RecoveryReport> {
+  const journal = await readJournal(place);
+  const liveos = place.liveos;
   const warnings: string[] = [];
   if (journal !== undefined) {
-    const scene = new Scene(liveos, journal);
+    const scene = new Scene(place, journal);
     const order: Direction[] = journal.direction === 'forward' ? ['forward', 'back'] : ['back', 'forward'];
     for (const dir of order) {
       if (!(await possible(scene, dir))) continue;
@@ -416,21 +463,23 @@ export async function recoverMedium(liveos: string): Promise<RecoveryReport> {
       'FAILURE',
       ExitCode.failure,
       `an interrupted switch cannot be finished or undone with the files present: ${await scene.describe()}. Nothing was changed or deleted; keep these files and inspect them by hand`,
-      { file: join(liveos, JOURNAL_NAME) },
+      { file: place.root.display(fsJoin(liveos, JOURNAL_NAME)) },
     );
   }
-  const names = await readdir(liveos);
+  const names = (await place.root.fs.readdir(liveos)).map((e) => e.name);
   const leftovers = names.filter((n) => BUILD_LEFTOVER.some((m) => n.includes(m)) && n !== JOURNAL_NAME);
+  if (leftovers.length === 0) return { action: 'none', files: [], warnings };
+  const fs = place.root.writable();
   const removed: string[] = [];
   for (const n of leftovers) {
     // A new file is only ever a copy of something regenerable while its live counterpart exists.
     const live = n.slice(0, n.indexOf(TEMP_MARK));
     if (n.endsWith(`${TEMP_MARK}new`) && live !== '' && !names.includes(live)) {
-      warnings.push(`${join(liveos, n)} has no ${live} beside it; kept`);
+      warnings.push(`${place.root.display(fsJoin(liveos, n))} has no ${live} beside it; kept`);
       continue;
     }
-    if (await removeFile(join(liveos, n))) removed.push(n);
+    if (await removeIfExists(fs, fsJoin(liveos, n))) removed.push(n);
   }
-  if (removed.length > 0) await fsyncDir(liveos);
+  if (removed.length > 0) await fs.flush();
   return { action: removed.length > 0 ? 'cleaned' : 'none', files: removed, warnings };
 }

@@ -24,6 +24,7 @@ import { LivestickError } from '../../src/errors.ts';
 import { mergeMedium } from '../../src/ops/merge.ts';
 import { resetMedium } from '../../src/ops/reset.ts';
 import { recoverMedium } from '../../src/ops/switch.ts';
+import { directoryRoot } from '../../src/ops/root.ts';
 import { mediumStatus } from '../../src/ops/status.ts';
 import { applyPackageUpdate, buildSampleMedium } from '../../src/ops/sample.ts';
 import { bootFinds, mediumView } from './helpers.ts';
@@ -127,14 +128,14 @@ describe('fault injection at every file operation', () => {
           const { points: rec } = await (async () => {
             const copy = join(tmp.dir, `rec${n++}`);
             cpSync(dir, copy, { recursive: true });
-            const t = await tracePoints(() => recoverMedium(join(copy, 'LiveOS')));
+            const t = await tracePoints(() => recoverMedium({ root: directoryRoot(copy, { write: true }), liveos: '/LiveOS' }));
             dispose(copy);
             return t;
           })();
           for (const q of rec) {
             const copy = join(tmp.dir, `rec${n++}`);
             cpSync(dir, copy, { recursive: true });
-            await withFaultPlan((x) => (x.index === q.index ? 'crash' : undefined), () => recoverMedium(join(copy, 'LiveOS')));
+            await withFaultPlan((x) => (x.index === q.index ? 'crash' : undefined), () => recoverMedium({ root: directoryRoot(copy, { write: true }), liveos: '/LiveOS' }));
             coverage.points.add(`recovery after ${key(p, 'crash')}: ${key(q, 'crash')}`);
             coverage.cases++;
             await bootFinds(copy);

@@ -4,7 +4,7 @@ import { cpSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ext4 } from '../../src/fs/ext4/index.ts';
 import { FileDisk, readAt } from '../../src/io/disk.ts';
-import { locateMedium, openMedium } from '../../src/ops/medium.ts';
+import { locateMedium, openMedium, openMediumFile } from '../../src/ops/medium.ts';
 import { ExceptionStore, SnapshotDisk, sameBase } from '../../src/xform/dmsnap/index.ts';
 import { bindingFor } from '../../src/ops/overlay.ts';
 import { applyPackageUpdate, buildSampleMedium } from '../../src/ops/sample.ts';
@@ -33,7 +33,7 @@ export async function mediumView(dir: string, options: { overlay?: boolean } = {
   const medium = await openMedium(await locateMedium(dir));
   try {
     if (options.overlay === false || medium.overlayPath === undefined) return await digestTree(await Ext4.open(medium.rootDisk));
-    const ov = await FileDisk.open(medium.overlayPath, { readOnly: true });
+    const ov = await openMediumFile(medium.root, medium.overlayPath, 'read');
     try {
       return await digestTree(await Ext4.open(new SnapshotDisk(medium.rootDisk, await ExceptionStore.open(ov), { readOnly: true })));
     } finally {
@@ -95,7 +95,7 @@ export async function bootFinds(dir: string): Promise<'pair' | 'no-overlay'> {
     return 'no-overlay';
   }
   const medium = await openMedium(await locateMedium(dir));
-  const ov = await FileDisk.open(medium.overlayPath as string, { readOnly: true });
+  const ov = await openMediumFile(medium.root, medium.overlayPath as string, 'read');
   try {
     const store = await ExceptionStore.open(ov);
     assert.equal(store.valid, true, 'the overlay a boot finds is valid');

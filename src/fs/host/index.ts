@@ -1,9 +1,15 @@
-/** A host directory (a mounted stick, or a copy) as the common FileSystem, read side. */
-import { lstat, readdir, readlink, statfs } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+/**
+ * A host directory (a mounted stick, or a copy) as the common FileSystem; writable when opened so.
+ * Every change goes through io/host.ts (or FileDisk), so each passes a fault point; `flush` fsyncs
+ * the directories changed since the last flush (a file's own data is flushed through its Disk).
+ */
+import { lstat, mkdir, readdir, readlink, rmdir } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
 import { fromSystemError } from '../../errors.ts';
 import { FileDisk, type Disk } from '../../io/disk.ts';
-import type { FileSystem, FsEntry, FsSpace, FsStat, NodeKind } from '../filesystem.ts';
+import { SimulatedCrash, faultPoint } from '../../io/faults.ts';
+import { chmod, chown, fsyncDir, hostSpace, link, removeFile, rename } from '../../io/host.ts';
+import type { CreateFileOptions, FileSystem, FsEntry, FsSpace, FsStat, NodeKind, WritableFile, WritableFileSystem } from '../filesystem.ts';
 
 function kindOf(st: { isDirectory(): boolean; isSymbolicLink(): boolean; isFile(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isFIFO(): boolean }): NodeKind {
   if (st.isDirectory()) return 'dir';
@@ -14,12 +20,19 @@ function kindOf(st: { isDirectory(): boolean; isSymbolicLink(): boolean; isFile(
   return st.isFIFO() ? 'fifo' : 'socket';
 }
 
-export class HostFileSystem implements FileSystem {
+export class HostFileSystem implements WritableFileSystem {
   readonly type = 'host';
   readonly label = undefined;
   readonly uuid = undefined;
-  readonly readOnly = true;
-  constructor(readonly root: string) {}
+  readonly readOnly: boolean;
+  readonly renameIsAtomic = true;
+  readonly #changedDirs = new Set<string>();
+  constructor(
+    readonly root: string,
+    options: { writable?: boolean } = {},
+  ) {
+    this.readOnly = !options.writable;
+  }
 
   /** The host path of a filesystem path (no '..' escapes the root). */
   hostPath(path: string): string {
@@ -32,7 +45,7 @@ export class HostFileSystem implements FileSystem {
     try {
       const st = await lstat(p);
       const t = (ms: number) => ({ sec: Math.floor(ms / 1000), nsec: Math.round((ms % 1000) * 1e6) });
-      return { kind: kindOf(st), size: st.size, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: st.nlink, mtime: t(st.mtimeMs), atime: t(st.atimeMs), ctime: t(st.ctimeMs) };
+      return { kind: kindOf(st), size: st.size, allocatedBytes: st.blocks * 512, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: st.nlink, mtime: t(st.mtimeMs), atime: t(st.atimeMs), ctime: t(st.ctimeMs) };
     } catch (err) {
       throw fromSystemError(err, p, 'stat');
     }
@@ -56,13 +69,80 @@ export class HostFileSystem implements FileSystem {
   openFile(path: string): Promise<Disk> {
     return FileDisk.open(this.hostPath(path), { readOnly: true });
   }
+  /** Space for this user (bavail); a host that cannot tell reports no limit. */
   async space(): Promise<FsSpace> {
-    try {
-      const s = await statfs(this.root);
-      return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
-    } catch {
-      return { totalBytes: 0, freeBytes: 0 };
-    }
+    const s = await hostSpace(this.root);
+    return { totalBytes: s.totalBytes ?? 0, freeBytes: s.freeBytes ?? Number.POSITIVE_INFINITY };
   }
   async close(): Promise<void> {}
+
+  #writable(path: string): string {
+    if (this.readOnly) throw fromSystemError(Object.assign(new Error('opened read-only'), { code: 'EROFS' }), this.root, 'change the medium');
+    const p = this.hostPath(path);
+    this.#changedDirs.add(dirname(p));
+    return p;
+  }
+  async mkdir(path: string, options: { mode?: number } = {}): Promise<void> {
+    const p = this.#writable(path);
+    try {
+      faultPoint('create', p);
+      await mkdir(p, { mode: options.mode ?? 0o755 });
+    } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
+      throw fromSystemError(err, p, 'create the directory');
+    }
+  }
+  async createFile(path: string, options: CreateFileOptions): Promise<WritableFile> {
+    const p = this.#writable(path);
+    const disk = await FileDisk.open(p, { create: { size: options.size } });
+    if (options.mode !== undefined) await chmod(p, options.mode);
+    return disk;
+  }
+  async openFileForWriting(path: string): Promise<WritableFile> {
+    return FileDisk.open(this.#writable(path), { readOnly: false });
+  }
+  async writeFile(path: string, data: Uint8Array, options: { mode?: number } = {}): Promise<void> {
+    const p = this.#writable(path);
+    await removeFile(p);
+    const disk = await FileDisk.open(p, { create: { size: data.byteLength } });
+    try {
+      if (data.byteLength > 0) await disk.write(data, 0);
+      await disk.flush();
+    } finally {
+      await disk.close();
+    }
+    if (options.mode !== undefined) await chmod(p, options.mode);
+  }
+  async rename(from: string, to: string): Promise<void> {
+    await rename(this.#writable(from), this.#writable(to));
+  }
+  async unlink(path: string): Promise<void> {
+    const p = this.#writable(path);
+    if (!(await removeFile(p))) throw fromSystemError(Object.assign(new Error('no such file'), { code: 'ENOENT' }), p, 'remove the file');
+  }
+  async rmdir(path: string): Promise<void> {
+    const p = this.#writable(path);
+    try {
+      faultPoint('unlink', p);
+      await rmdir(p);
+    } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
+      throw fromSystemError(err, p, 'remove the directory');
+    }
+  }
+  async link(existing: string, path: string): Promise<void> {
+    await link(this.#writable(existing), this.#writable(path));
+  }
+  async setMode(path: string, mode: number): Promise<void> {
+    await chmod(this.#writable(path), mode);
+  }
+  async setOwner(path: string, uid: number, gid: number): Promise<void> {
+    await chown(this.#writable(path), uid, gid);
+  }
+  async flush(): Promise<void> {
+    for (const dir of [...this.#changedDirs]) {
+      await fsyncDir(dir);
+      this.#changedDirs.delete(dir);
+    }
+  }
 }
