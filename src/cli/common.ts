@@ -28,6 +28,23 @@ export function withOutputOptions(cmd: Command, options: { json?: boolean } = {}
   return cmd.option('-q, --quiet', 'print nothing but errors and warnings (no progress)');
 }
 
+/** What every medium command's MEDIUM argument may be. */
+export const MEDIUM_ARGUMENT = 'a directory holding LiveOS/ (a mounted stick or a copy), a stick image file, or a device (/dev/sdX, /dev/rdiskN, \\\\.\\PhysicalDriveN)';
+
+/** --partition and --force-device, for commands that open a medium that may be an image or a device. */
+export function withMediumOptions(cmd: Command): Command {
+  return cmd
+    .option('--partition <n>', 'the partition holding LiveOS/, when several of an image\'s or device\'s do (Linux numbering: 1, 2, …)')
+    .option('--force-device', 'write a device even while one of its partitions is mounted or it holds this host\'s system');
+}
+
+export function mediumOptions(opts: { partition?: string; forceDevice?: boolean }): { partition?: number; forceDevice?: boolean } {
+  return {
+    ...(opts.partition === undefined ? {} : { partition: parseIntegerOption(opts.partition, '--partition') }),
+    ...(opts.forceDevice ? { forceDevice: true } : {}),
+  };
+}
+
 export function errorToJson(err: unknown): Record<string, unknown> {
   err = typedError(err);
   if (err instanceof LivestickError) {

@@ -5,7 +5,7 @@ import { mediumStatus, renderStatus, type StatusReport } from '../../ops/status.
 import { mergeMedium, type MergeResult } from '../../ops/merge.ts';
 import { resetMedium } from '../../ops/reset.ts';
 import type { CompressorName } from '../../fs/squashfs/index.ts';
-import { Progress, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions, confirmYes } from '../common.ts';
+import { MEDIUM_ARGUMENT, Progress, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withMediumOptions, withOutputOptions, confirmYes } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
 
 function renderMerge(r: MergeResult): string {
@@ -50,17 +50,17 @@ export function registerMedium(program: Command): void {
   const status = program
     .command('status')
     .description("show a live medium's overlay: how full it is, which files fill it, what a merge would reclaim")
-    .argument('<medium>', 'directory holding LiveOS/ (a mounted stick or a copy)')
+    .argument('<medium>', MEDIUM_ARGUMENT)
     .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('--top <n>', 'how many files and directories to list', '10')
     .addHelpText('after', '\nExits 3 when the medium needs attention (a foreign or invalid overlay, a damaged filesystem, an overlay\nabove 80% full, or more promised than the medium can back); --json carries the same verdict ("healthy").');
-  withOutputOptions(status).action(async (dir: string, opts: { overlay?: string; top?: string; json?: boolean; quiet?: boolean }) => {
+  withOutputOptions(withMediumOptions(status)).action(async (dir: string, opts: { overlay?: string; top?: string; partition?: string; forceDevice?: boolean; json?: boolean; quiet?: boolean }) => {
     const top = parseIntegerOption(opts.top ?? '10', '--top');
     let progress: Progress | undefined;
     await runCommand(
       opts,
       async () => {
-        const r = await mediumStatus(dir, { overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) });
+        const r = await mediumStatus(dir, { ...mediumOptions(opts), overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) });
         progress?.finish();
         if (!r.healthy) process.exitCode = ExitCode.unhealthy;
         return r;
@@ -72,7 +72,7 @@ export function registerMedium(program: Command): void {
   const merge = program
     .command('merge')
     .description('fold the overlay into a new compressed base (free space dropped), then start a fresh empty overlay; crash-safe')
-    .argument('<medium>', 'directory holding LiveOS/')
+    .argument('<medium>', MEDIUM_ARGUMENT)
     .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('--compressor <name>', 'gzip, xz, zstd or lz4 (default: the old base\'s)')
     .option('--block-size <size>', 'SquashFS block size, 4K..1M (default: the old base\'s)')
@@ -81,7 +81,7 @@ export function registerMedium(program: Command): void {
     .option('--dry-run', 'say what would happen: sizes, reclaimed space, space needed')
     .option('--keep-old', 'keep the previous base and overlay under clear names')
     .option('--force', 'rebuild the base even when the overlay holds no changes');
-  withOutputOptions(merge).action(async (dir: string, opts: { overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean; quiet?: boolean }) => {
+  withOutputOptions(withMediumOptions(merge)).action(async (dir: string, opts: { partition?: string; forceDevice?: boolean; overlay?: string; compressor?: string; blockSize?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean; quiet?: boolean }) => {
     const compressor = opts.compressor as CompressorName | undefined;
     if (compressor !== undefined && !['gzip', 'xz', 'zstd', 'lz4'].includes(compressor)) throw new UsageError(`--compressor: "${compressor}" is not one of gzip, xz, zstd, lz4`);
     const blockSize = opts.blockSize === undefined ? undefined : parseSizeOption(opts.blockSize, '--block-size');
@@ -91,6 +91,7 @@ export function registerMedium(program: Command): void {
       opts,
       async () => {
         const r = await mergeMedium(dir, {
+          ...mediumOptions(opts),
           overlay: opts.overlay,
           compressor,
           blockSize,
@@ -121,22 +122,22 @@ export function registerMedium(program: Command): void {
   const reset = program
     .command('reset')
     .description("empty a live medium's overlay: every change in it is dropped; keeps its size and name, binds it to the current base")
-    .argument('<medium>', 'directory holding LiveOS/')
+    .argument('<medium>', MEDIUM_ARGUMENT)
     .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('-y, --yes', 'do not ask for confirmation')
     .option('--wipe', 'also overwrite the old data with zeros (otherwise it stays in the overlay file until overwritten)')
     .addHelpText('after', '\nWithout --wipe the dropped changes are gone for every boot, but their bytes stay in the overlay file until\nthe live system writes over them; --wipe zeroes them (it takes as long as writing the used part).');
-  withOutputOptions(reset).action(async (dir: string, opts: { overlay?: string; yes?: boolean; wipe?: boolean; json?: boolean; quiet?: boolean }) => {
+  withOutputOptions(withMediumOptions(reset)).action(async (dir: string, opts: { partition?: string; forceDevice?: boolean; overlay?: string; yes?: boolean; wipe?: boolean; json?: boolean; quiet?: boolean }) => {
     await runCommand(
       opts,
       async () => {
         if (!opts.yes) {
-          const loss = await describeLoss(dir, opts.overlay);
+          const loss = await describeLoss(dir, opts.overlay, mediumOptions(opts));
           if (!(await confirmYes(`Reset drops ${loss}. Continue?`))) {
             throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
           }
         }
-        return resetMedium(dir, { overlay: opts.overlay, wipe: opts.wipe });
+        return resetMedium(dir, { ...mediumOptions(opts), overlay: opts.overlay, wipe: opts.wipe });
       },
       (r) => `reset: every change was dropped${r.overlay.wipedBytes > 0 ? `, ${formatSize(r.overlay.wipedBytes)} of old data overwritten` : ''}\n${renderOverlayInfo(r.overlay)}`,
     );
@@ -144,10 +145,10 @@ export function registerMedium(program: Command): void {
 }
 
 /** "1.2 GiB of changes (largest: /usr/lib/x, /var/cache/y, …)", or just the bytes when the files cannot be told. */
-async function describeLoss(dir: string, overlay: string | undefined): Promise<string> {
+async function describeLoss(dir: string, overlay: string | undefined, medium: { partition?: number; forceDevice?: boolean }): Promise<string> {
   let r: StatusReport;
   try {
-    r = await mediumStatus(dir, { overlay, top: 3 });
+    r = await mediumStatus(dir, { ...medium, overlay, top: 3 });
   } catch {
     return 'every change kept in the overlay';
   }

@@ -4,7 +4,7 @@ import { formatSize } from '../../io/bytes.ts';
 import { stat } from 'node:fs/promises';
 import { bindMediumOverlay, createOverlay, exportCombined, inspectOverlay, resetOverlay, bindOverlay, writeThrough, type OverlayInfo } from '../../ops/overlay.ts';
 import { DEFAULT_CHUNK_SECTORS, SECTOR } from '../../xform/dmsnap/index.ts';
-import { Progress, confirmYes, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions } from '../common.ts';
+import { MEDIUM_ARGUMENT, Progress, confirmYes, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions } from '../common.ts';
 
 function chunkSectors(text: string | undefined): number {
   if (text === undefined) return DEFAULT_CHUNK_SECTORS;
@@ -137,15 +137,17 @@ export function registerOverlay(program: Command): void {
     overlay
       .command('bind')
       .description('record in the overlay which base it belongs to: a base image and an overlay file, or a medium (its overlay and the root image inside its squashfs.img)')
-      .argument('<base-or-medium>', 'base image, or a directory holding LiveOS/')
-      .argument('[overlay]', 'overlay file (with a medium: when LiveOS/ holds several; a bare name is looked up in LiveOS/)')
+      .argument('<base-or-medium>', `base image, or a medium: ${MEDIUM_ARGUMENT}`)
+      .argument('[overlay]', 'overlay file (with a medium: when LiveOS/ holds several; a bare name is looked up in LiveOS/)'),
   )
-    .action(async (base: string, path: string | undefined, opts: { json?: boolean; quiet?: boolean }) => {
+    .option('--partition <n>', 'with a medium: the partition holding LiveOS/, when several do')
+    .option('--force-device', 'with a medium: write a device even while it is in use')
+    .action(async (base: string, path: string | undefined, opts: { partition?: string; forceDevice?: boolean; json?: boolean; quiet?: boolean }) => {
       await runCommand(
         opts,
         async () => {
-          if ((await stat(base).catch(() => undefined))?.isDirectory()) return bindMediumOverlay(base, { overlay: path });
-          if (path === undefined) throw new UsageError('overlay bind: give BASE OVERLAY, or a MEDIUM directory');
+          // One argument is always a medium (a directory, a stick image or a device); two are a medium only when the first is a directory.
+          if (path === undefined || (await stat(base).catch(() => undefined))?.isDirectory()) return bindMediumOverlay(base, { ...mediumOptions(opts), overlay: path });
           return bindOverlay(base, path);
         },
         (info) => `bound ${info.overlay} to ${base}\n${renderOverlayInfo(info)}`,
