@@ -17,6 +17,8 @@
  *   (its size read from that directory's '.' record); the moved directory (RE) is hidden where it sits.
  * - Every extent is checked against the disk size when its record is decoded; a path is resolved
  *   component by component, so a directory cycle cannot loop.
+ * - The directory resolved last (by readdir, or as the parent of a resolved path) is remembered with
+ *   the path prefix that named it, so the stat of each entry after a readdir is one lookup.
  */
 import { Buffer } from 'node:buffer';
 import type { Disk } from '../../io/disk.ts';
@@ -88,6 +90,10 @@ export class Iso9660Fs implements FileSystem {
   readonly #root: IsoNode;
   readonly #cache = new Map<number, Listing>();
   readonly #cacheLimit: number;
+  /** The most recently used listing (already last in #cache's order). */
+  #newest: Listing | undefined;
+  /** The directory resolved last: a path prefix (no trailing '/'; '' for the root) and its listing. */
+  #lastDir: { readonly prefix: string; readonly listing: Listing } | undefined;
   readonly #quick: QuickContext;
 
   private constructor(disk: Disk, set: DescriptorSet, namespace: Namespace, suspSkip: number, root: IsoNode, cacheLimit: number) {
@@ -129,8 +135,11 @@ export class Iso9660Fs implements FileSystem {
     const extent = dir.extents[0]!;
     const cached = this.#cache.get(extent.offset);
     if (cached) {
-      this.#cache.delete(extent.offset);
-      this.#cache.set(extent.offset, cached);
+      if (this.#newest !== cached) {
+        this.#cache.delete(extent.offset);
+        this.#cache.set(extent.offset, cached);
+        this.#newest = cached;
+      }
       return cached;
     }
     const entries: IsoNode[] = [];
@@ -194,6 +203,7 @@ export class Iso9660Fs implements FileSystem {
     if (pending) throw corrupt('record.flags', 'a multi-extent file ends without its final extent', pending.at);
     const listing = { entries, byName };
     this.#cache.set(extent.offset, listing);
+    this.#newest = listing;
     if (this.#cache.size > this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value!);
     return listing;
   }
@@ -226,12 +236,33 @@ export class Iso9660Fs implements FileSystem {
     return withChanges(node, { name: nameOf(record, this.namespace, rr), kind: 'dir' });
   }
 
+  /**
+   * The entry `path` names directly inside the directory resolved last (the usual readdir-then-stat
+   * walk), without walking from the root; undefined when that does not apply (the full walk decides).
+   */
+  #inLastDirectory(path: string): IsoNode | undefined {
+    const last = this.#lastDir;
+    if (last === undefined) return undefined;
+    const slash = path.lastIndexOf('/');
+    if (slash !== last.prefix.length || !path.startsWith(last.prefix)) return undefined;
+    const name = path.slice(slash + 1);
+    if (name === '' || name === '.' || name === '..') return undefined;
+    return last.listing.byName.get(name);
+  }
+
   async #resolve(path: string): Promise<IsoNode> {
+    const hit = this.#inLastDirectory(path);
+    if (hit !== undefined) return hit;
+    const parts = splitPath(path);
     let node = this.#root;
     let walked = '';
-    for (const part of splitPath(path)) {
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]!;
       if (node.kind !== 'dir') throw new NotFoundError(`${walked || '/'} is not a directory`, { file: path });
-      const next = (await this.#list(node)).byName.get(part);
+      const listing = await this.#list(node);
+      // path without its last component names this directory (no trailing '/').
+      if (i === parts.length - 1 && !path.endsWith('/')) this.#lastDir = { prefix: path.slice(0, path.lastIndexOf('/')), listing };
+      const next = listing.byName.get(part);
       walked += `/${part}`;
       if (!next) throw new NotFoundError(`no such file or directory: ${walked}`, { file: path });
       node = next;
@@ -240,7 +271,7 @@ export class Iso9660Fs implements FileSystem {
   }
 
   async stat(path: string): Promise<FsStat> {
-    const n = await this.#resolve(path);
+    const n = this.#inLastDirectory(path) ?? (await this.#resolve(path));
     const st: { -readonly [K in keyof FsStat]: FsStat[K] } = { kind: n.kind, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, nlink: n.nlink, mtime: n.mtime };
     if (n.atime) st.atime = n.atime;
     if (n.ctime) st.ctime = n.ctime;
@@ -250,7 +281,9 @@ export class Iso9660Fs implements FileSystem {
   async readdir(path: string): Promise<FsEntry[]> {
     const n = await this.#resolve(path);
     if (n.kind !== 'dir') throw new NotFoundError(`not a directory: ${path}`, { file: path });
-    return (await this.#list(n)).entries.map((e) => ({ name: e.name, kind: e.kind }));
+    const listing = await this.#list(n);
+    this.#lastDir = { prefix: path.endsWith('/') ? path.slice(0, -1) : path, listing };
+    return listing.entries.map((e) => ({ name: e.name, kind: e.kind }));
   }
 
   async readlink(path: string): Promise<string> {
@@ -283,6 +316,8 @@ export class Iso9660Fs implements FileSystem {
 
   async close(): Promise<void> {
     this.#cache.clear();
+    this.#newest = undefined;
+    this.#lastDir = undefined;
   }
 
   /** The El Torito boot catalog, or undefined when the image has no boot record. */
