@@ -30,7 +30,7 @@ import { readDescriptorSet, type DescriptorSet, type VolumeDescriptor } from './
 import { FLAG_ASSOCIATED, decodeRecord, type DirRecord } from './record.ts';
 import { decodeEntries, rockRidge, systemUseEntries, type RockRidge } from './susp.ts';
 import { PLATFORM_EFI, PLATFORM_X86, readCatalog, type BootCatalog, type CatalogImage } from './eltorito.ts';
-import { TimeMemo, extentOf, nameOf, nodeOf, quickNode, withChanges, type Extent, type IsoNode, type Namespace, type QuickContext } from './node.ts';
+import { TimeMemo, extentOf, extentsOf, nameOf, nodeOf, quickNode, renamed, withExtents, type Extent, type IsoNode, type Namespace, type QuickContext } from './node.ts';
 
 export type { Extent, Namespace } from './node.ts';
 
@@ -132,7 +132,7 @@ export class Iso9660Fs implements FileSystem {
   }
 
   async #list(dir: IsoNode): Promise<Listing> {
-    const extent = dir.extents[0]!;
+    const extent = { offset: dir.offset, length: dir.dataLength };
     const cached = this.#cache.get(extent.offset);
     if (cached) {
       if (this.#newest !== cached) {
@@ -226,14 +226,14 @@ export class Iso9660Fs implements FileSystem {
   #finish(record: DirRecord, extents: Extent[], rr: RockRidge | undefined): IsoNode | undefined {
     if (rr?.relocated) return undefined;
     const node = nodeOf(this.#disk, this.#vd.blockSize, nameOf(record, this.namespace, rr), record, rr);
-    if (extents.length > 1) return withChanges(node, { extents, size: extents.reduce((s, e) => s + e.length, 0) });
+    if (extents.length > 1) return withExtents(node, extents);
     return node;
   }
 
   async #relocated(record: DirRecord, rr: RockRidge): Promise<IsoNode> {
     const moved = await readSelfRecord(this.#disk, this.#vd, rr.childLink!);
     const node = nodeOf(this.#disk, this.#vd.blockSize, '', moved, rr);
-    return withChanges(node, { name: nameOf(record, this.namespace, rr), kind: 'dir' });
+    return renamed(node, nameOf(record, this.namespace, rr), 'dir');
   }
 
   /**
@@ -296,18 +296,15 @@ export class Iso9660Fs implements FileSystem {
   async extents(path: string): Promise<readonly Extent[]> {
     const n = await this.#resolve(path);
     if (n.kind !== 'file') throw new NotFoundError(`not a regular file: ${path}`, { file: path });
-    return n.extents;
+    return extentsOf(n);
   }
 
   async openFile(path: string): Promise<Disk> {
     const n = await this.#resolve(path);
     if (n.kind !== 'file') throw new NotFoundError(`not a regular file: ${path}`, { file: path });
     if (n.interleaved) throw new UnsupportedFeatureError(FORMAT, 'interleaved file', path);
-    if (n.extents.length === 1) {
-      const e = n.extents[0]!;
-      return e.length === 0 ? new MemoryDisk(0, { readOnly: true }) : new SliceDisk(this.#disk, e.offset, e.length, { readOnly: true });
-    }
-    return new ExtentsDisk(this.#disk, n.extents);
+    if (n.more === undefined) return n.dataLength === 0 ? new MemoryDisk(0, { readOnly: true }) : new SliceDisk(this.#disk, n.offset, n.dataLength, { readOnly: true });
+    return new ExtentsDisk(this.#disk, n.more);
   }
 
   async space(): Promise<FsSpace> {
@@ -353,15 +350,15 @@ export class Iso9660Fs implements FileSystem {
     const visited = new Set<number>();
     while (queue.length > 0 && left > 0 && seen < BOOT_SEARCH_LIMIT) {
       const { node, path } = queue.shift()!;
-      const key = node.extents[0]!.offset;
+      const key = node.offset;
       if (visited.has(key)) continue;
       visited.add(key);
       for (const e of (await this.#list(node)).entries) {
         seen++;
         const p = `${path}/${e.name}`;
         if (e.kind === 'dir') queue.push({ node: e, path: p });
-        else if (e.kind === 'file' && e.extents.length > 0 && e.size > 0 && wanted.has(e.extents[0]!.offset) && wanted.get(e.extents[0]!.offset) === undefined) {
-          wanted.set(e.extents[0]!.offset, p);
+        else if (e.kind === 'file' && e.size > 0 && wanted.has(e.offset) && wanted.get(e.offset) === undefined) {
+          wanted.set(e.offset, p);
           left--;
         }
       }

@@ -1,5 +1,5 @@
 /**
- * What a directory record becomes in a listing: an IsoNode (an FsStat with a name and extents).
+ * What a directory record becomes in a listing: an IsoNode (an FsStat with a name and where its data is).
  *
  * Design notes
  * - `nodeOf` is the general builder: it takes a decoded record (record.ts) and the folded Rock Ridge
@@ -32,7 +32,11 @@ export interface Extent {
 
 export interface IsoNode extends FsStat {
   readonly name: string;
-  readonly extents: readonly Extent[];
+  /** The first (nearly always the only) extent: its image offset and length. */
+  readonly offset: number;
+  readonly dataLength: number;
+  /** Every extent, for a file of several (multi-extent); undefined for one. */
+  readonly more: readonly Extent[] | undefined;
   readonly symlink: string | undefined;
   readonly interleaved: boolean;
 }
@@ -56,16 +60,29 @@ function makeNode(
   mtime: FsTime,
   atime: FsTime | undefined,
   ctime: FsTime | undefined,
-  extents: readonly Extent[],
+  offset: number,
+  dataLength: number,
+  more: readonly Extent[] | undefined,
   symlink: string | undefined,
   interleaved: boolean,
 ): IsoNode {
-  return { name, kind, size, mode, uid, gid, nlink, mtime, atime, ctime, extents, symlink, interleaved };
+  return { name, kind, size, mode, uid, gid, nlink, mtime, atime, ctime, offset, dataLength, more, symlink, interleaved };
 }
 
-/** A node with another name, kind, extents or size (multi-extent files, relocated directories). */
-export function withChanges(n: IsoNode, changes: { name?: string; kind?: NodeKind; extents?: readonly Extent[]; size?: number }): IsoNode {
-  return makeNode(changes.name ?? n.name, changes.kind ?? n.kind, changes.size ?? n.size, n.mode, n.uid, n.gid, n.nlink, n.mtime, n.atime, n.ctime, changes.extents ?? n.extents, n.symlink, n.interleaved);
+/** A node with another name or kind (relocated directories). */
+export function renamed(n: IsoNode, name: string, kind: NodeKind): IsoNode {
+  return makeNode(name, kind, n.size, n.mode, n.uid, n.gid, n.nlink, n.mtime, n.atime, n.ctime, n.offset, n.dataLength, n.more, n.symlink, n.interleaved);
+}
+
+/** A multi-extent file: the node of its first record with all its extents and their total size. */
+export function withExtents(n: IsoNode, extents: readonly Extent[]): IsoNode {
+  const size = extents.reduce((s, e) => s + e.length, 0);
+  return makeNode(n.name, n.kind, size, n.mode, n.uid, n.gid, n.nlink, n.mtime, n.atime, n.ctime, extents[0]!.offset, extents[0]!.length, extents, n.symlink, n.interleaved);
+}
+
+/** The byte ranges of the image holding a node's data, in order. */
+export function extentsOf(n: IsoNode): readonly Extent[] {
+  return n.more ?? [{ offset: n.offset, length: n.dataLength }];
 }
 
 export function stripVersion(name: string): string {
@@ -96,7 +113,7 @@ export function nameOf(r: DirRecord, ns: Namespace, rr: RockRidge | undefined): 
 
 /** The general builder: a decoded record and its folded Rock Ridge entries (undefined outside Rock Ridge). */
 export function nodeOf(disk: Disk, blockSize: number, name: string, r: DirRecord, rr: RockRidge | undefined): IsoNode {
-  const extents = [extentOf(disk, r, blockSize, 0)];
+  const extent = extentOf(disk, r, blockSize, 0);
   let kind: NodeKind = r.isDirectory ? 'dir' : 'file';
   let mode = r.isDirectory ? 0o755 : 0o644;
   let uid = 0;
@@ -114,7 +131,7 @@ export function nodeOf(disk: Disk, blockSize: number, name: string, r: DirRecord
   const times = rr?.times;
   const size = kind === 'file' || kind === 'dir' ? r.dataLength : kind === 'symlink' ? encoder.encode(rr!.symlink!).byteLength : 0;
   const symlink = kind === 'symlink' ? rr!.symlink! : undefined;
-  return makeNode(name, kind, size, mode, uid, gid, nlink, times?.modify ?? r.recorded, times?.access || undefined, times?.attributes || undefined, extents, symlink, r.fileUnitSize !== 0 || r.interleaveGap !== 0);
+  return makeNode(name, kind, size, mode, uid, gid, nlink, times?.modify ?? r.recorded, times?.access || undefined, times?.attributes || undefined, extent.offset, extent.length, undefined, symlink, r.fileUnitSize !== 0 || r.interleaveGap !== 0);
 }
 
 // ---- the one-pass builder -----------------------------------------------------------------------
@@ -210,13 +227,12 @@ export function quickNode(b: Buffer, at: number, ctx: QuickContext): IsoNode | u
   if (dataLength > 0 && offset + dataLength > ctx.diskSize) return undefined;
   const isDirectory = (flags & FLAG_DIRECTORY) !== 0;
   const interleaved = b[at + 26] !== 0 || b[at + 27] !== 0;
-  const extents = [{ offset, length: dataLength }];
 
   if (ctx.namespace !== 'rockridge') {
     let name: string;
     if (ctx.namespace === 'joliet') name = stripVersion(ucs2(b.subarray(nameStart, nameEnd)));
     else name = stripVersion(ascii(b, nameStart, nameEnd) ? b.toString('latin1', nameStart, nameEnd) : latin1.decode(b.subarray(nameStart, nameEnd)));
-    return makeNode(name, isDirectory ? 'dir' : 'file', dataLength, isDirectory ? 0o755 : 0o644, 0, 0, 1, ctx.times.seconds(recorded), undefined, undefined, extents, undefined, interleaved);
+    return makeNode(name, isDirectory ? 'dir' : 'file', dataLength, isDirectory ? 0o755 : 0o644, 0, 0, 1, ctx.times.seconds(recorded), undefined, undefined, offset, dataLength, undefined, undefined, interleaved);
   }
 
   let px = false;
@@ -292,5 +308,5 @@ export function quickNode(b: Buffer, at: number, ctx: QuickContext): IsoNode | u
   const atime = tf && !Number.isNaN(access) ? times.seconds(access) : undefined;
   const ctime = tf && !Number.isNaN(attributes) ? times.seconds(attributes) : undefined;
   const size = kind === 'file' || kind === 'dir' ? dataLength : 0;
-  return makeNode(name, kind, size, mode, uid, gid, nlink, mtime, atime, ctime, extents, undefined, interleaved);
+  return makeNode(name, kind, size, mode, uid, gid, nlink, mtime, atime, ctime, offset, dataLength, undefined, undefined, interleaved);
 }
