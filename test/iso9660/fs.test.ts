@@ -132,7 +132,7 @@ test('iso9660 fs: a directory listed twice reads identically (cached, and re-rea
   for (const options of [{}, { continuation: true, splitAt: 7 }]) {
     const image = buildIso(SAMPLE, options);
     for (const prefer of ['rockridge', 'joliet', 'iso'] as const) {
-      const fresh = async (cachedDirectories?: number) => Iso9660Fs.open(new MemoryDisk(image, { readOnly: true }), { prefer, cachedDirectories });
+      const fresh = async (cachedDirectories?: number, cachedEntries?: number) => Iso9660Fs.open(new MemoryDisk(image, { readOnly: true }), { prefer, cachedDirectories, cachedEntries });
       const cached = await fresh();
       const first = await listTree(cached);
       assert.deepEqual(await listTree(cached), first); // every listing from the cache
@@ -140,6 +140,9 @@ test('iso9660 fs: a directory listed twice reads identically (cached, and re-rea
       assert.deepEqual(await listTree(evicting), first);
       assert.deepEqual(await listTree(evicting), first);
       assert.deepEqual(await evicting.readdir('/'), await cached.readdir('/'));
+      const few = await fresh(undefined, 3); // the root alone has more entries: nothing but the listing in use stays
+      assert.deepEqual(await listTree(few), first);
+      assert.deepEqual(await listTree(few), first);
     }
   }
 });

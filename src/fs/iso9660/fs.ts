@@ -8,8 +8,9 @@
  *   plain ISO names. `open` picks the first available of the preferred order (default Rock Ridge,
  *   Joliet, ISO). Rock Ridge is in use when the root's '.' record starts with an SP entry.
  * - Directories are read on demand in bounded pieces (never a whole image, never a whole huge
- *   directory in one allocation) and kept in a small LRU of listings. A file made of several records
- *   with the multi-extent flag is one node with several extents, served as one Disk.
+ *   directory in one allocation) and kept in a small LRU of listings, bounded in listings and in
+ *   entries. A file made of several records with the multi-extent flag is one node with several
+ *   extents, served as one Disk.
  * - Records are turned into nodes by node.ts: plain ones (PX, short TF, one NM) in one pass over the
  *   piece's bytes (quickNode), any other through the record and SUSP decoders (the general path, which
  *   also throws the typed error of a record the quick pass declines).
@@ -39,6 +40,8 @@ export interface Iso9660OpenOptions {
   readonly prefer?: Namespace;
   /** Directory listings kept in memory (default 256). */
   readonly cachedDirectories?: number;
+  /** Entries of those listings kept in memory, all listings together (default 131072, about 32 MiB); the listing in use is kept whatever its size. */
+  readonly cachedEntries?: number;
 }
 
 interface Listing {
@@ -90,13 +93,15 @@ export class Iso9660Fs implements FileSystem {
   readonly #root: IsoNode;
   readonly #cache = new Map<number, Listing>();
   readonly #cacheLimit: number;
+  readonly #entryLimit: number;
+  #cachedEntries = 0;
   /** The most recently used listing (already last in #cache's order). */
   #newest: Listing | undefined;
   /** The directory resolved last: a path prefix (no trailing '/'; '' for the root) and its listing. */
   #lastDir: { readonly prefix: string; readonly listing: Listing } | undefined;
   readonly #quick: QuickContext;
 
-  private constructor(disk: Disk, set: DescriptorSet, namespace: Namespace, suspSkip: number, root: IsoNode, cacheLimit: number) {
+  private constructor(disk: Disk, set: DescriptorSet, namespace: Namespace, suspSkip: number, root: IsoNode, cacheLimit: number, entryLimit: number) {
     this.#disk = disk;
     this.descriptors = set;
     this.namespace = namespace;
@@ -104,6 +109,7 @@ export class Iso9660Fs implements FileSystem {
     this.#suspSkip = suspSkip;
     this.#root = root;
     this.#cacheLimit = cacheLimit;
+    this.#entryLimit = entryLimit;
     this.#quick = { namespace, skip: suspSkip, blockSize: this.#vd.blockSize, diskSize: disk.size, times: new TimeMemo() };
     this.label = set.primary.volumeId || undefined;
     const d = set.primary.dateDigits;
@@ -128,7 +134,7 @@ export class Iso9660Fs implements FileSystem {
     const skip = namespace === 'rockridge' ? rr!.sp!.skip : 0;
     const self = namespace === 'joliet' ? await readSelfRecord(disk, vd, vd.root.extent) : rootSelf;
     const root = nodeOf(disk, vd.blockSize, '', self, namespace === 'rockridge' ? rr : undefined);
-    return new Iso9660Fs(disk, set, namespace, skip, root, options.cachedDirectories ?? 256);
+    return new Iso9660Fs(disk, set, namespace, skip, root, options.cachedDirectories ?? 256, options.cachedEntries ?? 131_072);
   }
 
   async #list(dir: IsoNode): Promise<Listing> {
@@ -204,7 +210,12 @@ export class Iso9660Fs implements FileSystem {
     const listing = { entries, byName };
     this.#cache.set(extent.offset, listing);
     this.#newest = listing;
-    if (this.#cache.size > this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value!);
+    this.#cachedEntries += entries.length;
+    for (const [key, old] of this.#cache) {
+      if (old === listing || (this.#cache.size <= this.#cacheLimit && this.#cachedEntries <= this.#entryLimit)) break;
+      this.#cache.delete(key);
+      this.#cachedEntries -= old.entries.length;
+    }
     return listing;
   }
 
@@ -313,6 +324,7 @@ export class Iso9660Fs implements FileSystem {
 
   async close(): Promise<void> {
     this.#cache.clear();
+    this.#cachedEntries = 0;
     this.#newest = undefined;
     this.#lastDir = undefined;
   }
