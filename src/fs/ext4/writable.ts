@@ -221,17 +221,21 @@ class FileState {
   /** Data or size changed since the last commit (mtime and size to write). */
   touched = false;
   readonly uninitialized: boolean;
-  /** Logical blocks mapped when opened (preallocation beyond that is ours to trim at close). */
-  readonly openedMappedEnd: number;
+  /**
+   * Blocks past the end that were there when the file was opened (another writer's fallocate);
+   * close keeps those and frees only our own preallocation. A shrink frees them too.
+   */
+  keepBlocks: number;
   handles = 0;
 
-  constructor(ino: number, extents: Extent[], size: number, uninitialized: boolean) {
+  constructor(ino: number, extents: Extent[], size: number, uninitialized: boolean, blockSize: number) {
     this.ino = ino;
     this.extents = extents;
     this.committedSize = size;
     this.size = size;
     this.uninitialized = uninitialized;
-    this.openedMappedEnd = mappedEnd(extents);
+    const end = mappedEnd(extents);
+    this.keepBlocks = end > Math.ceil(size / blockSize) ? end : 0;
   }
 
   get dirty(): boolean {
@@ -489,7 +493,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
         const ino = await w.createRegular(path, { extents, size }, { mode: options.mode ?? 0o644 });
         return { ino, extents };
       });
-      const f = new FileState(ino, normalize(extents), size, options.uninitialized === true);
+      const f = new FileState(ino, normalize(extents), size, options.uninitialized === true, this.#bs);
       return this.#open(f);
     });
   }
@@ -518,7 +522,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
       if (!(inode.flags & InodeFlags.extents)) throw new UnsupportedFeatureError('ext4', 'writing', `${path}: a file without extents (block-mapped)`);
       if (inode.flags & (InodeFlags.immutable | InodeFlags.append)) throw new UsageError(`ext4: ${path}: the file is immutable or append-only (EPERM)`);
       if (inode.flags & (InodeFlags.encrypt | InodeFlags.verity)) throw new UnsupportedFeatureError('ext4', 'writing', `${path}: an encrypted or verity file`);
-      return this.#open(new FileState(ino, await this.#extentsOf(inode), this.#fs.sizeOf(inode), false));
+      return this.#open(new FileState(ino, await this.#extentsOf(inode), this.#fs.sizeOf(inode), false, this.#bs));
     });
   }
 
@@ -748,6 +752,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
         return { extents: kept, size };
       });
       f.written.truncate(need);
+      f.keepBlocks = 0;
       return;
     }
     // Growth: the bytes after the old end of its last block read as zeros from now on.
@@ -805,7 +810,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
       if (f.dirty) await this.#change(async () => {});
       return;
     }
-    const keep = Math.max(Math.ceil(f.size / this.#bs), f.openedMappedEnd);
+    const keep = Math.max(Math.ceil(f.size / this.#bs), f.keepBlocks);
     try {
       if (mappedEnd(f.extents) > keep) {
         await this.#relayout(f, (w, extents) => {
