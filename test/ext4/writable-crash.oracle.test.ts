@@ -6,7 +6,8 @@
  * nothing; both must read the same tree, and that tree is a state the operation passes through as a
  * whole: the old one or the new one (for the sequence: one of the states durable after some call,
  * never going back as the crash point moves on). Without a journal (renameIsAtomic false) a crashed
- * rename leaves, after e2fsck -fy, the old or the new content under the target name, never neither.
+ * rename leaves, after e2fsck -fy, the old or the new content under the target name, never neither,
+ * and repeating the rename on the crashed image finishes it.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -63,7 +64,7 @@ interface CrashResult {
  * Runs `op` on a fresh copy of `template` once per fault point, crashing at that point, and judges
  * each crashed image with both recoveries. Returns the trees they read, in point order.
  */
-async function crashAtEveryPoint(dir: string, template: string, op: (fs: Ext4WritableFileSystem) => Promise<void>, journaled = true): Promise<{ results: CrashResult[]; points: number }> {
+async function crashAtEveryPoint(dir: string, template: string, op: (fs: Ext4WritableFileSystem) => Promise<void>, journaled = true, keep?: Map<number, string>): Promise<{ results: CrashResult[]; points: number }> {
   const work = join(dir, 'work.img');
   copyFileSync(template, work);
   let disk = await FileDisk.open(work);
@@ -81,6 +82,11 @@ async function crashAtEveryPoint(dir: string, template: string, op: (fs: Ext4Wri
     const r = await withFaultPlan((p) => (p.index === i ? 'crash' : undefined), () => op(fs));
     assert.ok(r.error instanceof SimulatedCrash, `point ${i}: crashed (${String(r.error)})`);
     await disk.close();
+    if (keep) {
+      const kept = join(dir, `crashed-${i}.img`);
+      copyFileSync(work, kept);
+      keep.set(i, kept);
+    }
     // e2fsck's own recovery on a copy.
     const copy = join(dir, 'e2fsck.img');
     copyFileSync(work, copy);
@@ -187,10 +193,11 @@ describe('Ext4WritableFileSystem cut at every fault point', { skip }, () => {
     });
   }
 
-  test('without a journal a crashed rename leaves the target with the old or the new content, never neither', { timeout: 300_000 }, async () => {
+  test('without a journal a crashed rename leaves the target with the old or the new content, never neither; repeating it finishes', { timeout: 300_000 }, async () => {
     const template = join(tmp.dir, 'nojournal.img');
     await base(template, ['-t', 'ext4', '-O', '^has_journal']);
-    const { results } = await crashAtEveryPoint(tmp.dir, template, (fs) => fs.rename('/LiveOS/squashfs.img.new', '/LiveOS/squashfs.img'), false);
+    const crashed = new Map<number, string>();
+    const { results } = await crashAtEveryPoint(tmp.dir, template, (fs) => fs.rename('/LiveOS/squashfs.img.new', '/LiveOS/squashfs.img'), false, crashed);
     const newSummary = summary(new Map([['x', { kind: 'file', data: NEW }]]))[0]!.slice(2);
     const oldSummary = summary(new Map([['x', { kind: 'file', data: OLD }]]))[0]!.slice(2);
     for (const r of results) {
@@ -201,6 +208,20 @@ describe('Ext4WritableFileSystem cut at every fault point', { skip }, () => {
       const source = r.e2fsck.find((l) => l.startsWith('/LiveOS/squashfs.img.new '));
       if (content === oldSummary) assert.ok(source?.endsWith(newSummary), `point ${r.point}: the new content keeps its old name until the target names it`);
       assert.ok(r.e2fsck.includes(`/keep ${summary(new Map([['x', { kind: 'file', data: KEEP }]]))[0]!.slice(2)}`), `point ${r.point}: other files untouched`);
+    }
+    // Repeating the rename on the crashed image (no repair in between) finishes it.
+    const finished = summary(new Map([['/LiveOS', { kind: 'dir' }], ['/LiveOS/squashfs.img', { kind: 'file', data: NEW }], ['/keep', { kind: 'file', data: KEEP }]]));
+    for (const point of [...crashed.keys()]) {
+      const work = join(tmp.dir, 'repeat.img');
+      copyFileSync(crashed.get(point)!, work);
+      const disk = await FileDisk.open(work);
+      const fs = await Ext4WritableFileSystem.open(disk);
+      if ((await fs.readdir('/LiveOS')).some((e) => e.name === 'squashfs.img.new')) await fs.rename('/LiveOS/squashfs.img.new', '/LiveOS/squashfs.img');
+      await fs.close();
+      await disk.close();
+      const fixed = run('e2fsck', ['-fy', work], { allowFail: true });
+      assert.ok(fixed.status <= 1, `point ${point}: e2fsck -fy after the repeated rename:\n${fixed.stdout}`);
+      assert.deepEqual(summary(await readerTree(work)), finished, `point ${point}: the repeated rename finished the cut one`);
     }
   });
 });

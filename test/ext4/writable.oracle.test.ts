@@ -278,7 +278,16 @@ describe('Ext4WritableFileSystem against e2fsck and debugfs', { skip }, () => {
       await check('link, setMode, setOwner');
       assert.equal((await fs.stat('/hard')).nlink, 2);
       await fs.rename('/hard', '/LiveOS/small.txt');
-      assert.equal((await fs.stat('/hard')).nlink, 2, 'renaming one hard link onto the other changes nothing (POSIX)');
+      if (v.journaled) {
+        assert.equal((await fs.stat('/hard')).nlink, 2, 'renaming one hard link onto the other changes nothing (POSIX)');
+        await fs.unlink('/hard');
+      } else {
+        // Without a journal two names of one inode are what a cut rename leaves: repeating it finishes.
+        await assert.rejects(fs.stat('/hard'), NotFoundError);
+      }
+      model.delete('/hard');
+      assert.equal((await fs.stat('/LiveOS/small.txt')).nlink, 1);
+      await check('rename onto another name of the same file');
 
       // Renames: a file to a new name, a file over a file in another directory, a directory across
       // directories (".." and link counts), a directory over an empty directory.

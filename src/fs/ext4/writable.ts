@@ -39,7 +39,9 @@
  *   recorded errors are refused (UnsupportedFeatureError: mount it once or run e2fsck). Without a
  *   journal the same changes go through OrderedDisk (ordered-disk.ts), the superblock is marked not
  *   clean from the first change to close, and rename makes the new name durable before removing the
- *   old one: `renameIsAtomic` is false (a crash can leave both names, repeating the rename finishes).
+ *   old one: `renameIsAtomic` is false (a crash can leave both names for the new content; repeating
+ *   the rename then removes the source name — so there, unlike POSIX, renaming one hard link onto
+ *   another of the same file removes the source name).
  * - Everything is serialized through one lock (file reads and writes included), so a transaction
  *   never sees a file's state half changed. Memory: the writer's allocation bitmap, each open file's
  *   extent list and its written-block ranges; data is never buffered.
@@ -549,8 +551,9 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
       if (this.journaled) {
         await this.#change((w) => w.rename(from, to));
       } else {
-        // Each step durable before the next: the new name, then the old one gone, then the replaced inode.
-        await this.#change((w) => w.rename(from, to, { between: () => this.#commit() }));
+        // Each step durable before the next: the new name, then the old one gone, then the replaced
+        // inode. Both names on one inode are what a cut rename leaves: repeating it finishes it.
+        await this.#change((w) => w.rename(from, to, { between: () => this.#commit(), finishSameInode: true }));
       }
     });
   }

@@ -717,9 +717,11 @@ export class Ext4Writer {
    * one inode leave everything as it is; a directory cannot move under itself. `between` runs after
    * `to` names the inode and again after `from` is gone, before the replaced inode is dropped (a
    * caller without a journal makes each step durable there, so a crash leaves both names, never
-   * neither).
+   * neither). With `finishSameInode`, two names of one inode are not left alone: `from` goes (what a
+   * rename cut between its steps needs to finish; the link count drops only while above one, as the
+   * cut rename never raised it).
    */
-  async rename(from: string, to: string, options: { between?: () => Promise<void> } = {}): Promise<void> {
+  async rename(from: string, to: string, options: { between?: () => Promise<void>; finishSameInode?: boolean } = {}): Promise<void> {
     const time = this.#time();
     const src = await this.#resolveParent(from);
     const ino = await this.#findEntry(src.parent, src.nameText);
@@ -729,7 +731,21 @@ export class Ext4Writer {
     const kind = kindOfMode(inode.mode);
     const isDir = kind === 'dir';
     const existing = await this.#findEntry(dst.parent, dst.nameText);
-    if (existing === ino) return;
+    if (existing === ino) {
+      if (!options.finishSameInode || (src.parent === dst.parent && src.nameText === dst.nameText)) return;
+      await this.#removeEntry(src.parent, src.nameText, time);
+      if (isDir) {
+        if (src.parent !== dst.parent) {
+          await this.#setDotDot(ino, dst.parent);
+          await this.#adjustLinks(src.parent, -1, time);
+          await this.#adjustLinks(dst.parent, 1, time);
+        }
+        this.#dirPaths.clear();
+      } else if (inode.linksCount > 1) {
+        await this.#adjustLinks(ino, -1, time);
+      }
+      return;
+    }
     if (isDir) {
       // The new parent may not be the directory itself or inside it.
       let at = dst.parent;
