@@ -7,7 +7,8 @@
  * whole: the old one or the new one (for the sequence: one of the states durable after some call,
  * never going back as the crash point moves on). Without a journal (renameIsAtomic false) a crashed
  * rename leaves, after e2fsck -fy, the old or the new content under the target name, never neither,
- * and repeating the rename on the crashed image finishes it.
+ * and repeating the rename on the crashed image finishes it. An I/O error (EIO) at any point instead
+ * of a crash fails the call, and the same filesystem object reloads and keeps working.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -144,6 +145,38 @@ describe('Ext4WritableFileSystem cut at every fault point', { skip }, () => {
         const newState = summary(new Map([['/LiveOS', { kind: 'dir' }], ['/LiveOS/squashfs.img', { kind: 'file', data: NEW }], ['/keep', { kind: 'file', data: KEEP }]]));
         const seen = assertMonotone(results, [oldState, newState], 'rename');
         assert.ok(seen.includes(0) && seen.includes(1), 'crashes land on both sides of the commit');
+      });
+
+      test('an I/O error at any point of a rename fails the call; the filesystem reloads and keeps working', { timeout: 300_000 }, async () => {
+        const work = join(tmp.dir, 'eio.img');
+        copyFileSync(template, work);
+        let disk = await FileDisk.open(work);
+        let fs = await Ext4WritableFileSystem.open(disk);
+        const points = (await tracePoints(() => fs.rename('/LiveOS/squashfs.img.new', '/LiveOS/squashfs.img'))).points.length;
+        await fs.close();
+        await disk.close();
+        const oldNames = ['/LiveOS', '/LiveOS/after', '/LiveOS/squashfs.img', '/LiveOS/squashfs.img.new', '/keep'];
+        const newNames = ['/LiveOS', '/LiveOS/after', '/LiveOS/squashfs.img', '/keep'];
+        const outcomes = new Set<string>();
+        for (let i = 1; i <= points; i++) {
+          copyFileSync(template, work);
+          disk = await FileDisk.open(work);
+          fs = await Ext4WritableFileSystem.open(disk);
+          const r = await withFaultPlan((p) => (p.index === i ? 'EIO' : undefined), () => fs.rename('/LiveOS/squashfs.img.new', '/LiveOS/squashfs.img'));
+          assert.ok(r.error !== undefined, `point ${i}: the error reaches the caller`);
+          await fs.mkdir('/LiveOS/after');
+          await fs.close();
+          await disk.close();
+          const clean = fsck(work);
+          assert.equal(clean.status, 0, `point ${i}: e2fsck -fn:\n${clean.out}`);
+          const tree = await readerTree(work);
+          const names = [...tree.keys()].sort();
+          assert.ok(JSON.stringify(names) === JSON.stringify(oldNames) || JSON.stringify(names) === JSON.stringify(newNames), `point ${i}: ${names.join(' ')}`);
+          const img = tree.get('/LiveOS/squashfs.img');
+          assert.ok(img?.kind === 'file' && Buffer.from(img.data).equals(Buffer.from(names.length === oldNames.length ? OLD : NEW)), `point ${i}: content`);
+          outcomes.add(names.length === oldNames.length ? 'old' : 'new');
+        }
+        assert.deepEqual([...outcomes].sort(), ['new', 'old'], 'errors before the commit undo it, errors after it are completed by the replay');
       });
 
       test('unlink of a big file: there or gone, nothing in between', { timeout: 300_000 }, async () => {

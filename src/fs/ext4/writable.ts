@@ -401,8 +401,9 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
         const inode = await this.#fs.readInode(f.ino);
         f.extents = await this.#extentsOf(inode);
         f.committedSize = this.#fs.sizeOf(inode);
-        const end = mappedEnd(f.extents);
-        if (f.size > end * this.#bs) f.size = Math.max(f.committedSize, Math.min(f.size, end * this.#bs));
+        // A size the disk has (the failed change may have committed after all), or a pending growth
+        // that its blocks still cover.
+        f.size = Math.max(f.committedSize, Math.min(f.size, mappedEnd(f.extents) * this.#bs));
         f.written.truncate(Math.ceil(f.size / this.#bs));
         f.touched = true;
       }

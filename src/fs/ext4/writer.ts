@@ -941,7 +941,8 @@ export class Ext4Writer {
   /**
    * Writes bitmaps, descriptors and the superblock (with all backups; with `primaryOnly` only the
    * changed bitmaps, the primary descriptor blocks of changed groups and the primary superblock,
-   * and nothing when nothing changed). Deferred frees become allocatable.
+   * nothing when nothing changed, and no flush: the caller commits). Deferred frees become
+   * allocatable.
    */
   async flush(options: { primaryOnly?: boolean } = {}): Promise<void> {
     const fs = this.fs;
@@ -978,8 +979,11 @@ export class Ext4Writer {
     const freeInodes = this.#groups.reduce((a, g) => a + g.freeInodes, 0);
     const newSb = { ...sb, ...this.#sbPatch, freeBlocksCount: freeBlocks, freeInodesCount: freeInodes };
     if (options.primaryOnly) {
+      // The caller's commit flushes.
       if (changed.length === 0 && !this.#sbDirty) return;
       await writePrimarySuperblockAndDescriptors(fs.disk, newSb, this.#groups, fs.csumSeed, changed);
+      this.#sbDirty = false;
+      return;
     } else {
       await writeSuperblocksAndDescriptors(fs.disk, newSb, this.#groups, fs.csumSeed);
     }
