@@ -6,15 +6,18 @@
  * the filesystem is closed and opened again, our reader (strict checksums) reads every file as the
  * model has it and the free space is what it was before the files minus their blocks. Bytes of an
  * uninitialized file that were never written are not compared (the contract lets them hold anything).
+ * And a change too big for the journal fails before anything in use is written.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { Ext4 } from '../../src/fs/ext4/fs.ts';
+import { buildBlockMap } from '../../src/fs/ext4/blockmap.ts';
 import { mkfs } from '../../src/fs/ext4/mkfs.ts';
 import { parseUuid } from '../../src/fs/ext4/superblock.ts';
 import { Ext4WritableFileSystem } from '../../src/fs/ext4/writable.ts';
+import { UnsupportedFeatureError } from '../../src/errors.ts';
 import type { WritableFile } from '../../src/fs/filesystem.ts';
 import { randomBytes } from './fixtures.ts';
 
@@ -223,3 +226,22 @@ for (const journal of [true, false]) {
     );
   });
 }
+
+test('a change whose metadata outgrows the journal fails with nothing changed, and the filesystem stays usable', async () => {
+  const mem = new MemoryDisk(24 << 20);
+  await mkfs(mem, { label: 'j', uuid: parseUuid('2f6c1a4e-8b3d-4c5e-9f0a-1b2c3d4e5f61'), hashSeed: parseUuid('12345678-9abc-4def-8123-456789abcdef'), time: 1_700_000_000, journalBlocks: 8 });
+  const before = mem.bytes.slice();
+  const fs = await Ext4WritableFileSystem.open(mem);
+  await assert.rejects(fs.mkdir('/too-big'), (e: unknown) => e instanceof UnsupportedFeatureError && /does not fit one transaction/.test(e.message));
+  const reader = await Ext4.open(mem, { strict: true });
+  assert.deepEqual((await reader.readdir('/')).map((e) => e.name), ['lost+found']);
+  assert.equal((await reader.state()).needsRecovery, false);
+  // Only blocks free in the unchanged bitmaps were written (a new directory block, in place).
+  const map = await buildBlockMap(reader);
+  for (let b = 0; b < before.byteLength / 4096; b++) {
+    const same = Buffer.from(before.subarray(b * 4096, (b + 1) * 4096)).equals(Buffer.from(mem.bytes.subarray(b * 4096, (b + 1) * 4096)));
+    assert.ok(same || !map.isUsed(b), `block ${b} is in use and was written`);
+  }
+  assert.deepEqual((await fs.readdir('/')).map((e) => e.name), ['lost+found'], 'the filesystem object still answers');
+  await fs.close();
+});

@@ -22,7 +22,7 @@
  *   .allocRuns); without `uninitialized` the extents are unwritten and read as zeros, and a block is
  *   noted as written (and converted at the next transaction) on its first write, which fills the rest
  *   of a partial block with zeros. With `uninitialized` they are plain extents over whatever the
- *   blocks held.
+ *   blocks held (nothing is cleared, and preallocation becomes plain extents as the size covers it).
  * - `resize` growing past the file's blocks is one transaction that allocates right after the last
  *   block where free; while growth comes in steps smaller than the file's preallocation step (16 MiB,
  *   growing to a quarter of the file, at most 256 MiB) it takes a whole step, as unwritten extents
@@ -31,7 +31,7 @@
  *   file's or the filesystem's flush, close) commits it. Shrinking is one transaction that frees the
  *   blocks past the end (preallocation included); the last handle's close frees the preallocation.
  *   Bytes between an old unaligned end and the new end are zeroed on growth, never on shrink (a
- *   crash before the shrink commits keeps them).
+ *   crash before the shrink commits keeps them); not for `uninitialized` files.
  * - `rename` is one transaction: the target entry is pointed at the source inode (or a new entry
  *   made), the source entry removed, the replaced inode's link count dropped (freed at zero).
  *   Replacing or unlinking a file that is open for writing here is refused (EBUSY).
@@ -45,6 +45,11 @@
  * - Everything is serialized through one lock (file reads and writes included), so a transaction
  *   never sees a file's state half changed. Memory: the writer's allocation bitmap, each open file's
  *   extent list and its written-block ranges; data is never buffered.
+ * - Limits: what Ext4Writer refuses (no extents feature, i.e. ext2/ext3; quota, bigalloc, encrypt,
+ *   casefold, verity and other features it does not keep; checksum errors) and fast-commit or
+ *   v1-checksum journals are refused at open; inline-data directories cannot change and inline-data
+ *   or block-mapped files cannot be opened for writing; an htree directory that changes is rewritten
+ *   linear (Ext4Writer); a change whose metadata outgrows the journal fails with nothing changed.
  */
 import { AlreadyExistsError, NotFoundError, ReadOnlyError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
