@@ -28,7 +28,8 @@
  *   growing to a quarter of the file, at most 256 MiB) it takes a whole step, as unwritten extents
  *   past i_size, so the SquashFS writer's 4 MiB steps cost one transaction per step, not one per call.
  *   Growth inside those blocks only changes the in-memory size: the next transaction (any change, the
- *   file's or the filesystem's flush, close) commits it. Shrinking is one transaction that frees the
+ *   file's or the filesystem's flush, close) commits it. An extent index block, once there, is
+ *   rewritten in place (journaled), so it does not land in the file's way at each step. Shrinking is one transaction that frees the
  *   blocks past the end (preallocation included); the last handle's close frees the preallocation.
  *   Bytes between an old unaligned end and the new end are zeroed on growth, never on shrink (a
  *   crash before the shrink commits keeps them); not for `uninitialized` files.
@@ -359,7 +360,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
       for (const f of this.#files.values()) {
         if (f === skip || !f.dirty) continue;
         const extents = this.#pendingExtents(f);
-        await this.#writer.setFileLayout(f.ino, { extents, size: f.size });
+        await this.#writer.setFileLayout(f.ino, { extents, size: f.size }, { reuseTree: this.journaled });
         synced.push([f, extents, f.size]);
       }
       result = await fn(this.#writer);
@@ -739,7 +740,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
     let next: { extents: Extent[]; size: number } | undefined;
     await this.#change(async (w) => {
       const p = plan(w, this.#pendingExtents(f));
-      await w.setFileLayout(f.ino, { extents: p.extents, size: p.size });
+      await w.setFileLayout(f.ino, { extents: p.extents, size: p.size }, { reuseTree: this.journaled });
       next = p;
     }, f);
     this.#committed(f, next!.extents, next!.size);

@@ -862,29 +862,36 @@ export class Ext4Writer {
 
   /**
    * Replaces the block map and size of an extent-mapped regular file (blocks it no longer maps
-   * must have been released by the caller, new ones allocated with allocateRuns); the old extent
-   * tree blocks are freed and a fresh tree is written. Sets mtime and ctime.
+   * must have been released by the caller, new ones allocated with allocateRuns) and writes a fresh
+   * extent tree. With `reuseTree` (a caller whose change is atomic) the old tree blocks are rewritten
+   * in place as far as they go, so a growing file's index block stays where it is; otherwise the
+   * tree goes to new blocks and the old ones are freed (the inode switches between whole trees).
+   * Sets mtime and ctime.
    */
-  async setFileLayout(ino: number, layout: FileLayout): Promise<void> {
+  async setFileLayout(ino: number, layout: FileLayout, options: { reuseTree?: boolean } = {}): Promise<void> {
     const inode = await this.fs.readInode(ino);
     if (kindOfMode(inode.mode) !== 'file' || !(inode.flags & InodeFlags.extents) || inode.flags & InodeFlags.inlineData) {
       throw new UnsupportedFeatureError('ext4', 'changing the blocks of', `inode ${ino}, which is not an extent-mapped regular file`);
     }
     const { tree } = await this.#blocksOf(inode);
-    this.#freeBlocks(tree.map((t) => [t, 1] as const));
+    const reuse = options.reuseTree ? tree.slice() : [];
     const raw = inode.raw.slice();
-    await this.#layoutInto(ino, inode.generation, raw, layout, inode.fileAcl);
+    await this.#layoutInto(ino, inode.generation, raw, layout, inode.fileAcl, reuse);
+    const used = new Set(options.reuseTree ? tree.filter((t) => !reuse.includes(t)) : []);
+    this.#freeBlocks(tree.filter((t) => !used.has(t)).map((t) => [t, 1] as const));
     const time = this.#time();
     setTimes(raw, { mtime: time, ctime: time });
     await this.#writeInode(ino, raw);
   }
 
-  async #layoutInto(ino: number, generation: number, raw: Uint8Array, layout: FileLayout, fileAcl: number): Promise<void> {
+  /** `reuse`: tree blocks to take before allocating (those taken are removed from it). */
+  async #layoutInto(ino: number, generation: number, raw: Uint8Array, layout: FileLayout, fileAcl: number, reuse: number[] = []): Promise<void> {
     const bs = this.fs.blockSize;
     const leaves = splitExtents(layout.extents);
-    // Tree blocks near the inode, not after the data (the file may grow in place there).
-    const goal = this.#groupGoal(ino);
-    const tree = buildExtentTree(leaves, bs, () => this.#allocBlocks(1, goal)[0]![0], this.fs.metadataCsum ? { seed: this.fs.csumSeed, ino, generation } : undefined);
+    // New tree blocks from the last group on, out of the way of files growing in place (data tends
+    // to fill the filesystem from its start).
+    const goal = this.fs.layout.groupFirstBlock(this.#groups.length - 1);
+    const tree = buildExtentTree(leaves, bs, () => reuse.shift() ?? this.#allocBlocks(1, goal)[0]![0], this.fs.metadataCsum ? { seed: this.fs.csumSeed, ino, generation } : undefined);
     for (const [b, bytes] of tree.treeBlocks) await this.fs.disk.write(bytes, b * bs);
     raw.set(tree.iBlock, 40);
     const dataBlocks = leaves.reduce((a, e) => a + e.length, 0);
