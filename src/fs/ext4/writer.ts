@@ -85,8 +85,8 @@ export class Ext4Writer {
   /** Runs freed since the last flush, still marked in the allocator (deferFrees). */
   #pendingFrees: [number, number][] = [];
   #pendingFreeCount = 0;
-  /** Runs allocated since beginTransaction(). */
-  #txnAllocated: [number, number][] = [];
+  /** Runs allocated since beginTransaction() (none recorded before the first call). */
+  #txnAllocated: [number, number][] | undefined;
   /** Superblock fields the next flush writes (e.g. s_state). */
   #sbPatch: Partial<Superblock> = {};
   #sbDirty = false;
@@ -156,8 +156,23 @@ export class Ext4Writer {
 
   /** Whether block `b` was allocated since beginTransaction() (so it was free in the committed state). */
   allocatedInTransaction(b: number): boolean {
-    for (const [s, n] of this.#txnAllocated) if (b >= s && b < s + n) return true;
+    const runs = this.#txnAllocated;
+    if (!runs) return false;
+    for (let i = runs.length - 1; i >= 0; i--) {
+      const [s, n] = runs[i]!;
+      if (b >= s && b < s + n) return true;
+    }
     return false;
+  }
+
+  #recordAllocated(runs: readonly (readonly [number, number])[]): void {
+    const list = this.#txnAllocated;
+    if (!list) return;
+    for (const [s, n] of runs) {
+      const last = list[list.length - 1];
+      if (last && last[0] + last[1] === s) last[1] += n;
+      else list.push([s, n]);
+    }
   }
 
   /** Free blocks now (those freed but deferred included) and free inodes. */
@@ -189,7 +204,7 @@ export class Ext4Writer {
     if (count > this.allocatableBlocks) throw new NoSpaceError(`no space left for ${count} blocks (${this.allocatableBlocks} free)`);
     const runs = this.#alloc.allocRuns(count, goal, extend);
     this.#accountBlocks(runs, 1);
-    this.#txnAllocated.push(...runs.map(([st, n]) => [st, n] as [number, number]));
+    this.#recordAllocated(runs);
     return runs;
   }
 
@@ -268,7 +283,7 @@ export class Ext4Writer {
     if (count === 0) return [];
     const runs = this.#alloc.alloc(count, goal);
     this.#accountBlocks(runs, 1);
-    this.#txnAllocated.push(...runs.map(([st, n]) => [st, n] as [number, number]));
+    this.#recordAllocated(runs);
     return runs;
   }
 
