@@ -109,7 +109,7 @@ export function debugfsDump(image: string, path: string, out: string): Uint8Arra
   return data;
 }
 
-/** The extents debugfs lists for a file ("(0-99):1000-1099, ..."), as [logicalStart, logicalEnd, physicalStart] triples. */
+/** How many data extents debugfs lists for a file, and its EXTENTS line ("(0-99):1000-1099, ..."). */
 export function debugfsExtents(image: string, path: string): { leaves: number; text: string } {
   const text = run('debugfs', ['-R', `stat ${path}`, image]).stdout;
   const m = /EXTENTS:\n([^\n]*)/.exec(text);

@@ -626,17 +626,12 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
   // ---- files (called by Ext4WritableFile with the lock held) ----------------------------------
 
   /** @internal */
-  run<T>(fn: () => Promise<T>): Promise<T> {
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.#exclusive(fn);
   }
 
-  /** @internal */
-  get blockSize(): number {
-    return this.#bs;
-  }
-
   /** @internal Reads file bytes [offset, offset + buf.length) into buf (zeros for holes and unwritten blocks). */
-  async readFile(f: FileState, buf: Uint8Array, offset: number): Promise<void> {
+  async readFileBytes(f: FileState, buf: Uint8Array, offset: number): Promise<void> {
     const bs = this.#bs;
     const end = offset + buf.byteLength;
     buf.fill(0);
@@ -659,7 +654,7 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
   }
 
   /** @internal Writes file bytes (within the file's size). */
-  async writeFileData(f: FileState, buf: Uint8Array, offset: number): Promise<void> {
+  async writeFileBytes(f: FileState, buf: Uint8Array, offset: number): Promise<void> {
     const bs = this.#bs;
     const end = offset + buf.byteLength;
     await this.#fillHoles(f, Math.floor(offset / bs), Math.ceil(end / bs));
@@ -864,30 +859,30 @@ class Ext4WritableFile implements WritableFile {
   }
 
   read(buf: Uint8Array, offset: number): Promise<void> {
-    return this.#fs.run(async () => {
+    return this.#fs.exclusive(async () => {
       this.#check(false);
       checkRange(this, offset, buf.byteLength, 'read');
-      await this.#fs.readFile(this.state, buf, offset);
+      await this.#fs.readFileBytes(this.state, buf, offset);
     });
   }
 
   write(buf: Uint8Array, offset: number): Promise<void> {
-    return this.#fs.run(async () => {
+    return this.#fs.exclusive(async () => {
       this.#check(true);
       checkRange(this, offset, buf.byteLength, 'write');
-      if (buf.byteLength > 0) await this.#fs.writeFileData(this.state, buf, offset);
+      if (buf.byteLength > 0) await this.#fs.writeFileBytes(this.state, buf, offset);
     });
   }
 
   resize(size: number): Promise<void> {
-    return this.#fs.run(async () => {
+    return this.#fs.exclusive(async () => {
       this.#check(true);
       await this.#fs.resizeFile(this.state, size);
     });
   }
 
   flush(): Promise<void> {
-    return this.#fs.run(async () => {
+    return this.#fs.exclusive(async () => {
       this.#check(false);
       if (!this.readOnly) await this.#fs.flushFile(this.state);
     });
@@ -899,7 +894,7 @@ class Ext4WritableFile implements WritableFile {
       this.#closed = true;
       return Promise.resolve();
     }
-    return this.#fs.run(() => this.#fs.closeFile(this));
+    return this.#fs.exclusive(() => this.#fs.closeFile(this));
   }
 }
 
