@@ -20,7 +20,8 @@ interface FsEntryPoint {
 const FILESYSTEMS: readonly FsEntryPoint[] = [
   {
     matches: (s) => /^ext[234]$/.test(s),
-    open: async (disk) => {
+    open: async (disk, o) => {
+      if (o.write) return (await import('./ext4/writable.ts')).Ext4WritableFileSystem.open(disk);
       const [{ Ext4 }, { Ext4FileSystem }] = await Promise.all([import('./ext4/fs.ts'), import('./ext4/filesystem.ts')]);
       return new Ext4FileSystem(await Ext4.open(disk));
     },

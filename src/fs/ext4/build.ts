@@ -138,6 +138,95 @@ export class BlockAllocator {
     return runs[0]![0];
   }
 
+  /** Length of the free run starting at `b` (0 when `b` is used), counted up to `max`. */
+  freeRunAt(b: number, max: number): number {
+    let n = 0;
+    while (n < max && b + n < this.blocks) {
+      const at = b + n;
+      if ((at & 7) === 0 && this.bits[at >>> 3] === 0 && at + 8 <= this.blocks && n + 8 <= max) {
+        n += 8;
+        continue;
+      }
+      if (this.isUsed(at)) break;
+      n++;
+    }
+    return n;
+  }
+
+  /** The first free block at or after `b` (no wrap), or `blocks` when there is none. */
+  nextFree(b: number): number {
+    while (b < this.blocks) {
+      if ((b & 7) === 0 && this.bits[b >>> 3] === 0xff) {
+        b += 8;
+        continue;
+      }
+      if (!this.isUsed(b)) return b;
+      b++;
+    }
+    return this.blocks;
+  }
+
+  /**
+   * `count` blocks in as few runs as it can find, marked used; runs are not split at 32768. With
+   * `extend`, the free blocks right at `goal` are taken first (a file growing in place). Then the
+   * first free run from `goal` (wrapping) that holds the rest; failing that, runs of at least
+   * min(rest, 2048) blocks in address order from `goal`, then any. Throws NoSpaceError (nothing
+   * marked) when fewer than `count` blocks are free.
+   */
+  allocRuns(count: number, goal: number, extend = false): [number, number][] {
+    const runs: [number, number][] = [];
+    if (count <= 0) return runs;
+    const take = (start: number, n: number) => {
+      this.mark(start, n);
+      const last = runs[runs.length - 1];
+      if (last && last[0] + last[1] === start) last[1] += n;
+      else runs.push([start, n]);
+    };
+    let left = count;
+    goal = Math.max(0, Math.min(this.blocks - 1, goal));
+    if (extend) {
+      const n = this.freeRunAt(goal, left);
+      if (n > 0) take(goal, n);
+      left -= n;
+    }
+    // Free runs in address order starting at `from`, wrapping once.
+    const scan = (from: number, visit: (start: number, len: number) => boolean): void => {
+      for (const [lo, hi] of [[from, this.blocks], [0, from]] as const) {
+        let b = lo;
+        while (b < hi) {
+          b = this.nextFree(b);
+          if (b >= hi) break;
+          const len = this.freeRunAt(b, hi - b);
+          if (visit(b, len)) return;
+          b += len;
+        }
+      }
+    };
+    if (left > 0) {
+      scan(goal, (start, len) => {
+        if (len < left) return false;
+        take(start, left);
+        left = 0;
+        return true;
+      });
+    }
+    for (const minRun of [Math.min(left, 2048), 1]) {
+      if (left === 0) break;
+      scan(goal, (start, len) => {
+        if (len < minRun) return false;
+        const n = Math.min(len, left);
+        take(start, n);
+        left -= n;
+        return left === 0;
+      });
+    }
+    if (left > 0) {
+      for (const [s, n] of runs) this.unmark(s, n);
+      throw new NoSpaceError(`no space left for ${count} blocks`);
+    }
+    return runs;
+  }
+
   /** `count` blocks as few runs as possible, first fit from `goal` (wrapping), marked used. */
   alloc(count: number, goal = this.#cursor): [number, number][] {
     const runs: [number, number][] = [];

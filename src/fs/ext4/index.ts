@@ -9,6 +9,7 @@ export { Ext4, type Stat, type FsState, type DirListing, type OpenOptions, type 
 export { buildBlockMap, BlockMap, BlockKind, BLOCK_KIND_NAMES, pathsOf, type RangeUsage } from './blockmap.ts';
 export { mkfs, type MkfsOptions, type MkfsResult } from './mkfs.ts';
 export { Ext4Writer, type NodeAttrs, type Data } from './writer.ts';
+export { Ext4WritableFileSystem, type Ext4WritableOptions } from './writable.ts';
 export { growFs, type GrowResult } from './grow.ts';
 export { copyIn, type CopyStats } from './copyin.ts';
 export { NoSpaceError } from './errors.ts';

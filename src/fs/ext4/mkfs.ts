@@ -308,6 +308,28 @@ export async function writeSuperblocksAndDescriptors(disk: Disk, sb: Superblock,
   }
 }
 
+/**
+ * The primary superblock and the primary descriptor blocks that hold any of `groups` (what a change
+ * touches; the backups keep their copies, as the kernel leaves them).
+ */
+export async function writePrimarySuperblockAndDescriptors(disk: Disk, sb: Superblock, descs: readonly GroupDesc[], seed: number, groups: readonly number[]): Promise<void> {
+  const layout = new Layout(sb);
+  const bs = sb.blockSize;
+  const perBlock = bs / sb.descSize;
+  for (const d of [...new Set(groups.map((g) => Math.floor(g / perBlock)))].sort((a, b) => a - b)) {
+    const block = new Uint8Array(bs);
+    for (let i = 0; i < perBlock && d * perBlock + i < descs.length; i++) {
+      const g = d * perBlock + i;
+      const bytes = encodeGroupDesc(descs[g]!, sb.descSize);
+      const csum = groupDescChecksum(sb, seed, g, bytes);
+      if (csum !== undefined) view(bytes).setUint16(30, csum, true);
+      block.set(bytes, i * sb.descSize);
+    }
+    await disk.write(block, layout.descriptorBlock(d) * bs);
+  }
+  await disk.write(encodeSuperblock({ ...sb, blockGroupNr: 0 }), SUPERBLOCK_OFFSET);
+}
+
 function allocContiguous(alloc: BlockAllocator, count: number, goal: number): number {
   let b = goal;
   for (;;) {

@@ -18,18 +18,27 @@
  *   (quota, bigalloc, …), so it never leaves a filesystem e2fsck must repair.
  * - Device nodes (overlayfs whiteouts are char 0:0) and extended attributes (trusted.overlay.* and
  *   friends) are supported: attributes go in the inode when they fit, else all into one EA block.
+ * - For callers that make every change one transaction (writable.ts over jbd2): `deferFrees` keeps
+ *   freed blocks out of the allocator until the next `flush()` (as the kernel keeps them until the
+ *   commit), so a change never writes over a block the last committed state still uses;
+ *   `beginTransaction()`/`allocatedInTransaction(b)` tell which blocks the current change took (free
+ *   in the committed state, so they may be written in place); `flush({ primaryOnly })` writes only
+ *   the changed bitmaps, the descriptor blocks holding changed groups and the primary superblock, as
+ *   the kernel does. `rename`, preallocated files (`createRegular`) and `setFileLayout` (extents with
+ *   unwritten flags, any size) serve the WritableFileSystem adapter.
  */
 import { AlreadyExistsError, NotFoundError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { view } from '../../io/bytes.ts';
-import { BlockAllocator, buildDirBlocks, buildExtentTree, runsToExtents, type NewDirEntry } from './build.ts';
+import { BlockAllocator, MAX_EXTENT_LEN, buildDirBlocks, buildExtentTree, runsToExtents, type NewDirEntry } from './build.ts';
 import { crc32cUpdate } from './crc.ts';
 import { DirFileType, dirEntrySize, encodeDirEntry, hasDirTail, writeDirTail, DIR_TAIL_SIZE } from './dir.ts';
 import { NoSpaceError } from './errors.ts';
 import { type Ext4, ROOT_INO, type Run } from './fs.ts';
 import { BgFlags, type GroupDesc, hasGroupChecksums } from './group.ts';
 import { FileType, InodeFlags, type Inode, type Timestamp, encodeInode, kindOfMode, setInodeChecksum } from './inode.ts';
-import { writeSuperblocksAndDescriptors } from './mkfs.ts';
-import { Incompat, RoCompat } from './superblock.ts';
+import { writePrimarySuperblockAndDescriptors, writeSuperblocksAndDescriptors } from './mkfs.ts';
+import { type ExtentLeaf } from './extent.ts';
+import { Incompat, RoCompat, type Superblock } from './superblock.ts';
 import { type Xattr, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
 
 export interface NodeAttrs {
@@ -42,6 +51,18 @@ export interface NodeAttrs {
 }
 
 export type Data = Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+export interface WriterOptions {
+  now?: () => Timestamp;
+  /** Freed blocks return to the allocator only at the next `flush()` (one change = one transaction). */
+  deferFrees?: boolean;
+}
+
+/** A regular file's block map for `setFileLayout`/`createRegular`: extents sorted by logical block, no overlaps. */
+export interface FileLayout {
+  readonly extents: readonly ExtentLeaf[];
+  readonly size: number;
+}
 
 const WRITABLE_RO_COMPAT = RoCompat.sparseSuper | RoCompat.largeFile | RoCompat.hugeFile | RoCompat.gdtCsum | RoCompat.dirNlink | RoCompat.extraIsize | RoCompat.metadataCsum | RoCompat.btreeDir;
 const WRITABLE_INCOMPAT = Incompat.filetype | Incompat.extents | Incompat.bit64 | Incompat.flexBg | Incompat.metaBg | Incompat.csumSeed | Incompat.largedir | Incompat.inlineData;
@@ -60,20 +81,30 @@ export class Ext4Writer {
   readonly #dirPaths = new Map<string, number>();
   /** Per directory: index of the block where the last entry went (scan for room from there). */
   readonly #roomHint = new Map<number, number>();
+  readonly #deferFrees: boolean;
+  /** Runs freed since the last flush, still marked in the allocator (deferFrees). */
+  #pendingFrees: [number, number][] = [];
+  #pendingFreeCount = 0;
+  /** Runs allocated since beginTransaction() (none recorded before the first call). */
+  #txnAllocated: [number, number][] | undefined;
+  /** Superblock fields the next flush writes (e.g. s_state). */
+  #sbPatch: Partial<Superblock> = {};
+  #sbDirty = false;
 
-  private constructor(fs: Ext4, alloc: BlockAllocator, groups: GroupDesc[], inodeBitmaps: Uint8Array[], time: () => Timestamp) {
+  private constructor(fs: Ext4, alloc: BlockAllocator, groups: GroupDesc[], inodeBitmaps: Uint8Array[], time: () => Timestamp, deferFrees: boolean) {
     this.fs = fs;
     this.#alloc = alloc;
     this.#groups = groups;
     this.#inodeBitmaps = inodeBitmaps;
     this.#time = time;
+    this.#deferFrees = deferFrees;
   }
 
   /**
    * Opens a writer over a filesystem opened on a writable Disk. `now` fixes timestamps (deterministic
    * output). Reopen the filesystem after `close()` to read it: the Ext4 object's descriptors are stale.
    */
-  static async open(fs: Ext4, options: { now?: () => Timestamp } = {}): Promise<Ext4Writer> {
+  static async open(fs: Ext4, options: WriterOptions = {}): Promise<Ext4Writer> {
     const sb = fs.sb;
     if (fs.disk.readOnly) throw new UsageError('the disk is open read-only');
     if (sb.featureIncompat & Incompat.recover) throw new UnsupportedFeatureError('ext4', 'writing', 'the journal needs recovery: mount it once (or run e2fsck) first');
@@ -113,7 +144,73 @@ export class Ext4Writer {
       const ms = Date.now();
       return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
     });
-    return new Ext4Writer(fs, alloc, groups, inodeBitmaps, now);
+    return new Ext4Writer(fs, alloc, groups, inodeBitmaps, now, options.deferFrees ?? false);
+  }
+
+  // ---- transactions (see the design notes) --------------------------------------------------
+
+  /** Starts recording the blocks allocated from here on (allocatedInTransaction). */
+  beginTransaction(): void {
+    this.#txnAllocated = [];
+  }
+
+  /** Whether block `b` was allocated since beginTransaction() (so it was free in the committed state). */
+  allocatedInTransaction(b: number): boolean {
+    const runs = this.#txnAllocated;
+    if (!runs) return false;
+    for (let i = runs.length - 1; i >= 0; i--) {
+      const [s, n] = runs[i]!;
+      if (b >= s && b < s + n) return true;
+    }
+    return false;
+  }
+
+  #recordAllocated(runs: readonly (readonly [number, number])[]): void {
+    const list = this.#txnAllocated;
+    if (!list) return;
+    for (const [s, n] of runs) {
+      const last = list[list.length - 1];
+      if (last && last[0] + last[1] === s) last[1] += n;
+      else list.push([s, n]);
+    }
+  }
+
+  /** Free blocks now (those freed but deferred included) and free inodes. */
+  get freeBlocksCount(): number {
+    return this.#groups.reduce((a, g) => a + g.freeBlocks, 0);
+  }
+
+  /** Blocks an allocation can take now (deferred frees are not available until the next flush). */
+  get allocatableBlocks(): number {
+    return this.freeBlocksCount - this.#pendingFreeCount;
+  }
+
+  get freeInodesCount(): number {
+    return this.#groups.reduce((a, g) => a + g.freeInodes, 0);
+  }
+
+  /** Superblock fields the next flush writes (s_state for a filesystem without a journal). */
+  patchSuperblock(fields: Partial<Superblock>): void {
+    this.#sbPatch = { ...this.#sbPatch, ...fields };
+    this.#sbDirty = true;
+  }
+
+  /**
+   * `count` data blocks, as few runs as possible (see BlockAllocator.allocRuns); with `extend`, the
+   * free blocks right at `goal` first. Accounted in the descriptors.
+   */
+  allocateRuns(count: number, goal: number, extend = false): [number, number][] {
+    if (count === 0) return [];
+    if (count > this.allocatableBlocks) throw new NoSpaceError(`no space left for ${count} blocks (${this.allocatableBlocks} free)`);
+    const runs = this.#alloc.allocRuns(count, goal, extend);
+    this.#accountBlocks(runs, 1);
+    this.#recordAllocated(runs);
+    return runs;
+  }
+
+  /** Frees data runs (deferred until the next flush with deferFrees). */
+  releaseRuns(runs: readonly (readonly [number, number])[]): void {
+    this.#freeBlocks(runs);
   }
 
   get #sb() {
@@ -186,11 +283,20 @@ export class Ext4Writer {
     if (count === 0) return [];
     const runs = this.#alloc.alloc(count, goal);
     this.#accountBlocks(runs, 1);
+    this.#recordAllocated(runs);
     return runs;
   }
 
   #freeBlocks(runs: readonly (readonly [number, number])[]): void {
-    for (const [s, n] of runs) this.#alloc.unmark(s, n);
+    if (this.#deferFrees) {
+      for (const [s, n] of runs) {
+        if (n === 0) continue;
+        this.#pendingFrees.push([s, n]);
+        this.#pendingFreeCount += n;
+      }
+    } else {
+      for (const [s, n] of runs) this.#alloc.unmark(s, n);
+    }
     this.#accountBlocks(runs, -1);
   }
 
@@ -597,6 +703,12 @@ export class Ext4Writer {
       this.#dirs.delete(ino);
       this.#roomHint.delete(ino);
     }
+    await this.#dropLink(inode, isDir, time);
+  }
+
+  /** One name of `inode` is gone: its link count drops, and at zero it and its blocks are freed. */
+  async #dropLink(inode: Inode, isDir: boolean, time: Timestamp): Promise<void> {
+    const ino = inode.ino;
     const links = isDir ? 0 : inode.linksCount - 1;
     if (links > 0) {
       await this.#adjustLinks(ino, -1, time);
@@ -612,6 +724,194 @@ export class Ext4Writer {
     setTimes(raw, { ctime: time });
     await this.#writeInode(ino, raw);
     this.#freeInode(ino, isDir);
+  }
+
+  /**
+   * Renames `from` to `to` as POSIX rename(2) does: an existing `to` is replaced (a file by a file,
+   * an empty directory by a directory; its inode loses a link and is freed at zero); both names for
+   * one inode leave everything as it is; a directory cannot move under itself. `between` runs after
+   * `to` names the inode and again after `from` is gone, before the replaced inode is dropped (a
+   * caller without a journal makes each step durable there, so a crash leaves both names, never
+   * neither). With `finishSameInode`, two names of one inode are not left alone: `from` goes (what a
+   * rename cut between its steps needs to finish; the link count drops only while above one, as the
+   * cut rename never raised it).
+   */
+  async rename(from: string, to: string, options: { between?: () => Promise<void>; finishSameInode?: boolean } = {}): Promise<void> {
+    const time = this.#time();
+    const src = await this.#resolveParent(from);
+    const ino = await this.#findEntry(src.parent, src.nameText);
+    if (ino === undefined) throw new NotFoundError(`${from}: no such file or directory`);
+    const dst = await this.#resolveParent(to);
+    const inode = await this.fs.readInode(ino);
+    const kind = kindOfMode(inode.mode);
+    const isDir = kind === 'dir';
+    const existing = await this.#findEntry(dst.parent, dst.nameText);
+    if (existing === ino) {
+      if (!options.finishSameInode || (src.parent === dst.parent && src.nameText === dst.nameText)) return;
+      await this.#removeEntry(src.parent, src.nameText, time);
+      if (isDir) {
+        if (src.parent !== dst.parent) {
+          await this.#setDotDot(ino, dst.parent);
+          await this.#adjustLinks(src.parent, -1, time);
+          await this.#adjustLinks(dst.parent, 1, time);
+        }
+        this.#dirPaths.clear();
+      } else if (inode.linksCount > 1) {
+        await this.#adjustLinks(ino, -1, time);
+      }
+      return;
+    }
+    if (isDir) {
+      // The new parent may not be the directory itself or inside it.
+      let at = dst.parent;
+      for (let hops = 0; ; hops++) {
+        if (at === ino) throw new UsageError(`cannot move ${from} into itself (${to}) (EINVAL)`);
+        if (at === ROOT_INO || hops > this.#sb.inodesCount) break;
+        at = await this.#dotDot(at);
+      }
+    }
+    let replaced: Inode | undefined;
+    if (existing !== undefined) {
+      replaced = await this.fs.readInode(existing);
+      const oldDir = kindOfMode(replaced.mode) === 'dir';
+      if (oldDir && !isDir) throw new UsageError(`${to}: is a directory (EISDIR)`);
+      if (!oldDir && isDir) throw new UsageError(`${to}: not a directory (ENOTDIR)`);
+      if (oldDir && (await this.#entries(existing)).size > 0) throw new AlreadyExistsError(`${to}: directory not empty (ENOTEMPTY)`);
+      await this.#setEntry(dst.parent, dst.nameText, ino, FT_OF[kind] ?? 0, time);
+    } else {
+      await this.#addEntry(dst.parent, { ino, name: dst.name, fileType: FT_OF[kind] ?? 0 }, time);
+    }
+    await options.between?.();
+    await this.#removeEntry(src.parent, src.nameText, time);
+    if (isDir && src.parent !== dst.parent) {
+      await this.#setDotDot(ino, dst.parent);
+      await this.#adjustLinks(src.parent, -1, time);
+      await this.#adjustLinks(dst.parent, 1, time);
+    }
+    const raw = (await this.fs.readInode(ino)).raw.slice();
+    setTimes(raw, { ctime: time });
+    await this.#writeInode(ino, raw);
+    if (isDir) this.#dirPaths.clear();
+    if (replaced) {
+      await options.between?.();
+      const oldDir = kindOfMode(replaced.mode) === 'dir';
+      if (oldDir) {
+        await this.#adjustLinks(dst.parent, -1, time);
+        this.#dirs.delete(replaced.ino);
+        this.#roomHint.delete(replaced.ino);
+      }
+      await this.#dropLink(await this.fs.readInode(replaced.ino), oldDir, time);
+    }
+  }
+
+  /** The inode a directory's ".." names. */
+  async #dotDot(dirIno: number): Promise<number> {
+    const entries = await this.fs.readDirInode(await this.fs.readInode(dirIno), { includeDots: true });
+    const up = entries.find((e) => e.name === '..');
+    if (!up) throw new NotFoundError(`directory inode ${dirIno} has no ".." entry`);
+    return up.ino;
+  }
+
+  /** Points the ".." entry of a directory at `parent` (an htree directory is made linear first). */
+  async #setDotDot(dirIno: number, parent: number): Promise<void> {
+    let dir = await this.fs.readInode(dirIno);
+    if (dir.flags & InodeFlags.inlineData) throw new UnsupportedFeatureError('ext4', 'writing', 'moving an inline-data directory');
+    if (dir.flags & InodeFlags.index) dir = await this.#linearize(dir);
+    const { data } = await this.#blocksOf(dir);
+    const first = data.find((r) => r.logical === 0);
+    if (!first) throw new NotFoundError(`directory inode ${dirIno} has no first block`);
+    const block = await this.fs.readBlocks(first.physical, 1);
+    const dv = view(block);
+    const dotLen = dv.getUint16(4, true);
+    const nameLen = dv.getUint8(dotLen + 6);
+    if (dotLen < 12 || dotLen + 12 > block.byteLength || nameLen !== 2 || block[dotLen + 8] !== 46 || block[dotLen + 9] !== 46) {
+      throw new UnsupportedFeatureError('ext4', 'moving a directory', `inode ${dirIno}: ".." is not the second entry of its first block`);
+    }
+    dv.setUint32(dotLen, parent, true);
+    await this.#writeDirBlock(dir, block, first.physical);
+  }
+
+  /** Points the entry `name` of a directory at another inode (rename over an existing name). */
+  async #setEntry(dirIno: number, name: string, ino: number, fileType: number, time: Timestamp): Promise<void> {
+    let dir = await this.fs.readInode(dirIno);
+    if (dir.flags & InodeFlags.inlineData) throw new UnsupportedFeatureError('ext4', 'writing', 'changing an inline-data directory');
+    if (dir.flags & InodeFlags.index) dir = await this.#linearize(dir);
+    const { data } = await this.#blocksOf(dir);
+    const bs = this.fs.blockSize;
+    const hasFt = (this.#sb.featureIncompat & Incompat.filetype) !== 0;
+    for (const run of data) {
+      for (let i = 0; i < run.length; i++) {
+        const phys = run.physical + i;
+        const block = await this.fs.readBlocks(phys, 1);
+        const dv = view(block);
+        const limit = bs - (hasDirTail(block) ? DIR_TAIL_SIZE : 0);
+        for (let at = 0; at < limit; ) {
+          const recLen = dv.getUint16(at + 4, true);
+          if (recLen < 8) break;
+          const nameLen = hasFt ? dv.getUint8(at + 6) : dv.getUint16(at + 6, true);
+          if (dv.getUint32(at, true) !== 0 && new TextDecoder().decode(block.subarray(at + 8, at + 8 + nameLen)) === name) {
+            dv.setUint32(at, ino, true);
+            if (hasFt) dv.setUint8(at + 7, fileType);
+            await this.#writeDirBlock(dir, block, phys);
+            await this.#touch(dir, time);
+            this.#dirs.get(dirIno)?.set(name, ino);
+            return;
+          }
+          at += recLen;
+        }
+      }
+    }
+    throw new NotFoundError(`no entry "${name}" in directory inode ${dirIno}`);
+  }
+
+  /**
+   * Creates a regular file whose blocks the caller allocated (allocateRuns): `layout.extents` as
+   * they are (unwritten ones read as zeros), i_size `layout.size`. Returns the inode number.
+   */
+  async createRegular(path: string, layout: FileLayout, attrs: NodeAttrs = {}): Promise<number> {
+    return this.#createNode(path, FileType.reg | ((attrs.mode ?? 0o644) & 0o7777), attrs, async (ino, raw) => {
+      view(raw).setUint32(32, InodeFlags.extents, true);
+      await this.#layoutInto(ino, 0, raw, layout, 0);
+    });
+  }
+
+  /**
+   * Replaces the block map and size of an extent-mapped regular file (blocks it no longer maps
+   * must have been released by the caller, new ones allocated with allocateRuns) and writes a fresh
+   * extent tree. With `reuseTree` (a caller whose change is atomic) the old tree blocks are rewritten
+   * in place as far as they go, so a growing file's index block stays where it is; otherwise the
+   * tree goes to new blocks and the old ones are freed (the inode switches between whole trees).
+   * Sets mtime and ctime.
+   */
+  async setFileLayout(ino: number, layout: FileLayout, options: { reuseTree?: boolean } = {}): Promise<void> {
+    const inode = await this.fs.readInode(ino);
+    if (kindOfMode(inode.mode) !== 'file' || !(inode.flags & InodeFlags.extents) || inode.flags & InodeFlags.inlineData) {
+      throw new UnsupportedFeatureError('ext4', 'changing the blocks of', `inode ${ino}, which is not an extent-mapped regular file`);
+    }
+    const { tree } = await this.#blocksOf(inode);
+    const reuse = options.reuseTree ? tree.slice() : [];
+    const raw = inode.raw.slice();
+    await this.#layoutInto(ino, inode.generation, raw, layout, inode.fileAcl, reuse);
+    const used = new Set(options.reuseTree ? tree.filter((t) => !reuse.includes(t)) : []);
+    this.#freeBlocks(tree.filter((t) => !used.has(t)).map((t) => [t, 1] as const));
+    const time = this.#time();
+    setTimes(raw, { mtime: time, ctime: time });
+    await this.#writeInode(ino, raw);
+  }
+
+  /** `reuse`: tree blocks to take before allocating (those taken are removed from it). */
+  async #layoutInto(ino: number, generation: number, raw: Uint8Array, layout: FileLayout, fileAcl: number, reuse: number[] = []): Promise<void> {
+    const bs = this.fs.blockSize;
+    const leaves = splitExtents(layout.extents);
+    // New tree blocks from the last group on, out of the way of files growing in place (data tends
+    // to fill the filesystem from its start).
+    const goal = this.fs.layout.groupFirstBlock(this.#groups.length - 1);
+    const tree = buildExtentTree(leaves, bs, () => reuse.shift() ?? this.#allocBlocks(1, goal)[0]![0], this.fs.metadataCsum ? { seed: this.fs.csumSeed, ino, generation } : undefined);
+    for (const [b, bytes] of tree.treeBlocks) await this.fs.disk.write(bytes, b * bs);
+    raw.set(tree.iBlock, 40);
+    const dataBlocks = leaves.reduce((a, e) => a + e.length, 0);
+    setSize(raw, layout.size);
+    setBlocks512(raw, (dataBlocks + tree.treeBlocks.length) * (bs / 512) + (fileAcl !== 0 ? bs / 512 : 0));
   }
 
   /** Sets (or, with `undefined`, removes) an extended attribute such as "trusted.overlay.opaque". */
@@ -660,14 +960,23 @@ export class Ext4Writer {
     }
   }
 
-  /** Writes bitmaps, descriptors and the superblock (with all backups). */
-  async flush(): Promise<void> {
+  /**
+   * Writes bitmaps, descriptors and the superblock (with all backups; with `primaryOnly` only the
+   * changed bitmaps, the primary descriptor blocks of changed groups and the primary superblock,
+   * nothing when nothing changed, and no flush: the caller commits). Deferred frees become
+   * allocatable.
+   */
+  async flush(options: { primaryOnly?: boolean } = {}): Promise<void> {
     const fs = this.fs;
     const sb = fs.sb;
     const bs = fs.blockSize;
     const layout = fs.layout;
     const csums = hasGroupChecksums(sb);
-    for (const g of [...this.#dirtyGroups].sort((a, b) => a - b)) {
+    for (const [s, n] of this.#pendingFrees) this.#alloc.unmark(s, n);
+    this.#pendingFrees = [];
+    this.#pendingFreeCount = 0;
+    const changed = [...this.#dirtyGroups].sort((a, b) => a - b);
+    for (const g of changed) {
       const gd = this.#groups[g]!;
       const first = layout.groupFirstBlock(g);
       const count = layout.groupBlocks(g);
@@ -690,14 +999,40 @@ export class Ext4Writer {
     this.#dirtyGroups.clear();
     const freeBlocks = this.#groups.reduce((a, g) => a + g.freeBlocks, 0);
     const freeInodes = this.#groups.reduce((a, g) => a + g.freeInodes, 0);
-    const newSb = { ...sb, freeBlocksCount: freeBlocks, freeInodesCount: freeInodes };
-    await writeSuperblocksAndDescriptors(fs.disk, newSb, this.#groups, fs.csumSeed);
+    const newSb = { ...sb, ...this.#sbPatch, freeBlocksCount: freeBlocks, freeInodesCount: freeInodes };
+    if (options.primaryOnly) {
+      // The caller's commit flushes.
+      if (changed.length === 0 && !this.#sbDirty) return;
+      await writePrimarySuperblockAndDescriptors(fs.disk, newSb, this.#groups, fs.csumSeed, changed);
+      this.#sbDirty = false;
+      return;
+    } else {
+      await writeSuperblocksAndDescriptors(fs.disk, newSb, this.#groups, fs.csumSeed);
+    }
+    this.#sbDirty = false;
     await fs.disk.flush();
   }
 
   async close(): Promise<void> {
     await this.flush();
   }
+}
+
+/** Merges touching extents of the same kind and splits them at the on-disk length limits (32768 written, 32767 unwritten). */
+export function splitExtents(extents: readonly ExtentLeaf[]): ExtentLeaf[] {
+  const merged: { logical: number; physical: number; length: number; unwritten: boolean }[] = [];
+  for (const e of extents) {
+    if (e.length === 0) continue;
+    const last = merged[merged.length - 1];
+    if (last && last.unwritten === e.unwritten && last.logical + last.length === e.logical && last.physical + last.length === e.physical) last.length += e.length;
+    else merged.push({ ...e });
+  }
+  const out: ExtentLeaf[] = [];
+  for (const e of merged) {
+    const max = e.unwritten ? MAX_EXTENT_LEN - 1 : MAX_EXTENT_LEN;
+    for (let done = 0; done < e.length; done += max) out.push({ logical: e.logical + done, physical: e.physical + done, length: Math.min(max, e.length - done), unwritten: e.unwritten });
+  }
+  return out;
 }
 
 function setSize(raw: Uint8Array, size: number): void {
