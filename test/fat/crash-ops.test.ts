@@ -43,6 +43,8 @@ interface Case {
   readonly from?: string;
   /** The starting tree already has two names for one chain (the old tree may show them sharing). */
   readonly startsShared?: boolean;
+  /** Some cut must leave a chain longer than the size (the FAT written, the entry not yet, or back). */
+  readonly overlong?: boolean;
 }
 
 async function resizeTo(fs: FatFs, path: string, size: number): Promise<void> {
@@ -69,9 +71,9 @@ const CASES: Case[] = [
     },
     op: (fs) => fs.unlink('/LiveOS/squashfs.img'),
   },
-  { name: 'grow in place', kind: 'resize', op: (fs) => resizeTo(fs, '/grow.img', 40_000) },
-  { name: 'grow around another file', kind: 'resize', op: (fs) => resizeTo(fs, '/blocked.img', 30_000) },
-  { name: 'shrink', kind: 'resize', op: (fs) => resizeTo(fs, '/grow.img', 1500) },
+  { name: 'grow in place', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/grow.img', 40_000) },
+  { name: 'grow around another file', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/blocked.img', 30_000) },
+  { name: 'shrink', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/grow.img', 1500) },
   { name: 'shrink to nothing', kind: 'resize', op: (fs) => resizeTo(fs, '/blocked.img', 0) },
 ];
 
@@ -168,6 +170,7 @@ describe('FAT rename, unlink and resize cut at every write', { skip: missingTool
         const blocks = dataBlocks(base);
         writeSparse(img, base, blocks);
         const before = await listing(img);
+        if (c.startsShared) assert.ok(before.has('/LiveOS/squashfs.img') && before.get('/LiveOS/squashfs copy.img') === before.get('/LiveOS/squashfs.img'), 'two names for one chain to start with');
         // The new tree, and the points the operation reaches (its writes, fsyncs and the close).
         const runOp = async (): Promise<void> => {
           const disk = await FileDisk.open(img);
@@ -187,6 +190,8 @@ describe('FAT rename, unlink and resize cut at every write', { skip: missingTool
         const both = new Map(afterTree);
         if (c.kind === 'rename') for (const [p, h] of before) if (p === from || p.startsWith(`${from}/`)) both.set(p, h);
         assert.ok(points.length >= 3, `${points.length} points`);
+        let sawBoth = 0;
+        let sawOverlong = 0;
         for (let k = 1; k <= points.length; k++) {
           const where = `crash at point ${k} of ${points.length} (${points[k - 1]!.op})`;
           writeSparse(img, base, blocks);
@@ -201,6 +206,8 @@ describe('FAT rename, unlink and resize cut at every write', { skip: missingTool
           if (cut.shared) assert.ok(isBoth || (c.startsShared && same(seen, before)), `${where}: two entries share a chain outside the both-names state`);
           if (cut.dotdot) assert.ok(isBoth, `${where}: a wrong '..' outside the both-names state of a directory move`);
           if (cut.overlong) assert.equal(c.kind, 'resize', `${where}: an overlong chain outside a resize`);
+          if (isBoth) sawBoth++;
+          if (cut.overlong) sawOverlong++;
           // Repeat the operation where it is not visibly done.
           const pending = c.kind === 'resize' || (from !== undefined && seen.has(from));
           if (pending) await runOp();
@@ -208,6 +215,8 @@ describe('FAT rename, unlink and resize cut at every write', { skip: missingTool
           const done = fsck(img);
           assert.deepEqual(done, CLEAN, `${where}: fsck.fat -n after the repeat`);
         }
+        if (c.kind === 'rename') assert.ok(sawBoth > 0, 'some cut leaves both names (the test cuts where it matters)');
+        if (c.overlong) assert.ok(sawOverlong > 0, 'some cut leaves a chain longer than the size');
       });
     }
   }
