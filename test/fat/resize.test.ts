@@ -153,3 +153,37 @@ describe('FAT file resize', () => {
     await fs.close();
   });
 });
+
+test('FAT32 chains across table chunks (16384 entries each) read back, contiguous and fragmented at the seam', async () => {
+  const { disk, fs } = await fresh(40 * MiB, 'fat32');
+  const cs = fs.layout.clusterSize;
+  const words = (n: number, seed: number): Uint8Array => {
+    const out = new Uint8Array(n);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i + 4 <= n; i += 4) dv.setUint32(i, (i / 4) * 2654435761 + seed, true);
+    return out;
+  };
+  // Clusters 3.. (the root is 2): a file of 16400 clusters runs over the seam at cluster 16384.
+  const big = words(16_400 * cs, 1);
+  await fs.writeFile('/contiguous.bin', big);
+  // Small files around the next seam (cluster 32768), every other one deleted: a later file threads them.
+  const fill = 32_768 - 16_403 - 20;
+  await fs.writeFile('/pad.bin', new Uint8Array(fill * cs));
+  for (let i = 0; i < 40; i++) await fs.writeFile(`/s${i}`, new Uint8Array(cs).fill(i));
+  for (let i = 0; i < 40; i += 2) await fs.unlink(`/s${i}`);
+  await fs.close();
+  const again = await FatFs.open(disk, { now: () => NOW });
+  const free = await again.freeClusters();
+  // Everything after the small files is taken, so the new file must use the 20 holes at the seam.
+  await again.writeFile('/rest.bin', new Uint8Array((free - 20) * cs));
+  const threaded = words(20 * cs, 7);
+  await again.writeFile('/threaded.bin', threaded);
+  assert.equal(await again.freeClusters(), 0);
+  const chain = chainOf(disk, again, firstClusterOf(disk, again, 'THREADEDBIN'));
+  assert.equal(chain.length, 20);
+  assert.ok(chain.some((c) => c < 32_768) && chain.some((c) => c >= 32_768), `the chain crosses the seam: ${chain.join(',')}`);
+  assert.deepEqual(await readAt(await again.openFile('/contiguous.bin'), 0, big.byteLength), big);
+  assert.deepEqual(await readAt(await again.openFile('/threaded.bin'), 0, threaded.byteLength), threaded);
+  for (let i = 1; i < 40; i += 2) assert.deepEqual(await readAt(await again.openFile(`/s${i}`), 0, cs), new Uint8Array(cs).fill(i));
+  await again.close();
+});
