@@ -13,7 +13,10 @@
  *   - the same operation repeated (rename/unlink while the old name is still there; resize always)
  *     leaves exactly the new tree, and fsck.fat -n then finds no shared or overlong chain.
  * One case starts from two names sharing a chain (a rename cut in the middle) and unlinks one of them:
- * the other keeps its data. The suite counts the crash points it covered.
+ * the other keeps its data. One creates a file (deferred clearing), writes part of it and closes it: a
+ * cut leaves no file, the finished file, or the new name empty (its clusters lost) — never another
+ * file's old bytes; removing the empty file and creating it again completes it. The suite counts the
+ * crash points it covered.
  */
 import '../helpers/setup.ts';
 import { after, describe, test } from 'node:test';
@@ -25,7 +28,7 @@ import { SimulatedCrash, tracePoints, withFaultPlan } from '../../src/io/faults.
 import { FatFs, mkfsFat, type FatType } from '../../src/fs/fat/index.ts';
 import { missingTools, run } from '../helpers/tools.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { dataBlocks, fsListing, sorted, writeSparse } from './fixtures.ts';
+import { dataBlocks, fsListing, sha, sorted, writeSparse } from './fixtures.ts';
 
 const MiB = 2 ** 20;
 const NOW = 1_750_000_000_000;
@@ -38,7 +41,7 @@ interface Case {
   /** Extra preparation on the base image (may use fault points itself). */
   readonly setup?: (fs: FatFs) => Promise<void>;
   readonly op: (fs: FatFs) => Promise<void>;
-  readonly kind: 'rename' | 'unlink' | 'resize';
+  readonly kind: 'rename' | 'unlink' | 'resize' | 'create';
   /** rename: the source path (for the "both names" state and the repeat); unlink: the path. */
   readonly from?: string;
   /** The starting tree already has two names for one chain (the old tree may show them sharing). */
@@ -74,6 +77,16 @@ const CASES: Case[] = [
   { name: 'grow in place', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/grow.img', 40_000) },
   { name: 'grow around another file', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/blocked.img', 30_000) },
   { name: 'shrink', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/grow.img', 1500) },
+  {
+    name: 'createFile written in part, then closed (deferred clearing)',
+    kind: 'create',
+    from: '/LiveOS/overlay-NEW',
+    op: async (fs) => {
+      const f = await fs.createFile('/LiveOS/overlay-NEW', { size: 12_000 });
+      await f.write(bytes(3000, 37), 4000);
+      await f.close();
+    },
+  },
   { name: 'shrink to nothing', kind: 'resize', op: (fs) => resizeTo(fs, '/blocked.img', 0) },
 ];
 
@@ -189,6 +202,9 @@ describe('FAT rename, unlink and resize cut at every write', { skip: missingTool
         const from = c.from;
         const both = new Map(afterTree);
         if (c.kind === 'rename') for (const [p, h] of before) if (p === from || p.startsWith(`${from}/`)) both.set(p, h);
+        // A cut createFile leaves the new name empty (its clusters lost), never a deleted file's bytes.
+        const empty = new Map(before);
+        if (c.kind === 'create') empty.set(from!, sha(new Uint8Array(0)));
         assert.ok(points.length >= 3, `${points.length} points`);
         let sawBoth = 0;
         let sawOverlong = 0;
@@ -200,22 +216,31 @@ describe('FAT rename, unlink and resize cut at every write', { skip: missingTool
           covered++;
           const seen = await listing(img);
           const isBoth = c.kind === 'rename' && same(seen, both);
-          assert.ok(same(seen, before) || same(seen, afterTree) || isBoth, `${where}: neither the old tree, nor the new one, nor both names:\n${JSON.stringify(sorted(seen))}`);
+          const isEmpty = c.kind === 'create' && same(seen, empty);
+          assert.ok(same(seen, before) || same(seen, afterTree) || isBoth || isEmpty, `${where}: neither the old tree, nor the new one, nor both names:\n${JSON.stringify(sorted(seen))}`);
           const cut = fsck(img);
           assert.equal(cut.rest, '', `${where}: fsck.fat -n`);
           if (cut.shared) assert.ok(isBoth || (c.startsShared && same(seen, before)), `${where}: two entries share a chain outside the both-names state`);
           if (cut.dotdot) assert.ok(isBoth, `${where}: a wrong '..' outside the both-names state of a directory move`);
           if (cut.overlong) assert.equal(c.kind, 'resize', `${where}: an overlong chain outside a resize`);
-          if (isBoth) sawBoth++;
+          if (isBoth || isEmpty) sawBoth++;
           if (cut.overlong) sawOverlong++;
           // Repeat the operation where it is not visibly done.
-          const pending = c.kind === 'resize' || (from !== undefined && seen.has(from));
+          const pending = c.kind === 'resize' || (c.kind === 'create' ? !same(seen, afterTree) : from !== undefined && seen.has(from));
+          if (isEmpty) {
+            // What a caller does with a half-created file: remove it and create it again.
+            const disk = await FileDisk.open(img);
+            const fs = await FatFs.open(disk, { now: () => NOW + 4000 });
+            await fs.unlink(from!);
+            await fs.close();
+            await disk.close();
+          }
           if (pending) await runOp();
           assert.deepEqual(sorted(await listing(img)), sorted(afterTree), `${where}: repeating the operation completes it`);
           const done = fsck(img);
           assert.deepEqual(done, CLEAN, `${where}: fsck.fat -n after the repeat`);
         }
-        if (c.kind === 'rename') assert.ok(sawBoth > 0, 'some cut leaves both names (the test cuts where it matters)');
+        if (c.kind === 'rename' || c.kind === 'create') assert.ok(sawBoth > 0, 'some cut leaves the in-between state (both names; an empty new file)');
         if (c.overlong) assert.ok(sawOverlong > 0, 'some cut leaves a chain longer than the size');
       });
     }

@@ -187,3 +187,64 @@ test('FAT32 chains across table chunks (16384 entries each) read back, contiguou
   for (let i = 1; i < 40; i += 2) assert.deepEqual(await readAt(await again.openFile(`/s${i}`), 0, cs), new Uint8Array(cs).fill(i));
   await again.close();
 });
+
+describe('createFile clears lazily', () => {
+  test('written parts need no clearing, the rest reads as zeros before and after close; the entry names the clusters only then', async () => {
+    const { disk, fs, cs } = await dirtyVolume();
+    const size = 30 * cs + 100;
+    const f = await fs.createFile('/lazy.img', { size });
+    assert.equal((await fs.stat('/lazy.img')).size, size, 'listed with its size while open');
+    // A second reader of the device sees what a cut now would leave: an empty file.
+    const cut = await FatFs.open(new MemoryDisk(disk.bytes.slice()), { readOnly: true });
+    assert.equal((await cut.stat('/lazy.img')).size, 0, 'on disk: no clusters named yet');
+    const a = pattern(3 * cs - 17, 5);
+    const b = pattern(2 * cs, 9);
+    await f.write(a, 2 * cs + 10); // parts of two clusters, one whole between them
+    await f.write(b, 10 * cs); // whole clusters
+    const expect = new Uint8Array(size);
+    expect.set(a, 2 * cs + 10);
+    expect.set(b, 10 * cs);
+    assert.deepEqual(await readAt(f, 0, size), expect, 'through the open file');
+    assert.deepEqual(await readAt(await fs.openFile('/lazy.img'), 0, size), expect, 'through another handle (settles first)');
+    await fs.close();
+    const again = await FatFs.open(disk);
+    assert.equal((await again.stat('/lazy.img')).size, size);
+    assert.deepEqual(await readAt(await again.openFile('/lazy.img'), 0, size), expect, 'after close: the device holds zeros');
+    await again.close();
+  });
+
+  test('a file written from start to end costs no read of its clusters; rename and unlink settle first', async () => {
+    class Counting extends MemoryDisk {
+      reads = 0;
+      from = Infinity;
+      override async read(buf: Uint8Array, offset: number): Promise<void> {
+        if (offset >= this.from) this.reads += buf.byteLength;
+        return super.read(buf, offset);
+      }
+    }
+    const disk = new Counting(24 * MiB);
+    await mkfsFat(disk, { type: 'fat16', serial: 1, now: NOW });
+    const fs = await FatFs.open(disk, { now: () => NOW });
+    const cs = fs.layout.clusterSize;
+    disk.from = fs.layout.dataOffset + cs; // past the root region and the first data cluster (directories)
+    const f = await fs.createFile('/seq.img', { size: 100 * cs });
+    for (let at = 0; at < 100 * cs; at += 8 * cs) await f.write(pattern(Math.min(8 * cs, 100 * cs - at), at + 1), at);
+    await f.close();
+    assert.equal(disk.reads, 0, 'no clearing reads');
+    const g = await fs.createFile('/half.img', { size: 10 * cs });
+    await g.write(pattern(cs, 3), 0);
+    await fs.rename('/half.img', '/renamed.img');
+    const back = await readAt(await fs.openFile('/renamed.img'), 0, 10 * cs);
+    const expect = new Uint8Array(10 * cs);
+    expect.set(pattern(cs, 3));
+    assert.deepEqual(back, expect);
+    await assert.rejects(g.resize(20 * cs), NotFoundError, 'renamed away: not resized');
+    const h = await fs.createFile('/gone.img', { size: 10 * cs });
+    await h.write(pattern(10, 3), 5);
+    await fs.unlink('/gone.img');
+    await fs.close();
+    const again = await FatFs.open(disk);
+    assert.deepEqual((await again.readdir('/')).map((e) => e.name).sort(), ['renamed.img', 'seq.img']);
+    assert.equal(await again.freeClusters(), again.layout.clusterCount - 110);
+  });
+});

@@ -401,15 +401,29 @@ export class FatTable {
   async #findRun(n: number): Promise<Run | undefined> {
     const max = this.maxCluster;
     const start = this.nextFree >= 2 && this.nextFree <= max ? this.nextFree : 2;
-    let runStart = 0;
-    let runLength = 0;
-    for (let i = 0; i < this.layout.clusterCount; i++) {
-      const c = start + i > max ? start + i - max + 1 : start + i;
-      if (c === 2 && i > 0) runLength = 0; // wrapped: a run cannot continue across the end
-      if ((this.peek(c) ?? (await this.get(c))) === FREE) {
-        if (runLength === 0) runStart = c;
-        if (++runLength === n) return { first: runStart, count: n };
-      } else runLength = 0;
+    // From the hint to the end, then from the start of the volume to the hint (a run does not wrap).
+    for (const [from, to] of [[start, max], [2, start - 1]] as const) {
+      let runStart = 0;
+      let runLength = 0;
+      for (let c = from; c <= to; ) {
+        if (this.#fat32) {
+          const index = Math.floor(c / CHUNK_ENTRIES);
+          const { view } = this.#loaded(index) ?? (await this.#chunk(index));
+          const stop = Math.min(to, (index + 1) * CHUNK_ENTRIES - 1);
+          for (let o = (c % CHUNK_ENTRIES) * 4; c <= stop; c++, o += 4) {
+            if ((view.getUint32(o, true) & 0x0fffffff) === FREE) {
+              if (runLength === 0) runStart = c;
+              if (++runLength === n) return { first: runStart, count: n };
+            } else runLength = 0;
+          }
+        } else {
+          if ((this.peek(c) ?? (await this.get(c))) === FREE) {
+            if (runLength === 0) runStart = c;
+            if (++runLength === n) return { first: runStart, count: n };
+          } else runLength = 0;
+          c++;
+        }
+      }
     }
     return undefined;
   }
