@@ -146,3 +146,24 @@ describe('exFAT file resize', () => {
     await fs.close();
   });
 });
+
+test('lazy ValidDataLength: a file renamed or unlinked while open keeps the volume consistent, and the renamed one its bytes', async () => {
+  const { disk, fs } = await fresh({ lazy: true });
+  const cs = fs.clusterSize;
+  const a = await fs.createFile('/a.img', { size: 4 * cs });
+  await a.write(pattern(3 * cs, 5), 0);
+  await fs.rename('/a.img', '/renamed.img');
+  await fs.writeFile('/filler', pattern(100, 1)); // may take the slot the old set had
+  const b = await fs.createFile('/b.img', { size: 2 * cs });
+  await b.write(pattern(cs, 7), 0);
+  await fs.unlink('/b.img');
+  await a.close();
+  await b.close();
+  await fs.close();
+  const again = await ExfatFs.open(disk);
+  const expect = new Uint8Array(4 * cs);
+  expect.set(pattern(3 * cs, 5));
+  assert.deepEqual(await readAt(await again.openFile('/renamed.img'), 0, 4 * cs), expect);
+  assert.deepEqual((await again.readdir('/')).map((e) => e.name).sort(), ['filler', 'renamed.img']);
+  assert.deepEqual(await again.verify(), []);
+});

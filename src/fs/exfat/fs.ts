@@ -966,21 +966,28 @@ export class ExfatFs implements WritableFileSystem {
     this.#openFiles.delete(f);
   }
 
-  /** @internal the file Disk rewrites its set (new ValidDataLength and modification time). */
+  /**
+   * @internal the file Disk rewrites its set (new ValidDataLength and modification time). A file whose
+   * name is gone (unlinked while open) has no set to update; one renamed while open had its set
+   * committed before the rename (rename commits every open file first).
+   */
   async updateSet(node: Node, validDataLength: number): Promise<void> {
+    if (!(await this.#isCurrent(node))) return;
     await this.#beginChange();
     const t = encodeTimestamp(this.#now());
     node.set = { ...node.set, validDataLength, modified: t, accessed: { ...t, increment10ms: 0 } };
     await this.#rewrite(node);
   }
 
-  /** The set at `node`'s place, checked to be the same file still (not renamed or deleted meanwhile). */
-  async #current(node: Node, path: string): Promise<void> {
+  /** Whether the set at `node`'s place is still the same file (not renamed or deleted meanwhile). */
+  async #isCurrent(node: Node): Promise<boolean> {
     const listing = await this.#list(node.parent);
     const now = listing.sets.find((n) => n.index === node.index);
-    if (!now || now.set.name !== node.set.name || now.set.firstCluster !== node.set.firstCluster || now.set.dataLength !== node.set.dataLength) {
-      throw new NotFoundError(`exfat: ${path} was renamed or removed while it was open for writing`);
-    }
+    return now !== undefined && now.set.name === node.set.name && now.set.firstCluster === node.set.firstCluster && now.set.dataLength === node.set.dataLength;
+  }
+
+  async #current(node: Node, path: string): Promise<void> {
+    if (!(await this.#isCurrent(node))) throw new NotFoundError(`exfat: ${path} was renamed or removed while it was open for writing`);
   }
 
   /**
@@ -1151,6 +1158,7 @@ export class ExfatFs implements WritableFileSystem {
    */
   async rename(from: string, to: string): Promise<void> {
     await this.#beginChange();
+    for (const f of this.#openFiles) await f.commit(); // the set copied to the new name carries what was written
     const fromParts = this.#split(from);
     const source = await this.#resolve(fromParts, from);
     if (source === undefined) throw new UsageError('exfat: the root directory cannot be renamed');

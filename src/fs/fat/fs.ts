@@ -720,6 +720,7 @@ export class FatFs implements WritableFileSystem {
 
   async openFileForWriting(path: string): Promise<WritableFile> {
     if (this.readOnly) throw new ReadOnlyError('the FAT filesystem is open read-only');
+    await this.#settleAll();
     const { parent, entry } = await this.#lookup(path);
     if (!entry || entry.short.attr & ATTR_DIRECTORY) throw new NotFoundError(`is a directory: ${path}`, { file: path });
     const chain = await this.#fileChain(entry.short, path, true);
