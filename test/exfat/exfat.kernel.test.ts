@@ -1,7 +1,8 @@
 // exFAT content oracle: the Linux kernel (one qemu boot). The guest (1) mounts a mkfs.exfat image,
 // writes a randomized tree into it (long and Unicode names, deep and wide directories, empty and
-// multi-cluster files) and lists and hashes it; (2) mounts an image livestick made and filled, and
-// lists and hashes every file. Afterwards ExfatFs reads (1) exactly as the guest wrote it, the guest's
+// multi-cluster files) and lists and hashes it; (2) mounts an image livestick made and filled (with a
+// rename, a delete, a partly written file, files grown in place, grown around another file into a FAT
+// chain and shrunk, and a rename onto an existing file), and lists and hashes every file. Afterwards ExfatFs reads (1) exactly as the guest wrote it, the guest's
 // listing of (2) equals ours, and fsck.exfat -n and verify() are clean on both.
 import { mulberry32 } from '../fuzz/mutate.ts';
 import { after, describe, test } from 'node:test';
@@ -100,6 +101,25 @@ describe('exFAT kernel oracle', { skip: kernelHarnessStatus() || missingTools('m
     const partial = await fs.createFile('/partly written.img', { size: 20 * fs.clusterSize });
     await partial.write(new Uint8Array(1000).fill(0xab), 3 * fs.clusterSize);
     await partial.close();
+    // Resized files: grown in place, grown around another file (NoFatChain to a FAT chain), shrunk; and
+    // a rename onto an existing file (the target's set rewritten in place).
+    const cs = fs.clusterSize;
+    const grown = await fs.createFile('/grown in place.img', { size: 2 * cs });
+    await grown.write(new Uint8Array(2 * cs).fill(0x31), 0);
+    await grown.resize(6 * cs + 5);
+    await grown.close();
+    const chained = await fs.createFile('/grown around.img', { size: 2 * cs + 1 });
+    await chained.write(new Uint8Array(2 * cs + 1).fill(0x32), 0);
+    await fs.writeFile('/blocker', new Uint8Array(cs).fill(0x33));
+    await chained.resize(9 * cs);
+    await chained.write(new Uint8Array(cs).fill(0x34), 8 * cs);
+    await chained.close();
+    const shrunk = await fs.createFile('/shrunk.img', { size: 10 * cs });
+    await shrunk.write(new Uint8Array(10 * cs).map((_, k) => k & 0xff), 0);
+    await shrunk.resize(3 * cs + 1);
+    await shrunk.close();
+    await fs.writeFile('/replaced', new Uint8Array(5 * cs).fill(0x35));
+    await fs.rename('/shrunk.img', '/replaced');
     await fs.close();
     const oursListing = (await listing(await ExfatFs.open(disk, { readOnly: true }))).sort();
     await disk.close();
@@ -135,6 +155,8 @@ describe('exFAT kernel oracle', { skip: kernelHarnessStatus() || missingTools('m
 
     assert.deepEqual(guestB, oursListing);
     assert.ok(oursListing.some((l) => l.includes('renamed by livestick')));
+    assert.ok(oursListing.some((l) => l.startsWith(`F|./grown around.img|${9 * cs}|`)));
+    assert.ok(oursListing.some((l) => l.startsWith('F|./replaced|')) && !oursListing.some((l) => l.includes('shrunk.img')));
 
     for (const img of [theirs, ours]) {
       const r = run('fsck.exfat', ['-n', img], { allowFail: true });

@@ -1,6 +1,7 @@
 /**
- * Linux's vfat against livestick, one boot: the guest mounts a FAT32 image FatFs wrote, lists and hashes
- * every file (must equal ours), then writes new files, a directory and a rename, and unmounts; FatFs
+ * Linux's vfat against livestick, one boot: the guest mounts a FAT32 image FatFs wrote (a random tree,
+ * files resized in place and around another file, one written in part after createFile, a rename onto
+ * an existing file), lists and hashes every file (must equal ours), then writes new files, a directory and a rename, and unmounts; FatFs
  * reads the guest's changes identically and fsck.fat -n finds the volume clean.
  */
 import { after, describe, test } from 'node:test';
@@ -47,6 +48,33 @@ describe('FAT in the kernel', { skip: kernelHarnessStatus() || missingTools('fsc
       if (n.kind === 'dir') await fs.mkdir(p);
       else await fs.writeFile(p, n.data);
     }
+    // Resized files (grown in place, grown around another file, shrunk), a file written in part after
+    // createFile (the rest zeros), and a rename onto an existing file.
+    const cs = fs.layout.clusterSize;
+    const fill = (n: number, v: number): Uint8Array => new Uint8Array(n).fill(v);
+    const grown = await fs.createFile('/grown in place.img', { size: 2 * cs });
+    await grown.write(fill(2 * cs, 0x31), 0);
+    await grown.resize(6 * cs + 5);
+    tree.set('/grown in place.img', { kind: 'file', data: Uint8Array.from([...fill(2 * cs, 0x31), ...fill(4 * cs + 5, 0)]) });
+    const around = await fs.createFile('/grown around.img', { size: 2 * cs + 1 });
+    await around.write(fill(2 * cs + 1, 0x32), 0);
+    await fs.writeFile('/blocker', fill(cs, 0x33));
+    tree.set('/blocker', { kind: 'file', data: fill(cs, 0x33) });
+    await around.resize(9 * cs);
+    await around.write(fill(cs, 0x34), 8 * cs);
+    tree.set('/grown around.img', { kind: 'file', data: Uint8Array.from([...fill(2 * cs + 1, 0x32), ...fill(6 * cs - 1, 0), ...fill(cs, 0x34)]) });
+    const shrunk = await fs.createFile('/shrunk.img', { size: 10 * cs });
+    const counting = new Uint8Array(10 * cs).map((_, k) => k & 0xff);
+    await shrunk.write(counting, 0);
+    await shrunk.resize(3 * cs + 1);
+    await fs.writeFile('/replaced.bin', fill(5 * cs, 0x35));
+    await fs.rename('/shrunk.img', '/replaced.bin');
+    tree.set('/replaced.bin', { kind: 'file', data: counting.slice(0, 3 * cs + 1) });
+    const partial = await fs.createFile('/partly written.img', { size: 20 * cs });
+    await partial.write(fill(1000, 0xab), 3 * cs + 7);
+    const partialData = new Uint8Array(20 * cs);
+    partialData.set(fill(1000, 0xab), 3 * cs + 7);
+    tree.set('/partly written.img', { kind: 'file', data: partialData });
     await fs.close();
     await disk.close();
 

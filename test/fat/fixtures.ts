@@ -1,7 +1,7 @@
-/** Shared by the FAT tests: random trees (long, Unicode and alias-clashing names), host copies, walks. */
+/** Shared by the FAT tests: random trees (long, Unicode and alias-clashing names), host copies, walks, sparse image files. */
 import { mulberry32 } from '../fuzz/mutate.ts';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FileSystem } from '../../src/fs/filesystem.ts';
 import { readAt } from '../../src/io/disk.ts';
@@ -98,4 +98,28 @@ export async function fsListing(fs: FileSystem, prefix = ''): Promise<Map<string
 
 export function sorted(m: Map<string, string>): [string, string][] {
   return [...m].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** Block offsets of `bytes` holding a non-zero byte (64 KiB blocks), for writing an image sparsely. */
+export function dataBlocks(bytes: Uint8Array, block = 65536): number[] {
+  const out: number[] = [];
+  const zero = Buffer.alloc(block);
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let at = 0; at < b.byteLength; at += block) {
+    const end = Math.min(b.byteLength, at + block);
+    if (b.compare(zero, 0, end - at, at, end) !== 0) out.push(at);
+  }
+  return out;
+}
+
+/** (Re)writes `path` as exactly `bytes`, sparse: truncated to nothing, then only the data blocks written. */
+export function writeSparse(path: string, bytes: Uint8Array, blocks = dataBlocks(bytes), block = 65536): void {
+  writeFileSync(path, '');
+  const fd = openSync(path, 'r+');
+  try {
+    ftruncateSync(fd, bytes.byteLength);
+    for (const at of blocks) writeSync(fd, bytes, at, Math.min(block, bytes.byteLength - at), at);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -153,3 +153,98 @@ describe('FAT file resize', () => {
     await fs.close();
   });
 });
+
+test('FAT32 chains across table chunks (16384 entries each) read back, contiguous and fragmented at the seam', async () => {
+  const { disk, fs } = await fresh(40 * MiB, 'fat32');
+  const cs = fs.layout.clusterSize;
+  const words = (n: number, seed: number): Uint8Array => {
+    const out = new Uint8Array(n);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i + 4 <= n; i += 4) dv.setUint32(i, (i / 4) * 2654435761 + seed, true);
+    return out;
+  };
+  // Clusters 3.. (the root is 2): a file of 16400 clusters runs over the seam at cluster 16384.
+  const big = words(16_400 * cs, 1);
+  await fs.writeFile('/contiguous.bin', big);
+  // Small files around the next seam (cluster 32768), every other one deleted: a later file threads them.
+  const fill = 32_768 - 16_403 - 20;
+  await fs.writeFile('/pad.bin', new Uint8Array(fill * cs));
+  for (let i = 0; i < 40; i++) await fs.writeFile(`/s${i}`, new Uint8Array(cs).fill(i));
+  for (let i = 0; i < 40; i += 2) await fs.unlink(`/s${i}`);
+  await fs.close();
+  const again = await FatFs.open(disk, { now: () => NOW });
+  const free = await again.freeClusters();
+  // Everything after the small files is taken, so the new file must use the 20 holes at the seam.
+  await again.writeFile('/rest.bin', new Uint8Array((free - 20) * cs));
+  const threaded = words(20 * cs, 7);
+  await again.writeFile('/threaded.bin', threaded);
+  assert.equal(await again.freeClusters(), 0);
+  const chain = chainOf(disk, again, firstClusterOf(disk, again, 'THREADEDBIN'));
+  assert.equal(chain.length, 20);
+  assert.ok(chain.some((c) => c < 32_768) && chain.some((c) => c >= 32_768), `the chain crosses the seam: ${chain.join(',')}`);
+  assert.deepEqual(await readAt(await again.openFile('/contiguous.bin'), 0, big.byteLength), big);
+  assert.deepEqual(await readAt(await again.openFile('/threaded.bin'), 0, threaded.byteLength), threaded);
+  for (let i = 1; i < 40; i += 2) assert.deepEqual(await readAt(await again.openFile(`/s${i}`), 0, cs), new Uint8Array(cs).fill(i));
+  await again.close();
+});
+
+describe('createFile clears lazily', () => {
+  test('written parts need no clearing, the rest reads as zeros before and after close; the entry names the clusters only then', async () => {
+    const { disk, fs, cs } = await dirtyVolume();
+    const size = 30 * cs + 100;
+    const f = await fs.createFile('/lazy.img', { size });
+    assert.equal((await fs.stat('/lazy.img')).size, size, 'listed with its size while open');
+    // A second reader of the device sees what a cut now would leave: an empty file.
+    const cut = await FatFs.open(new MemoryDisk(disk.bytes.slice()), { readOnly: true });
+    assert.equal((await cut.stat('/lazy.img')).size, 0, 'on disk: no clusters named yet');
+    const a = pattern(3 * cs - 17, 5);
+    const b = pattern(2 * cs, 9);
+    await f.write(a, 2 * cs + 10); // parts of two clusters, one whole between them
+    await f.write(b, 10 * cs); // whole clusters
+    const expect = new Uint8Array(size);
+    expect.set(a, 2 * cs + 10);
+    expect.set(b, 10 * cs);
+    assert.deepEqual(await readAt(f, 0, size), expect, 'through the open file');
+    assert.deepEqual(await readAt(await fs.openFile('/lazy.img'), 0, size), expect, 'through another handle (settles first)');
+    await fs.close();
+    const again = await FatFs.open(disk);
+    assert.equal((await again.stat('/lazy.img')).size, size);
+    assert.deepEqual(await readAt(await again.openFile('/lazy.img'), 0, size), expect, 'after close: the device holds zeros');
+    await again.close();
+  });
+
+  test('a file written from start to end costs no read of its clusters; rename and unlink settle first', async () => {
+    class Counting extends MemoryDisk {
+      reads = 0;
+      from = Infinity;
+      override async read(buf: Uint8Array, offset: number): Promise<void> {
+        if (offset >= this.from) this.reads += buf.byteLength;
+        return super.read(buf, offset);
+      }
+    }
+    const disk = new Counting(24 * MiB);
+    await mkfsFat(disk, { type: 'fat16', serial: 1, now: NOW });
+    const fs = await FatFs.open(disk, { now: () => NOW });
+    const cs = fs.layout.clusterSize;
+    disk.from = fs.layout.dataOffset + cs; // past the root region and the first data cluster (directories)
+    const f = await fs.createFile('/seq.img', { size: 100 * cs });
+    for (let at = 0; at < 100 * cs; at += 8 * cs) await f.write(pattern(Math.min(8 * cs, 100 * cs - at), at + 1), at);
+    await f.close();
+    assert.equal(disk.reads, 0, 'no clearing reads');
+    const g = await fs.createFile('/half.img', { size: 10 * cs });
+    await g.write(pattern(cs, 3), 0);
+    await fs.rename('/half.img', '/renamed.img');
+    const back = await readAt(await fs.openFile('/renamed.img'), 0, 10 * cs);
+    const expect = new Uint8Array(10 * cs);
+    expect.set(pattern(cs, 3));
+    assert.deepEqual(back, expect);
+    await assert.rejects(g.resize(20 * cs), NotFoundError, 'renamed away: not resized');
+    const h = await fs.createFile('/gone.img', { size: 10 * cs });
+    await h.write(pattern(10, 3), 5);
+    await fs.unlink('/gone.img');
+    await fs.close();
+    const again = await FatFs.open(disk);
+    assert.deepEqual((await again.readdir('/')).map((e) => e.name).sort(), ['renamed.img', 'seq.img']);
+    assert.equal(await again.freeClusters(), again.layout.clusterCount - 110);
+  });
+});

@@ -7,19 +7,38 @@
  *   entries are read through a small page cache, directories are read whole when a path goes through
  *   them (at most 256 MiB each, as the spec bounds them), file data never.
  * - Every cluster pointer is checked against the heap before use; a file's clusters become runs
- *   (contiguous NoFatChain files are one run), FAT chains are walked at most ceil(DataLength/cluster)
- *   steps and must end there, so cycles and cross-chains end in a CorruptImageError.
+ *   (contiguous NoFatChain files are one run), FAT chains are walked ceil(DataLength/cluster) steps and
+ *   runs that overlap are refused, so cycles and cross-chains end in a CorruptImageError. What the FAT
+ *   holds after the last cluster the size needs is not looked at (Linux reads the same way): a chain
+ *   that goes on past the size (a resize cut between the FAT and the entry set) still reads.
  * - Writes: VolumeDirty is set in the main boot sector (flushed) before the first change and cleared
  *   (with PercentInUse) by flush/close. Order per operation: data and new clusters first (bitmap, then
  *   FAT where a chain is needed), the entry set last; deletes remove the entry set first, then free the
- *   clusters. A crash leaves lost clusters at worst, except rename, which writes the new set before it
- *   deletes the old one (both names for a moment: renameIsAtomic is false).
+ *   clusters. A crash leaves lost clusters at worst, except inside a rename (below). An in-place set
+ *   rewrite writes only the bytes that change (one write where the set does not straddle a sector).
+ * - Rename is not atomic (renameIsAtomic false): a new name's set is written (in one write where the
+ *   directory has room inside a sector or one run), then the old set deleted; onto an existing file,
+ *   the target's set is rewritten in place to name the source's data, the source's set deleted, the
+ *   target's old clusters freed last. A cut leaves at worst both names for one file (plus lost
+ *   clusters); the same rename again finishes it (a target naming the source's first cluster costs only
+ *   the source's set). unlink, rmdir and replacements free clusters only when no other set of the same
+ *   directory names the same first cluster. Two sets matching one name (old and new spelling after a
+ *   cut): the exact spelling wins. A delete straddling two directory runs writes the part with the file
+ *   entry first; the in-use secondaries a cut leaves behind are skipped by listing.
  * - New files prefer one contiguous run (NoFatChain); a fragmented allocation gets a FAT chain.
- *   createFile zeroes the clusters and sets ValidDataLength to the size by default, because Linux
- *   before 6.8 reads ValidDataLength as the file size (the qemu oracle's 6.1 kernel does). With
- *   `lazyValidDataLength` a created file starts at 0 and grows it as it is written (a write past it
- *   zeroes the gap first), so a huge file costs only the bitmap bits; the entry set is then rewritten
- *   on the file Disk's flush/close and on the volume's flush. Reads past ValidDataLength give zeros.
+ *   createFile clears the clusters (reads them in 4 MiB pieces, writes zeros only over non-zero
+ *   clusters, so a sparse image stays sparse) and sets ValidDataLength to the size by default, because
+ *   Linux before 6.8 reads ValidDataLength as the file size (the qemu oracle's 6.1 kernel does);
+ *   `uninitialized` skips the clearing. With `lazyValidDataLength` a created file starts at 0 and grows
+ *   it as it is written (a write past it zeroes the gap first), so a huge file costs only the bitmap
+ *   bits; the entry set is then rewritten on the file Disk's flush/close and on the volume's flush.
+ *   Reads past ValidDataLength give zeros.
+ * - File Disks resize (resizeFile): growth takes the free clusters after the last one first (a
+ *   NoFatChain file stays one while it is contiguous; otherwise the whole chain is written before the
+ *   set says so), new bytes are cleared unless ValidDataLength is lazy or the file `uninitialized`;
+ *   bitmap, zeros, FAT, then the set. Shrinking writes the set first, then the FAT end mark, then frees
+ *   the tail. The same resize again completes a cut one (an overlong chain is ended; its tail stays lost
+ *   space: clusters past DataLength are not the file's, so they are never freed on the FAT's word).
  * - Names compare through the volume's up-case table; sets carry the name hash and checksum.
  */
 import {
@@ -111,6 +130,53 @@ function noSpace(message: string): LivestickError {
 
 function isDir(set: FileEntrySet): boolean {
   return (set.attributes & ATTR_DIRECTORY) !== 0;
+}
+
+/** Clearing reads this much at a time (big reads: a sparse image's holes cost the kernel per call). */
+const CLEAR_PIECE = 4 << 20;
+let zeros: Buffer | undefined;
+
+/** A shared zero-filled buffer of at least `n` bytes (never written to). */
+function zeroBuffer(n: number): Buffer {
+  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CLEAR_PIECE));
+  return zeros;
+}
+
+/** Clusters [from, to) of a file (counted in file order) as runs. */
+function sliceRuns(runs: readonly Run[], from: number, to: number): Run[] {
+  const out: Run[] = [];
+  let at = 0;
+  for (const r of runs) {
+    const lo = Math.max(from, at);
+    const hi = Math.min(to, at + r.length);
+    if (hi > lo) out.push({ start: r.start + (lo - at), length: hi - lo });
+    at += r.length;
+    if (at >= to) break;
+  }
+  return out;
+}
+
+/** Runs in file order, neighbours that touch merged. */
+function joinRuns(a: readonly Run[], b: readonly Run[]): Run[] {
+  const out: Run[] = [...a];
+  for (const r of b) {
+    const last = out[out.length - 1];
+    if (last && last.start + last.length === r.start) out[out.length - 1] = { start: last.start, length: last.length + r.length };
+    else out.push(r);
+  }
+  return out;
+}
+
+const clustersIn = (runs: readonly Run[]): number => runs.reduce((n, r) => n + r.length, 0);
+
+/** Refuses a chain whose runs share clusters (a loop inside the clusters its size needs). */
+function checkOverlaps(runs: readonly Run[], what: string): void {
+  const sorted = [...runs].sort((x, y) => x.start - y.start);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i - 1]!.start + sorted[i - 1]!.length > sorted[i]!.start) {
+      throw new CorruptImageError(FORMAT, `${what} FAT chain`, `cluster ${sorted[i]!.start} appears twice (a loop)`);
+    }
+  }
 }
 
 export class ExfatFs implements WritableFileSystem {
@@ -315,9 +381,16 @@ export class ExfatFs implements WritableFileSystem {
       c = next;
     }
     runs.push({ start, length });
-    const last = await this.#fat(c);
-    if (last !== FAT_EOF) throw new CorruptImageError(FORMAT, `${what} FAT chain`, `cluster ${c} should end the chain but holds ${last.toString(16)}`, this.#fatBase + c * 4);
+    // The entry after the last cluster the size needs is not looked at: a chain longer than the size
+    // (a resize cut between the FAT and the entry set) reads as Linux reads it; its tail is lost space.
+    if (runs.length > 1) checkOverlaps(runs, what);
     return runs;
+  }
+
+  /** Whether a chained file's FAT goes on past its last cluster (a resize cut before the entry set). */
+  async #chainGoesOn(runs: readonly Run[]): Promise<boolean> {
+    const last = runs[runs.length - 1];
+    return last !== undefined && (await this.#fat(last.start + last.length - 1)) !== FAT_EOF;
   }
 
   async #rootRuns(): Promise<Run[]> {
@@ -453,6 +526,49 @@ export class ExfatFs implements WritableFileSystem {
     await this.#markBitmap(runs, false);
   }
 
+  /**
+   * Makes the clusters of `runs` read as zeros without writing what is zero already: read in 4 MiB
+   * pieces, zeros written only over clusters with a non-zero byte (a sparse image stays sparse).
+   */
+  async #clear(runs: readonly Run[]): Promise<void> {
+    const cs = this.clusterSize;
+    const pieceBytes = Math.max(cs, CLEAR_PIECE - (CLEAR_PIECE % cs));
+    const zero = zeroBuffer(pieceBytes);
+    let piece: Buffer | undefined;
+    for (const r of runs) {
+      const end = this.#clusterOffset(r.start + r.length);
+      for (let at = this.#clusterOffset(r.start); at < end; ) {
+        const len = Math.min(pieceBytes, end - at);
+        piece ??= Buffer.allocUnsafe(pieceBytes);
+        const buf = piece.subarray(0, len);
+        await this.disk.read(buf, at);
+        if (buf.compare(zero, 0, len) !== 0) {
+          let dirtyFrom = -1;
+          for (let o = 0; o <= len; o += cs) {
+            const dirty = o < len && buf.compare(zero, 0, cs, o, o + cs) !== 0;
+            if (dirty && dirtyFrom < 0) dirtyFrom = o;
+            if (!dirty && dirtyFrom >= 0) {
+              await this.disk.write(zero.subarray(0, o - dirtyFrom), at + dirtyFrom);
+              dirtyFrom = -1;
+            }
+          }
+        }
+        at += len;
+      }
+    }
+  }
+
+  /** Makes bytes [from, to) of a file laid out in `runs` read as zeros (whole clusters through #clear). */
+  async #zeroRange(runs: readonly Run[], from: number, to: number): Promise<void> {
+    if (to <= from) return;
+    const cs = this.clusterSize;
+    const headEnd = Math.min(to, Math.ceil(from / cs) * cs);
+    if (headEnd > from) await this.writeRunsAt(runs, zeroBuffer(headEnd - from).subarray(0, headEnd - from), from);
+    const firstWhole = Math.ceil(from / cs);
+    const lastWhole = Math.ceil(to / cs);
+    if (lastWhole > firstWhole) await this.#clear(sliceRuns(runs, firstWhole, lastWhole));
+  }
+
   async #zero(runs: readonly Run[]): Promise<void> {
     const zeros = new Uint8Array(Math.min(IO_CHUNK, this.clusterSize * 64));
     for (const r of runs) {
@@ -501,9 +617,9 @@ export class ExfatFs implements WritableFileSystem {
         throw new CorruptImageError(FORMAT, 'directory entry', `unknown critical primary entry type ${type.toString(16)}`, where);
       } else if ((type & 0x40) === 0) {
         i += bytes[where + 1]!;
-      } else {
-        throw new CorruptImageError(FORMAT, 'directory entry', `secondary entry ${type.toString(16)} without a primary`, where);
       }
+      // else: a secondary without a primary, what a delete cut between two directory runs leaves (the
+      // file entry goes first). It names nothing: skipped.
     }
     return { runs, bytes, sets };
   }
@@ -512,6 +628,14 @@ export class ExfatFs implements WritableFileSystem {
     if (a.length !== b.length) return false;
     for (let i = 0; i < a.length; i++) if (this.#upcase[a.charCodeAt(i)] !== this.#upcase[b.charCodeAt(i)]) return false;
     return true;
+  }
+
+  /**
+   * The set named `name` through the up-case table. Two can match only after a rename that power loss
+   * cut (old and new spelling of one name): the exact spelling wins.
+   */
+  #named(sets: readonly Node[], name: string): Node | undefined {
+    return sets.find((n) => n.set.name === name) ?? sets.find((n) => this.#sameName(n.set.name, name));
   }
 
   #split(path: string): string[] {
@@ -530,7 +654,7 @@ export class ExfatFs implements WritableFileSystem {
     for (let k = 0; k < parts.length; k++) {
       if (node !== undefined && !isDir(node.set)) throw new NotFoundError(`exfat: ${path}: not a directory (ENOTDIR)`);
       const listing = await this.#list(dir);
-      node = listing.sets.find((s) => this.#sameName(s.set.name, parts[k]!));
+      node = this.#named(listing.sets, parts[k]!);
       if (node === undefined) throw new NotFoundError(`exfat: ${path}: no such file or directory (ENOENT)`);
       dir = { firstCluster: node.set.firstCluster, node };
     }
@@ -549,13 +673,30 @@ export class ExfatFs implements WritableFileSystem {
     await this.writeRunsAt(runs, bytes, index * ENTRY_SIZE);
   }
 
-  /** Rewrites a node's set in place (same entry count). */
+  /**
+   * Rewrites a node's set in place (same entry count). Only the bytes that change are written: a new
+   * size or cluster touches the file and stream entries (checksum, times, lengths), 64 bytes in one
+   * sector unless the set straddles one, so the rewrite is one write where the directory allows it.
+   */
   async #rewrite(node: Node): Promise<void> {
     const bytes = encodeFileEntrySet(node.set);
     if (bytes.byteLength / ENTRY_SIZE !== node.count) throw new Error('exfat: an in-place rewrite must keep the entry count');
-    await this.#writeEntries(await this.#dirRuns(node.parent), node.index, bytes);
+    const runs = await this.#dirRuns(node.parent);
+    const old = new Uint8Array(bytes.byteLength);
+    await this.readRunsAt(runs, old, node.index * ENTRY_SIZE);
+    let lo = 0;
+    while (lo < bytes.byteLength && bytes[lo] === old[lo]) lo++;
+    if (lo === bytes.byteLength) return;
+    let hi = bytes.byteLength;
+    while (bytes[hi - 1] === old[hi - 1]) hi--;
+    await this.writeRunsAt(runs, bytes.subarray(lo, hi), node.index * ENTRY_SIZE + lo);
   }
 
+  /**
+   * Marks a set's entries not in use. When the set straddles two runs of the directory, the part with
+   * the file entry goes first: a cut between leaves in-use secondaries without a primary, which listing
+   * skips, never a file entry whose secondaries are gone.
+   */
   async #deleteSet(node: Node): Promise<void> {
     const runs = await this.#dirRuns(node.parent);
     const bytes = new Uint8Array(node.count * ENTRY_SIZE);
@@ -564,24 +705,49 @@ export class ExfatFs implements WritableFileSystem {
     await this.#writeEntries(runs, node.index, bytes);
   }
 
-  /** Places a new set in `dir` (growing it by a cluster when no run of free entries is long enough). */
-  async #insert(dir: DirRef, set: FileEntrySet): Promise<Node> {
+  /**
+   * Places a new set in `dir` (growing it by a cluster when no run of free entries is long enough).
+   * `oneWrite` (a rename's new set) prefers free entries inside one sector, then inside one run of the
+   * directory's clusters, so the set goes to disk in one write where the directory allows it.
+   */
+  async #insert(dir: DirRef, set: FileEntrySet, oneWrite = false): Promise<Node> {
     const bytes = encodeFileEntrySet(set);
     const count = bytes.byteLength / ENTRY_SIZE;
     let listing = await this.#list(dir);
-    let index = this.#freeSlot(listing.bytes, count);
+    let index = this.#freeSlot(listing, count, oneWrite);
     if (index < 0) {
       await this.#growDir(dir, listing);
       listing = await this.#list(dir);
-      index = this.#freeSlot(listing.bytes, count);
+      index = this.#freeSlot(listing, count, oneWrite);
       if (index < 0) throw noSpace('the directory cannot hold another entry');
     }
     await this.#writeEntries(listing.runs, index, bytes);
     return { set, parent: dir, index, count };
   }
 
-  #freeSlot(bytes: Uint8Array, count: number): number {
+  #freeSlot(listing: DirListing, count: number, oneWrite: boolean): number {
+    const { bytes } = listing;
     const n = bytes.byteLength / ENTRY_SIZE;
+    const perSector = this.sectorSize / ENTRY_SIZE;
+    // Entry indexes where a new run of the directory's clusters starts (a write is split there).
+    const breaks = new Set<number>();
+    let at = 0;
+    for (const r of listing.runs) {
+      if (at > 0) breaks.add(at);
+      at += (r.length * this.clusterSize) / ENTRY_SIZE;
+    }
+    const oneRun = (first: number, last: number): boolean => {
+      for (let i = first + 1; i <= last; i++) if (breaks.has(i)) return false;
+      return true;
+    };
+    let any = -1;
+    let inRun = -1;
+    const pick = (first: number): number | undefined => {
+      if (!oneWrite || Math.floor(first / perSector) === Math.floor((first + count - 1) / perSector)) return first;
+      if (any < 0) any = first;
+      if (inRun < 0 && oneRun(first, first + count - 1)) inRun = first;
+      return undefined;
+    };
     let start = -1;
     for (let i = 0; i < n; i++) {
       const type = bytes[i * ENTRY_SIZE]!;
@@ -590,13 +756,20 @@ export class ExfatFs implements WritableFileSystem {
         continue;
       }
       if (start < 0) start = i;
-      if (i - start + 1 === count) return start;
       if (type === 0) {
-        // Everything after the end marker is free.
-        return n - start >= count ? start : -1;
+        // Everything after the end marker is free; a set may begin there, not beyond.
+        for (let first = start; first <= i && n - first >= count; first++) {
+          const picked = pick(first);
+          if (picked !== undefined) return picked;
+        }
+        break;
+      }
+      if (i - start + 1 >= count) {
+        const first = pick(i - count + 1);
+        if (first !== undefined) return first;
       }
     }
-    return -1;
+    return inRun >= 0 ? inRun : any;
   }
 
   async #growDir(dir: DirRef, listing: DirListing): Promise<void> {
@@ -742,7 +915,7 @@ export class ExfatFs implements WritableFileSystem {
     if (reason) throw new UsageError(`exfat: "${path}": ${reason}`);
     const dir = await this.#resolveDir(parts.slice(0, -1), path);
     const listing = await this.#list(dir);
-    const existing = listing.sets.find((s) => this.#sameName(s.set.name, name));
+    const existing = this.#named(listing.sets, name);
     return { dir, name, existing, parts };
   }
 
@@ -764,16 +937,23 @@ export class ExfatFs implements WritableFileSystem {
     return { runs, contiguous };
   }
 
+  /**
+   * A new file. Its clusters read as zeros: by default they are cleared (zeros written only over
+   * clusters holding a non-zero byte) and ValidDataLength is the size; with `lazyValidDataLength` it
+   * starts at 0 instead (bytes past it read as zeros, nothing cleared). `uninitialized` skips the
+   * clearing (the caller writes every byte first).
+   */
   async createFile(path: string, options: CreateFileOptions): Promise<WritableFile> {
     const size = options.size;
     if (!Number.isSafeInteger(size) || size < 0) throw new UsageError(`exfat: ${path}: size ${size} is not a byte count`);
     await this.#beginChange();
     const { dir, name, existing } = await this.#parentFor(path);
     if (existing) throw new AlreadyExistsError(`exfat: ${path}: it already exists (EEXIST)`);
+    const uninitialized = options.uninitialized === true;
     const { runs, contiguous } = await this.#allocate(Math.ceil(size / this.clusterSize));
-    if (!this.#lazyValid) await this.#zero(runs);
+    if (!this.#lazyValid && !uninitialized) await this.#clear(runs);
     const node = await this.#insert(dir, this.#newSet(name, ATTR_ARCHIVE, runs[0]?.start ?? 0, size, this.#lazyValid ? 0 : size, contiguous));
-    return this.#track(new ExfatFileDisk(this, node, runs, false));
+    return this.#track(new ExfatFileDisk(this, node, runs, false, uninitialized));
   }
 
   #track(f: ExfatFileDisk): ExfatFileDisk {
@@ -786,12 +966,118 @@ export class ExfatFs implements WritableFileSystem {
     this.#openFiles.delete(f);
   }
 
-  /** @internal the file Disk rewrites its set (new ValidDataLength and modification time). */
+  /**
+   * @internal the file Disk rewrites its set (new ValidDataLength and modification time). A file whose
+   * name is gone (unlinked while open) has no set to update; one renamed while open had its set
+   * committed before the rename (rename commits every open file first).
+   */
   async updateSet(node: Node, validDataLength: number): Promise<void> {
+    if (!(await this.#isCurrent(node))) return;
     await this.#beginChange();
     const t = encodeTimestamp(this.#now());
     node.set = { ...node.set, validDataLength, modified: t, accessed: { ...t, increment10ms: 0 } };
     await this.#rewrite(node);
+  }
+
+  /** Whether the set at `node`'s place is still the same file (not renamed or deleted meanwhile). */
+  async #isCurrent(node: Node): Promise<boolean> {
+    const listing = await this.#list(node.parent);
+    const now = listing.sets.find((n) => n.index === node.index);
+    return now !== undefined && now.set.name === node.set.name && now.set.firstCluster === node.set.firstCluster && now.set.dataLength === node.set.dataLength;
+  }
+
+  async #current(node: Node, path: string): Promise<void> {
+    if (!(await this.#isCurrent(node))) throw new NotFoundError(`exfat: ${path} was renamed or removed while it was open for writing`);
+  }
+
+  /**
+   * @internal ExfatFileDisk.resize. Growing: the free clusters right after the file's last one first
+   * (a NoFatChain file stays one; a file that stops being contiguous gets its whole chain written),
+   * then anywhere; bitmap, zeros (unless lazy ValidDataLength or `uninitialized`), FAT, then the set.
+   * Shrinking: the set first, then the FAT end mark and the freed clusters. A cut leaves lost clusters,
+   * or a chain running past the size (not read; fsck.exfat truncates it); the same resize again
+   * completes it.
+   */
+  async resizeFile(file: ExfatFileDisk, node: Node, size: number, uninitialized: boolean): Promise<void> {
+    const path = `/${node.set.name}`;
+    if (!Number.isSafeInteger(size) || size < 0) throw new UsageError(`exfat: ${path}: size ${size} is not a byte count`);
+    const cs = this.clusterSize;
+    const runs = file.runs;
+    const have = clustersIn(runs);
+    const need = Math.ceil(size / cs);
+    const oldSize = file.size;
+    const s = node.set;
+    const noFatChain = (s.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0;
+    const goesOn = !noFatChain && need === have && have > 0 && (await this.#chainGoesOn(runs));
+    if (size === oldSize && need === have && !goesOn) return;
+    await this.#beginChange();
+    await this.#current(node, path);
+    let valid = file.valid;
+    const t = encodeTimestamp(this.#now());
+    const touched = { modified: t, accessed: { ...t, increment10ms: 0 } };
+    if (need > have) {
+      const last = runs[runs.length - 1];
+      const after = last ? last.start + last.length : 0;
+      let want = need - have;
+      if (want > this.#freeClusters) throw noSpace(`cannot grow ${path} by ${want} clusters (${this.#freeClusters} free)`);
+      const added: Run[] = [];
+      if (last && this.#isCluster(after)) {
+        let k = 0;
+        while (k < want && this.#isCluster(after + k) && this.#isFree(after + k)) k++;
+        if (k > 0) {
+          added.push({ start: after, length: k });
+          await this.#markBitmap(added, true);
+          want -= k;
+        }
+      }
+      if (want > 0) {
+        const more = this.#findClusters(want);
+        await this.#markBitmap(more, true);
+        added.push(...more);
+      }
+      const grown = joinRuns(runs, added);
+      if (!this.#lazyValid) {
+        if (!uninitialized) await this.#zeroRange(grown, valid, size);
+        valid = size;
+      }
+      let contiguous = noFatChain || have === 0;
+      if (contiguous && grown.length > 1) {
+        await this.#writeChain(grown); // the whole file, read through the FAT once the set says so
+        contiguous = false;
+      } else if (!contiguous) {
+        await this.#writeChain(added);
+        await this.#setFat(last!.start + last!.length - 1, added[0]!.start);
+      }
+      node.set = { ...s, ...touched, firstCluster: grown[0]!.start, dataLength: size, validDataLength: valid, secondaryFlags: contiguous ? s.secondaryFlags | FLAG_NO_FAT_CHAIN : s.secondaryFlags & ~FLAG_NO_FAT_CHAIN };
+      await this.#rewrite(node);
+      file.relayout(grown, size, valid);
+      return;
+    }
+    if (size > oldSize && !this.#lazyValid) {
+      if (!uninitialized) await this.#zeroRange(runs, valid, size);
+      valid = size;
+    }
+    valid = Math.min(valid, size);
+    const kept = sliceRuns(runs, 0, need);
+    if (size !== oldSize || valid !== s.validDataLength) {
+      node.set = {
+        ...s,
+        ...touched,
+        firstCluster: need > 0 ? s.firstCluster : 0,
+        dataLength: size,
+        validDataLength: valid,
+        secondaryFlags: need > 0 ? s.secondaryFlags : s.secondaryFlags & ~FLAG_NO_FAT_CHAIN,
+      };
+      await this.#rewrite(node);
+    }
+    if (need < have || goesOn) {
+      if (!noFatChain && need > 0) {
+        const k = kept[kept.length - 1]!;
+        await this.#setFat(k.start + k.length - 1, FAT_EOF);
+      }
+      if (need < have) await this.#free(sliceRuns(runs, need, have), !noFatChain);
+    }
+    file.relayout(kept, size, valid);
   }
 
   async openFileForWriting(path: string): Promise<WritableFile> {
@@ -799,7 +1085,7 @@ export class ExfatFs implements WritableFileSystem {
     const node = await this.#fileNode(path);
     const s = node.set;
     const runs = await this.#chainRuns(s.firstCluster, (s.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, s.dataLength, `"${s.name}"`);
-    return this.#track(new ExfatFileDisk(this, node, runs, false));
+    return this.#track(new ExfatFileDisk(this, node, runs, false, false));
   }
 
   async writeFile(path: string, data: Uint8Array): Promise<void> {
@@ -822,16 +1108,27 @@ export class ExfatFs implements WritableFileSystem {
       await this.#deleteSet(existing);
       await this.#insert(dir, fresh);
     }
-    await this.#free(oldRuns, (old.secondaryFlags & FLAG_NO_FAT_CHAIN) === 0);
+    await this.#release(dir, old, oldRuns);
+  }
+
+  /**
+   * Frees a set's clusters once no set names them, unless another set of the same directory still
+   * names its first cluster (a rename cut by power loss left two names for one file): then nothing.
+   */
+  async #release(dir: DirRef, old: FileEntrySet, runs: readonly Run[]): Promise<void> {
+    if (runs.length === 0) return;
+    if (old.firstCluster !== 0 && (await this.#list(dir)).sets.some((n) => n.set.firstCluster === old.firstCluster)) return;
+    await this.#free(runs, (old.secondaryFlags & FLAG_NO_FAT_CHAIN) === 0);
   }
 
   async #releaseNode(node: Node): Promise<void> {
     const s = node.set;
     const runs = await this.#chainRuns(s.firstCluster, (s.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, s.dataLength, `"${s.name}"`);
     await this.#deleteSet(node);
-    await this.#free(runs, (s.secondaryFlags & FLAG_NO_FAT_CHAIN) === 0);
+    await this.#release(node.parent, s, runs);
   }
 
+  /** Deletes the set, then frees the clusters unless another set of the directory still names them. */
   async unlink(path: string): Promise<void> {
     await this.#beginChange();
     const node = await this.#fileNode(path);
@@ -851,8 +1148,17 @@ export class ExfatFs implements WritableFileSystem {
     await this.#releaseNode(node);
   }
 
+  /**
+   * Renames (renameIsAtomic false). A new name: the new set is written, then the old one deleted; a cut
+   * between leaves two sets naming one file, and the same rename again finishes it (a target that
+   * already names the source's first cluster: only the source's set is deleted, nothing freed). Onto
+   * another file: the target's set is rewritten in place to name the source's data (same name, so the
+   * same entry count), the source's set deleted, the target's old clusters freed last (unless another
+   * set of the directory still names them).
+   */
   async rename(from: string, to: string): Promise<void> {
     await this.#beginChange();
+    for (const f of this.#openFiles) await f.commit(); // the set copied to the new name carries what was written
     const fromParts = this.#split(from);
     const source = await this.#resolve(fromParts, from);
     if (source === undefined) throw new UsageError('exfat: the root directory cannot be renamed');
@@ -865,43 +1171,83 @@ export class ExfatFs implements WritableFileSystem {
     if (replaced) {
       if (isDir(replaced.set) && !isDir(source.set)) throw new NotFoundError(`exfat: ${to}: is a directory (EISDIR)`);
       if (!isDir(replaced.set) && isDir(source.set)) throw new NotFoundError(`exfat: ${to}: not a directory (ENOTDIR)`);
+      if (source.set.firstCluster !== 0 && replaced.set.firstCluster === source.set.firstCluster) {
+        // `to` names the source's data already: an earlier rename was cut after its new set. Finish it.
+        await this.#deleteSet(source);
+        return;
+      }
       if (isDir(replaced.set) && !(await this.#isEmptyDir(replaced))) throw new AlreadyExistsError(`exfat: ${to}: directory not empty (ENOTEMPTY)`);
+      const old = replaced.set;
+      const oldRuns = await this.#chainRuns(old.firstCluster, (old.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, old.dataLength, `"${old.name}"`);
+      const moved: FileEntrySet = { ...source.set, name: target.name, nameHash: nameHash(target.name, this.#upcase) };
+      if (encodeFileEntrySet(moved).byteLength / ENTRY_SIZE === replaced.count) {
+        replaced.set = moved;
+        await this.#rewrite(replaced);
+        await this.#deleteSet(source);
+      } else {
+        // The source carries other secondary entries than the target (vendor extensions): no in-place
+        // rewrite. The target's set goes first, so a cut here can leave the source's name alone.
+        await this.#deleteSet(replaced);
+        await this.#insert(target.dir, moved, true);
+        await this.#deleteSet(source);
+      }
+      await this.#release(replaced.parent, old, oldRuns);
+      return;
     }
-    const replacedRuns = replaced
-      ? await this.#chainRuns(replaced.set.firstCluster, (replaced.set.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, replaced.set.dataLength, `"${replaced.set.name}"`)
-      : [];
-    if (replaced) await this.#deleteSet(replaced);
     const moved: FileEntrySet = { ...source.set, name: target.name, nameHash: nameHash(target.name, this.#upcase) };
-    await this.#insert(target.dir, moved);
+    await this.#insert(target.dir, moved, true);
     await this.#deleteSet(source);
-    if (replaced) await this.#free(replacedRuns, (replaced.set.secondaryFlags & FLAG_NO_FAT_CHAIN) === 0);
   }
 }
 
 /** A file's content as a Disk: reads past ValidDataLength are zeros; writes there zero the gap first. */
 class ExfatFileDisk implements WritableFile {
   readonly readOnly: boolean;
-  readonly size: number;
   readonly #fs: ExfatFs;
   readonly #node: Node;
-  readonly #runs: readonly Run[];
+  readonly #uninitialized: boolean;
+  #runs: readonly Run[];
+  #size: number;
   #valid: number;
   #committed: number;
   #closed = false;
 
-  constructor(fs: ExfatFs, node: Node, runs: readonly Run[], readOnly: boolean) {
+  constructor(fs: ExfatFs, node: Node, runs: readonly Run[], readOnly: boolean, uninitialized = false) {
     this.#fs = fs;
     this.#node = node;
     this.#runs = runs;
     this.readOnly = readOnly;
-    this.size = node.set.dataLength;
+    this.#uninitialized = uninitialized;
+    this.#size = node.set.dataLength;
     this.#valid = node.set.validDataLength;
     this.#committed = this.#valid;
   }
 
+  get size(): number {
+    return this.#size;
+  }
+
+  /** @internal */
+  get runs(): readonly Run[] {
+    return this.#runs;
+  }
+
+  /** @internal ValidDataLength as written so far (the set may lag until commit). */
+  get valid(): number {
+    return this.#valid;
+  }
+
+  /** @internal set by ExfatFs.resizeFile (the set was rewritten with these). */
+  relayout(runs: readonly Run[], size: number, valid: number): void {
+    this.#runs = runs;
+    this.#size = size;
+    this.#valid = valid;
+    this.#committed = valid;
+  }
+
   async resize(size: number): Promise<void> {
-    if (size === this.size) return;
-    throw new UnsupportedFeatureError('exFAT', 'resize', `changing a file's size in place is not supported yet (${this.size} → ${size} bytes)`);
+    if (this.readOnly || this.#closed) throw new ReadOnlyError(this.#closed ? 'exfat: the file is closed' : undefined);
+    await this.#fs.resizeFile(this, this.#node, size, this.#uninitialized);
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {

@@ -7,8 +7,9 @@
  * - `ExfatFs.open(disk, { readOnly?, now?, lazyValidDataLength? })`: `close()` flushes (clears
  *   VolumeDirty) but leaves the Disk open for its owner. `verify()` lists allocation problems (lost,
  *   doubly used or unmarked clusters), which fsck.exfat -n does not report.
- * - `createFile` zeroes the file and sets ValidDataLength to its size unless `lazyValidDataLength`
- *   (then Linux before 6.8 sees the file as long as what was written).
+ * - `createFile` makes the file read as zeros (clearing non-zero clusters; `uninitialized` skips
+ *   that) and sets ValidDataLength to its size unless `lazyValidDataLength` (then Linux before 6.8
+ *   sees the file as long as what was written); its Disk resizes (`resize`).
  * - Errors: CorruptImageError / UnsupportedFeatureError (TexFAT, revision 2+) from the decoders;
  *   NotFoundError, AlreadyExistsError, UsageError (bad names), ReadOnlyError, and code NO_SPACE.
  *

@@ -20,11 +20,16 @@
  *   cluster, so the leftover of a cut rename never frees data its other name still uses. Where two
  *   entries match one name case-insensitively (old and new spelling after a cut), the exact spelling wins.
  * - Files are limited to 4 GiB − 1 bytes (the 32-bit size field); larger sizes are refused up front.
- * - createFile allocates (contiguous where possible), makes the clusters read as zeros (#clear: reads
- *   them in 4 MiB pieces and writes zeros only over clusters with a non-zero byte, so a sparse host image
- *   stays sparse), writes both FATs, then the entry with the final size. Whether a free cluster was ever
- *   used cannot be told from the FAT (a deleted file's clusters are free there too, its bytes still in
- *   them), so nothing is skipped unless the caller says `uninitialized`. writeFile writes the data first.
+ * - createFile allocates (contiguous where possible) and writes both FATs and an entry naming no
+ *   clusters yet; the file reads as zeros, and its clusters are cleared lazily (filedisk.ts: written
+ *   clusters need nothing, the rest goes through #clear, which reads in 4 MiB pieces and writes zeros
+ *   only over clusters with a non-zero byte, so a sparse host image stays sparse); only then does the
+ *   entry get the clusters and the size (#settled: the file's flush or close, the volume's flush or
+ *   close, or before rename/unlink/rmdir/writeFile/openFile could expose it). Listings show the size
+ *   meanwhile. A cut before that leaves an empty file and lost clusters, never a deleted file's bytes.
+ *   Whether a free cluster was ever used cannot be told from the FAT (a deleted file's clusters are free
+ *   there too, its bytes still in them), so nothing is skipped unless the caller says `uninitialized`
+ *   (then the entry has the size at once and nothing is cleared). writeFile writes the data first.
  * - File Disks from createFile/openFileForWriting resize (#resize). Growth takes the free clusters right
  *   after the file's last one first (it stays contiguous), then any; new bytes read as zeros (the last
  *   cluster's slack included) unless the file was created `uninitialized`; order: zeros, both FATs, the
@@ -157,6 +162,8 @@ export class FatFs implements WritableFileSystem {
   readonly #tz: number;
   readonly #now: () => number;
   readonly #dirs = new Map<number, Dir>();
+  /** New files whose clearing is deferred, by "directory cluster:short entry slot": what their entry will say. */
+  readonly #pending = new Map<string, { file: FatFileDisk; first: number; size: number }>();
   #dirty = false;
   #label: string | undefined;
   #closed = false;
@@ -293,7 +300,9 @@ export class FatFs implements WritableFileSystem {
       }
       const long = lfn.length > 0 && pendingStart + lfn.length === slot ? joinLfn(lfn, short.name) : undefined;
       const useLong = long !== undefined;
-      entries.push({ name: long ?? shortNameText(short.name, short.ntCase), short, firstSlot: useLong ? pendingStart : slot, slotCount: useLong ? lfn.length + 1 : 1 });
+      const deferred = this.#pending.get(`${cluster}:${slot}`);
+      const shown = deferred ? { ...short, firstCluster: deferred.first, size: deferred.size } : short;
+      entries.push({ name: long ?? shortNameText(shown.name, shown.ntCase), short: shown, firstSlot: useLong ? pendingStart : slot, slotCount: useLong ? lfn.length + 1 : 1 });
     }
     const dir: Dir = { cluster, clusters, capacity, entries, free, end, shortNames, label };
     if (this.#dirs.size >= DIR_CACHE) this.#dirs.delete(this.#dirs.keys().next().value!);
@@ -411,7 +420,11 @@ export class FatFs implements WritableFileSystem {
   }
 
   async openFile(path: string): Promise<Disk> {
-    const entry = await this.#fileEntry(path);
+    let entry = await this.#fileEntry(path);
+    if (this.#pending.size > 0) {
+      await this.#settleAll();
+      entry = await this.#fileEntry(path);
+    }
     return new FatFileDisk(this.#disk, this.layout, await this.#fileChain(entry.short, path, false), entry.short.size, true);
   }
 
@@ -639,8 +652,9 @@ export class FatFs implements WritableFileSystem {
    * A new file of `size` bytes: clusters allocated, `fill` writes them (data, or zeros), both FATs, then
    * the entry. `replace` lets an existing file's entry be repointed (its old chain freed afterwards).
    */
-  async #newFile(path: string, size: number, mode: number | undefined, fill: ((runs: Run[]) => Promise<void>) | undefined, replace: boolean): Promise<{ runs: Run[]; ref: EntryRef | undefined }> {
+  async #newFile(path: string, size: number, mode: number | undefined, fill: ((runs: Run[]) => Promise<void>) | undefined, replace: boolean, deferred = false): Promise<{ runs: Run[]; ref: EntryRef | undefined }> {
     this.#checkSize(size, path);
+    if (replace) await this.#settleAll();
     const { parent, name, existing } = await this.#parentOf(path);
     validateName(name);
     if (existing && (existing.short.attr & ATTR_DIRECTORY || !replace)) throw new AlreadyExistsError(`it already exists: ${path}`, { file: path });
@@ -649,7 +663,8 @@ export class FatFs implements WritableFileSystem {
     if (fill) await fill(runs);
     await this.#fat.writeBack();
     const attr = ATTR_ARCHIVE | (mode !== undefined && (mode & 0o222) === 0 ? ATTR_READ_ONLY : 0);
-    const fields = this.#newEntryFields(attr, runs[0]?.first ?? 0, size);
+    // A deferred file's entry names no clusters until they are cleared (#settled).
+    const fields = deferred ? this.#newEntryFields(attr, 0, 0) : this.#newEntryFields(attr, runs[0]?.first ?? 0, size);
     if (existing) {
       const old = await this.#fat.runs(existing.short.firstCluster, this.layout.clusterCount, `file ${path}`);
       await this.#rewriteShort(parent, existing, { ...existing.short, ...fields, createDate: existing.short.createDate, createTime: existing.short.createTime, createTenths: existing.short.createTenths });
@@ -664,19 +679,48 @@ export class FatFs implements WritableFileSystem {
   }
 
   /**
-   * A new file reads as zeros, as POSIX promises: FAT has no holes, so clusters that still hold a
-   * deleted file's bytes are zeroed before the entry names them (#clear: zero clusters are left
-   * unwritten, which keeps a sparse host image sparse). `uninitialized` skips that: the caller writes
-   * every byte before anything reads it.
+   * A new file reads as zeros, as POSIX promises. FAT has no holes and cannot tell a never-used free
+   * cluster from a deleted file's, so the clusters are cleared, lazily: the entry is written naming no
+   * clusters (size 0), the file Disk defers the clearing (filedisk.ts: what the caller writes needs none,
+   * the rest is cleared by #clear, which writes zeros only over non-zero clusters and so keeps a sparse
+   * image sparse), and once that is done the entry is rewritten with the clusters and the size
+   * (#settled: on the file's flush or close, the volume's flush or close, or before any operation that
+   * could expose it). Meanwhile listings show the file with its size. A cut before that leaves an empty
+   * file and lost clusters. `uninitialized` writes the entry with the size at once and clears nothing.
    */
   async createFile(path: string, options: CreateFileOptions): Promise<WritableFile> {
     const uninitialized = options.uninitialized === true;
-    const { runs, ref } = await this.#newFile(path, options.size, options.mode, uninitialized ? undefined : (r) => this.#clear(r), false);
-    return this.#writable(path, ref!, runs, options.size, uninitialized);
+    const defer = !uninitialized && options.size > 0;
+    const { runs, ref } = await this.#newFile(path, options.size, options.mode, undefined, false, defer);
+    const file = this.#writable(path, ref!, runs, options.size, uninitialized);
+    if (defer) {
+      ref!.first = runs[0]!.first;
+      this.#pending.set(`${ref!.parent}:${ref!.slot}`, { file, first: runs[0]!.first, size: options.size });
+      this.#dirs.delete(ref!.parent);
+      file.deferClearing();
+    }
+    return file;
+  }
+
+  /** A deferred file's clusters are clear: its entry names them and gets its size. */
+  async #settled(ref: EntryRef, path: string, file: FatFileDisk): Promise<void> {
+    const key = `${ref.parent}:${ref.slot}`;
+    if (this.#pending.get(key)?.file !== file) return;
+    const e = await this.#entryAt(ref, path);
+    const t = this.#stampNow();
+    await this.#rewriteShort(ref.parent, e, { ...e.short, writeTime: t.time, writeDate: t.date, accessDate: t.date });
+    this.#pending.delete(key);
+    this.#dirs.delete(ref.parent);
+  }
+
+  /** Settles every deferred file (before operations that rewrite or free entries, and on flush). */
+  async #settleAll(): Promise<void> {
+    for (const p of [...this.#pending.values()]) await p.file.settle();
   }
 
   async openFileForWriting(path: string): Promise<WritableFile> {
     if (this.readOnly) throw new ReadOnlyError('the FAT filesystem is open read-only');
+    await this.#settleAll();
     const { parent, entry } = await this.#lookup(path);
     if (!entry || entry.short.attr & ATTR_DIRECTORY) throw new NotFoundError(`is a directory: ${path}`, { file: path });
     const chain = await this.#fileChain(entry.short, path, true);
@@ -688,6 +732,8 @@ export class FatFs implements WritableFileSystem {
     return new FatFileDisk(this.#disk, this.layout, chain, size, false, {
       beginChange: () => this.#beginChange(),
       resize: (file, n) => this.#resize(path, ref, file, n, uninitialized),
+      clear: (runs) => this.#clear(runs),
+      settled: (file) => this.#settled(ref, path, file),
     });
   }
 
@@ -768,6 +814,7 @@ export class FatFs implements WritableFileSystem {
 
   /** Deletes the entry, then frees the chain unless another entry of the directory still names it. */
   async unlink(path: string): Promise<void> {
+    await this.#settleAll();
     const { parent, entry } = await this.#lookup(path);
     if (!entry || entry.short.attr & ATTR_DIRECTORY) throw new NotFoundError(`is a directory: ${path}`, { file: path });
     const chain = await this.#fat.runs(entry.short.firstCluster, this.layout.clusterCount, `file ${path}`);
@@ -777,6 +824,7 @@ export class FatFs implements WritableFileSystem {
   }
 
   async rmdir(path: string): Promise<void> {
+    await this.#settleAll();
     const { parent, entry } = await this.#lookup(path);
     if (!entry) throw new AlreadyExistsError('the root directory cannot be removed', { file: path });
     if (!(entry.short.attr & ATTR_DIRECTORY)) throw new NotFoundError(`not a directory: ${path}`, { file: path });
@@ -797,6 +845,7 @@ export class FatFs implements WritableFileSystem {
    * at worst the two names sharing the data and the old chain as lost clusters.
    */
   async rename(from: string, to: string): Promise<void> {
+    await this.#settleAll();
     const src = await this.#lookup(from);
     if (!src.entry) throw new AlreadyExistsError('the root directory cannot be renamed', { file: from });
     const source = src.entry;
@@ -861,6 +910,7 @@ export class FatFs implements WritableFileSystem {
   }
 
   async flush(): Promise<void> {
+    await this.#settleAll();
     if (!this.#dirty) return;
     await this.#fat.writeBack();
     await this.#writeFsInfo();

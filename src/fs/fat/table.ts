@@ -299,14 +299,10 @@ export class FatTable {
     let start = first;
     let len = 0;
     let count = 0;
-    const done = (ended: boolean): Walk => {
-      if (len > 0) runs.push({ first: start, count: len });
-      if (runs.length > 1) checkOverlaps(runs, what);
-      return { runs, count, ended };
-    };
+    let ended = false;
     for (;;) {
       if (c < 2 || c > max) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} is outside 2..${max}`);
-      if (count === bound) return done(false);
+      if (count === bound) break;
       if (len > 0 && c === start + len) len++;
       else {
         if (len > 0) runs.push({ first: start, count: len });
@@ -317,25 +313,28 @@ export class FatTable {
       let next: number;
       if (this.#fat32) {
         const index = Math.floor(c / CHUNK_ENTRIES);
-        const { view, bytes } = this.#loaded(index) ?? (await this.#chunk(index));
-        let o = (c % CHUNK_ENTRIES) * 4;
-        next = view.getUint32(o, true) & 0x0fffffff;
-        // Consecutive clusters inside this chunk: no per-entry bookkeeping beyond the counters.
-        while (next === c + 1 && count < bound && o + 4 < bytes.byteLength && next <= max) {
-          c = next;
-          o += 4;
-          len++;
-          count++;
-          next = view.getUint32(o, true) & 0x0fffffff;
-        }
+        const chunk = this.#loaded(index) ?? (await this.#chunk(index));
+        // Consecutive clusters inside this chunk: one tight pass, no per-entry bookkeeping.
+        const o = (c % CHUNK_ENTRIES) * 4;
+        const step = consecutive(chunk.view, o, Math.min(bound - count, max - c), c);
+        c += step;
+        len += step;
+        count += step;
+        next = chunk.view.getUint32(o + step * 4, true) & 0x0fffffff;
       } else {
         next = this.peek(c) ?? (await this.get(c));
       }
-      if (this.isEndOfChain(next)) return done(true);
+      if (this.isEndOfChain(next)) {
+        ended = true;
+        break;
+      }
       if (next === FREE) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} links to a free cluster`);
       if (next === this.#bad) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} links to a bad cluster`);
       c = next;
     }
+    if (len > 0) runs.push({ first: start, count: len });
+    if (runs.length > 1) checkOverlaps(runs, what);
+    return { runs, count, ended };
   }
 
   /** The whole chain from `first` as runs; longer than `limit` clusters is an error. */
@@ -402,15 +401,29 @@ export class FatTable {
   async #findRun(n: number): Promise<Run | undefined> {
     const max = this.maxCluster;
     const start = this.nextFree >= 2 && this.nextFree <= max ? this.nextFree : 2;
-    let runStart = 0;
-    let runLength = 0;
-    for (let i = 0; i < this.layout.clusterCount; i++) {
-      const c = start + i > max ? start + i - max + 1 : start + i;
-      if (c === 2 && i > 0) runLength = 0; // wrapped: a run cannot continue across the end
-      if ((this.peek(c) ?? (await this.get(c))) === FREE) {
-        if (runLength === 0) runStart = c;
-        if (++runLength === n) return { first: runStart, count: n };
-      } else runLength = 0;
+    // From the hint to the end, then from the start of the volume to the hint (a run does not wrap).
+    for (const [from, to] of [[start, max], [2, start - 1]] as const) {
+      let runStart = 0;
+      let runLength = 0;
+      for (let c = from; c <= to; ) {
+        if (this.#fat32) {
+          const index = Math.floor(c / CHUNK_ENTRIES);
+          const { view } = this.#loaded(index) ?? (await this.#chunk(index));
+          const stop = Math.min(to, (index + 1) * CHUNK_ENTRIES - 1);
+          for (let o = (c % CHUNK_ENTRIES) * 4; c <= stop; c++, o += 4) {
+            if ((view.getUint32(o, true) & 0x0fffffff) === FREE) {
+              if (runLength === 0) runStart = c;
+              if (++runLength === n) return { first: runStart, count: n };
+            } else runLength = 0;
+          }
+        } else {
+          if ((this.peek(c) ?? (await this.get(c))) === FREE) {
+            if (runLength === 0) runStart = c;
+            if (++runLength === n) return { first: runStart, count: n };
+          } else runLength = 0;
+          c++;
+        }
+      }
     }
     return undefined;
   }
@@ -502,6 +515,18 @@ export class FatTable {
       if (pending) await pending;
     }
   }
+}
+
+/**
+ * How many entries from byte `o` of a FAT32 chunk on point at the cluster after their own (entry at `o`
+ * belongs to cluster `c`), at most `most`, staying inside the chunk (the last counted entry's successor
+ * is still in it).
+ */
+function consecutive(view: DataView, o: number, most: number, c: number): number {
+  const last = Math.min(most, (view.byteLength - o) / 4 - 1);
+  let k = 0;
+  while (k < last && (view.getUint32(o + k * 4, true) & 0x0fffffff) === c + k + 1) k++;
+  return k;
 }
 
 /** Refuses runs that share clusters (a chain that loops back into itself within the walk's bound). */
