@@ -511,7 +511,8 @@ async function mergeOn(root: MediumRoot, options: MergeOptions): Promise<MergeRe
     } finally {
       await newBaseFile.close();
     }
-    const ov = await fs.createFile(newOverlayPath, { size: overlaySize });
+    // Uninitialized: a store is read from its header sector and first metadata area, which format writes; the kernel (and ExceptionStore) zero each later area before using it.
+    const ov = await fs.createFile(newOverlayPath, { size: overlaySize, uninitialized: true });
     try {
       await ExceptionStore.format(ov, store.geometry.chunkSectors, binding);
       await ov.flush();
