@@ -57,6 +57,12 @@ export interface FileSystem {
   /** The volume's id as blkid prints it (FAT: "ABCD-1234"; ext4: a UUID). */
   readonly uuid: string | undefined;
   readonly readOnly: boolean;
+  /**
+   * The volume was not closed cleanly (a crash or a pulled stick while it was written: FAT's dirty
+   * flag). Opening it for writing repairs what such a stop can leave (lost space, unequal FAT copies,
+   * orphaned name entries) before the first change.
+   */
+  readonly dirty?: boolean;
   stat(path: string): Promise<FsStat>;
   readdir(path: string): Promise<FsEntry[]>;
   readlink(path: string): Promise<string>;

@@ -45,11 +45,15 @@ export interface OpenMedium extends Medium {
 /**
  * Opens a medium for a command that reads it, after finishing an interrupted merge: a directory is
  * opened writable as always; an image or device read-only, and read-write only when a switch
- * journal or build leftovers need recovery (so a healthy stick is never opened for writing).
+ * journal or build leftovers need recovery or the volume was left dirty (so a healthy stick is never
+ * opened for writing).
  */
 export async function withRecoveredMedium<T>(target: string, options: OpenRootOptions, fn: (root: MediumRoot, recovery: RecoveryReport) => Promise<T>): Promise<T> {
   const { recoverMedium, recoveryNeeded } = await import('./switch.ts');
-  const needed = await withMediumRoot(target, { ...options, write: options.write ?? false }, async (root) => (root.hostDir !== undefined ? true : recoveryNeeded({ root, liveos: await liveosDir(root) })));
+  // A volume left dirty by a crash is opened for writing too: that open repairs it (a lost chain of an unfinished build is space given back).
+  const needed = await withMediumRoot(target, { ...options, write: options.write ?? false }, async (root) =>
+    root.hostDir !== undefined ? true : root.fs.dirty === true || (await recoveryNeeded({ root, liveos: await liveosDir(root) })),
+  );
   const write = options.write || needed;
   return withMediumRoot(target, { ...options, write }, async (root) => {
     const recovery: RecoveryReport = needed ? await recoverMedium({ root, liveos: await liveosDir(root) }) : { action: 'none', files: [], warnings: [] };

@@ -361,7 +361,7 @@ async function mergeOn(root: MediumRoot, options: MergeOptions): Promise<MergeRe
       medium: dir, recovery, compressor, blockSize, oldBaseBytes, rootImageBytes: rootBytes, freeBytesDropped: 0, freeSpaceDropping: false,
       blocks: { total: 0, rebuilt: 0, carried: 0 }, spaceNeeded: 0, spaceAvailable: await freeSpace(root), kept: { base: null, overlay: null }, seconds: (Date.now() - started) / 1000, ...r,
     });
-    if (store.valid && store.exceptionCount === 0 && !options.force && reuse) {
+    if (problems.length === 0 && store.exceptionCount === 0 && !options.force && reuse) {
       return unbuilt({
         dryRun: Boolean(options.dryRun), verdict: 'ok', problems: [], nothingToMerge: true, newBaseBytes: oldBaseBytes, newBaseEstimated: false, overlayBytesMerged: 0,
         warnings: [...warnings, 'the overlay holds no changes: nothing to merge, the base was left as it is (--force rebuilds it anyway)'],

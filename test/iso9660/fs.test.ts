@@ -128,6 +128,48 @@ test('iso9660 fs: a CE chain pointing at itself is a typed cycle error; past the
   await assert.rejects(fs3.readdir('/'), UnsupportedFeatureError);
 });
 
+test('iso9660 fs: a directory listed twice reads identically (cached, and re-read after eviction)', async () => {
+  for (const options of [{}, { continuation: true, splitAt: 7 }]) {
+    const image = buildIso(SAMPLE, options);
+    for (const prefer of ['rockridge', 'joliet', 'iso'] as const) {
+      const fresh = async (cachedDirectories?: number, cachedEntries?: number) => Iso9660Fs.open(new MemoryDisk(image, { readOnly: true }), { prefer, cachedDirectories, cachedEntries });
+      const cached = await fresh();
+      const first = await listTree(cached);
+      assert.deepEqual(await listTree(cached), first); // every listing from the cache
+      const evicting = await fresh(1); // each directory evicts the other
+      assert.deepEqual(await listTree(evicting), first);
+      assert.deepEqual(await listTree(evicting), first);
+      assert.deepEqual(await evicting.readdir('/'), await cached.readdir('/'));
+      const few = await fresh(undefined, 3); // the root alone has more entries: nothing but the listing in use stays
+      assert.deepEqual(await listTree(few), first);
+      assert.deepEqual(await listTree(few), first);
+    }
+  }
+});
+
+test('iso9660 fs: a path resolves the same whether or not its directory was resolved last', async () => {
+  const image = buildIso(SAMPLE);
+  const paths = ['/sub/inner.txt', '//sub//inner.txt', '/sub/inner.txt/', '/sub/.', '/sub/..', '/sub/./inner.txt', '/sub/nope', 'sub/inner.txt', '/sub', '/sub/', '/empty', '/empty/x', '//empty', '/', '//', '/abs', '/multi-extent.bin', '/abs/inner.txt', '/nop/inner.txt', '/sub/inner.txt/..'];
+  const outcome = async (fs: Iso9660Fs, p: string) => {
+    try {
+      return { stat: await fs.stat(p) };
+    } catch (e) {
+      return { error: `${(e as Error).constructor.name}: ${(e as Error).message}` };
+    }
+  };
+  const expected = new Map<string, unknown>();
+  for (const p of paths) expected.set(p, await outcome(await Iso9660Fs.open(new MemoryDisk(image)), p)); // a fresh fs each: nothing resolved before
+  const fs = await Iso9660Fs.open(new MemoryDisk(image));
+  for (const before of ['/sub', '/sub/', '//sub', '/', '//', '/sub/inner.txt', '/empty', '/nope/x']) {
+    for (const p of paths) {
+      await fs.readdir(before).catch(() => fs.stat(before).catch(() => undefined));
+      assert.deepEqual(await outcome(fs, p), expected.get(p), `${p} after ${before}`);
+    }
+  }
+  assert.equal(await fs.readlink('/rel'), '../x/y');
+  assert.equal((await fs.extents('/multi-extent.bin')).length, 3);
+});
+
 test('iso9660 fs: both-endian fields that disagree are corrupt', async () => {
   const image = buildIso(SAMPLE);
   image[16 * SECTOR + 84]! ^= 1; // volume space size, big-endian copy

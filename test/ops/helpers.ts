@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Ext4 } from '../../src/fs/ext4/index.ts';
 import { FileDisk, readAt } from '../../src/io/disk.ts';
 import { locateMedium, openMedium, openMediumFile } from '../../src/ops/medium.ts';
+import { openMediumRoot } from '../../src/ops/root.ts';
 import { ExceptionStore, SnapshotDisk, sameBase } from '../../src/xform/dmsnap/index.ts';
 import { bindingFor } from '../../src/ops/overlay.ts';
 import { applyPackageUpdate, buildSampleMedium } from '../../src/ops/sample.ts';
@@ -30,7 +31,11 @@ export async function digestTree(fs: Ext4): Promise<Map<string, string>> {
 
 /** The tree a boot of the medium would see (base + overlay), or the base alone. */
 export async function mediumView(dir: string, options: { overlay?: boolean } = {}): Promise<Map<string, string>> {
-  const medium = await openMedium(await locateMedium(dir));
+  const root = await openMediumRoot(dir);
+  const medium = await openMedium(await locateMedium(root)).catch(async (err: unknown) => {
+    await root.close();
+    throw err;
+  });
   try {
     if (options.overlay === false || medium.overlayPath === undefined) return await digestTree(await Ext4.open(medium.rootDisk));
     const ov = await openMediumFile(medium.root, medium.overlayPath, 'read');
@@ -41,6 +46,7 @@ export async function mediumView(dir: string, options: { overlay?: boolean } = {
     }
   } finally {
     await medium.close();
+    await root.close();
   }
 }
 
@@ -87,25 +93,30 @@ export function liveosFiles(dir: string): string[] {
  * overlay only over the base it belongs to ('pair'); no overlay only mid-switch, with a journal.
  */
 export async function bootFinds(dir: string): Promise<'pair' | 'no-overlay'> {
-  const liveos = join(dir, 'LiveOS');
-  assert.ok(existsSync(join(liveos, 'squashfs.img')), 'the base is never missing');
-  const overlays = readdirSync(liveos).filter((n) => n.startsWith('overlay-') && !n.includes('.livestick-'));
-  if (overlays.length === 0) {
-    assert.ok(existsSync(join(liveos, 'livestick-journal.json')), 'an overlay is only ever missing mid-switch, with a journal');
-    return 'no-overlay';
-  }
-  const medium = await openMedium(await locateMedium(dir));
-  const ov = await openMediumFile(medium.root, medium.overlayPath as string, 'read');
+  const root = await openMediumRoot(dir);
   try {
-    const store = await ExceptionStore.open(ov);
-    assert.equal(store.valid, true, 'the overlay a boot finds is valid');
-    assert.equal(store.binding.state, 'bound');
-    if (store.binding.state === 'bound') {
-      assert.ok(sameBase(store.binding.binding, await bindingFor(medium.rootDisk, medium.rootImage)), 'an overlay is never paired with a base it does not belong to');
+    const names = (await root.fs.readdir('/LiveOS')).map((e) => e.name);
+    assert.ok(names.includes('squashfs.img'), 'the base is never missing');
+    const overlays = names.filter((n) => n.startsWith('overlay-') && !n.includes('.livestick-'));
+    if (overlays.length === 0) {
+      assert.ok(names.includes('livestick-journal.json'), 'an overlay is only ever missing mid-switch, with a journal');
+      return 'no-overlay';
     }
-    return 'pair';
+    const medium = await openMedium(await locateMedium(root));
+    const ov = await openMediumFile(medium.root, medium.overlayPath as string, 'read');
+    try {
+      const store = await ExceptionStore.open(ov);
+      assert.equal(store.valid, true, 'the overlay a boot finds is valid');
+      assert.equal(store.binding.state, 'bound');
+      if (store.binding.state === 'bound') {
+        assert.ok(sameBase(store.binding.binding, await bindingFor(medium.rootDisk, medium.rootImage)), 'an overlay is never paired with a base it does not belong to');
+      }
+      return 'pair';
+    } finally {
+      await ov.close();
+      await medium.close();
+    }
   } finally {
-    await ov.close();
-    await medium.close();
+    await root.close();
   }
 }

@@ -141,9 +141,11 @@ describe('a FAT32 stick image as the medium', { skip: missingTools('sfdisk', 'md
 mount -t vfat -o ro,iocharset=utf8 /dev/vdb1 /mnt/stick || exit 11
 for f in /mnt/stick/LiveOS/*; do echo "F|\${f##*/}|$(sha256sum < "$f" | cut -c1-64)"; done
 mount -t squashfs -o ro,loop /mnt/stick/LiveOS/squashfs.img /mnt/sq || exit 12
-BASE=$(losetup -f --show -r /mnt/sq/LiveOS/rootfs.img) || exit 13
+BASE=$(losetup -f)
+losetup -r $BASE /mnt/sq/LiveOS/rootfs.img || exit 13
 cp "/mnt/stick/LiveOS/${overlay}" /tmp/cow || exit 14
-COW=$(losetup -f --show /tmp/cow) || exit 15
+COW=$(losetup -f)
+losetup $COW /tmp/cow || exit 15
 SZ=$(blockdev --getsz $BASE)
 echo "0 $SZ snapshot $BASE $COW PO 8" | dmsetup create live-rw || exit 16
 mount -t ext4 -o ro /dev/mapper/live-rw /mnt/root || exit 17

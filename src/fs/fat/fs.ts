@@ -10,20 +10,35 @@
  *   cluster before linking it.
  * - The boot sector's dirty bit is set before the first change and cleared by `close` after the FATs,
  *   FSInfo (exact free count and next-free hint) and everything else are on disk, as Linux does.
- * - Rename is not atomic (renameIsAtomic = false), as on Linux: the new entry is written first (or an
- *   existing target's entry is repointed in place), then the old entry is deleted. A crash between the
- *   two leaves two names for one cluster chain (fsck.fat reports the shared clusters); never none.
+ * - Rename is not atomic (renameIsAtomic = false), as on Linux: the new entry is written first (in one
+ *   write where the directory has room inside a sector), then the old entry is deleted; onto an existing
+ *   file, the target's short entry is repointed at the source's chain (one 32-byte write), the source's
+ *   entry deleted, the target's old chain freed last. A cut leaves at worst two names for one chain
+ *   (plus the old chain as lost clusters), never none. Repeating the rename finishes it: a target that
+ *   already names the source's first cluster only costs the source's entry. unlink, rmdir and every
+ *   replacement free a chain only when no other entry of the same directory still names its first
+ *   cluster, so the leftover of a cut rename never frees data its other name still uses. Where two
+ *   entries match one name case-insensitively (old and new spelling after a cut), the exact spelling wins.
  * - Files are limited to 4 GiB − 1 bytes (the 32-bit size field); larger sizes are refused up front.
- * - createFile allocates (contiguous where possible) and writes the entry with the final size before
- *   any data: its clusters read as whatever they held (zeros on a fresh volume); it does not zero them,
- *   so a sparse host image stays sparse. writeFile writes the data first.
+ * - createFile allocates (contiguous where possible), makes the clusters read as zeros (#clear: reads
+ *   them in 4 MiB pieces and writes zeros only over clusters with a non-zero byte, so a sparse host image
+ *   stays sparse), writes both FATs, then the entry with the final size. Whether a free cluster was ever
+ *   used cannot be told from the FAT (a deleted file's clusters are free there too, its bytes still in
+ *   them), so nothing is skipped unless the caller says `uninitialized`. writeFile writes the data first.
+ * - File Disks from createFile/openFileForWriting resize (#resize). Growth takes the free clusters right
+ *   after the file's last one first (it stays contiguous), then any; new bytes read as zeros (the last
+ *   cluster's slack included) unless the file was created `uninitialized`; order: zeros, both FATs, the
+ *   entry's size. Shrinking writes the entry's size first, then frees the tail in both FATs. A cut in
+ *   between leaves a chain longer than the size: readers take the clusters the size needs (as Linux
+ *   does), fsck.fat truncates the chain, and the same resize again completes it (a writable file keeps
+ *   its whole chain, so the extra clusters are reused or freed). A file Disk finds its entry by slot and
+ *   checks it is still the same file: one renamed or removed while open is refused, not resized.
  * - Timestamps are local time written with `timeZoneOffsetMinutes`; `now` is the clock (fixed in tests,
  *   so images are byte-for-byte reproducible).
  * - close() leaves the Disk open: its owner closes it.
  */
 import { AlreadyExistsError, CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
 import { readAt, type Disk } from '../../io/disk.ts';
-import { isAllZero } from '../../io/bytes.ts';
 import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsTime, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { FORMAT, FSINFO_UNKNOWN, decodeBootSector, decodeFsInfo, encodeBootSector, encodeFsInfo, layoutOf, type BootSector, type FatType, type Layout } from './boot.ts';
 import {
@@ -50,8 +65,8 @@ import {
   type LfnEntry,
   type ShortEntry,
 } from './dirent.ts';
-import { FatFileDisk, forEachExtent, runsOf } from './filedisk.ts';
-import { FatTable } from './table.ts';
+import { FatFileDisk, forEachExtent, placeRuns } from './filedisk.ts';
+import { FatTable, runClusters, type Run } from './table.ts';
 
 export interface FatOpenOptions {
   readOnly?: boolean;
@@ -79,11 +94,56 @@ interface Dir {
   readonly capacity: number;
   readonly entries: readonly Located[];
   readonly free: Uint8Array;
+  /** The first slot of the free end (the first 0x00 entry; capacity when there is none). */
+  readonly end: number;
   readonly shortNames: Set<string>;
   readonly label: string | undefined;
 }
 
+/** Where a file's short entry is (for a file open for writing): directory, slot, and what it held. */
+interface EntryRef {
+  readonly parent: number;
+  readonly slot: number;
+  readonly shortName: Uint8Array;
+  first: number;
+}
+
 export class FatFsError extends UnsupportedFeatureError {}
+
+/** Clearing reads this much at a time (big reads: a sparse image's holes cost the kernel per call). */
+const CLEAR_PIECE = 4 << 20;
+let zeros: Buffer | undefined;
+
+/** A shared zero-filled buffer of at least `n` bytes (never written to). */
+function zeroBuffer(n: number): Buffer {
+  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CLEAR_PIECE));
+  return zeros;
+}
+
+/** Clusters [from, to) of a chain (counted in chain order) as runs. */
+function sliceRuns(chain: readonly Run[], from: number, to: number): Run[] {
+  const out: Run[] = [];
+  let at = 0;
+  for (const r of chain) {
+    const lo = Math.max(from, at);
+    const hi = Math.min(to, at + r.count);
+    if (hi > lo) out.push({ first: r.first + (lo - at), count: hi - lo });
+    at += r.count;
+    if (at >= to) break;
+  }
+  return out;
+}
+
+/** A cluster list as runs of consecutive clusters. */
+function clusterRuns(clusters: readonly number[]): Run[] {
+  const out: Run[] = [];
+  for (const c of clusters) {
+    const last = out[out.length - 1];
+    if (last && last.first + last.count === c) out[out.length - 1] = { first: last.first, count: last.count + 1 };
+    else out.push({ first: c, count: 1 });
+  }
+  return out;
+}
 
 const latin1 = (b: Uint8Array): string => String.fromCharCode(...b);
 
@@ -175,9 +235,10 @@ export class FatFs implements WritableFileSystem {
       bytes = await readAt(this.#disk, layout.rootOffset, layout.rootBytes);
     } else {
       const limit = Math.ceil((MAX_DIR_ENTRIES * ENTRY_SIZE) / layout.clusterSize);
-      clusters = await this.#fat.chain(cluster, limit, 'directory');
+      const runs = await this.#fat.runs(cluster, limit, 'directory');
+      for (const r of runs) for (let k = 0; k < r.count; k++) clusters.push(r.first + k);
       bytes = new Uint8Array(clusters.length * layout.clusterSize);
-      for (const run of runsOf(clusters, layout.clusterSize)) {
+      for (const run of placeRuns(runs, layout.clusterSize)) {
         await this.#disk.read(bytes.subarray(run.fileOffset, run.fileOffset + run.count * layout.clusterSize), layout.dataOffset + (run.first - 2) * layout.clusterSize);
       }
     }
@@ -189,10 +250,12 @@ export class FatFs implements WritableFileSystem {
     let pending: LfnEntry[] = [];
     let pendingStart = 0;
     let ended = false;
+    let end = capacity;
     const fat32 = layout.type === 'fat32';
     for (let slot = 0; slot < capacity; slot++) {
       const raw = bytes.subarray(slot * ENTRY_SIZE, (slot + 1) * ENTRY_SIZE);
       if (ended || raw[0] === 0) {
+        if (!ended) end = slot;
         ended = true;
         free[slot] = 1;
         continue;
@@ -232,15 +295,24 @@ export class FatFs implements WritableFileSystem {
       const useLong = long !== undefined;
       entries.push({ name: long ?? shortNameText(short.name, short.ntCase), short, firstSlot: useLong ? pendingStart : slot, slotCount: useLong ? lfn.length + 1 : 1 });
     }
-    const dir: Dir = { cluster, clusters, capacity, entries, free, shortNames, label };
+    const dir: Dir = { cluster, clusters, capacity, entries, free, end, shortNames, label };
     if (this.#dirs.size >= DIR_CACHE) this.#dirs.delete(this.#dirs.keys().next().value!);
     this.#dirs.set(cluster, dir);
     return dir;
   }
 
+  /**
+   * The entry named `name` (case-insensitively, long name or alias). Two entries can match only after
+   * a rename that power loss cut (old and new spelling of one name): the exact spelling wins.
+   */
   #find(dir: Dir, name: string): Located | undefined {
     const folded = foldName(name);
-    return dir.entries.find((e) => foldName(e.name) === folded || foldName(shortNameText(e.short.name, 0)) === folded);
+    let found: Located | undefined;
+    for (const e of dir.entries) {
+      if (e.name === name) return e;
+      if (!found && (foldName(e.name) === folded || foldName(shortNameText(e.short.name, 0)) === folded)) found = e;
+    }
+    return found;
   }
 
   #split(path: string): string[] {
@@ -320,12 +392,16 @@ export class FatFs implements WritableFileSystem {
     throw new UnsupportedFeatureError(FORMAT, 'symbolic links', `FAT has none (${path} is not one)`);
   }
 
-  async #fileRuns(e: ShortEntry, path: string) {
-    const cs = this.layout.clusterSize;
-    const need = Math.ceil(e.size / cs);
-    const clusters = await this.#fat.chain(e.firstCluster, Math.max(need, 1) + 0, `file ${path}`);
-    if (clusters.length < need) throw new CorruptImageError(FORMAT, `file ${path} cluster chain`, `${clusters.length} clusters cannot hold ${e.size} bytes`);
-    return runsOf(clusters, cs);
+  /**
+   * The clusters holding a file's bytes: the first ceil(size / cluster) of its chain (a longer chain is
+   * read as Linux reads it; `whole` takes all of it, for writing).
+   */
+  async #fileChain(e: ShortEntry, path: string, whole: boolean): Promise<Run[]> {
+    const need = this.#clustersFor(e.size);
+    const w = await this.#fat.walk(e.firstCluster, whole ? this.layout.clusterCount : need, `file ${path}`);
+    if (w.count < need) throw new CorruptImageError(FORMAT, `file ${path} cluster chain`, `${w.count} clusters cannot hold ${e.size} bytes`);
+    if (whole && !w.ended) throw new CorruptImageError(FORMAT, `file ${path} cluster chain`, `longer than ${this.layout.clusterCount} clusters (a loop)`);
+    return w.runs;
   }
 
   async #fileEntry(path: string): Promise<Located> {
@@ -336,7 +412,7 @@ export class FatFs implements WritableFileSystem {
 
   async openFile(path: string): Promise<Disk> {
     const entry = await this.#fileEntry(path);
-    return new FatFileDisk(this.#disk, this.layout, await this.#fileRuns(entry.short, path), entry.short.size, true);
+    return new FatFileDisk(this.#disk, this.layout, await this.#fileChain(entry.short, path, false), entry.short.size, true);
   }
 
   async space(): Promise<FsSpace> {
@@ -367,11 +443,65 @@ export class FatFs implements WritableFileSystem {
     return toFatStamp(this.#now(), this.#tz);
   }
 
-  async #writeClusters(clusters: readonly number[], data: Uint8Array): Promise<void> {
-    const runs = runsOf(clusters, this.layout.clusterSize);
+  #clusterOffset(cluster: number): number {
+    return this.layout.dataOffset + (cluster - 2) * this.layout.clusterSize;
+  }
+
+  async #writeRuns(runs: readonly Run[], data: Uint8Array): Promise<void> {
     const pieces: [number, number, number][] = [];
-    forEachExtent(runs, this.layout, 0, data.byteLength, (dev, at, len) => pieces.push([dev, at, len]));
+    forEachExtent(placeRuns(runs, this.layout.clusterSize), this.layout, 0, data.byteLength, (dev, at, len) => pieces.push([dev, at, len]));
     for (const [dev, at, len] of pieces) await this.#disk.write(data.subarray(at, at + len), dev);
+  }
+
+  /**
+   * Makes every cluster of `runs` read as zeros. Reads them in pieces of up to CLEAR_PIECE bytes and
+   * writes zeros only over clusters holding a non-zero byte, so the zero clusters of a sparse image stay
+   * holes. (Whether never-used clusters are zero cannot be told from the FAT: a deleted file's clusters
+   * are free there too, with its bytes still in them.)
+   */
+  async #clear(runs: readonly Run[]): Promise<void> {
+    const cs = this.layout.clusterSize;
+    const pieceBytes = Math.max(cs, CLEAR_PIECE - (CLEAR_PIECE % cs));
+    const zero = zeroBuffer(pieceBytes);
+    let piece: Buffer | undefined;
+    for (const r of runs) {
+      const end = this.#clusterOffset(r.first + r.count);
+      for (let at = this.#clusterOffset(r.first); at < end; ) {
+        const len = Math.min(pieceBytes, end - at);
+        piece ??= Buffer.allocUnsafe(pieceBytes);
+        const buf = piece.subarray(0, len);
+        await this.#disk.read(buf, at);
+        if (buf.compare(zero, 0, len) !== 0) {
+          // Zero the non-zero clusters of this piece, consecutive ones in one write.
+          let dirtyFrom = -1;
+          for (let o = 0; o <= len; o += cs) {
+            const dirty = o < len && buf.compare(zero, 0, cs, o, o + cs) !== 0;
+            if (dirty && dirtyFrom < 0) dirtyFrom = o;
+            if (!dirty && dirtyFrom >= 0) {
+              await this.#disk.write(zero.subarray(0, o - dirtyFrom), at + dirtyFrom);
+              dirtyFrom = -1;
+            }
+          }
+        }
+        at += len;
+      }
+    }
+  }
+
+  /** Makes bytes [from, to) of a file laid out in `chain` read as zeros (whole clusters through #clear). */
+  async #zeroRange(chain: readonly Run[], from: number, to: number): Promise<void> {
+    if (to <= from) return;
+    const cs = this.layout.clusterSize;
+    const headEnd = Math.min(to, Math.ceil(from / cs) * cs);
+    if (headEnd > from) {
+      const placed = placeRuns(chain, cs);
+      const pieces: [number, number][] = [];
+      forEachExtent(placed, this.layout, from, headEnd - from, (dev, _at, len) => pieces.push([dev, len]));
+      for (const [dev, len] of pieces) await this.#disk.write(zeroBuffer(len).subarray(0, len), dev);
+    }
+    const firstWhole = Math.ceil(from / cs);
+    const lastWhole = Math.ceil(to / cs);
+    if (lastWhole > firstWhole) await this.#clear(sliceRuns(chain, firstWhole, lastWhole));
   }
 
   #slotOffset(dir: Dir, slot: number): number {
@@ -394,27 +524,42 @@ export class FatFs implements WritableFileSystem {
     this.#dirs.delete(dir.cluster);
   }
 
-  /** n consecutive free slots in the directory, growing it (zeroed cluster, then the FAT link) if needed. */
-  async #freeSlots(dirCluster: number, n: number): Promise<{ dir: Dir; slot: number }> {
+  /**
+   * n consecutive free slots in the directory, growing it (zeroed cluster, then the FAT link) if needed.
+   * `oneWrite` (a rename's new entry) prefers slots inside one sector, then inside one cluster, so the
+   * entry goes to disk in one write where the directory allows it; otherwise the first fit.
+   */
+  async #freeSlots(dirCluster: number, n: number, oneWrite = false): Promise<{ dir: Dir; slot: number }> {
+    const perSector = this.layout.sectorSize / ENTRY_SIZE;
+    const perCluster = this.layout.clusterSize / ENTRY_SIZE;
     for (;;) {
       const dir = await this.#dir(dirCluster);
       let run = 0;
+      let any = -1;
+      let inCluster = -1;
       for (let s = 0; s < dir.capacity; s++) {
         run = dir.free[s] ? run + 1 : 0;
-        if (run === n) return { dir, slot: s - n + 1 };
+        if (run < n) continue;
+        const first = s - n + 1;
+        if (first > dir.end) break; // past the end marker, an entry is only seen right at it
+        if (!oneWrite || Math.floor(first / perSector) === Math.floor(s / perSector)) return { dir, slot: first };
+        if (any < 0) any = first;
+        if (inCluster < 0 && (dir.cluster === 0 || Math.floor(first / perCluster) === Math.floor(s / perCluster))) inCluster = first;
       }
+      if (inCluster >= 0) return { dir, slot: inCluster };
+      if (any >= 0) return { dir, slot: any };
       if (dir.cluster === 0) throw new AlreadyExistsError(`the root directory is full (${dir.capacity} entries on ${this.layout.type})`);
       if (dir.capacity + 1 > MAX_DIR_ENTRIES) throw new AlreadyExistsError(`the directory is full (${MAX_DIR_ENTRIES} entries)`);
       const [added] = await this.#fat.allocate(1);
-      await this.#writeClusters([added!], new Uint8Array(this.layout.clusterSize));
-      await this.#fat.set(dir.clusters[dir.clusters.length - 1]!, added!);
+      await this.#writeRuns([added!], new Uint8Array(this.layout.clusterSize));
+      await this.#fat.set(dir.clusters[dir.clusters.length - 1]!, added!.first);
       await this.#fat.writeBack();
       this.#dirs.delete(dirCluster);
     }
   }
 
-  /** Writes a new entry (LFN pieces + short entry) for `name`; `except` is a slot range to ignore for clashes. */
-  async #addEntry(dirCluster: number, name: string, base: Omit<ShortEntry, 'name' | 'ntCase'>): Promise<void> {
+  /** Writes a new entry (LFN pieces + short entry) for `name`; returns where its short entry is. */
+  async #addEntry(dirCluster: number, name: string, base: Omit<ShortEntry, 'name' | 'ntCase'>, oneWrite = false): Promise<EntryRef> {
     const dir = await this.#dir(dirCluster);
     const plain = plainShortName(name);
     let shortName: Uint8Array;
@@ -427,28 +572,51 @@ export class FatFs implements WritableFileSystem {
       shortName = makeAlias(name, (k) => dir.shortNames.has(k));
       lfn = lfnEntriesFor(name, shortName);
     }
-    const { dir: target, slot } = await this.#freeSlots(dirCluster, lfn.length + 1);
+    const { dir: target, slot } = await this.#freeSlots(dirCluster, lfn.length + 1, oneWrite);
     const bytes = new Uint8Array((lfn.length + 1) * ENTRY_SIZE);
     lfn.forEach((piece, i) => bytes.set(piece, i * ENTRY_SIZE));
     bytes.set(encodeShortEntry({ ...base, name: shortName, ntCase }), lfn.length * ENTRY_SIZE);
     await this.#writeSlots(target, slot, bytes);
+    return { parent: dirCluster, slot: slot + lfn.length, shortName, first: base.firstCluster };
   }
 
+  /**
+   * Marks an entry deleted (LFN pieces and short entry) in one write per directory cluster it spans.
+   * When it spans two clusters, the part holding the short entry goes first, so a cut between the two
+   * leaves orphaned long-name pieces (ignored by readers; fsck.fat drops them), never the 8.3 alias as a
+   * visible name.
+   */
   async #deleteEntry(dirCluster: number, entry: Located): Promise<void> {
     const dir = await this.#dir(dirCluster);
     const bytes = new Uint8Array(entry.slotCount * ENTRY_SIZE);
     for (let i = 0; i < entry.slotCount; i++) {
-      const off = this.#slotOffset(dir, entry.firstSlot + i);
-      const raw = await readAt(this.#disk, off, ENTRY_SIZE);
+      const raw = await readAt(this.#disk, this.#slotOffset(dir, entry.firstSlot + i), ENTRY_SIZE);
       raw[0] = DELETED;
       bytes.set(raw, i * ENTRY_SIZE);
     }
-    await this.#writeSlots(dir, entry.firstSlot, bytes);
+    const perCluster = dir.cluster === 0 ? Infinity : this.layout.clusterSize / ENTRY_SIZE;
+    const last = entry.firstSlot + entry.slotCount - 1;
+    const split = Math.floor(entry.firstSlot / perCluster) === Math.floor(last / perCluster) ? 0 : (Math.floor(last / perCluster) * perCluster - entry.firstSlot);
+    if (split > 0) {
+      await this.#writeSlots(dir, entry.firstSlot + split, bytes.subarray(split * ENTRY_SIZE));
+      await this.#writeSlots(dir, entry.firstSlot, bytes.subarray(0, split * ENTRY_SIZE));
+    } else await this.#writeSlots(dir, entry.firstSlot, bytes);
   }
 
   async #rewriteShort(dirCluster: number, entry: Located, short: ShortEntry): Promise<void> {
     const dir = await this.#dir(dirCluster);
     await this.#writeSlots(dir, entry.firstSlot + entry.slotCount - 1, encodeShortEntry(short));
+  }
+
+  /**
+   * Frees a chain no entry names any more, unless another entry of the directory still names its first
+   * cluster (a rename cut by power loss left two names for one chain): then nothing is freed.
+   */
+  async #release(dirCluster: number, first: number, runs: readonly Run[]): Promise<void> {
+    if (first !== 0 && (await this.#dir(dirCluster)).entries.some((e) => e.short.firstCluster === first)) return;
+    if (runs.length === 0) return;
+    await this.#fat.free(runs);
+    await this.#fat.writeBack();
   }
 
   #newEntryFields(attr: number, firstCluster: number, size: number): Omit<ShortEntry, 'name' | 'ntCase'> {
@@ -467,53 +635,118 @@ export class FatFs implements WritableFileSystem {
     return Math.ceil(size / this.layout.clusterSize);
   }
 
-  async #newFile(path: string, size: number, mode: number | undefined, data: Uint8Array | undefined): Promise<{ clusters: number[] }> {
+  /**
+   * A new file of `size` bytes: clusters allocated, `fill` writes them (data, or zeros), both FATs, then
+   * the entry. `replace` lets an existing file's entry be repointed (its old chain freed afterwards).
+   */
+  async #newFile(path: string, size: number, mode: number | undefined, fill: ((runs: Run[]) => Promise<void>) | undefined, replace: boolean): Promise<{ runs: Run[]; ref: EntryRef | undefined }> {
     this.#checkSize(size, path);
     const { parent, name, existing } = await this.#parentOf(path);
     validateName(name);
-    if (existing && (existing.short.attr & ATTR_DIRECTORY || !data)) throw new AlreadyExistsError(`it already exists: ${path}`, { file: path });
+    if (existing && (existing.short.attr & ATTR_DIRECTORY || !replace)) throw new AlreadyExistsError(`it already exists: ${path}`, { file: path });
     await this.#beginChange();
-    const clusters = await this.#fat.allocate(this.#clustersFor(size));
-    if (data) await this.#writeClusters(clusters, data);
+    const runs = await this.#fat.allocate(this.#clustersFor(size));
+    if (fill) await fill(runs);
     await this.#fat.writeBack();
     const attr = ATTR_ARCHIVE | (mode !== undefined && (mode & 0o222) === 0 ? ATTR_READ_ONLY : 0);
-    const fields = this.#newEntryFields(attr, clusters[0] ?? 0, size);
+    const fields = this.#newEntryFields(attr, runs[0]?.first ?? 0, size);
     if (existing) {
-      const old = await this.#fat.chain(existing.short.firstCluster, this.layout.clusterCount, `file ${path}`);
+      const old = await this.#fat.runs(existing.short.firstCluster, this.layout.clusterCount, `file ${path}`);
       await this.#rewriteShort(parent, existing, { ...existing.short, ...fields, createDate: existing.short.createDate, createTime: existing.short.createTime, createTenths: existing.short.createTenths });
-      await this.#fat.free(old);
-      await this.#fat.writeBack();
-    } else {
-      await this.#addEntry(parent, name, fields);
+      await this.#release(parent, existing.short.firstCluster, old);
+      return { runs, ref: undefined };
     }
-    return { clusters };
+    return { runs, ref: await this.#addEntry(parent, name, fields) };
   }
 
   async writeFile(path: string, data: Uint8Array, options: { mode?: number } = {}): Promise<void> {
-    await this.#newFile(path, data.byteLength, options.mode, data);
+    await this.#newFile(path, data.byteLength, options.mode, (runs) => this.#writeRuns(runs, data), true);
   }
 
   /**
    * A new file reads as zeros, as POSIX promises: FAT has no holes, so clusters that still hold a
-   * deleted file's bytes are zeroed; clusters that read as zeros already (a fresh or sparse image) are
-   * left unwritten, which keeps the host file sparse.
+   * deleted file's bytes are zeroed before the entry names them (#clear: zero clusters are left
+   * unwritten, which keeps a sparse host image sparse). `uninitialized` skips that: the caller writes
+   * every byte before anything reads it.
    */
   async createFile(path: string, options: CreateFileOptions): Promise<WritableFile> {
-    const { clusters } = await this.#newFile(path, options.size, options.mode, undefined);
-    const disk = new FatFileDisk(this.#disk, this.layout, runsOf(clusters, this.layout.clusterSize), options.size, false, () => this.#beginChange());
-    const piece = new Uint8Array(Math.min(4 << 20, Math.max(1, options.size)));
-    for (let at = 0; at < options.size; at += piece.byteLength) {
-      const part = piece.subarray(0, Math.min(piece.byteLength, options.size - at));
-      await disk.read(part, at);
-      if (!isAllZero(part)) await disk.write(part.fill(0), at);
-    }
-    return disk;
+    const uninitialized = options.uninitialized === true;
+    const { runs, ref } = await this.#newFile(path, options.size, options.mode, uninitialized ? undefined : (r) => this.#clear(r), false);
+    return this.#writable(path, ref!, runs, options.size, uninitialized);
   }
 
   async openFileForWriting(path: string): Promise<WritableFile> {
     if (this.readOnly) throw new ReadOnlyError('the FAT filesystem is open read-only');
-    const entry = await this.#fileEntry(path);
-    return new FatFileDisk(this.#disk, this.layout, await this.#fileRuns(entry.short, path), entry.short.size, false, () => this.#beginChange());
+    const { parent, entry } = await this.#lookup(path);
+    if (!entry || entry.short.attr & ATTR_DIRECTORY) throw new NotFoundError(`is a directory: ${path}`, { file: path });
+    const chain = await this.#fileChain(entry.short, path, true);
+    const ref: EntryRef = { parent, slot: entry.firstSlot + entry.slotCount - 1, shortName: entry.short.name, first: entry.short.firstCluster };
+    return this.#writable(path, ref, chain, entry.short.size, false);
+  }
+
+  #writable(path: string, ref: EntryRef, chain: Run[], size: number, uninitialized: boolean): FatFileDisk {
+    return new FatFileDisk(this.#disk, this.layout, chain, size, false, {
+      beginChange: () => this.#beginChange(),
+      resize: (file, n) => this.#resize(path, ref, file, n, uninitialized),
+    });
+  }
+
+  /** The short entry `ref` points at, checked to be the same file still. */
+  async #entryAt(ref: EntryRef, path: string): Promise<Located> {
+    const dir = await this.#dir(ref.parent);
+    const e = dir.entries.find((x) => x.firstSlot + x.slotCount - 1 === ref.slot);
+    if (!e || latin1(e.short.name) !== latin1(ref.shortName) || e.short.firstCluster !== ref.first) {
+      throw new NotFoundError(`${path} was renamed or removed while it was open for writing`, { file: path });
+    }
+    return e;
+  }
+
+  async #setEntry(ref: EntryRef, entry: Located, first: number, size: number): Promise<void> {
+    const t = this.#stampNow();
+    await this.#rewriteShort(ref.parent, entry, { ...entry.short, firstCluster: first, size, writeTime: t.time, writeDate: t.date, accessDate: t.date });
+    ref.first = first;
+  }
+
+  /**
+   * Resizes a file open for writing. Growing: clusters after the last one where free (else wherever),
+   * zeros in every new byte (unless `uninitialized`), both FATs, then the entry's size. Shrinking: the
+   * entry's size first, then the tail freed in both FATs. A cut in between leaves a chain longer than
+   * the size (read as Linux reads it; fsck.fat truncates it); the same resize again completes it.
+   */
+  async #resize(path: string, ref: EntryRef, file: FatFileDisk, size: number, uninitialized: boolean): Promise<void> {
+    this.#checkSize(size, path);
+    const chain = file.chain;
+    const have = runClusters(chain);
+    const need = this.#clustersFor(size);
+    const oldSize = file.size;
+    if (size === oldSize && need === have) return;
+    await this.#beginChange();
+    const entry = await this.#entryAt(ref, path);
+    if (need > have) {
+      const lastRun = chain[chain.length - 1];
+      const last = lastRun ? lastRun.first + lastRun.count - 1 : undefined;
+      const added = await this.#fat.allocate(need - have, last);
+      const grown = [...chain, ...added];
+      if (!uninitialized) await this.#zeroRange(grown, oldSize, size);
+      if (last !== undefined) await this.#fat.set(last, added[0]!.first);
+      await this.#fat.writeBack();
+      await this.#setEntry(ref, entry, grown[0]!.first, size);
+      file.relayout(grown, size);
+      return;
+    }
+    if (size > oldSize && !uninitialized) await this.#zeroRange(chain, oldSize, size);
+    if (size !== oldSize) await this.#setEntry(ref, entry, need > 0 ? chain[0]!.first : 0, size);
+    if (need < have) {
+      const kept = sliceRuns(chain, 0, need);
+      const tail = sliceRuns(chain, need, have);
+      if (need > 0) {
+        const k = kept[kept.length - 1]!;
+        await this.#fat.set(k.first + k.count - 1, this.#fat.endOfChain);
+      }
+      await this.#fat.free(tail);
+      await this.#fat.writeBack();
+      file.relayout(kept, size);
+    } else file.relayout(chain, size);
   }
 
   async mkdir(path: string): Promise<void> {
@@ -521,25 +754,26 @@ export class FatFs implements WritableFileSystem {
     validateName(name);
     if (existing) throw new AlreadyExistsError(`it already exists: ${path}`, { file: path });
     await this.#beginChange();
-    const [cluster] = await this.#fat.allocate(1);
-    const fields = this.#newEntryFields(ATTR_DIRECTORY, cluster!, 0);
+    const [run] = await this.#fat.allocate(1);
+    const cluster = run!.first;
+    const fields = this.#newEntryFields(ATTR_DIRECTORY, cluster, 0);
     const block = new Uint8Array(this.layout.clusterSize);
     const dotName = (s: string): Uint8Array => Uint8Array.from(s.padEnd(11, ' '), (c) => c.charCodeAt(0));
     block.set(encodeShortEntry({ ...fields, name: dotName('.'), ntCase: 0 }), 0);
     block.set(encodeShortEntry({ ...fields, name: dotName('..'), ntCase: 0, firstCluster: parent === this.#rootCluster() ? 0 : parent }), ENTRY_SIZE);
-    await this.#writeClusters([cluster!], block);
+    await this.#writeRuns([run!], block);
     await this.#fat.writeBack();
     await this.#addEntry(parent, name, fields);
   }
 
+  /** Deletes the entry, then frees the chain unless another entry of the directory still names it. */
   async unlink(path: string): Promise<void> {
     const { parent, entry } = await this.#lookup(path);
     if (!entry || entry.short.attr & ATTR_DIRECTORY) throw new NotFoundError(`is a directory: ${path}`, { file: path });
-    const chain = await this.#fat.chain(entry.short.firstCluster, this.layout.clusterCount, `file ${path}`);
+    const chain = await this.#fat.runs(entry.short.firstCluster, this.layout.clusterCount, `file ${path}`);
     await this.#beginChange();
     await this.#deleteEntry(parent, entry);
-    await this.#fat.free(chain);
-    await this.#fat.writeBack();
+    await this.#release(parent, entry.short.firstCluster, chain);
   }
 
   async rmdir(path: string): Promise<void> {
@@ -550,11 +784,18 @@ export class FatFs implements WritableFileSystem {
     if (dir.entries.length > 0) throw new AlreadyExistsError(`directory not empty: ${path}`, { file: path });
     await this.#beginChange();
     await this.#deleteEntry(parent, entry);
-    await this.#fat.free(dir.clusters);
-    await this.#fat.writeBack();
+    await this.#release(parent, entry.short.firstCluster, clusterRuns(dir.clusters));
     this.#dirs.delete(entry.short.firstCluster);
   }
 
+  /**
+   * Renames (renameIsAtomic false). A new name: the new entry is written, then the old one deleted; a cut
+   * between leaves two entries for one chain, and the same rename again finishes it (the target then
+   * names the source's first cluster: only the source's entry is deleted, nothing is freed). Onto another
+   * file: the target's short entry is repointed at the source's data (one 32-byte write), the source's
+   * entry deleted, then the target's old chain freed (unless another entry still names it); a cut leaves
+   * at worst the two names sharing the data and the old chain as lost clusters.
+   */
   async rename(from: string, to: string): Promise<void> {
     const src = await this.#lookup(from);
     if (!src.entry) throw new AlreadyExistsError('the root directory cannot be renamed', { file: from });
@@ -569,29 +810,37 @@ export class FatFs implements WritableFileSystem {
     validateName(name);
     const sameEntry = existing !== undefined && parent === src.parent && existing.firstSlot === source.firstSlot;
     if (sameEntry && existing.name === name) return;
-    await this.#beginChange();
     const { name: _oldName, ntCase: _oldCase, ...moved } = source.short;
     if (existing && !sameEntry) {
       const targetDir = (existing.short.attr & ATTR_DIRECTORY) !== 0;
       if (targetDir !== isDir) throw isDir ? new NotFoundError(`not a directory: ${to}`, { file: to }) : new NotFoundError(`is a directory: ${to}`, { file: to });
-      let oldChain: readonly number[];
+      if (source.short.firstCluster !== 0 && existing.short.firstCluster === source.short.firstCluster) {
+        // `to` names the source's data already: an earlier rename was cut after its new entry. Finish it.
+        await this.#beginChange();
+        if (isDir && parent !== src.parent) await this.#setDotDot(source.short.firstCluster, parent);
+        await this.#deleteEntry(src.parent, source);
+        return;
+      }
+      let oldChain: Run[];
       if (targetDir) {
         const d = await this.#dir(existing.short.firstCluster);
         if (d.entries.length > 0) throw new AlreadyExistsError(`directory not empty: ${to}`, { file: to });
-        oldChain = d.clusters;
+        oldChain = clusterRuns(d.clusters);
       } else {
-        oldChain = await this.#fat.chain(existing.short.firstCluster, this.layout.clusterCount, `file ${to}`);
+        oldChain = await this.#fat.runs(existing.short.firstCluster, this.layout.clusterCount, `file ${to}`);
       }
+      await this.#beginChange();
       await this.#rewriteShort(parent, existing, { ...existing.short, ...moved, name: existing.short.name, ntCase: existing.short.ntCase });
       if (isDir && parent !== src.parent) await this.#setDotDot(source.short.firstCluster, parent);
       await this.#deleteEntry(src.parent, source);
-      await this.#fat.free(oldChain);
-      await this.#fat.writeBack();
+      await this.#release(parent, existing.short.firstCluster, oldChain);
+      if (targetDir) this.#dirs.delete(existing.short.firstCluster);
       return;
     }
     // (A new spelling of the same name goes the same way: the old short name counts as taken, so the new
     // entry gets an alias, and the old entry is deleted after it.)
-    await this.#addEntry(parent, name, moved);
+    await this.#beginChange();
+    await this.#addEntry(parent, name, moved, true);
     if (isDir && parent !== src.parent) await this.#setDotDot(source.short.firstCluster, parent);
     await this.#deleteEntry(src.parent, source);
   }

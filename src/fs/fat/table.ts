@@ -4,23 +4,31 @@
  *
  * Design notes
  * - FAT12/16 tables (at most 128 KiB) are held whole. FAT32 tables are read in 64 KiB chunks through a
- *   bounded cache (CACHE_CHUNKS); changed chunks stay until `writeBack`, which writes each to every FAT
- *   copy, copy 0 first. Callers write back before they write the directory entry that points at a chain,
- *   so data → FAT copies → directory entry is the order on disk.
+ *   bounded cache (CACHE_CHUNKS); a changed chunk remembers the byte range that changed and stays until
+ *   `writeBack`, which writes the changed sectors of each chunk to every FAT copy, copy 0 first.
+ *   Callers write back before they write the directory entry that points at a chain, so data → FAT
+ *   copies → directory entry is the order on disk.
  * - The first FAT copy is the one read (as Linux does with mirroring on); the FAT32 ext-flags "active FAT"
  *   mode (mirroring off) is refused for writing.
  * - Free clusters are counted by one streaming pass (`countFree`); the count and the next-free hint are
  *   kept exact from then on, and go into FSInfo on flush.
  * - Allocation prefers one contiguous run (first fit from the next-free hint, wrapping); without one,
- *   it takes free clusters in order from the hint.
- * - Chains are walked with a bound (the cluster count, or the caller's) and every link is checked, so a
- *   cycle or a pointer out of range is a CorruptImageError, never a hang.
+ *   it takes free clusters in order from the hint. A file that grows asks for the clusters right after
+ *   its last one first (`after`), so it stays contiguous where the space allows.
+ * - Chains are walked as runs of consecutive clusters (FAT32: a tight loop over the chunk while each
+ *   entry points at the next cluster, so a contiguous 1 GiB file costs one pass over 1 MiB of table),
+ *   with a bound (the cluster count, or the caller's) and every link checked; runs that overlap (a loop
+ *   inside the bound) are refused too, so a cycle or a pointer out of range is a CorruptImageError,
+ *   never a hang. `walk` may stop at a bound before the end of the chain: a file reads the clusters its
+ *   size needs, as Linux does, so a chain longer than the size (a grow or a shrink cut by power loss
+ *   between the FAT and the directory entry) still reads.
  */
 import { CorruptImageError, LivestickError, ExitCode } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
 import { FORMAT, type Layout } from './boot.ts';
 
 const CHUNK_BYTES = 64 * 1024;
+const CHUNK_ENTRIES = CHUNK_BYTES / 4;
 const CACHE_CHUNKS = 128;
 
 export const FREE = 0;
@@ -31,9 +39,32 @@ export class FatNoSpaceError extends LivestickError {
   }
 }
 
+/** `count` consecutive clusters from `first`. */
 export interface Run {
   readonly first: number;
   readonly count: number;
+}
+
+interface Chunk {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  /** The changed byte range [lo, hi) (lo > hi: unchanged). */
+  lo: number;
+  hi: number;
+}
+
+export interface Walk {
+  readonly runs: Run[];
+  /** Clusters in `runs`. */
+  readonly count: number;
+  /** Whether the walk reached the end-of-chain mark (else it stopped at its bound). */
+  readonly ended: boolean;
+}
+
+export function runClusters(runs: readonly Run[]): number {
+  let n = 0;
+  for (const r of runs) n += r.count;
+  return n;
 }
 
 export class FatTable {
@@ -41,16 +72,20 @@ export class FatTable {
   readonly #disk: Disk;
   readonly #eoc: number;
   readonly #bad: number;
+  readonly #fat32: boolean;
   #whole: Uint8Array | undefined;
   #wholeDirty = new Set<number>();
-  #chunks = new Map<number, Uint8Array>();
+  #chunks = new Map<number, Chunk>();
   #dirtyChunks = new Set<number>();
+  #lastIndex = -1;
+  #last: Chunk | undefined;
   #free: number | undefined;
   nextFree = 2;
 
   constructor(disk: Disk, layout: Layout) {
     this.#disk = disk;
     this.layout = layout;
+    this.#fat32 = layout.type === 'fat32';
     this.#eoc = layout.type === 'fat12' ? 0xff8 : layout.type === 'fat16' ? 0xfff8 : 0x0ffffff8;
     this.#bad = this.#eoc - 1;
   }
@@ -72,16 +107,23 @@ export class FatTable {
     return this.#whole;
   }
 
-  async #chunk(index: number): Promise<Uint8Array> {
-    let c = this.#chunks.get(index);
+  /** The loaded chunk `index`, or undefined (no I/O). */
+  #loaded(index: number): Chunk | undefined {
+    if (index === this.#lastIndex) return this.#last;
+    const c = this.#chunks.get(index);
     if (c) {
-      this.#chunks.delete(index);
-      this.#chunks.set(index, c);
-      return c;
+      this.#lastIndex = index;
+      this.#last = c;
     }
+    return c;
+  }
+
+  async #chunk(index: number): Promise<Chunk> {
+    const hit = this.#loaded(index);
+    if (hit) return hit;
     const start = index * CHUNK_BYTES;
-    c = new Uint8Array(Math.min(CHUNK_BYTES, this.layout.fatBytes - start));
-    await this.#disk.read(c, this.layout.fatOffset + start);
+    const bytes = new Uint8Array(Math.min(CHUNK_BYTES, this.layout.fatBytes - start));
+    await this.#disk.read(bytes, this.layout.fatOffset + start);
     if (this.#chunks.size >= CACHE_CHUNKS) {
       for (const key of this.#chunks.keys()) {
         if (!this.#dirtyChunks.has(key)) {
@@ -89,9 +131,17 @@ export class FatTable {
           break;
         }
       }
-      if (this.#chunks.size >= CACHE_CHUNKS) await this.writeBack();
+      if (this.#chunks.size >= CACHE_CHUNKS) {
+        await this.writeBack();
+        this.#chunks.delete(this.#chunks.keys().next().value!);
+      }
+      this.#lastIndex = -1;
+      this.#last = undefined;
     }
+    const c: Chunk = { bytes, view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), lo: 1, hi: 0 };
     this.#chunks.set(index, c);
+    this.#lastIndex = index;
+    this.#last = c;
     return c;
   }
 
@@ -99,24 +149,21 @@ export class FatTable {
   async get(cluster: number): Promise<number> {
     const v = this.peek(cluster);
     if (v !== undefined) return v;
-    if (this.layout.type === 'fat32') await this.#chunk(Math.floor((cluster * 4) / CHUNK_BYTES));
+    if (this.#fat32) await this.#chunk(Math.floor(cluster / CHUNK_ENTRIES));
     else await this.#wholeTable();
     return this.peek(cluster)!;
   }
 
   /** The entry when its piece of the table is in memory (no await: hot loops use it), else undefined. */
   peek(cluster: number): number | undefined {
-    const type = this.layout.type;
-    if (type === 'fat32') {
-      const at = cluster * 4;
-      const c = this.#chunks.get(Math.floor(at / CHUNK_BYTES));
+    if (this.#fat32) {
+      const c = this.#loaded(Math.floor(cluster / CHUNK_ENTRIES));
       if (!c) return undefined;
-      const o = at % CHUNK_BYTES;
-      return (c[o]! | (c[o + 1]! << 8) | (c[o + 2]! << 16) | (c[o + 3]! << 24)) & 0x0fffffff;
+      return c.view.getUint32((cluster % CHUNK_ENTRIES) * 4, true) & 0x0fffffff;
     }
     const t = this.#whole;
     if (!t) return undefined;
-    if (type === 'fat16') return t[cluster * 2]! | (t[cluster * 2 + 1]! << 8);
+    if (this.layout.type === 'fat16') return t[cluster * 2]! | (t[cluster * 2 + 1]! << 8);
     const at = cluster + (cluster >> 1);
     const v = t[at]! | (t[at + 1]! << 8);
     return cluster & 1 ? v >> 4 : v & 0xfff;
@@ -129,27 +176,24 @@ export class FatTable {
   }
 
   #setLoaded(cluster: number, value: number): void {
-    const type = this.layout.type;
     const old = this.peek(cluster)!;
     if (this.#free !== undefined && cluster >= 2) {
       if (old === FREE && value !== FREE) this.#free--;
       else if (old !== FREE && value === FREE) this.#free++;
     }
-    if (type === 'fat32') {
-      const at = cluster * 4;
-      const index = Math.floor(at / CHUNK_BYTES);
-      const c = this.#chunks.get(index)!;
-      const o = at % CHUNK_BYTES;
-      const v = ((c[o + 3]! & 0xf0) << 24) | (value & 0x0fffffff); // the top 4 bits are reserved: kept
-      c[o] = v & 0xff;
-      c[o + 1] = (v >>> 8) & 0xff;
-      c[o + 2] = (v >>> 16) & 0xff;
-      c[o + 3] = (v >>> 24) & 0xff;
+    if (this.#fat32) {
+      const index = Math.floor(cluster / CHUNK_ENTRIES);
+      const c = this.#loaded(index)!;
+      const o = (cluster % CHUNK_ENTRIES) * 4;
+      const v = (c.view.getUint32(o, true) & 0xf0000000) | (value & 0x0fffffff); // the top 4 bits are reserved: kept
+      c.view.setUint32(o, v >>> 0, true);
+      if (o < c.lo) c.lo = o;
+      if (o + 4 > c.hi) c.hi = o + 4;
       this.#dirtyChunks.add(index);
       return;
     }
     const t = this.#whole!;
-    if (type === 'fat16') {
+    if (this.layout.type === 'fat16') {
       t[cluster * 2] = value & 0xff;
       t[cluster * 2 + 1] = (value >> 8) & 0xff;
       this.#wholeDirty.add(Math.floor((cluster * 2) / this.layout.sectorSize));
@@ -176,9 +220,16 @@ export class FatTable {
     const { fatOffset, fatBytes, numFats, sectorSize } = this.layout;
     if (this.#whole && this.#wholeDirty.size > 0) {
       const sectors = [...this.#wholeDirty].sort((a, b) => a - b);
+      // Runs of consecutive sectors go out as one write.
+      const spans: [number, number][] = [];
+      for (const s of sectors) {
+        const last = spans[spans.length - 1];
+        if (last && last[1] === s) last[1] = s + 1;
+        else spans.push([s, s + 1]);
+      }
       for (let copy = 0; copy < numFats; copy++) {
-        for (const s of sectors) {
-          await this.#disk.write(this.#whole.subarray(s * sectorSize, (s + 1) * sectorSize), fatOffset + copy * fatBytes + s * sectorSize);
+        for (const [from, to] of spans) {
+          await this.#disk.write(this.#whole.subarray(from * sectorSize, to * sectorSize), fatOffset + copy * fatBytes + from * sectorSize);
         }
       }
       this.#wholeDirty.clear();
@@ -186,7 +237,17 @@ export class FatTable {
     if (this.#dirtyChunks.size > 0) {
       const indices = [...this.#dirtyChunks].sort((a, b) => a - b);
       for (let copy = 0; copy < numFats; copy++) {
-        for (const i of indices) await this.#disk.write(this.#chunks.get(i)!, fatOffset + copy * fatBytes + i * CHUNK_BYTES);
+        for (const i of indices) {
+          const c = this.#chunks.get(i)!;
+          const lo = c.lo - (c.lo % sectorSize);
+          const hi = Math.min(c.bytes.byteLength, Math.ceil(c.hi / sectorSize) * sectorSize);
+          await this.#disk.write(c.bytes.subarray(lo, hi), fatOffset + copy * fatBytes + i * CHUNK_BYTES + lo);
+        }
+      }
+      for (const i of indices) {
+        const c = this.#chunks.get(i)!;
+        c.lo = 1;
+        c.hi = 0;
       }
       this.#dirtyChunks.clear();
     }
@@ -197,10 +258,26 @@ export class FatTable {
     if (this.#free === undefined) {
       let free = 0;
       let firstFree = 0;
-      for (let c = 2; c <= this.maxCluster; c++) {
-        if ((this.peek(c) ?? (await this.get(c))) === FREE) {
-          free++;
-          if (firstFree === 0) firstFree = c;
+      const max = this.maxCluster;
+      if (this.#fat32) {
+        for (let c = 2; c <= max; ) {
+          const index = Math.floor(c / CHUNK_ENTRIES);
+          const { view } = await this.#chunk(index);
+          const end = Math.min(max, (index + 1) * CHUNK_ENTRIES - 1);
+          for (let o = (c % CHUNK_ENTRIES) * 4; c <= end; c++, o += 4) {
+            if ((view.getUint32(o, true) & 0x0fffffff) === FREE) {
+              free++;
+              if (firstFree === 0) firstFree = c;
+            }
+          }
+        }
+      } else {
+        await this.#wholeTable();
+        for (let c = 2; c <= max; c++) {
+          if (this.peek(c) === FREE) {
+            free++;
+            if (firstFree === 0) firstFree = c;
+          }
         }
       }
       this.#free = free;
@@ -209,35 +286,122 @@ export class FatTable {
     return this.#free;
   }
 
-  /** The clusters of the chain starting at `first` (first 0: empty), at most `limit` of them. */
-  async chain(first: number, limit: number, what: string): Promise<number[]> {
-    const out: number[] = [];
-    if (first === 0) return out;
-    let c = first;
+  /**
+   * The chain from `first` (0: empty) as runs, following at most `limit` clusters: `ended` says whether
+   * it reached the end-of-chain mark. Links out of range, to a free or a bad cluster, and loops throw.
+   */
+  async walk(first: number, limit: number, what: string): Promise<Walk> {
+    const runs: Run[] = [];
+    if (first === 0 || limit <= 0) return { runs, count: 0, ended: first === 0 };
     const bound = Math.min(limit, this.layout.clusterCount);
+    const max = this.maxCluster;
+    let c = first;
+    let start = first;
+    let len = 0;
+    let count = 0;
+    const done = (ended: boolean): Walk => {
+      if (len > 0) runs.push({ first: start, count: len });
+      if (runs.length > 1) checkOverlaps(runs, what);
+      return { runs, count, ended };
+    };
     for (;;) {
-      if (c < 2 || c > this.maxCluster) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} is outside 2..${this.maxCluster}`);
-      if (out.length >= bound) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `longer than ${bound} clusters (a loop or a size mismatch)`);
-      out.push(c);
-      const next = this.peek(c) ?? (await this.get(c));
-      if (this.isEndOfChain(next)) return out;
+      if (c < 2 || c > max) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} is outside 2..${max}`);
+      if (count === bound) return done(false);
+      if (len > 0 && c === start + len) len++;
+      else {
+        if (len > 0) runs.push({ first: start, count: len });
+        start = c;
+        len = 1;
+      }
+      count++;
+      let next: number;
+      if (this.#fat32) {
+        const index = Math.floor(c / CHUNK_ENTRIES);
+        const { view, bytes } = this.#loaded(index) ?? (await this.#chunk(index));
+        let o = (c % CHUNK_ENTRIES) * 4;
+        next = view.getUint32(o, true) & 0x0fffffff;
+        // Consecutive clusters inside this chunk: no per-entry bookkeeping beyond the counters.
+        while (next === c + 1 && count < bound && o + 4 < bytes.byteLength && next <= max) {
+          c = next;
+          o += 4;
+          len++;
+          count++;
+          next = view.getUint32(o, true) & 0x0fffffff;
+        }
+      } else {
+        next = this.peek(c) ?? (await this.get(c));
+      }
+      if (this.isEndOfChain(next)) return done(true);
       if (next === FREE) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} links to a free cluster`);
       if (next === this.#bad) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${c} links to a bad cluster`);
       c = next;
     }
   }
 
-  /**
-   * Allocates `n` clusters (one contiguous run where one exists) and links them into a chain ending in
-   * end-of-chain; returns them in chain order. Not yet written back.
-   */
-  async allocate(n: number): Promise<number[]> {
-    if (n === 0) return [];
-    const free = await this.countFree();
-    if (n > free) throw new FatNoSpaceError(`no space left on the FAT filesystem: ${n} clusters needed, ${free} free`);
+  /** The whole chain from `first` as runs; longer than `limit` clusters is an error. */
+  async runs(first: number, limit: number, what: string): Promise<Run[]> {
+    const bound = Math.min(limit, this.layout.clusterCount);
+    const w = await this.walk(first, bound, what);
+    if (!w.ended) throw new CorruptImageError(FORMAT, `${what} cluster chain`, `longer than ${bound} clusters (a loop or a size mismatch)`);
+    return w.runs;
+  }
+
+  /** The clusters of the chain starting at `first` (first 0: empty), at most `limit` of them. */
+  async chain(first: number, limit: number, what: string): Promise<number[]> {
+    const out: number[] = [];
+    for (const r of await this.runs(first, limit, what)) for (let k = 0; k < r.count; k++) out.push(r.first + k);
+    return out;
+  }
+
+  async #isFree(c: number): Promise<boolean> {
+    return (this.peek(c) ?? (await this.get(c))) === FREE;
+  }
+
+  /** How many free clusters follow from `from` on (consecutively), up to `max`. */
+  async #freeFrom(from: number, max: number): Promise<number> {
+    let n = 0;
+    while (n < max && from + n <= this.maxCluster && (await this.#isFree(from + n))) n++;
+    return n;
+  }
+
+  /** Sets every cluster of `run` to point at the next one, the last at `next`. */
+  async #linkRun(run: Run, next: number): Promise<void> {
+    const end = run.first + run.count - 1;
+    if (this.#fat32) {
+      for (let c = run.first; c <= end; ) {
+        const index = Math.floor(c / CHUNK_ENTRIES);
+        const chunk = await this.#chunk(index);
+        const { view } = chunk;
+        const stop = Math.min(end, (index + 1) * CHUNK_ENTRIES - 1);
+        let o = (c % CHUNK_ENTRIES) * 4;
+        const lo = o;
+        let taken = 0;
+        let released = 0;
+        for (; c <= stop; c++, o += 4) {
+          const raw = view.getUint32(o, true);
+          const value = c === end ? next : c + 1;
+          if ((raw & 0x0fffffff) === FREE) {
+            if (value !== FREE) taken++;
+          } else if (value === FREE) released++;
+          view.setUint32(o, ((raw & 0xf0000000) | (value & 0x0fffffff)) >>> 0, true);
+        }
+        if (this.#free !== undefined) this.#free += released - taken;
+        if (lo < chunk.lo) chunk.lo = lo;
+        if (o > chunk.hi) chunk.hi = o;
+        this.#dirtyChunks.add(index);
+      }
+      return;
+    }
+    for (let c = run.first; c <= end; c++) {
+      const pending = this.set(c, c === end ? next : c + 1);
+      if (pending) await pending;
+    }
+  }
+
+  /** First fit of one contiguous run of `n` free clusters from the next-free hint, wrapping; or undefined. */
+  async #findRun(n: number): Promise<Run | undefined> {
     const max = this.maxCluster;
     const start = this.nextFree >= 2 && this.nextFree <= max ? this.nextFree : 2;
-    let picked: number[] | undefined;
     let runStart = 0;
     let runLength = 0;
     for (let i = 0; i < this.layout.clusterCount; i++) {
@@ -245,33 +409,108 @@ export class FatTable {
       if (c === 2 && i > 0) runLength = 0; // wrapped: a run cannot continue across the end
       if ((this.peek(c) ?? (await this.get(c))) === FREE) {
         if (runLength === 0) runStart = c;
-        if (++runLength === n) {
-          picked = Array.from({ length: n }, (_, k) => runStart + k);
-          break;
-        }
+        if (++runLength === n) return { first: runStart, count: n };
       } else runLength = 0;
     }
-    if (!picked) {
-      picked = [];
-      for (let i = 0; i < this.layout.clusterCount && picked.length < n; i++) {
-        const c = start + i > max ? start + i - max + 1 : start + i;
-        if ((this.peek(c) ?? (await this.get(c))) === FREE) picked.push(c);
-      }
-    }
-    for (let k = 0; k < n; k++) {
-      const pending = this.set(picked[k]!, k + 1 < n ? picked[k + 1]! : this.endOfChain);
-      if (pending) await pending;
-    }
-    const last = picked[n - 1]!;
-    this.nextFree = last + 1 > max ? 2 : last + 1;
-    return picked;
+    return undefined;
   }
 
-  /** Frees every cluster of a chain (given as its cluster list). Not yet written back. */
-  async free(clusters: readonly number[]): Promise<void> {
-    for (const c of clusters) {
+  /**
+   * Allocates `n` clusters and links them into one chain ending in end-of-chain; returns its runs in
+   * chain order. With `after` (a file's last cluster), the free clusters right after it come first. Then
+   * one contiguous run where one exists, else free clusters in order from the hint. Not yet written back.
+   */
+  async allocate(n: number, after?: number): Promise<Run[]> {
+    if (n === 0) return [];
+    const free = await this.countFree();
+    if (n > free) throw new FatNoSpaceError(`no space left on the FAT filesystem: ${n} clusters needed, ${free} free`);
+    const runs: Run[] = [];
+    const eoc = this.endOfChain;
+    let need = n;
+    const take = async (run: Run): Promise<void> => {
+      await this.#linkRun(run, eoc); // marks them used, so the next search skips them
+      runs.push(run);
+      need -= run.count;
+    };
+    if (after !== undefined && after >= 2 && after < this.maxCluster) {
+      const k = await this.#freeFrom(after + 1, need);
+      if (k > 0) await take({ first: after + 1, count: k });
+    }
+    if (need > 0) {
+      const run = await this.#findRun(need);
+      if (run) await take(run);
+    }
+    if (need > 0) {
+      const max = this.maxCluster;
+      const start = this.nextFree >= 2 && this.nextFree <= max ? this.nextFree : 2;
+      let runStart = 0;
+      let runLength = 0;
+      for (let i = 0; i < this.layout.clusterCount && need > runLength; i++) {
+        const c = start + i > max ? start + i - max + 1 : start + i;
+        const isFree = (this.peek(c) ?? (await this.get(c))) === FREE;
+        if (isFree && runLength > 0 && c === runStart + runLength) runLength++;
+        else {
+          if (runLength > 0) await take({ first: runStart, count: runLength });
+          if (isFree) {
+            runStart = c;
+            runLength = 1;
+          } else runLength = 0;
+        }
+      }
+      if (runLength > 0) await take({ first: runStart, count: runLength });
+    }
+    for (let i = 0; i + 1 < runs.length; i++) {
+      const pending = this.set(runs[i]!.first + runs[i]!.count - 1, runs[i + 1]!.first);
+      if (pending) await pending;
+    }
+    const lastRun = runs[runs.length - 1]!;
+    const last = lastRun.first + lastRun.count - 1;
+    this.nextFree = last + 1 > this.maxCluster ? 2 : last + 1;
+    return runs;
+  }
+
+  /** Frees every cluster of the runs. Not yet written back. */
+  async free(runs: readonly Run[]): Promise<void> {
+    for (const r of runs) await this.#freeRun(r);
+  }
+
+  async #freeRun(run: Run): Promise<void> {
+    if (this.#fat32) {
+      // #linkRun writes c + 1 inside the run; freeing needs FREE everywhere, so do it directly.
+      const end = run.first + run.count - 1;
+      for (let c = run.first; c <= end; ) {
+        const index = Math.floor(c / CHUNK_ENTRIES);
+        const chunk = await this.#chunk(index);
+        const stop = Math.min(end, (index + 1) * CHUNK_ENTRIES - 1);
+        let o = (c % CHUNK_ENTRIES) * 4;
+        const lo = o;
+        let released = 0;
+        for (; c <= stop; c++, o += 4) {
+          const raw = chunk.view.getUint32(o, true);
+          if ((raw & 0x0fffffff) !== FREE) released++;
+          chunk.view.setUint32(o, (raw & 0xf0000000) >>> 0, true);
+        }
+        if (this.#free !== undefined) this.#free += released;
+        if (lo < chunk.lo) chunk.lo = lo;
+        if (o > chunk.hi) chunk.hi = o;
+        this.#dirtyChunks.add(index);
+      }
+      return;
+    }
+    for (let c = run.first; c < run.first + run.count; c++) {
       const pending = this.set(c, FREE);
       if (pending) await pending;
+    }
+  }
+}
+
+/** Refuses runs that share clusters (a chain that loops back into itself within the walk's bound). */
+function checkOverlaps(runs: readonly Run[], what: string): void {
+  const sorted = [...runs].sort((a, b) => a.first - b.first);
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!;
+    if (prev.first + prev.count > sorted[i]!.first) {
+      throw new CorruptImageError(FORMAT, `${what} cluster chain`, `cluster ${sorted[i]!.first} appears twice (a loop)`);
     }
   }
 }

@@ -71,7 +71,7 @@ function checkedOffset(raw: number, field: string, offset: number): number {
 }
 
 /** Days since 1970-01-01 of a proleptic Gregorian date (Date.UTC without the Date; this runs per record). */
-function daysFromCivil(y: number, m: number, d: number): number {
+export function daysFromCivil(y: number, m: number, d: number): number {
   const yy = m <= 2 ? y - 1 : y;
   const era = Math.floor(yy / 400);
   const yoe = yy - era * 400;

@@ -8,43 +8,40 @@
  *   plain ISO names. `open` picks the first available of the preferred order (default Rock Ridge,
  *   Joliet, ISO). Rock Ridge is in use when the root's '.' record starts with an SP entry.
  * - Directories are read on demand in bounded pieces (never a whole image, never a whole huge
- *   directory in one allocation) and kept in a small LRU of listings. A file made of several records
- *   with the multi-extent flag is one node with several extents, served as one Disk.
+ *   directory in one allocation) and kept in a small LRU of listings, bounded in listings and in
+ *   entries. A file made of several records with the multi-extent flag is one node with several
+ *   extents, served as one Disk.
+ * - Records are turned into nodes by node.ts: plain ones (PX, short TF, one NM) in one pass over the
+ *   piece's bytes (quickNode), any other through the record and SUSP decoders (the general path, which
+ *   also throws the typed error of a record the quick pass declines).
  * - Rock Ridge deep-directory relocation: a CL record is listed as the directory at its target block
  *   (its size read from that directory's '.' record); the moved directory (RE) is hidden where it sits.
  * - Every extent is checked against the disk size when its record is decoded; a path is resolved
  *   component by component, so a directory cycle cannot loop.
+ * - The directory resolved last (by readdir, or as the parent of a resolved path) is remembered with
+ *   the path prefix that named it, so the stat of each entry after a readdir is one lookup.
  */
+import { Buffer } from 'node:buffer';
 import type { Disk } from '../../io/disk.ts';
 import { MemoryDisk, SliceDisk, readAt, checkRange } from '../../io/disk.ts';
 import { NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
-import type { FileSystem, FsEntry, FsSpace, FsStat, FsTime, NodeKind } from '../filesystem.ts';
+import type { FileSystem, FsEntry, FsSpace, FsStat } from '../filesystem.ts';
 import { FORMAT, SECTOR, corrupt } from './format.ts';
 import { readDescriptorSet, type DescriptorSet, type VolumeDescriptor } from './descriptor.ts';
-import { FLAG_ASSOCIATED, decodeRecord, splitRecords, type DirRecord } from './record.ts';
+import { FLAG_ASSOCIATED, decodeRecord, type DirRecord } from './record.ts';
 import { decodeEntries, rockRidge, systemUseEntries, type RockRidge } from './susp.ts';
 import { PLATFORM_EFI, PLATFORM_X86, readCatalog, type BootCatalog, type CatalogImage } from './eltorito.ts';
+import { TimeMemo, extentOf, extentsOf, nameOf, nodeOf, quickNode, renamed, withExtents, type Extent, type IsoNode, type Namespace, type QuickContext } from './node.ts';
 
-export type Namespace = 'rockridge' | 'joliet' | 'iso';
+export type { Extent, Namespace } from './node.ts';
 
 export interface Iso9660OpenOptions {
   /** The namespace tried first; the others follow in the order rockridge, joliet, iso. */
   readonly prefer?: Namespace;
   /** Directory listings kept in memory (default 256). */
   readonly cachedDirectories?: number;
-}
-
-/** A byte range of the image. */
-export interface Extent {
-  readonly offset: number;
-  readonly length: number;
-}
-
-interface IsoNode extends FsStat {
-  readonly name: string;
-  readonly extents: readonly Extent[];
-  readonly symlink?: string;
-  readonly interleaved: boolean;
+  /** Entries of those listings kept in memory, all listings together (default 131072, about 32 MiB); the listing in use is kept whatever its size. */
+  readonly cachedEntries?: number;
 }
 
 interface Listing {
@@ -72,26 +69,9 @@ export interface BootInfo {
   readonly images: readonly BootImage[];
 }
 
-const S_IFMT = 0o170000;
-const KIND_OF: Record<number, NodeKind> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink', 0o020000: 'chardev', 0o060000: 'blockdev', 0o010000: 'fifo', 0o140000: 'socket' };
 const DIR_PIECE = 64 * 1024;
 /** Entries walked when looking for the file behind a boot image. */
 const BOOT_SEARCH_LIMIT = 1_000_000;
-
-const utf8 = new TextDecoder('utf-8');
-const latin1 = new TextDecoder('latin1');
-
-function stripVersion(name: string): string {
-  const semi = name.lastIndexOf(';');
-  const base = semi >= 0 ? name.slice(0, semi) : name;
-  return base.endsWith('.') && base.length > 1 ? base.slice(0, -1) : base;
-}
-
-function ucs2(bytes: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i + 1 < bytes.byteLength; i += 2) s += String.fromCharCode((bytes[i]! << 8) | bytes[i + 1]!);
-  return s;
-}
 
 function splitPath(path: string): string[] {
   if (!path.startsWith('/')) throw new NotFoundError(`not an absolute path: ${JSON.stringify(path)}`);
@@ -113,8 +93,15 @@ export class Iso9660Fs implements FileSystem {
   readonly #root: IsoNode;
   readonly #cache = new Map<number, Listing>();
   readonly #cacheLimit: number;
+  readonly #entryLimit: number;
+  #cachedEntries = 0;
+  /** The most recently used listing (already last in #cache's order). */
+  #newest: Listing | undefined;
+  /** The directory resolved last: a path prefix (no trailing '/'; '' for the root) and its listing. */
+  #lastDir: { readonly prefix: string; readonly listing: Listing } | undefined;
+  readonly #quick: QuickContext;
 
-  private constructor(disk: Disk, set: DescriptorSet, namespace: Namespace, suspSkip: number, root: IsoNode, cacheLimit: number) {
+  private constructor(disk: Disk, set: DescriptorSet, namespace: Namespace, suspSkip: number, root: IsoNode, cacheLimit: number, entryLimit: number) {
     this.#disk = disk;
     this.descriptors = set;
     this.namespace = namespace;
@@ -122,6 +109,8 @@ export class Iso9660Fs implements FileSystem {
     this.#suspSkip = suspSkip;
     this.#root = root;
     this.#cacheLimit = cacheLimit;
+    this.#entryLimit = entryLimit;
+    this.#quick = { namespace, skip: suspSkip, blockSize: this.#vd.blockSize, diskSize: disk.size, times: new TimeMemo() };
     this.label = set.primary.volumeId || undefined;
     const d = set.primary.dateDigits;
     this.uuid = d && `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)}-${d.slice(8, 10)}-${d.slice(10, 12)}-${d.slice(12, 14)}-${d.slice(14, 16)}`;
@@ -144,47 +133,72 @@ export class Iso9660Fs implements FileSystem {
     const vd = namespace === 'joliet' ? set.joliet! : set.primary;
     const skip = namespace === 'rockridge' ? rr!.sp!.skip : 0;
     const self = namespace === 'joliet' ? await readSelfRecord(disk, vd, vd.root.extent) : rootSelf;
-    const root = nodeOf(disk, vd, '', self, namespace === 'rockridge' ? rr : undefined);
-    return new Iso9660Fs(disk, set, namespace, skip, root, options.cachedDirectories ?? 256);
+    const root = nodeOf(disk, vd.blockSize, '', self, namespace === 'rockridge' ? rr : undefined);
+    return new Iso9660Fs(disk, set, namespace, skip, root, options.cachedDirectories ?? 256, options.cachedEntries ?? 131_072);
   }
 
   async #list(dir: IsoNode): Promise<Listing> {
-    const extent = dir.extents[0]!;
+    const extent = { offset: dir.offset, length: dir.dataLength };
     const cached = this.#cache.get(extent.offset);
     if (cached) {
-      this.#cache.delete(extent.offset);
-      this.#cache.set(extent.offset, cached);
+      if (this.#newest !== cached) {
+        this.#cache.delete(extent.offset);
+        this.#cache.set(extent.offset, cached);
+        this.#newest = cached;
+      }
       return cached;
     }
     const entries: IsoNode[] = [];
     const byName = new Map<string, IsoNode>();
     const bs = this.#vd.blockSize;
+    const quick = this.#quick;
     let pending: { record: DirRecord; extents: Extent[]; at: number } | undefined;
     let index = 0;
     for (let done = 0; done < extent.length; ) {
       const n = Math.min(DIR_PIECE, extent.length - done);
       const base = extent.offset + done;
       const piece = await readAt(this.#disk, base, n);
-      for (const [record, at] of splitRecords(piece, base, SECTOR)) {
+      const b = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+      // The records of the piece, as record.ts's splitRecords splits them.
+      for (let at = 0; at < n; ) {
+        const length = b[at]!;
+        if (length === 0) {
+          at = (Math.floor(at / SECTOR) + 1) * SECTOR;
+          continue;
+        }
+        const where = base + at;
+        if (at + length > Math.min((Math.floor(at / SECTOR) + 1) * SECTOR, n)) throw corrupt('record.length', `a ${length}-byte record crosses a sector boundary`, where);
+        if (index >= 2 && pending === undefined) {
+          const node = quickNode(b, at, quick);
+          if (node !== undefined) {
+            index++;
+            at += length;
+            entries.push(node);
+            if (!byName.has(node.name)) byName.set(node.name, node);
+            continue;
+          }
+        }
+        const record = decodeRecord(piece.subarray(at, at + length), where);
+        at += length;
         if (index++ < 2) {
-          if (record.name.byteLength !== 1 || record.name[0] !== index - 1) throw corrupt('record.name', `record ${index - 1} of a directory is not '${index === 1 ? '.' : '..'}'`, at);
+          if (record.name.byteLength !== 1 || record.name[0] !== index - 1) throw corrupt('record.name', `record ${index - 1} of a directory is not '${index === 1 ? '.' : '..'}'`, where);
           continue;
         }
         if (record.flags & FLAG_ASSOCIATED) continue;
-        const ext = extentOf(this.#disk, record, bs, at);
+        const ext = extentOf(this.#disk, record, bs, where);
         if (pending) {
           if (!sameBytes(pending.record.name, record.name)) throw corrupt('record.flags', 'a multi-extent file ends without its final extent', pending.at);
           pending.extents.push(ext);
         }
         if (record.multiExtent) {
-          if (record.isDirectory) throw corrupt('record.flags', 'a directory with the multi-extent flag', at);
-          pending ??= { record, extents: [ext], at };
+          if (record.isDirectory) throw corrupt('record.flags', 'a directory with the multi-extent flag', where);
+          pending ??= { record, extents: [ext], at: where };
           continue;
         }
         const extents = pending ? pending.extents : [ext];
         const first = pending ? pending.record : record;
         pending = undefined;
-        const made = this.#node(first, extents, at);
+        const made = this.#node(first, extents, where);
         const node = made instanceof Promise ? await made : made;
         if (node === undefined) continue;
         entries.push(node);
@@ -195,7 +209,13 @@ export class Iso9660Fs implements FileSystem {
     if (pending) throw corrupt('record.flags', 'a multi-extent file ends without its final extent', pending.at);
     const listing = { entries, byName };
     this.#cache.set(extent.offset, listing);
-    if (this.#cache.size > this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value!);
+    this.#newest = listing;
+    this.#cachedEntries += entries.length;
+    for (const [key, old] of this.#cache) {
+      if (old === listing || (this.#cache.size <= this.#cacheLimit && this.#cachedEntries <= this.#entryLimit)) break;
+      this.#cache.delete(key);
+      this.#cachedEntries -= old.entries.length;
+    }
     return listing;
   }
 
@@ -216,23 +236,44 @@ export class Iso9660Fs implements FileSystem {
 
   #finish(record: DirRecord, extents: Extent[], rr: RockRidge | undefined): IsoNode | undefined {
     if (rr?.relocated) return undefined;
-    const node = nodeOf(this.#disk, this.#vd, nameOf(record, this.namespace, rr), record, rr);
-    if (extents.length > 1) return { ...node, extents, size: extents.reduce((s, e) => s + e.length, 0) };
+    const node = nodeOf(this.#disk, this.#vd.blockSize, nameOf(record, this.namespace, rr), record, rr);
+    if (extents.length > 1) return withExtents(node, extents);
     return node;
   }
 
   async #relocated(record: DirRecord, rr: RockRidge): Promise<IsoNode> {
     const moved = await readSelfRecord(this.#disk, this.#vd, rr.childLink!);
-    const node = nodeOf(this.#disk, this.#vd, '', moved, rr);
-    return { ...node, name: nameOf(record, this.namespace, rr), kind: 'dir' };
+    const node = nodeOf(this.#disk, this.#vd.blockSize, '', moved, rr);
+    return renamed(node, nameOf(record, this.namespace, rr), 'dir');
+  }
+
+  /**
+   * The entry `path` names directly inside the directory resolved last (the usual readdir-then-stat
+   * walk), without walking from the root; undefined when that does not apply (the full walk decides).
+   */
+  #inLastDirectory(path: string): IsoNode | undefined {
+    const last = this.#lastDir;
+    if (last === undefined) return undefined;
+    const slash = path.lastIndexOf('/');
+    if (slash !== last.prefix.length || !path.startsWith(last.prefix)) return undefined;
+    const name = path.slice(slash + 1);
+    if (name === '' || name === '.' || name === '..') return undefined;
+    return last.listing.byName.get(name);
   }
 
   async #resolve(path: string): Promise<IsoNode> {
+    const hit = this.#inLastDirectory(path);
+    if (hit !== undefined) return hit;
+    const parts = splitPath(path);
     let node = this.#root;
     let walked = '';
-    for (const part of splitPath(path)) {
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]!;
       if (node.kind !== 'dir') throw new NotFoundError(`${walked || '/'} is not a directory`, { file: path });
-      const next = (await this.#list(node)).byName.get(part);
+      const listing = await this.#list(node);
+      // path without its last component names this directory (no trailing '/').
+      if (i === parts.length - 1 && !path.endsWith('/')) this.#lastDir = { prefix: path.slice(0, path.lastIndexOf('/')), listing };
+      const next = listing.byName.get(part);
       walked += `/${part}`;
       if (!next) throw new NotFoundError(`no such file or directory: ${walked}`, { file: path });
       node = next;
@@ -241,7 +282,7 @@ export class Iso9660Fs implements FileSystem {
   }
 
   async stat(path: string): Promise<FsStat> {
-    const n = await this.#resolve(path);
+    const n = this.#inLastDirectory(path) ?? (await this.#resolve(path));
     const st: { -readonly [K in keyof FsStat]: FsStat[K] } = { kind: n.kind, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, nlink: n.nlink, mtime: n.mtime };
     if (n.atime) st.atime = n.atime;
     if (n.ctime) st.ctime = n.ctime;
@@ -251,7 +292,9 @@ export class Iso9660Fs implements FileSystem {
   async readdir(path: string): Promise<FsEntry[]> {
     const n = await this.#resolve(path);
     if (n.kind !== 'dir') throw new NotFoundError(`not a directory: ${path}`, { file: path });
-    return (await this.#list(n)).entries.map((e) => ({ name: e.name, kind: e.kind }));
+    const listing = await this.#list(n);
+    this.#lastDir = { prefix: path.endsWith('/') ? path.slice(0, -1) : path, listing };
+    return listing.entries.map((e) => ({ name: e.name, kind: e.kind }));
   }
 
   async readlink(path: string): Promise<string> {
@@ -264,18 +307,15 @@ export class Iso9660Fs implements FileSystem {
   async extents(path: string): Promise<readonly Extent[]> {
     const n = await this.#resolve(path);
     if (n.kind !== 'file') throw new NotFoundError(`not a regular file: ${path}`, { file: path });
-    return n.extents;
+    return extentsOf(n);
   }
 
   async openFile(path: string): Promise<Disk> {
     const n = await this.#resolve(path);
     if (n.kind !== 'file') throw new NotFoundError(`not a regular file: ${path}`, { file: path });
     if (n.interleaved) throw new UnsupportedFeatureError(FORMAT, 'interleaved file', path);
-    if (n.extents.length === 1) {
-      const e = n.extents[0]!;
-      return e.length === 0 ? new MemoryDisk(0, { readOnly: true }) : new SliceDisk(this.#disk, e.offset, e.length, { readOnly: true });
-    }
-    return new ExtentsDisk(this.#disk, n.extents);
+    if (n.more === undefined) return n.dataLength === 0 ? new MemoryDisk(0, { readOnly: true }) : new SliceDisk(this.#disk, n.offset, n.dataLength, { readOnly: true });
+    return new ExtentsDisk(this.#disk, n.more);
   }
 
   async space(): Promise<FsSpace> {
@@ -284,6 +324,9 @@ export class Iso9660Fs implements FileSystem {
 
   async close(): Promise<void> {
     this.#cache.clear();
+    this.#cachedEntries = 0;
+    this.#newest = undefined;
+    this.#lastDir = undefined;
   }
 
   /** The El Torito boot catalog, or undefined when the image has no boot record. */
@@ -319,15 +362,15 @@ export class Iso9660Fs implements FileSystem {
     const visited = new Set<number>();
     while (queue.length > 0 && left > 0 && seen < BOOT_SEARCH_LIMIT) {
       const { node, path } = queue.shift()!;
-      const key = node.extents[0]!.offset;
+      const key = node.offset;
       if (visited.has(key)) continue;
       visited.add(key);
       for (const e of (await this.#list(node)).entries) {
         seen++;
         const p = `${path}/${e.name}`;
         if (e.kind === 'dir') queue.push({ node: e, path: p });
-        else if (e.kind === 'file' && e.extents.length > 0 && e.size > 0 && wanted.has(e.extents[0]!.offset) && wanted.get(e.extents[0]!.offset) === undefined) {
-          wanted.set(e.extents[0]!.offset, p);
+        else if (e.kind === 'file' && e.size > 0 && wanted.has(e.offset) && wanted.get(e.offset) === undefined) {
+          wanted.set(e.offset, p);
           left--;
         }
       }
@@ -347,14 +390,6 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((v, i) => v === b[i]);
 }
 
-function extentOf(disk: Disk, r: DirRecord, blockSize: number, at: number): Extent {
-  const offset = (r.extent + r.extAttrLength) * blockSize;
-  if (r.dataLength > 0 && offset + r.dataLength > disk.size) {
-    throw corrupt('record.extent', `${r.dataLength} bytes at block ${r.extent} run past the image (${disk.size} bytes)`, at + 2);
-  }
-  return { offset, length: r.dataLength };
-}
-
 /** The first record ('.') of the directory at `block`. */
 async function readSelfRecord(disk: Disk, vd: VolumeDescriptor, block: number): Promise<DirRecord> {
   const at = block * vd.blockSize;
@@ -366,47 +401,6 @@ async function readSelfRecord(disk: Disk, vd: VolumeDescriptor, block: number): 
   const record = decodeRecord(await readAt(disk, at, length), at);
   if (!record.isDirectory || record.name.byteLength !== 1 || record.name[0] !== 0) throw corrupt('record.name', `block ${block} does not start with a '.' record`, at);
   return record;
-}
-
-function nameOf(r: DirRecord, ns: Namespace, rr: RockRidge | undefined): string {
-  if (ns === 'rockridge' && rr?.name) return utf8.decode(rr.name);
-  if (ns === 'joliet') return stripVersion(ucs2(r.name));
-  return stripVersion(latin1.decode(r.name));
-}
-
-function nodeOf(disk: Disk, vd: VolumeDescriptor, name: string, r: DirRecord, rr: RockRidge | undefined): IsoNode {
-  const extents = [extentOf(disk, r, vd.blockSize, 0)];
-  let kind: NodeKind = r.isDirectory ? 'dir' : 'file';
-  let mode = r.isDirectory ? 0o755 : 0o644;
-  let uid = 0;
-  let gid = 0;
-  let nlink = 1;
-  if (rr?.px) {
-    const k = KIND_OF[rr.px.mode & S_IFMT];
-    if (k === undefined) throw corrupt('rr.PX.mode', `file type 0o${(rr.px.mode & S_IFMT).toString(8)} is unknown`);
-    if ((k === 'dir') !== r.isDirectory && rr.childLink === undefined) throw corrupt('rr.PX.mode', `says ${k} but the record ${r.isDirectory ? 'is' : 'is not'} a directory`);
-    kind = k;
-    mode = rr.px.mode & 0o7777;
-    ({ uid, gid, nlink } = rr.px);
-  }
-  if (kind === 'symlink' && rr?.symlink === undefined) throw corrupt('rr.SL', 'a symbolic link without an SL entry');
-  const times = rr?.times;
-  const node: { -readonly [K in keyof IsoNode]: IsoNode[K] } = {
-    name,
-    kind,
-    size: kind === 'file' || kind === 'dir' ? r.dataLength : kind === 'symlink' ? new TextEncoder().encode(rr!.symlink!).byteLength : 0,
-    mode,
-    uid,
-    gid,
-    nlink,
-    mtime: times?.modify ?? r.recorded,
-    extents,
-    interleaved: r.fileUnitSize !== 0 || r.interleaveGap !== 0,
-  };
-  if (times?.access) node.atime = times.access;
-  if (times?.attributes) node.ctime = times.attributes;
-  if (kind === 'symlink') node.symlink = rr!.symlink!;
-  return node;
 }
 
 /** Several extents of the image as one read-only Disk (a multi-extent file). */
