@@ -4,11 +4,22 @@
  * it). Create, describe, list, read, import, export (backup), re-key and grow it without root.
  *
  * Design notes
- * - Stack: FileDisk (→ UndoDisk while changing) → LuksVolume payload (CryptDisk) when encrypted →
+ * - Where: the target is what the medium commands take (a directory holding LiveOS/, a stick image,
+ *   a device: ops/root.ts MediumRoot, whose filesystem holds LiveOS/home.img), or the home image file
+ *   itself — told apart by content: a file starting with an ext4 or LUKS header and holding no
+ *   LiveOS/ (or one holding no partition table and no filesystem at all) is the home image. Every
+ *   file is reached through the root's FileSystem: on a FAT/exFAT stick the image is a Disk of its
+ *   clusters (openMediumFile), the undo log and the temporary image are files beside it. A stick is
+ *   opened read-only for info/ls/cat/export and read-write for the rest, or when a reading command
+ *   finds an interrupted change to undo (a dirty volume, an undo log, a journal to replay).
+ * - Stack: the image file (→ UndoDisk while changing) → LuksVolume payload (CryptDisk) when encrypted →
  *   Ext4. The passphrase is asked for (a callback) only when the image is encrypted and the command
  *   needs the filesystem; `info` without one shows what the LUKS header tells.
  * - Create builds home.img.livestick-new and renames it into place: a crash leaves either no home or
- *   the old one, never half an image. Plain images are sparse (the file reads as zeros, so mkfs skips
+ *   the old one, never half an image. Where renames are not atomic (FAT, exFAT) a crash inside the
+ *   rename leaves both names on the new image; the next home command drops the temporary name (the
+ *   format frees nothing the other name holds). Space is checked on the medium's filesystem: FAT's
+ *   4 GiB − 1 limit, and on a stick the full size (files are allocated in full, beside the old one). Plain images are sparse (the file reads as zeros, so mkfs skips
  *   the inode tables); encrypted ones are sparse too except for what mkfs writes, since zeros on disk
  *   decrypt to noise the filesystem must not trust. 4 KiB blocks (LUKS2 uses 4096-byte sectors),
  *   default mount options user_xattr,acl (what livecd-iso-to-disk sets with tune2fs), no reserved
@@ -243,13 +254,15 @@ export async function homePath(target: string, options: MediumOptions = {}): Pro
 }
 
 /**
- * Checks the image exists and undoes what a dead process left: a change under the undo log, and
+ * Checks the image exists and undoes what a dead process left: a dirty stick volume, a change under the undo log, and
  * (where renames are not atomic) the temporary name of a `home create` cut inside its rename,
  * which then names the new image's data too. Stray temporary files of an atomic host are left to
  * the next `home create`, as they always were.
  */
 async function existingHome(place: HomePlace): Promise<{ recovered: boolean }> {
   if (!(await isFileOn(place.root.fs, place.path))) throw new NotFoundError(`no home image: ${place.shown} does not exist (create it with "livestick home create")`, { file: place.shown });
+  // A volume a crash left dirty is opened for writing: that open repairs what the crash left.
+  if (place.root.fs.dirty === true) await place.ensureWritable();
   let recovered = false;
   if (await fileExists(place.root.fs, place.log)) {
     await place.ensureWritable();
