@@ -372,7 +372,9 @@ export async function rollbackUndoLog(at: UndoPlace | string, logPath?: string):
         await image.write(data, offset);
         at += RECORD_HEAD + len;
       }
-      if (image.size !== origSize) await image.resize(origSize);
+      // Also at the same size: where the format keeps a file's clusters apart from its size (FAT), a
+      // grow cut before the size was written leaves clusters past it, which this gives back.
+      await image.resize(origSize);
       await image.flush();
     }
     // Else killed before the header was durable: nothing was written to the image yet.
