@@ -19,9 +19,10 @@
  *   the old one, never half an image. Where renames are not atomic (FAT, exFAT) a crash inside the
  *   rename leaves both names on the new image; the next home command drops the temporary name (the
  *   format frees nothing the other name holds). Space is checked on the medium's filesystem: FAT's
- *   4 GiB − 1 limit, and on a stick the full size (files are allocated in full, beside the old one). Plain images are sparse (the file reads as zeros, so mkfs skips
- *   the inode tables); encrypted ones are sparse too except for what mkfs writes, since zeros on disk
- *   decrypt to noise the filesystem must not trust. 4 KiB blocks (LUKS2 uses 4096-byte sectors),
+ *   4 GiB − 1 limit, and on a stick the full size (files are allocated in full, beside the old one).
+ *   Plain images are sparse (the file reads as zeros, so mkfs skips the inode tables); encrypted
+ *   ones are sparse too except for what mkfs writes, since zeros on disk decrypt to noise the
+ *   filesystem must not trust. 4 KiB blocks (LUKS2 uses 4096-byte sectors),
  *   default mount options user_xattr,acl (what livecd-iso-to-disk sets with tune2fs), no reserved
  *   blocks (one user's home). livecd-iso-to-disk runs `mkfs.ext4 -j` without a label and the live
  *   system finds the image by its path (LiveOS/home.img, mounted at /home), so the label is
@@ -234,10 +235,13 @@ async function withPlace<T>(target: string, options: HomeAccess, write: boolean,
   return result;
 }
 
-/** A file's error that names it by its path on the medium's filesystem, renamed as the user sees it. */
-function named(err: unknown, root: MediumRoot, path: string): unknown {
+/**
+ * An error about `path` (or one of `also`, files beside it): a file it names by its path on the
+ * medium's filesystem is renamed as the user sees it, and one naming none gets `path`.
+ */
+function named(err: unknown, root: MediumRoot, path: string, also: readonly string[] = []): unknown {
   if (!(err instanceof LivestickError)) return err;
-  if (err.file === path) err.file = root.display(path);
+  for (const p of [path, ...also]) if (err.file === p) err.file = root.display(p);
   return err.withFile(root.display(path));
 }
 
@@ -254,10 +258,10 @@ export async function homePath(target: string, options: MediumOptions = {}): Pro
 }
 
 /**
- * Checks the image exists and undoes what a dead process left: a dirty stick volume, a change under the undo log, and
- * (where renames are not atomic) the temporary name of a `home create` cut inside its rename,
- * which then names the new image's data too. Stray temporary files of an atomic host are left to
- * the next `home create`, as they always were.
+ * Checks the image exists and undoes what a dead process left: a dirty stick volume, a change under
+ * the undo log, and (where renames are not atomic) the temporary name of a `home create` cut inside
+ * its rename, which then names the new image's data too. Stray temporary files of an atomic host
+ * are left to the next `home create`, as they always were.
  */
 async function existingHome(place: HomePlace): Promise<{ recovered: boolean }> {
   if (!(await isFileOn(place.root.fs, place.path))) throw new NotFoundError(`no home image: ${place.shown} does not exist (create it with "livestick home create")`, { file: place.shown });
@@ -276,7 +280,7 @@ async function existingHome(place: HomePlace): Promise<{ recovered: boolean }> {
       await removeIfExists(fs, place.newImage);
       await fs.flush();
     } catch (err) {
-      throw named(err, place.root, place.newImage);
+      throw named(err, place.root, place.path, [place.newImage]);
     }
   }
   return { recovered };
@@ -662,14 +666,14 @@ async function createOn(place: HomePlace, size: number, encrypt: boolean, label:
       await fs.rename(tmp, place.path);
       await fs.flush();
     } catch (err) {
-      throw err instanceof SimulatedCrash ? err : fromSystemError(named(err, root, tmp), path, 'move the new home image into place');
+      throw err instanceof SimulatedCrash ? err : fromSystemError(named(err, root, place.path, [tmp]), path, 'move the new home image into place');
     }
     return { path, size, encrypted: encrypt, label, fsUuid: formatExt4Uuid(r.uuid), blockSize: r.blockSize, blocks: r.blocks, ...(luksUuid ? { luksUuid, kdf } : {}), replaced, warnings: verdict.warning ? [verdict.warning] : [] };
   } catch (err) {
     if (payload) await payload.close().catch(() => {});
     if (disk) await disk.close().catch(() => {});
     await removeIfExists(fs, tmp).catch(() => {});
-    throw named(named(err, root, tmp), root, place.path);
+    throw named(err, root, place.path, [tmp, place.log]);
   }
 }
 
