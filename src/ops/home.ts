@@ -605,10 +605,13 @@ async function imageSpace(place: HomePlace): Promise<HostSpace> {
   return { freeBytes: s.freeBytes, totalBytes: s.totalBytes, kind: type.startsWith('fat') ? 'fat' : type === 'exfat' ? 'exfat' : 'other' };
 }
 
-/** Whether an image of `size` bytes, `more` of them new, fits: FAT's 4 GiB − 1 file limit on the whole, the free space on what is new. */
-function imageVerdict(space: HostSpace, size: number, more: number, what: string): { refuse?: string; warning?: string } {
+/**
+ * Whether an image of `size` bytes, `more` of them new, fits: FAT's 4 GiB − 1 file limit on the
+ * whole (`what`), the free space on what is new (`whatMore`).
+ */
+function imageVerdict(space: HostSpace, size: number, more: number, what: string, whatMore = what): { refuse?: string; warning?: string } {
   if (space.kind === 'fat' && size > FAT_MAX_FILE_BYTES) return newImageVerdict(space, size, what, formatSize);
-  return newImageVerdict(space, more, what, formatSize);
+  return newImageVerdict(space, more, whatMore, formatSize);
 }
 
 async function createOn(place: HomePlace, size: number, encrypt: boolean, label: string, options: CreateHomeOptions): Promise<CreateHomeResult> {
@@ -620,7 +623,8 @@ async function createOn(place: HomePlace, size: number, encrypt: boolean, label:
   // A host file may be sparse and replaces the old one in place; on a stick the new image is
   // allocated in full beside the old one until the rename.
   const old = replaced && root.hostDir !== undefined ? (await root.fs.stat(place.path)).size : 0;
-  const verdict = imageVerdict(await imageSpace(place), size, size - old, 'the home image');
+  const besideOld = replaced && root.hostDir === undefined ? 'the new home image (built beside the old one, which it then replaces)' : 'the home image';
+  const verdict = imageVerdict(await imageSpace(place), size, size - old, 'the home image', besideOld);
   if (verdict.refuse) throw new UsageError(verdict.refuse);
   const tmp = place.newImage;
   let disk: WritableFile | undefined;
@@ -1156,7 +1160,7 @@ export async function homeResize(target: string, newSize: number, access: HomeAc
     if (size <= before) throw new UsageError(`--size: the image is ${formatSize(before)} already; it can only grow (shrinking is not supported)`);
     if (place.root.hostDir === undefined) {
       // On a stick the file is allocated in full, so the growth must fit now (and FAT caps the file).
-      const verdict = imageVerdict(await imageSpace(place), size, size - before, 'the grown home image');
+      const verdict = imageVerdict(await imageSpace(place), size, size - before, 'the grown home image', "the home image's growth");
       if (verdict.refuse) throw new UsageError(verdict.refuse);
     }
     return resizeOnce(place, size, before, access);
