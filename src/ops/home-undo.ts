@@ -2,7 +2,7 @@
  * An undo log that makes a multi-write change to an image file all-or-nothing (home import, resize).
  *
  * Design notes
- * - `UndoDisk.begin(file, logPath)` creates LOG (exclusive) with a header holding the file's original
+ * - `UndoDisk.begin(file, place)` creates LOG (exclusive) with a header holding the file's original
  *   size, and makes it durable (file + directory) before anything else happens.
  * - Writes are collected in memory by 4 KiB block. At a checkpoint (every ~32 MiB of changes, on
  *   `flush()`, and at `commit()`), the original contents of every block that has not been logged yet
@@ -12,7 +12,7 @@
  *   blocks the caller declares unread after a rollback (the filesystem's free blocks when the change
  *   began), so importing N bytes into free space logs metadata only, not N bytes.
  * - `commit()` makes the file durable and then deletes LOG (and syncs the directory): that is the
- *   instant the change happens. `rollback(path, logPath)` (run by every home command before it opens
+ *   instant the change happens. `rollbackUndoLog(place)` (run by every home command before it opens
  *   the image) puts every complete record back, truncates to the original size, syncs, deletes LOG.
  *   A torn record at the end of LOG (killed while appending) is ignored: its blocks were never
  *   written to the file. Rollback is idempotent, so a kill during rollback is repaired by the next.
@@ -20,15 +20,22 @@
  *   is alive on this host, other commands refuse to roll its change back (LOG doubles as a lock;
  *   creating it is exclusive, so two changes never run at once).
  * - For an encrypted home the log sits below LUKS: it holds ciphertext only.
+ * - LOG sits beside the image on the filesystem holding both (`UndoPlace`): a host directory, or a
+ *   stick image's FAT/exFAT partition, through the WritableFileSystem only (createFile,
+ *   openFileForWriting, resize, unlink, flush), so the same crash semantics hold there. LOG grows once
+ *   per checkpoint (a resize, which reads as zeros: a record of length 0 ends the log), and the
+ *   filesystem is flushed after LOG and after the image (FAT keeps a file's size in its directory entry).
  */
-import { constants as fsConstants } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
 import { hostname } from 'node:os';
-import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { CorruptImageError, ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
-import { checkRange, type Disk, type FileDisk } from '../io/disk.ts';
+import { FileDisk, checkRange, type Disk } from '../io/disk.ts';
+import { SimulatedCrash } from '../io/faults.ts';
 import { view } from '../io/bytes.ts';
+import type { WritableFile, WritableFileSystem } from '../fs/filesystem.ts';
+import { HostFileSystem } from '../fs/host/index.ts';
+import { fileExists, removeIfExists } from './files.ts';
 
 const MAGIC = 'LSUNDO01';
 const HEADER_SIZE = 32;
@@ -38,16 +45,34 @@ const BLOCK = 4096;
 const CHECKPOINT_BYTES = Number(process.env.LIVESTICK_TEST_UNDO_CHECKPOINT) > 0 ? Number(process.env.LIVESTICK_TEST_UNDO_CHECKPOINT) : 32 << 20;
 const MAX_RECORD = 1 << 20;
 
-async function syncDir(path: string): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(dirname(path), 'r');
-    await fh.sync();
-  } catch {
-    // Not every host lets a directory be opened or synced (Windows); the rename/unlink still happened.
-  } finally {
-    await fh?.close();
-  }
+/**
+ * Where a change's undo log lives: beside its image, on the filesystem holding both (a host
+ * directory, or a stick's FAT/exFAT partition). Paths are the filesystem's own.
+ */
+export interface UndoPlace {
+  readonly fs: WritableFileSystem;
+  readonly image: string;
+  readonly log: string;
+  /** A file's name for messages. */
+  display(path: string): string;
+}
+
+/** The place of a host image file and its log, which sit in one host directory. */
+export function hostUndoPlace(imagePath: string, logPath: string): UndoPlace {
+  const dir = dirname(logPath);
+  if (resolve(dirname(imagePath)) !== resolve(dir)) throw new UsageError(`the undo log ${logPath} must sit beside its image ${imagePath}`);
+  const fs = new HostFileSystem(dir, { writable: true });
+  const image = `/${basename(imagePath)}`;
+  const log = `/${basename(logPath)}`;
+  return { fs, image, log, display: (p) => (p === image ? imagePath : p === log ? logPath : fs.hostPath(p)) };
+}
+
+/** A failure of a step on the log or the image as a typed error naming the file (a simulated crash passes through). */
+function typed(err: unknown, at: UndoPlace, path: string, action: string): Error {
+  if (err instanceof SimulatedCrash) return err;
+  const shown = at.display(path);
+  if (err instanceof LivestickError && err.file === path) err.file = shown;
+  return fromSystemError(err, shown, action);
 }
 
 function hostTag(): number {
@@ -73,9 +98,9 @@ function recordCrc(offset: number, data: Uint8Array): number {
 
 export class UndoDisk implements Disk {
   readonly readOnly = false;
-  readonly #file: FileDisk;
-  readonly #log: FileHandle;
-  readonly #logPath: string;
+  readonly #file: WritableFile;
+  readonly #log: WritableFile;
+  readonly #at: UndoPlace;
   readonly #origSize: number;
   #logEnd = HEADER_SIZE;
   readonly #pending = new Map<number, Uint8Array>();
@@ -83,19 +108,28 @@ export class UndoDisk implements Disk {
   #unlogged: (block: number) => boolean = () => false;
   #done = false;
 
-  private constructor(file: FileDisk, log: FileHandle, logPath: string, origSize: number) {
+  private constructor(file: WritableFile, log: WritableFile, at: UndoPlace, origSize: number) {
     this.#file = file;
     this.#log = log;
-    this.#logPath = logPath;
+    this.#at = at;
     this.#origSize = origSize;
   }
 
-  static async begin(file: FileDisk, logPath: string): Promise<UndoDisk> {
-    let log: FileHandle;
+  /**
+   * Starts a change of `file` (the image at `at.image`, open for writing) with a new log at
+   * `at.log`; a host path string is a log beside the host image `file` (a FileDisk).
+   */
+  static async begin(file: WritableFile, at: UndoPlace | string): Promise<UndoDisk> {
+    let place: UndoPlace;
+    if (typeof at === 'string') {
+      if (!(file instanceof FileDisk)) throw new UsageError('a host undo log path needs the image as a host file');
+      place = hostUndoPlace(file.path, at);
+    } else place = at;
+    let log: WritableFile;
     try {
-      log = await open(logPath, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+      log = await place.fs.createFile(place.log, { size: HEADER_SIZE, mode: 0o600 });
     } catch (err) {
-      throw fromSystemError(err, logPath, 'create the undo log');
+      throw typed(err, place, place.log, 'create the undo log');
     }
     const head = new Uint8Array(HEADER_SIZE);
     head.set(new TextEncoder().encode(MAGIC), 0);
@@ -104,14 +138,14 @@ export class UndoDisk implements Disk {
     view(head).setUint32(20, hostTag(), true);
     view(head).setUint32(24, crc32(head.subarray(0, 24)), true);
     try {
-      await log.write(head, 0, HEADER_SIZE, 0);
-      await log.sync();
+      await log.write(head, 0);
+      await log.flush();
+      await place.fs.flush();
     } catch (err) {
-      await log.close();
-      throw fromSystemError(err, logPath, 'write the undo log');
+      await log.close().catch(() => {});
+      throw typed(err, place, place.log, 'write the undo log');
     }
-    await syncDir(logPath);
-    return new UndoDisk(file, log, logPath, file.size);
+    return new UndoDisk(file, log, place, file.size);
   }
 
   get size(): number {
@@ -170,7 +204,11 @@ export class UndoDisk implements Disk {
   /** Grows the file (the new area is not logged: rollback truncates it away). */
   async resize(size: number): Promise<void> {
     if (size < this.#file.size) throw new UsageError('shrinking is not supported');
-    await this.#file.resize(size);
+    try {
+      await this.#file.resize(size);
+    } catch (err) {
+      throw typed(err, this.#at, this.#at.image, `grow it to ${size} bytes`);
+    }
   }
 
   async #appendRecord(offset: number, data: Uint8Array): Promise<void> {
@@ -180,10 +218,10 @@ export class UndoDisk implements Disk {
     dv.setUint32(8, data.byteLength, true);
     dv.setUint32(12, recordCrc(offset, data), true);
     try {
-      await this.#log.write(head, 0, RECORD_HEAD, this.#logEnd);
-      await this.#log.write(data, 0, data.byteLength, this.#logEnd + RECORD_HEAD);
+      await this.#log.write(head, this.#logEnd);
+      await this.#log.write(data, this.#logEnd + RECORD_HEAD);
     } catch (err) {
-      throw fromSystemError(err, this.#logPath, 'write the undo log');
+      throw typed(err, this.#at, this.#at.log, 'write the undo log');
     }
     this.#logEnd += RECORD_HEAD + data.byteLength;
   }
@@ -194,22 +232,35 @@ export class UndoDisk implements Disk {
     const origBlocks = Math.ceil(this.#origSize / BLOCK);
     // 1. Originals of blocks not yet logged, in runs of contiguous blocks.
     const toLog = blocks.filter((b) => b < origBlocks && !this.#logged.has(b) && !this.#unlogged(b));
+    const records: { first: number; count: number; start: number; len: number }[] = [];
     for (let i = 0; i < toLog.length; ) {
       let j = i + 1;
       while (j < toLog.length && toLog[j] === toLog[j - 1]! + 1 && (j - i) * BLOCK < MAX_RECORD) j++;
       const start = toLog[i]! * BLOCK;
-      const len = Math.min((j - i) * BLOCK, this.#origSize - start);
-      const orig = new Uint8Array(len);
-      await this.#file.read(orig, start);
-      await this.#appendRecord(start, orig);
-      for (let k = i; k < j; k++) this.#logged.add(toLog[k]!);
+      records.push({ first: i, count: j - i, start, len: Math.min((j - i) * BLOCK, this.#origSize - start) });
       i = j;
     }
-    if (toLog.length > 0) {
+    if (records.length > 0) {
+      // The log grows once per checkpoint (one allocation where files are allocated in full), then takes the records.
+      const end = records.reduce((at, r) => at + RECORD_HEAD + r.len, this.#logEnd);
+      if (end > this.#log.size) {
+        try {
+          await this.#log.resize(end);
+        } catch (err) {
+          throw typed(err, this.#at, this.#at.log, 'grow the undo log');
+        }
+      }
+      for (const r of records) {
+        const orig = new Uint8Array(r.len);
+        await this.#file.read(orig, r.start);
+        await this.#appendRecord(r.start, orig);
+        for (let k = r.first; k < r.first + r.count; k++) this.#logged.add(toLog[k]!);
+      }
       try {
-        await this.#log.sync();
+        await this.#log.flush();
+        await this.#at.fs.flush();
       } catch (err) {
-        throw fromSystemError(err, this.#logPath, 'flush the undo log');
+        throw typed(err, this.#at, this.#at.log, 'flush the undo log');
       }
     }
     // 2. Now the new contents may go to the file.
@@ -233,6 +284,8 @@ export class UndoDisk implements Disk {
   async flush(): Promise<void> {
     await this.#checkpoint();
     await this.#file.flush();
+    // The image's size lives in its directory entry where the filesystem is FAT or exFAT.
+    await this.#at.fs.flush();
   }
 
   /** Makes the change durable and final. */
@@ -240,17 +293,21 @@ export class UndoDisk implements Disk {
     await this.flush();
     this.#done = true;
     await this.#log.close();
-    await rm(this.#logPath, { force: true });
-    await syncDir(this.#logPath);
+    try {
+      await removeIfExists(this.#at.fs, this.#at.log);
+      await this.#at.fs.flush();
+    } catch (err) {
+      throw typed(err, this.#at, this.#at.log, 'remove the undo log');
+    }
   }
 
   /** Abandons the change: nothing pending is written, and what was written is undone. */
-  async abort(imagePath: string): Promise<void> {
+  async abort(): Promise<void> {
     this.#pending.clear();
     this.#done = true;
     await this.#log.close().catch(() => {});
     await this.#file.close().catch(() => {});
-    await rollbackUndoLog(imagePath, this.#logPath);
+    await rollbackUndoLog(this.#at);
   }
 
   /** Closes the log without committing (the next rollback undoes the change). */
@@ -262,67 +319,74 @@ export class UndoDisk implements Disk {
   }
 }
 
-/** Undoes an interrupted change if `logPath` exists. Returns whether there was one. */
-export async function rollbackUndoLog(imagePath: string, logPath: string): Promise<boolean> {
+/**
+ * Undoes an interrupted change if its log exists: `at` names the image and log on their filesystem,
+ * or two host paths are given. Returns whether there was one.
+ */
+export async function rollbackUndoLog(at: UndoPlace): Promise<boolean>;
+export async function rollbackUndoLog(imagePath: string, logPath: string): Promise<boolean>;
+export async function rollbackUndoLog(at: UndoPlace | string, logPath?: string): Promise<boolean> {
+  const place = typeof at === 'string' ? hostUndoPlace(at, logPath!) : at;
+  const { fs } = place;
+  if (!(await fileExists(fs, place.log))) return false;
+  let log: Disk;
   try {
-    await stat(logPath);
-  } catch {
-    return false;
-  }
-  let log: FileHandle;
-  try {
-    log = await open(logPath, 'r');
+    log = await fs.openFile(place.log);
   } catch (err) {
-    throw fromSystemError(err, logPath, 'open the undo log');
+    throw typed(err, place, place.log, 'open the undo log');
   }
-  let image: FileHandle | undefined;
+  let logOpen = true;
+  let image: WritableFile | undefined;
   try {
-    const logSize = (await log.stat()).size;
+    const logSize = log.size;
     const head = new Uint8Array(HEADER_SIZE);
-    const { bytesRead } = await log.read(head, 0, HEADER_SIZE, 0);
+    const got = Math.min(HEADER_SIZE, logSize);
+    await log.read(head.subarray(0, got), 0);
     const dv = view(head);
-    const valid = bytesRead === HEADER_SIZE && new TextDecoder().decode(head.subarray(0, 8)) === MAGIC && dv.getUint32(24, true) === crc32(head.subarray(0, 24));
+    const valid = got === HEADER_SIZE && new TextDecoder().decode(head.subarray(0, 8)) === MAGIC && dv.getUint32(24, true) === crc32(head.subarray(0, 24));
     const pid = valid ? dv.getUint32(16, true) : 0;
     if (valid && pid !== process.pid && dv.getUint32(20, true) === hostTag() && processAlive(pid)) {
-      throw new LivestickError('FAILURE', ExitCode.failure, `another livestick process (pid ${pid}) is changing this home image; try again when it has finished`, { file: imagePath });
+      throw new LivestickError('FAILURE', ExitCode.failure, `another livestick process (pid ${pid}) is changing this home image; try again when it has finished`, { file: place.display(place.image) });
     }
-    if (!valid) {
-      // Killed before the header was durable: nothing was written to the image yet.
-      await log.close();
-      await rm(logPath, { force: true });
-      await syncDir(logPath);
-      return true;
+    if (valid) {
+      const origSize = Number(dv.getBigUint64(8, true));
+      try {
+        image = await fs.openFileForWriting(place.image);
+      } catch (err) {
+        throw typed(err, place, place.image, 'open the image to undo an interrupted change');
+      }
+      if (image.size < origSize) {
+        throw new CorruptImageError('undo-log', 'size', `the image is smaller (${image.size} bytes) than before the interrupted change (${origSize})`, undefined, { file: place.display(place.image) });
+      }
+      let at = HEADER_SIZE;
+      const rh = new Uint8Array(RECORD_HEAD);
+      while (at + RECORD_HEAD <= logSize) {
+        await log.read(rh, at);
+        const rdv = view(rh);
+        const offset = Number(rdv.getBigUint64(0, true));
+        const len = rdv.getUint32(8, true);
+        if (len === 0 || len > MAX_RECORD || at + RECORD_HEAD + len > logSize || offset + len > origSize) break;
+        const data = new Uint8Array(len);
+        await log.read(data, at + RECORD_HEAD);
+        if (recordCrc(offset, data) !== rdv.getUint32(12, true)) break;
+        await image.write(data, offset);
+        at += RECORD_HEAD + len;
+      }
+      // Also at the same size: where the format keeps a file's clusters apart from its size (FAT), a
+      // grow cut before the size was written leaves clusters past it, which this gives back.
+      await image.resize(origSize);
+      await image.flush();
     }
-    const origSize = Number(dv.getBigUint64(8, true));
-    try {
-      image = await open(imagePath, 'r+');
-    } catch (err) {
-      throw fromSystemError(err, imagePath, 'open the image to undo an interrupted change');
-    }
-    let at = HEADER_SIZE;
-    const rh = new Uint8Array(RECORD_HEAD);
-    while (at + RECORD_HEAD <= logSize) {
-      await log.read(rh, 0, RECORD_HEAD, at);
-      const rdv = view(rh);
-      const offset = Number(rdv.getBigUint64(0, true));
-      const len = rdv.getUint32(8, true);
-      if (len === 0 || len > MAX_RECORD || at + RECORD_HEAD + len > logSize || offset + len > origSize) break;
-      const data = new Uint8Array(len);
-      await log.read(data, 0, len, at + RECORD_HEAD);
-      if (recordCrc(offset, data) !== rdv.getUint32(12, true)) break;
-      await image.write(data, 0, len, offset);
-      at += RECORD_HEAD + len;
-    }
-    if ((await image.stat()).size < origSize) {
-      throw new CorruptImageError('undo-log', 'size', `the image is smaller (${(await image.stat()).size} bytes) than before the interrupted change (${origSize})`);
-    }
-    await image.truncate(origSize);
-    await image.sync();
+    // Else killed before the header was durable: nothing was written to the image yet.
+    await log.close();
+    logOpen = false;
+    await removeIfExists(fs, place.log);
+    await fs.flush();
+  } catch (err) {
+    throw typed(err, place, place.image, 'undo an interrupted change');
   } finally {
-    await image?.close();
-    await log.close().catch(() => {});
+    await image?.close().catch(() => {});
+    if (logOpen) await log.close().catch(() => {});
   }
-  await rm(logPath, { force: true });
-  await syncDir(logPath);
   return true;
 }

@@ -4,13 +4,25 @@
  * it). Create, describe, list, read, import, export (backup), re-key and grow it without root.
  *
  * Design notes
- * - Stack: FileDisk (→ UndoDisk while changing) → LuksVolume payload (CryptDisk) when encrypted →
+ * - Where: the target is what the medium commands take (a directory holding LiveOS/, a stick image,
+ *   a device: ops/root.ts MediumRoot, whose filesystem holds LiveOS/home.img), or the home image file
+ *   itself — told apart by content: a file starting with an ext4 or LUKS header and holding no
+ *   LiveOS/ (or one holding no partition table and no filesystem at all) is the home image. Every
+ *   file is reached through the root's FileSystem: on a FAT/exFAT stick the image is a Disk of its
+ *   clusters (openMediumFile), the undo log and the temporary image are files beside it. A stick is
+ *   opened read-only for info/ls/cat/export and read-write for the rest, or when a reading command
+ *   finds an interrupted change to undo (a dirty volume, an undo log, a journal to replay).
+ * - Stack: the image file (→ UndoDisk while changing) → LuksVolume payload (CryptDisk) when encrypted →
  *   Ext4. The passphrase is asked for (a callback) only when the image is encrypted and the command
  *   needs the filesystem; `info` without one shows what the LUKS header tells.
  * - Create builds home.img.livestick-new and renames it into place: a crash leaves either no home or
- *   the old one, never half an image. Plain images are sparse (the file reads as zeros, so mkfs skips
- *   the inode tables); encrypted ones are sparse too except for what mkfs writes, since zeros on disk
- *   decrypt to noise the filesystem must not trust. 4 KiB blocks (LUKS2 uses 4096-byte sectors),
+ *   the old one, never half an image. Where renames are not atomic (FAT, exFAT) a crash inside the
+ *   rename leaves both names on the new image; the next home command drops the temporary name (the
+ *   format frees nothing the other name holds). Space is checked on the medium's filesystem: FAT's
+ *   4 GiB − 1 limit, and on a stick the full size (files are allocated in full, beside the old one).
+ *   Plain images are sparse (the file reads as zeros, so mkfs skips the inode tables); encrypted
+ *   ones are sparse too except for what mkfs writes, since zeros on disk decrypt to noise the
+ *   filesystem must not trust. 4 KiB blocks (LUKS2 uses 4096-byte sectors),
  *   default mount options user_xattr,acl (what livecd-iso-to-disk sets with tune2fs), no reserved
  *   blocks (one user's home). livecd-iso-to-disk runs `mkfs.ext4 -j` without a label and the live
  *   system finds the image by its path (LiveOS/home.img, mounted at /home), so the label is
@@ -29,14 +41,18 @@
  *   created but never followed, so nothing is written outside DEST. Device nodes, FIFOs and sockets
  *   are skipped (counted); setuid/setgid bits are dropped; hard links are kept.
  */
-import { chmod, lchown, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link as hostLink, lstat, lutimes, mkdir, open, readdir, readlink, stat, symlink, utimes } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
-import { hostSpace, newImageVerdict } from '../io/host.ts';
+import { FAT_MAX_FILE_BYTES, hostSpace, newImageVerdict, type HostSpace } from '../io/host.ts';
 import { AlreadyExistsError, ExitCode, LivestickError, NotFoundError, UsageError, fromSystemError } from '../errors.ts';
 import { formatSize } from '../io/bytes.ts';
 import { NoSpaceError as Ext4NoSpaceError } from '../fs/ext4/errors.ts';
 import { FileDisk, type Disk } from '../io/disk.ts';
+import { SimulatedCrash } from '../io/faults.ts';
+import { probeSignatures } from '../io/signature.ts';
 import { HostXattrWriter } from '../io/xattr.ts';
+import type { FileSystem, WritableFile, WritableFileSystem } from '../fs/filesystem.ts';
+import { readPartitionTable } from '../fs/ptable/index.ts';
 import { Ext4, Ext4Writer, growFs, listDirectory, mkfs, type LsEntry } from '../fs/ext4/index.ts';
 import { copyHostXattrs, hostFileChunks, timestampFromNs } from '../fs/ext4/copyin.ts';
 import type { Timestamp } from '../fs/ext4/inode.ts';
@@ -44,9 +60,11 @@ import { formatUuid as formatExt4Uuid } from '../fs/ext4/superblock.ts';
 import { BgFlags, hasGroupChecksums } from '../fs/ext4/group.ts';
 import { JournaledDisk, replayJournal, type CommitStep, type ReplayResult } from '../fs/ext4/jbd2/index.ts';
 import { LUKS2_DEFAULT_DATA_OFFSET, LuksVolume, WrongPassphraseError, type KdfChoice, type KdfLimits } from '../xform/luks/index.ts';
-import { liveosDir, TEMP_MARK } from './medium.ts';
-import { directoryRoot } from './root.ts';
-import { UndoDisk, rollbackUndoLog } from './home-undo.ts';
+import { imageKind, liveosDir, openMediumFile, TEMP_MARK } from './medium.ts';
+import { directoryRoot, fsJoin, openMediumRoot, type MediumRoot } from './root.ts';
+import { fileExists, removeIfExists } from './files.ts';
+import type { MediumOptions } from './merge.ts';
+import { UndoDisk, rollbackUndoLog, type UndoPlace } from './home-undo.ts';
 
 export const HOME_NAME = 'home.img';
 export const HOME_LABEL = 'home';
@@ -58,7 +76,11 @@ const MIN_ENCRYPTED = LUKS2_DEFAULT_DATA_OFFSET + MIN_PLAIN;
 
 export type PassphraseSource = () => Promise<Uint8Array>;
 
-export interface HomeAccess {
+/**
+ * How to reach the home: the passphrase of an encrypted one, and for a stick image or device the
+ * partition holding LiveOS/ (when several do) and whether a device in use may be written.
+ */
+export interface HomeAccess extends MediumOptions {
   /** Called when the image is encrypted and the filesystem is needed; the caller wipes the bytes. */
   readonly passphrase?: PassphraseSource;
   /** How many times a wrong passphrase is asked again (a prompt: 3); 1 by default. */
@@ -71,47 +93,209 @@ export interface HomeAccess {
 const undoLogOf = (image: string): string => `${image}${TEMP_MARK}undo`;
 const newImageOf = (image: string): string => `${image}${TEMP_MARK}new`;
 
-async function isFile(path: string): Promise<boolean> {
+// ---------------------------------------------------------------------------------------------------
+// Where the home is
+
+/**
+ * The host directory of a home image named directly, as a medium root whose one file of interest is
+ * that image: its name (and its log's) are shown as the user spelled it.
+ */
+function imageFileRoot(image: string): MediumRoot {
+  const dir = directoryRoot(dirname(image), { write: true });
+  const own = `/${basename(image)}`;
+  return {
+    target: image,
+    source: 'directory',
+    volume: 'directory',
+    fs: dir.fs,
+    hostDir: dir.hostDir,
+    canWrite: true,
+    display: (path) => (path === own || path.startsWith(`${own}${TEMP_MARK}`) ? `${image}${path.slice(own.length)}` : dir.display(path)),
+    writable: () => dir.writable(),
+    close: () => dir.close(),
+  };
+}
+
+async function ext4HoldsLiveos(disk: Disk): Promise<boolean> {
   try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
+    return (await (await Ext4.open(disk)).stat('/LiveOS')).kind === 'dir';
+  } catch (err) {
+    if (err instanceof LivestickError) return false;
+    throw err;
   }
 }
 
-/** The host path of a directory medium's LiveOS/. */
-async function hostLiveosDir(dir: string): Promise<string> {
-  const root = directoryRoot(dir);
-  return root.display(await liveosDir(root));
-}
-
-/** The home image of a medium directory, or `target` itself when it is an image file. */
-export async function homePath(target: string): Promise<string> {
-  if (await isFile(target)) return target;
+/**
+ * Whether `target` is the home image itself (or where to create one), by content: a file starting
+ * with an ext4 or LUKS header and holding no LiveOS/, or a file livestick recognises nothing in (no
+ * partition table, no filesystem: its errors then say what is wrong with it as a home image).
+ * Anything else — a directory, a stick image, a device — is a medium holding LiveOS/home.img.
+ */
+async function namesHomeImage(target: string): Promise<boolean> {
   let st;
   try {
     st = await stat(target);
   } catch (err) {
-    throw fromSystemError(err, target, 'find the medium');
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw fromSystemError(err, target, 'find the home image');
   }
-  if (!st.isDirectory()) throw new UsageError(`${target} is neither a medium directory nor a home image`);
-  return join(await hostLiveosDir(target), HOME_NAME);
+  if (!st.isFile()) return false;
+  const disk = await FileDisk.open(target, { readOnly: true });
+  try {
+    const kind = await imageKind(disk);
+    if (kind === 'LUKS') return true;
+    if (kind === 'ext4') return !(await ext4HoldsLiveos(disk));
+    const table = await readPartitionTable(disk).catch(() => undefined);
+    return table?.kind === 'none' && (await probeSignatures(disk)).length === 0;
+  } finally {
+    await disk.close();
+  }
 }
 
-async function existingHome(target: string): Promise<{ path: string; recovered: boolean }> {
-  const path = await homePath(target);
-  if (!(await isFile(path))) throw new NotFoundError(`no home image: ${path} does not exist (create it with "livestick home create")`, { file: path });
-  const recovered = await rollbackUndoLog(path, undoLogOf(path));
-  return { path, recovered };
+/**
+ * The home image's place: the filesystem holding it (`root`: a host directory, or the FAT/exFAT
+ * partition of a stick image or device) and its path there. A stick is opened read-write only for a
+ * command that changes the home, or when a reading one finds an interrupted change to undo.
+ */
+class HomePlace {
+  #write: boolean;
+  private constructor(
+    readonly target: string,
+    public root: MediumRoot,
+    readonly path: string,
+    write: boolean,
+    private readonly options: HomeAccess,
+  ) {
+    this.#write = write;
+  }
+
+  static async open(target: string, options: HomeAccess, write: boolean): Promise<HomePlace> {
+    if (await namesHomeImage(target)) {
+      if (options.partition !== undefined) throw new UsageError(`--partition is for a stick image or a device; ${target} is a home image`);
+      return new HomePlace(target, imageFileRoot(target), `/${basename(target)}`, true, options);
+    }
+    const root = await HomePlace.#openRoot(target, options, write);
+    try {
+      return new HomePlace(target, root, fsJoin(await liveosDir(root), HOME_NAME), write || root.source === 'directory', options);
+    } catch (err) {
+      await root.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** A directory is always opened writable (as before: reading commands undo interrupted changes there). */
+  static async #openRoot(target: string, options: HomeAccess, write: boolean): Promise<MediumRoot> {
+    const isDirectory = await stat(target).then((st) => st.isDirectory(), () => false);
+    return openMediumRoot(target, { write: write || isDirectory, force: options.forceDevice, partition: options.partition });
+  }
+
+  get shown(): string {
+    return this.root.display(this.path);
+  }
+  get log(): string {
+    return undoLogOf(this.path);
+  }
+  get newImage(): string {
+    return newImageOf(this.path);
+  }
+
+  /** The filesystem for changes (a clear error where it cannot be written). */
+  writable(): WritableFileSystem {
+    return this.root.writable();
+  }
+
+  undoPlace(): UndoPlace {
+    return { fs: this.writable(), image: this.path, log: this.log, display: (p) => this.root.display(p) };
+  }
+
+  /** Reopens a stick opened read-only for writing (nothing of it may be open). */
+  async ensureWritable(): Promise<void> {
+    if (this.#write) return;
+    await this.root.close();
+    this.root = await openMediumRoot(this.target, { write: true, force: this.options.forceDevice, partition: this.options.partition });
+    this.#write = true;
+  }
+
+  close(): Promise<void> {
+    return this.root.close();
+  }
+}
+
+/** Opens the home's place, runs `fn`, and closes it (also when `fn` throws). */
+async function withPlace<T>(target: string, options: HomeAccess, write: boolean, fn: (place: HomePlace) => Promise<T>): Promise<T> {
+  const place = await HomePlace.open(target, options, write);
+  let result: T;
+  try {
+    result = await fn(place);
+  } catch (err) {
+    await place.close().catch(() => {});
+    throw err;
+  }
+  await place.close();
+  return result;
+}
+
+/**
+ * An error about `path` (or one of `also`, files beside it): a file it names by its path on the
+ * medium's filesystem is renamed as the user sees it, and one naming none gets `path`.
+ */
+function named(err: unknown, root: MediumRoot, path: string, also: readonly string[] = []): unknown {
+  if (!(err instanceof LivestickError)) return err;
+  for (const p of [path, ...also]) if (err.file === p) err.file = root.display(p);
+  return err.withFile(root.display(path));
+}
+
+async function isFileOn(fs: FileSystem, path: string): Promise<boolean> {
+  return (await fileExists(fs, path)) && (await fs.stat(path)).kind === 'file';
+}
+
+/**
+ * The home image of a medium (a directory, a stick image or a device), or `target` itself when it is
+ * a home image file; for a stick, the name shown is IMAGE:pN/LiveOS/home.img.
+ */
+export async function homePath(target: string, options: MediumOptions = {}): Promise<string> {
+  return withPlace(target, options, false, async (place) => place.shown);
+}
+
+/**
+ * Checks the image exists and undoes what a dead process left: a dirty stick volume, a change under
+ * the undo log, and (where renames are not atomic) the temporary name of a `home create` cut inside
+ * its rename, which then names the new image's data too. Stray temporary files of an atomic host
+ * are left to the next `home create`, as they always were.
+ */
+async function existingHome(place: HomePlace): Promise<{ recovered: boolean }> {
+  if (!(await isFileOn(place.root.fs, place.path))) throw new NotFoundError(`no home image: ${place.shown} does not exist (create it with "livestick home create")`, { file: place.shown });
+  // A volume a crash left dirty is opened for writing: that open repairs what the crash left.
+  if (place.root.fs.dirty === true) await place.ensureWritable();
+  let recovered = false;
+  if (await fileExists(place.root.fs, place.log)) {
+    await place.ensureWritable();
+    recovered = await rollbackUndoLog(place.undoPlace());
+  }
+  if ((place.root.fs as Partial<WritableFileSystem>).renameIsAtomic === false && (await fileExists(place.root.fs, place.newImage))) {
+    await place.ensureWritable();
+    const fs = place.writable();
+    try {
+      // The contract of non-atomic renames: unlinking either name never frees data the other still names.
+      await removeIfExists(fs, place.newImage);
+      await fs.flush();
+    } catch (err) {
+      throw named(err, place.root, place.path, [place.newImage]);
+    }
+  }
+  return { recovered };
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Opening
 
 interface Session {
+  readonly place: HomePlace;
+  /** The image's name for results and messages. */
   readonly path: string;
   readonly recovered: boolean;
-  readonly file: FileDisk;
+  /** The image file (writable in place for a change). */
+  readonly file: Disk;
   readonly undo: UndoDisk | undefined;
   /** The journaled write path of a change (absent when the undo log carries it from the start). */
   readonly journal: JournaledDisk | undefined;
@@ -146,8 +330,9 @@ function commitStepHook(step: CommitStep): void {
  * Replays the journal of the home's filesystem when it needs recovery (a crash of the kernel or of a
  * journaled change), as the kernel would at mount: the only write a reading command makes.
  */
-async function replayHomeJournal(path: string, access: HomeAccess, volumeKey: Uint8Array | undefined): Promise<ReplayResult> {
-  const file = await FileDisk.open(path);
+async function replayHomeJournal(place: HomePlace, access: HomeAccess, volumeKey: Uint8Array | undefined): Promise<ReplayResult> {
+  await place.ensureWritable();
+  const file = await openMediumFile(place.root, place.path, 'write');
   let payload: Disk | undefined;
   try {
     if (volumeKey !== undefined) payload = await (await LuksVolume.open(file, { limits: access.limits })).openPayload({ volumeKey }, { readOnly: false });
@@ -183,12 +368,12 @@ async function unlockKey(vol: LuksVolume, access: HomeAccess): Promise<Uint8Arra
   }
 }
 
-async function openSession(target: string, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change'): Promise<Session> {
-  const { path, recovered: rolledBack } = await existingHome(target);
+async function openSession(place: HomePlace, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change'): Promise<Session> {
+  const { recovered: rolledBack } = await existingHome(place);
   // The key is proven on a read-only descriptor, before the undo log exists: a wrong passphrase
   // leaves the image untouched (not even its mtime changes).
   let volumeKey: Uint8Array | undefined;
-  const probe = await FileDisk.open(path, { readOnly: true });
+  const probe = await openMediumFile(place.root, place.path, 'read');
   try {
     if ((await LuksVolume.probe(probe)) !== undefined) volumeKey = await unlockKey(await LuksVolume.open(probe, { limits: access.limits }), access);
   } finally {
@@ -197,11 +382,11 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
   let recovered = rolledBack;
   try {
     for (let attempt = 0; ; attempt++) {
-      const s = await openStack(path, access, mode, recovered, volumeKey);
+      const s = await openStack(place, access, mode, recovered, volumeKey);
       if (attempt > 0 || !(await needsReplay(s.fs))) return s;
       await s.close({ keepKey: true });
-      if (s.undo) await rollbackUndoLog(path, undoLogOf(path));
-      await replayHomeJournal(path, access, volumeKey);
+      if (s.undo) await rollbackUndoLog(place.undoPlace());
+      await replayHomeJournal(place, access, volumeKey);
       recovered = true;
     }
   } catch (err) {
@@ -210,13 +395,14 @@ async function openSession(target: string, access: HomeAccess, mode: 'read' | 'c
   }
 }
 
-async function openStack(path: string, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change', recovered: boolean, volumeKey: Uint8Array | undefined): Promise<Session> {
-  const file = await FileDisk.open(path, { readOnly: mode === 'read' });
+async function openStack(place: HomePlace, access: HomeAccess, mode: 'read' | 'change' | 'journaled-change', recovered: boolean, volumeKey: Uint8Array | undefined): Promise<Session> {
+  const path = place.shown;
+  const file: Disk = mode === 'read' ? await openMediumFile(place.root, place.path, 'read') : await openMediumFile(place.root, place.path, 'write');
   let undo: UndoDisk | undefined;
   let payload: Disk | undefined;
   const warnings: string[] = [];
   try {
-    if (mode !== 'read') undo = await UndoDisk.begin(file, undoLogOf(path));
+    if (mode !== 'read') undo = await UndoDisk.begin(file as WritableFile, place.undoPlace());
     const base: Disk = undo ?? file;
     let luks: LuksVolume | undefined;
     if (volumeKey !== undefined) {
@@ -259,6 +445,7 @@ async function openStack(path: string, access: HomeAccess, mode: 'read' | 'chang
     const f = file;
     const key = volumeKey;
     return {
+      place,
       path,
       recovered,
       file: f,
@@ -278,7 +465,7 @@ async function openStack(path: string, access: HomeAccess, mode: 'read' | 'chang
   } catch (err) {
     activeChange = undefined;
     if (payload) await payload.close().catch(() => {});
-    if (undo) await undo.abort(path).catch(() => {});
+    if (undo) await undo.abort().catch(() => {});
     else await file.close().catch(() => {});
     throw err instanceof LivestickError ? err.withFile(path) : err;
   }
@@ -336,8 +523,8 @@ function fileBlocksFree(fs: Ext4, isFree: (block: number) => boolean, payloadOff
   };
 }
 
-async function withSession<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
-  const s = await openSession(target, access, 'read');
+async function withSession<T>(place: HomePlace, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
+  const s = await openSession(place, access, 'read');
   try {
     return await body(s);
   } finally {
@@ -349,15 +536,15 @@ async function withSession<T>(target: string, access: HomeAccess, body: (s: Sess
  * Runs a change: through the journal (`journaled`, falling back to the undo log when the journal
  * cannot carry it) or under the undo log; committed when `body` returns, undone when it throws.
  */
-async function withChange<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>, journaled = false): Promise<T> {
-  const s = await openSession(target, access, journaled ? 'journaled-change' : 'change');
+async function withChange<T>(place: HomePlace, access: HomeAccess, body: (s: Session) => Promise<T>, journaled = false): Promise<T> {
+  const s = await openSession(place, access, journaled ? 'journaled-change' : 'change');
   let result: T;
   try {
     try {
       result = await body(s);
     } catch (err) {
       await s.close().catch(() => {});
-      await s.undo!.abort(s.path);
+      await s.undo!.abort();
       throw err instanceof LivestickError ? err.withFile(s.path) : err;
     }
     try {
@@ -407,26 +594,44 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
   const min = encrypt ? MIN_ENCRYPTED : MIN_PLAIN;
   if (!Number.isSafeInteger(options.size) || options.size < min) throw new UsageError(`--size: a${encrypt ? 'n encrypted' : ''} home image needs at least ${min / 2 ** 20} MiB`);
   const size = options.size - (options.size % 4096);
-  let path: string;
-  if (await isFile(target)) path = target;
-  else {
-    let isDir = false;
-    try {
-      isDir = (await stat(target)).isDirectory();
-    } catch {
-      isDir = false;
-    }
-    path = isDir ? join(await hostLiveosDir(target), HOME_NAME) : target;
-  }
-  const replaced = await isFile(path);
+  return withPlace(target, options, true, (place) => createOn(place, size, encrypt, label, options));
+}
+
+/** Free space where the image goes: the host's (statfs: FAT and exFAT mounts are known) or the stick filesystem's. */
+async function imageSpace(place: HomePlace): Promise<HostSpace> {
+  if (place.root.hostDir !== undefined) return hostSpace(dirname(place.shown));
+  const s = await place.root.fs.space();
+  const type = place.root.fs.type;
+  return { freeBytes: s.freeBytes, totalBytes: s.totalBytes, kind: type.startsWith('fat') ? 'fat' : type === 'exfat' ? 'exfat' : 'other' };
+}
+
+/**
+ * Whether an image of `size` bytes, `more` of them new, fits: FAT's 4 GiB − 1 file limit on the
+ * whole (`what`), the free space on what is new (`whatMore`).
+ */
+function imageVerdict(space: HostSpace, size: number, more: number, what: string, whatMore = what): { refuse?: string; warning?: string } {
+  if (space.kind === 'fat' && size > FAT_MAX_FILE_BYTES) return newImageVerdict(space, size, what, formatSize);
+  return newImageVerdict(space, more, whatMore, formatSize);
+}
+
+async function createOn(place: HomePlace, size: number, encrypt: boolean, label: string, options: CreateHomeOptions): Promise<CreateHomeResult> {
+  const { root } = place;
+  const path = place.shown;
+  const fs = place.writable();
+  const replaced = await isFileOn(root.fs, place.path);
   if (replaced && !options.force) throw new AlreadyExistsError(`${path} already exists (use --force to replace it and lose its contents)`, { file: path });
-  const verdict = newImageVerdict(await hostSpace(dirname(path)), size - (replaced ? (await stat(path)).size : 0), 'the home image', formatSize);
+  // A host file may be sparse and replaces the old one in place; on a stick the new image is
+  // allocated in full beside the old one until the rename.
+  const old = replaced && root.hostDir !== undefined ? (await root.fs.stat(place.path)).size : 0;
+  const besideOld = replaced && root.hostDir === undefined ? 'the new home image (built beside the old one, which it then replaces)' : 'the home image';
+  const verdict = imageVerdict(await imageSpace(place), size, size - old, 'the home image', besideOld);
   if (verdict.refuse) throw new UsageError(verdict.refuse);
-  const tmp = newImageOf(path);
-  await rm(tmp, { force: true });
-  const disk = await FileDisk.open(tmp, { create: { size } });
+  const tmp = place.newImage;
+  let disk: WritableFile | undefined;
   let payload: Disk | undefined;
   try {
+    await removeIfExists(fs, tmp);
+    disk = await fs.createFile(tmp, { size });
     let luksUuid: string | undefined;
     let kdf: string | undefined;
     if (encrypt) {
@@ -453,22 +658,26 @@ export async function createHome(target: string, options: CreateHomeOptions): Pr
     if (payload) await payload.close();
     payload = undefined;
     await disk.close();
+    disk = undefined;
     // An interrupted change of the old home is undone first, so a crash before the rename below
     // leaves a consistent old home, never a half-changed one without its log.
     // A log without its image (deleted by hand) must not be applied to the new one.
-    if (replaced) await rollbackUndoLog(path, undoLogOf(path)).catch(() => rm(undoLogOf(path), { force: true }));
-    else await rm(undoLogOf(path), { force: true });
+    if (replaced) await rollbackUndoLog(place.undoPlace()).catch(() => removeIfExists(fs, place.log));
+    else await removeIfExists(fs, place.log);
     try {
-      await rename(tmp, path);
+      // Replaces the old image; where renames are not atomic a crash inside it leaves both names on
+      // the new image, and the next home command removes the temporary one (existingHome).
+      await fs.rename(tmp, place.path);
+      await fs.flush();
     } catch (err) {
-      throw fromSystemError(err, path, 'move the new home image into place');
+      throw err instanceof SimulatedCrash ? err : fromSystemError(named(err, root, place.path, [tmp]), path, 'move the new home image into place');
     }
     return { path, size, encrypted: encrypt, label, fsUuid: formatExt4Uuid(r.uuid), blockSize: r.blockSize, blocks: r.blocks, ...(luksUuid ? { luksUuid, kdf } : {}), replaced, warnings: verdict.warning ? [verdict.warning] : [] };
   } catch (err) {
     if (payload) await payload.close().catch(() => {});
-    await disk.close().catch(() => {});
-    await rm(tmp, { force: true });
-    throw err instanceof LivestickError ? err.withFile(path) : err;
+    if (disk) await disk.close().catch(() => {});
+    await removeIfExists(fs, tmp).catch(() => {});
+    throw named(err, root, place.path, [tmp, place.log]);
   }
 }
 
@@ -497,8 +706,13 @@ export interface HomeInfo {
 }
 
 export async function homeInfo(target: string, access: HomeAccess = {}): Promise<HomeInfo> {
-  const { path, recovered } = await existingHome(target);
-  const file = await FileDisk.open(path, { readOnly: true });
+  return withPlace(target, access, false, (place) => infoOf(place, access));
+}
+
+async function infoOf(place: HomePlace, access: HomeAccess): Promise<HomeInfo> {
+  const { recovered } = await existingHome(place);
+  const path = place.shown;
+  let file: Disk | undefined = await openMediumFile(place.root, place.path, 'read');
   let payload: Disk | undefined;
   let volumeKey: Uint8Array | undefined;
   try {
@@ -532,8 +746,15 @@ export async function homeInfo(target: string, access: HomeAccess = {}): Promise
     }
     let fs = await Ext4.open(payload ?? file);
     if (await needsReplay(fs)) {
-      await replayHomeJournal(path, access, volumeKey);
+      // The replay writes: a stick opened read-only is reopened for it, so nothing of it may stay open.
+      if (payload) await payload.close();
+      payload = undefined;
+      await file.close();
+      file = undefined;
+      await replayHomeJournal(place, access, volumeKey);
       out.recovered = true;
+      file = await openMediumFile(place.root, place.path, 'read');
+      if (volumeKey !== undefined) payload = await (await LuksVolume.open(file, { limits: access.limits })).openPayload({ volumeKey }, { readOnly: true });
       fs = await Ext4.open(payload ?? file);
     }
     const sb = fs.sb;
@@ -555,7 +776,7 @@ export async function homeInfo(target: string, access: HomeAccess = {}): Promise
   } finally {
     volumeKey?.fill(0);
     if (payload) await payload.close().catch(() => {});
-    await file.close();
+    await file?.close();
   }
 }
 
@@ -567,8 +788,13 @@ function imagePath(p: string | undefined): string {
   return norm.length > 1 && norm.endsWith('/') ? norm.slice(0, -1) : norm;
 }
 
+/** Runs a reading command on the home of `target`. */
+function withHomeRead<T>(target: string, access: HomeAccess, body: (s: Session) => Promise<T>): Promise<T> {
+  return withPlace(target, access, false, (place) => withSession(place, access, body));
+}
+
 export async function homeList(target: string, path: string | undefined, access: HomeAccess = {}): Promise<{ path: string; image: string; entries: LsEntry[] }> {
-  return withSession(target, access, async (s) => {
+  return withHomeRead(target, access, async (s) => {
     const p = imagePath(path);
     const st = await s.fs.stat(p).catch(() => undefined);
     if (st && st.kind !== 'dir' && !(st.kind === 'symlink')) {
@@ -581,7 +807,7 @@ export async function homeList(target: string, path: string | undefined, access:
 }
 
 export async function homeCat(target: string, path: string, sink: (piece: Uint8Array) => Promise<void>, access: HomeAccess = {}): Promise<{ bytes: number }> {
-  return withSession(target, access, async (s) => {
+  return withHomeRead(target, access, async (s) => {
     let bytes = 0;
     for await (const piece of s.fs.stream(imagePath(path))) {
       await sink(piece);
@@ -642,7 +868,11 @@ export async function homeImport(target: string, src: string, dest: string | und
   }
   let freeBefore = 0;
   let blockSize = 4096;
-  return withChange(target, options, async (s) => {
+  let image = target;
+  let imageBytes = 0;
+  return withPlace(target, options, true, (place) => withChange(place, options, async (s) => {
+    image = s.path;
+    imageBytes = s.file.size;
     const w = await Ext4Writer.open(s.fs);
     freeBefore = s.fs.sb.freeBlocksCount * s.fs.blockSize;
     blockSize = s.fs.blockSize;
@@ -729,9 +959,9 @@ export async function homeImport(target: string, src: string, dest: string | und
     stats.undoLogBytes = s.undo!.loggedBytes;
     stats.safety = s.journal?.journaling ? 'journal' : 'undo-log';
     return stats;
-  }, true).catch(async (err: unknown) => {
+  }, true)).catch(async (err: unknown) => {
     if (!(err instanceof Ext4NoSpaceError)) throw err;
-    throw await outOfSpace(err, target, src, freeBefore, blockSize);
+    throw await outOfSpace(err, target, src, freeBefore, blockSize, image, imageBytes);
   });
 }
 
@@ -751,11 +981,9 @@ async function hostTreeBlocks(path: string, blockSize: number): Promise<number> 
 }
 
 /** The import did not fit: say how much more room it needs and the `home resize` that makes it. */
-async function outOfSpace(err: LivestickError, target: string, src: string, free: number, blockSize: number): Promise<LivestickError> {
+async function outOfSpace(err: LivestickError, target: string, src: string, free: number, blockSize: number, image: string, current: number): Promise<LivestickError> {
   const needed = Math.ceil((await hostTreeBlocks(src, blockSize)) * 1.02 + 16) * blockSize;
   const more = Math.max(needed - free, 4 * MiB);
-  const image = await homePath(target).catch(() => target);
-  const current = await stat(image).then((st) => st.size).catch(() => 0);
   const suggested = Math.ceil((current + more * 1.1) / (64 * MiB)) * 64;
   const sizeText = suggested % 1024 === 0 ? `${suggested / 1024}G` : `${suggested}M`;
   return new LivestickError(
@@ -809,7 +1037,7 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
     }
   }
   const onBytes = options.onBytes ?? (() => {});
-  return withSession(target, options, async (s) => {
+  return withHomeRead(target, options, async (s) => {
     const stats: ExportResult = { image: s.path, dest, files: 0, directories: 0, symlinks: 0, hardLinks: 0, skipped: 0, skippedNodes: [], bytes: 0 };
     const linked = new Map<number, string>();
     const onPath = new Set<number>();
@@ -895,20 +1123,23 @@ export async function homeExport(target: string, dest: string, options: HomeAcce
 // ---------------------------------------------------------------------------------------------------
 // Passwd and resize
 
-export async function homePasswd(target: string, oldPassphrase: Uint8Array, newPassphrase: Uint8Array, options: { kdf?: KdfChoice; limits?: KdfLimits } = {}): Promise<{ image: string; keyslot: number; recovered: boolean }> {
-  const { path, recovered } = await existingHome(target);
-  const file = await FileDisk.open(path);
-  try {
-    if ((await LuksVolume.probe(file)) === undefined) throw new UsageError('this home image is not encrypted: there is no passphrase to change');
-    const vol = await LuksVolume.open(file, { limits: options.limits });
-    const keyslot = await vol.changePassphrase(oldPassphrase, newPassphrase, { kdf: options.kdf });
-    await file.flush();
-    return { image: path, keyslot, recovered };
-  } catch (err) {
-    throw err instanceof LivestickError ? err.withFile(path) : err;
-  } finally {
-    await file.close();
-  }
+export async function homePasswd(target: string, oldPassphrase: Uint8Array, newPassphrase: Uint8Array, options: MediumOptions & { kdf?: KdfChoice; limits?: KdfLimits } = {}): Promise<{ image: string; keyslot: number; recovered: boolean }> {
+  return withPlace(target, options, true, async (place) => {
+    const { recovered } = await existingHome(place);
+    const path = place.shown;
+    const file = await openMediumFile(place.root, place.path, 'write');
+    try {
+      if ((await LuksVolume.probe(file)) === undefined) throw new UsageError('this home image is not encrypted: there is no passphrase to change');
+      const vol = await LuksVolume.open(file, { limits: options.limits });
+      const keyslot = await vol.changePassphrase(oldPassphrase, newPassphrase, { kdf: options.kdf });
+      await file.flush();
+      return { image: path, keyslot, recovered };
+    } catch (err) {
+      throw err instanceof LivestickError ? err.withFile(path) : err;
+    } finally {
+      await file.close();
+    }
+  });
 }
 
 export interface ResizeResult {
@@ -923,14 +1154,21 @@ export interface ResizeResult {
 
 export async function homeResize(target: string, newSize: number, access: HomeAccess = {}): Promise<ResizeResult> {
   const size = newSize - (newSize % 4096);
-  const { path } = await existingHome(target);
-  const before = (await stat(path)).size;
-  if (size <= before) throw new UsageError(`--size: the image is ${formatSize(before)} already; it can only grow (shrinking is not supported)`);
-  return resizeOnce(path, size, before, access);
+  return withPlace(target, access, true, async (place) => {
+    await existingHome(place);
+    const before = (await place.root.fs.stat(place.path)).size;
+    if (size <= before) throw new UsageError(`--size: the image is ${formatSize(before)} already; it can only grow (shrinking is not supported)`);
+    if (place.root.hostDir === undefined) {
+      // On a stick the file is allocated in full, so the growth must fit now (and FAT caps the file).
+      const verdict = imageVerdict(await imageSpace(place), size, size - before, 'the grown home image', "the home image's growth");
+      if (verdict.refuse) throw new UsageError(verdict.refuse);
+    }
+    return resizeOnce(place, size, before, access);
+  });
 }
 
-async function resizeOnce(path: string, size: number, before: number, access: HomeAccess): Promise<ResizeResult> {
-  return withChange(path, access, async (s) => {
+async function resizeOnce(place: HomePlace, size: number, before: number, access: HomeAccess): Promise<ResizeResult> {
+  return withChange(place, access, async (s) => {
     const undo = s.undo!;
     await undo.resize(size);
     let fsDisk: Disk = undo;
@@ -954,7 +1192,7 @@ async function resizeOnce(path: string, size: number, before: number, access: Ho
 
 /** For tests and tools: the decrypted filesystem image (or the plain one) copied to a host file. */
 export async function dumpHomeFilesystem(target: string, out: string, access: HomeAccess = {}): Promise<{ bytes: number }> {
-  return withSession(target, access, async (s) => {
+  return withHomeRead(target, access, async (s) => {
     const disk = s.fs.disk;
     const fh = await open(out, 'wx', 0o600);
     const buf = new Uint8Array(1 << 20);

@@ -2,6 +2,8 @@
  * `livestick home …`: the persistent /home image (LiveOS/home.img), plain or LUKS-encrypted. A thin
  * frontend over src/ops/home.ts. Passphrases come from ../secrets.ts as for `livestick luks` (prompt
  * with three tries, --passphrase-file as typed, --key-file exact bytes); asked only when encrypted.
+ * Every subcommand takes what the medium commands take (a directory, a stick image, a device, with
+ * --partition and --force-device) or the home image file itself.
  */
 import type { Command } from 'commander';
 import { UsageError } from '../../errors.ts';
@@ -22,7 +24,7 @@ import {
   type PassphraseSource,
   type TransferResult,
 } from '../../ops/home.ts';
-import { parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, withOutputOptions, writeOutput, type OutputOptions } from '../common.ts';
+import { MEDIUM_ARGUMENT, mediumOptions, parseIntegerOption, parseSizeOption, Progress, quoteName, runCommand, withMediumOptions, withOutputOptions, writeOutput, type OutputOptions } from '../common.ts';
 import { kdfChoice, type KdfOpts } from './luks.ts';
 import { addNewSecretOptions, addSecretOptions, currentSecret, memoized, newSecret, withTries, type NewSecretOptions, type SecretOptions } from '../secrets.ts';
 
@@ -110,23 +112,24 @@ function renderLs(entries: LsEntry[], long: boolean): string {
 
 export function registerHome(program: Command): void {
   const home = program.command('home').description('the persistent /home image (LiveOS/home.img): create, inspect, fill, back up, re-key, grow');
-  const MEDIUM = 'directory holding LiveOS/ (a mounted stick), or a home image file';
+  const MEDIUM = `${MEDIUM_ARGUMENT}; or the home image file itself`;
+  type Medium = { partition?: string; forceDevice?: boolean };
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       addKdfOptions(
         home
           .command('create')
           .description('create LiveOS/home.img: ext4, or ext4 inside LUKS2 with --encrypt (sparse where the host allows)')
-          .argument('<medium>', 'directory holding LiveOS/, or the path of the image to create')
+          .argument('<medium>', `${MEDIUM_ARGUMENT} (LiveOS/home.img is created there); or the path of the image file to create`)
           .requiredOption('--size <size>', 'image size (bytes, or 512M, 4G, …)')
           .option('--encrypt', 'LUKS2 (aes-xts-plain64, argon2id) around the filesystem')
           .option('--label <label>', 'filesystem label (default "home")')
           .option('--force', 'replace an existing home image (its contents are lost)'),
       ),
       'the new passphrase',
-    ),
-  ).action(async (medium: string, opts: KdfOpts & SecretOptions & OutputOptions & { size: string; encrypt?: boolean; label?: string; force?: boolean }) => {
+    )),
+  ).action(async (medium: string, opts: KdfOpts & SecretOptions & OutputOptions & Medium & { size: string; encrypt?: boolean; label?: string; force?: boolean }) => {
     await runCommand(
       opts,
       async () => {
@@ -135,6 +138,7 @@ export function registerHome(program: Command): void {
         if (!opts.encrypt && (kdf !== undefined || opts.passphraseFile !== undefined || opts.keyFile !== undefined)) throw new UsageError('KDF and passphrase options need --encrypt');
         const secret = newSecret(opts, 'New passphrase for the home image: ', ['--passphrase-file', '--key-file']);
         return createHome(medium, {
+          ...mediumOptions(opts),
           size,
           encrypt: opts.encrypt ?? false,
           ...(opts.label !== undefined ? { label: opts.label } : {}),
@@ -148,48 +152,48 @@ export function registerHome(program: Command): void {
   });
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       home
         .command('info')
         .description('describe the home image: encryption, size, used and free space, label, UUID')
         .argument('<medium>', MEDIUM)
         .option('--unlock', 'ask for the passphrase of an encrypted home to show the filesystem too'),
       'the passphrase (implies --unlock)',
-    ),
-  ).action(async (medium: string, opts: SecretOptions & OutputOptions & { unlock?: boolean }) => {
+    )),
+  ).action(async (medium: string, opts: SecretOptions & OutputOptions & Medium & { unlock?: boolean }) => {
     const unlock = opts.unlock || opts.passphraseFile !== undefined || opts.keyFile !== undefined;
-    await runCommand(opts, async () => homeInfo(medium, unlock ? accessFrom(opts) : {}), renderInfo);
+    await runCommand(opts, async () => homeInfo(medium, { ...mediumOptions(opts), ...(unlock ? accessFrom(opts) : {}) }), renderInfo);
   });
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       home
         .command('ls')
         .description('list a directory of the home image')
         .argument('<medium>', MEDIUM)
         .argument('[path]', 'directory inside the image', '/')
         .option('-l, --long', 'long listing (mode, links, owner, size, time)'),
-    ),
-  ).action(async (medium: string, path: string, opts: SecretOptions & OutputOptions & { long?: boolean }) => {
-    await runCommand(opts, () => homeList(medium, path, accessFrom(opts)), (r) => renderLs(r.entries, opts.long ?? false));
+    )),
+  ).action(async (medium: string, path: string, opts: SecretOptions & OutputOptions & Medium & { long?: boolean }) => {
+    await runCommand(opts, () => homeList(medium, path, { ...mediumOptions(opts), ...accessFrom(opts) }), (r) => renderLs(r.entries, opts.long ?? false));
   });
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       home
         .command('cat')
         .description('write a file of the home image to stdout')
         .argument('<medium>', MEDIUM)
         .argument('<path>', 'file inside the image'),
-    ),
+    )),
     { json: false },
-  ).action(async (medium: string, path: string, opts: SecretOptions) => {
+  ).action(async (medium: string, path: string, opts: SecretOptions & Medium) => {
     await runCommand(
       {},
       async () => {
         await homeCat(medium, path, async (piece) => {
           await writeOutput(piece);
-        }, accessFrom(opts));
+        }, { ...mediumOptions(opts), ...accessFrom(opts) });
         return {};
       },
       () => undefined,
@@ -197,7 +201,7 @@ export function registerHome(program: Command): void {
   });
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       home
         .command('import')
         .description('copy a host file or tree into the home image (modes and times kept; owner 1000:1000, the live user, by default); all or nothing')
@@ -206,8 +210,8 @@ export function registerHome(program: Command): void {
         .argument('[dest]', 'path in the image (an existing directory receives SRC under its own name)', '/')
         .option('--keep-owner', 'keep the host owners instead of 1000:1000')
         .option('--owner <uid:gid>', 'owner of the imported files'),
-    ),
-  ).action(async (medium: string, src: string, dest: string, opts: SecretOptions & OutputOptions & { keepOwner?: boolean; owner?: string }) => {
+    )),
+  ).action(async (medium: string, src: string, dest: string, opts: SecretOptions & OutputOptions & Medium & { keepOwner?: boolean; owner?: string }) => {
     let progress: Progress | undefined;
     await runCommand(
       opts,
@@ -222,7 +226,7 @@ export function registerHome(program: Command): void {
         const showProgress = process.stderr.isTTY && !opts.quiet && !opts.json;
         progress = new Progress('import', showProgress ? await hostTreeBytes(src) : 0, opts);
         try {
-          const r = await homeImport(medium, src, dest, { owner, ...accessFrom(opts), onBytes: (n) => progress?.add(n) });
+          const r = await homeImport(medium, src, dest, { owner, ...mediumOptions(opts), ...accessFrom(opts), onBytes: (n) => progress?.add(n) });
           progress.finish();
           warnSkipped(r, opts.json);
           return r;
@@ -235,18 +239,18 @@ export function registerHome(program: Command): void {
   });
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       home
         .command('export')
         .description('back up every user file of the home image into a new (or empty) host directory')
         .argument('<medium>', MEDIUM)
         .argument('<dest>', 'host directory (created if missing; must be empty)'),
-    ),
-  ).action(async (medium: string, dest: string, opts: SecretOptions & OutputOptions) => {
+    )),
+  ).action(async (medium: string, dest: string, opts: SecretOptions & OutputOptions & Medium) => {
     await runCommand(
       opts,
       async () => {
-        const r = await homeExport(medium, dest, accessFrom(opts));
+        const r = await homeExport(medium, dest, { ...mediumOptions(opts), ...accessFrom(opts) });
         warnSkipped(r, opts.json);
         return r;
       },
@@ -255,7 +259,7 @@ export function registerHome(program: Command): void {
   });
 
   withOutputOptions(
-    addNewSecretOptions(
+    withMediumOptions(addNewSecretOptions(
       addSecretOptions(
         addKdfOptions(
           home
@@ -265,8 +269,8 @@ export function registerHome(program: Command): void {
         ),
         'the current passphrase',
       ),
-    ),
-  ).action(async (medium: string, opts: KdfOpts & SecretOptions & NewSecretOptions & OutputOptions) => {
+    )),
+  ).action(async (medium: string, opts: KdfOpts & SecretOptions & NewSecretOptions & OutputOptions & Medium) => {
     await runCommand(
       opts,
       async () => {
@@ -276,7 +280,7 @@ export function registerHome(program: Command): void {
           return await withTries(currentSecret(opts, 'Current passphrase: '), async (oldPass) => {
             const newPass = await fresh.read();
             try {
-              return await homePasswd(medium, oldPass, newPass, kdf ? { kdf } : {});
+              return await homePasswd(medium, oldPass, newPass, { ...mediumOptions(opts), ...(kdf ? { kdf } : {}) });
             } finally {
               newPass.fill(0);
             }
@@ -290,19 +294,19 @@ export function registerHome(program: Command): void {
   });
 
   withOutputOptions(
-    addSecretOptions(
+    withMediumOptions(addSecretOptions(
       home
         .command('resize')
         .description('grow the home image, its LUKS payload and its ext4 filesystem, keeping the data (all or nothing)')
         .argument('<medium>', MEDIUM)
         .requiredOption('--size <size>', 'new image size (bytes, or 2G, …)'),
-    ),
-  ).action(async (medium: string, opts: SecretOptions & OutputOptions & { size: string }) => {
+    )),
+  ).action(async (medium: string, opts: SecretOptions & OutputOptions & Medium & { size: string }) => {
     await runCommand(
       opts,
       async () => {
         exitHonestlyOnInterrupt();
-        return homeResize(medium, parseSizeOption(opts.size, '--size'), accessFrom(opts));
+        return homeResize(medium, parseSizeOption(opts.size, '--size'), { ...mediumOptions(opts), ...accessFrom(opts) });
       },
       (r) => `grew ${r.image}: ${formatSize(r.oldSize)} → ${formatSize(r.newSize)}, filesystem ${r.oldBlocks} → ${r.newBlocks} blocks, ${formatSize(r.free)} free`,
     );

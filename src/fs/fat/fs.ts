@@ -565,6 +565,7 @@ export class FatFs implements WritableFileSystem {
       if (dir.capacity + 1 > MAX_DIR_ENTRIES) throw new AlreadyExistsError(`the directory is full (${MAX_DIR_ENTRIES} entries)`);
       const [added] = await this.#fat.allocate(1);
       await this.#writeRuns([added!], new Uint8Array(this.layout.clusterSize));
+      await this.#fat.writeBack(); // the new cluster's end of chain before the link to it (as in #resize)
       await this.#fat.set(dir.clusters[dir.clusters.length - 1]!, added!.first);
       await this.#fat.writeBack();
       this.#dirs.delete(dirCluster);
@@ -774,6 +775,9 @@ export class FatFs implements WritableFileSystem {
       const added = await this.#fat.allocate(need - have, last);
       const grown = [...chain, ...added];
       if (!uninitialized) await this.#zeroRange(grown, oldSize, size);
+      // The new clusters' chain is on disk before the link to it: the FAT goes out in cluster order,
+      // so a cut between the two would otherwise leave the file linked into free clusters.
+      await this.#fat.writeBack();
       if (last !== undefined) await this.#fat.set(last, added[0]!.first);
       await this.#fat.writeBack();
       await this.#setEntry(ref, entry, grown[0]!.first, size);
