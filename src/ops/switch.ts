@@ -263,8 +263,8 @@ async function tidy(scene: Scene, dir: Direction, warnings: string[]): Promise<v
   const shown = (name: string) => scene.place.root.display(scene.path(name));
   let failed = false;
   const remove = async (name: string, role: Role): Promise<void> => {
-    if (!(await scene.has(name, role))) return;
     try {
+      if (!(await scene.has(name, role))) return;
       // A name left by an interrupted non-atomic rename shares its data with the live name: finishing the rename removes it.
       const live = role === 'oldBase' || role === 'newBase' ? p.base : p.overlay;
       if (!fs.renameIsAtomic && name !== live && (await scene.has(live, role))) await fs.rename(scene.path(name), scene.path(live));
