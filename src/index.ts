@@ -102,10 +102,11 @@ export {
 } from './fs/ext4/index.ts';
 export { FatFs, mkfsFat, fatGeometry, FatNoSpaceError, FAT_MAX_FILE_SIZE, type FatOpenOptions, type MkfsFatOptions, type MkfsFatResult, type FatType } from './fs/fat/index.ts';
 
-// ops: what the CLI commands do, on a medium directory (one holding LiveOS/) or on plain files.
-export { locateMedium, openMedium, type Medium, type OpenMedium } from './ops/medium.ts';
+// ops: what the CLI commands do, on a medium (a directory holding LiveOS/, a stick image or a device) or on plain files.
+export { locateMedium, openMedium, openMediumFile, withMediumRoot, withRecoveredMedium, type Medium, type OpenMedium } from './ops/medium.ts';
+export { openMediumRoot, directoryRoot, type MediumRoot, type OpenRootOptions } from './ops/root.ts';
 export { mediumStatus, renderStatus, type StatusReport, type StatusOptions, type PathUsage } from './ops/status.ts';
-export { mergeMedium, type MergeOptions, type MergeResult } from './ops/merge.ts';
+export { mergeMedium, type MergeOptions, type MergeResult, type MediumOptions } from './ops/merge.ts';
 export { resetMedium } from './ops/reset.ts';
 export { recoverMedium, type RecoveryReport } from './ops/switch.ts';
 export {
@@ -147,11 +148,13 @@ export {
 } from './ops/home.ts';
 export { buildSampleMedium, applyPackageUpdate, type SampleOptions, type SampleMedium } from './ops/sample.ts';
 
-// Whole sticks (issue 12, in progress): block devices, partition tables, the common FileSystem, inspect.
+// Whole sticks: block devices, partition tables, the common FileSystem, inspect.
 export { inspectDevice, classifyDevicePath, DeviceInUseError, type DeviceInfo, type DevicePathKind } from './io/device.ts';
 export { probeSignatures, type Signature } from './io/signature.ts';
-export type { FileSystem, WritableFileSystem, FsStat, FsEntry, FsSpace, NodeKind } from './fs/filesystem.ts';
-export { openFileSystem } from './fs/registry.ts';
+export type { FileSystem, WritableFileSystem, WritableFile, CreateFileOptions, FsStat, FsEntry, FsSpace, NodeKind } from './fs/filesystem.ts';
+export { openFileSystem, isWritable, type OpenFsOptions } from './fs/registry.ts';
+export { HostFileSystem } from './fs/host/index.ts';
+export { Ext4WritableFileSystem } from './fs/ext4/index.ts';
 export { readPartitionTable, partitionDisk, addPartition, moveBackupToEnd, createGpt, type PartitionTable, type Partition } from './fs/ptable/index.ts';
 export { ExfatFs, mkfsExfat, type MkfsExfatOptions } from './fs/exfat/index.ts';
 export { inspectMedium, type InspectReport, type InspectedVolume, type LiveSystem } from './ops/inspect.ts';
