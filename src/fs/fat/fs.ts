@@ -638,6 +638,7 @@ export class FatFs implements WritableFileSystem {
       if (dir.capacity + 1 > MAX_DIR_ENTRIES) throw new AlreadyExistsError(`the directory is full (${MAX_DIR_ENTRIES} entries)`);
       const [added] = await this.#fat.allocate(1);
       await this.#writeRuns([added!], new Uint8Array(this.layout.clusterSize));
+      await this.#fat.writeBack(); // the new cluster in every copy before the directory links to it
       await this.#fat.set(dir.clusters[dir.clusters.length - 1]!, added!.first);
       await this.#fat.writeBack();
       this.#dirs.delete(dirCluster);
@@ -847,8 +848,13 @@ export class FatFs implements WritableFileSystem {
       const added = await this.#fat.allocate(need - have, last);
       const grown = [...chain, ...added];
       if (!uninitialized) await this.#zeroRange(grown, oldSize, size);
-      if (last !== undefined) await this.#fat.set(last, added[0]!.first);
+      // The new clusters are in every FAT copy before the file's last cluster links to them: a cut
+      // between leaves them lost, never a chain running into clusters still free on disk.
       await this.#fat.writeBack();
+      if (last !== undefined) {
+        await this.#fat.set(last, added[0]!.first);
+        await this.#fat.writeBack();
+      }
       await this.#setEntry(ref, entry, grown[0]!.first, size);
       file.relayout(grown, size);
       return;
@@ -859,8 +865,11 @@ export class FatFs implements WritableFileSystem {
       const kept = sliceRuns(chain, 0, need);
       const tail = sliceRuns(chain, need, have);
       if (need > 0) {
+        // The chain ends in every copy before its tail is freed (else a cut could leave it linking into
+        // free clusters).
         const k = kept[kept.length - 1]!;
         await this.#fat.set(k.first + k.count - 1, this.#fat.endOfChain);
+        await this.#fat.writeBack();
       }
       await this.#fat.free(tail);
       await this.#fat.writeBack();
