@@ -3,9 +3,14 @@
  * files resized in place and around another file, one written in part after createFile, a rename onto
  * an existing file), lists and hashes every file (must equal ours), then writes new files, a directory and a rename, and unmounts; FatFs
  * reads the guest's changes identically and fsck.fat -n finds the volume clean.
+ * A second boot mounts a volume FatFs repaired on open after an unclean stop (lost chains in both FATs
+ * and in the first only, an orphaned long-name slot, a wrong FSInfo count, the dirty bit): the guest
+ * reads every file as before the repair, fills most of the free space (the freed clusters among it)
+ * and unmounts; fsck.fat -n exits 0.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileDisk, readAt } from '../../src/io/disk.ts';
 import { FatFs, mkfsFat } from '../../src/fs/fat/index.ts';
@@ -102,6 +107,75 @@ describe('FAT in the kernel', { skip: kernelHarnessStatus() || missingTools('fsc
     const note = await fs.openFile('/guest note.TXT');
     assert.equal(new TextDecoder().decode(await readAt(note, 0, note.size)), 'written by the guest\n');
     assert.equal(fs.dirtyBit, false, 'the guest cleared the dirty bit on umount');
+    await again.close();
+  });
+
+  test('Linux vfat reads a volume FatFs repaired after an unclean stop, and writes into the freed space', async () => {
+    const img = join(tmp.dir, 'repaired.img');
+    run('truncate', ['-s', String(48 * MiB), img]);
+    let disk = await FileDisk.open(img);
+    await mkfsFat(disk, { type: 'fat32', label: 'LIVE', serial: 0x2026beef, now: NOW });
+    const tree = randomTree(777, { files: 25 });
+    let fs = await FatFs.open(disk, { now: () => NOW });
+    for (const [p, n] of [...tree].sort(([a], [b]) => a.length - b.length)) {
+      if (n.kind === 'dir') await fs.mkdir(p);
+      else await fs.writeFile(p, n.data);
+    }
+    await fs.mkdir('/LiveOS');
+    const layout = fs.layout;
+    await fs.close();
+    await disk.close();
+    // The damage an unclean stop leaves, by hand: 8 MiB of lost chains in both FATs (a half-written
+    // base), one in the first FAT only, an orphaned long-name slot in /LiveOS, FSInfo's count, the bit.
+    const b = readFileSync(img);
+    const { fatOffset, fatBytes, clusterCount, clusterSize, dataOffset } = layout;
+    const setFat = (c: number, v: number, copies = [0, 1]): void => {
+      for (const k of copies) b.writeUInt32LE(v, fatOffset + k * fatBytes + c * 4);
+    };
+    const lostFrom = clusterCount - 8 * 2048; // 512-byte clusters: 8 MiB
+    for (let c = lostFrom; c < lostFrom + 8 * 2048; c++) setFat(c, c + 1 === lostFrom + 8 * 2048 ? 0x0fffffff : c + 1);
+    setFat(lostFrom - 100, 0x0fffffff, [0]);
+    const liveos = b.indexOf(Buffer.from('LIVEOS     ', 'latin1'), dataOffset);
+    const dirAt = dataOffset + (((b.readUInt16LE(liveos + 20) << 16) | b.readUInt16LE(liveos + 26)) - 2) * clusterSize;
+    b.set([0x41, 0x6f, 0, 0x72, 0, 0x70, 0, 0x68, 0, 0x61, 0, 0x0f, 0, 0x33], dirAt + 64);
+    b.writeUInt32LE(1, 512 + 488);
+    b[65]! |= 1;
+    writeFileSync(img, b);
+    disk = await FileDisk.open(img);
+    fs = await FatFs.open(disk, { now: () => NOW });
+    assert.equal(fs.dirty, true);
+    assert.deepEqual(fs.repaired, { lostClusters: 8 * 2048 + 1, fatSectorsCopied: 1, orphanSlots: 1, secondNames: 0 });
+    await fs.close();
+    await disk.close();
+    const script = `mkdir -p /mnt/fat
+mount -t vfat -o iocharset=utf8 /dev/vdb /mnt/fat || exit 11
+cd /mnt/fat
+find . -mindepth 1 | while read -r p; do
+  if [ -d "$p" ]; then echo "D|\${p#.}"; else echo "F|\${p#.}|$(sha256sum < "$p" | cut -c1-64)"; fi
+done
+dd if=/dev/zero of=/mnt/fat/LiveOS/fill.bin bs=1M count=44 2>/dev/null || exit 12
+echo "after the repair" > "/mnt/fat/LiveOS/a note written by the guest.txt" || exit 13
+cd /
+umount /mnt/fat || exit 14
+echo DONE`;
+    const result = await runInKernel({ script, disks: [{ path: img }] });
+    assert.equal(result.status, 0, result.output);
+    assert.match(result.output, /DONE/);
+    const guest = new Map<string, string>();
+    for (const line of result.output.split('\n')) {
+      const [kind, path, hash] = line.split('|');
+      if (kind === 'D' && path) guest.set(path, 'dir');
+      else if (kind === 'F' && path) guest.set(path, hash!);
+    }
+    const expected = treeListing(tree);
+    expected.set('/LiveOS', 'dir');
+    assert.deepEqual(sorted(guest), sorted(expected), 'the guest reads every file as before the repair');
+    const r = run('fsck.fat', ['-n', img], { allowFail: true });
+    assert.equal(r.status, 0, r.stdout);
+    const again = await FileDisk.open(img, { readOnly: true });
+    fs = await FatFs.open(again);
+    const seen = await fsListing(fs);
+    assert.equal(seen.get('/LiveOS/fill.bin'), sha(new Uint8Array(44 * MiB)));
     await again.close();
   });
 });

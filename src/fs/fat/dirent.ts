@@ -34,6 +34,8 @@ export const CASE_LOWER_BASE = 0x08;
 export const CASE_LOWER_EXT = 0x10;
 export const MAX_NAME_UNITS = 255;
 export const MAX_FILE_SIZE = 0xffffffff;
+/** A directory holds at most this many entries (2 MiB), as the format allows. */
+export const MAX_DIR_ENTRIES = 65536;
 
 /** A short directory entry. `name` is the 11 raw bytes (8 + 3, space padded). */
 export interface ShortEntry {

@@ -54,6 +54,7 @@ import {
   ATTR_VOLUME,
   DELETED,
   ENTRY_SIZE,
+  MAX_DIR_ENTRIES,
   MAX_FILE_SIZE,
   decodeLfnEntry,
   decodeShortEntry,
@@ -71,6 +72,7 @@ import {
   type ShortEntry,
 } from './dirent.ts';
 import { FatFileDisk, forEachExtent, placeRuns } from './filedisk.ts';
+import { repairFat, type FatRepairReport } from './repair.ts';
 import { FatTable, runClusters, type Run } from './table.ts';
 
 export interface FatOpenOptions {
@@ -81,7 +83,6 @@ export interface FatOpenOptions {
   now?: () => number;
 }
 
-const MAX_DIR_ENTRIES = 65536;
 const DIR_CACHE = 64;
 
 interface Located {
@@ -114,6 +115,53 @@ interface EntryRef {
 }
 
 export class FatFsError extends UnsupportedFeatureError {}
+
+/**
+ * The device as FatFs uses it: a write or flush that fails is remembered, so close leaves the dirty bit
+ * set (what the failed write left is repaired by the next open for writing).
+ */
+class WatchedDisk implements Disk {
+  readonly inner: Disk;
+  failed = false;
+
+  constructor(inner: Disk) {
+    this.inner = inner;
+  }
+
+  get size(): number {
+    return this.inner.size;
+  }
+
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+
+  read(buf: Uint8Array, offset: number): Promise<void> {
+    return this.inner.read(buf, offset);
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    try {
+      await this.inner.write(buf, offset);
+    } catch (err) {
+      this.failed = true;
+      throw err;
+    }
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.inner.flush();
+    } catch (err) {
+      this.failed = true;
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
 
 /** Clearing reads this much at a time (big reads: a sparse image's holes cost the kernel per call). */
 const CLEAR_PIECE = 4 << 20;
@@ -156,7 +204,7 @@ export class FatFs implements WritableFileSystem {
   readonly renameIsAtomic = false;
   readonly readOnly: boolean;
   readonly layout: Layout;
-  readonly #disk: Disk;
+  readonly #disk: WatchedDisk;
   #boot: BootSector;
   readonly #fat: FatTable;
   readonly #tz: number;
@@ -165,14 +213,18 @@ export class FatFs implements WritableFileSystem {
   /** New files whose clearing is deferred, by "directory cluster:short entry slot": what their entry will say. */
   readonly #pending = new Map<string, { file: FatFileDisk; first: number; size: number }>();
   #dirty = false;
+  /** The boot sector's dirty bit as found at open. */
+  readonly #wasDirty: boolean;
+  #repaired: FatRepairReport | undefined;
   #label: string | undefined;
   #closed = false;
 
   private constructor(disk: Disk, boot: BootSector, options: FatOpenOptions) {
-    this.#disk = disk;
+    this.#disk = new WatchedDisk(disk);
     this.#boot = boot;
+    this.#wasDirty = boot.dirty;
     this.layout = layoutOf(boot);
-    this.#fat = new FatTable(disk, this.layout);
+    this.#fat = new FatTable(this.#disk, this.layout);
     this.readOnly = (options.readOnly ?? false) || disk.readOnly;
     this.#tz = options.timeZoneOffsetMinutes ?? 0;
     this.#now = options.now ?? Date.now;
@@ -193,9 +245,16 @@ export class FatFs implements WritableFileSystem {
         if (!(err instanceof CorruptImageError)) throw err;
       }
     }
+    if (!fs.readOnly) {
+      await fs.#fat.countFree();
+      if (boot.dirty) {
+        // Not closed cleanly: repaired now, before anything else (repair.ts); close then clears the bit.
+        fs.#repaired = await repairFat(fs.#disk, fs.layout, fs.#fat, () => fs.#writeFsInfo());
+        fs.#dirty = true;
+      }
+    }
     const root = await fs.#dir(fs.#rootCluster());
     fs.#label = root.label ?? (boot.hasExtendedSignature && boot.label.trim() !== 'NO NAME' ? boot.label.replace(/ +$/, '') : undefined);
-    if (!fs.readOnly) await fs.#fat.countFree();
     return fs;
   }
 
@@ -220,6 +279,20 @@ export class FatFs implements WritableFileSystem {
   /** Whether the boot sector's dirty bit is set (a volume not cleanly closed, or one open for writing). */
   get dirtyBit(): boolean {
     return this.#boot.dirty;
+  }
+
+  /**
+   * The volume was not closed cleanly: its dirty bit (BS_Reserved1 bit 0: byte 65 on FAT32, 37 on
+   * FAT12/16, where Linux and fsck.fat keep it) was set when it was opened. Opened for writing, such a
+   * volume is repaired by the open (repair.ts) and clean once closed.
+   */
+  get dirty(): boolean {
+    return this.#wasDirty;
+  }
+
+  /** What the open repaired (a dirty volume opened for writing), or undefined. */
+  get repaired(): FatRepairReport | undefined {
+    return this.#repaired;
   }
 
   #rootCluster(): number {
@@ -565,7 +638,7 @@ export class FatFs implements WritableFileSystem {
       if (dir.capacity + 1 > MAX_DIR_ENTRIES) throw new AlreadyExistsError(`the directory is full (${MAX_DIR_ENTRIES} entries)`);
       const [added] = await this.#fat.allocate(1);
       await this.#writeRuns([added!], new Uint8Array(this.layout.clusterSize));
-      await this.#fat.writeBack(); // the new cluster's end of chain before the link to it (as in #resize)
+      await this.#fat.writeBack(); // the new cluster in every copy before the directory links to it
       await this.#fat.set(dir.clusters[dir.clusters.length - 1]!, added!.first);
       await this.#fat.writeBack();
       this.#dirs.delete(dirCluster);
@@ -775,11 +848,13 @@ export class FatFs implements WritableFileSystem {
       const added = await this.#fat.allocate(need - have, last);
       const grown = [...chain, ...added];
       if (!uninitialized) await this.#zeroRange(grown, oldSize, size);
-      // The new clusters' chain is on disk before the link to it: the FAT goes out in cluster order,
-      // so a cut between the two would otherwise leave the file linked into free clusters.
+      // The new clusters are in every FAT copy before the file's last cluster links to them: a cut
+      // between leaves them lost, never a chain running into clusters still free on disk.
       await this.#fat.writeBack();
-      if (last !== undefined) await this.#fat.set(last, added[0]!.first);
-      await this.#fat.writeBack();
+      if (last !== undefined) {
+        await this.#fat.set(last, added[0]!.first);
+        await this.#fat.writeBack();
+      }
       await this.#setEntry(ref, entry, grown[0]!.first, size);
       file.relayout(grown, size);
       return;
@@ -790,8 +865,11 @@ export class FatFs implements WritableFileSystem {
       const kept = sliceRuns(chain, 0, need);
       const tail = sliceRuns(chain, need, have);
       if (need > 0) {
+        // The chain ends in every copy before its tail is freed (else a cut could leave it linking into
+        // free clusters).
         const k = kept[kept.length - 1]!;
         await this.#fat.set(k.first + k.count - 1, this.#fat.endOfChain);
+        await this.#fat.writeBack();
       }
       await this.#fat.free(tail);
       await this.#fat.writeBack();
@@ -921,14 +999,20 @@ export class FatFs implements WritableFileSystem {
     await this.#disk.flush();
   }
 
-  /** Writes everything out, clears the dirty bit (after a flush) and ends use of the filesystem. */
+  /**
+   * Writes everything out, clears the dirty bit (after a flush) and ends use of the filesystem. After a
+   * write or flush that failed during the session the bit stays set: what the failure left (lost
+   * clusters, FAT copies that differ) is repaired by the next open for writing.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     if (this.#dirty) {
       await this.flush();
-      this.#boot = { ...this.#boot, dirty: false };
-      await this.#disk.write(encodeBootSector(this.#boot), 0);
-      await this.#disk.flush();
+      if (!this.#disk.failed) {
+        this.#boot = { ...this.#boot, dirty: false };
+        await this.#disk.write(encodeBootSector(this.#boot), 0);
+        await this.#disk.flush();
+      }
       this.#dirty = false;
     }
     this.#closed = true;

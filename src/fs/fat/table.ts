@@ -482,6 +482,84 @@ export class FatTable {
     return runs;
   }
 
+  /** The bad-cluster mark (0xFF7, 0xFFF7, 0x0FFFFFF7): not free, and never part of a chain. */
+  get badCluster(): number {
+    return this.#bad;
+  }
+
+  /**
+   * Repair: frees every cluster that is allocated in the table (neither free nor marked bad) and not
+   * set in `named` (bit c for cluster c). Returns how many were freed. Not yet written back.
+   */
+  async freeUnnamed(named: Uint8Array): Promise<number> {
+    const max = this.maxCluster;
+    const isNamed = (c: number): boolean => (named[c >>> 3]! & (1 << (c & 7))) !== 0;
+    let freed = 0;
+    if (this.#fat32) {
+      for (let c = 2; c <= max; ) {
+        const index = Math.floor(c / CHUNK_ENTRIES);
+        const chunk = await this.#chunk(index);
+        const end = Math.min(max, (index + 1) * CHUNK_ENTRIES - 1);
+        for (let o = (c % CHUNK_ENTRIES) * 4; c <= end; c++, o += 4) {
+          const raw = chunk.view.getUint32(o, true);
+          const v = raw & 0x0fffffff;
+          if (v === FREE || v === this.#bad || isNamed(c)) continue;
+          chunk.view.setUint32(o, (raw & 0xf0000000) >>> 0, true); // the reserved top bits are kept
+          if (o < chunk.lo) chunk.lo = o;
+          if (o + 4 > chunk.hi) chunk.hi = o + 4;
+          this.#dirtyChunks.add(index);
+          freed++;
+        }
+      }
+      if (this.#free !== undefined) this.#free += freed;
+      return freed;
+    }
+    await this.#wholeTable();
+    for (let c = 2; c <= max; c++) {
+      const v = this.peek(c)!;
+      if (v === FREE || v === this.#bad || isNamed(c)) continue;
+      this.#setLoaded(c, FREE);
+      freed++;
+    }
+    return freed;
+  }
+
+  /**
+   * Repair: makes every other FAT copy equal to the first (the one written first, so the one ahead
+   * after a cut), writing only the sectors that differ. Reads the copies from the device in pieces;
+   * call it before anything changes the table in memory. Returns the number of sectors written.
+   */
+  async syncCopies(): Promise<number> {
+    const { fatOffset, fatBytes, numFats, sectorSize } = this.layout;
+    if (numFats < 2) return 0;
+    const piece = Math.min(fatBytes, 1 << 20);
+    const first = new Uint8Array(piece);
+    const other = new Uint8Array(piece);
+    let written = 0;
+    for (let at = 0; at < fatBytes; at += piece) {
+      const len = Math.min(piece, fatBytes - at);
+      const a = first.subarray(0, len);
+      await this.#disk.read(a, fatOffset + at);
+      for (let copy = 1; copy < numFats; copy++) {
+        const b = other.subarray(0, len);
+        await this.#disk.read(b, fatOffset + copy * fatBytes + at);
+        if (Buffer.from(a.buffer, a.byteOffset, len).equals(Buffer.from(b.buffer, b.byteOffset, len))) continue;
+        // Runs of differing sectors, each one write.
+        let from = -1;
+        for (let o = 0; o <= len; o += sectorSize) {
+          const differs = o < len && !Buffer.from(a.buffer, a.byteOffset + o, sectorSize).equals(Buffer.from(b.buffer, b.byteOffset + o, sectorSize));
+          if (differs && from < 0) from = o;
+          if (!differs && from >= 0) {
+            await this.#disk.write(a.subarray(from, o), fatOffset + copy * fatBytes + at + from);
+            written += (o - from) / sectorSize;
+            from = -1;
+          }
+        }
+      }
+    }
+    return written;
+  }
+
   /** Frees every cluster of the runs. Not yet written back. */
   async free(runs: readonly Run[]): Promise<void> {
     for (const r of runs) await this.#freeRun(r);
