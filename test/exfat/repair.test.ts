@@ -5,6 +5,7 @@
 //     before, verify() is clean and fsck.exfat -n too;
 //   - a cross-link, a chain into a free cluster and a directory inside itself are refused with
 //     ExfatRepairError and not one byte is written;
+//   - a repair cut after any of its writes is finished by the next open;
 //   - a write that fails during a session leaves VolumeDirty set at close; the next open for writing
 //     repairs what it left.
 import '../helpers/setup.ts';
@@ -191,6 +192,52 @@ describe('exFAT repair on open', () => {
       assert.ok(Buffer.from(img.disk.bytes).equals(before), 'not one byte written');
     });
   }
+
+  test('a repair cut after any of its writes is finished by the next open', async () => {
+    const img = await image();
+    const total = img.fs.boot.clusterCount;
+    const ro = await ExfatFs.open(img.disk, { readOnly: true });
+    const c = await runsOf(ro, '/c');
+    const last = c[c.length - 1]!;
+    for (const k of [3, 40, 41, 600]) mark(img, total - k); // lost bits in different bitmap sectors
+    setFat(img, last.start + last.length - 1, total - 10); // /c's chain goes on past its size
+    setFat(img, total - 10, 0xffffffff);
+    mark(img, total - 10);
+    const end = findEntry(img, img.fs.boot.rootCluster, 0x00);
+    img.disk.bytes.set(img.disk.bytes.slice(setOf(img, img.fs.boot.rootCluster, 'a').at + 32, setOf(img, img.fs.boot.rootCluster, 'a').at + 64), end);
+    new DataView(img.disk.bytes.buffer).setUint32(end + 20, total - 3, true); // the orphan names a lost cluster
+    setDirty(img);
+    const start = img.disk.bytes.slice();
+    const before = await listing(start);
+    const cutAfter = (limit: number, mem: MemoryDisk): Disk => {
+      let n = 0;
+      return {
+        size: mem.size,
+        readOnly: false,
+        read: (buf, offset) => mem.read(buf, offset),
+        write: async (buf, offset) => {
+          if (n++ >= limit) throw new Error('cut');
+          await mem.write(buf, offset);
+        },
+        flush: async () => {},
+        close: async () => {},
+      };
+    };
+    const counted = new MemoryDisk(start.slice());
+    let writes = 0;
+    const counting: Disk = { ...cutAfter(Infinity, counted), write: async (buf, offset) => { writes++; await counted.write(buf, offset); } };
+    await (await ExfatFs.open(counting, { now: () => FIXED })).close();
+    assert.ok(writes >= 5, `${writes} writes`);
+    for (let k = 0; k < writes; k++) {
+      const mem = new MemoryDisk(start.slice());
+      await assert.rejects(ExfatFs.open(cutAfter(k, mem), { now: () => FIXED }).then((fs) => fs.close()), /cut/);
+      assert.deepEqual(await listing(mem.bytes), before, `cut after write ${k}: files unchanged`);
+      await (await ExfatFs.open(mem, { now: () => FIXED })).close();
+      assert.equal(isDirty(mem.bytes), false, `cut after write ${k}: clean after the next open`);
+      assert.deepEqual(await (await ExfatFs.open(mem, { readOnly: true })).verify(), [], `cut after write ${k}: verify()`);
+      assert.deepEqual(await listing(mem.bytes), before);
+    }
+  });
 
   test('a write that fails during a session keeps VolumeDirty at close; the next open repairs the rest', async () => {
     const img = await image();
