@@ -8,13 +8,18 @@
 //     used twice), so no file's clusters were freed while named;
 //   - fsck.exfat -n is clean, or reports only the two names sharing clusters (both-names state) or, inside
 //     a resize of a chained file, a chain longer than the size ("more clusters are allocated");
-//   - the same operation repeated (rename/unlink while the old name is there; resize always) leaves
-//     exactly the new tree, verify() at most lost clusters, and fsck.exfat -n clean.
+//   - the volume, dirty after the cut, opened for writing (which repairs it) and closed on a copy: the
+//     same tree with the same bytes, VolumeDirty clear, verify() clean but for the two names of the
+//     both-names state, fsck.exfat -n clean or reporting only those two names;
+//   - the same operation repeated (rename/unlink while the old name is there; resize always; a new file
+//     while it is missing; otherwise the volume opened for writing and closed, as the next command does
+//     with a dirty one) leaves exactly the new tree, verify() clean (no lost clusters either), and
+//     fsck.exfat -n clean.
 // One case starts from two names sharing clusters (a rename cut in the middle) and unlinks one: the other
-// keeps its data.
+// keeps its data. Two cut a large file: a createFile of most of the volume, and its growth in place.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import '../helpers/setup.ts';
 import { FileDisk } from '../../src/io/disk.ts';
@@ -22,7 +27,7 @@ import { SimulatedCrash, tracePoints, withFaultPlan } from '../../src/io/faults.
 import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
 import { missingTools, run } from '../helpers/tools.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { dataBlocks, fsListing, sorted, writeSparse } from '../fat/fixtures.ts';
+import { dataBlocks, fsListing, sha, sorted, writeSparse } from '../fat/fixtures.ts';
 
 const FIXED = Date.UTC(2026, 0, 2, 3, 4, 5, 670);
 const bytes = (n: number, seed: number): Uint8Array => new Uint8Array(n).map((_, i) => (i * seed + (i >> 9) + 1) & 0xff);
@@ -33,11 +38,20 @@ interface Case {
   readonly name: string;
   readonly setup?: (fs: ExfatFs) => Promise<void>;
   readonly op: (fs: ExfatFs) => Promise<void>;
-  readonly kind: 'rename' | 'unlink' | 'resize';
+  /**
+   * 'create': a new file (createFile, then written): the old tree, the new one, or the new name written
+   * in part (createFile zeroed it and gave it its size first); repeated (after removing a part-written
+   * one) while not done.
+   */
+  readonly kind: 'rename' | 'unlink' | 'resize' | 'create';
   readonly from?: string;
   readonly startsShared?: boolean;
   /** Some cut must leave a chain longer than the size (the FAT written, the entry not yet, or back). */
   readonly overlong?: boolean;
+  /** What the repair of some cut must have had to do. */
+  readonly repairs?: readonly ('lostClusters' | 'chainsEnded')[];
+  /** create: the contents the new file may hold after a cut (its hashes). */
+  readonly partial?: () => string[];
 }
 
 async function resizeTo(fs: ExfatFs, path: string, size: number): Promise<void> {
@@ -47,6 +61,14 @@ async function resizeTo(fs: ExfatFs, path: string, size: number): Promise<void> 
 }
 
 const CS = 4096;
+
+/** A file created and written whole in 1 MiB writes. */
+async function createWritten(fs: ExfatFs, path: string, size: number, seed: number): Promise<void> {
+  const f = await fs.createFile(path, { size });
+  const data = bytes(size, seed);
+  for (let at = 0; at < size; at += 1 << 20) await f.write(data.subarray(at, Math.min(size, at + (1 << 20))), at);
+  await f.close();
+}
 
 const CASES: Case[] = [
   { name: 'rename to a new long name in one directory', kind: 'rename', from: '/LiveOS/old name with a long name.img', op: (fs) => fs.rename('/LiveOS/old name with a long name.img', '/LiveOS/new name, also a long one.img') },
@@ -69,9 +91,30 @@ const CASES: Case[] = [
   },
   { name: 'grow in place (NoFatChain)', kind: 'resize', op: (fs) => resizeTo(fs, '/grow.img', 9 * CS + 5) },
   { name: 'grow around another file (NoFatChain to a chain)', kind: 'resize', op: (fs) => resizeTo(fs, '/blocked.img', 6 * CS) },
-  { name: 'grow a chained file', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/chained.img', 9 * CS) },
-  { name: 'shrink a chained file', kind: 'resize', overlong: true, op: (fs) => resizeTo(fs, '/chained.img', CS + 1) },
-  { name: 'shrink to nothing', kind: 'resize', op: (fs) => resizeTo(fs, '/grow.img', 0) },
+  { name: 'grow a chained file', kind: 'resize', overlong: true, repairs: ['lostClusters', 'chainsEnded'], op: (fs) => resizeTo(fs, '/chained.img', 9 * CS) },
+  { name: 'shrink a chained file', kind: 'resize', overlong: true, repairs: ['lostClusters', 'chainsEnded'], op: (fs) => resizeTo(fs, '/chained.img', CS + 1) },
+  { name: 'shrink to nothing', kind: 'resize', repairs: ['lostClusters'], op: (fs) => resizeTo(fs, '/grow.img', 0) },
+  {
+    name: 'createFile of a large file, written whole',
+    kind: 'create',
+    from: '/LiveOS/large.img',
+    repairs: ['lostClusters'],
+    partial: () => {
+      const data = bytes(5 << 20, 41);
+      return Array.from({ length: 5 }, (_, k) => sha(Buffer.concat([data.subarray(0, k << 20), new Uint8Array((5 - k) << 20)])));
+    },
+    op: (fs) => createWritten(fs, '/LiveOS/large.img', 5 << 20, 41),
+  },
+  {
+    name: 'grow a large file in place',
+    kind: 'resize',
+    repairs: ['lostClusters'],
+    setup: async (fs) => {
+      await resizeTo(fs, '/grow.img', 2 << 20); // the last file: room after it
+      await fs.close();
+    },
+    op: (fs) => resizeTo(fs, '/grow.img', (5 << 20) + 3),
+  },
 ];
 
 async function baseImage(): Promise<Uint8Array> {
@@ -136,6 +179,18 @@ function fsck(img: string): Fsck {
 
 const same = (a: Listing, b: Listing): boolean => JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
 
+/** VolumeDirty, read from the image's main boot sector. */
+function volumeDirty(img: string): boolean {
+  const fd = openSync(img, 'r');
+  try {
+    const b = Buffer.alloc(2);
+    readSync(fd, b, 0, 2, 106);
+    return (b.readUInt16LE(0) & 2) !== 0;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function inspect(path: string): Promise<{ tree: Listing; problems: string[] }> {
   const disk = await FileDisk.open(path, { readOnly: true });
   try {
@@ -190,6 +245,9 @@ describe('exFAT rename, unlink and resize cut at every write', { skip: missingTo
       assert.ok(points.length >= 4, `${points.length} points`);
       let sawBoth = 0;
       let sawOverlong = 0;
+      const needed = { lostClusters: 0, chainsEnded: 0 };
+      const partial = c.partial?.() ?? [];
+      const copy = join(tmp.dir, 'repaired.img');
       for (let k = 1; k <= points.length; k++) {
         const where = `crash at point ${k} of ${points.length} (${points[k - 1]!.op})`;
         writeSparse(img, base, blocks);
@@ -198,8 +256,9 @@ describe('exFAT rename, unlink and resize cut at every write', { skip: missingTo
         covered++;
         const seen = await inspect(img);
         const isBoth = c.kind === 'rename' && same(seen.tree, both);
+        const isPartial = c.kind === 'create' && seen.tree.has(from!) && partial.includes(seen.tree.get(from!)!) && same(new Map([...seen.tree].filter(([p]) => p !== from)), before.tree);
         const startShared = c.startsShared === true && same(seen.tree, before.tree);
-        assert.ok(same(seen.tree, before.tree) || same(seen.tree, done.tree) || isBoth, `${where}: neither the old tree, nor the new one, nor both names:\n${JSON.stringify(sorted(seen.tree))}`);
+        assert.ok(same(seen.tree, before.tree) || same(seen.tree, done.tree) || isBoth || isPartial, `${where}: neither the old tree, nor the new one, nor both names:\n${JSON.stringify(sorted(seen.tree))}`);
         assert.deepEqual(seen.problems.filter((p) => !/lost/.test(p) && !((isBoth || startShared) && /used twice/.test(p))), [], `${where}: verify()`);
         const cut = fsck(img);
         assert.equal(cut.rest, '', `${where}: fsck.exfat -n`);
@@ -207,15 +266,52 @@ describe('exFAT rename, unlink and resize cut at every write', { skip: missingTo
         if (cut.overlong) assert.equal(c.kind, 'resize', `${where}: an overlong chain outside a resize`);
         if (isBoth) sawBoth++;
         if (cut.overlong) sawOverlong++;
-        const pending = c.kind === 'resize' || (from !== undefined && seen.tree.has(from));
+        // The repair: a copy of the cut image opened for writing and closed.
+        if (volumeDirty(img)) {
+          run('cp', ['--sparse=always', img, copy]);
+          const disk = await FileDisk.open(copy);
+          const fs = await ExfatFs.open(disk, { now: () => FIXED + 8000 });
+          assert.ok(fs.dirty, `${where}: the cut volume is dirty`);
+          const report = fs.repaired;
+          assert.ok(report, `${where}: the open repaired it`);
+          await fs.close();
+          await disk.close();
+          for (const key of Object.keys(needed) as (keyof typeof needed)[]) needed[key] += report[key];
+          const fixed = await inspect(copy);
+          assert.deepEqual(sorted(fixed.tree), sorted(seen.tree), `${where}: every file reads back as before the repair`);
+          assert.deepEqual(fixed.problems.filter((p) => !((isBoth || startShared) && /used twice/.test(p))), [], `${where}: verify() after the repair`);
+          assert.equal(volumeDirty(copy), false, `${where}: clean after the repair`);
+          const after = fsck(copy);
+          assert.equal(after.rest, '', `${where}: fsck.exfat -n after the repair`);
+          assert.equal(after.overlong, false, `${where}: no chain past its size after the repair`);
+          if (after.shared) assert.ok(isBoth || startShared, `${where}: shared clusters after the repair only for two names`);
+          rmSync(copy, { force: true });
+        }
+        const pending = c.kind === 'resize' || (c.kind === 'create' ? !same(seen.tree, done.tree) : from !== undefined && seen.tree.has(from));
+        if (isPartial) {
+          // What a caller does with a part-written new file: remove it and create it again.
+          const disk = await FileDisk.open(img);
+          const fs = await ExfatFs.open(disk, { now: () => FIXED + 4000 });
+          await fs.unlink(from!);
+          await fs.close();
+          await disk.close();
+        }
         if (pending) await runOp();
+        else if (volumeDirty(img)) {
+          // Done already, but the cut left the volume dirty: the next command's open repairs it.
+          const disk = await FileDisk.open(img);
+          await (await ExfatFs.open(disk, { now: () => FIXED + 4000 })).close();
+          await disk.close();
+        }
         const final = await inspect(img);
         assert.deepEqual(sorted(final.tree), sorted(done.tree), `${where}: repeating the operation completes it`);
-        assert.deepEqual(final.problems.filter((p) => !/lost/.test(p)), [], `${where}: verify() after the repeat`);
+        assert.deepEqual(final.problems, [], `${where}: verify() after the repeat (no lost clusters either)`);
         assert.deepEqual(fsck(img), CLEAN, `${where}: fsck.exfat -n after the repeat`);
+        assert.equal(volumeDirty(img), false, `${where}: clean after the repeat`);
       }
       if (c.kind === 'rename') assert.ok(sawBoth > 0, 'some cut leaves both names (the test cuts where it matters)');
       if (c.overlong) assert.ok(sawOverlong > 0, 'some cut leaves a chain longer than the size');
+      for (const key of c.repairs ?? []) assert.ok(needed[key] > 0, `some cut needs the repair's ${key}: ${JSON.stringify(needed)}`);
     });
   }
 });

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import '../helpers/setup.ts';
 import { AlreadyExistsError, CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError, UsageError } from '../../src/errors.ts';
 import { MemoryDisk, readAt } from '../../src/io/disk.ts';
-import { ExfatFs, mkfsExfat } from '../../src/fs/exfat/index.ts';
+import { ExfatFs, ExfatRepairError, mkfsExfat } from '../../src/fs/exfat/index.ts';
 
 const FIXED = Date.UTC(2026, 0, 2, 3, 4, 5, 670);
 const now = () => FIXED;
@@ -184,15 +184,29 @@ describe('errors', () => {
     await assert.rejects((await ro.openFile('/d/f')).write(new Uint8Array(1), 0), ReadOnlyError);
   });
 
-  test('a volume opened dirty stays dirty after our changes (the earlier damage is not hidden)', async () => {
+  test('a volume opened dirty is repaired by an open for writing, then clean; read-only, it stays dirty; what the repair cannot judge keeps it dirty', async () => {
     const { disk, fs } = await fresh();
+    await fs.writeFile('/a', new Uint8Array(3 * fs.clusterSize).fill(1));
     await fs.close();
     disk.bytes[106]! |= 2;
+    const ro = await ExfatFs.open(disk, { readOnly: true });
+    assert.equal(ro.dirty, true);
+    assert.equal(ro.repaired, undefined);
     const again = await ExfatFs.open(disk);
     assert.equal(again.wasDirty, true);
+    assert.equal(again.dirty, true);
+    assert.deepEqual(again.repaired, { lostClusters: 0, orphanEntries: 0, chainsEnded: 0, secondNames: 0 });
     await again.writeFile('/x', new Uint8Array(1));
     await again.close();
-    assert.equal(disk.bytes[106]! & 2, 2);
+    assert.equal(disk.bytes[106]! & 2, 0, 'the earlier stop is repaired: clean');
+    // A cluster of /a cleared in the bitmap: named but free, which no cut leaves. Refused, nothing written.
+    const bitmapAt = fs.boot.clusterHeapOffset * 512;
+    disk.bytes[bitmapAt]! &= ~0x20;
+    disk.bytes[106]! |= 2;
+    const before = disk.bytes.slice();
+    await assert.rejects(ExfatFs.open(disk), (e: unknown) => e instanceof ExfatRepairError && /cluster 7 is in use but free/.test(e.message));
+    assert.ok(Buffer.from(disk.bytes).equals(before), 'not one byte written');
+    assert.equal((await ExfatFs.open(disk, { readOnly: true })).dirty, true);
   });
 
   test('a damaged main boot region: read from the backup, writes refused', async () => {

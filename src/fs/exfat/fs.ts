@@ -12,7 +12,21 @@
  *   holds after the last cluster the size needs is not looked at (Linux reads the same way): a chain
  *   that goes on past the size (a resize cut between the FAT and the entry set) still reads.
  * - Writes: VolumeDirty is set in the main boot sector (flushed) before the first change and cleared
- *   (with PercentInUse) by flush/close. Order per operation: data and new clusters first (bitmap, then
+ *   (with PercentInUse) by flush/close, unless a write or flush failed during the session (then it
+ *   stays set, for the next open to repair).
+ * - `dirty` is VolumeDirty as found at open. A dirty volume opened for writing is repaired by the open,
+ *   before anything else (#repair): a scan that writes nothing walks the whole tree from the root (a
+ *   work list; every directory listed once, second names of one first cluster — a cut rename — kept and
+ *   not walked again) and marks in a bitmap every cluster a set names (within its DataLength; the
+ *   allocation bitmap, the up-case table and allocations of benign entries too); a cluster met twice
+ *   (a cross-link; a loop inside one chain is refused by the chain walk), a chain into a non-cluster, a
+ *   damaged set or directory, a directory inside itself, or a named cluster the bitmap has free (no cut
+ *   of ours leaves one: the bitmap is written before anything names a cluster) refuses the repair with
+ *   ExfatRepairError, nothing written. Then: in-use secondaries without a primary (a delete cut between
+ *   two directory runs) are marked unused, a chained file whose FAT goes on past its DataLength (a cut
+ *   resize) gets its end mark where the size ends (clusters past DataLength are not the file's; the size
+ *   and data stay), and bitmap bits nothing names are cleared (lost clusters). There is one FAT (TexFAT
+ *   is refused), so there are no copies to compare. Opened read-only, a dirty volume is read as it is. Order per operation: data and new clusters first (bitmap, then
  *   FAT where a chain is needed), the entry set last; deletes remove the entry set first, then free the
  *   clusters. A crash leaves lost clusters at worst, except inside a rename (below). An in-place set
  *   rewrite writes only the bytes that change (one write where the set does not straddle a sector).
@@ -122,6 +136,69 @@ interface DirListing {
   readonly runs: Run[];
   readonly bytes: Uint8Array;
   readonly sets: Node[];
+  /** Entry indexes of in-use secondaries without a primary (what a cut delete can leave). */
+  readonly orphans: number[];
+  /** Clusters benign entries record (vendor allocations, an access control table). */
+  readonly allocations: EntryAllocation[];
+}
+
+/** The repair of a dirty volume found something it cannot judge: nothing was written; fsck.exfat decides. */
+export class ExfatRepairError extends CorruptImageError {
+  constructor(what: string) {
+    super(FORMAT, 'repair after an unclean stop', `${what}; nothing was changed (check the volume with fsck.exfat)`);
+  }
+}
+
+export interface ExfatRepairReport {
+  /** Bitmap bits no set named, cleared. */
+  readonly lostClusters: number;
+  /** In-use secondary entries without a primary, marked unused. */
+  readonly orphanEntries: number;
+  /** Chained files whose FAT went on past their DataLength, ended there. */
+  readonly chainsEnded: number;
+  /** Sets naming a first cluster another set names first (cut renames), kept. */
+  readonly secondNames: number;
+}
+
+/** A cluster allocation recorded by a benign entry (a vendor allocation, an access control table). */
+interface EntryAllocation {
+  readonly first: number;
+  readonly noFatChain: boolean;
+  readonly length: number;
+  readonly what: string;
+}
+
+/** The allocation a benign primary or secondary entry records, if it has one (generic entry template). */
+function allocationOf(e: Uint8Array, what: string): EntryAllocation | undefined {
+  const flags = e[1]!;
+  const dv = new DataView(e.buffer, e.byteOffset, e.byteLength);
+  const first = dv.getUint32(20, true);
+  const length = Number(dv.getBigUint64(24, true));
+  if (!(flags & FLAG_ALLOCATION_POSSIBLE) || first === 0 || length === 0) return undefined;
+  return { first, noFatChain: (flags & FLAG_NO_FAT_CHAIN) !== 0, length, what };
+}
+
+/**
+ * The Disk as ExfatFs uses it: a write or flush that fails calls `failed` (the volume then stays dirty
+ * at close).
+ */
+function watched(disk: Disk, failed: () => void): Disk {
+  const note = (err: unknown): never => {
+    failed();
+    throw err;
+  };
+  return {
+    get size() {
+      return disk.size;
+    },
+    get readOnly() {
+      return disk.readOnly;
+    },
+    read: (buf, offset) => disk.read(buf, offset),
+    write: (buf, offset) => disk.write(buf, offset).catch(note),
+    flush: () => disk.flush().catch(note),
+    close: () => disk.close(),
+  };
 }
 
 function noSpace(message: string): LivestickError {
@@ -201,10 +278,15 @@ export class ExfatFs implements WritableFileSystem {
   readonly #lazyValid: boolean;
   readonly #wasDirty: boolean;
   #dirtyMarked = false;
+  /** A write or flush failed during this session: VolumeDirty stays set. */
+  #failed = false;
+  #repaired: ExfatRepairReport | undefined;
   readonly #openFiles = new Set<ExfatFileDisk>();
 
   private constructor(disk: Disk, boot: BootSector, usedBackup: boolean, readOnly: boolean, upcase: Uint16Array, bitmap: Uint8Array, bitmapRuns: Run[], upcaseRuns: Run[], label: string | undefined, now: () => number, lazyValid = false) {
-    this.disk = disk;
+    this.disk = watched(disk, () => {
+      this.#failed = true;
+    });
     this.boot = boot;
     this.usedBackupBootRegion = usedBackup;
     this.readOnly = readOnly;
@@ -260,7 +342,14 @@ export class ExfatFs implements WritableFileSystem {
     }
     const upcaseRuns = await probe.#chainRuns(upcaseEntry.firstCluster, false, upcaseEntry.dataLength, 'up-case table');
     const upcase = decodeUpcaseTable(await probe.#readRuns(upcaseRuns, upcaseEntry.dataLength), upcaseEntry.checksum);
-    return new ExfatFs(disk, boot, usedBackup, readOnly, upcase, bitmap, bitmapRuns, upcaseRuns, label, options.now ?? Date.now, options.lazyValidDataLength === true);
+    const fs = new ExfatFs(disk, boot, usedBackup, readOnly, upcase, bitmap, bitmapRuns, upcaseRuns, label, options.now ?? Date.now, options.lazyValidDataLength === true);
+    // Not closed cleanly: repaired now, before anything else; close then clears VolumeDirty. (A volume
+    // read from the backup boot region takes no writes at all.)
+    if (!readOnly && fs.#wasDirty && !usedBackup) {
+      fs.#repaired = await fs.#repair();
+      fs.#dirtyMarked = true;
+    }
+    return fs;
   }
 
   get label(): string | undefined {
@@ -277,9 +366,109 @@ export class ExfatFs implements WritableFileSystem {
     return this.#wasDirty;
   }
 
+  /** VolumeDirty as found at open (FileSystem.dirty): opened for writing, such a volume is repaired by the open. */
+  get dirty(): boolean {
+    return this.#wasDirty;
+  }
+
+  /** What the open repaired (a dirty volume opened for writing), or undefined. */
+  get repaired(): ExfatRepairReport | undefined {
+    return this.#repaired;
+  }
+
+  /** The repair of a dirty volume (see the notes above). Throws ExfatRepairError, having written nothing. */
+  async #repair(): Promise<ExfatRepairReport> {
+    const refuse = (what: string): never => {
+      throw new ExfatRepairError(what);
+    };
+    const total = this.boot.clusterCount;
+    const named = new Uint8Array(this.#bitmap.byteLength);
+    const isNamed = (c: number): boolean => (named[(c - 2) >>> 3]! & (1 << ((c - 2) & 7))) !== 0;
+    const mark = (runs: readonly Run[], what: string): void => {
+      for (const r of runs) {
+        for (let c = r.start; c < r.start + r.length; c++) {
+          if (isNamed(c)) refuse(`${what}: cluster ${c} belongs to another chain too (cross-linked)`);
+          named[(c - 2) >>> 3]! |= 1 << ((c - 2) & 7);
+        }
+      }
+    };
+    interface Work {
+      readonly dir: DirRef;
+      readonly path: string;
+      readonly parent: Work | undefined;
+    }
+    const orphans: { runs: Run[]; index: number; entry: Uint8Array }[] = [];
+    const chainEnds: number[] = [];
+    let secondNames = 0;
+    try {
+      mark(this.#bitmapRuns, 'the allocation bitmap');
+      mark(this.#upcaseRuns, 'the up-case table');
+      const rootRuns = await this.#rootRuns();
+      mark(rootRuns, 'the root directory');
+      const firsts = new Map<number, { dir: boolean; clusters: number }>([[this.boot.rootCluster, { dir: true, clusters: clustersIn(rootRuns) }]]);
+      const work: Work[] = [{ dir: ExfatFs.#root, path: '', parent: undefined }];
+      while (work.length > 0) {
+        const item = work.pop()!;
+        const listing = await this.#list(item.dir);
+        for (const index of listing.orphans) orphans.push({ runs: listing.runs, index, entry: listing.bytes.slice(index * ENTRY_SIZE, (index + 1) * ENTRY_SIZE) });
+        for (const a of listing.allocations) mark(await this.#chainRuns(a.first, a.noFatChain, a.length, a.what), `${item.path || '/'}: ${a.what}`);
+        const children: Work[] = [];
+        for (const node of listing.sets) {
+          const s = node.set;
+          const path = `${item.path}/${s.name}`;
+          if (s.dataLength === 0) continue;
+          const dir = isDir(s);
+          const prior = firsts.get(s.firstCluster);
+          if (prior) {
+            if (prior.dir !== dir) refuse(`${path}: a file and a directory name cluster ${s.firstCluster}`);
+            for (let up: Work | undefined = item; up; up = up.parent) if ((up.dir.node?.set.firstCluster ?? this.boot.rootCluster) === s.firstCluster) refuse(`directory ${path} is inside itself`);
+            if (Math.ceil(s.dataLength / this.clusterSize) > prior.clusters) refuse(`${path}: its ${s.dataLength} bytes need more clusters than the chain it shares`);
+            secondNames++;
+            continue;
+          }
+          const ref: DirRef = { firstCluster: s.firstCluster, node };
+          const runs = dir ? await this.#dirRuns(ref) : await this.#chainRuns(s.firstCluster, (s.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, s.dataLength, `"${s.name}"`);
+          mark(runs, path);
+          firsts.set(s.firstCluster, { dir, clusters: clustersIn(runs) });
+          if (!(s.secondaryFlags & FLAG_NO_FAT_CHAIN) && (await this.#chainGoesOn(runs))) {
+            const last = runs[runs.length - 1]!;
+            chainEnds.push(last.start + last.length - 1);
+          }
+          if (dir) children.push({ dir: ref, path, parent: item });
+        }
+        for (let i = children.length - 1; i >= 0; i--) work.push(children[i]!);
+      }
+    } catch (err) {
+      if (err instanceof CorruptImageError && !(err instanceof ExfatRepairError)) throw new ExfatRepairError(err.message.replace(/^exfat: /, ''));
+      throw err;
+    }
+    const lost: Run[] = [];
+    let lostClusters = 0;
+    for (let i = 0; i < total; i++) {
+      const isUsed = (named[i >>> 3]! >> (i & 7)) & 1;
+      const marked = (this.#bitmap[i >>> 3]! >> (i & 7)) & 1;
+      if (isUsed && !marked) refuse(`cluster ${i + 2} is in use but free in the allocation bitmap`);
+      if (marked && !isUsed) {
+        const last = lost[lost.length - 1];
+        if (last && last.start + last.length === i + 2) lost[lost.length - 1] = { start: last.start, length: last.length + 1 };
+        else lost.push({ start: i + 2, length: 1 });
+        lostClusters++;
+      }
+    }
+    // The writes, each safe to cut (VolumeDirty stays set until close).
+    for (const o of orphans) {
+      o.entry[0]! &= ~IN_USE;
+      await this.#writeEntries(o.runs, o.index, o.entry);
+    }
+    for (const c of chainEnds) await this.#setFat(c, FAT_EOF); // before the tail's bits are cleared
+    if (lost.length > 0) await this.#markBitmap(lost, false);
+    await this.disk.flush();
+    return { lostClusters, orphanEntries: orphans.length, chainsEnded: chainEnds.length, secondNames };
+  }
+
   /**
-   * Checks the allocation: every cluster reachable from the root (metadata, directories, files) is used
-   * once and marked in the bitmap, and nothing else is marked. Returns the problems (empty: consistent).
+   * Checks the allocation: every cluster reachable from the root (metadata, directories, files, what
+   * benign entries allocate) is used once and marked in the bitmap, and nothing else is marked. Returns the problems (empty: consistent).
    * fsck.exfat -n does not report lost clusters, so this is the tests' (and a status command's) check.
    */
   async verify(): Promise<string[]> {
@@ -303,7 +492,9 @@ export class ExfatFs implements WritableFileSystem {
     mark(this.#upcaseRuns, 'the up-case table');
     mark(await this.#rootRuns(), 'the root directory');
     const walk = async (dir: DirRef, path: string): Promise<void> => {
-      for (const node of (await this.#list(dir)).sets) {
+      const listing = await this.#list(dir);
+      for (const a of listing.allocations) mark(await this.#chainRuns(a.first, a.noFatChain, a.length, a.what), `${path || '/'}: ${a.what}`);
+      for (const node of listing.sets) {
         const s = node.set;
         const p = `${path}/${s.name}`;
         const runs = await this.#chainRuns(s.firstCluster, (s.secondaryFlags & FLAG_NO_FAT_CHAIN) !== 0, s.dataLength, `"${s.name}"`);
@@ -593,6 +784,8 @@ export class ExfatFs implements WritableFileSystem {
     const length = runs.reduce((n, r) => n + r.length, 0) * this.clusterSize;
     const bytes = await this.#readRuns(runs, length);
     const sets: Node[] = [];
+    const orphans: number[] = [];
+    const allocations: EntryAllocation[] = [];
     const isRoot = dir.node === undefined;
     const n = length / ENTRY_SIZE;
     for (let i = 0; i < n; i++) {
@@ -610,18 +803,33 @@ export class ExfatFs implements WritableFileSystem {
         }
         const count = bytes[where + 1]! + 1;
         sets.push({ set, parent: dir, index: i, count });
+        set.extra.forEach((e, k) => {
+          if (!(e[0]! & IN_USE)) return;
+          const a = allocationOf(e, `"${set.name}": secondary entry ${k + 1} of type ${e[0]!.toString(16)}`);
+          if (a) allocations.push(a);
+        });
         i += count - 1;
       } else if (isRoot && (type === TYPE_BITMAP || type === TYPE_UPCASE || type === TYPE_LABEL)) {
         continue;
       } else if ((type & 0x40) === 0 && (type & 0x20) === 0) {
         throw new CorruptImageError(FORMAT, 'directory entry', `unknown critical primary entry type ${type.toString(16)}`, where);
       } else if ((type & 0x40) === 0) {
-        i += bytes[where + 1]!;
+        // A benign primary and its secondaries: skipped, their allocations noted.
+        const count = bytes[where + 1]!;
+        for (let k = 0; k <= count && i + k < n; k++) {
+          const e = bytes.subarray((i + k) * ENTRY_SIZE, (i + k + 1) * ENTRY_SIZE);
+          if (!(e[0]! & IN_USE)) continue;
+          const a = allocationOf(e, `entry ${i + k} of type ${e[0]!.toString(16)}`);
+          if (a) allocations.push(a);
+        }
+        i += count;
+      } else {
+        // A secondary without a primary, what a delete cut between two directory runs leaves (the file
+        // entry goes first). It names nothing: skipped (the repair marks it unused).
+        orphans.push(i);
       }
-      // else: a secondary without a primary, what a delete cut between two directory runs leaves (the
-      // file entry goes first). It names nothing: skipped.
     }
-    return { runs, bytes, sets };
+    return { runs, bytes, sets, orphans, allocations };
   }
 
   #sameName(a: string, b: string): boolean {
@@ -881,7 +1089,9 @@ export class ExfatFs implements WritableFileSystem {
     await this.disk.flush();
     const used = this.boot.clusterCount - this.#freeClusters;
     const percent = Math.floor((used * 100) / this.boot.clusterCount);
-    await this.#writeFlags(this.#wasDirty ? this.boot.volumeFlags | VOLUME_FLAG_DIRTY : this.boot.volumeFlags & ~VOLUME_FLAG_DIRTY, percent);
+    // Dirty at open and not repaired (the open repairs every dirty volume it may write), or a failed write.
+    const stays = this.#failed || (this.#wasDirty && this.#repaired === undefined);
+    await this.#writeFlags(stays ? this.boot.volumeFlags | VOLUME_FLAG_DIRTY : this.boot.volumeFlags & ~VOLUME_FLAG_DIRTY, percent);
     await this.disk.flush();
     this.#dirtyMarked = false;
   }

@@ -7,9 +7,19 @@
  * - Write order, so a power loss leaves at worst lost clusters: file data, then the FAT in every copy
  *   (FatTable.writeBack), then the directory entry. Deletes go the other way: the directory entry is
  *   marked deleted first, then the chain is freed in the FATs. Growing a directory zeroes the new
- *   cluster before linking it.
+ *   cluster before linking it. An existing chain (a file that grows, a directory) links to new clusters
+ *   only once they are in every copy, and a shrunk chain gets its end mark in every copy before its
+ *   tail is freed, so no cut between FAT writes (FAT32 chunks, FAT12/16 sector spans go out one by one)
+ *   leaves a named chain running into free clusters.
  * - The boot sector's dirty bit is set before the first change and cleared by `close` after the FATs,
- *   FSInfo (exact free count and next-free hint) and everything else are on disk, as Linux does.
+ *   FSInfo (exact free count and next-free hint) and everything else are on disk, as Linux does. After
+ *   a write or flush that failed during the session (WatchedDisk), close leaves it set.
+ * - `dirty` is the bit as found at open. A dirty volume opened for writing is repaired by the open,
+ *   before anything else (repair.ts: what fsck.fat -a does about lost chains, FAT copies that differ,
+ *   orphaned long-name slots and FSInfo; second names and overlong chains are left for the repeat of the
+ *   cut operation), so it is clean once closed even if nothing else changes; what the repair cannot
+ *   judge (loops, cross-links, damaged chains) fails the open with FatRepairError, nothing written. Opened
+ *   read-only, a dirty volume is read as it is.
  * - Rename is not atomic (renameIsAtomic = false), as on Linux: the new entry is written first (in one
  *   write where the directory has room inside a sector), then the old entry is deleted; onto an existing
  *   file, the target's short entry is repointed at the source's chain (one 32-byte write), the source's

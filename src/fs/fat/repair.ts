@@ -34,7 +34,7 @@
 import { CorruptImageError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
 import { FORMAT, type Layout } from './boot.ts';
-import { ATTR_DIRECTORY, ATTR_LFN, ATTR_VOLUME, DELETED, ENTRY_SIZE, MAX_DIR_ENTRIES, decodeShortEntry, shortNameText } from './dirent.ts';
+import { ATTR_DIRECTORY, ATTR_LFN, ATTR_VOLUME, DELETED, ENTRY_SIZE, MAX_DIR_ENTRIES, decodeLfnEntry, decodeShortEntry, joinLfn, shortNameText, type LfnEntry } from './dirent.ts';
 import { FREE, type FatTable, type Run } from './table.ts';
 
 /** The repair found something it cannot judge: nothing was written; fsck.fat has to decide. */
@@ -147,7 +147,7 @@ async function scan(disk: Disk, layout: Layout, fat: FatTable): Promise<Scan> {
       }
       start = 2;
     }
-    let lfn: { slots: number[]; expect: number } | undefined;
+    let lfn: { slots: number[]; pieces: (LfnEntry | undefined)[]; expect: number } | undefined;
     const orphaned = (): void => {
       if (!lfn) return;
       for (const slot of lfn.slots) {
@@ -172,21 +172,30 @@ async function scan(disk: Disk, layout: Layout, fat: FatTable): Promise<Scan> {
       if (attr === ATTR_LFN) {
         if (lfn && lfn.expect === 0) orphaned();
         const seq = b0 & 0x1f;
-        if (b0 & 0x40 && seq !== 0) lfn = { slots: [], expect: seq };
+        if (b0 & 0x40 && seq !== 0) lfn = { slots: [], pieces: [], expect: seq };
         else if (!lfn) continue; // a fragment outside a sequence: fsck.fat leaves it
         else if (seq !== lfn.expect) {
           lfn = undefined; // a wrong sequence number: fsck.fat leaves it and forgets the name so far
           continue;
         }
         lfn.slots.push(slot);
+        let piece: LfnEntry | undefined; // only for the name in messages
+        try {
+          piece = decodeLfnEntry(raw);
+        } catch (err) {
+          if (!(err instanceof CorruptImageError)) throw err;
+        }
+        lfn.pieces.push(piece);
         lfn.expect--;
         continue;
       }
+      const long = lfn && lfn.expect === 0 && lfn.pieces.every((p) => p) ? lfn.pieces : undefined;
       lfn = undefined;
       if ((attr & 0x3f) === ATTR_LFN) refuse(`directory ${shown}: slot ${slot} has long-name attributes plus others (0x${attr.toString(16)})`);
       if (attr & ATTR_VOLUME) continue;
       const short = decodeShortEntry(raw, fat32);
-      const path = `${dir.path}/${shortNameText(short.name, short.ntCase)}`;
+      // (For messages: the long name where it belongs to this entry.)
+      const path = `${dir.path}/${(long && joinLfn(long as LfnEntry[], short.name)) ?? shortNameText(short.name, short.ntCase)}`;
       if (b0 === 0x2e) refuse(`directory ${shown}: a "." entry at slot ${slot}`);
       const isDir = (attr & ATTR_DIRECTORY) !== 0;
       const first = short.firstCluster;
@@ -232,7 +241,7 @@ export async function repairFat(disk: Disk, layout: Layout, fat: FatTable, write
   try {
     found = await scan(disk, layout, fat);
   } catch (err) {
-    if (err instanceof CorruptImageError && !(err instanceof FatRepairError)) throw new FatRepairError(err.message);
+    if (err instanceof CorruptImageError && !(err instanceof FatRepairError)) throw new FatRepairError(err.message.replace(/^fat: /, ''));
     throw err;
   }
   // Orphaned slots, consecutive ones in one write.

@@ -12,6 +12,9 @@
  *   mode (mirroring off) is refused for writing.
  * - Free clusters are counted by one streaming pass (`countFree`); the count and the next-free hint are
  *   kept exact from then on, and go into FSInfo on flush.
+ * - For the repair of a dirty volume (repair.ts): `freeUnnamed` frees, in one streaming pass, every
+ *   allocated cluster a bitmap of named clusters lacks (bad clusters stay marked), and `syncCopies`
+ *   rewrites the sectors of the other copies that differ from the first.
  * - Allocation prefers one contiguous run (first fit from the next-free hint, wrapping); without one,
  *   it takes free clusters in order from the hint. A file that grows asks for the clusters right after
  *   its last one first (`after`), so it stays contiguous where the space allows.
