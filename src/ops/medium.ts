@@ -8,7 +8,7 @@
  * tree in squashfs.img (Fedora 41+), EROFS in squashfs.img (Fedora 42+ kiwi builds), an overlayfs
  * persistence directory, or an uncompressed LiveOS/rootfs.img on the medium.
  */
-import { LivestickError, NotFoundError, UnsupportedFeatureError, UsageError } from '../errors.ts';
+import { CorruptImageError, LivestickError, NotFoundError, UnsupportedFeatureError, UsageError } from '../errors.ts';
 import { readAt, type Disk } from '../io/disk.ts';
 import { view } from '../io/bytes.ts';
 import { SquashfsReader } from '../fs/squashfs/index.ts';
@@ -55,10 +55,18 @@ export async function withRecoveredMedium<T>(target: string, options: OpenRootOp
     root.hostDir !== undefined ? true : root.fs.dirty === true || (await recoveryNeeded({ root, liveos: await liveosDir(root) })),
   );
   const write = options.write || needed;
-  return withMediumRoot(target, { ...options, write }, async (root) => {
-    const recovery: RecoveryReport = needed ? await recoverMedium({ root, liveos: await liveosDir(root) }) : { action: 'none', files: [], warnings: [] };
-    return fn(root, recovery);
-  });
+  const run = (root: MediumRoot, warnings: string[]) => async (): Promise<T> => {
+    const recovery: RecoveryReport = root.fs.readOnly && root.hostDir === undefined ? { action: 'none', files: [], warnings } : await recoverMedium({ root, liveos: await liveosDir(root) });
+    return fn(root, { ...recovery, warnings: [...warnings, ...recovery.warnings] });
+  };
+  try {
+    return await withMediumRoot(target, { ...options, write }, (root) => (needed ? run(root, [])() : fn(root, { action: 'none', files: [], warnings: [] })));
+  } catch (err) {
+    // A reading command on a volume whose repair is refused (damage a crash cannot explain) still reads it, as it is.
+    if (options.write || !needed || !(err instanceof CorruptImageError) || !/repair/i.test(`${err.constructor.name} ${err.message}`)) throw err;
+    const warning = `the volume was not closed cleanly and livestick will not repair it (${err.message}); it is read as it is — check it with fsck.fat or chkdsk`;
+    return withMediumRoot(target, { ...options, write: false }, (root) => run(root, [warning])());
+  }
 }
 
 /** Opens the medium's root, runs `fn`, and closes it (also when `fn` throws). */

@@ -158,6 +158,7 @@ export async function openMediumRoot(target: string, options: OpenRootOptions = 
   if (!st.isFile() && !st.isBlockDevice()) throw new NotFoundError(`${target} is neither a directory, an image file nor a block device`, { file: target });
   const disk = await FileDisk.open(target, { readOnly: !options.write, force: options.force });
   const opened: { volume: string; fs: FileSystem; live: boolean }[] = [];
+  const failures: LivestickError[] = [];
   try {
     const device = st.isBlockDevice() ? inspectDevice(target, disk.fd) : undefined;
     const table = await readPartitionTable(disk, device?.logicalSectorSize === 4096 ? { sectorSize: 4096 } : {});
@@ -174,10 +175,13 @@ export async function openMediumRoot(target: string, options: OpenRootOptions = 
         fs = (await openFileSystem(v.disk, signatures, { write: options.write }))?.fs;
       } catch (err) {
         if (!(err instanceof LivestickError) || options.partition !== undefined) throw err;
+        failures.push(err);
       }
       if (fs) opened.push({ volume: v.volume, fs, live: await holdsLiveos(fs) });
     }
     const live = opened.filter((o) => o.live);
+    // A volume that could not be opened may be the one holding LiveOS/: its error says more than "not found".
+    if (live.length === 0 && failures.length > 0) throw failures[0];
     if (live.length === 0) {
       const seen = opened.map((o) => `${o.volume} (${o.fs.type}${o.fs.label ? ` "${o.fs.label}"` : ''})`).join(', ');
       throw new NotFoundError(`no LiveOS/ directory on ${target}: not a live medium${seen ? ` (looked in ${seen})` : ''}; \`livestick inspect ${target}\` shows what it holds`, { file: target });

@@ -298,7 +298,7 @@ describe('FatFs', () => {
   });
 
   test('a cluster chain that loops or points outside the volume is a CorruptImageError', async () => {
-    const { disk, fs } = await freshFs(8 * MiB, 'fat16');
+    const { disk, fs } = await freshFs(16 * MiB, 'fat16');
     await fs.writeFile('/chain.bin', new Uint8Array(5 * fs.layout.clusterSize));
     await fs.close();
     const fatAt = fs.layout.fatOffset;
@@ -339,4 +339,12 @@ test('createFile reads as zeros even over clusters a deleted file left its bytes
   const back = await readAt(f, 0, f.size);
   assert.ok(back.every((b) => b === 0), 'no byte of the deleted file shows through');
   await fs.close();
+});
+
+describe('mkfsFat refusals', () => {
+  test('FAT16 asked for on a volume too small for 4085 clusters is refused (every reader would take it for FAT12)', async () => {
+    await assert.rejects(mkfsFat(new MemoryDisk(8 * MiB), { type: 'fat16' }), /too few for FAT16/);
+    const ok = await mkfsFat(new MemoryDisk(16 * MiB), { type: 'fat16' });
+    assert.equal(ok.type, 'fat16');
+  });
 });

@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 import { missingTools, run } from '../helpers/tools.ts';
@@ -132,6 +132,32 @@ describe('a FAT32 stick image as the medium', { skip: missingTools('sfdisk', 'md
     await resetMedium(dir, { wipe: true });
     assert.deepEqual(await imageLiveos(img), dirLiveos(dir));
     fsckClean();
+  });
+
+  test('a dirty volume whose repair is refused: status still reads it, says so, and writes nothing', async () => {
+    const img2 = join(tmp.dir, 'damaged.img');
+    const p2 = await fatStickFrom(dir, img2);
+    const range = /<(\d+)-(\d+)>/.exec(run('mshowfat', ['-i', `${img2}@@${p2.startBytes}`, '::/LiveOS/squashfs.img']).stdout);
+    assert.ok(range, 'mshowfat shows the base as one run');
+    const last = Number(range[2]);
+    const fd = openSync(img2, 'r+');
+    const boot = Buffer.alloc(512);
+    readSync(fd, boot, 0, 512, p2.startBytes);
+    const fatAt = p2.startBytes + boot.readUInt16LE(14) * 512;
+    // The base's last cluster now links on into a free cluster (damage no cut write leaves), and the volume is marked dirty.
+    const link = Buffer.alloc(4);
+    link.writeUInt32LE(last + 5000);
+    writeSync(fd, link, 0, 4, fatAt + 4 * last);
+    boot[65] = boot[65]! | 1;
+    writeSync(fd, boot, 0, 512, p2.startBytes);
+    closeSync(fd);
+    const before = sha(readFileSync(img2));
+    const r = await mediumStatus(img2);
+    assert.ok(r.warnings.some((w) => /not closed cleanly and livestick will not repair it/.test(w)), r.warnings.join('\n'));
+    assert.ok(r.overlay.sizeBytes > 0 && r.filesystem.blocks > 0, 'the figures are there');
+    assert.equal(sha(readFileSync(img2)), before, 'nothing was written');
+    await assert.rejects(mergeMedium(img2, { dryRun: false }), /repair after an unclean stop/);
+    assert.equal(sha(readFileSync(img2)), before, 'a refused merge writes nothing either');
   });
 
   test('the kernel mounts the FAT partition, finds the switched files and boots the new pair', { skip: kernelHarnessStatus() }, async () => {

@@ -138,7 +138,10 @@ export function chooseGeometry(size: number, type?: FatType): Geometry {
   const t: FatType = sizeFat === 12 ? 'fat12' : sizeFat === 16 ? 'fat16' : 'fat32';
   const clusters = t === 'fat12' ? clust12 : t === 'fat16' ? clust16 : clust32;
   const fatLength = t === 'fat12' ? len12 : t === 'fat16' ? len16 : len32;
-  if (t === 'fat16' && clusters < FAT12_THRESHOLD && !byUser) refuse('an unfortunate size: too big for FAT12, too small for FAT16 (make it a bit smaller)');
+  // Below 4085 clusters every reader (Linux, Windows, fsck.fat) takes the volume for FAT12, whatever was asked for.
+  if (t === 'fat16' && clusters < FAT12_THRESHOLD) {
+    refuse(byUser ? `${size} bytes give only ${clusters} clusters: too few for FAT16 (at least ${FAT12_THRESHOLD}; readers would take it for FAT12) — make it larger, or FAT12` : 'an unfortunate size: too big for FAT12, too small for FAT16 (make it a bit smaller)');
+  }
   if (clusters <= 0) refuse(`${size} bytes are too small for ${t}`);
   reserved = alignTo(reserved, cluster);
   if (align && t !== 'fat32') rootEntries = alignTo(rootSectors, cluster) * (SECTOR >> 5);
