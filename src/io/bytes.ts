@@ -65,3 +65,13 @@ export function formatSize(bytes: number): string {
   }
   return u === 0 ? `${bytes} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
 }
+
+/** Clearing reads and writes this much at a time (big reads: a sparse image's holes cost the kernel per call). */
+export const CLEAR_PIECE = 4 << 20;
+let zeros: Buffer | undefined;
+
+/** A shared zero-filled buffer of at least `n` bytes (never written to). */
+export function zeroBuffer(n: number): Buffer {
+  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CLEAR_PIECE));
+  return zeros;
+}

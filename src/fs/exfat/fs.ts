@@ -65,6 +65,7 @@ import {
   UnsupportedFeatureError,
   UsageError,
 } from '../../errors.ts';
+import { CLEAR_PIECE, zeroBuffer } from '../../io/bytes.ts';
 import { checkRange, readAt, type Disk } from '../../io/disk.ts';
 import type { CreateFileOptions, FsEntry, FsSpace, FsStat, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { FORMAT, VOLUME_FLAG_ACTIVE_FAT, VOLUME_FLAG_DIRTY, readBootRegion, type BootSector } from './boot.ts';
@@ -209,15 +210,6 @@ function isDir(set: FileEntrySet): boolean {
   return (set.attributes & ATTR_DIRECTORY) !== 0;
 }
 
-/** Clearing reads this much at a time (big reads: a sparse image's holes cost the kernel per call). */
-const CLEAR_PIECE = 4 << 20;
-let zeros: Buffer | undefined;
-
-/** A shared zero-filled buffer of at least `n` bytes (never written to). */
-function zeroBuffer(n: number): Buffer {
-  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CLEAR_PIECE));
-  return zeros;
-}
 
 /** Clusters [from, to) of a file (counted in file order) as runs. */
 function sliceRuns(runs: readonly Run[], from: number, to: number): Run[] {

@@ -53,6 +53,7 @@
  * - close() leaves the Disk open: its owner closes it.
  */
 import { AlreadyExistsError, CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
+import { CLEAR_PIECE, zeroBuffer } from '../../io/bytes.ts';
 import { readAt, type Disk } from '../../io/disk.ts';
 import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsTime, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { FORMAT, FSINFO_UNKNOWN, decodeBootSector, decodeFsInfo, encodeBootSector, encodeFsInfo, layoutOf, type BootSector, type FatType, type Layout } from './boot.ts';
@@ -173,15 +174,6 @@ class WatchedDisk implements Disk {
   }
 }
 
-/** Clearing reads this much at a time (big reads: a sparse image's holes cost the kernel per call). */
-const CLEAR_PIECE = 4 << 20;
-let zeros: Buffer | undefined;
-
-/** A shared zero-filled buffer of at least `n` bytes (never written to). */
-function zeroBuffer(n: number): Buffer {
-  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CLEAR_PIECE));
-  return zeros;
-}
 
 /** Clusters [from, to) of a chain (counted in chain order) as runs. */
 function sliceRuns(chain: readonly Run[], from: number, to: number): Run[] {
