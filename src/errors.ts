@@ -85,6 +85,13 @@ export class CorruptImageError extends LivestickError {
   }
 }
 
+/** A volume left unclean by a crash holds what its repair cannot judge: nothing was written (FAT, exFAT). */
+export class RepairRefusedError extends CorruptImageError {
+  constructor(format: string, what: string, tool: string) {
+    super(format, 'repair after an unclean stop', `${what}; nothing was changed (check the volume with ${tool})`);
+  }
+}
+
 /** Well-formed input that uses something livestick does not implement. */
 export class UnsupportedFeatureError extends LivestickError {
   readonly format: string;

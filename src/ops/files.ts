@@ -4,7 +4,8 @@ import type { Disk } from '../io/disk.ts';
 import type { FileSystem, WritableFileSystem } from '../fs/filesystem.ts';
 import type { MediumRoot } from './root.ts';
 
-const isNotFound = (err: unknown): boolean => err instanceof LivestickError && err.code === 'NOT_FOUND';
+/** A typed "no such file" from any FileSystem. */
+export const isNotFound = (err: unknown): boolean => err instanceof LivestickError && err.code === 'NOT_FOUND';
 
 export async function fileExists(fs: FileSystem, path: string): Promise<boolean> {
   try {

@@ -8,12 +8,14 @@
  * tree in squashfs.img (Fedora 41+), EROFS in squashfs.img (Fedora 42+ kiwi builds), an overlayfs
  * persistence directory, or an uncompressed LiveOS/rootfs.img on the medium.
  */
-import { CorruptImageError, LivestickError, NotFoundError, UnsupportedFeatureError, UsageError } from '../errors.ts';
+import { LivestickError, NotFoundError, RepairRefusedError, UnsupportedFeatureError, UsageError } from '../errors.ts';
 import { readAt, type Disk } from '../io/disk.ts';
 import { view } from '../io/bytes.ts';
 import { SquashfsReader } from '../fs/squashfs/index.ts';
 import type { WritableFile } from '../fs/filesystem.ts';
 import type { RecoveryReport } from './switch.ts';
+import { basename } from 'node:path';
+import { isNotFound } from './files.ts';
 import { directoryRoot, fsBasename, fsJoin, mediumPath, openMediumRoot, type MediumRoot, type OpenRootOptions } from './root.ts';
 
 export const LIVEOS = 'LiveOS';
@@ -50,22 +52,23 @@ export interface OpenMedium extends Medium {
  */
 export async function withRecoveredMedium<T>(target: string, options: OpenRootOptions, fn: (root: MediumRoot, recovery: RecoveryReport) => Promise<T>): Promise<T> {
   const { recoverMedium, recoveryNeeded } = await import('./switch.ts');
-  // A volume left dirty by a crash is opened for writing too: that open repairs it (a lost chain of an unfinished build is space given back).
-  const needed = await withMediumRoot(target, { ...options, write: options.write ?? false }, async (root) =>
-    root.hostDir !== undefined ? true : root.fs.dirty === true || (await recoveryNeeded({ root, liveos: await liveosDir(root) })),
-  );
-  const write = options.write || needed;
-  const run = (root: MediumRoot, warnings: string[]) => async (): Promise<T> => {
-    const recovery: RecoveryReport = root.fs.readOnly && root.hostDir === undefined ? { action: 'none', files: [], warnings } : await recoverMedium({ root, liveos: await liveosDir(root) });
-    return fn(root, { ...recovery, warnings: [...warnings, ...recovery.warnings] });
-  };
+  const none: RecoveryReport = { action: 'none', files: [], warnings: [] };
+  const recovered = async (root: MediumRoot): Promise<T> => fn(root, await recoverMedium({ root, liveos: await liveosDir(root) }));
+  // One open when nothing needs recovery; the reopen for writing only when something does.
+  const reopen = await withMediumRoot(target, options, async (root) => {
+    if (root.hostDir !== undefined || !root.fs.readOnly) return { result: await recovered(root) };
+    // A volume left dirty by a crash is reopened for writing too: that open repairs it (a lost chain of an unfinished build is space given back).
+    if (root.fs.dirty === true || (await recoveryNeeded({ root, liveos: await liveosDir(root) }))) return undefined;
+    return { result: await fn(root, none) };
+  });
+  if (reopen !== undefined) return reopen.result;
   try {
-    return await withMediumRoot(target, { ...options, write }, (root) => (needed ? run(root, [])() : fn(root, { action: 'none', files: [], warnings: [] })));
+    return await withMediumRoot(target, { ...options, write: true }, recovered);
   } catch (err) {
     // A reading command on a volume whose repair is refused (damage a crash cannot explain) still reads it, as it is.
-    if (options.write || !needed || !(err instanceof CorruptImageError) || !/repair/i.test(`${err.constructor.name} ${err.message}`)) throw err;
+    if (!(err instanceof RepairRefusedError)) throw err;
     const warning = `the volume was not closed cleanly and livestick will not repair it (${err.message}); it is read as it is — check it with fsck.fat or chkdsk`;
-    return withMediumRoot(target, { ...options, write: false }, (root) => run(root, [warning])());
+    return withMediumRoot(target, options, (root) => fn(root, { ...none, warnings: [warning] }));
   }
 }
 
@@ -110,7 +113,7 @@ async function kindAt(root: MediumRoot, path: string): Promise<'file' | 'dir' | 
     const k = (await root.fs.stat(path)).kind;
     return k === 'file' || k === 'dir' ? k : 'other';
   } catch (err) {
-    if (err instanceof NotFoundError || (err instanceof LivestickError && err.code === 'NOT_FOUND')) return undefined;
+    if (isNotFound(err)) return undefined;
     throw err;
   }
 }
@@ -118,7 +121,7 @@ async function kindAt(root: MediumRoot, path: string): Promise<'file' | 'dir' | 
 /** The medium's LiveOS directory (/LiveOS, or the root itself when the user named LiveOS/). */
 export async function liveosDir(root: MediumRoot): Promise<string> {
   if ((await kindAt(root, `/${LIVEOS}`)) === 'dir') return `/${LIVEOS}`;
-  if (root.hostDir !== undefined && fsBasename(root.hostDir.replace(/[\\/]+$/, '').replace(/\\/g, '/')) === LIVEOS && (await kindAt(root, `/${BASE_NAME}`)) === 'file') return '/';
+  if (root.hostDir !== undefined && basename(root.hostDir) === LIVEOS && (await kindAt(root, `/${BASE_NAME}`)) === 'file') return '/';
   throw new NotFoundError(`no ${LIVEOS}/ directory: not a live medium (expected ${root.display(`/${LIVEOS}/${BASE_NAME}`)})`, { file: root.target });
 }
 

@@ -18,10 +18,9 @@
  * - The switch itself is ops/switch.ts.
  */
 import { stat } from 'node:fs/promises';
-import { removeFile } from '../io/host.ts';
+import { FAT_MAX_FILE_BYTES, removeFile } from '../io/host.ts';
 import { SimulatedCrash } from '../io/faults.ts';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
 import type { WritableFileSystem } from '../fs/filesystem.ts';
 import { ExitCode, LivestickError, UsageError, fromSystemError } from '../errors.ts';
 import { equalBytes, formatSize, isAllZero } from '../io/bytes.ts';
@@ -479,7 +478,8 @@ async function mergeOn(root: MediumRoot, options: MergeOptions): Promise<MergeRe
       }
     } catch (err) {
       if ((err as { code?: string }).code === 'NO_SPACE' || (err as NodeJS.ErrnoException).code === 'ENOSPC') {
-        throw new NoSpaceError(`${hostTarget ? `the work directory ${options.workDir}` : 'the medium'} ran out of space while the new base was written (${formatSize(hostTarget ? 0 : spaceAvailable)} were free); nothing was changed`, hostTarget ?? root.display(newBasePath));
+        const where = hostTarget ? `the work directory ${options.workDir}` : `the medium (${formatSize(spaceAvailable)} were free)`;
+        throw new NoSpaceError(`${where} ran out of space while the new base was written; nothing was changed`, hostTarget ?? root.display(newBasePath));
       }
       throw err;
     }
@@ -583,7 +583,7 @@ async function copyOwnership(root: MediumRoot, from: string, to: string, warning
 
 /** The largest file the medium's filesystem holds (FAT: 4 GiB − 1); a larger estimate is capped and the writer grows the file if it must. */
 function maxFileBytes(fs: WritableFileSystem): number {
-  return fs.type.startsWith('fat') ? 2 ** 32 - 1 : Number.MAX_SAFE_INTEGER;
+  return fs.type.startsWith('fat') ? FAT_MAX_FILE_BYTES : Number.MAX_SAFE_INTEGER;
 }
 
 /** Copies a host file (a base built in --work-dir) onto the medium; durable when it returns. */

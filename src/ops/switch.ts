@@ -437,11 +437,12 @@ export interface RecoveryReport {
 
 /** Leftovers of an unfinished build: removed only when no journal exists (nothing was switched). */
 const BUILD_LEFTOVER = [`${TEMP_MARK}new`, `${TEMP_MARK}partial`, `${TEMP_MARK}copy`, `${TEMP_MARK}tmp`, `${TEMP_MARK}probe`, `${TEMP_MARK}linkprobe`];
+const isBuildLeftover = (name: string): boolean => name !== JOURNAL_NAME && BUILD_LEFTOVER.some((m) => name.includes(m));
 
 /** Whether `recoverMedium` has anything to do: a journal, or leftovers of an unfinished build. */
 export async function recoveryNeeded(place: SwitchPlace): Promise<boolean> {
   const names = (await place.root.fs.readdir(place.liveos)).map((e) => e.name);
-  return names.includes(JOURNAL_NAME) || names.some((n) => BUILD_LEFTOVER.some((m) => n.includes(m)));
+  return names.includes(JOURNAL_NAME) || names.some(isBuildLeftover);
 }
 
 /** Finishes or undoes an interrupted switch, or removes the leftovers of an unfinished build. */
@@ -467,7 +468,7 @@ export async function recoverMedium(place: SwitchPlace): Promise<RecoveryReport>
     );
   }
   const names = (await place.root.fs.readdir(liveos)).map((e) => e.name);
-  const leftovers = names.filter((n) => BUILD_LEFTOVER.some((m) => n.includes(m)) && n !== JOURNAL_NAME);
+  const leftovers = names.filter(isBuildLeftover);
   if (leftovers.length === 0) return { action: 'none', files: [], warnings };
   const fs = place.root.writable();
   const removed: string[] = [];

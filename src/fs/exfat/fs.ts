@@ -58,6 +58,7 @@
 import {
   AlreadyExistsError,
   CorruptImageError,
+  RepairRefusedError,
   LivestickError,
   ExitCode,
   NotFoundError,
@@ -144,9 +145,9 @@ interface DirListing {
 }
 
 /** The repair of a dirty volume found something it cannot judge: nothing was written; fsck.exfat decides. */
-export class ExfatRepairError extends CorruptImageError {
+export class ExfatRepairError extends RepairRefusedError {
   constructor(what: string) {
-    super(FORMAT, 'repair after an unclean stop', `${what}; nothing was changed (check the volume with fsck.exfat)`);
+    super(FORMAT, what, 'fsck.exfat');
   }
 }
 

@@ -31,16 +31,16 @@
  *   they differ; every allocated cluster nothing names freed in the table (bad clusters stay marked) and
  *   written back to every copy; FSInfo recounted; a flush. A cluster any entry names is never freed.
  */
-import { CorruptImageError } from '../../errors.ts';
+import { CorruptImageError, RepairRefusedError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
 import { FORMAT, type Layout } from './boot.ts';
 import { ATTR_DIRECTORY, ATTR_LFN, ATTR_VOLUME, DELETED, ENTRY_SIZE, MAX_DIR_ENTRIES, decodeLfnEntry, decodeShortEntry, joinLfn, shortNameText, type LfnEntry } from './dirent.ts';
 import { FREE, type FatTable, type Run } from './table.ts';
 
 /** The repair found something it cannot judge: nothing was written; fsck.fat has to decide. */
-export class FatRepairError extends CorruptImageError {
+export class FatRepairError extends RepairRefusedError {
   constructor(what: string) {
-    super(FORMAT, 'repair after an unclean stop', `${what}; nothing was changed (check the volume with fsck.fat)`);
+    super(FORMAT, what, 'fsck.fat');
   }
 }
 
