@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { formatSize } from '../io/bytes.ts';
 import { Ext4 } from '../fs/ext4/index.ts';
 import { ExceptionStore, SnapshotDisk } from '../xform/dmsnap/index.ts';
-import { FileDisk } from '../io/disk.ts';
 import { applyPackageUpdate, buildSampleMedium } from './sample.ts';
 import { mediumStatus, type StatusReport } from './status.ts';
 import { mergeMedium, type MergeResult } from './merge.ts';

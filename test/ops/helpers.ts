@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ext4 } from '../../src/fs/ext4/index.ts';
-import { FileDisk, readAt } from '../../src/io/disk.ts';
+import { readAt } from '../../src/io/disk.ts';
 import { locateMedium, openMedium, openMediumFile } from '../../src/ops/medium.ts';
 import { openMediumRoot } from '../../src/ops/root.ts';
 import { ExceptionStore, SnapshotDisk, sameBase } from '../../src/xform/dmsnap/index.ts';

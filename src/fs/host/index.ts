@@ -9,7 +9,7 @@ import { fromSystemError } from '../../errors.ts';
 import { FileDisk, type Disk } from '../../io/disk.ts';
 import { SimulatedCrash, faultPoint } from '../../io/faults.ts';
 import { chmod, chown, fsyncDir, hostSpace, link, removeFile, rename } from '../../io/host.ts';
-import type { CreateFileOptions, FileSystem, FsEntry, FsSpace, FsStat, NodeKind, WritableFile, WritableFileSystem } from '../filesystem.ts';
+import type { CreateFileOptions, FsEntry, FsSpace, FsStat, NodeKind, WritableFile, WritableFileSystem } from '../filesystem.ts';
 
 function kindOf(st: { isDirectory(): boolean; isSymbolicLink(): boolean; isFile(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isFIFO(): boolean }): NodeKind {
   if (st.isDirectory()) return 'dir';
