@@ -56,7 +56,7 @@ export async function withRecoveredMedium<T>(target: string, options: OpenRootOp
   const recovered = async (root: MediumRoot): Promise<T> => fn(root, await recoverMedium({ root, liveos: await liveosDir(root) }));
   // One open when nothing needs recovery; the reopen for writing only when something does.
   const reopen = await withMediumRoot(target, options, async (root) => {
-    if (root.hostDir !== undefined || !root.fs.readOnly) return { result: await recovered(root) };
+    if (!root.fs.readOnly) return { result: await recovered(root) };
     // A volume left dirty by a crash is reopened for writing too: that open repairs it (a lost chain of an unfinished build is space given back).
     if (root.fs.dirty === true || (await recoveryNeeded({ root, liveos: await liveosDir(root) }))) return undefined;
     return { result: await fn(root, none) };
