@@ -38,6 +38,16 @@ export interface FsStat {
   readonly mtime: FsTime;
   readonly atime?: FsTime;
   readonly ctime?: FsTime;
+  /** Inode number, unique within this filesystem (two names with one `ino` are hard links), where the format has one. */
+  readonly ino?: number;
+  /** Device number of a char or block device (an overlayfs whiteout is char 0/0). */
+  readonly rdev?: { readonly major: number; readonly minor: number };
+}
+
+/** One extended attribute: the full name with its namespace ("trusted.overlay.opaque") and the raw value. */
+export interface FsXattr {
+  readonly name: string;
+  readonly value: Uint8Array;
 }
 
 export interface FsEntry {
@@ -66,6 +76,8 @@ export interface FileSystem {
   stat(path: string): Promise<FsStat>;
   readdir(path: string): Promise<FsEntry[]>;
   readlink(path: string): Promise<string>;
+  /** Extended attributes of the node itself (a symlink's own), where the format has them (absent: FAT, exFAT, ISO9660). */
+  xattrs?(path: string): Promise<readonly FsXattr[]>;
   /** A file's content as a read-only Disk. */
   openFile(path: string): Promise<Disk>;
   space(): Promise<FsSpace>;

@@ -1,7 +1,7 @@
 /** ext2/3/4 as the common FileSystem (read side): paths, stats, and files as read-only Disks over their extents. */
 import { UsageError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
-import type { FileSystem, FsEntry, FsSpace, FsStat, NodeKind } from '../filesystem.ts';
+import type { FileSystem, FsEntry, FsSpace, FsStat, FsXattr, NodeKind } from '../filesystem.ts';
 import type { Ext4, Run } from './fs.ts';
 import { formatUuid } from './superblock.ts';
 
@@ -58,7 +58,10 @@ export class Ext4FileSystem implements FileSystem {
   }
   async stat(path: string): Promise<FsStat> {
     const s = await this.fs.statInode(await this.fs.lookup(path, { follow: false }));
-    return { kind: kindOf(s.kind), size: s.size, mode: s.mode & 0o7777, uid: s.uid, gid: s.gid, nlink: s.nlink, mtime: s.mtime, atime: s.atime, ctime: s.ctime };
+    return { kind: kindOf(s.kind), size: s.size, allocatedBytes: s.blocks512 * 512, mode: s.mode & 0o7777, uid: s.uid, gid: s.gid, nlink: s.nlink, mtime: s.mtime, atime: s.atime, ctime: s.ctime, ino: s.ino, ...(s.rdev === undefined ? {} : { rdev: s.rdev }) };
+  }
+  async xattrs(path: string): Promise<readonly FsXattr[]> {
+    return this.fs.xattrs(await this.fs.readInode(await this.fs.lookup(path, { follow: false })));
   }
   async readdir(path: string): Promise<FsEntry[]> {
     const out: FsEntry[] = [];

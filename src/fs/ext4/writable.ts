@@ -54,7 +54,7 @@
  */
 import { AlreadyExistsError, NotFoundError, ReadOnlyError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
-import type { CreateFileOptions, FsEntry, FsSpace, FsStat, WritableFile, WritableFileSystem } from '../filesystem.ts';
+import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsXattr, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { NoSpaceError } from './errors.ts';
 import { Ext4FileSystem } from './filesystem.ts';
 import { Ext4 } from './fs.ts';
@@ -452,6 +452,10 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
 
   readlink(path: string): Promise<string> {
     return this.#exclusive(() => this.#reader.readlink(path));
+  }
+
+  xattrs(path: string): Promise<readonly FsXattr[]> {
+    return this.#exclusive(() => this.#reader.xattrs(path));
   }
 
   /** A file as a read-only Disk (an open file's view shows what has been written to it so far). */

@@ -9,7 +9,8 @@ import { fromSystemError } from '../../errors.ts';
 import { FileDisk, type Disk } from '../../io/disk.ts';
 import { SimulatedCrash, faultPoint } from '../../io/faults.ts';
 import { chmod, chown, fsyncDir, hostSpace, link, removeFile, rename } from '../../io/host.ts';
-import type { CreateFileOptions, FsEntry, FsSpace, FsStat, NodeKind, WritableFile, WritableFileSystem } from '../filesystem.ts';
+import { readHostXattrs } from '../../io/xattr.ts';
+import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsXattr, NodeKind, WritableFile, WritableFileSystem } from '../filesystem.ts';
 
 function kindOf(st: { isDirectory(): boolean; isSymbolicLink(): boolean; isFile(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isFIFO(): boolean }): NodeKind {
   if (st.isDirectory()) return 'dir';
@@ -18,6 +19,14 @@ function kindOf(st: { isDirectory(): boolean; isSymbolicLink(): boolean; isFile(
   if (st.isBlockDevice()) return 'blockdev';
   if (st.isCharacterDevice()) return 'chardev';
   return st.isFIFO() ? 'fifo' : 'socket';
+}
+
+/** glibc's dev_t split (major: bits 8-19 and 32-43; minor: bits 0-7 and 20-31); macOS packs major<<24 | minor. */
+function decodeHostDev(rdev: number): { major: number; minor: number } {
+  if (process.platform === 'darwin') return { major: Math.floor(rdev / 2 ** 24) & 0xff, minor: rdev & 0xffffff };
+  const lo = rdev % 2 ** 32;
+  const hi = Math.floor(rdev / 2 ** 32);
+  return { major: ((lo >>> 8) & 0xfff) | ((hi & 0xfffff000) >>> 0), minor: (lo & 0xff) | ((lo >>> 12) & 0xfff00) };
 }
 
 export class HostFileSystem implements WritableFileSystem {
@@ -45,7 +54,9 @@ export class HostFileSystem implements WritableFileSystem {
     try {
       const st = await lstat(p);
       const t = (ms: number) => ({ sec: Math.floor(ms / 1000), nsec: Math.round((ms % 1000) * 1e6) });
-      return { kind: kindOf(st), size: st.size, allocatedBytes: st.blocks * 512, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: st.nlink, mtime: t(st.mtimeMs), atime: t(st.atimeMs), ctime: t(st.ctimeMs) };
+      const kind = kindOf(st);
+      const device = kind === 'chardev' || kind === 'blockdev' ? { rdev: decodeHostDev(st.rdev) } : {};
+      return { kind, size: st.size, allocatedBytes: st.blocks * 512, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: st.nlink, mtime: t(st.mtimeMs), atime: t(st.atimeMs), ctime: t(st.ctimeMs), ino: st.ino, ...device };
     } catch (err) {
       throw fromSystemError(err, p, 'stat');
     }
@@ -65,6 +76,9 @@ export class HostFileSystem implements WritableFileSystem {
     } catch (err) {
       throw fromSystemError(err, p, 'read the link');
     }
+  }
+  async xattrs(path: string): Promise<readonly FsXattr[]> {
+    return readHostXattrs(this.hostPath(path));
   }
   openFile(path: string): Promise<Disk> {
     return FileDisk.open(this.hostPath(path), { readOnly: true });
