@@ -1,0 +1,3 @@
+export * from './xattr.ts';
+export * from './view.ts';
+export * from './analyze.ts';
