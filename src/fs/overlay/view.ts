@@ -337,7 +337,7 @@ export class OverlayFileSystem implements FileSystem {
     const kind = meta.stat.kind;
     if (kind === 'dir') {
       const lowers = found.filter((e) => e.stat.kind === 'dir');
-      return { path, kind, upper, lowers, meta, data: undefined, metacopy: false, opaque: upper !== undefined && d.opaque, redirect: upper?.redirect, merged: (upper ? 1 : 0) + lowers.length > 1 };
+      return { path, kind, upper, lowers, meta, data: undefined, metacopy: false, opaque: upper?.opaque === 'y', redirect: upper?.redirect, merged: (upper ? 1 : 0) + lowers.length > 1 };
     }
     let data: LayerEntry | undefined = meta;
     if (upperMetacopy || meta.metacopy) {
