@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import '../helpers/setup.ts';
 import { CorruptImageError, NotFoundError } from '../../src/errors.ts';
 import { readAt } from '../../src/io/disk.ts';
-import { OverlayFileSystem, analyzeUpper } from '../../src/fs/overlay/index.ts';
+import { OverlayFileSystem } from '../../src/fs/overlay/index.ts';
 import { MemoryFileSystem, type MemNode } from '../helpers/memfs.ts';
 
 const P = 'trusted.overlay.';
@@ -309,4 +309,3 @@ describe('overlay view: bad xattr values are typed errors', () => {
   }
 });
 
-void analyzeUpper;

@@ -14,7 +14,6 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, chownSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { readFileSync as readProc } from 'node:fs';
 import { FileDisk, readAt } from '../../src/io/disk.ts';
 import { HostFileSystem } from '../../src/fs/host/index.ts';
 import { SquashfsFileSystem } from '../../src/fs/squashfs/filesystem.ts';
@@ -31,7 +30,7 @@ function skipReason(): false | string {
   if (process.getuid?.() !== 0) reasons.push('not root (mounting overlayfs needs root)');
   let fss = '';
   try {
-    fss = readProc('/proc/filesystems', 'utf8');
+    fss = readFileSync('/proc/filesystems', 'utf8');
   } catch {}
   if (!/\toverlay$/m.test(fss)) reasons.push('no overlay in /proc/filesystems');
   if (reasons.length === 0) return false;
