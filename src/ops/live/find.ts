@@ -47,7 +47,10 @@ export async function findLive(stick: Stick): Promise<LiveFindings> {
   }
   const unmatched: Persistence[] = [];
   for (const p of found) {
-    const candidates = systems.filter((s) => p.claims(s));
+    let candidates = systems.filter((s) => p.claims(s));
+    const weak = candidates.length === 0 && p.weakClaim !== undefined;
+    if (weak) candidates = systems.filter((s) => p.weakClaim!.claims(s));
+    if (weak && candidates.length === 1) p.mode = `${p.mode}; ${p.weakClaim!.note}`;
     if (candidates.length === 1) {
       p.belongsTo = candidates[0];
       candidates[0]!.persistence.push(p);

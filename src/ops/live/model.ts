@@ -66,8 +66,8 @@ export interface Persistence {
   readonly legacy: boolean;
   /** The upper exists already (a fresh Ventoy .dat gets it on its first boot). */
   readonly present: boolean;
-  /** What booting will do with it, in one sentence. */
-  readonly mode: string;
+  /** What booting will do with it, in one sentence (find.ts adds the caveat of a weak claim). */
+  mode: string;
   belongsTo: LiveSystem | undefined;
   /** Why it belongs to no base, when it does not. */
   unmatched: string | undefined;
@@ -75,6 +75,8 @@ export interface Persistence {
   claims(base: LiveSystem): boolean;
   /** Said when no base claims it. */
   readonly unmatchedReason: string;
+  /** Asked only when no base `claims` it: a base it may still belong to, and the caveat added to `mode` then. */
+  readonly weakClaim?: { readonly claims: (base: LiveSystem) => boolean; readonly note: string };
   /** dm-snapshot: the COW file (volume + path), for the existing dm-snapshot pieces. */
   readonly cow?: { readonly volume: Volume; readonly path: string };
   /** The filesystem holding the upper (writable with `write`), the upper and work roots on it. */
@@ -207,6 +209,7 @@ export interface PersistenceFields {
   readonly mode: string;
   readonly claims: (base: LiveSystem) => boolean;
   readonly unmatchedReason: string;
+  readonly weakClaim?: Persistence['weakClaim'];
   readonly cow?: { readonly volume: Volume; readonly path: string };
 }
 
@@ -228,6 +231,7 @@ export function persistence(f: PersistenceFields): Persistence {
     unmatched: undefined,
     claims: f.claims,
     unmatchedReason: f.unmatchedReason,
+    ...(f.weakClaim ? { weakClaim: f.weakClaim } : {}),
     ...(f.cow ? { cow: f.cow } : {}),
     async open(options = {}) {
       if (f.kind === 'dm-snapshot') throw new UsageError(`${volume.displayPath(f.upper)} is a dm-snapshot COW file, not an upper directory: open it through the overlay engine (cow)`);

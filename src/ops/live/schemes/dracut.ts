@@ -123,6 +123,14 @@ async function dracutPersistence(ctx: SchemeContext, volume: Volume, fs: FileSys
     for (const e of names.filter((x) => x.name.startsWith('overlay-') && !x.name.includes(TEMP_MARK)).sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const path = `${dir}/${e.name}`;
       const claims = dracutClaim(e.name);
+      const expected = dracutOverlayName(volume);
+      const weakClaim = {
+        claims: (base: LiveSystem) => base.scheme === 'dracut' && base.volume === volume,
+        note:
+          expected === undefined
+            ? `the volume's label and uuid are not known here (a directory), so whether the name matches the base's cannot be checked`
+            : `its name is not ${expected}, the default for this base: dracut uses it only when the boot arguments name it (rd.live.overlay=…:${path})`,
+      };
       const unmatchedReason = `${e.name} names no base on this stick (no volume with that label and uuid holds ${dir}/squashfs.img)`;
       const arg = overlayArg(volume);
       if (e.kind === 'dir') {
@@ -139,6 +147,7 @@ async function dracutPersistence(ctx: SchemeContext, volume: Volume, fs: FileSys
               : `dracut does not use it: ${dir}/ovlwork is missing beside it, so the boot falls back to a temporary overlay`,
             claims,
             unmatchedReason,
+            weakClaim,
           }),
         );
         continue;
@@ -156,6 +165,7 @@ async function dracutPersistence(ctx: SchemeContext, volume: Volume, fs: FileSys
             mode: `dracut maps it as the persistent dm-snapshot COW (PO, 4 KiB chunks) of LiveOS/rootfs.img when booted with ${arg}`,
             claims: (base) => claims(base) && !base.flat,
             unmatchedReason,
+            weakClaim: { claims: (base: LiveSystem) => weakClaim.claims(base) && !base.flat, note: weakClaim.note },
           }),
         );
         continue;
@@ -176,6 +186,7 @@ async function dracutPersistence(ctx: SchemeContext, volume: Volume, fs: FileSys
             mode: nested.encryption ? `${image} is LUKS-encrypted: dracut does not open an encrypted overlay file; livestick opens it only with a passphrase` : `${image} holds ${kind}, which livestick cannot open${nested.problem ? ` (${nested.problem})` : ''}`,
             claims,
             unmatchedReason,
+            weakClaim,
           }),
         );
         continue;
@@ -194,6 +205,7 @@ async function dracutPersistence(ctx: SchemeContext, volume: Volume, fs: FileSys
             : `dracut does not use ${image} as overlayfs persistence: it lacks /overlayfs and /ovlwork at its root`,
           claims,
           unmatchedReason,
+          weakClaim,
         }),
       );
     }
