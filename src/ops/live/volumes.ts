@@ -188,6 +188,8 @@ export class Volume {
 
 export class Stick {
   readonly volumes: Volume[] = [];
+  /** The image's or device's size (0 for a directory). */
+  sizeBytes = 0;
   readonly problems: string[] = [];
   readonly #disks: Disk[] = [];
   readonly #filesystems: FileSystem[] = [];
@@ -306,6 +308,7 @@ export async function openStick(target: string, options: OpenStickOptions = {}):
     const table = await readPartitionTable(disk, device?.logicalSectorSize === 4096 ? { sectorSize: 4096 } : {});
     const stick = new Stick(target, device ? 'device' : 'image', table.kind === 'none' ? undefined : table, device, options);
     stick.adopt(disk);
+    stick.sizeBytes = disk.size;
     stick.problems.push(...table.problems);
     if (table.kind === 'none') stick.volumes.push(new Volume(stick, 'disk', disk, {}));
     for (const p of table.partitions) {
