@@ -9,25 +9,15 @@
  *   image of one filesystem). Filesystems are opened through fs/registry.ts, so a filesystem added
  *   there is found here without a change; a volume whose filesystem is not supported yet is listed
  *   with its signatures.
- * - Live layouts are recognised by content, as the boot code does: LiveOS/squashfs.img (SquashFS or
- *   EROFS; SquashFS holding LiveOS/rootfs.img, or a flat root), LiveOS/overlay-* (a dm-snapshot file,
- *   an overlayfs directory, or an image holding a filesystem), LiveOS/home.img; live/*.squashfs
- *   (Debian live-boot); casper/*.squashfs (Ubuntu). Volumes labelled persistence, writable, casper-rw
- *   or vtoycow are reported as persistence.
+ * - Volumes and live systems come from the one model of ops/live (openStick, findLive): each
+ *   system's scheme, lower stack (top first) and persistence with its volume, upper, work and what
+ *   booting does with it; persistence that belongs to no base is listed as unmatched with the reason.
  */
-import { stat } from 'node:fs/promises';
-import { LivestickError, NotFoundError, fromSystemError } from '../errors.ts';
-import { FileDisk, type Disk } from '../io/disk.ts';
-import { inspectDevice } from '../io/device.ts';
-import { probeSignatures } from '../io/signature.ts';
-import type { FileSystem } from '../fs/filesystem.ts';
-import { HostFileSystem } from '../fs/host/index.ts';
-import { openFileSystem } from '../fs/registry.ts';
-import { partitionDisk, readPartitionTable, type PartitionTable } from '../fs/ptable/index.ts';
-import { imageKind } from './medium.ts';
+import { LivestickError } from '../errors.ts';
+import { findLive, withStick, type LiveSystem as ModelSystem, type Persistence, type Volume } from './live/index.ts';
 
 export interface InspectedVolume {
-  /** "disk" (no partition table), "partition N", or "directory". */
+  /** "disk" (no partition table), "partition N", "directory", or a nested volume's id (`p1:/LiveOS/overlay-…`). */
   readonly id: string;
   readonly startBytes: number;
   readonly sizeBytes: number;
@@ -35,21 +25,39 @@ export interface InspectedVolume {
   readonly partitionName?: string;
   readonly signatures: string[];
   readonly filesystem?: { type: string; label?: string; uuid?: string; totalBytes: number; freeBytes: number };
+  readonly encrypted?: string;
   readonly problem?: string;
 }
 
 export interface LivePersistence {
   readonly path: string;
-  readonly kind: 'dm-snapshot file' | 'overlayfs directory' | 'overlay image' | 'persistence volume';
+  readonly kind: 'dm-snapshot file' | 'overlayfs directory' | 'overlay image' | 'persistence volume' | 'bind directory' | 'link directory';
   readonly bytes: number;
+  readonly scheme: string;
+  /** The volume holding the upper (a nested volume for an image file). */
+  readonly volume: string;
+  readonly upper: string;
+  readonly work?: string;
+  readonly target: string;
+  readonly encrypted: boolean;
+  readonly legacy: boolean;
+  readonly present: boolean;
+  readonly mode: string;
+  /** The base it belongs to ("VOLUME:PATH" of its top lower), or absent when unmatched. */
+  readonly belongsTo?: string;
+  readonly unmatched?: string;
 }
 
 export interface LiveSystem {
   readonly volume: string;
   readonly layout: 'dracut LiveOS' | 'Debian live-boot' | 'Ubuntu casper';
+  readonly scheme: string;
   readonly base: { path: string; format: string; rootImage?: string; flat?: boolean; bytes: number };
+  /** The lower stack, top first. */
+  readonly lowers: { volume: string; path: string; format: string; inner?: string }[];
   readonly persistence: LivePersistence[];
-  readonly home?: { path: string; bytes: number; encrypted: boolean };
+  readonly home?: { path: string; bytes: number; encrypted: boolean; volume: string; mode: string };
+  readonly notes: string[];
 }
 
 export interface InspectReport {
@@ -58,174 +66,112 @@ export interface InspectReport {
   readonly partitionTable: { kind: string; sectorSize: number; partitions: number; problems: string[] } | null;
   readonly volumes: InspectedVolume[];
   readonly liveSystems: LiveSystem[];
+  /** Persistence found on the stick that belongs to no base here. */
+  readonly unmatchedPersistence: LivePersistence[];
   readonly warnings: string[];
 }
 
-const PERSISTENCE_LABELS = new Set(['persistence', 'writable', 'casper-rw', 'vtoycow']);
+const LAYOUTS: Record<string, LiveSystem['layout']> = { dracut: 'dracut LiveOS', casper: 'Ubuntu casper', 'live-boot': 'Debian live-boot' };
 
-
-/** Runs `fn` on a file of the filesystem as a Disk, closing it after. */
-async function withFile<T>(fs: FileSystem, path: string, fn: (disk: Disk) => Promise<T>): Promise<T> {
-  const disk = await fs.openFile(path);
-  try {
-    return await fn(disk);
-  } finally {
-    await disk.close();
-  }
+/** The id inspect has always shown: "partition N" for a partition, the model's id otherwise. */
+function volumeId(v: Volume): string {
+  if (v.parent) return `${volumeId(v.parent)}:${v.path}`;
+  return v.partition ? `partition ${v.partition.index}` : v.id;
 }
 
-async function entries(fs: FileSystem, path: string): Promise<{ name: string; kind: string }[]> {
+async function fileBytes(v: Volume, path: string): Promise<number> {
+  const fs = await v.tryOpen();
+  if (!fs) return 0;
   try {
-    return await fs.readdir(path);
+    return (await fs.stat(path)).size;
   } catch (err) {
-    if (err instanceof LivestickError) return [];
+    if (err instanceof LivestickError) return 0;
     throw err;
   }
 }
 
-/** The live systems on one filesystem. */
-async function liveSystemsOn(fs: FileSystem, volume: string, warnings: string[]): Promise<LiveSystem[]> {
-  const out: LiveSystem[] = [];
-  const liveos = await entries(fs, '/LiveOS');
-  const base = liveos.find((e) => e.name === 'squashfs.img' && e.kind === 'file');
-  if (base) {
-    const { format, rootImage, flat, bytes } = await withFile(fs, '/LiveOS/squashfs.img', async (disk) => {
-      const format = await imageKind(disk);
-      let rootImage: string | undefined;
-      let flat: boolean | undefined;
-      if (format === 'squashfs') {
-        try {
-          const { SquashfsReader } = await import('../fs/squashfs/reader.ts');
-          const sq = await SquashfsReader.open(disk);
-          for (const candidate of ['LiveOS/rootfs.img', 'LiveOS/ext3fs.img']) {
-            try {
-              if ((await sq.lookup(candidate)).kind === 'file') rootImage = candidate;
-            } catch {
-              // not this one
-            }
-            if (rootImage) break;
-          }
-          flat = rootImage === undefined;
-        } catch (err) {
-          if (!(err instanceof LivestickError)) throw err;
-          warnings.push(`${volume}: /LiveOS/squashfs.img looks like SquashFS but cannot be read: ${err.message}`);
-        }
-      }
-      return { format, rootImage, flat, bytes: disk.size };
-    });
-    const persistence: LivePersistence[] = [];
-    for (const e of liveos.filter((x) => x.name.startsWith('overlay-') && !x.name.includes('.livestick-'))) {
-      const path = `/LiveOS/${e.name}`;
-      const st = await fs.stat(path);
-      if (e.kind === 'dir') persistence.push({ path, kind: 'overlayfs directory', bytes: 0 });
-      else {
-        const inner = await withFile(fs, path, imageKind);
-        persistence.push({ path, kind: inner === 'ext4' ? 'overlay image' : 'dm-snapshot file', bytes: st.size });
-      }
-    }
-    let home: LiveSystem['home'];
-    if (liveos.some((e) => e.name === 'home.img' && e.kind === 'file')) {
-      home = { path: '/LiveOS/home.img', bytes: (await fs.stat('/LiveOS/home.img')).size, encrypted: (await withFile(fs, '/LiveOS/home.img', imageKind)) === 'LUKS' };
-    }
-    out.push({
-      volume,
-      layout: 'dracut LiveOS',
-      base: { path: '/LiveOS/squashfs.img', format, bytes, ...(rootImage ? { rootImage } : {}), ...(flat !== undefined ? { flat } : {}) },
-      persistence,
-      ...(home ? { home } : {}),
-    });
-  }
-  for (const [dir, layout] of [['/live', 'Debian live-boot'], ['/casper', 'Ubuntu casper']] as const) {
-    for (const e of (await entries(fs, dir)).filter((x) => x.kind === 'file' && x.name.endsWith('.squashfs')).sort((a, b) => a.name.localeCompare(b.name))) {
-      const path = `${dir}/${e.name}`;
-      const { format, bytes } = await withFile(fs, path, async (disk) => ({ format: await imageKind(disk), bytes: disk.size }));
-      out.push({ volume, layout, base: { path, format, bytes }, persistence: [] });
-      if (layout === 'Debian live-boot') break;
-    }
-  }
-  return out;
+async function persistenceOf(p: Persistence, system: ModelSystem | undefined): Promise<LivePersistence> {
+  const nested = p.volume.parent !== undefined;
+  const kind: LivePersistence['kind'] =
+    p.kind === 'dm-snapshot' ? 'dm-snapshot file' : p.kind === 'bind' ? 'bind directory' : p.kind === 'link' ? 'link directory' : nested ? 'overlay image' : p.upper.startsWith('/LiveOS/') ? 'overlayfs directory' : 'persistence volume';
+  const path = p.cow ? p.cow.path : nested ? p.volume.path! : p.upper;
+  const bytes = p.cow ? await fileBytes(p.cow.volume, p.cow.path) : nested ? p.volume.sizeBytes : 0;
+  const top = system?.lowers[0];
+  return {
+    path,
+    kind,
+    bytes,
+    scheme: p.scheme,
+    volume: volumeId(p.volume),
+    upper: p.upper,
+    ...(p.work ? { work: p.work } : {}),
+    target: p.target,
+    encrypted: p.encrypted,
+    legacy: p.legacy,
+    present: p.present,
+    mode: p.mode,
+    ...(top ? { belongsTo: `${volumeId(top.volume)}:${top.path}` } : {}),
+    ...(p.unmatched ? { unmatched: p.unmatched } : {}),
+  };
 }
 
-async function inspectVolume(disk: Disk, id: string, extra: Partial<InspectedVolume>, warnings: string[]): Promise<{ volume: InspectedVolume; fs?: FileSystem }> {
-  const signatures = (await probeSignatures(disk)).map((s) => s.name);
-  const base = { id, startBytes: extra.startBytes ?? 0, sizeBytes: disk.size, ...extra, signatures };
-  try {
-    const opened = await openFileSystem(disk, signatures);
-    if (!opened) return { volume: base };
-    const space = await opened.fs.space();
-    return {
-      volume: { ...base, filesystem: { type: opened.fs.type, ...(opened.fs.label ? { label: opened.fs.label } : {}), ...(opened.fs.uuid ? { uuid: opened.fs.uuid } : {}), ...space } },
-      fs: opened.fs,
-    };
-  } catch (err) {
-    if (!(err instanceof LivestickError)) throw err;
-    warnings.push(`${id}: ${err.message}`);
-    return { volume: { ...base, problem: err.message } };
+async function systemOf(s: ModelSystem): Promise<LiveSystem> {
+  const top = s.lowers[0]!;
+  const inner = s.scheme.replace(/^ventoy-/, '');
+  return {
+    volume: volumeId(s.volume),
+    layout: LAYOUTS[inner]!,
+    scheme: s.scheme,
+    base: { path: top.path, format: top.format, ...(top.inner ? { rootImage: top.inner.path } : {}), ...(inner === 'dracut' ? { flat: s.flat } : {}), bytes: await fileBytes(top.volume, top.path) },
+    lowers: s.lowers.map((l) => ({ volume: volumeId(l.volume), path: l.path, format: l.format, ...(l.inner ? { inner: l.inner.path } : {}) })),
+    persistence: await Promise.all(s.persistence.map((p) => persistenceOf(p, s))),
+    ...(s.home ? { home: { path: s.home.path, bytes: s.home.path === '/' ? s.home.volume.sizeBytes : await fileBytes(s.home.volume, s.home.path), encrypted: s.home.encrypted, volume: volumeId(s.home.volume), mode: s.home.mode } } : {}),
+    notes: [...s.notes],
+  };
+}
+
+async function volumeOf(v: Volume, source: string): Promise<InspectedVolume> {
+  const fs = await v.tryOpen();
+  const signatures = source === 'directory' ? [] : await v.signatures();
+  let filesystem: InspectedVolume['filesystem'];
+  if (fs) {
+    const space = await fs.space();
+    filesystem = { type: fs.type, ...(fs.label ? { label: fs.label } : {}), ...(fs.uuid ? { uuid: fs.uuid } : {}), ...space };
   }
+  return {
+    id: volumeId(v),
+    startBytes: v.startBytes,
+    sizeBytes: source === 'directory' ? (filesystem?.totalBytes ?? 0) : v.sizeBytes,
+    ...(v.partition ? { partitionType: v.partition.typeName } : {}),
+    ...(v.partition?.name ? { partitionName: v.partition.name } : {}),
+    signatures,
+    ...(filesystem ? { filesystem } : {}),
+    ...(v.encryption ? { encrypted: `LUKS${v.encryption.version}` } : {}),
+    ...(v.problem && !fs ? { problem: v.problem } : {}),
+  };
 }
 
 export async function inspectMedium(target: string): Promise<InspectReport> {
-  let st;
-  try {
-    st = await stat(target);
-  } catch (err) {
-    throw fromSystemError(err, target, 'open it');
-  }
-  const warnings: string[] = [];
-  const liveSystems: LiveSystem[] = [];
-  if (st.isDirectory()) {
-    const fs = new HostFileSystem(target);
-    const space = await fs.space();
-    liveSystems.push(...(await liveSystemsOn(fs, 'directory', warnings)));
-    return {
-      target,
-      source: { kind: 'directory', sizeBytes: space.totalBytes },
-      partitionTable: null,
-      volumes: [{ id: 'directory', startBytes: 0, sizeBytes: space.totalBytes, signatures: [], filesystem: { type: 'host', ...space } }],
-      liveSystems,
-      warnings,
-    };
-  }
-  if (!st.isFile() && !st.isBlockDevice()) throw new NotFoundError(`${target} is neither a directory, an image file nor a block device`, { file: target });
-  const disk = await FileDisk.open(target, { readOnly: true });
-  try {
-    const device = st.isBlockDevice() ? inspectDevice(target) : undefined;
-    const table: PartitionTable = await readPartitionTable(disk, device && device.logicalSectorSize === 4096 ? { sectorSize: 4096 } : {});
+  return withStick(target, {}, async (stick) => {
+    const found = await findLive(stick);
     const volumes: InspectedVolume[] = [];
-    const parts = table.kind === 'none' ? [] : table.partitions;
-    const visit = async (vdisk: Disk, id: string, extra: Partial<InspectedVolume>): Promise<void> => {
-      const { volume, fs } = await inspectVolume(vdisk, id, extra, warnings);
-      volumes.push(volume);
-      if (!fs) return;
-      const label = volume.filesystem?.label?.toLowerCase();
-      const found = await liveSystemsOn(fs, id, warnings);
-      liveSystems.push(...found);
-      if (label && PERSISTENCE_LABELS.has(label)) {
-        liveSystems.push({ volume: id, layout: label === 'persistence' ? 'Debian live-boot' : 'Ubuntu casper', base: { path: '', format: 'none', bytes: 0 }, persistence: [{ path: '/', kind: 'persistence volume', bytes: volume.sizeBytes }] });
-      }
-    };
-    if (parts.length === 0) await visit(disk, 'disk', {});
-    for (const p of parts) {
-      await visit(partitionDisk(disk, p, { readOnly: true }), `partition ${p.index}`, {
-        startBytes: p.startBytes,
-        partitionType: p.typeName,
-        ...(p.name ? { partitionName: p.name } : {}),
-      });
-    }
-    warnings.push(...table.problems);
+    for (const v of stick.volumes) volumes.push(await volumeOf(v, stick.source));
+    const warnings = [...found.problems];
+    for (const v of volumes) if (v.problem && !v.encrypted) warnings.push(`${v.id}: ${v.problem}`);
+    const table = stick.table;
+    const device = stick.device;
     return {
       target,
       source: {
-        kind: device ? 'device' : 'image',
-        sizeBytes: disk.size,
+        kind: stick.source,
+        sizeBytes: stick.source === 'directory' ? (volumes[0]?.sizeBytes ?? 0) : stick.sizeBytes,
         ...(device ? { sectorSize: device.logicalSectorSize, ...(device.model ? { model: device.model } : {}), mounted: device.mounted.map((m) => `${m.device} at ${m.mountPoint}`) } : {}),
       },
-      partitionTable: table.kind === 'none' ? null : { kind: table.kind, sectorSize: table.sectorSize, partitions: table.partitions.length, problems: [...table.problems] },
+      partitionTable: table ? { kind: table.kind, sectorSize: table.sectorSize, partitions: table.partitions.length, problems: [...table.problems] } : null,
       volumes,
-      liveSystems,
+      liveSystems: await Promise.all(found.systems.map(systemOf)),
+      unmatchedPersistence: await Promise.all(found.unmatched.map((p) => persistenceOf(p, undefined))),
       warnings,
     };
-  } finally {
-    await disk.close();
-  }
+  });
 }

@@ -127,6 +127,33 @@ describe('inspect', () => {
     assert.equal(r.liveSystems[0]?.base.rootImage, 'LiveOS/rootfs.img');
   });
 
+  test('the live model in the report: scheme, lower stack, upper/work/mode/belongs-to; a persistence volume without its base is unmatched, never a system with an empty base', async () => {
+    const { gptStick, ext4On, fatOn, put, mkdirs, rootTree, squashfsBytes } = await import('../live/build.ts');
+    const img = join(tmp.dir, 'model.img');
+    const base = await squashfsBytes(rootTree('f'), join(tmp.dir, 'm.sqfs'));
+    await gptStick(img, 48, [
+      { sizeMiB: 20, type: 'efi-system', fill: (d) => fatOn(d, { label: 'LIVE', serial: 0x2026_1201 }, (fs) => put(fs, '/LiveOS/squashfs.img', base)) },
+      { sizeMiB: 12, type: 'linux-filesystem', fill: (d) => ext4On(d, { label: 'persist' }, (fs) => mkdirs(fs, '/LiveOS/overlay-LIVE-2026-1201', '/LiveOS/ovlwork')) },
+      { type: 'linux-filesystem', fill: (d) => ext4On(d, { label: 'persistence' }, (fs) => put(fs, '/persistence.conf', '/ union\n')) },
+    ]);
+    const r = await inspectMedium(img);
+    assert.equal(r.liveSystems.length, 1);
+    const s = r.liveSystems[0]!;
+    assert.deepEqual([s.scheme, s.layout, s.base.path, s.base.flat], ['dracut', 'dracut LiveOS', '/LiveOS/squashfs.img', true]);
+    assert.deepEqual(s.lowers, [{ volume: 'partition 1', path: '/LiveOS/squashfs.img', format: 'squashfs' }]);
+    const p = s.persistence[0]!;
+    assert.deepEqual([p.kind, p.volume, p.upper, p.work, p.belongsTo], ['overlayfs directory', 'partition 2', '/LiveOS/overlay-LIVE-2026-1201', '/LiveOS/ovlwork', 'partition 1:/LiveOS/squashfs.img']);
+    assert.match(p.mode, /rd\.live\.overlay=LABEL=persist/);
+    assert.equal(r.unmatchedPersistence.length, 1);
+    assert.deepEqual([r.unmatchedPersistence[0]!.scheme, r.unmatchedPersistence[0]!.volume, r.unmatchedPersistence[0]!.upper], ['live-boot', 'partition 3', '/rw']);
+    assert.match(r.unmatchedPersistence[0]!.unmatched!, /no live-boot base/);
+    const cli = runCli(['inspect', img]);
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stdout, /dracut LiveOS on partition 1: \/LiveOS\/squashfs\.img \(squashfs, a flat root tree/);
+    assert.match(cli.stdout, /persistence: \/LiveOS\/overlay-LIVE-2026-1201 \(overlayfs directory, on partition 2\)/);
+    assert.match(cli.stdout, /unmatched persistence on partition 3: \/rw \(persistence volume, live-boot\) — no live-boot base/);
+  });
+
   test('bad targets: typed errors', async () => {
     const r = runCli(['inspect', join(tmp.dir, 'nowhere'), '--json']);
     assert.equal(r.status, 66);

@@ -22,15 +22,21 @@ function renderInspect(r: InspectReport): string {
   if (r.liveSystems.length === 0) lines.push('live systems: none found');
   else lines.push('live systems:');
   for (const s of r.liveSystems) {
-    if (s.base.path === '') {
-      lines.push(`  ${s.layout} persistence volume: ${s.volume}`);
-      continue;
-    }
     const inside = s.base.rootImage ? `, ${s.base.rootImage} inside` : s.base.flat ? ', a flat root tree' : '';
-    lines.push(`  ${s.layout} on ${s.volume}: ${s.base.path} (${s.base.format}${inside}, ${formatSize(s.base.bytes)})`);
-    for (const p of s.persistence) lines.push(`    persistence: ${p.path} (${p.kind}${p.bytes ? `, ${formatSize(p.bytes)}` : ''})`);
+    lines.push(`  ${s.layout}${s.scheme.startsWith('ventoy-') ? ' (Ventoy)' : ''} on ${s.volume}: ${s.base.path} (${s.base.format}${inside}, ${formatSize(s.base.bytes)})`);
+    if (s.lowers.length > 1) lines.push(`    lower stack (top first): ${s.lowers.map((l) => l.path).join(', ')}`);
+    for (const p of s.persistence) {
+      lines.push(`    persistence: ${p.path} (${p.kind}${p.bytes ? `, ${formatSize(p.bytes)}` : ''}${p.volume !== s.volume ? `, on ${p.volume}` : ''})`);
+      if (p.kind !== 'dm-snapshot file') lines.push(`      upper ${p.upper}${p.work ? `, work ${p.work}` : ''}${p.target !== '/' ? `, for ${p.target}` : ''}`);
+      lines.push(`      ${p.mode}`);
+    }
     if (s.persistence.length === 0) lines.push('    persistence: none');
-    if (s.home) lines.push(`    home: ${s.home.path} (${s.home.encrypted ? 'LUKS-encrypted' : 'plain ext4'}, ${formatSize(s.home.bytes)})`);
+    if (s.home) lines.push(`    home: ${s.home.path === '/' ? s.home.volume : s.home.path} (${s.home.encrypted ? 'LUKS-encrypted' : 'plain ext4'}, ${formatSize(s.home.bytes)})`);
+    for (const n of s.notes) lines.push(`    note: ${n}`);
+  }
+  for (const p of r.unmatchedPersistence) {
+    lines.push(`  unmatched persistence on ${p.volume}: ${p.path} (${p.kind}, ${p.scheme}) — ${p.unmatched}`);
+    lines.push(`      ${p.mode}`);
   }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
