@@ -1,0 +1,127 @@
+/**
+ * A writer tree from any FileSystem: how a merged view (an overlayfs lower stack with its upper, or
+ * any other tree livestick can read) becomes a new SquashFS image.
+ *
+ * Design notes
+ * - The walk is lstat-only; names are sorted by the writer, so the order of readdir does not matter.
+ * - File data is read lazily, one file at a time, when the writer reaches it: a tree of a hundred
+ *   thousand files holds no open handles.
+ * - `blocksFrom` names, for a file, a SquashFS image and a path in it holding the same bytes (an
+ *   overlayfs file that is still its lower's): the writer then copies that file's stored blocks
+ *   verbatim, so untouched data is never decompressed or recompressed. The caller vouches that the
+ *   image uses the output's compressor and block size, and that the data is identical.
+ * - Hard links share one node, grouped by `linkKey` (default: the stat's ino, for entries with more
+ *   than one link).
+ */
+import { UsageError } from '../../errors.ts';
+import type { FileSystem, FsStat } from '../filesystem.ts';
+import { storedBlock } from './copy.ts';
+import type { SquashfsReader } from './reader.ts';
+import type { DirNode, FileContent, NodeMeta, TreeNode } from './tree.ts';
+import type { Xattr } from './xattr.ts';
+
+const PIECE = 1 << 20;
+
+export interface BlocksSource {
+  readonly reader: SquashfsReader;
+  /** The file's path inside that image. */
+  readonly path: string;
+}
+
+export interface TreeFromFsOptions {
+  blocksFrom?: (path: string, st: FsStat) => Promise<BlocksSource | undefined> | BlocksSource | undefined;
+  linkKey?: (path: string, st: FsStat) => string | undefined;
+  /** Read xattrs where the filesystem has them (default true). */
+  xattrs?: boolean;
+  /** Called once per node visited (progress). */
+  onNode?: (path: string) => void;
+}
+
+type XattrSource = FileSystem & { xattrs?: (path: string) => Promise<readonly Xattr[]> };
+
+function join(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+/** Streams a file of `fs` in pieces, opening it only when the writer asks for its content. */
+function lazyContent(fs: FileSystem, path: string, size: number): FileContent {
+  return {
+    kind: 'stream',
+    open: async function* () {
+      const disk = await fs.openFile(path);
+      try {
+        if (disk.size !== size) throw new UsageError(`${path} changed size while being read (${size} → ${disk.size} bytes)`);
+        for (let at = 0; at < size; at += PIECE) {
+          const buf = new Uint8Array(Math.min(PIECE, size - at));
+          await disk.read(buf, at);
+          yield buf;
+        }
+      } finally {
+        await disk.close();
+      }
+    },
+  };
+}
+
+async function verbatimContent(source: BlocksSource, size: number): Promise<FileContent | undefined> {
+  const inode = await source.reader.lookup(source.path);
+  if (inode.kind !== 'file' || inode.fileSize !== size) return undefined;
+  const disk = await source.reader.openFileDisk(inode);
+  const offsets = source.reader.blockOffsets(inode);
+  const reader = source.reader;
+  return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined) };
+}
+
+/** The writer tree of `fs` below `root` (a directory). */
+export async function treeFromFileSystem(fs: FileSystem, root = '/', options: TreeFromFsOptions = {}): Promise<DirNode> {
+  const withXattrs = options.xattrs !== false && typeof (fs as XattrSource).xattrs === 'function';
+  const links = new Map<string, TreeNode>();
+  const linkKey = options.linkKey ?? ((_: string, st: FsStat) => (st.ino !== undefined ? String(st.ino) : undefined));
+
+  const visit = async (path: string, st: FsStat): Promise<TreeNode> => {
+    options.onNode?.(path);
+    const key = st.kind !== 'dir' && st.nlink > 1 ? linkKey(path, st) : undefined;
+    if (key !== undefined) {
+      const known = links.get(key);
+      if (known !== undefined) return known;
+    }
+    const meta: NodeMeta = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime.sec };
+    if (withXattrs) {
+      const x = await (fs as XattrSource).xattrs!(path);
+      if (x.length > 0) meta.xattrs = x.map((a) => ({ name: a.name, value: a.value }));
+    }
+    let node: TreeNode;
+    switch (st.kind) {
+      case 'dir': {
+        const entries = new Map<string, TreeNode>();
+        for (const e of await fs.readdir(path)) {
+          const child = join(path, e.name);
+          entries.set(e.name, await visit(child, await fs.stat(child)));
+        }
+        node = { ...meta, type: 'dir', entries };
+        break;
+      }
+      case 'file': {
+        const source = await options.blocksFrom?.(path, st);
+        const content = (source !== undefined ? await verbatimContent(source, st.size) : undefined) ?? lazyContent(fs, path, st.size);
+        node = { ...meta, type: 'file', size: st.size, content };
+        break;
+      }
+      case 'symlink':
+        node = { ...meta, type: 'symlink', target: await fs.readlink(path) };
+        break;
+      case 'chardev':
+      case 'blockdev':
+        node = { ...meta, type: st.kind, major: st.rdev?.major ?? 0, minor: st.rdev?.minor ?? 0 };
+        break;
+      default:
+        node = { ...meta, type: st.kind };
+    }
+    if (key !== undefined) links.set(key, node);
+    return node;
+  };
+
+  const top = await visit(root, await fs.stat(root));
+  if (top.type !== 'dir') throw new UsageError(`${root} is not a directory`);
+  return top;
+}
