@@ -28,6 +28,7 @@ export interface PathUsage {
 }
 
 export interface StatusReport {
+  kind: 'dm-snapshot';
   medium: string;
   base: string;
   rootImage: string;
@@ -204,6 +205,7 @@ async function statusOn(root: MediumRoot, recovery: RecoveryReport, options: Sta
         ? 'the overlay is empty: nothing to merge'
         : `\`livestick merge\` would fold ${formatSize(usedData)} of changes into a new base, give back ${formatSize(usage.reclaimable)} of copied-but-now-free chunks, and leave the overlay empty (0% full)`;
     return {
+      kind: 'dm-snapshot',
       medium: dir,
       base: located.basePath,
       rootImage: located.rootImage,
@@ -251,6 +253,7 @@ async function keptFiles(root: MediumRoot, medium: Medium): Promise<{ name: stri
 
 function emptyReport(dir: string, located: { basePath: string; rootImage: string }, recovery: RecoveryReport, overlay: OverlayInfo, warnings: string[]): Omit<StatusReport, 'healthy' | 'problems' | 'host' | 'kept'> {
   return {
+    kind: 'dm-snapshot',
     medium: dir,
     base: located.basePath,
     rootImage: located.rootImage,

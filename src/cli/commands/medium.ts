@@ -7,6 +7,7 @@ import { resetMedium } from '../../ops/reset.ts';
 import type { CompressorName } from '../../fs/squashfs/index.ts';
 import { MEDIUM_ARGUMENT, Progress, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withMediumOptions, withOutputOptions, confirmYes } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
+import { overlayfsStatus, renderOverlayfsStatus, type OverlayfsStatusReport } from '../../ops/overlayfs/status.ts';
 
 function renderMerge(r: MergeResult): string {
   if (r.nothingToMerge) return [`nothing to merge: the overlay of ${r.medium} holds no changes; the base was left as it is`, ...r.warnings.filter((w) => !w.startsWith('the overlay holds no changes')).map((w) => `warning: ${w}`)].join('\n');
@@ -49,7 +50,7 @@ function exitCodeForProblem(code: string | undefined): number {
 export function registerMedium(program: Command): void {
   const status = program
     .command('status')
-    .description("show a live medium's overlay: how full it is, which files fill it, what a merge would reclaim")
+    .description("show a live medium's persistence (a dm-snapshot overlay file or an overlayfs upper): how full it is, what fills it, what a merge would reclaim")
     .argument('<medium>', MEDIUM_ARGUMENT)
     .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('--top <n>', 'how many files and directories to list', '10')
@@ -60,12 +61,15 @@ export function registerMedium(program: Command): void {
     await runCommand(
       opts,
       async () => {
-        const r = await mediumStatus(dir, { ...mediumOptions(opts), overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) });
+        const medium = mediumOptions(opts);
+        const r: StatusReport | OverlayfsStatusReport =
+          (opts.overlay === undefined ? await overlayfsStatus(dir, { ...medium, top }) : undefined) ??
+          (await mediumStatus(dir, { ...medium, overlay: opts.overlay, top, onProgress: (d, t) => (progress ??= new Progress('mapping the filesystem', t, { ...opts, unit: 'count' })).update(d) }));
         progress?.finish();
         if (!r.healthy) process.exitCode = ExitCode.unhealthy;
         return r;
       },
-      renderStatus,
+      (r) => (r.kind === 'overlayfs' ? renderOverlayfsStatus(r) : renderStatus(r)),
     );
   });
 
