@@ -36,7 +36,8 @@ export type ErrorCode =
   | 'NO_SPACE'
   | 'WRONG_PASSPHRASE'
   | 'INTERRUPTED'
-  | 'DEVICE_IN_USE';
+  | 'DEVICE_IN_USE'
+  | 'VERIFY_FAILED';
 
 export class LivestickError extends Error {
   readonly code: ErrorCode;

@@ -121,7 +121,7 @@ class MergedDisk implements Disk {
   async close(): Promise<void> {}
 }
 
-function settingsOf(reader: SquashfsReader): { name: CompressorName; settings: CompressorSettings } {
+export function settingsOf(reader: SquashfsReader): { name: CompressorName; settings: CompressorSettings } {
   const c = reader.compressor;
   const o = c.options;
   const dv = o ? new DataView(o.buffer, o.byteOffset, o.byteLength) : undefined;

@@ -6,11 +6,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
+import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
+import { FileDisk } from '../../src/io/disk.ts';
+import { readerSnapshot, snapshot } from '../squashfs/fixture.ts';
 
 const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', 'utf8').includes('overlay');
 const OVERLAY = 'overlay-LIVE-1234-ABCD';
@@ -38,6 +41,8 @@ function makeRoot(dir: string): void {
   writeFileSync(join(dir, 'usr/share/doc/pkg/NEWS'), noisy(10_000, 4));
   writeFileSync(join(dir, 'etc/os-release'), 'ID=test\n');
   writeFileSync(join(dir, 'etc/hosts'), '127.0.0.1 localhost\n');
+  mkdirSync(join(dir, 'usr/lib'), { recursive: true });
+  writeFileSync(join(dir, 'usr/lib/libuntouched.so'), noisy(300_000, 6));
 }
 
 describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'needs root and overlayfs in the host kernel' }, () => {
@@ -67,7 +72,19 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     } finally {
       execFileSync('umount', [mnt]);
     }
+    merged = mountedSnapshot();
   });
+  let merged: Map<string, string>;
+
+  /** The tree the kernel shows for the base and upper as they are now. */
+  function mountedSnapshot(): Map<string, string> {
+    execFileSync('mount', ['-t', 'overlay', 'lsovl', '-o', `lowerdir=${lowerDir},upperdir=${upper},workdir=${work}`, mnt]);
+    try {
+      return snapshot(mnt);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+  }
   after(() => tmp.cleanup());
 
   test('status explains the upper: each change in its class, the base bytes it hides, unbound, healthy', () => {
@@ -90,10 +107,42 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(st.binding.state, 'unbound');
     assert.equal(st.healthy, true);
     assert.equal(st.topFiles[0].path, '/usr/bin/tool', 'a chmod copies the whole file up');
+    assert.ok(!st.topFiles.some((f: { path: string }) => f.path === '/usr/lib/libuntouched.so'));
     const human = runCli(['status', medium]);
     assert.equal(human.status, 0, human.stderr);
     assert.match(human.stdout, /deletions \(whiteouts\)\s+1/);
     assert.match(human.stdout, /copies identical to the base\s+1/);
     assert.ok(existsSync(upper));
+  });
+
+  test('merge: the new base is the tree the kernel showed; the upper is empty and bound to it; a second merge has nothing to do', async () => {
+    const dry = runCli(['merge', medium, '--dry-run', '--json']);
+    assert.equal(dry.status, 0, dry.stdout + dry.stderr);
+    assert.equal(dry.json.verdict, 'ok');
+    assert.equal(readFileSync(join(medium, 'LiveOS', 'squashfs.img')).length > 0, true);
+    const r = runCli(['merge', medium, '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.equal(r.json.kind, 'overlayfs');
+    assert.equal(r.json.files.rebuilt, 5, 'the files the upper holds (usr/bin/tool counts: a chmod copies the data up)');
+    assert.equal(r.json.files.carried, 1, 'the untouched base file is carried over');
+    const disk = await FileDisk.open(join(medium, 'LiveOS', 'squashfs.img'));
+    try {
+      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+    } finally {
+      await disk.close();
+    }
+    assert.deepEqual(readdirSync(upper), [], 'a fresh empty upper');
+    assert.deepEqual(readdirSync(join(medium, 'LiveOS')).sort(), ['ovlwork', OVERLAY, 'squashfs.img'].sort(), 'no leftovers');
+    const st = runCli(['status', medium, '--json']).json;
+    assert.equal(st.upper.entries, 0);
+    assert.equal(st.binding.state, 'bound');
+    assert.equal(st.binding.matches, true);
+    // The kernel mounts the new pair and shows the same tree.
+    rmSync(lowerDir, { recursive: true });
+    execFileSync('unsquashfs', ['-q', '-no-progress', '-d', lowerDir, join(medium, 'LiveOS', 'squashfs.img')]);
+    assert.deepEqual(mountedSnapshot(), merged);
+    const again = runCli(['merge', medium, '--json']);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.json.nothingToMerge, true);
   });
 });

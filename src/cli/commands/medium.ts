@@ -7,6 +7,7 @@ import { resetMedium } from '../../ops/reset.ts';
 import type { CompressorName } from '../../fs/squashfs/index.ts';
 import { MEDIUM_ARGUMENT, Progress, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withMediumOptions, withOutputOptions, confirmYes } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
+import { mergeOverlayfs, type OverlayfsMergeResult } from '../../ops/overlayfs/merge.ts';
 import { overlayfsStatus, renderOverlayfsStatus, type OverlayfsStatusReport } from '../../ops/overlayfs/status.ts';
 
 function renderMerge(r: MergeResult): string {
@@ -28,6 +29,27 @@ function renderMerge(r: MergeResult): string {
     if (r.kept.base) lines.push(`  previous base kept as ${r.kept.base}`);
     if (r.kept.overlay) lines.push(`  previous overlay kept as ${r.kept.overlay}`);
   }
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return lines.join('\n');
+}
+
+function renderOverlayfsMerge(r: OverlayfsMergeResult): string {
+  if (r.nothingToMerge) return [`nothing to merge: the upper of ${r.medium} holds no changes; the base was left as it is`, ...r.warnings.filter((w) => !w.startsWith('the upper holds no changes')).map((w) => `warning: ${w}`)].join('\n');
+  const lines = [
+    r.dryRun ? (r.verdict === 'ok' ? `dry run: the merge would succeed; nothing was changed on ${r.medium}` : `dry run: the merge would fail; nothing was changed on ${r.medium}`) : `merged the overlayfs upper of ${r.medium} into a new base`,
+    ...r.problems.map((p) => `would fail: ${p.file ? `${p.file}: ` : ''}${p.message}`),
+    `  compressor ${r.compressor}, block size ${formatSize(r.blockSize)}`,
+    `  old base             ${formatSize(r.oldBaseBytes)}`,
+    `  new base             ${formatSize(r.newBaseBytes)}${r.newBaseEstimated ? ' (at most; estimated)' : ''}`,
+    `  upper merged         ${formatSize(r.upperBytesMerged)}`,
+    `  base data dropped    ${formatSize(r.baseBytesDropped)} (deleted or replaced in the upper)`,
+  ];
+  if (!r.dryRun) {
+    lines.push(`  files                ${r.files.rebuilt} compressed anew, ${r.files.carried} carried over unchanged`);
+    lines.push(`  time                 ${r.seconds.toFixed(1)} s`);
+    lines.push('  the upper is now empty and bound to the new base');
+    if (r.kept.upper) lines.push(`  previous upper kept as ${r.kept.upper}`);
+  } else lines.push(`  space needed         ${formatSize(r.spaceNeeded)} (${formatSize(r.spaceAvailable)} free)`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
 }
@@ -94,6 +116,12 @@ export function registerMedium(program: Command): void {
     await runCommand(
       opts,
       async () => {
+        const engineNeutral = opts.overlay === undefined && opts.workDir === undefined && compressor === undefined && blockSize === undefined;
+        const ovl = engineNeutral ? await mergeOverlayfs(dir, { ...mediumOptions(opts), threads, dryRun: opts.dryRun, keepOld: opts.keepOld, force: opts.force }) : undefined;
+        if (ovl !== undefined) {
+          if (ovl.verdict === 'would-fail') process.exitCode = exitCodeForProblem(ovl.problems[0]?.code);
+          return ovl;
+        }
         const r = await mergeMedium(dir, {
           ...mediumOptions(opts),
           overlay: opts.overlay,
@@ -119,7 +147,7 @@ export function registerMedium(program: Command): void {
         if (r.verdict === 'would-fail') process.exitCode = exitCodeForProblem(r.problems[0]?.code);
         return r;
       },
-      renderMerge,
+      (r: MergeResult | OverlayfsMergeResult) => ('kind' in r && r.kind === 'overlayfs' ? renderOverlayfsMerge(r) : renderMerge(r as MergeResult)),
     );
   });
 

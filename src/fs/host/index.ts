@@ -128,7 +128,18 @@ export class HostFileSystem implements WritableFileSystem {
     if (options.mode !== undefined) await chmod(p, options.mode);
   }
   async rename(from: string, to: string): Promise<void> {
-    await rename(this.#writable(from), this.#writable(to));
+    const f = this.#writable(from);
+    const t = this.#writable(to);
+    await rename(f, t);
+    this.#movePending(f, t);
+  }
+  /** Directories still to be synced that were renamed or removed keep their sync under their new name, or lose it. */
+  #movePending(from: string, to: string | undefined): void {
+    for (const dir of [...this.#changedDirs]) {
+      if (dir !== from && !dir.startsWith(`${from}/`)) continue;
+      this.#changedDirs.delete(dir);
+      if (to !== undefined) this.#changedDirs.add(to + dir.slice(from.length));
+    }
   }
   async unlink(path: string): Promise<void> {
     const p = this.#writable(path);
@@ -143,6 +154,7 @@ export class HostFileSystem implements WritableFileSystem {
       if (err instanceof SimulatedCrash) throw err;
       throw fromSystemError(err, p, 'remove the directory');
     }
+    this.#movePending(p, undefined);
   }
   async link(existing: string, path: string): Promise<void> {
     await link(this.#writable(existing), this.#writable(path));

@@ -1,0 +1,322 @@
+/**
+ * `livestick merge` on overlayfs media: the lower stack and the upper become one new SquashFS base,
+ * and a fresh empty upper bound to it takes the old one's place.
+ *
+ * Design notes
+ * - The new base is the merged view (fs/overlay) written by the SquashFS writer from
+ *   treeFromFileSystem: whiteouts and opaque directories drop what they hide, copied-up files
+ *   replace the base's, metacopy files take their data from the lower, xattrs (security.selinux,
+ *   security.capability, user.*) are kept and overlay.* ones dropped, hard links stay links.
+ * - Cost follows the change: a file whose data still lives in the SquashFS base (untouched, or a
+ *   metacopy stub) hands its stored blocks to the writer verbatim — same compressor, block size and
+ *   settings as the old base, so they are valid as they are; only files the upper holds are read and
+ *   compressed.
+ * - Verified before the switch: every node of the new image against the view (kind, mode, owner,
+ *   mtime, size, target, device, xattrs); content in full for the files that were compressed anew,
+ *   and for carried files their stored block words and tail.
+ * - Built beside the old base (BASE.livestick-new, made at an estimate and trimmed by the writer);
+ *   the switch is ./switch.ts. Refused: several lowers (casper's layer chains), a base that is not a
+ *   flat SquashFS (EROFS: issue 14; a rootfs.img inside), a base volume that cannot be written
+ *   (ISO9660), a volatile work dir, an upper bound to another base (unless --force).
+ */
+import { ExitCode, LivestickError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
+import { equalBytes, formatSize } from '../../io/bytes.ts';
+import type { FileSystem, FsStat, FsXattr, WritableFileSystem } from '../../fs/filesystem.ts';
+import { OverlayFileSystem, analyzeUpper, type UpperReport } from '../../fs/overlay/index.ts';
+import { SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
+import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
+import { treeFromFileSystem } from '../../fs/squashfs/from-fs.ts';
+import { settingsOf } from '../merge.ts';
+import { fileExists } from '../files.ts';
+import { withStick, type Stick } from '../live/index.ts';
+import { bindingState, lowerIdentities, writeBinding } from './binding.ts';
+import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
+import { NEW_MARK, OLD_MARK, readJournal, removeTree, rollForward, volumeRef, writeJournal, type OverlayfsJournal, type SwitchOutcome } from './switch.ts';
+import { recoverOverlayfs } from './recover.ts';
+import { stepPoint } from '../switch.ts';
+
+export interface OverlayfsMergeOptions {
+  partition?: number;
+  forceDevice?: boolean;
+  dryRun?: boolean;
+  keepOld?: boolean;
+  /** Merge even an empty upper, or one bound to another base. */
+  force?: boolean;
+  threads?: number;
+  mkfsTime?: number;
+  onProgress?: (phase: string, done: number, total: number) => void;
+}
+
+export interface OverlayfsMergeResult {
+  readonly kind: 'overlayfs';
+  readonly medium: string;
+  readonly dryRun: boolean;
+  readonly verdict: 'ok' | 'would-fail';
+  readonly problems: { code: string; message: string; file?: string }[];
+  readonly nothingToMerge: boolean;
+  readonly recovery: SwitchOutcome['action'];
+  readonly compressor: CompressorName;
+  readonly blockSize: number;
+  readonly oldBaseBytes: number;
+  readonly newBaseBytes: number;
+  readonly newBaseEstimated: boolean;
+  readonly upperBytesMerged: number;
+  readonly baseBytesDropped: number;
+  readonly files: { readonly carried: number; readonly rebuilt: number };
+  readonly spaceNeeded: number;
+  readonly spaceAvailable: number;
+  readonly seconds: number;
+  readonly kept: { readonly upper?: string; readonly work?: string };
+  readonly warnings: string[];
+}
+
+class MergeRefused extends LivestickError {
+  constructor(code: import('../../errors.ts').ErrorCode, exit: number, message: string, file?: string) {
+    super(code, exit, message, file !== undefined ? { file } : {});
+  }
+}
+
+const strip = (p: string): string => p.replace(/^\/+/, '');
+
+/** Merges the overlayfs medium at `target`, or returns undefined when it is not one. */
+export async function mergeOverlayfs(target: string, options: OverlayfsMergeOptions = {}): Promise<OverlayfsMergeResult | undefined> {
+  const write = options.dryRun !== true;
+  return withStick(target, { write, force: options.forceDevice }, async (stick) => {
+    const recovery = write ? await recoverOverlayfs(stick) : { action: 'none' as const, warnings: [], kept: {} };
+    const choice = await selectOverlayfsOrNone(stick, options.partition);
+    if (choice === undefined) return undefined;
+    return mergeOn(stick, choice, options, recovery);
+  });
+}
+
+async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: OverlayfsMergeOptions, recovery: SwitchOutcome): Promise<OverlayfsMergeResult> {
+  const started = Date.now();
+  const { system, persistence } = choice;
+  const warnings = [...recovery.warnings];
+  const problems: LivestickError[] = [];
+  const dryRun = options.dryRun === true;
+
+  if (system.lowers.length !== 1) throw new UnsupportedFeatureError('live medium', 'layered base', `the base is a stack of ${system.lowers.length} images (${system.lowers.map((l) => l.path).join(', ')}); merging a layer chain is not supported yet`);
+  const lower = system.lowers[0]!;
+  const baseShown = lower.volume.displayPath(lower.path);
+  if (lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is ${lower.format === 'erofs' ? 'an EROFS image (issue 14)' : `a ${lower.format} image`}; only SquashFS bases can be merged yet`, { file: baseShown });
+  if (lower.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${baseShown} holds ${lower.inner.path}: an overlayfs upper over a rootfs.img base cannot be merged yet`, { file: baseShown });
+  if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} does not exist yet: nothing to merge`);
+  if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
+
+  const open = await persistence.open({ write: !dryRun });
+  const [lowerLayer] = await system.openLowers();
+  if (!(lowerLayer!.fs instanceof SquashfsFileSystem)) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS root`);
+  const baseFs0 = lowerLayer!.fs;
+  const reader: SquashfsReader = baseFs0.reader;
+  const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: [lowerLayer!] });
+  const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
+  const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
+  const { name: compressor, settings } = settingsOf(reader);
+  const blockSize = reader.superblock.blockSize;
+  const oldBaseBytes = reader.disk.size;
+
+  const baseFsAny: FileSystem | undefined = await lower.volume.open();
+  const spaceAvailable = baseFsAny ? (await baseFsAny.space()).freeBytes : 0;
+  const estimate = oldBaseBytes + report.upperBytes + (4 << 20);
+  const spaceNeeded = Math.min(estimate, oldBaseBytes + report.upperBytes);
+  const base = (extra: Partial<OverlayfsMergeResult>): OverlayfsMergeResult => ({
+    kind: 'overlayfs',
+    medium: stick.target,
+    dryRun,
+    verdict: problems.length === 0 ? 'ok' : 'would-fail',
+    problems: problems.map((p) => ({ code: p.code, message: p.message, ...(p.file ? { file: p.file } : {}) })),
+    nothingToMerge: false,
+    recovery: recovery.action,
+    compressor,
+    blockSize,
+    oldBaseBytes,
+    newBaseBytes: estimate,
+    newBaseEstimated: true,
+    upperBytesMerged: report.upperBytes,
+    baseBytesDropped,
+    files: { carried: 0, rebuilt: 0 },
+    spaceNeeded,
+    spaceAvailable,
+    seconds: (Date.now() - started) / 1000,
+    kept: {},
+    warnings,
+    ...extra,
+  });
+
+  if (report.entries.length === 0 && !options.force) {
+    warnings.push('the upper holds no changes; the base was left as it is (--force rebuilds it anyway)');
+    return base({ nothingToMerge: true });
+  }
+  if (report.flags.volatile) problems.push(new MergeRefused('FAILURE', ExitCode.failure, 'the work directory holds work/incompat/volatile (a volatile mount not cleanly unmounted): the upper may be incomplete; boot it once or reset it', persistence.volume.displayPath(persistence.work)));
+  const binding = await bindingState(open.fs, persistence.work, await lowerIdentities(system));
+  if (binding.state === 'bound' && !binding.matches && !options.force) problems.push(new MergeRefused('BASE_MISMATCH', ExitCode.dataError, `the upper is bound to another base than ${baseShown}: merging it would build a tree nobody booted; \`livestick overlay bind\` if it does belong here, or --force`, persistence.volume.displayPath(persistence.upper)));
+  if (baseFsAny?.type === 'iso9660' || baseFsAny?.type === 'squashfs') problems.push(new MergeRefused('READ_ONLY', ExitCode.failure, `${baseShown} is on a read-only ${baseFsAny.type} volume: the new base cannot replace it`, baseShown));
+  if (spaceNeeded > spaceAvailable) problems.push(new MergeRefused('NO_SPACE', ExitCode.ioError, `the new base (up to ${formatSize(spaceNeeded)}) does not fit beside the old one on ${lower.volume.display} (${formatSize(spaceAvailable)} free)`, baseShown));
+  for (const dir of [persistence.upper, persistence.work]) {
+    if (await fileExists(open.fs, dir + OLD_MARK)) problems.push(new MergeRefused('FAILURE', ExitCode.failure, `a previous upper is kept as ${persistence.volume.displayPath(dir + OLD_MARK)} (merge --keep-old); delete or move it first`, persistence.volume.displayPath(dir + OLD_MARK)));
+  }
+  if (dryRun || problems.length > 0) {
+    if (!dryRun) throw problems[0]!;
+    return base({});
+  }
+
+  const baseFs = await lower.volume.writable();
+  const upperFs = open.fs as WritableFileSystem;
+  const newBase = lower.path + NEW_MARK;
+  const files = { carried: 0, rebuilt: 0 };
+  const carried = new Set<string>();
+  const tree = await treeFromFileSystem(view, '/', {
+    linkKey: (_p, st) => (st.ino !== undefined ? String(st.ino) : undefined),
+    blocksFrom: async (path) => {
+      const node = await view.resolve(path);
+      if (node.data === undefined || node.data.layer === 'upper') {
+        files.rebuilt++;
+        return undefined;
+      }
+      files.carried++;
+      carried.add(path);
+      return { reader, path: strip(node.data.path) };
+    },
+  });
+  for (const leftover of [newBase]) if (await fileExists(baseFs, leftover)) await baseFs.unlink(leftover);
+  const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
+  let written;
+  try {
+    written = await writeSquashfs(tree, out, { compressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
+    await out.flush();
+  } finally {
+    await out.close();
+  }
+  await baseFs.flush();
+  stepPoint('ovl-built');
+
+  await verifyNewBase(baseFs, newBase, view, reader, carried, baseShown);
+  stepPoint('ovl-verified');
+
+  // The fresh upper and work dirs: the upper root's mode, owner and labels; the binding in the work dir.
+  for (const dir of [persistence.upper, persistence.work]) {
+    await removeTree(upperFs, dir + NEW_MARK);
+    await upperFs.mkdir(dir + NEW_MARK, { mode: (await upperFs.stat(dir)).mode });
+    await copyRootAttributes(upperFs, dir, dir + NEW_MARK, warnings);
+  }
+  const newIdentity = await identityOf(baseFs, newBase, lower.path);
+  await writeBinding(upperFs, persistence.work + NEW_MARK, [newIdentity]);
+  await upperFs.flush();
+  stepPoint('ovl-fresh-upper');
+
+  const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
+  await writeJournal(baseFs, journal);
+  stepPoint('ovl-journal-written');
+  const outcome = await rollForward(journal, { baseFs, upperFs });
+  warnings.push(...outcome.warnings);
+  return base({ newBaseBytes: written.size, newBaseEstimated: false, files, kept: outcome.kept, seconds: (Date.now() - started) / 1000 });
+}
+
+async function identityOf(fs: FileSystem, path: string, recordAs: string): Promise<{ path: string; size: number; digest: string }> {
+  const { sampleDigest } = await import('../../io/identity.ts');
+  const disk = await fs.openFile(path);
+  try {
+    const { size, digest } = await sampleDigest(disk);
+    return { path: recordAs, size, digest };
+  } finally {
+    await disk.close();
+  }
+}
+
+type XattrFs = WritableFileSystem & { setXattr?: (path: string, name: string, value: Uint8Array) => Promise<void> };
+
+async function copyRootAttributes(fs: WritableFileSystem, from: string, to: string, warnings: string[]): Promise<void> {
+  const st = await fs.stat(from);
+  try {
+    await fs.setMode?.(to, st.mode);
+    await fs.setOwner?.(to, st.uid, st.gid);
+  } catch (err) {
+    if (!(err instanceof LivestickError)) throw err;
+    warnings.push(`the fresh ${to} could not take the owner or mode of the old one (${err.message})`);
+  }
+  const set = (fs as XattrFs).setXattr;
+  const xattrs: readonly FsXattr[] = (await fs.xattrs?.(from)) ?? [];
+  for (const x of xattrs) {
+    if (x.name.startsWith('trusted.overlay.') || x.name.startsWith('user.overlay.')) continue;
+    if (set === undefined) {
+      warnings.push(`the fresh ${to} does not carry ${x.name} of the old one (this filesystem's writer cannot set attributes)`);
+      continue;
+    }
+    try {
+      await set.call(fs, to, x.name, x.value);
+    } catch (err) {
+      if (!(err instanceof LivestickError)) throw err;
+      warnings.push(`the fresh ${to} does not carry ${x.name} (${err.message})`);
+    }
+  }
+}
+
+function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
+  const norm = (x: readonly FsXattr[]) => [...x].sort((p, q) => (p.name < q.name ? -1 : p.name > q.name ? 1 : 0));
+  const na = norm(a);
+  const nb = norm(b);
+  return na.length === nb.length && na.every((x, i) => x.name === nb[i]!.name && equalBytes(x.value, nb[i]!.value));
+}
+
+/** The new image against the view: metadata everywhere, content of rebuilt files, stored blocks of carried ones. */
+async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, oldReader: SquashfsReader, carried: ReadonlySet<string>, shown: string): Promise<void> {
+  const disk = await fs.openFile(path);
+  try {
+    const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });
+    const img = new SquashfsFileSystem(reader, disk.size);
+    const bad = (p: string, what: string): never => {
+      throw new LivestickError('VERIFY_FAILED', ExitCode.dataError, `the new base does not match the merged tree at ${p}: ${what}; nothing was switched`, { file: shown });
+    };
+    const walk = async (p: string): Promise<void> => {
+      const a: FsStat = await view.stat(p);
+      const b: FsStat = await img.stat(p);
+      if (a.kind !== b.kind || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid) bad(p, 'kind, mode or owner');
+      if (a.mtime.sec !== b.mtime.sec) bad(p, 'mtime');
+      if (!sameXattrs(await view.xattrs(p), (await img.xattrs?.(p)) ?? [])) bad(p, 'xattrs');
+      if (a.kind === 'symlink' && (await view.readlink(p)) !== (await img.readlink(p))) bad(p, 'symlink target');
+      if ((a.kind === 'chardev' || a.kind === 'blockdev') && (a.rdev?.major !== b.rdev?.major || a.rdev?.minor !== b.rdev?.minor)) bad(p, 'device number');
+      if (a.kind === 'file') {
+        if (a.size !== b.size) bad(p, 'size');
+        if (carried.has(p)) {
+          const node = await view.resolve(p);
+          const src = await oldReader.lookup(strip(node.data!.path));
+          const dst = await reader.lookup(strip(p));
+          if (src.kind !== 'file' || dst.kind !== 'file') return bad(p, 'kind in the images');
+          if (src.blockSizes.length !== dst.blockSizes.length || src.blockSizes.some((w, i) => w !== dst.blockSizes[i])) bad(p, 'stored blocks');
+          const tail = a.size - src.blockSizes.length * reader.superblock.blockSize;
+          if (tail > 0) await sameBytes(p, await view.openFile(p), await img.openFile(p), a.size - tail, bad);
+        } else await sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad);
+      }
+      if (a.kind === 'dir') {
+        const names = (await view.readdir(p)).map((e) => e.name).sort();
+        const got = (await img.readdir(p)).map((e) => e.name).sort();
+        if (names.length !== got.length || names.some((n, i) => n !== got[i])) bad(p, 'directory entries');
+        for (const n of names) await walk(p === '/' ? `/${n}` : `${p}/${n}`);
+      }
+    };
+    await walk('/');
+  } finally {
+    await disk.close();
+  }
+}
+
+async function sameBytes(p: string, a: import('../../io/disk.ts').Disk, b: import('../../io/disk.ts').Disk, from: number, bad: (p: string, what: string) => never): Promise<void> {
+  try {
+    const size = a.size;
+    const piece = 1 << 20;
+    const x = new Uint8Array(piece);
+    const y = new Uint8Array(piece);
+    for (let at = from; at < size; at += piece) {
+      const n = Math.min(piece, size - at);
+      await a.read(x.subarray(0, n), at);
+      await b.read(y.subarray(0, n), at);
+      if (!equalBytes(x.subarray(0, n), y.subarray(0, n))) bad(p, `content at byte ${at}`);
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+export { readJournal };
