@@ -14,9 +14,12 @@ import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { FileDisk } from '../../src/io/disk.ts';
 import { readerSnapshot, snapshot } from '../squashfs/fixture.ts';
+import { fatOn, gptStick, put } from '../live/build.ts';
 
 const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', 'utf8').includes('overlay');
 const OVERLAY = 'overlay-LIVE-1234-ABCD';
+const STICK_OVERLAY = 'overlay-LIVE-2026-1201';
+const MiB = 2 ** 20;
 
 function noisy(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);
@@ -73,8 +76,15 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
       execFileSync('umount', [mnt]);
     }
     merged = mountedSnapshot();
+    // A copy of the same base and upper for the stick below (cp -a keeps whiteouts and trusted.* as root).
+    mkdirSync(join(stage, 'LiveOS'), { recursive: true });
+    execFileSync('cp', ['-a', upper, join(stage, 'LiveOS', STICK_OVERLAY)]);
+    execFileSync('cp', ['-a', work, join(stage, 'LiveOS', 'ovlwork')]);
+    cpSync(join(medium, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'base.img'));
+    cpSync(lowerDir, join(tmp.dir, 'lower-copy'), { recursive: true });
   });
   let merged: Map<string, string>;
+  const stage = join(tmp.dir, 'stage');
 
   /** The tree the kernel shows for the base and upper as they are now. */
   function mountedSnapshot(): Map<string, string> {
@@ -144,5 +154,51 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     const again = runCli(['merge', medium, '--json']);
     assert.equal(again.status, 0, again.stderr);
     assert.equal(again.json.nothingToMerge, true);
+  });
+
+  test('the same on a GPT stick image, without mounting anything: squashfs.img on FAT32 (p1), the upper on ext4 made by mke2fs (p2)', async () => {
+    const stick = join(tmp.dir, 'stick.img');
+    const p2 = join(tmp.dir, 'p2.img');
+    execFileSync('mke2fs', ['-q', '-t', 'ext4', '-L', 'persist', '-d', stage, p2, '32M']);
+    const base = readFileSync(join(tmp.dir, 'base.img'));
+    const table = await gptStick(stick, 80, [
+      { sizeMiB: 40, type: 'efi-system', fill: (d) => fatOn(d, { label: 'LIVE', serial: 0x2026_1201 }, (fs) => put(fs, '/LiveOS/squashfs.img', base)) },
+      { sizeMiB: 32, type: 'linux-filesystem', fill: async (d) => void (await d.write(readFileSync(p2), 0)) },
+    ]);
+    const [o1, o2] = table.partitions.map((p) => p.startBytes);
+    const st = runCli(['status', stick, '--json']);
+    assert.equal(st.status, 0, st.stdout + st.stderr);
+    assert.equal(st.json.kind, 'overlayfs');
+    assert.match(st.json.persistence.upper, new RegExp(`stick.img:p2/LiveOS/${STICK_OVERLAY}$`));
+    assert.equal(st.json.upper.classes.whiteout.hiddenBytes, 50_000);
+    assert.equal(st.json.upper.classes['opaque-dir'].count, 1);
+    const r = runCli(['merge', stick, '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.equal(r.json.files.carried, 1);
+    // The oracles: fsck.fat and e2fsck clean, mtools' copy of the new base is the kernel's tree, debugfs sees an empty upper.
+    const part = (i: number, at: number, size: number) => {
+      const out = join(tmp.dir, `part${i}.img`);
+      execFileSync('dd', [`if=${stick}`, `of=${out}`, 'bs=1M', `skip=${at / MiB}`, `count=${size / MiB}`, 'status=none']);
+      return out;
+    };
+    const fat = part(1, o1!, 40 * MiB);
+    const ext = part(2, o2!, 32 * MiB);
+    execFileSync('fsck.fat', ['-n', fat]);
+    execFileSync('e2fsck', ['-fn', ext]);
+    const newBase = join(tmp.dir, 'new-base.img');
+    execFileSync('mcopy', ['-n', '-i', fat, '::LiveOS/squashfs.img', newBase]);
+    const disk = await FileDisk.open(newBase);
+    try {
+      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+    } finally {
+      await disk.close();
+    }
+    const ls = execFileSync('debugfs', ['-R', `ls -p /LiveOS/${STICK_OVERLAY}`, ext], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    assert.deepEqual(ls.trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..'), [], 'the upper on the stick is empty');
+    const top = execFileSync('debugfs', ['-R', 'ls -p /LiveOS', ext], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    assert.deepEqual(top.trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..').sort(), [STICK_OVERLAY, 'ovlwork'].sort(), 'no leftovers on p2');
+    const after = runCli(['status', stick, '--json']).json;
+    assert.equal(after.upper.entries, 0);
+    assert.equal(after.binding.matches, true);
   });
 });
