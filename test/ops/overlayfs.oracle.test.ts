@@ -156,6 +156,44 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(again.json.nothingToMerge, true);
   });
 
+  test('reset asks, names what it drops, then leaves an empty upper bound to the base; a foreign binding is flagged, refused by merge and cured by bind', () => {
+    execFileSync('mount', ['-t', 'overlay', 'lsovl', '-o', `lowerdir=${lowerDir},upperdir=${upper},workdir=${work}`, mnt]);
+    try {
+      writeFileSync(join(mnt, 'etc/after-merge'), noisy(20_000, 9));
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+    const asked = runCli(['reset', medium]);
+    assert.notEqual(asked.status, 0, 'no terminal to confirm on: nothing is done');
+    assert.match(asked.stderr + asked.stdout, /19\.5 KiB|20\.0 KB|after-merge/);
+    assert.ok(existsSync(join(upper, 'etc', 'after-merge')));
+    const r = runCli(['reset', medium, '--yes', '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.equal(r.json.kind, 'overlayfs');
+    assert.deepEqual(readdirSync(upper), []);
+    assert.ok(readdirSync(work).includes('livestick-base.json'));
+    let st = runCli(['status', medium, '--json']);
+    assert.equal(st.status, 0);
+    assert.equal(st.json.binding.matches, true);
+    // A binding naming another base.
+    const rec = join(work, 'livestick-base.json');
+    const b = JSON.parse(readFileSync(rec, 'utf8'));
+    b.lowers[0].digest = 'f'.repeat(64);
+    writeFileSync(rec, JSON.stringify(b));
+    writeFileSync(join(upper, 'x'), 'x');
+    st = runCli(['status', medium, '--json']);
+    assert.equal(st.status, 3, 'needs attention');
+    assert.equal(st.json.binding.matches, false);
+    const m = runCli(['merge', medium, '--json']);
+    assert.notEqual(m.status, 0);
+    assert.equal(m.json.error.code, 'BASE_MISMATCH');
+    const bind = runCli(['overlay', 'bind', medium, '--json']);
+    assert.equal(bind.status, 0, bind.stdout + bind.stderr);
+    st = runCli(['status', medium, '--json']);
+    assert.equal(st.status, 0);
+    assert.equal(st.json.binding.matches, true);
+  });
+
   test('the same on a GPT stick image, without mounting anything: squashfs.img on FAT32 (p1), the upper on ext4 made by mke2fs (p2)', async () => {
     const stick = join(tmp.dir, 'stick.img');
     const p2 = join(tmp.dir, 'p2.img');

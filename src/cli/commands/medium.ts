@@ -7,6 +7,7 @@ import { resetMedium } from '../../ops/reset.ts';
 import type { CompressorName } from '../../fs/squashfs/index.ts';
 import { MEDIUM_ARGUMENT, Progress, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withMediumOptions, withOutputOptions, confirmYes } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
+import { resetOverlayfs } from '../../ops/overlayfs/reset.ts';
 import { mergeOverlayfs, type OverlayfsMergeResult } from '../../ops/overlayfs/merge.ts';
 import { overlayfsStatus, renderOverlayfsStatus, type OverlayfsStatusReport } from '../../ops/overlayfs/status.ts';
 
@@ -163,6 +164,18 @@ export function registerMedium(program: Command): void {
     await runCommand(
       opts,
       async () => {
+        const ovlStatus = opts.overlay === undefined && !opts.wipe ? await overlayfsStatus(dir, { ...mediumOptions(opts), top: 3 }) : undefined;
+        if (ovlStatus !== undefined) {
+          if (!opts.yes) {
+            const files = ovlStatus.topFiles.map((f) => `${f.path} ${formatSize(f.bytes)}`);
+            const loss = `${formatSize(ovlStatus.upper.bytes)} of changes in ${ovlStatus.upper.entries} entries kept in ${ovlStatus.persistence.upper}${files.length > 0 ? ` (largest: ${files.join(', ')})` : ''}`;
+            if (!(await confirmYes(`Reset drops ${loss}. Continue?`))) {
+              throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
+            }
+          }
+          const done = await resetOverlayfs(dir, mediumOptions(opts));
+          if (done !== undefined) return done;
+        }
         if (!opts.yes) {
           const loss = await describeLoss(dir, opts.overlay, mediumOptions(opts));
           if (!(await confirmYes(`Reset drops ${loss}. Continue?`))) {
@@ -171,7 +184,10 @@ export function registerMedium(program: Command): void {
         }
         return resetMedium(dir, { ...mediumOptions(opts), overlay: opts.overlay, wipe: opts.wipe });
       },
-      (r) => `reset: every change was dropped${r.overlay.wipedBytes > 0 ? `, ${formatSize(r.overlay.wipedBytes)} of old data overwritten` : ''}\n${renderOverlayInfo(r.overlay)}`,
+      (r) =>
+        'kind' in r
+          ? [`reset: every change was dropped; ${r.upper} is empty (${r.droppedEntries} top-level entries removed) and bound to the current base`, ...r.warnings.map((w) => `warning: ${w}`)].join('\n')
+          : `reset: every change was dropped${r.overlay.wipedBytes > 0 ? `, ${formatSize(r.overlay.wipedBytes)} of old data overwritten` : ''}\n${renderOverlayInfo(r.overlay)}`,
     );
   });
 }

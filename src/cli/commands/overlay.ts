@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ExitCode, LivestickError, UsageError } from '../../errors.ts';
 import { formatSize } from '../../io/bytes.ts';
 import { stat } from 'node:fs/promises';
+import { bindOverlayfs } from '../../ops/overlayfs/reset.ts';
 import { bindMediumOverlay, createOverlay, exportCombined, inspectOverlay, resetOverlay, bindOverlay, writeThrough, type OverlayInfo } from '../../ops/overlay.ts';
 import { DEFAULT_CHUNK_SECTORS, SECTOR } from '../../xform/dmsnap/index.ts';
 import { MEDIUM_ARGUMENT, Progress, confirmYes, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withOutputOptions } from '../common.ts';
@@ -147,10 +148,14 @@ export function registerOverlay(program: Command): void {
         opts,
         async () => {
           // One argument is always a medium (a directory, a stick image or a device); two are a medium only when the first is a directory.
+          if (path === undefined) {
+            const ovl = await bindOverlayfs(base, mediumOptions(opts));
+            if (ovl !== undefined) return ovl;
+          }
           if (path === undefined || (await stat(base).catch(() => undefined))?.isDirectory()) return bindMediumOverlay(base, { ...mediumOptions(opts), overlay: path });
           return bindOverlay(base, path);
         },
-        (info) => `bound ${info.overlay} to ${base}\n${renderOverlayInfo(info)}`,
+        (info) => ('kind' in info && info.kind === 'overlayfs' ? `bound the overlayfs upper ${info.upper} to the base ${info.base.join(' + ')}` : `bound ${(info as OverlayInfo).overlay} to ${base}\n${renderOverlayInfo(info as OverlayInfo)}`),
       );
     });
 

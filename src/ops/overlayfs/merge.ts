@@ -29,9 +29,9 @@ import { treeFromFileSystem } from '../../fs/squashfs/from-fs.ts';
 import { settingsOf } from '../merge.ts';
 import { fileExists } from '../files.ts';
 import { withStick, type Stick } from '../live/index.ts';
-import { bindingState, lowerIdentities, writeBinding } from './binding.ts';
+import { bindingState, lowerIdentities } from './binding.ts';
 import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
-import { NEW_MARK, OLD_MARK, readJournal, removeTree, rollForward, volumeRef, writeJournal, type OverlayfsJournal, type SwitchOutcome } from './switch.ts';
+import { NEW_MARK, OLD_MARK, prepareFreshUpper, readJournal, rollForward, volumeRef, writeJournal, type OverlayfsJournal, type SwitchOutcome } from './switch.ts';
 import { recoverOverlayfs } from './recover.ts';
 import { stepPoint } from '../switch.ts';
 
@@ -194,15 +194,8 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   await verifyNewBase(baseFs, newBase, view, reader, carried, baseShown);
   stepPoint('ovl-verified');
 
-  // The fresh upper and work dirs: the upper root's mode, owner and labels; the binding in the work dir.
-  for (const dir of [persistence.upper, persistence.work]) {
-    await removeTree(upperFs, dir + NEW_MARK);
-    await upperFs.mkdir(dir + NEW_MARK, { mode: (await upperFs.stat(dir)).mode });
-    await copyRootAttributes(upperFs, dir, dir + NEW_MARK, warnings);
-  }
   const newIdentity = await identityOf(baseFs, newBase, lower.path);
-  await writeBinding(upperFs, persistence.work + NEW_MARK, [newIdentity]);
-  await upperFs.flush();
+  await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity], warnings);
   stepPoint('ovl-fresh-upper');
 
   const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
@@ -221,34 +214,6 @@ async function identityOf(fs: FileSystem, path: string, recordAs: string): Promi
     return { path: recordAs, size, digest };
   } finally {
     await disk.close();
-  }
-}
-
-type XattrFs = WritableFileSystem & { setXattr?: (path: string, name: string, value: Uint8Array) => Promise<void> };
-
-async function copyRootAttributes(fs: WritableFileSystem, from: string, to: string, warnings: string[]): Promise<void> {
-  const st = await fs.stat(from);
-  try {
-    await fs.setMode?.(to, st.mode);
-    await fs.setOwner?.(to, st.uid, st.gid);
-  } catch (err) {
-    if (!(err instanceof LivestickError)) throw err;
-    warnings.push(`the fresh ${to} could not take the owner or mode of the old one (${err.message})`);
-  }
-  const set = (fs as XattrFs).setXattr;
-  const xattrs: readonly FsXattr[] = (await fs.xattrs?.(from)) ?? [];
-  for (const x of xattrs) {
-    if (x.name.startsWith('trusted.overlay.') || x.name.startsWith('user.overlay.')) continue;
-    if (set === undefined) {
-      warnings.push(`the fresh ${to} does not carry ${x.name} of the old one (this filesystem's writer cannot set attributes)`);
-      continue;
-    }
-    try {
-      await set.call(fs, to, x.name, x.value);
-    } catch (err) {
-      if (!(err instanceof LivestickError)) throw err;
-      warnings.push(`the fresh ${to} does not carry ${x.name} (${err.message})`);
-    }
   }
 }
 

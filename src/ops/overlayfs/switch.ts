@@ -25,7 +25,8 @@
  *   was renamed away.
  */
 import { CorruptImageError, LivestickError } from '../../errors.ts';
-import type { WritableFileSystem } from '../../fs/filesystem.ts';
+import type { FsXattr, WritableFileSystem } from '../../fs/filesystem.ts';
+import { writeBinding, type LowerIdentity } from './binding.ts';
 import type { Stick, Volume } from '../live/index.ts';
 import { fileExists, isNotFound } from '../files.ts';
 import { stepPoint } from '../switch.ts';
@@ -242,4 +243,44 @@ export async function readJournal(fs: WritableFileSystem | import('../../fs/file
   } finally {
     await disk.close();
   }
+}
+
+type XattrFs = WritableFileSystem & { setXattr?: (path: string, name: string, value: Uint8Array) => Promise<void> };
+
+export async function copyRootAttributes(fs: WritableFileSystem, from: string, to: string, warnings: string[]): Promise<void> {
+  const st = await fs.stat(from);
+  try {
+    await fs.setMode?.(to, st.mode);
+    await fs.setOwner?.(to, st.uid, st.gid);
+  } catch (err) {
+    if (!(err instanceof LivestickError)) throw err;
+    warnings.push(`the fresh ${to} could not take the owner or mode of the old one (${err.message})`);
+  }
+  const set = (fs as XattrFs).setXattr;
+  const xattrs: readonly FsXattr[] = (await fs.xattrs?.(from)) ?? [];
+  for (const x of xattrs) {
+    if (x.name.startsWith('trusted.overlay.') || x.name.startsWith('user.overlay.')) continue;
+    if (set === undefined) {
+      warnings.push(`the fresh ${to} does not carry ${x.name} of the old one (this filesystem's writer cannot set attributes)`);
+      continue;
+    }
+    try {
+      await set.call(fs, to, x.name, x.value);
+    } catch (err) {
+      if (!(err instanceof LivestickError)) throw err;
+      warnings.push(`the fresh ${to} does not carry ${x.name} (${err.message})`);
+    }
+  }
+}
+
+
+/** Step 0's fresh pair: empty UPPER.livestick-new and WORK.livestick-new like the old roots, bound to `lowers`. */
+export async function prepareFreshUpper(fs: WritableFileSystem, upper: string, work: string, lowers: readonly LowerIdentity[], warnings: string[]): Promise<void> {
+  for (const dir of [upper, work]) {
+    await removeTree(fs, dir + NEW_MARK);
+    await fs.mkdir(dir + NEW_MARK, { mode: (await fs.stat(dir)).mode });
+    await copyRootAttributes(fs, dir, dir + NEW_MARK, warnings);
+  }
+  await writeBinding(fs, work + NEW_MARK, lowers);
+  await fs.flush();
 }
