@@ -122,6 +122,17 @@ export interface WritableFileSystem extends FileSystem {
   /** Permission bits and owner, where the format keeps them; absent elsewhere. */
   setMode?(path: string, mode: number): Promise<void>;
   setOwner?(path: string, uid: number, gid: number): Promise<void>;
+  /**
+   * Creates or replaces one extended attribute of the node itself (a symlink's own, never its
+   * target's), by its full name ("trusted.overlay.opaque", "security.selinux", "user.x"), where the
+   * format has them (absent: FAT, exFAT). Fails with the typed error of what the host or format refuses:
+   * PermissionError for trusted.* without privilege (host) and for user.* on anything but a file or
+   * a directory (Linux's rule; ext4 keeps it too), UnsupportedFeatureError where the host filesystem
+   * has no xattrs.
+   */
+  setXattr?(path: string, name: string, value: Uint8Array): Promise<void>;
+  /** Removes one extended attribute of the node itself; NotFoundError when it has none of that name. */
+  removeXattr?(path: string, name: string): Promise<void>;
   /** Makes every completed change durable (files written, directories changed). */
   flush(): Promise<void>;
 }

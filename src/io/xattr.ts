@@ -17,10 +17,16 @@
  *   otherwise); a failure to set is a warning, never an abort. ENOTSUP stops the run's xattr writes
  *   (the destination cannot hold any); EPERM on trusted.* or security.* stops that namespace.
  * - Warnings go to stderr as "livestick: warning: …", each kind once per process.
+ * - Single changes (`setHostXattr`, `removeHostXattr`: a writable host FileSystem's) are not copies:
+ *   they throw typed errors instead of warning — PermissionError for EPERM/EACCES (trusted.*
+ *   without CAP_SYS_ADMIN, user.* on a symlink or device under Linux), UnsupportedFeatureError where
+ *   the binding does not load or the filesystem refuses the name (ENOTSUP), NotFoundError for a
+ *   missing path or, on removal, a missing attribute — and each passes a fault point ('write').
  */
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
-import { fromSystemError } from '../errors.ts';
+import { NotFoundError, UnsupportedFeatureError, fromSystemError } from '../errors.ts';
+import { SimulatedCrash, faultPoint } from './faults.ts';
 
 export interface HostXattr {
   /** Full name with its namespace prefix, e.g. "security.capability". */
@@ -32,6 +38,7 @@ interface Binding {
   listAttributesSync(path: string): string[];
   getAttributeSync(path: string, name: string): Buffer | null;
   setAttributeSync(path: string, name: string, value: Uint8Array): void;
+  removeAttributeSync(path: string, name: string): void;
 }
 
 export const COPIED_NAMESPACES = ['user', 'trusted', 'security'] as const;
@@ -130,6 +137,38 @@ export function readHostXattrs(path: string): HostXattr[] {
     out.push({ name, value: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) });
   }
   return out;
+}
+
+/** One change to a host path's own attributes (lsetxattr/lremovexattr), behind a fault point; typed errors. */
+function changeHostXattr(path: string, name: string, what: string, change: (api: Binding) => void): void {
+  const api = load();
+  if (api === undefined) {
+    throw new UnsupportedFeatureError('host', 'extended attributes', `cannot ${what} ${name}: the @napi-rs/xattr binding does not load on ${process.platform}-${process.arch} (${binding?.why ?? ''})`, { file: path });
+  }
+  try {
+    faultPoint('write', `${what === 'set' ? 'setxattr' : 'removexattr'} ${name} ${path}`);
+    change(api);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    const injected = (err as NodeJS.ErrnoException).code;
+    const code = injected !== undefined && /^E[A-Z0-9]+$/.test(injected) ? injected : errnoOf(err);
+    if (code === 'ENOTSUP' || code === 'EOPNOTSUPP') {
+      throw new UnsupportedFeatureError('host', 'extended attributes', `the filesystem holding it does not take ${name} (${code})`, { file: path });
+    }
+    if (code === 'ENODATA') throw new NotFoundError(`cannot remove the extended attribute ${name}: it has none of that name (ENODATA)`, { file: path, cause: err });
+    const sys = code === undefined ? err : Object.assign(new Error(err instanceof Error ? err.message : String(err)), { code });
+    throw fromSystemError(sys, path, `${what} the extended attribute ${name}`);
+  }
+}
+
+/** Creates or replaces one attribute of the path itself (a symlink's own), e.g. "trusted.overlay.opaque". */
+export function setHostXattr(path: string, name: string, value: Uint8Array): void {
+  changeHostXattr(path, name, 'set', (api) => api.setAttributeSync(path, name, value));
+}
+
+/** Removes one attribute of the path itself; NotFoundError when it has none of that name. */
+export function removeHostXattr(path: string, name: string): void {
+  changeHostXattr(path, name, 'remove', (api) => api.removeAttributeSync(path, name));
 }
 
 export interface HostXattrWriterOptions {

@@ -36,6 +36,13 @@
  * - `rename` is one transaction: the target entry is pointed at the source inode (or a new entry
  *   made), the source entry removed, the replaced inode's link count dropped (freed at zero).
  *   Replacing or unlinking a file that is open for writing here is refused (EBUSY).
+ * - `setXattr`/`removeXattr` are one transaction each on the node itself (a symlink's own): the
+ *   writer rewrites the inode's whole attribute set, in the inode's extra space when all of it fits,
+ *   else all of it in one fresh EA block (allocated in the transaction, so written in place; the old
+ *   block's free deferred past the commit, or its refcount dropped when shared). Only user.*,
+ *   trusted.* and security.* names, user.* only on files and directories (the kernel's rule: it
+ *   neither sets nor reads them elsewhere); a set that does not fit one block (no ea_inode) fails
+ *   with nothing changed.
  * - Opening: a journal that needs recovery is replayed first (as a mount would); pending orphans or
  *   recorded errors are refused (UnsupportedFeatureError: mount it once or run e2fsck). Without a
  *   journal the same changes go through OrderedDisk (ordered-disk.ts), the superblock is marked not
@@ -48,11 +55,12 @@
  *   extent list and its written-block ranges; data is never buffered.
  * - Limits: what Ext4Writer refuses (no extents feature, i.e. ext2/ext3; quota, bigalloc, encrypt,
  *   casefold, verity and other features it does not keep; checksum errors) and fast-commit or
- *   v1-checksum journals are refused at open; inline-data directories cannot change and inline-data
- *   or block-mapped files cannot be opened for writing; an htree directory that changes is rewritten
- *   linear (Ext4Writer); a change whose metadata outgrows the journal fails with nothing changed.
+ *   v1-checksum journals are refused at open; inline-data directories and the attributes of
+ *   inline-data inodes cannot change, and inline-data or block-mapped files cannot be opened for
+ *   writing; an htree directory that changes is rewritten linear (Ext4Writer); a change whose
+ *   metadata outgrows the journal fails with nothing changed.
  */
-import { AlreadyExistsError, NotFoundError, ReadOnlyError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
+import { AlreadyExistsError, NotFoundError, PermissionError, ReadOnlyError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
 import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsXattr, WritableFile, WritableFileSystem } from '../filesystem.ts';
 import { NoSpaceError } from './errors.ts';
@@ -64,6 +72,7 @@ import { Journal, replayJournal } from './jbd2/journal.ts';
 import { OrderedDisk } from './ordered-disk.ts';
 import { RoCompat, formatUuid } from './superblock.ts';
 import { Ext4Writer } from './writer.ts';
+import { checkXattrName } from './xattr.ts';
 
 export interface Ext4WritableOptions {
   /** Fixed timestamps (tests). */
@@ -599,6 +608,25 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
 
   setOwner(path: string, uid: number, gid: number): Promise<void> {
     return this.#exclusive(() => this.#change((w) => w.setAttrs(path, { uid, gid })));
+  }
+
+  setXattr(path: string, name: string, value: Uint8Array): Promise<void> {
+    return this.#exclusive(async () => {
+      checkXattrName(name);
+      const kind = kindOfMode((await this.#fs.readInode(await this.#fs.lookup(path, { follow: false }))).mode);
+      if (name.startsWith('user.') && kind !== 'file' && kind !== 'dir') throw new PermissionError(`ext4: ${path}: user.* attributes are only for files and directories, as Linux allows them (EPERM on a ${kind})`);
+      const copy = value.slice();
+      await this.#change((w) => w.setXattr(path, name, copy));
+    });
+  }
+
+  removeXattr(path: string, name: string): Promise<void> {
+    return this.#exclusive(async () => {
+      checkXattrName(name);
+      const inode = await this.#fs.readInode(await this.#fs.lookup(path, { follow: false }));
+      if (!(await this.#fs.xattrs(inode)).some((a) => a.name === name)) throw new NotFoundError(`ext4: ${path}: no extended attribute ${name} (ENODATA)`);
+      await this.#change((w) => w.setXattr(path, name, undefined));
+    });
   }
 
   flush(): Promise<void> {

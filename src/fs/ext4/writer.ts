@@ -39,7 +39,7 @@ import { FileType, InodeFlags, type Inode, type Timestamp, encodeInode, kindOfMo
 import { writePrimarySuperblockAndDescriptors, writeSuperblocksAndDescriptors } from './mkfs.ts';
 import { type ExtentLeaf } from './extent.ts';
 import { Incompat, RoCompat, type Superblock } from './superblock.ts';
-import { type Xattr, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
+import { type Xattr, checkXattrName, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, xattrBlockChecksum } from './xattr.ts';
 
 export interface NodeAttrs {
   mode?: number;
@@ -914,13 +914,18 @@ export class Ext4Writer {
     setBlocks512(raw, (dataBlocks + tree.treeBlocks.length) * (bs / 512) + (fileAcl !== 0 ? bs / 512 : 0));
   }
 
-  /** Sets (or, with `undefined`, removes) an extended attribute such as "trusted.overlay.opaque". */
+  /**
+   * Sets (or, with `undefined`, removes: NotFoundError when absent) an extended attribute such as
+   * "trusted.overlay.opaque" of the node itself (a symlink's own).
+   */
   async setXattr(path: string, name: string, value: Uint8Array | undefined): Promise<void> {
-    const ino = await this.fs.lookup(path);
+    checkXattrName(name);
+    const ino = await this.fs.lookup(path, { follow: false });
     const inode = await this.fs.readInode(ino);
     if (inode.flags & InodeFlags.inlineData) throw new UnsupportedFeatureError('ext4', 'writing', 'xattrs of inline-data inodes');
-    if (name.length === 0 || new TextEncoder().encode(name).byteLength > 255 + 24) throw new UsageError(`bad attribute name "${name}"`);
-    const attrs: Xattr[] = (await this.fs.xattrs(inode)).filter((a) => a.name !== name);
+    const before = await this.fs.xattrs(inode);
+    const attrs: Xattr[] = before.filter((a) => a.name !== name);
+    if (value === undefined && attrs.length === before.length) throw new NotFoundError(`ext4: ${path}: no extended attribute ${name} (ENODATA)`);
     if (value !== undefined) attrs.push({ name, value });
     const raw = inode.raw.slice();
     const dv = view(raw);

@@ -1,5 +1,5 @@
 /** Extended attributes: the in-inode area (after i_extra_isize) and EA blocks. */
-import { CorruptImageError, UnsupportedFeatureError } from '../../errors.ts';
+import { CorruptImageError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { view } from '../../io/bytes.ts';
 import { crc32cU64, crc32cUpdate } from './crc.ts';
 import { FORMAT } from './superblock.ts';
@@ -28,6 +28,17 @@ export function xattrPrefixIndex(name: string): { index: number; suffix: string 
     if (name.startsWith(prefix) && prefix.length > name.length - best.suffix.length) best = { index: Number(idx), suffix: name.slice(prefix.length) };
   }
   return best;
+}
+
+/**
+ * Refuses a name ext4 cannot hold as an ordinary attribute: user.*, trusted.* and security.* with a
+ * suffix of 1 to 255 bytes. system.* (POSIX ACLs, inline data) has layouts of its own.
+ */
+export function checkXattrName(name: string): void {
+  const { index, suffix } = xattrPrefixIndex(name);
+  if (index === 2 || index === 3 || index === 7 || index === 8) throw new UnsupportedFeatureError(FORMAT, 'extended attribute', `${name}: system.* attributes (POSIX ACLs, inline data) are not written`);
+  if ((index !== 1 && index !== 4 && index !== 6) || suffix === '') throw new UsageError(`ext4: "${name}" is not a user., trusted. or security. attribute name (EOPNOTSUPP)`);
+  if (new TextEncoder().encode(suffix).byteLength > 255) throw new UsageError(`ext4: the attribute name "${name.slice(0, 40)}…" is longer than 255 bytes after its prefix (ERANGE)`);
 }
 
 /**

@@ -2,6 +2,9 @@
  * A host directory (a mounted stick, or a copy) as the common FileSystem; writable when opened so.
  * Every change goes through io/host.ts (or FileDisk), so each passes a fault point; `flush` fsyncs
  * the directories changed since the last flush (a file's own data is flushed through its Disk).
+ * Extended attributes are set and removed on the node itself (lsetxattr: a symlink's own) through
+ * io/xattr.ts, one fault point each; like `setMode`, they count as changes to the parent directory
+ * for `flush`.
  */
 import { lstat, mkdir, readdir, readlink, rmdir } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
@@ -9,7 +12,7 @@ import { fromSystemError } from '../../errors.ts';
 import { FileDisk, type Disk } from '../../io/disk.ts';
 import { SimulatedCrash, faultPoint } from '../../io/faults.ts';
 import { chmod, chown, fsyncDir, hostSpace, link, removeFile, rename } from '../../io/host.ts';
-import { readHostXattrs } from '../../io/xattr.ts';
+import { readHostXattrs, removeHostXattr, setHostXattr } from '../../io/xattr.ts';
 import type { CreateFileOptions, FsEntry, FsSpace, FsStat, FsXattr, NodeKind, WritableFile, WritableFileSystem } from '../filesystem.ts';
 
 function kindOf(st: { isDirectory(): boolean; isSymbolicLink(): boolean; isFile(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isFIFO(): boolean }): NodeKind {
@@ -164,6 +167,12 @@ export class HostFileSystem implements WritableFileSystem {
   }
   async setOwner(path: string, uid: number, gid: number): Promise<void> {
     await chown(this.#writable(path), uid, gid);
+  }
+  async setXattr(path: string, name: string, value: Uint8Array): Promise<void> {
+    setHostXattr(this.#writable(path), name, value);
+  }
+  async removeXattr(path: string, name: string): Promise<void> {
+    removeHostXattr(this.#writable(path), name);
   }
   async flush(): Promise<void> {
     for (const dir of [...this.#changedDirs]) {
