@@ -31,9 +31,10 @@ import { fileExists } from '../files.ts';
 import { withStick, type Stick } from '../live/index.ts';
 import { bindingState, lowerIdentities } from './binding.ts';
 import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
-import { NEW_MARK, OLD_MARK, prepareFreshUpper, readJournal, rollForward, volumeRef, writeJournal, type OverlayfsJournal, type SwitchOutcome } from './switch.ts';
+import { NEW_MARK, OLD_MARK, discardBuild, prepareFreshUpper, readJournal, runSwitch, volumeRef, writeJournal, type OverlayfsJournal, type SwitchOutcome } from './switch.ts';
 import { recoverOverlayfs } from './recover.ts';
 import { stepPoint } from '../switch.ts';
+import { SimulatedCrash } from '../../io/faults.ts';
 
 export interface OverlayfsMergeOptions {
   partition?: number;
@@ -179,29 +180,33 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       return { reader, path: strip(node.data.path) };
     },
   });
-  for (const leftover of [newBase]) if (await fileExists(baseFs, leftover)) await baseFs.unlink(leftover);
-  const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
-  let written;
+  let written: Awaited<ReturnType<typeof writeSquashfs>>;
   try {
-    written = await writeSquashfs(tree, out, { compressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
-    await out.flush();
-  } finally {
-    await out.close();
+    for (const leftover of [newBase]) if (await fileExists(baseFs, leftover)) await baseFs.unlink(leftover);
+    const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
+    try {
+      written = await writeSquashfs(tree, out, { compressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
+      await out.flush();
+    } finally {
+      await out.close();
+    }
+    await baseFs.flush();
+    stepPoint('ovl-built');
+
+    await verifyNewBase(baseFs, newBase, view, reader, carried, baseShown);
+    stepPoint('ovl-verified');
+
+    const newIdentity = await identityOf(baseFs, newBase, lower.path);
+    await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity], warnings);
+    stepPoint('ovl-fresh-upper');
+  } catch (err) {
+    if (!(err instanceof SimulatedCrash)) await discardBuild({ baseFs, upperFs }, lower.path, persistence.upper, persistence.work);
+    throw err;
   }
-  await baseFs.flush();
-  stepPoint('ovl-built');
-
-  await verifyNewBase(baseFs, newBase, view, reader, carried, baseShown);
-  stepPoint('ovl-verified');
-
-  const newIdentity = await identityOf(baseFs, newBase, lower.path);
-  await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity], warnings);
-  stepPoint('ovl-fresh-upper');
-
   const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
   await writeJournal(baseFs, journal);
   stepPoint('ovl-journal-written');
-  const outcome = await rollForward(journal, { baseFs, upperFs });
+  const outcome = await runSwitch(journal, { baseFs, upperFs });
   warnings.push(...outcome.warnings);
   return base({ newBaseBytes: written.size, newBaseEstimated: false, files, kept: outcome.kept, seconds: (Date.now() - started) / 1000 });
 }

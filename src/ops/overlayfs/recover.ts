@@ -7,7 +7,7 @@ import { LivestickError, UsageError } from '../../errors.ts';
 import type { WritableFileSystem } from '../../fs/filesystem.ts';
 import { findLive, type Stick } from '../live/index.ts';
 import { fileExists } from '../files.ts';
-import { NEW_MARK, pastRetire, readJournal, removeTree, rollBack, rollForward, volumeOf, type SwitchOutcome } from './switch.ts';
+import { NEW_MARK, journalTemp, pastRetire, readJournal, removeTree, rollBack, rollForward, volumeOf, type SwitchOutcome } from './switch.ts';
 
 interface Place {
   readonly base: string;
@@ -38,7 +38,7 @@ export async function overlayfsNeedsRecovery(stick: Stick): Promise<boolean> {
     const fs = await p.read();
     if (!fs) continue;
     try {
-      if ((await readJournal(fs, p.base)) !== undefined || (await fileExists(fs, p.base + NEW_MARK))) return true;
+      if ((await readJournal(fs, p.base)) !== undefined || (await fileExists(fs, p.base + NEW_MARK)) || (await fileExists(fs, journalTemp(p.base)))) return true;
       for (const u of p.uppers) {
         const ur = await u.read();
         for (const dir of [u.upper, u.work]) if (ur && dir !== undefined && (await fileExists(ur, dir + NEW_MARK))) return true;
@@ -66,9 +66,10 @@ export async function recoverOverlayfs(stick: Stick): Promise<SwitchOutcome> {
       continue;
     }
     // No journal: a build that never reached its switch. Its pieces hold nothing a boot uses.
-    if (await fileExists(read, p.base + NEW_MARK)) {
+    for (const leftover of [p.base + NEW_MARK, journalTemp(p.base)]) {
+      if (!(await fileExists(read, leftover))) continue;
       const fs = await p.baseFs();
-      await fs.unlink(p.base + NEW_MARK);
+      await fs.unlink(leftover);
       await fs.flush();
       outcome = { action: 'rolled-back', warnings: outcome.warnings, kept: {} };
     }

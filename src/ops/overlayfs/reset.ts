@@ -12,7 +12,8 @@ import { withStick } from '../live/index.ts';
 import { lowerIdentities, writeBinding } from './binding.ts';
 import { recoverOverlayfs } from './recover.ts';
 import { selectOverlayfsOrNone } from './select.ts';
-import { prepareFreshUpper, rollForward, volumeRef, writeJournal, type OverlayfsJournal } from './switch.ts';
+import { discardBuild, prepareFreshUpper, runSwitch, volumeRef, writeJournal, type OverlayfsJournal } from './switch.ts';
+import { SimulatedCrash } from '../../io/faults.ts';
 import { stepPoint } from '../switch.ts';
 
 export interface OverlayfsResetResult {
@@ -43,13 +44,18 @@ export async function resetOverlayfs(target: string, options: OverlayfsMediumOpt
     const open = await persistence.open({ write: true });
     const fs = open.fs as WritableFileSystem;
     const dropped = (await fs.readdir(persistence.upper)).length;
-    await prepareFreshUpper(fs, persistence.upper, persistence.work, await lowerIdentities(system), warnings);
-    stepPoint('ovl-fresh-upper');
-    const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: false };
     const baseFs = await lower.volume.writable();
-    await writeJournal(baseFs, journal);
+    const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: false };
+    try {
+      await prepareFreshUpper(fs, persistence.upper, persistence.work, await lowerIdentities(system), warnings);
+      stepPoint('ovl-fresh-upper');
+      await writeJournal(baseFs, journal);
+    } catch (err) {
+      if (!(err instanceof SimulatedCrash)) await discardBuild({ baseFs, upperFs: fs }, lower.path, persistence.upper, persistence.work);
+      throw err;
+    }
     stepPoint('ovl-journal-written');
-    const outcome = await rollForward(journal, { baseFs, upperFs: fs });
+    const outcome = await runSwitch(journal, { baseFs, upperFs: fs });
     warnings.push(...outcome.warnings);
     return { kind: 'overlayfs', medium: stick.target, upper: persistence.volume.displayPath(persistence.upper), work: persistence.volume.displayPath(persistence.work), droppedEntries: dropped, warnings };
   });

@@ -15,7 +15,8 @@
  *       2. UPPER → UPPER.livestick-old, WORK → WORK.livestick-old      (boot: old base, no upper)
  *       3. BASE.livestick-new → BASE (replaces it)                     (boot: new base, no upper)
  *       4. UPPER.livestick-new → UPPER, WORK.livestick-new → WORK      (boot: new base, empty upper)
- *       5. journal removed; the old upper and work are deleted (kept with --keep-old)
+ *       5. the old upper and work are deleted (kept with --keep-old), then the journal is removed
+ *          (so an interrupted tidy-up is finished by the next command, not mistaken for kept trees)
  * - Recovery reads the journal: before step 2 (the old upper still in place, the new base not yet
  *   moved) it rolls back by deleting what was built; from step 2 on it rolls forward, repeating each
  *   step whose result is not there yet. Renames on FAT may be left half done (both names naming the
@@ -24,7 +25,8 @@
  *   recovery finds them again without the live-system detection, which would not see an upper that
  *   was renamed away.
  */
-import { CorruptImageError, LivestickError } from '../../errors.ts';
+import { CorruptImageError, LivestickError, fromSystemError } from '../../errors.ts';
+import { SimulatedCrash } from '../../io/faults.ts';
 import type { FsXattr, WritableFileSystem } from '../../fs/filesystem.ts';
 import { writeBinding, type LowerIdentity } from './binding.ts';
 import type { Stick, Volume } from '../live/index.ts';
@@ -174,9 +176,8 @@ export async function rollForward(j: OverlayfsJournal, f: SwitchFilesystems, tid
   }
   await upperFs.flush();
   stepPoint('ovl-upper-replaced');
-  await removeJournal(baseFs, j.base);
-  stepPoint('ovl-switch-done');
   const kept: { upper?: string; work?: string } = {};
+  let tidyFailed = false;
   if (tidy) {
     for (const [dir, key] of [[j.upper, 'upper'], [j.work, 'work']] as const) {
       if (!(await fileExists(upperFs, dir + OLD_MARK))) continue;
@@ -186,12 +187,16 @@ export async function rollForward(j: OverlayfsJournal, f: SwitchFilesystems, tid
           await removeTree(upperFs, dir + OLD_MARK);
         } catch (err) {
           if (!(err instanceof LivestickError)) throw err;
-          warnings.push(`the previous ${key} ${dir}${OLD_MARK} could not be removed (${err.message}); it holds nothing a boot uses and can be deleted`);
+          warnings.push(`the previous ${key} ${dir}${OLD_MARK} could not be removed yet (${err.message}); it holds nothing a boot uses, and the next livestick command tries again`);
+          tidyFailed = true;
         }
       }
     }
     await upperFs.flush();
   }
+  // A tidy-up that failed keeps the journal, so the next command finishes it.
+  if (!tidyFailed) await removeJournal(baseFs, j.base);
+  stepPoint('ovl-switch-done');
   return { action: 'completed', warnings, kept };
 }
 
@@ -214,14 +219,22 @@ export async function rollBack(j: OverlayfsJournal, f: SwitchFilesystems): Promi
   return { action: 'rolled-back', warnings: [], kept: {} };
 }
 
-/** Whether the switch had passed its point of no return (the old upper retired). */
+/**
+ * Whether the switch had passed its point of no return: anything but "the old upper and work still in
+ * place, the fresh ones still waiting beside them" (then a roll-back loses nothing).
+ */
 export async function pastRetire(j: OverlayfsJournal, upperFs: WritableFileSystem): Promise<boolean> {
-  return (await fileExists(upperFs, j.upper + OLD_MARK)) || !(await fileExists(upperFs, j.upper));
+  const untouched = (await fileExists(upperFs, j.upper)) && (await fileExists(upperFs, j.upper + NEW_MARK)) && !(await fileExists(upperFs, j.upper + OLD_MARK)) && !(await fileExists(upperFs, j.work + OLD_MARK));
+  return !untouched;
+}
+
+export function journalTemp(base: string): string {
+  return `${journalPath(base)}.livestick-tmp`;
 }
 
 export async function writeJournal(fs: WritableFileSystem, j: OverlayfsJournal): Promise<void> {
   const path = journalPath(j.base);
-  const temp = `${path}.livestick-tmp`;
+  const temp = journalTemp(j.base);
   await fs.writeFile(temp, encodeOverlayfsJournal(j));
   await fs.rename(temp, path);
   await fs.flush();
@@ -283,4 +296,53 @@ export async function prepareFreshUpper(fs: WritableFileSystem, upper: string, w
   }
   await writeBinding(fs, work + NEW_MARK, lowers);
   await fs.flush();
+}
+
+function typed(err: unknown): LivestickError {
+  return err instanceof LivestickError ? err : fromSystemError(err, '', 'switch');
+}
+
+/**
+ * Steps 2–5 with the journal written. A failure before the old upper is retired is rolled back at
+ * once (nothing changed); after it, the journal stays and the next command completes the switch.
+ */
+export async function runSwitch(j: OverlayfsJournal, f: SwitchFilesystems): Promise<SwitchOutcome> {
+  try {
+    return await rollForward(j, f);
+  } catch (err) {
+    if (err instanceof SimulatedCrash) throw err;
+    const e = typed(err);
+    let retired = true;
+    try {
+      retired = await pastRetire(j, f.upperFs);
+      if (!retired) await rollBack(j, f);
+    } catch (again) {
+      if (again instanceof SimulatedCrash) throw again;
+      e.message = `${e.message}; the switch could not be undone either (${typed(again).message}): the next livestick command finishes it`;
+      throw e;
+    }
+    e.message = retired
+      ? `${e.message}; the switch stopped half way (the old upper is set aside, so a boot now runs without persistence): the next livestick command on this medium completes it`
+      : `${e.message}; rolled back: nothing changed`;
+    throw e;
+  }
+}
+
+/** Removes what a build made before its journal existed (best effort; a failure is left for the next command's recovery). */
+export async function discardBuild(f: SwitchFilesystems, base: string, upper: string, work: string): Promise<void> {
+  const steps: (() => Promise<unknown>)[] = [
+    async () => (await fileExists(f.baseFs, base + NEW_MARK)) && f.baseFs.unlink(base + NEW_MARK),
+    async () => (await fileExists(f.baseFs, journalTemp(base))) && f.baseFs.unlink(journalTemp(base)),
+    () => removeTree(f.upperFs, upper + NEW_MARK),
+    () => removeTree(f.upperFs, work + NEW_MARK),
+    () => f.baseFs.flush(),
+    () => f.upperFs.flush(),
+  ];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      if (err instanceof SimulatedCrash) throw err;
+    }
+  }
 }
