@@ -104,6 +104,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   if (lower.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${baseShown} holds ${lower.inner.path}: an overlayfs upper over a rootfs.img base cannot be merged yet`, { file: baseShown });
   if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} does not exist yet: nothing to merge`);
   if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
+  if (persistence.legacy || persistence.upper === '/') throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is casper's old layout (the upper is the filesystem root): boot the stick once so casper moves it into upper/, then run this again`);
 
   const open = await persistence.open({ write: !dryRun });
   const [lowerLayer] = await system.openLowers();
