@@ -80,11 +80,15 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     mkdirSync(join(stage, 'LiveOS'), { recursive: true });
     execFileSync('cp', ['-a', upper, join(stage, 'LiveOS', STICK_OVERLAY)]);
     execFileSync('cp', ['-a', work, join(stage, 'LiveOS', 'ovlwork')]);
+    mkdirSync(imageStage);
+    execFileSync('cp', ['-a', upper, join(imageStage, 'overlayfs')]);
+    execFileSync('cp', ['-a', work, join(imageStage, 'ovlwork')]);
     cpSync(join(medium, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'base.img'));
     cpSync(lowerDir, join(tmp.dir, 'lower-copy'), { recursive: true });
   });
   let merged: Map<string, string>;
   const stage = join(tmp.dir, 'stage');
+  const imageStage = join(tmp.dir, 'image-stage');
 
   /** The tree the kernel shows for the base and upper as they are now. */
   function mountedSnapshot(): Map<string, string> {
@@ -238,5 +242,48 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     const after = runCli(['status', stick, '--json']).json;
     assert.equal(after.upper.entries, 0);
     assert.equal(after.binding.matches, true);
+  });
+
+  test('the vfat-stick form: an ext4 image file LiveOS/overlay-LIVE-… holding overlayfs/ + ovlwork/ on the FAT32 partition beside squashfs.img', async () => {
+    const stick = join(tmp.dir, 'vfat.img');
+    const img = join(tmp.dir, 'overlay.ext4');
+    execFileSync('mke2fs', ['-q', '-t', 'ext4', '-L', 'OVERLAY', '-d', imageStage, img, '24M']);
+    const base = readFileSync(join(tmp.dir, 'base.img'));
+    const table = await gptStick(stick, 80, [
+      {
+        sizeMiB: 70,
+        type: 'efi-system',
+        fill: (d) =>
+          fatOn(d, { label: 'LIVE', serial: 0x2026_1201 }, async (fs) => {
+            await put(fs, '/LiveOS/squashfs.img', base);
+            await put(fs, `/LiveOS/${STICK_OVERLAY}`, readFileSync(img));
+          }),
+      },
+    ]);
+    const st = runCli(['status', stick, '--json']);
+    assert.equal(st.status, 0, st.stdout + st.stderr);
+    assert.equal(st.json.kind, 'overlayfs');
+    assert.match(st.json.persistence.upper, /overlayfs$/);
+    assert.ok(st.json.space.host, 'the FAT volume holding the image is reported too');
+    assert.equal(st.json.upper.classes.whiteout.hiddenBytes, 50_000);
+    const r = runCli(['merge', stick, '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const fat = join(tmp.dir, 'vfat-p1.img');
+    execFileSync('dd', [`if=${stick}`, `of=${fat}`, 'bs=1M', `skip=${table.partitions[0]!.startBytes / MiB}`, 'count=70', 'status=none']);
+    execFileSync('fsck.fat', ['-n', fat]);
+    const out = join(tmp.dir, 'vfat-overlay.ext4');
+    execFileSync('mcopy', ['-n', '-i', fat, `::LiveOS/${STICK_OVERLAY}`, out]);
+    execFileSync('e2fsck', ['-fn', out]);
+    const names = (p: string) => execFileSync('debugfs', ['-R', `ls -p ${p}`, out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..').sort();
+    assert.deepEqual(names('/overlayfs'), []);
+    assert.deepEqual(names('/'), ['lost+found', 'overlayfs', 'ovlwork']);
+    const newBase = join(tmp.dir, 'vfat-base.img');
+    execFileSync('mcopy', ['-n', '-i', fat, '::LiveOS/squashfs.img', newBase]);
+    const disk = await FileDisk.open(newBase);
+    try {
+      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+    } finally {
+      await disk.close();
+    }
   });
 });
