@@ -80,6 +80,10 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     mkdirSync(join(stage, 'LiveOS'), { recursive: true });
     execFileSync('cp', ['-a', upper, join(stage, 'LiveOS', STICK_OVERLAY)]);
     execFileSync('cp', ['-a', work, join(stage, 'LiveOS', 'ovlwork')]);
+    mkdirSync(liveBootStage);
+    execFileSync('cp', ['-a', upper, join(liveBootStage, 'rw')]);
+    execFileSync('cp', ['-a', work, join(liveBootStage, 'work')]);
+    writeFileSync(join(liveBootStage, 'persistence.conf'), '/ union\n');
     mkdirSync(imageStage);
     execFileSync('cp', ['-a', upper, join(imageStage, 'overlayfs')]);
     execFileSync('cp', ['-a', work, join(imageStage, 'ovlwork')]);
@@ -89,6 +93,7 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
   let merged: Map<string, string>;
   const stage = join(tmp.dir, 'stage');
   const imageStage = join(tmp.dir, 'image-stage');
+  const liveBootStage = join(tmp.dir, 'live-boot-stage');
 
   /** The tree the kernel shows for the base and upper as they are now. */
   function mountedSnapshot(): Map<string, string> {
@@ -242,6 +247,42 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     const after = runCli(['status', stick, '--json']).json;
     assert.equal(after.upper.entries, 0);
     assert.equal(after.binding.matches, true);
+  });
+
+  test('Debian live-boot: live/filesystem.squashfs on FAT32, a `persistence` ext4 partition with persistence.conf "/ union", rw/ and work/', async () => {
+    const stick = join(tmp.dir, 'live-boot.img');
+    const p2 = join(tmp.dir, 'persistence.ext4');
+    execFileSync('mke2fs', ['-q', '-t', 'ext4', '-L', 'persistence', '-d', liveBootStage, p2, '32M']);
+    const base = readFileSync(join(tmp.dir, 'base.img'));
+    const table = await gptStick(stick, 80, [
+      { sizeMiB: 40, type: 'efi-system', fill: (d) => fatOn(d, { label: 'DEBLIVE', serial: 0x1111_2222 }, (fs) => put(fs, '/live/filesystem.squashfs', base)) },
+      { sizeMiB: 32, type: 'linux-filesystem', fill: async (d) => void (await d.write(readFileSync(p2), 0)) },
+    ]);
+    const st = runCli(['status', stick, '--json']);
+    assert.equal(st.status, 0, st.stdout + st.stderr);
+    assert.equal(st.json.scheme, 'live-boot');
+    assert.match(st.json.persistence.upper, /p2\/rw$/);
+    assert.equal(st.json.upper.classes.whiteout.hiddenBytes, 50_000);
+    const r = runCli(['merge', stick, '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const ext = join(tmp.dir, 'live-boot-p2.img');
+    execFileSync('dd', [`if=${stick}`, `of=${ext}`, 'bs=1M', `skip=${table.partitions[1]!.startBytes / MiB}`, 'count=32', 'status=none']);
+    execFileSync('e2fsck', ['-fn', ext]);
+    const names = (p: string) => execFileSync('debugfs', ['-R', `ls -p ${p}`, ext], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..').sort();
+    assert.deepEqual(names('/rw'), []);
+    assert.deepEqual(names('/'), ['lost+found', 'persistence.conf', 'rw', 'work']);
+    assert.deepEqual(names('/work'), ['livestick-base.json']);
+    const fat = join(tmp.dir, 'live-boot-p1.img');
+    execFileSync('dd', [`if=${stick}`, `of=${fat}`, 'bs=1M', `skip=${table.partitions[0]!.startBytes / MiB}`, 'count=40', 'status=none']);
+    execFileSync('fsck.fat', ['-n', fat]);
+    const newBase = join(tmp.dir, 'live-boot-base.img');
+    execFileSync('mcopy', ['-n', '-i', fat, '::live/filesystem.squashfs', newBase]);
+    const disk = await FileDisk.open(newBase);
+    try {
+      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+    } finally {
+      await disk.close();
+    }
   });
 
   test('the vfat-stick form: an ext4 image file LiveOS/overlay-LIVE-… holding overlayfs/ + ovlwork/ on the FAT32 partition beside squashfs.img', async () => {
