@@ -5,15 +5,18 @@
  *
  * Design notes
  * - Three layouts, one per boot scenario:
- *   (a) dracut, upper directory on ext4: p1 FAT32 "LIVE" (serial 1A2B-3C4D) with LiveOS/squashfs.img
- *       (flat), p2 ext4 "LSPERSIST" with LiveOS/overlay-LIVE-1A2B-3C4D/ (the upper) and LiveOS/ovlwork/;
+ *   (a) dracut, upper directory on ext4: p1 ISO9660 "LIVE" (UUID 2026-12-01-00-00-00-00) with
+ *       LiveOS/squashfs.img (flat), p2 ext4 "LSPERSIST" with LiveOS/overlay-LIVE-2026-12-01-00-00-00-00/
+ *       (the upper) and LiveOS/ovlwork/;
  *   (b) dracut, image file on FAT: one FAT32 "LIVE" partition with LiveOS/squashfs.img and an ext4
  *       image LiveOS/overlay-LIVE-1A2B-3C4D holding overlayfs/ (the upper) and ovlwork/;
- *   (c) Debian live-boot: p1 FAT32 "LIVE" with live/filesystem.squashfs, p2 ext4 "persistence" with
+ *   (c) Debian live-boot: p1 ISO9660 "LIVE" with live/filesystem.squashfs, p2 ext4 "persistence" with
  *       persistence.conf = "/ union" (live-boot makes rw/ (the upper) and work/ at the first boot).
  *   MBR tables, partitions at 1 MiB boundaries; images are sparse where the format allows.
- * - dracut 059 names the default overlay path after blkid's LABEL and UUID of the root=live: device,
- *   here the FAT volume: `overlay-LIVE-1A2B-3C4D`.
+ * - dracut 059 names the default overlay path after blkid's LABEL and UUID of the root=live: device
+ *   (FAT: the serial; ISO9660: the modification date, fixed here with --modification-date).
+ * - The live partition of (a) and (c) is ISO9660 as on real media: on FAT, Linux walks a file's cluster
+ *   chain for each random read, which made the guest's first walk of the root ~3x slower under TCG.
  * - Every fixture id (FAT serial, ext4 UUIDs and hash seeds) is fixed, so sticks are reproducible.
  * - mediaStatus() is the skip reason for tests when the media are not built (and an error in CI, which
  *   builds them in .ci/run).
@@ -70,7 +73,7 @@ function readVersion(dir: string): string {
 export function mediaStatus(variant: 'dracut' | 'live-boot'): false | string {
   const m = variant === 'dracut' ? dracutMedia() : liveBootMedia();
   let reason: string | false = false;
-  const tools = ['qemu-system-x86_64', 'sfdisk', 'mkfs.vfat', 'mcopy', 'mmd', 'mke2fs', 'debugfs', 'e2fsck', 'tar'];
+  const tools = ['qemu-system-x86_64', 'sfdisk', 'mkfs.vfat', 'mcopy', 'mmd', 'mke2fs', 'debugfs', 'e2fsck', 'tar', 'xorriso'];
   const missing = tools.filter((t) => !hasTool(t));
   if (![m.kernel, m.initrd, m.squashfs].every((f) => existsSync(f))) {
     reason = `live media (${variant}) not built in ${mediaDir()}: run scripts/media/build.sh as root on Debian 12`;
@@ -111,9 +114,29 @@ function align(n: number, to = MiB): number {
   return Math.ceil(n / to) * to;
 }
 
+/**
+ * FAT32 with 32 KiB clusters on at least 4 GiB (sparse): FAT32 needs 65525 clusters, and Linux's vfat
+ * reaches a byte of a file by walking its cluster chain from the nearest of a few cached positions, so
+ * small clusters make random reads of squashfs.img (and of an overlay image) very slow under TCG
+ * (measured: 512-byte clusters 133 s, 16 KiB 55 s for the manifest of the 4782-entry root).
+ */
 function mkfat(path: string, bytes: number): void {
   rmSync(path, { force: true });
-  run('mkfs.vfat', ['-F', '32', '-s', '1', '-n', FAT_LABEL, '-i', FAT_SERIAL, '-C', path, String(bytes / 1024)]);
+  const size = Math.max(bytes, 4096 * MiB);
+  run('mkfs.vfat', ['-F', '32', '-s', '64', '-n', FAT_LABEL, '-i', FAT_SERIAL, '-C', path, String(size / 1024)]);
+}
+
+/** The ISO9660 UUID blkid reports for ISO_DATE (xorriso's --modification-date). */
+export const ISO_DATE = '2026120100000000';
+export const ISO_UUID = '2026-12-01-00-00-00-00';
+export const DRACUT_ISO_OVERLAY_NAME = `overlay-${FAT_LABEL}-${ISO_UUID}`;
+
+/** An ISO9660 (+Rock Ridge) live partition: files contiguous, so random reads cost no chain walks. */
+function mkiso(path: string, label: string, files: [string, string][]): void {
+  rmSync(path, { force: true });
+  run('xorriso', ['-as', 'mkisofs', '-quiet', '-V', label, '-R', `--modification-date=${ISO_DATE}`, '-graft-points', '-o', path, ...files.map(([src, dst]) => `${dst}=${src}`)]);
+  const size = statSync(path).size;
+  if (size % 512 !== 0) truncateSync(path, align(size, 512));
 }
 
 function mcopyTo(image: string, dirs: string[], files: [string, string][]): void {
@@ -157,20 +180,19 @@ export function buildStickA(dir: string, options: { persistBytes?: number } = {}
   const m = dracutMedia();
   const t = tempDir('livestick-stick-');
   try {
-    const fat = join(t.dir, 'p1.img');
-    mkfat(fat, align(statSync(m.squashfs).size + 48 * MiB));
-    mcopyTo(fat, ['LiveOS'], [[m.squashfs, 'LiveOS/squashfs.img']]);
+    const iso = join(t.dir, 'p1.iso');
+    mkiso(iso, FAT_LABEL, [[m.squashfs, 'LiveOS/squashfs.img']]);
     const tree = join(t.dir, 'p2');
-    mkdirSync(join(tree, 'LiveOS', DRACUT_OVERLAY_NAME), { recursive: true, mode: 0o755 });
+    mkdirSync(join(tree, 'LiveOS', DRACUT_ISO_OVERLAY_NAME), { recursive: true, mode: 0o755 });
     mkdirSync(join(tree, 'LiveOS', 'ovlwork'), { mode: 0o755 });
     const ext = join(t.dir, 'p2.img');
     mkext4(ext, options.persistBytes ?? 384 * MiB, PERSIST_LABEL, tree, '2');
     const path = join(dir, 'stick-a.img');
-    const partitions = assemble(path, [{ image: fat, type: 'c' }, { image: ext, type: '83' }]);
+    const partitions = assemble(path, [{ image: iso, type: 'da' }, { image: ext, type: '83' }]);
     return {
       layout: 'a', path, partitions, kernel: m.kernel, initrd: m.initrd,
       append: `${DRACUT_ARGS} rd.live.overlay=LABEL=${PERSIST_LABEL}`,
-      persistence: { partition: 1, upper: `/LiveOS/${DRACUT_OVERLAY_NAME}`, work: '/LiveOS/ovlwork' },
+      persistence: { partition: 1, upper: `/LiveOS/${DRACUT_ISO_OVERLAY_NAME}`, work: '/LiveOS/ovlwork' },
     };
   } finally {
     t.cleanup();
@@ -208,16 +230,15 @@ export function buildStickC(dir: string, options: { persistBytes?: number } = {}
   const m = liveBootMedia();
   const t = tempDir('livestick-stick-');
   try {
-    const fat = join(t.dir, 'p1.img');
-    mkfat(fat, align(statSync(m.squashfs).size + 48 * MiB));
-    mcopyTo(fat, ['live'], [[m.squashfs, 'live/filesystem.squashfs']]);
+    const iso = join(t.dir, 'p1.iso');
+    mkiso(iso, FAT_LABEL, [[m.squashfs, 'live/filesystem.squashfs']]);
     const tree = join(t.dir, 'p2');
     mkdirSync(tree);
     writeFileSync(join(tree, 'persistence.conf'), '/ union\n', { mode: 0o644 });
     const ext = join(t.dir, 'p2.img');
     mkext4(ext, options.persistBytes ?? 384 * MiB, 'persistence', tree, '4');
     const path = join(dir, 'stick-c.img');
-    const partitions = assemble(path, [{ image: fat, type: 'c' }, { image: ext, type: '83' }]);
+    const partitions = assemble(path, [{ image: iso, type: 'da' }, { image: ext, type: '83' }]);
     return {
       layout: 'c', path, partitions, kernel: m.kernel, initrd: m.initrd,
       append: 'boot=live components persistence loglevel=4',

@@ -143,7 +143,7 @@ export async function bootStick(opts: BootOptions): Promise<BootResult> {
       const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', logFd, 'pipe'] });
       liveQemus.add(child);
       const err: Buffer[] = [];
-      child.stderr.on('data', (c: Buffer) => err.push(c));
+      child.stderr?.on('data', (c: Buffer) => err.push(c));
       const timer = setTimeout(() => {
         timedOut = true;
         child.kill('SIGKILL');
