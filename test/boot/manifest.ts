@@ -168,20 +168,27 @@ function withLinkGroups<T extends { path: string; kind: ManifestKind }>(entries:
 // --- the guest side -----------------------------------------------------------------------------------
 
 /**
- * Shell (POSIX sh, Debian's GNU tools) defining `livestick_manifest NAME`: writes the raw lists of the
- * whole root to $LIVESTICK_OUT/manifest-NAME/ and prints one summary line. Include it in a job script.
+ * Shell (POSIX sh, Debian's GNU tools) defining `livestick_manifest NAME [ROOT]`: writes the raw lists of
+ * the tree at ROOT (absolute, no trailing slash; default /, the whole root; mount points pruned only then) to
+ * $LIVESTICK_OUT/manifest-NAME/ and prints one summary line. Include it in a job script.
  */
 export const GUEST_MANIFEST_SH = String.raw`
 livestick_manifest() {
   lm_dir="$LIVESTICK_OUT/manifest-$1"
+  lm_root=$2
+  lm_pre=$2
+  [ -n "$lm_root" ] || lm_root=/
+  [ "$lm_root" != / ] || lm_pre=''
   mkdir -p "$lm_dir"
   lm_t0=$(cut -d' ' -f1 /proc/uptime)
-  awk '$5 != "/" { print $5 }' /proc/self/mountinfo | sort -u >"$lm_dir/mounts"
-  set -- -path /proc
-  for lm_p in /sys /dev /run /tmp $(cat "$lm_dir/mounts"); do set -- "$@" -o -path "$lm_p"; done
-  find / \( "$@" \) -prune -o -printf '%y\0%m\0%U\0%G\0%s\0%T@\0%D:%i\0%n\0%l\0%p\0' >"$lm_dir/find"
-  find / \( "$@" \) -prune -o -type f -print0 | xargs -0 -r md5sum -z >"$lm_dir/md5"
-  find / \( "$@" \) -prune -o -print0 | xargs -0 -r getfattr -h -d -m - -e hex --absolute-names >"$lm_dir/xattr" 2>"$lm_dir/xattr.err"
+  echo "$lm_root" >"$lm_dir/root"
+  if [ "$lm_root" = / ]; then awk '$5 != "/" { print $5 }' /proc/self/mountinfo | sort -u >"$lm_dir/mounts"; else : >"$lm_dir/mounts"; fi
+  set -- -path "$lm_pre/proc"
+  for lm_p in /sys /dev /run /tmp; do set -- "$@" -o -path "$lm_pre$lm_p"; done
+  for lm_p in $(cat "$lm_dir/mounts"); do set -- "$@" -o -path "$lm_p"; done
+  find "$lm_root" \( "$@" \) -prune -o -printf '%y\0%m\0%U\0%G\0%s\0%T@\0%D:%i\0%n\0%l\0%p\0' >"$lm_dir/find"
+  find "$lm_root" \( "$@" \) -prune -o -type f -print0 | xargs -0 -r md5sum -z >"$lm_dir/md5" 2>"$lm_dir/md5.err" || true
+  find "$lm_root" \( "$@" \) -prune -o -print0 | xargs -0 -r getfattr -h -d -m - -e hex --absolute-names >"$lm_dir/xattr" 2>"$lm_dir/xattr.err" || true
   lm_t1=$(cut -d' ' -f1 /proc/uptime)
   echo "$lm_t0 $lm_t1" >"$lm_dir/time"
   echo "livestick_manifest $lm_dir: $(tr -cd '\0' <"$lm_dir/find" | wc -c | awk '{ print int($1 / 10) }') entries in $(awk -v a="$lm_t0" -v b="$lm_t1" 'BEGIN { printf "%.1f", b - a }') s"
@@ -221,18 +228,31 @@ export function readGuestManifest(outDir: string, name: string, options: Manifes
   const excluded = [...EXCLUDED_ROOTS, ...(options.exclude ?? [])];
   const fields = readFileSync(join(dir, 'find'), 'utf8').split('\0');
   if (fields.length % 10 !== 1 || fields[fields.length - 1] !== '') throw new Error(`guest manifest ${name}: find output has ${fields.length - 1} fields, not a multiple of 10`);
+  const root = existsSync(join(dir, 'root')) ? readFileSync(join(dir, 'root'), 'utf8').replace(/\n$/, '') : '/';
+  const rel = (p: string): string => {
+    if (root === '/') return p;
+    if (p !== root && !p.startsWith(`${root}/`)) throw new Error(`guest manifest ${name}: path ${p} is outside ${root}`);
+    return p.slice(root.length) || '/';
+  };
+  for (const err of ['md5.err', 'xattr.err']) {
+    const f = join(dir, err);
+    // listxattr on a symlink of a squashfs without an xattr table (through overlayfs): EOPNOTSUPP, i.e. none.
+    const text = (existsSync(f) ? readFileSync(f, 'utf8') : '').split('\n').filter((l) => l !== '' && !/: Operation not supported$/.test(l)).join('\n');
+    if (text !== '') throw new Error(`guest manifest ${name}: ${err === 'md5.err' ? 'md5sum' : 'getfattr'} failed in the guest:\n${text.slice(0, 4000)}`);
+  }
   const md5 = new Map<string, string>();
   for (const rec of readFileSync(join(dir, 'md5'), 'utf8').split('\0')) {
     if (rec === '') continue;
     const m = /^([0-9a-f]{32}) [ *](.*)$/s.exec(rec);
     if (!m) throw new Error(`guest manifest ${name}: bad md5sum record ${JSON.stringify(rec.slice(0, 80))}`);
-    md5.set(m[2]!, m[1]!);
+    md5.set(rel(m[2]!), m[1]!);
   }
-  const xattrs = parseGetfattr(readFileSync(join(dir, 'xattr'), 'utf8'));
+  const xattrs = new Map([...parseGetfattr(readFileSync(join(dir, 'xattr'), 'utf8'))].map(([p, v]) => [rel(p), v]));
   type Raw = { path: string; kind: ManifestKind; mode: number; uid: number; gid: number; size: number; mtime: number; key: string; nlink: number; target: string };
   const raws: Raw[] = [];
   for (let i = 0; i + 10 <= fields.length; i += 10) {
-    const [y, m, u, g, s, t, key, n, l, p] = fields.slice(i, i + 10) as [string, string, string, string, string, string, string, string, string, string];
+    const [y, m, u, g, s, t, key, n, l, abs] = fields.slice(i, i + 10) as [string, string, string, string, string, string, string, string, string, string];
+    const p = rel(abs);
     const kind = FIND_KIND[y];
     if (kind === undefined) throw new Error(`guest manifest ${name}: unknown kind ${y} of ${p}`);
     if (isExcluded(p, excluded)) continue;

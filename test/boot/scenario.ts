@@ -24,7 +24,7 @@ export const CHANGES = {
   installedFiles: ['/usr/bin/hello'],
   dpkgDatabase: ['/var/lib/dpkg/status', '/var/lib/dpkg/info/hello.list', '/var/lib/dpkg/info/hello.md5sums'],
   /** Copied up with identical content: cp -p through a temp file + rename, and an in-place rewrite. */
-  rewrittenIdentical: ['/etc/services', '/etc/protocols'],
+  rewrittenIdentical: ['/etc/login.defs', '/etc/nsswitch.conf'],
   deletedFiles: ['/usr/bin/pr', '/etc/issue.net'],
   deletedDirs: ['/usr/share/common-licenses'],
   chmod: [['/etc/motd', 0o600], ['/usr/bin/tac', 0o4755]] as [string, number][],
@@ -43,15 +43,20 @@ export const CHANGES = {
 export const CHANGE_JOB_SH = String.raw`
 set -e
 dpkg -i /opt/livestick/hello_*.deb >/dev/null
-cp -p /etc/services /etc/services.livestick-tmp && mv /etc/services.livestick-tmp /etc/services
-cat /etc/protocols >/tmp/protocols && cat /tmp/protocols >/etc/protocols
+cp -p /etc/login.defs /etc/login.defs.livestick-tmp
+mv /etc/login.defs.livestick-tmp /etc/login.defs
+cat /etc/nsswitch.conf >/tmp/nsswitch.conf
+cat /tmp/nsswitch.conf >/etc/nsswitch.conf
 rm /usr/bin/pr /etc/issue.net
 rm -r /usr/share/common-licenses
 chmod 0600 /etc/motd
 chmod 4755 /usr/bin/tac
 chown 1234:5678 /etc/debian_version
-rm -r /etc/skel && echo 'a file where a directory was' >/etc/skel
-rm /etc/host.conf && mkdir /etc/host.conf && echo 'inside a directory where a file was' >/etc/host.conf/inside
+rm -r /etc/skel
+echo 'a file where a directory was' >/etc/skel
+rm /etc/host.conf
+mkdir /etc/host.conf
+echo 'inside a directory where a file was' >/etc/host.conf/inside
 mkdir -p /var/lib/livestick/deep/a/b
 echo 'deep' >/var/lib/livestick/deep/a/b/file
 echo 'linked data' >/var/lib/livestick/linked
@@ -110,8 +115,8 @@ export function expectedUpperNodes(): { present: { path: string; kind: UpperNode
     present: [
       { path: '/usr/bin/hello', kind: 'f' },
       { path: '/var/lib/dpkg/status', kind: 'f' },
-      { path: '/etc/services', kind: 'f' },
-      { path: '/etc/protocols', kind: 'f' },
+      { path: '/etc/login.defs', kind: 'f' },
+      { path: '/etc/nsswitch.conf', kind: 'f' },
       { path: '/usr/bin/pr', kind: 'c' },
       { path: '/etc/issue.net', kind: 'c' },
       { path: '/usr/share/common-licenses', kind: 'c' },
