@@ -33,6 +33,13 @@ export const CHANGES = {
   fileReplacedByDir: ['/etc/host.conf'],
   /** [existing name, new name]: a base file, and a new file given a second name. */
   hardLinks: [['/etc/hostname', '/etc/hostname.link'], ['/var/lib/livestick/linked', '/var/lib/livestick/linked.2']] as [string, string][],
+  /**
+   * A hard link to a base (lower) file: in the boot that makes it, overlayfs (no index=on) still reports
+   * the two names as different inodes (the copied-up name keeps its origin's inode number); from the
+   * next mount on they are one inode with two links. Measured on Debian's 6.1 kernel (dracut and
+   * live-boot), so boot 1's link column is not compared for these paths; boot 2's must show the group.
+   */
+  lowerHardLinkPaths: ['/etc/hostname', '/etc/hostname.link'],
   xattrs: [['/etc/fstab', 'user.livestick', 'boot1'], ['/var/lib/livestick/linked', 'user.note', 'new file']] as [string, string, string][],
   newFiles: ['/var/lib/livestick/linked', '/var/lib/livestick/deep/a/b/file', '/usr/local/bin/hi'],
   /** Written (64 MiB) then deleted in the same boot: must leave nothing in the upper. */
@@ -150,6 +157,12 @@ export function checkUpperAfterChange(stick: TestStick): { problems: string[]; n
   return { problems, nodes, fsckClean };
 }
 
+/** The manifest with the link column cleared for `paths` (see CHANGES.lowerHardLinkPaths). */
+export function withoutLinks(m: Manifest, paths: readonly string[]): Manifest {
+  const set = new Set(paths);
+  return { ...m, entries: m.entries.map((e) => (set.has(e.path) ? { ...e, link: undefined } : e)) };
+}
+
 export interface ScenarioState {
   stick: TestStick;
   boot1?: BootRecord;
@@ -191,7 +204,7 @@ export function persistenceScenario(opts: {
       assert.equal(byPath.get('/etc/motd')?.mode, 0o600);
       assert.equal(byPath.get('/usr/bin/tac')?.mode, 0o4755);
       assert.equal(byPath.get('/etc/debian_version')?.uid, 1234);
-      assert.equal(byPath.get('/etc/hostname.link')?.link, '/etc/hostname');
+      assert.equal(byPath.get('/var/lib/livestick/linked.2')?.link, '/var/lib/livestick/linked');
       assert.deepEqual(byPath.get('/etc/fstab')?.xattrs, [['user.livestick', Buffer.from('boot1').toString('hex')]]);
       assert.equal(byPath.get('/var/tmp/livestick-big'), undefined);
       assert.equal(byPath.get('/usr/share/bash-completion.moved')?.kind, 'd');
@@ -209,7 +222,8 @@ export function persistenceScenario(opts: {
       const b = await bootForManifest(state.stick, manifestJob('boot2'), 'boot2', mopts);
       state.boot2 = b;
       console.log(`(${state.stick.layout}) boot 2: ${(b.wallMs / 1000).toFixed(0)} s wall, job started at uptime ${b.jobStartUptime} s, manifest in ${b.manifestSeconds.toFixed(1)} s`);
-      assert.deepEqual(diffManifests(state.boot1.manifest, b.manifest), []);
+      assert.equal(b.manifest.entries.find((e) => e.path === '/etc/hostname.link')?.link, '/etc/hostname');
+      assert.deepEqual(diffManifests(withoutLinks(state.boot1.manifest, CHANGES.lowerHardLinkPaths), withoutLinks(b.manifest, CHANGES.lowerHardLinkPaths)), []);
     });
 
     // TODO(lead): the offline steps between boot 2 and boot 3 go here: livestick `status` on
