@@ -241,7 +241,12 @@ export function buildStickC(dir: string, options: { persistBytes?: number } = {}
     const partitions = assemble(path, [{ image: iso, type: 'da' }, { image: ext, type: '83' }]);
     return {
       layout: 'c', path, partitions, kernel: m.kernel, initrd: m.initrd,
-      append: 'boot=live components persistence loglevel=4',
+      // Measured with Debian 12's live-boot: /livestick-job (a script) as init= straight from
+      // initramfs-tools' run-init never started (soft lockups), while /bin/sh as init= running it works,
+      // so init=/bin/sh -- /livestick-job (the later init= wins). A bare `persistence` word would then
+      // become sh's script argument; live-boot takes its options from LIVE_BOOT_CMDLINE when set, and
+      // a name=value parameter reaches init's environment, not its arguments.
+      append: 'boot=live LIVE_BOOT_CMDLINE="boot=live persistence" loglevel=4 init=/bin/sh -- /livestick-job',
       persistence: { partition: 1, upper: '/rw', work: '/work' },
     };
   } finally {
