@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs every test file under test/ with node:test (TypeScript through tsx).
 //   npm test                 all suites: unit, property, oracle, kernel (qemu), slow
-//   npm test -- --fast       unit and property suites only (skips *.oracle, *.kernel, *.slow files)
+//   npm test -- --fast       unit and property suites only (skips *.oracle, *.kernel, *.slow, *.boot files)
 //   npm test -- PATTERN…     only files whose path contains one of the patterns
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,7 @@ function walk(dir) {
 }
 
 let files = walk('test').filter((f) => f.endsWith('.test.ts')).map((f) => relative('.', f)).sort();
-if (fast) files = files.filter((f) => !/\.(oracle|kernel|slow)\.test\.ts$/.test(f));
+if (fast) files = files.filter((f) => !/\.(oracle|kernel|slow|boot)\.test\.ts$/.test(f));
 if (patterns.length > 0) files = files.filter((f) => patterns.some((p) => f.includes(p)));
 if (files.length === 0) {
   console.error('run-tests: no test files matched');
