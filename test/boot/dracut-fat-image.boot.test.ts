@@ -3,4 +3,4 @@
 import { buildStickB } from './media.ts';
 import { persistenceScenario } from './scenario.ts';
 
-persistenceScenario({ title: 'boot (b): dracut, overlayfs upper in an ext4 image file on FAT', variant: 'dracut', build: buildStickB });
+persistenceScenario({ title: 'boot (b): dracut, overlayfs upper in an ext4 image file on FAT', variant: 'dracut', build: buildStickB, mergeable: true });

@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { tempDir } from '../helpers/tmp.ts';
+import { runCli } from '../helpers/cli.ts';
 import { bootStick, type BootResult } from './qemu.ts';
 import { diffManifests, GUEST_MANIFEST_SH, guestManifestSeconds, readGuestManifest, type Manifest, type ManifestOptions } from './manifest.ts';
 import { inspectUpper, mediaStatus, type TestStick, type UpperNode } from './media.ts';
@@ -167,12 +168,13 @@ export interface ScenarioState {
   stick: TestStick;
   boot1?: BootRecord;
   boot2?: BootRecord;
+  status?: { kind: string };
 }
 
 /**
  * Defines the node:test suite of one scenario: stick built once, boot 1 (change job + manifest), an
- * offline look at the upper, boot 2 (manifest, equal to boot 1's), and a TODO slot for the lead's
- * offline status/merge and boot 3. `ignoreBootNoise` names paths the boot code itself rewrites on every
+ * offline look at the upper, boot 2 (manifest, equal to boot 1's), livestick status offline, and where
+ * the base's volume can be written a merge and boot 3 (equal to boot 2's, empty upper). `ignoreBootNoise` names paths the boot code itself rewrites on every
  * boot (left out of the comparison, with the reason in the test name).
  */
 export function persistenceScenario(opts: {
@@ -180,6 +182,8 @@ export function persistenceScenario(opts: {
   variant: 'dracut' | 'live-boot';
   build: (dir: string) => TestStick;
   exclude?: readonly string[];
+  /** The base's volume can be written (FAT): merge, then boot 3. Otherwise (ISO9660) merge must refuse. */
+  mergeable?: boolean;
 }): void {
   describe(opts.title, { skip: mediaStatus(opts.variant) }, () => {
     let tmp: ReturnType<typeof tempDir>;
@@ -226,10 +230,45 @@ export function persistenceScenario(opts: {
       assert.deepEqual(diffManifests(withoutLinks(state.boot1.manifest, CHANGES.lowerHardLinkPaths), withoutLinks(b.manifest, CHANGES.lowerHardLinkPaths)), []);
     });
 
-    // TODO(lead): the offline steps between boot 2 and boot 3 go here: livestick `status` on
-    // state.stick.path (figures checked against CHANGES), `merge`, then
-    // bootForManifest(state.stick, manifestJob('boot3'), 'boot3') must give a manifest equal to
-    // state.boot2.manifest (diffManifests → []) and inspectUpper(state.stick).nodes must be empty.
-    test.todo('status, merge, then boot 3 sees the identical tree with an empty upper');
+    test('livestick status explains the upper, offline and without root on the image', () => {
+      assert.ok(state.boot2, 'boot 2 did not complete');
+      const r = runCli(['status', state.stick.path, '--json']);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      const st = r.json;
+      assert.equal(st.kind, 'overlayfs');
+      const c = st.upper.classes;
+      assert.ok(c['copied-up-identical'].count >= CHANGES.rewrittenIdentical.length, `identical copies: ${c['copied-up-identical'].count}`);
+      assert.ok(c['metadata-only'].count >= CHANGES.chmod.length + CHANGES.chown.length + 1, `metadata-only: ${c['metadata-only'].count}`);
+      assert.ok(c.whiteout.count >= CHANGES.deletedFiles.length + CHANGES.deletedDirs.length, `whiteouts: ${c.whiteout.count}`);
+      assert.ok(c.whiteout.hiddenBytes > 0);
+      assert.ok(c.new.count >= CHANGES.newFiles.length + CHANGES.installedFiles.length, `new: ${c.new.count}`);
+      assert.ok(c['copied-up-changed'].count >= 1, 'dpkg rewrote its status file');
+      assert.ok(st.upper.bytes < 32 * 2 ** 20, `the 64 MiB file written and deleted left nothing (upper ${st.upper.bytes} bytes)`);
+      assert.ok(!st.topFiles.some((f: { path: string }) => f.path === CHANGES.largeWrittenThenDeleted));
+      state.status = st;
+    });
+
+    if (opts.mergeable) {
+      test('livestick merge, then boot 3 sees the identical tree over the new base with an empty upper', { timeout: 15 * 60_000 }, async () => {
+        assert.ok(state.status, 'status did not complete');
+        const r = runCli(['merge', state.stick.path, '--json']);
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+        assert.equal(r.json.kind, 'overlayfs');
+        assert.ok(r.json.files.carried > r.json.files.rebuilt, `most base files carried over (${r.json.files.carried} carried, ${r.json.files.rebuilt} compressed)`);
+        const empty = inspectUpper(state.stick);
+        assert.ok(empty.fsckClean, empty.fsckOutput);
+        assert.deepEqual(empty.nodes, [], 'the upper is empty');
+        const b = await bootForManifest(state.stick, manifestJob('boot3'), 'boot3', mopts);
+        console.log(`(${state.stick.layout}) boot 3: ${(b.wallMs / 1000).toFixed(0)} s wall, manifest in ${b.manifestSeconds.toFixed(1)} s`);
+        assert.deepEqual(diffManifests(state.boot2!.manifest, b.manifest), [], 'the tree after the merge is the tree before it');
+      });
+    } else {
+      test('livestick merge --dry-run says why this base cannot be replaced in place', () => {
+        const r = runCli(['merge', state.stick.path, '--dry-run', '--json']);
+        assert.notEqual(r.status, 0);
+        assert.equal(r.json.verdict, 'would-fail');
+        assert.match(r.json.problems[0].message, /read-only iso9660 volume/);
+      });
+    }
   });
 }

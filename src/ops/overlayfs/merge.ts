@@ -14,7 +14,7 @@
  * - Verified before the switch: every node of the new image against the view (kind, mode, owner,
  *   mtime, size, target, device, xattrs); content in full for the files that were compressed anew,
  *   and for carried files their stored block words and tail.
- * - Built beside the old base (BASE.livestick-new, made at an estimate and trimmed by the writer);
+ * - Built beside the old base (BASE.livestick-ovl-new, made at an estimate and trimmed by the writer);
  *   the switch is ./switch.ts. Refused: several lowers (casper's layer chains), a base that is not a
  *   flat SquashFS (EROFS: issue 14; a rootfs.img inside), a base volume that cannot be written
  *   (ISO9660), a volatile work dir, an upper bound to another base (unless --force).

@@ -9,18 +9,20 @@
  *   base is in place; in between there is no upper, and dracut boots with a RAM overlay.
  *   (live-boot and casper create an empty upper when theirs is missing; recovery then adopts it if it
  *   is still empty and keeps it, untouched, if a boot wrote into it.)
- *       0. built: BASE.livestick-new (verified), UPPER.livestick-new and WORK.livestick-new (empty,
+ *       0. built: BASE.livestick-ovl-new (verified), UPPER.livestick-ovl-new and WORK.livestick-ovl-new (empty,
  *          the upper root's mode, owner and labels; the binding record in the new work dir)
  *       1. journal written beside the base
- *       2. UPPER → UPPER.livestick-old, WORK → WORK.livestick-old      (boot: old base, no upper)
- *       3. BASE.livestick-new → BASE (replaces it)                     (boot: new base, no upper)
- *       4. UPPER.livestick-new → UPPER, WORK.livestick-new → WORK      (boot: new base, empty upper)
+ *       2. UPPER → UPPER.livestick-ovl-old, WORK → WORK.livestick-ovl-old      (boot: old base, no upper)
+ *       3. BASE.livestick-ovl-new → BASE (replaces it)                     (boot: new base, no upper)
+ *       4. UPPER.livestick-ovl-new → UPPER, WORK.livestick-ovl-new → WORK      (boot: new base, empty upper)
  *       5. the old upper and work are deleted (kept with --keep-old), then the journal is removed
  *          (so an interrupted tidy-up is finished by the next command, not mistaken for kept trees)
  * - Recovery reads the journal: before step 2 (the old upper still in place, the new base not yet
  *   moved) it rolls back by deleting what was built; from step 2 on it rolls forward, repeating each
  *   step whose result is not there yet. Renames on FAT may be left half done (both names naming the
  *   same data): repeating them finishes them (fs/filesystem.ts's contract).
+ * - The names (`.livestick-ovl-new`, `.livestick-ovl-old`, the journal's) are this engine's own: the
+ *   dm-snapshot switch's `squashfs.img.livestick-new` mid-switch is never taken for a leftover here.
  * - The journal names the volumes by their ids on the stick (p1, p2, p1:/LiveOS/overlay-…), so
  *   recovery finds them again without the live-system detection, which would not see an upper that
  *   was renamed away.
@@ -34,8 +36,8 @@ import { fileExists, isNotFound } from '../files.ts';
 import { stepPoint } from '../switch.ts';
 
 export const OVL_JOURNAL = 'livestick-overlayfs-journal.json';
-export const NEW_MARK = '.livestick-new';
-export const OLD_MARK = '.livestick-old';
+export const NEW_MARK = '.livestick-ovl-new';
+export const OLD_MARK = '.livestick-ovl-old';
 
 export interface VolumeRef {
   readonly id: string;
@@ -287,7 +289,7 @@ export async function copyRootAttributes(fs: WritableFileSystem, from: string, t
 }
 
 
-/** Step 0's fresh pair: empty UPPER.livestick-new and WORK.livestick-new like the old roots, bound to `lowers`. */
+/** Step 0's fresh pair: empty UPPER.livestick-ovl-new and WORK.livestick-ovl-new like the old roots, bound to `lowers`. */
 export async function prepareFreshUpper(fs: WritableFileSystem, upper: string, work: string, lowers: readonly LowerIdentity[], warnings: string[]): Promise<void> {
   for (const dir of [upper, work]) {
     await removeTree(fs, dir + NEW_MARK);
