@@ -31,13 +31,14 @@ test('unsupported layouts are recognised and named, not mistaken', async () => {
     assert.match(r.json.error.message, /EROFS/);
     assert.equal(r.status, 65);
 
-    // overlayfs persistence directory beside a block-layout base.
+    // An overlayfs persistence directory beside a block-layout base, without LiveOS/ovlwork: dracut
+    // does not use it (it boots with a temporary overlay), and status says so.
     const ovfs = mk('ovfs');
     await writeSquashfs(dirNode({}, { LiveOS: dirNode({}, { 'rootfs.img': fileNode(new Uint8Array(8192)) }) }), join(ovfs, 'LiveOS', 'squashfs.img'), { compressor: 'gzip', threads: 0 });
     mkdirSync(join(ovfs, 'LiveOS', 'overlay-LIVE-1234', 'overlayfs'), { recursive: true });
     r = runCli(['status', ovfs, '--json']);
-    assert.equal(r.json.error.code, 'UNSUPPORTED');
-    assert.match(r.json.error.message, /overlayfs/);
+    assert.equal(r.json.error.code, 'USAGE');
+    assert.match(r.json.error.message, /overlay-LIVE-1234 is not in use: dracut does not use it: \/LiveOS\/ovlwork is missing/);
 
     // An uncompressed live root.
     const raw = mk('raw');

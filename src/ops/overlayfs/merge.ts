@@ -102,7 +102,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const baseShown = lower.volume.displayPath(lower.path);
   if (lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is ${lower.format === 'erofs' ? 'an EROFS image (issue 14)' : `a ${lower.format} image`}; only SquashFS bases can be merged yet`, { file: baseShown });
   if (lower.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${baseShown} holds ${lower.inner.path}: an overlayfs upper over a rootfs.img base cannot be merged yet`, { file: baseShown });
-  if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} does not exist yet: nothing to merge`);
+  if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use (nothing to merge): ${persistence.mode}`);
   if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
   if (persistence.legacy || persistence.upper === '/') throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is casper's old layout (the upper is the filesystem root): boot the stick once so casper moves it into upper/, then run this again`);
 

@@ -37,7 +37,7 @@ export async function resetOverlayfs(target: string, options: OverlayfsMediumOpt
     const choice = await selectOverlayfsOrNone(stick, options.partition);
     if (choice === undefined) return undefined;
     const { system, persistence } = choice;
-    if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} does not exist yet: nothing to reset`);
+    if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use (nothing to reset): ${persistence.mode}`);
     if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
     if (persistence.legacy || persistence.upper === '/') throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is casper's old layout (the upper is the filesystem root): boot the stick once so casper moves it into upper/, then run this again`);
     const lower = system.lowers[0]!;

@@ -83,7 +83,7 @@ export async function statusOf(medium: string, choice: OverlayfsChoice, options:
   const { system, persistence } = choice;
   const warnings: string[] = [];
   const problems: string[] = [];
-  if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} does not exist yet: ${persistence.mode}`);
+  if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use: ${persistence.mode}`);
   const open = await persistence.open();
   const lowers = await system.openLowers();
   const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers });
