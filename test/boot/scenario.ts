@@ -238,7 +238,7 @@ export function persistenceScenario(opts: {
       assert.equal(st.kind, 'overlayfs');
       const c = st.upper.classes;
       assert.ok(c['copied-up-identical'].count >= CHANGES.rewrittenIdentical.length, `identical copies: ${c['copied-up-identical'].count}`);
-      assert.ok(c['metadata-only'].count >= CHANGES.chmod.length + CHANGES.chown.length + 1, `metadata-only: ${c['metadata-only'].count}`);
+      assert.ok(c['metadata-only'].count >= CHANGES.chmod.length + CHANGES.chown.length, `metadata-only: ${c['metadata-only'].count}`); // (the fstab xattr: live-boot rewrites fstab at boot, so that one is a changed file there)
       assert.ok(c.whiteout.count >= CHANGES.deletedFiles.length + CHANGES.deletedDirs.length, `whiteouts: ${c.whiteout.count}`);
       assert.ok(c.whiteout.hiddenBytes > 0);
       assert.ok(c.new.count >= CHANGES.newFiles.length + CHANGES.installedFiles.length, `new: ${c.new.count}`);
