@@ -48,6 +48,30 @@ function makeRoot(dir: string): void {
   writeFileSync(join(dir, 'usr/lib/libuntouched.so'), noisy(300_000, 6));
 }
 
+/** Partition `index` of a stick image as a file of its own (dd). */
+function extractPartition(stick: string, table: { partitions: readonly { startBytes: number; sizeBytes: number }[] }, index: number, out: string): string {
+  const p = table.partitions[index]!;
+  execFileSync('dd', [`if=${stick}`, `of=${out}`, 'bs=1M', `skip=${p.startBytes / MiB}`, `count=${Math.floor(p.sizeBytes / MiB)}`, 'status=none']);
+  return out;
+}
+
+/** The names in a directory of an ext4 image, as debugfs lists them. */
+function ext4Names(image: string, dir: string): string[] {
+  const ls = execFileSync('debugfs', ['-R', `ls -p ${dir}`, image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return ls.trim().split('\n').map((l) => l.split('/')[5]!).filter((n) => n !== '.' && n !== '..').sort();
+}
+
+/** The tree of a SquashFS image copied out of a FAT volume image by mtools. */
+async function squashfsFromFat(fat: string, path: string, out: string): Promise<Map<string, string>> {
+  execFileSync('mcopy', ['-n', '-i', fat, `::${path}`, out]);
+  const disk = await FileDisk.open(out);
+  try {
+    return await readerSnapshot(await SquashfsReader.open(disk));
+  } finally {
+    await disk.close();
+  }
+}
+
 describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'needs root and overlayfs in the host kernel' }, () => {
   const tmp = tempDir('livestick-ovlfs-');
   const medium = join(tmp.dir, 'medium');
@@ -212,7 +236,6 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
       { sizeMiB: 40, type: 'efi-system', fill: (d) => fatOn(d, { label: 'LIVE', serial: 0x2026_1201 }, (fs) => put(fs, '/LiveOS/squashfs.img', base)) },
       { sizeMiB: 32, type: 'linux-filesystem', fill: async (d) => void (await d.write(readFileSync(p2), 0)) },
     ]);
-    const [o1, o2] = table.partitions.map((p) => p.startBytes);
     const st = runCli(['status', stick, '--json']);
     assert.equal(st.status, 0, st.stdout + st.stderr);
     assert.equal(st.json.kind, 'overlayfs');
@@ -223,27 +246,13 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.equal(r.json.files.carried, 1);
     // The oracles: fsck.fat and e2fsck clean, mtools' copy of the new base is the kernel's tree, debugfs sees an empty upper.
-    const part = (i: number, at: number, size: number) => {
-      const out = join(tmp.dir, `part${i}.img`);
-      execFileSync('dd', [`if=${stick}`, `of=${out}`, 'bs=1M', `skip=${at / MiB}`, `count=${size / MiB}`, 'status=none']);
-      return out;
-    };
-    const fat = part(1, o1!, 40 * MiB);
-    const ext = part(2, o2!, 32 * MiB);
+    const fat = extractPartition(stick, table, 0, join(tmp.dir, 'part1.img'));
+    const ext = extractPartition(stick, table, 1, join(tmp.dir, 'part2.img'));
     execFileSync('fsck.fat', ['-n', fat]);
     execFileSync('e2fsck', ['-fn', ext]);
-    const newBase = join(tmp.dir, 'new-base.img');
-    execFileSync('mcopy', ['-n', '-i', fat, '::LiveOS/squashfs.img', newBase]);
-    const disk = await FileDisk.open(newBase);
-    try {
-      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
-    } finally {
-      await disk.close();
-    }
-    const ls = execFileSync('debugfs', ['-R', `ls -p /LiveOS/${STICK_OVERLAY}`, ext], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    assert.deepEqual(ls.trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..'), [], 'the upper on the stick is empty');
-    const top = execFileSync('debugfs', ['-R', 'ls -p /LiveOS', ext], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    assert.deepEqual(top.trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..').sort(), [STICK_OVERLAY, 'ovlwork'].sort(), 'no leftovers on p2');
+    assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'new-base.img')), merged);
+    assert.deepEqual(ext4Names(ext, `/LiveOS/${STICK_OVERLAY}`), [], 'the upper on the stick is empty');
+    assert.deepEqual(ext4Names(ext, '/LiveOS'), [STICK_OVERLAY, 'ovlwork'].sort(), 'no leftovers on p2');
     const after = runCli(['status', stick, '--json']).json;
     assert.equal(after.upper.entries, 0);
     assert.equal(after.binding.matches, true);
@@ -265,24 +274,14 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(st.json.upper.classes.whiteout.hiddenBytes, 50_000);
     const r = runCli(['merge', stick, '--json']);
     assert.equal(r.status, 0, r.stdout + r.stderr);
-    const ext = join(tmp.dir, 'live-boot-p2.img');
-    execFileSync('dd', [`if=${stick}`, `of=${ext}`, 'bs=1M', `skip=${table.partitions[1]!.startBytes / MiB}`, 'count=32', 'status=none']);
+    const ext = extractPartition(stick, table, 1, join(tmp.dir, 'live-boot-p2.img'));
     execFileSync('e2fsck', ['-fn', ext]);
-    const names = (p: string) => execFileSync('debugfs', ['-R', `ls -p ${p}`, ext], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..').sort();
-    assert.deepEqual(names('/rw'), []);
-    assert.deepEqual(names('/'), ['lost+found', 'persistence.conf', 'rw', 'work']);
-    assert.deepEqual(names('/work'), ['livestick-base.json']);
-    const fat = join(tmp.dir, 'live-boot-p1.img');
-    execFileSync('dd', [`if=${stick}`, `of=${fat}`, 'bs=1M', `skip=${table.partitions[0]!.startBytes / MiB}`, 'count=40', 'status=none']);
+    assert.deepEqual(ext4Names(ext, '/rw'), []);
+    assert.deepEqual(ext4Names(ext, '/'), ['lost+found', 'persistence.conf', 'rw', 'work']);
+    assert.deepEqual(ext4Names(ext, '/work'), ['livestick-base.json']);
+    const fat = extractPartition(stick, table, 0, join(tmp.dir, 'live-boot-p1.img'));
     execFileSync('fsck.fat', ['-n', fat]);
-    const newBase = join(tmp.dir, 'live-boot-base.img');
-    execFileSync('mcopy', ['-n', '-i', fat, '::live/filesystem.squashfs', newBase]);
-    const disk = await FileDisk.open(newBase);
-    try {
-      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
-    } finally {
-      await disk.close();
-    }
+    assert.deepEqual(await squashfsFromFat(fat, 'live/filesystem.squashfs', join(tmp.dir, 'live-boot-base.img')), merged);
   });
 
   test('the vfat-stick form: an ext4 image file LiveOS/overlay-LIVE-… holding overlayfs/ + ovlwork/ on the FAT32 partition beside squashfs.img', async () => {
@@ -309,22 +308,13 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(st.json.upper.classes.whiteout.hiddenBytes, 50_000);
     const r = runCli(['merge', stick, '--json']);
     assert.equal(r.status, 0, r.stdout + r.stderr);
-    const fat = join(tmp.dir, 'vfat-p1.img');
-    execFileSync('dd', [`if=${stick}`, `of=${fat}`, 'bs=1M', `skip=${table.partitions[0]!.startBytes / MiB}`, 'count=70', 'status=none']);
+    const fat = extractPartition(stick, table, 0, join(tmp.dir, 'vfat-p1.img'));
     execFileSync('fsck.fat', ['-n', fat]);
     const out = join(tmp.dir, 'vfat-overlay.ext4');
     execFileSync('mcopy', ['-n', '-i', fat, `::LiveOS/${STICK_OVERLAY}`, out]);
     execFileSync('e2fsck', ['-fn', out]);
-    const names = (p: string) => execFileSync('debugfs', ['-R', `ls -p ${p}`, out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').map((l) => l.split('/')[5]).filter((n) => n !== '.' && n !== '..').sort();
-    assert.deepEqual(names('/overlayfs'), []);
-    assert.deepEqual(names('/'), ['lost+found', 'overlayfs', 'ovlwork']);
-    const newBase = join(tmp.dir, 'vfat-base.img');
-    execFileSync('mcopy', ['-n', '-i', fat, '::LiveOS/squashfs.img', newBase]);
-    const disk = await FileDisk.open(newBase);
-    try {
-      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
-    } finally {
-      await disk.close();
-    }
+    assert.deepEqual(ext4Names(out, '/overlayfs'), []);
+    assert.deepEqual(ext4Names(out, '/'), ['lost+found', 'overlayfs', 'ovlwork']);
+    assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'vfat-base.img')), merged);
   });
 });
