@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, linkSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HostFileSystem } from '../../src/fs/host/index.ts';
-import type { FsStat } from '../../src/fs/filesystem.ts';
+import type { FileSystem, FsStat } from '../../src/fs/filesystem.ts';
 import { readHostXattrs } from '../../src/io/xattr.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { missingTools } from '../helpers/tools.ts';
@@ -42,6 +42,25 @@ function withInoAndXattrs(fs: HostFileSystem) {
   });
 }
 
+/** The same tree through a FileSystem without inode numbers and xattrs (formats that have neither). */
+function withoutInoAndXattrs(fs: HostFileSystem): FileSystem {
+  return {
+    type: fs.type,
+    label: undefined,
+    uuid: undefined,
+    readOnly: true,
+    stat: async (p: string): Promise<FsStat> => {
+      const { ino: _ino, ...rest } = await fs.stat(p);
+      return rest;
+    },
+    readdir: (p: string) => fs.readdir(p),
+    readlink: (p: string) => fs.readlink(p),
+    openFile: (p: string) => fs.openFile(p),
+    space: () => fs.space(),
+    close: async () => {},
+  };
+}
+
 describe('boot manifest: guest shell and FileSystem agree', { skip: missingTools('getfattr', 'setfattr', 'md5sum', 'find', 'mkfifo') }, () => {
   test('same entries, link groups and xattrs; excluded roots left out', async () => {
     const t = tempDir('livestick-manifest-');
@@ -66,7 +85,10 @@ describe('boot manifest: guest shell and FileSystem agree', { skip: missingTools
       assert.deepEqual(byPath.get('/etc/sub')?.xattrs, [['user.bin', '00ff10']]);
       assert.match(formatManifest(guest), /^\/etc\/tab\\x09here\tf\t/m);
 
-      const plain = await manifestOfFileSystem(fs);
+      const own = await manifestOfFileSystem(fs);
+      assert.deepEqual(own.missing, [], 'HostFileSystem has inode numbers and xattrs of its own');
+      assert.equal(formatManifest(own), formatManifest(guest));
+      const plain = await manifestOfFileSystem(withoutInoAndXattrs(fs));
       assert.deepEqual([...plain.missing].sort(), ['link', 'xattrs']);
       assert.deepEqual(diffManifests(guest, plain), []);
 
