@@ -2,7 +2,7 @@
  * Injected failures at every file operation of a merge and a reset on an overlayfs medium (a
  * directory in dracut's flat layout whose upper the host kernel wrote; root and overlayfs needed).
  * A counting run lists the fault points; then each point fails once with an errno (EPERM, ENOSPC,
- * EIO, EROFS in turn) and once with a crash (that operation and everything after it never happen).
+ * EIO, EROFS in turn; every one of them from the journal on) and once with a crash (that operation and everything after it never happen).
  * After each case:
  *   - what a boot finds right away is safe: a SquashFS base, and an upper only over a base whose
  *     merged tree is the user's tree (no upper only while a journal exists);
@@ -138,8 +138,12 @@ describe('overlayfs: fault injection at every file operation', { skip: canMount 
       const { points } = await tracePoints(() => run(probe));
       dispose(probe);
       assert.ok(points.length >= 10, `${name} reaches ${points.length} fault points`);
+      const journalAt = points.findIndex((p) => p.path.includes('livestick-overlayfs-journal.json'));
+      assert.ok(journalAt > 0, `${name} writes a journal`);
       for (const p of points) {
-        for (const action of [ERRNOS[p.index % ERRNOS.length]!, 'crash']) {
+        // Every point gets one errno and a crash; the switch's points (from the journal on) get every errno.
+        const errnos = p.index >= journalAt ? ERRNOS : [ERRNOS[p.index % ERRNOS.length]!];
+        for (const action of [...errnos, 'crash']) {
           const dir = fresh();
           const r = await withFaultPlan((q) => (q.index === p.index ? action : undefined), () => run(dir));
           cases++;
