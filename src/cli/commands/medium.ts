@@ -164,17 +164,20 @@ export function registerMedium(program: Command): void {
     await runCommand(
       opts,
       async () => {
-        const ovlStatus = opts.overlay === undefined && !opts.wipe ? await overlayfsStatus(dir, { ...mediumOptions(opts), top: 3 }) : undefined;
-        if (ovlStatus !== undefined) {
-          if (!opts.yes) {
+        if (opts.overlay === undefined && !opts.wipe) {
+          // The figures are read only to ask; with --yes the overlayfs engine is tried straight away.
+          const ovlStatus = opts.yes ? undefined : await overlayfsStatus(dir, { ...mediumOptions(opts), top: 3 });
+          if (ovlStatus !== undefined) {
             const files = ovlStatus.topFiles.map((f) => `${f.path} ${formatSize(f.bytes)}`);
             const loss = `${formatSize(ovlStatus.upper.bytes)} of changes in ${ovlStatus.upper.entries} entries kept in ${ovlStatus.persistence.upper}${files.length > 0 ? ` (largest: ${files.join(', ')})` : ''}`;
             if (!(await confirmYes(`Reset drops ${loss}. Continue?`))) {
               throw new LivestickError('FAILURE', ExitCode.failure, `aborted: nothing was changed. A reset would drop ${loss}; pass --yes to reset without asking`);
             }
           }
-          const done = await resetOverlayfs(dir, mediumOptions(opts));
-          if (done !== undefined) return done;
+          if (opts.yes || ovlStatus !== undefined) {
+            const done = await resetOverlayfs(dir, mediumOptions(opts));
+            if (done !== undefined) return done;
+          }
         }
         if (!opts.yes) {
           const loss = await describeLoss(dir, opts.overlay, mediumOptions(opts));

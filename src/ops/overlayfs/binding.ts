@@ -63,19 +63,24 @@ export function encodeBinding(b: OverlayfsBinding): Uint8Array {
   return new TextEncoder().encode(`${JSON.stringify({ schemaVersion: b.schemaVersion, lowers: b.lowers.map((l) => ({ path: l.path, size: l.size, digest: l.digest })), boundAt: b.boundAt }, null, 1)}\n`);
 }
 
+/** The identity of one image file, recorded under `recordAs` (its path in the lower stack). */
+export async function fileIdentity(fs: FileSystem, path: string, recordAs = path): Promise<LowerIdentity> {
+  const disk = await fs.openFile(path);
+  try {
+    const { size, digest } = await sampleDigest(disk);
+    return { path: recordAs, size, digest };
+  } finally {
+    await disk.close();
+  }
+}
+
 /** The identity of a system's lower stack as it is now. */
 export async function lowerIdentities(system: LiveSystem): Promise<LowerIdentity[]> {
   const out: LowerIdentity[] = [];
   for (const lower of system.lowers) {
     const fs = await lower.volume.open();
     if (!fs) throw new CorruptImageError('live base', 'volume', `${lower.volume.display} cannot be opened`);
-    const disk = await fs.openFile(lower.path);
-    try {
-      const { size, digest } = await sampleDigest(disk);
-      out.push({ path: lower.path, size, digest });
-    } finally {
-      await disk.close();
-    }
+    out.push(await fileIdentity(fs, lower.path));
   }
   return out;
 }

@@ -29,7 +29,7 @@ import { treeFromFileSystem } from '../../fs/squashfs/from-fs.ts';
 import { settingsOf } from '../merge.ts';
 import { fileExists } from '../files.ts';
 import { withStick, type Stick } from '../live/index.ts';
-import { bindingState, lowerIdentities } from './binding.ts';
+import { bindingState, fileIdentity, lowerIdentities } from './binding.ts';
 import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
 import { NEW_MARK, OLD_MARK, discardBuild, prepareFreshUpper, readJournal, runSwitch, volumeRef, writeJournal, type OverlayfsJournal, type SwitchOutcome } from './switch.ts';
 import { recoverOverlayfs } from './recover.ts';
@@ -183,7 +183,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   });
   let written: Awaited<ReturnType<typeof writeSquashfs>>;
   try {
-    for (const leftover of [newBase]) if (await fileExists(baseFs, leftover)) await baseFs.unlink(leftover);
+    if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
     const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
     try {
       written = await writeSquashfs(tree, out, { compressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
@@ -197,7 +197,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     await verifyNewBase(baseFs, newBase, view, reader, carried, baseShown);
     stepPoint('ovl-verified');
 
-    const newIdentity = await identityOf(baseFs, newBase, lower.path);
+    const newIdentity = await fileIdentity(baseFs, newBase, lower.path);
     await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity], warnings);
     stepPoint('ovl-fresh-upper');
   } catch (err) {
@@ -210,17 +210,6 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const outcome = await runSwitch(journal, { baseFs, upperFs });
   warnings.push(...outcome.warnings);
   return base({ newBaseBytes: written.size, newBaseEstimated: false, files, kept: outcome.kept, seconds: (Date.now() - started) / 1000 });
-}
-
-async function identityOf(fs: FileSystem, path: string, recordAs: string): Promise<{ path: string; size: number; digest: string }> {
-  const { sampleDigest } = await import('../../io/identity.ts');
-  const disk = await fs.openFile(path);
-  try {
-    const { size, digest } = await sampleDigest(disk);
-    return { path: recordAs, size, digest };
-  } finally {
-    await disk.close();
-  }
 }
 
 function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {

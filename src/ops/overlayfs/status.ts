@@ -16,7 +16,8 @@ import { formatSize } from '../../io/bytes.ts';
 import type { FileSystem } from '../../fs/filesystem.ts';
 import { OverlayFileSystem } from '../../fs/overlay/index.ts';
 import { analyzeUpper, UPPER_CLASSES, type ClassTotal, type UpperClass, type UpperFlags, type WorkdirReport } from '../../fs/overlay/analyze.ts';
-import { withStick, type Persistence } from '../live/index.ts';
+import { withStick, type Persistence, type Stick } from '../live/index.ts';
+import type { SwitchOutcome } from './switch.ts';
 import { bindingState, lowerIdentities, type BindingState } from './binding.ts';
 import { overlayfsNeedsRecovery, recoverOverlayfs } from './recover.ts';
 import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
@@ -63,16 +64,17 @@ const trustedInvisible = (fs: FileSystem): boolean => fs.type === 'host' && type
 
 /** The status of an overlayfs medium, or undefined when `target` is not one (a dm-snapshot medium). */
 export async function overlayfsStatus(target: string, options: OverlayfsStatusOptions = {}): Promise<OverlayfsStatusReport | undefined> {
-  // An interrupted merge is finished (or undone) first; the stick is opened for writing only then.
-  const needs = await withStick(target, { force: options.forceDevice }, (stick) => overlayfsNeedsRecovery(stick).catch(() => false));
-  const recovery = needs ? await withStick(target, { write: true, force: options.forceDevice }, (stick) => recoverOverlayfs(stick)) : undefined;
-  return withStick(target, { force: options.forceDevice }, async (stick) => {
+  const statusOn = async (stick: Stick, recovery?: SwitchOutcome): Promise<OverlayfsStatusReport | undefined> => {
     const choice = await selectOverlayfsOrNone(stick, options.partition);
     if (choice === undefined) return undefined;
     const r = await statusOf(stick.target, choice, options);
     if (recovery !== undefined && recovery.action !== 'none') r.warnings.unshift(recovery.action === 'completed' ? 'an interrupted merge was completed first' : 'the leftovers of an interrupted merge were removed first (nothing had been switched)', ...recovery.warnings);
     return r;
-  });
+  };
+  // One read-only open when nothing needs recovery; an interrupted merge is finished (or undone) first, on a reopen for writing.
+  const first = await withStick(target, { force: options.forceDevice }, async (stick) => ((await overlayfsNeedsRecovery(stick).catch(() => false)) ? undefined : { report: await statusOn(stick) }));
+  if (first !== undefined) return first.report;
+  return withStick(target, { write: true, force: options.forceDevice }, async (stick) => statusOn(stick, await recoverOverlayfs(stick)));
 }
 
 function others(choice: OverlayfsChoice): OverlayfsStatusReport['others'] {
