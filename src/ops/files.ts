@@ -29,18 +29,28 @@ export async function removeIfExists(fs: WritableFileSystem, path: string): Prom
   }
 }
 
-/** A small file's bytes (undefined when it does not exist); larger than `max` is a typed error. */
-export async function readSmallFile(root: MediumRoot, path: string, max: number, what: string): Promise<Uint8Array | undefined> {
-  if (!(await fileExists(root.fs, path))) return undefined;
-  const disk = await root.fs.openFile(path);
+/** A small file's bytes on any FileSystem (undefined when it does not exist); larger than `max` is a typed error naming `shown`. */
+export async function readSmallFileOn(fs: FileSystem, path: string, max: number, what: string, shown = path): Promise<Uint8Array | undefined> {
+  let disk: Disk;
   try {
-    if (disk.size > max) throw new CorruptImageError(what, 'size', `${disk.size} bytes, more than ${max} such a file ever holds`, undefined, { file: root.display(path) });
+    disk = await fs.openFile(path);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+  try {
+    if (disk.size > max) throw new CorruptImageError(what, 'size', `${disk.size} bytes, more than ${max} such a file ever holds`, undefined, { file: shown });
     const bytes = new Uint8Array(disk.size);
-    await disk.read(bytes, 0);
+    if (bytes.byteLength > 0) await disk.read(bytes, 0);
     return bytes;
   } finally {
     await disk.close();
   }
+}
+
+/** A small file's bytes (undefined when it does not exist); larger than `max` is a typed error. */
+export async function readSmallFile(root: MediumRoot, path: string, max: number, what: string): Promise<Uint8Array | undefined> {
+  return readSmallFileOn(root.fs, path, max, what, root.display(path));
 }
 
 /** Copies a Disk's bytes into a new file `to` (which must not exist); durable when it returns. */

@@ -14,7 +14,7 @@ import { CorruptImageError, LivestickError } from '../../errors.ts';
 import { sampleDigest } from '../../io/identity.ts';
 import type { FileSystem, WritableFileSystem } from '../../fs/filesystem.ts';
 import type { LiveSystem } from '../live/index.ts';
-import { isNotFound } from '../files.ts';
+import { readSmallFileOn } from '../files.ts';
 
 export const BINDING_NAME = 'livestick-base.json';
 const MAX_BYTES = 64 << 10;
@@ -96,21 +96,8 @@ function bindingPath(work: string): string {
 /** The upper's binding, undefined when it has none; a damaged record is a CorruptImageError. */
 export async function readBinding(fs: FileSystem, work: string | undefined): Promise<OverlayfsBinding | undefined> {
   if (work === undefined) return undefined;
-  let disk;
-  try {
-    disk = await fs.openFile(bindingPath(work));
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
-  try {
-    if (disk.size > MAX_BYTES) fail('size', `${disk.size} bytes is not a binding record`);
-    const bytes = new Uint8Array(disk.size);
-    if (bytes.byteLength > 0) await disk.read(bytes, 0);
-    return decodeBinding(bytes);
-  } finally {
-    await disk.close();
-  }
+  const bytes = await readSmallFileOn(fs, bindingPath(work), MAX_BYTES, 'livestick binding');
+  return bytes === undefined ? undefined : decodeBinding(bytes);
 }
 
 export type BindingState = { readonly state: 'unbound' } | { readonly state: 'bound'; readonly matches: boolean; readonly binding: OverlayfsBinding } | { readonly state: 'damaged'; readonly message: string };

@@ -29,10 +29,10 @@
  */
 import { CorruptImageError, LivestickError, fromSystemError } from '../../errors.ts';
 import { SimulatedCrash } from '../../io/faults.ts';
-import type { FsXattr, WritableFileSystem } from '../../fs/filesystem.ts';
+import type { FileSystem, FsXattr, WritableFileSystem } from '../../fs/filesystem.ts';
 import { writeBinding, type LowerIdentity } from './binding.ts';
 import type { Stick, Volume } from '../live/index.ts';
-import { fileExists, isNotFound } from '../files.ts';
+import { fileExists, isNotFound, readSmallFileOn } from '../files.ts';
 import { stepPoint } from '../switch.ts';
 
 export const OVL_JOURNAL = 'livestick-overlayfs-journal.json';
@@ -242,22 +242,9 @@ export async function writeJournal(fs: WritableFileSystem, j: OverlayfsJournal):
   await fs.flush();
 }
 
-export async function readJournal(fs: WritableFileSystem | import('../../fs/filesystem.ts').FileSystem, base: string): Promise<OverlayfsJournal | undefined> {
-  let disk;
-  try {
-    disk = await fs.openFile(journalPath(base));
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
-  try {
-    if (disk.size > 64 << 10) fail('size', `${disk.size} bytes is not a journal`);
-    const bytes = new Uint8Array(disk.size);
-    if (bytes.byteLength > 0) await disk.read(bytes, 0);
-    return decodeOverlayfsJournal(bytes);
-  } finally {
-    await disk.close();
-  }
+export async function readJournal(fs: FileSystem, base: string): Promise<OverlayfsJournal | undefined> {
+  const bytes = await readSmallFileOn(fs, journalPath(base), 64 << 10, 'livestick overlayfs journal');
+  return bytes === undefined ? undefined : decodeOverlayfsJournal(bytes);
 }
 
 type XattrFs = WritableFileSystem & { setXattr?: (path: string, name: string, value: Uint8Array) => Promise<void> };
