@@ -104,8 +104,9 @@ export function passphraseFromFile(bytes: Buffer, name: string): Buffer {
 export async function promptHidden(prompt: string): Promise<Buffer> {
   const stdin = process.stdin;
   if (!stdin.isTTY) throw new UsageError('no terminal to ask for the passphrase: use --passphrase-file FILE or --key-file FILE (- for stdin)');
-  process.stderr.write(prompt);
+  // Echo goes off before the prompt shows, so that nothing typed as soon as it appears is echoed.
   stdin.setRawMode(true);
+  process.stderr.write(prompt);
   stdin.resume();
   const buf = Buffer.alloc(1024);
   let len = 0;
