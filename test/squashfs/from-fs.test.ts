@@ -79,3 +79,31 @@ test('a file whose size differs from the named source is not carried verbatim', 
   const big = tree.entries.get('big');
   assert.ok(big?.type === 'file' && big.content.kind === 'stream');
 });
+
+test('files the old image stored once stay stored once when carried verbatim; same-size files that differ do not share', async () => {
+  const bs = 128 * 1024;
+  const x = noisy(bs, 7);
+  const zeros = new Uint8Array(bs);
+  const cat = (...parts: Uint8Array[]) => Buffer.concat(parts);
+  const tree0 = dirNode({ mtime: 1 }, {
+    one: fileNode(cat(x, x.subarray(0, 1000)), { mtime: 2 }),
+    two: fileNode(cat(x, x.subarray(0, 1000)), { mtime: 3 }),
+    other: fileNode(cat(noisy(bs, 8), x.subarray(0, 1000)), { mtime: 4 }),
+    front: fileNode(cat(x, zeros), { mtime: 5 }),
+    back: fileNode(cat(zeros, x), { mtime: 6 }),
+  });
+  const first = await image(tree0, 'zstd');
+  const fs = new SquashfsFileSystem(first.reader, first.disk.size);
+  const tree = await treeFromFileSystem(fs, '/', { blocksFrom: (path) => ({ reader: first.reader, path: path.slice(1) }) });
+  const again = await image(tree, 'zstd');
+  assert.deepEqual(await readerSnapshot(again.reader), await readerSnapshot(first.reader));
+  const start = async (name: string) => {
+    const i = await again.reader.lookup(name);
+    assert.ok(i.kind === 'file');
+    return `${i.blocksStart}:${i.fragment}:${i.fragmentOffset}`;
+  };
+  assert.equal(await start('one'), await start('two'), 'one stored copy, as in the old image');
+  assert.notEqual(await start('one'), await start('other'));
+  assert.notEqual(await start('front'), await start('back'));
+  assert.equal(again.disk.size, first.disk.size, 'no block is stored twice');
+});

@@ -37,6 +37,8 @@ export interface UpperEntry {
   readonly upperBytes: number;
   /** Lower file bytes it hides (whiteouts, opaque dirs, a kind change). */
   readonly hiddenBytes: number;
+  /** Files whose bytes equal a lower file's (copied up unchanged): that lower entry. */
+  readonly sameDataAs?: { readonly layer: number; readonly path: string };
 }
 
 export interface ClassTotal {
@@ -198,7 +200,7 @@ export async function analyzeUpper(view: OverlayFileSystem, options: AnalyzeOpti
       const entry: LayerEntry = { layer: 'upper', path: upath, stat: st, xattrs: xs };
       const bytes = occupied(st);
       const counterpart = await view.childOf(dirNode, name, { lowerOnly: true });
-      const push = (cls: UpperClass, hiddenBytes = 0) => entries.push({ path, kind: st.kind, class: cls, upperBytes: bytes, hiddenBytes });
+      const push = (cls: UpperClass, hiddenBytes = 0, sameDataAs?: UpperEntry['sameDataAs']) => entries.push({ path, kind: st.kind, class: cls, upperBytes: bytes, hiddenBytes, ...(sameDataAs ? { sameDataAs } : {}) });
       if (await view.isWhiteout(entry, up.opaque === 'x')) {
         push('whiteout', await bytesOf(counterpart));
         total += bytes;
@@ -233,7 +235,8 @@ export async function analyzeUpper(view: OverlayFileSystem, options: AnalyzeOpti
         else {
           const c = counterpart.meta.stat;
           const meta = st.mode === c.mode && st.uid === c.uid && st.gid === c.gid && sameXattrs(await view.visibleXattrs(node), await view.visibleXattrs(counterpart));
-          push(meta ? 'copied-up-identical' : 'metadata-only');
+          const d = node.kind === 'file' ? counterpart.data : undefined;
+          push(meta ? 'copied-up-identical' : 'metadata-only', 0, d !== undefined && d.layer !== 'upper' ? { layer: d.layer, path: d.path } : undefined);
         }
       }
     }

@@ -13,6 +13,7 @@
  * - Hard links share one node, grouped by `linkKey` (default: the stat's ino, for entries with more
  *   than one link).
  */
+import { createHash } from 'node:crypto';
 import { UsageError } from '../../errors.ts';
 import type { FileSystem, FsStat } from '../filesystem.ts';
 import { storedBlock } from './copy.ts';
@@ -63,13 +64,25 @@ function lazyContent(fs: FileSystem, path: string, size: number): FileContent {
   };
 }
 
+const imageTags = new WeakMap<SquashfsReader, number>();
+let nextImageTag = 0;
+function imageTag(reader: SquashfsReader): number {
+  let t = imageTags.get(reader);
+  if (t === undefined) imageTags.set(reader, (t = nextImageTag++));
+  return t;
+}
+
 async function verbatimContent(source: BlocksSource, size: number): Promise<FileContent | undefined> {
   const inode = await source.reader.lookup(source.path);
   if (inode.kind !== 'file' || inode.fileSize !== size) return undefined;
   const disk = await source.reader.openFileDisk(inode);
   const offsets = source.reader.blockOffsets(inode);
   const reader = source.reader;
-  return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined) };
+  // Files the old image stored once (its deduplication) have the same blocks (start and size words,
+  // sparse ones included) and the same tail in the same fragment.
+  const words = createHash('sha256').update(new Uint8Array(inode.blockSizes.buffer, inode.blockSizes.byteOffset, inode.blockSizes.byteLength)).digest('hex');
+  const sameAs = `${imageTag(reader)}:${inode.blocksStart}:${inode.fragment}:${inode.fragmentOffset}:${words}`;
+  return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined), sameAs };
 }
 
 /** The writer tree of `fs` below `root` (a directory). */

@@ -45,29 +45,30 @@ export interface WalkEntry {
 
 export const S_IFMT = { dir: 0o040000, file: 0o100000, symlink: 0o120000, blockdev: 0o060000, chardev: 0o020000, fifo: 0o010000, socket: 0o140000 } as const;
 
-class ByteLru {
+/** An LRU bounded by the sum of its values' weights (bytes, entries), keeping at least one value. */
+class WeightedLru<K, V> {
   readonly #max: number;
-  #bytes = 0;
-  readonly #map = new Map<number, Uint8Array>();
+  #total = 0;
+  readonly #map = new Map<K, { value: V; weight: number }>();
   constructor(max: number) {
     this.#max = max;
   }
-  get(k: number): Uint8Array | undefined {
+  get(k: K): V | undefined {
     const v = this.#map.get(k);
     if (v !== undefined) {
       this.#map.delete(k);
       this.#map.set(k, v);
     }
-    return v;
+    return v?.value;
   }
-  set(k: number, v: Uint8Array): void {
+  set(k: K, value: V, weight: number): void {
     if (this.#map.has(k)) return;
-    this.#map.set(k, v);
-    this.#bytes += v.byteLength;
-    while (this.#bytes > this.#max && this.#map.size > 1) {
-      const [oldK, oldV] = this.#map.entries().next().value as [number, Uint8Array];
+    this.#map.set(k, { value, weight });
+    this.#total += weight;
+    while (this.#total > this.#max && this.#map.size > 1) {
+      const [oldK, old] = this.#map.entries().next().value as [K, { value: V; weight: number }];
       this.#map.delete(oldK);
-      this.#bytes -= oldV.byteLength;
+      this.#total -= old.weight;
     }
   }
 }
@@ -88,10 +89,12 @@ export class SquashfsReader {
   readonly #dirs: MetadataReader;
   readonly #xattrs: XattrTable | undefined;
   readonly #ctx: InodeContext;
-  readonly #data: ByteLru;
+  readonly #data: WeightedLru<number, Uint8Array>;
   readonly #offsets = new WeakMap<FileInode, Float64Array>();
   readonly #compressorOptions: Uint8Array | undefined;
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
+  readonly #dirsByPath = new LruCache<string, DirInode>(4096);
+  readonly #listings = new WeightedLru<number, Map<string, DirEntry>>(1 << 17);
   #decoder: BlockDecompressor | undefined;
 
   private constructor(disk: Disk, sb: Superblock, comp: Compressor, compOptions: Uint8Array | undefined, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
@@ -105,7 +108,7 @@ export class SquashfsReader {
     this.#inodes = new MetadataReader(disk, comp, sb.inodeTableStart, sb.directoryTableStart, 'inode', 256);
     this.#dirs = new MetadataReader(disk, comp, sb.directoryTableStart, dirEnd, 'directory', 256);
     this.#ctx = { blockSize: sb.blockSize, idCount: sb.idCount, inodes: sb.inodes, bytesUsed: sb.bytesUsed, fragments: sb.fragments, xattrIds: xattrs?.count ?? 0 };
-    this.#data = new ByteLru(options.cacheBytes ?? 64 << 20);
+    this.#data = new WeightedLru<number, Uint8Array>(options.cacheBytes ?? 64 << 20);
   }
 
   static async open(disk: Disk, options: ReaderOptions = {}): Promise<SquashfsReader> {
@@ -177,18 +180,50 @@ export class SquashfsReader {
     return out;
   }
 
-  /** Resolves a path inside the image ("/" or "" is the root); symlinks are not followed. */
+  /**
+   * Resolves a path inside the image ("/" or "" is the root); symlinks are not followed. Directory
+   * inodes by path and directory listings by name are kept in bounded LRUs, so a walk that looks
+   * up every path of a large tree costs one hash lookup per name, not a scan from the root.
+   */
   async lookup(path: string): Promise<Inode> {
-    let node = await this.root();
     const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-    for (let i = 0; i < parts.length; i++) {
-      if (node.kind !== 'dir') throw new NotFoundError(`not a directory: /${parts.slice(0, i).join('/')}`);
-      const want = Buffer.from(parts[i] as string, 'utf8');
-      const hit = (await this.rawEntries(node)).find((e) => Buffer.compare(e.name, want) === 0);
-      if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${parts.slice(0, i + 1).join('/')}`);
+    if (parts.length === 0) return this.root();
+    const parent = await this.#dirAt(parts, parts.length - 1);
+    const hit = (await this.#names(parent)).get(Buffer.from(parts[parts.length - 1] as string, 'utf8').toString('latin1'));
+    if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${parts.join('/')}`);
+    return this.inodeAt(hit.inodeBlock, hit.inodeOffset);
+  }
+
+  /** The directory inode at the first `n` components of `parts`. */
+  async #dirAt(parts: readonly string[], n: number): Promise<DirInode> {
+    const key = parts.slice(0, n).join('/');
+    const known = this.#dirsByPath.get(key);
+    if (known !== undefined) return known;
+    let node: Inode;
+    if (n === 0) node = await this.root();
+    else {
+      const parent = await this.#dirAt(parts, n - 1);
+      const hit = (await this.#names(parent)).get(Buffer.from(parts[n - 1] as string, 'utf8').toString('latin1'));
+      if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${key}`);
       node = await this.inodeAt(hit.inodeBlock, hit.inodeOffset);
     }
+    if (node.kind !== 'dir') throw new NotFoundError(`not a directory: /${key}`);
+    this.#dirsByPath.set(key, node);
     return node;
+  }
+
+  /** A directory's entries by name (the name's bytes as a latin1 string, so any bytes are a distinct key). */
+  async #names(dir: DirInode): Promise<Map<string, DirEntry>> {
+    const key = dir.startBlock * 65536 + dir.offset;
+    const known = this.#listings.get(key);
+    if (known !== undefined) return known;
+    const map = new Map<string, DirEntry>();
+    for (const e of await this.rawEntries(dir)) {
+      const name = Buffer.from(e.name).toString('latin1');
+      if (!map.has(name)) map.set(name, e);
+    }
+    this.#listings.set(key, map, map.size + 1);
+    return map;
   }
 
   /** Depth-first walk in listing order; each directory is visited once (a repeat is a corrupt cycle). */
@@ -309,7 +344,7 @@ export class SquashfsReader {
     let data = this.#data.get(at);
     if (data === undefined) {
       data = await this.#readStored(at, word, expect, 'block');
-      if (cache) this.#data.set(at, data);
+      if (cache) this.#data.set(at, data, data.byteLength);
     }
     if (data.byteLength !== expect) throw new CorruptImageError('squashfs', 'data block', `block ${i} of inode ${f.inodeNumber} holds ${data.byteLength} bytes, expected ${expect}`, at);
     return data;
@@ -337,7 +372,7 @@ export class SquashfsReader {
     let load = this.#fragmentLoads.get(e.start);
     if (load === undefined) {
       load = this.#readStored(e.start, e.size, 0, 'fragment').then((d) => {
-        this.#data.set(e.start, d);
+        this.#data.set(e.start, d, d.byteLength);
         return d;
       });
       this.#fragmentLoads.set(e.start, load);

@@ -38,6 +38,11 @@ export type FileContent =
        * they decompress to the Disk's bytes.
        */
       readonly verbatim?: (blockIndex: number) => Promise<StoredBlock | undefined> | StoredBlock | undefined;
+      /**
+       * An identity of the content: files of equal size whose `sameAs` is equal hold the same bytes
+       * (the caller vouches), so the writer stores them once without reading the later ones.
+       */
+      readonly sameAs?: string;
     }
   | { readonly kind: 'stream'; readonly open: () => AsyncIterable<Uint8Array> };
 

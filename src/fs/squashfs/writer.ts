@@ -11,7 +11,9 @@
  *   bounds memory whatever the input size.
  * - All-zero blocks become sparse (size word 0). Files smaller than the block size (or every tail with
  *   alwaysFragments) are packed into fragment blocks, which join the same ordered queue.
- * - Dedup: a file whose content hash and size equal an earlier file's reuses its blocks and fragment.
+ * - Dedup: a file whose content hash and size equal an earlier file's reuses its blocks and fragment;
+ *   so does one whose content names the same `sameAs` identity (files carried from one stored copy
+ *   in an old image), without being read.
  *   Small files are hashed before queueing; for large files the decision comes after reading, so
  *   any blocks of it already written are rolled back (nothing else is written in between, because
  *   the queue is ordered and a large file's blocks are contiguous in it).
@@ -348,6 +350,13 @@ async function writeImage(
     const tailToFragment = useFragments && size % bs !== 0 && (size < bs || o.alwaysFragments === true);
     const fullBlocks = tailToFragment ? Math.floor(size / bs) : Math.ceil(size / bs);
     const verbatim = node.content.kind === 'disk' ? node.content.verbatim : undefined;
+    const sameKey = !o.noDedup && node.content.kind === 'disk' && node.content.sameAs !== undefined ? `same:${size}:${node.content.sameAs}` : undefined;
+    const same = sameKey === undefined ? undefined : byHash.get(sameKey);
+    if (same) {
+      state.skip = true;
+      await push({ kind: 'done', file: state, dupOf: same });
+      continue;
+    }
     const hash = o.noDedup || verbatim || (sizeCounts.get(size) ?? 0) < 2 ? undefined : createHash('sha256');
     let blockIndex = 0;
     let cur = new Uint8Array(Math.min(bs, size));
@@ -430,6 +439,7 @@ async function writeImage(
       fragLen += tail.byteLength;
     }
     if (key !== undefined) byHash.set(key, state.result);
+    if (sameKey !== undefined) byHash.set(sameKey, state.result);
     await push({ kind: 'done', file: state, dupOf: undefined });
   }
   await closeFragment();

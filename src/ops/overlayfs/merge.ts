@@ -167,18 +167,23 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const upperFs = open.fs as WritableFileSystem;
   const newBase = lower.path + NEW_MARK;
   const files = { carried: 0, rebuilt: 0 };
-  const carried = new Set<string>();
+  // Where each carried file's stored blocks come from in the old image: the lower file behind it, or
+  // for a file copied up unchanged (dnf and apt rewrite files as they were), the lower file it equals.
+  const carried = new Map<string, string>();
+  const unchangedCopies = new Map<string, string>();
+  for (const e of report.entries) if (e.sameDataAs !== undefined && e.sameDataAs.layer === 0) unchangedCopies.set(e.path, e.sameDataAs.path);
   const tree = await treeFromFileSystem(view, '/', {
     linkKey: (_p, st) => (st.ino !== undefined ? String(st.ino) : undefined),
     blocksFrom: async (path) => {
       const node = await view.resolve(path);
-      if (node.data === undefined || node.data.layer === 'upper') {
+      const source = node.data === undefined ? undefined : node.data.layer === 'upper' ? unchangedCopies.get(path) : node.data.path;
+      if (source === undefined) {
         files.rebuilt++;
         return undefined;
       }
       files.carried++;
-      carried.add(path);
-      return { reader, path: strip(node.data.path) };
+      carried.set(path, strip(source));
+      return { reader, path: strip(source) };
     },
   });
   let written: Awaited<ReturnType<typeof writeSquashfs>>;
@@ -220,7 +225,7 @@ function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
 }
 
 /** The new image against the view: metadata everywhere, content of rebuilt files, stored blocks of carried ones. */
-async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, oldReader: SquashfsReader, carried: ReadonlySet<string>, shown: string): Promise<void> {
+async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, oldReader: SquashfsReader, carried: ReadonlyMap<string, string>, shown: string): Promise<void> {
   const disk = await fs.openFile(path);
   try {
     const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });
@@ -238,9 +243,9 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
       if ((a.kind === 'chardev' || a.kind === 'blockdev') && (a.rdev?.major !== b.rdev?.major || a.rdev?.minor !== b.rdev?.minor)) bad(p, 'device number');
       if (a.kind === 'file') {
         if (a.size !== b.size) bad(p, 'size');
-        if (carried.has(p)) {
-          const node = await view.resolve(p);
-          const src = await oldReader.lookup(strip(node.data!.path));
+        const source = carried.get(p);
+        if (source !== undefined) {
+          const src = await oldReader.lookup(source);
           const dst = await reader.lookup(strip(p));
           if (src.kind !== 'file' || dst.kind !== 'file') return bad(p, 'kind in the images');
           if (src.blockSizes.length !== dst.blockSizes.length || src.blockSizes.some((w, i) => w !== dst.blockSizes[i])) bad(p, 'stored blocks');
