@@ -94,6 +94,7 @@ export class SquashfsReader {
   readonly #compressorOptions: Uint8Array | undefined;
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
   readonly #dirsByPath = new LruCache<string, DirInode>(4096);
+  readonly #inodeCache = new LruCache<number, Inode>(16384);
   readonly #listings = new WeightedLru<number, Map<string, DirEntry>>(1 << 17);
   #decoder: BlockDecompressor | undefined;
 
@@ -152,9 +153,15 @@ export class SquashfsReader {
 
   // ---- inodes and directories ----
 
-  inodeAt(block: number, offset: number): Promise<Inode> {
+  /** The inode at a table position (decoded inodes are kept in a bounded LRU: they are immutable). */
+  async inodeAt(block: number, offset: number): Promise<Inode> {
     if (offset >= METADATA_SIZE) throw new CorruptImageError('squashfs', 'inode reference', `offset ${offset} is past a metadata block`);
-    return readInode(this.#inodes, { block, offset }, this.#ctx);
+    const key = block * METADATA_SIZE + offset;
+    const known = this.#inodeCache.get(key);
+    if (known !== undefined) return known;
+    const inode = await readInode(this.#inodes, { block, offset }, this.#ctx);
+    this.#inodeCache.set(key, inode);
+    return inode;
   }
 
   root(): Promise<Inode> {

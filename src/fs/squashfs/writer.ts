@@ -7,8 +7,8 @@
  * - Pass 2 streams file data in the same depth-first order. Reading and block splitting happen on the
  *   main thread; each full block goes to the compression pool (worker_threads) and into an ordered
  *   queue. The queue is drained from the head only, so positions and bytes are assigned in input order:
- *   the output is the same whatever the thread count. At most `window` blocks are in flight, which
- *   bounds memory whatever the input size.
+ *   the output is the same whatever the thread count. At most `window` compression jobs are in flight
+ *   and the queue holds a bounded number of bytes, which bounds memory whatever the input size.
  * - All-zero blocks become sparse (size word 0). Files smaller than the block size (or every tail with
  *   alwaysFragments) are packed into fragment blocks, which join the same ordered queue.
  * - Dedup: a file whose content hash and size equal an earlier file's reuses its blocks and fragment;
@@ -285,13 +285,22 @@ async function writeImage(
   const fragments: FragmentEntry[] = [];
   const byHash = new Map<string, DataResult>();
   const queue: QueueItem[] = [];
+  // The queue is bounded by compression jobs in flight (so small files, whose items carry no job,
+  // never starve the workers), by the bytes it holds, and by its length.
   const window = Math.max(8, o.threads * 8);
+  const maxHeld = 2 * window * bs;
+  const maxQueue = 8192;
+  let jobs = 0;
+  let held = 0;
+  const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim?.bytes.byteLength ?? item.raw?.byteLength ?? 0) : item.kind === 'frag' ? item.raw.byteLength : 0);
   let fragBuf = new Uint8Array(bs);
   let fragLen = 0;
   let readBytes = 0;
 
   const writeHead = async (): Promise<void> => {
     const item = queue.shift() as QueueItem;
+    if (item.kind !== 'done' && item.job !== undefined) jobs--;
+    held -= heldBy(item);
     if (item.kind === 'block') {
       const f = item.file;
       if (f.skip) return;
@@ -328,7 +337,9 @@ async function writeImage(
   };
   const push = async (item: QueueItem): Promise<void> => {
     queue.push(item);
-    while (queue.length > window) await writeHead();
+    if (item.kind !== 'done' && item.job !== undefined) jobs++;
+    held += heldBy(item);
+    while (jobs > window || held > maxHeld || queue.length > maxQueue) await writeHead();
   };
   const closeFragment = async (): Promise<void> => {
     if (fragLen === 0) return;

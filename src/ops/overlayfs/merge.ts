@@ -266,12 +266,16 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
   }
 }
 
+const PIECE = 1 << 20;
+const pieceA = new Uint8Array(PIECE);
+const pieceB = new Uint8Array(PIECE);
+
 async function sameBytes(p: string, a: import('../../io/disk.ts').Disk, b: import('../../io/disk.ts').Disk, from: number, bad: (p: string, what: string) => never): Promise<void> {
   try {
     const size = a.size;
-    const piece = 1 << 20;
-    const x = new Uint8Array(piece);
-    const y = new Uint8Array(piece);
+    const piece = PIECE;
+    const x = pieceA;
+    const y = pieceB;
     for (let at = from; at < size; at += piece) {
       const n = Math.min(piece, size - at);
       await a.read(x.subarray(0, n), at);

@@ -87,14 +87,19 @@ export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compre
       const native = nativeCodecs();
       return native !== undefined ? nativeInflate(native, src, maxSize, true) : this.decompress(src, maxSize);
     },
-    decompressAsync(src, maxSize) {
-      return new Promise((resolve, reject) => {
-        inflate(src, { maxOutputLength: Math.max(maxSize, 1) }, (err, out) => {
-          if (err) reject(new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${err.message}`, undefined, { cause: err }));
-          else resolve(out);
-        });
-      });
-    },
+    // zlib's inflate on the thread pool, where no native libdeflate ships: a block decoded natively
+    // on the calling thread is faster than a round trip through the pool.
+    ...(nativeCodecs() === undefined
+      ? {
+          decompressAsync: (src: Uint8Array, maxSize: number) =>
+            new Promise<Uint8Array>((resolve, reject) => {
+              inflate(src, { maxOutputLength: Math.max(maxSize, 1) }, (err, out) => {
+                if (err) reject(new CorruptImageError('squashfs', 'gzip block', `cannot inflate: ${err.message}`, undefined, { cause: err }));
+                else resolve(out);
+              });
+            }),
+        }
+      : {}),
   };
 }
 
