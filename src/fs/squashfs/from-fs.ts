@@ -4,8 +4,9 @@
  *
  * Design notes
  * - The walk is lstat-only; names are sorted by the writer, so the order of readdir does not matter.
- * - File data is read lazily, one file at a time, when the writer reaches it: a tree of a hundred
- *   thousand files holds no open handles.
+ * - File data is read lazily, one file at a time, when the writer reaches it, and the stored blocks
+ *   of a carried file are looked up then too: a tree of a hundred thousand files holds no open
+ *   handles and no per-file image state.
  * - `blocksFrom` names, for a file, a SquashFS image and a path in it holding the same bytes (an
  *   overlayfs file that is still its lower's): the writer then copies that file's stored blocks
  *   verbatim, so untouched data is never decompressed or recompressed. The caller vouches that the
@@ -116,8 +117,9 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
       }
       case 'file': {
         const source = await options.blocksFrom?.(path, st);
-        const content = (source !== undefined ? await verbatimContent(source, st.size) : undefined) ?? lazyContent(fs, path, st.size);
-        node = { ...meta, type: 'file', size: st.size, content };
+        const size = st.size;
+        const content: FileContent = source === undefined ? lazyContent(fs, path, size) : { kind: 'deferred', resolve: async () => (await verbatimContent(source, size)) ?? lazyContent(fs, path, size) };
+        node = { ...meta, type: 'file', size, content };
         break;
       }
       case 'symlink':

@@ -44,7 +44,9 @@ export type FileContent =
        */
       readonly sameAs?: string;
     }
-  | { readonly kind: 'stream'; readonly open: () => AsyncIterable<Uint8Array> };
+  | { readonly kind: 'stream'; readonly open: () => AsyncIterable<Uint8Array> }
+  /** Content decided when the writer reaches the file (a tree of many files then holds no per-file state). */
+  | { readonly kind: 'deferred'; readonly resolve: () => Promise<FileContent> };
 
 export type TreeNode =
   | (NodeMeta & { type: 'dir'; entries: Map<string, TreeNode> })
@@ -126,6 +128,10 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
 /** Opens a file content as a sequence of pieces (any sizes); the writer re-blocks them. */
 export async function* contentPieces(content: FileContent, size: number, pieceSize: number): AsyncGenerator<Uint8Array> {
   if (size === 0 && content.kind !== 'stream') return;
+  if (content.kind === 'deferred') {
+    yield* contentPieces(await content.resolve(), size, pieceSize);
+    return;
+  }
   switch (content.kind) {
     case 'bytes':
       for (let at = 0; at < content.bytes.byteLength; at += pieceSize) yield content.bytes.subarray(at, at + pieceSize);

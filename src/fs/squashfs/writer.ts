@@ -360,8 +360,9 @@ async function writeImage(
     const size = node.size;
     const tailToFragment = useFragments && size % bs !== 0 && (size < bs || o.alwaysFragments === true);
     const fullBlocks = tailToFragment ? Math.floor(size / bs) : Math.ceil(size / bs);
-    const verbatim = node.content.kind === 'disk' ? node.content.verbatim : undefined;
-    const sameKey = !o.noDedup && node.content.kind === 'disk' && node.content.sameAs !== undefined ? `same:${size}:${node.content.sameAs}` : undefined;
+    const content = node.content.kind === 'deferred' ? await node.content.resolve() : node.content;
+    const verbatim = content.kind === 'disk' ? content.verbatim : undefined;
+    const sameKey = !o.noDedup && content.kind === 'disk' && content.sameAs !== undefined ? `same:${size}:${content.sameAs}` : undefined;
     const same = sameKey === undefined ? undefined : byHash.get(sameKey);
     if (same) {
       state.skip = true;
@@ -382,9 +383,9 @@ async function writeImage(
       }
       blockIndex++;
     };
-    if (verbatim && node.content.kind === 'disk') {
+    if (verbatim && content.kind === 'disk') {
       // Merge path: unchanged blocks are copied as stored, without reading or recompressing them.
-      const disk = node.content.disk;
+      const disk = content.disk;
       if (disk.size < size) throw new RangeError(`file content disk has ${disk.size} bytes, its declared size is ${size}`);
       for (let i = 0; i < fullBlocks; i++) {
         const v = await verbatim(i);
@@ -413,7 +414,7 @@ async function writeImage(
         curLen = cur.byteLength;
         total = size;
       }
-    } else for await (const piece of contentPieces(node.content, size, bs)) {
+    } else for await (const piece of contentPieces(content, size, bs)) {
       let at = 0;
       while (at < piece.byteLength) {
         if (total + (piece.byteLength - at) > size) throw new RangeError(`file content is longer than its declared size ${size}`);
