@@ -15,7 +15,7 @@
  *   component checked as the kernel checks it) and from then on continues in the root's stack from
  *   the layer after the one where it was found.
  * - Metadata and xattrs of a node come from its top-most entry (upper if any); a metacopy file's
- *   data comes from the lowest entry found that is not itself a metacopy (intermediate metacopy
+ *   size and data come from the lowest entry found that is not itself a metacopy (intermediate metacopy
  *   entries are skipped as the kernel skips them); a metacopy without data is corrupt.
  * - readdir merges the names of the node's upper and lower dirs, upper first, each name once; a
  *   whiteout entry hides the name below and is not listed. Merged dirs report nlink 1 (as
@@ -409,8 +409,10 @@ export class OverlayFileSystem implements FileSystem {
     const s = n.meta.stat;
     const ino = this.viewIno(n.meta);
     const allocated = n.metacopy ? n.data?.stat.allocatedBytes : s.allocatedBytes;
+    // A metacopy file reads its data layer's bytes, so its size is theirs (copy-up makes them equal).
+    const size = n.metacopy && n.data !== undefined ? n.data.stat.size : s.size;
     const { allocatedBytes: _a, ino: _i, ...rest } = s;
-    return { ...rest, ...(allocated === undefined ? {} : { allocatedBytes: allocated }), ...(ino === undefined ? {} : { ino }), nlink: n.kind === 'dir' && n.merged ? 1 : s.nlink };
+    return { ...rest, size, ...(allocated === undefined ? {} : { allocatedBytes: allocated }), ...(ino === undefined ? {} : { ino }), nlink: n.kind === 'dir' && n.merged ? 1 : s.nlink };
   }
 
   async readdir(path: string): Promise<FsEntry[]> {
