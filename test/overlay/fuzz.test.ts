@@ -567,6 +567,20 @@ const REGRESSIONS: Record<string, Case> = {
     work: undefined,
     hostile: 3,
   },
+  // Found by the fuzzer (seed 11): one upper metacopy inode under /b and /a/c; each name finds its own
+  // lower data (lower /b is empty, lower /a/c is not), but both showed one ino, so the merge wrote one
+  // file for both names.
+  'a hard-linked metacopy stub whose names find different data': {
+    upper: [
+      { path: ['a'], pick: 0, act: { t: 'stub', mode: 0o600 } },
+      { path: ['a', 'c'], pick: 0, act: { t: 'link', other: ['b'] } },
+      priv(['a'], 'redirect', { v: 'abs', parts: ['a'] }),
+    ],
+    lowers: [[node(['b'], 'file', 0), node(['a'], 'dir'), priv(['a'], 'redirect', { v: 'abs', parts: ['a'] }), node(['a', 'c'], 'file', 1)]],
+    prefix: 'trusted',
+    work: undefined,
+    hostile: 0,
+  },
   'user.overlay.* xattrs on a view detecting its prefix': {
     upper: [node(['a'], 'dir'), priv(['a'], 'opaque', { v: 'text', s: 'x' }, 'user'), node(['a', 'b'], 'file', 0), priv(['a', 'b'], 'whiteout', { v: 'text', s: '' }, 'user'), priv([], 'redirect', { v: 'abs', parts: ['a'] }, 'user')],
     lowers: [[node(['a', 'b'], 'file'), node(['a', 'c'], 'file')]],
