@@ -15,7 +15,7 @@
  *   component checked as the kernel checks it) and from then on continues in the root's stack from
  *   the layer after the one where it was found.
  * - Metadata and xattrs of a node come from its top-most entry (upper if any); a metacopy file's
- *   data comes from the lowest entry found that is not itself a metacopy (intermediate metacopy
+ *   size and data come from the lowest entry found that is not itself a metacopy (intermediate metacopy
  *   entries are skipped as the kernel skips them); a metacopy without data is corrupt.
  * - readdir merges the names of the node's upper and lower dirs, upper first, each name once; a
  *   whiteout entry hides the name below and is not listed. Merged dirs report nlink 1 (as
@@ -25,7 +25,10 @@
  *   at the upper's root and its first entries.
  * - `ino` in stat is the real inode number tagged with its layer (`ino × 64 + slot`, slot 0 the
  *   upper, 1 + i lower i), so hard links inside one layer keep one number and layers never collide.
- *   The kernel's index (hard links across copy-up through `workdir/index`) is not followed.
+ *   The kernel's index (hard links across copy-up through `workdir/index`) is not followed. The names
+ *   of a hard-linked metacopy inode are looked up one by one and may find different data below, so
+ *   they are one inode only where they find the same data: such a file's ino is a number of this
+ *   view for its (metadata, data) pair, in slot 63, which no layer uses.
  * - Resolved nodes are kept in a bounded map (most recently used), so a walk resolves each parent
  *   once. Work per lookup is bounded by the number of layers × the components of a redirect
  *   (at most PATH_MAX bytes), so no xattr value can make it loop.
@@ -135,6 +138,7 @@ export class OverlayFileSystem implements FileSystem {
   #prefix: XattrPrefix | undefined;
   #root: Promise<OverlayNode> | undefined;
   readonly #nodes = new Map<string, OverlayNode>();
+  readonly #metacopyInos = new Map<string, number>();
 
   constructor(options: OverlayOptions) {
     if (options.lowers.length === 0 && options.upper === undefined) throw new UsageError('overlay: at least one layer is needed');
@@ -402,15 +406,30 @@ export class OverlayFileSystem implements FileSystem {
     return e.stat.ino * LAYER_SLOTS + slot;
   }
 
+  /** The ino a node shows (see the design notes for a hard-linked metacopy file). */
+  #nodeIno(n: OverlayNode): number | undefined {
+    const ino = this.viewIno(n.meta);
+    if (ino === undefined || !n.metacopy || n.meta.stat.nlink <= 1 || n.data === undefined) return ino;
+    const key = `${ino}:${this.viewIno(n.data) ?? `${n.data.layer}:${n.data.path}`}`;
+    let pair = this.#metacopyInos.get(key);
+    if (pair === undefined) {
+      pair = (this.#metacopyInos.size + 1) * LAYER_SLOTS + LAYER_SLOTS - 1;
+      this.#metacopyInos.set(key, pair);
+    }
+    return pair;
+  }
+
   // ---- FileSystem ------------------------------------------------------------------------------
 
   async stat(path: string): Promise<FsStat> {
     const n = await this.resolve(path);
     const s = n.meta.stat;
-    const ino = this.viewIno(n.meta);
+    const ino = this.#nodeIno(n);
     const allocated = n.metacopy ? n.data?.stat.allocatedBytes : s.allocatedBytes;
+    // A metacopy file reads its data layer's bytes, so its size is theirs (copy-up makes them equal).
+    const size = n.metacopy && n.data !== undefined ? n.data.stat.size : s.size;
     const { allocatedBytes: _a, ino: _i, ...rest } = s;
-    return { ...rest, ...(allocated === undefined ? {} : { allocatedBytes: allocated }), ...(ino === undefined ? {} : { ino }), nlink: n.kind === 'dir' && n.merged ? 1 : s.nlink };
+    return { ...rest, size, ...(allocated === undefined ? {} : { allocatedBytes: allocated }), ...(ino === undefined ? {} : { ino }), nlink: n.kind === 'dir' && n.merged ? 1 : s.nlink };
   }
 
   async readdir(path: string): Promise<FsEntry[]> {

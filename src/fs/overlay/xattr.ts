@@ -215,7 +215,8 @@ export function decodeNlink(value: Uint8Array, path: string): UnionNlink {
   const s = value.byteLength <= 16 ? Buffer.from(value).toString('latin1') : '';
   const m = /^([UL])([+-]\d{1,10})$/.exec(s);
   if (!m) throw corrupt('nlink', path, `value ${JSON.stringify(s)} is not "U+n" or "L-n"`);
-  const delta = Number(m[2]);
+  // "U-0" is a delta of 0, not -0 (which would not survive encode → decode).
+  const delta = Number(m[2]) || 0;
   if (!Number.isSafeInteger(delta) || Math.abs(delta) > 0xffffffff) throw corrupt('nlink', path, `delta ${m[2]} is out of range`);
   return { base: m[1] as 'U' | 'L', delta };
 }
