@@ -135,4 +135,10 @@ export interface WritableFileSystem extends FileSystem {
   removeXattr?(path: string, name: string): Promise<void>;
   /** Makes every completed change durable (files written, directories changed). */
   flush(): Promise<void>;
+  /**
+   * Removes a directory tree (or one non-directory) in as few durable steps as the format allows
+   * (ext4: a few hundred names per journal transaction); nothing when the path is missing. A crash
+   * leaves part of the tree. Absent: the caller removes it name by name.
+   */
+  removeTree?(path: string): Promise<void>;
 }

@@ -341,6 +341,20 @@ describe('Ext4WritableFileSystem against e2fsck and debugfs', { skip }, () => {
       model.delete('/empty-dir');
       await check('unlink and rmdir');
 
+      // removeTree: a tree of more names than one transaction takes (299 files, nested dirs, a hard
+      // link), an open file refused first, a missing path a no-op.
+      await fs.mkdir('/LiveOS/dir/a');
+      await fs.mkdir('/LiveOS/dir/a/b');
+      await fs.writeFile('/LiveOS/dir/a/b/deep', new TextEncoder().encode('deep\n'));
+      await fs.link('/LiveOS/dir/many-0003-yyy', '/LiveOS/dir/a/again');
+      const open = await fs.openFileForWriting('/LiveOS/dir/a/b/deep');
+      await assert.rejects(fs.removeTree('/LiveOS/dir'), UsageError);
+      await open.close();
+      await fs.removeTree('/LiveOS/dir');
+      await fs.removeTree('/LiveOS/nothing');
+      for (const p of [...model.keys()]) if (p === '/LiveOS/dir' || p.startsWith('/LiveOS/dir/')) model.delete(p);
+      await check('removeTree');
+
       const space = await fs.space();
       await fs.flush();
       await fs.close();

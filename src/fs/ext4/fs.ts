@@ -118,9 +118,26 @@ export class Ext4 {
   readonly #strict: boolean;
   readonly #verify: boolean;
   readonly #reported = new Set<string>();
+  /** Bumped by every write through `disk`: decoded listings are valid only for the generation they were read in. */
+  #generation = 0;
+  readonly #listings = new Map<number, { generation: number; shape: string; entries: DirListing[]; dots: boolean }>();
+  #listedEntries = 0;
 
   private constructor(disk: Disk, sb: Superblock, groups: GroupDesc[], csumSeed: number, options: OpenOptions) {
-    this.disk = disk;
+    // Every metadata write goes through this.disk (the writer uses it too), so counting its writes
+    // tells the listing cache when anything may have changed.
+    this.disk = new Proxy(disk, {
+      get: (target, key) => {
+        if (key === 'write') {
+          return (buf: Uint8Array, offset: number) => {
+            this.#generation++;
+            return target.write(buf, offset);
+          };
+        }
+        const value: unknown = Reflect.get(target, key, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
     this.sb = sb;
     this.blockSize = sb.blockSize;
     this.groupCount = groups.length;
@@ -462,7 +479,39 @@ export class Ext4 {
   }
 
   /** Entries of a directory inode in on-disk order, without "." and "..". */
+  /**
+   * A directory's entries. Listings are kept (bounded, about 64k entries) until the next write, so a
+   * walk that looks up every path of a large tree decodes and checksums each directory once.
+   */
   async readDirInode(inode: Inode, options: { includeDots?: boolean } = {}): Promise<DirListing[]> {
+    const dots = options.includeDots === true;
+    // The inode as given (the writer may hold one it has not written yet) must be the one listed.
+    const shape = `${inode.size}:${inode.flags}:${inode.generation}:${Buffer.from(inode.iBlock).toString('latin1')}`;
+    const known = this.#listings.get(inode.ino);
+    if (known !== undefined && known.generation === this.#generation && known.dots === dots && known.shape === shape) {
+      this.#listings.delete(inode.ino);
+      this.#listings.set(inode.ino, known);
+      return known.entries.slice();
+    }
+    const generation = this.#generation;
+    const entries = await this.#decodeDirInode(inode, options);
+    if (generation === this.#generation) {
+      if (known !== undefined) {
+        this.#listings.delete(inode.ino);
+        this.#listedEntries -= known.entries.length;
+      }
+      this.#listings.set(inode.ino, { generation, shape, entries, dots });
+      this.#listedEntries += entries.length;
+      while (this.#listedEntries > 1 << 16 && this.#listings.size > 1) {
+        const [oldest, old] = this.#listings.entries().next().value as [number, { entries: DirListing[] }];
+        this.#listings.delete(oldest);
+        this.#listedEntries -= old.entries.length;
+      }
+    }
+    return entries.slice();
+  }
+
+  async #decodeDirInode(inode: Inode, options: { includeDots?: boolean }): Promise<DirListing[]> {
     if (kindOfMode(inode.mode) !== 'dir') throw new NotFoundError(`inode ${inode.ino} is not a directory`);
     const hasFt = (this.sb.featureIncompat & Incompat.filetype) !== 0;
     const entries: DirEntry[] = [];

@@ -598,6 +598,46 @@ export class Ext4WritableFileSystem implements WritableFileSystem {
     });
   }
 
+  removeTree(path: string): Promise<void> {
+    const BATCH = 256;
+    const remove = async (p: string): Promise<void> => {
+      const ino = await this.#fs.lookup(p, { follow: false });
+      const inode = await this.#fs.readInode(ino);
+      if (kindOfMode(inode.mode) !== 'dir') {
+        this.#refuseOpen(ino, p);
+        await this.#change((w) => w.unlink(p));
+        return;
+      }
+      if (ino === 2) throw new UsageError('ext4: the root directory cannot be removed');
+      const others: string[] = [];
+      for (const e of await this.#fs.readDirInode(inode)) {
+        const child = p === '/' ? `/${e.name}` : `${p}/${e.name}`;
+        const isDir = e.fileType === 2 || (e.fileType === 0 && kindOfMode((await this.#fs.readInode(e.ino)).mode) === 'dir');
+        if (isDir) await remove(child);
+        else {
+          this.#refuseOpen(e.ino, child);
+          others.push(child);
+        }
+      }
+      for (let i = 0; i < others.length; i += BATCH) {
+        const batch = others.slice(i, i + BATCH);
+        await this.#change(async (w) => {
+          for (const f of batch) await w.unlink(f);
+        });
+      }
+      await this.#change((w) => w.unlink(p));
+    };
+    return this.#exclusive(async () => {
+      try {
+        await this.#fs.lookup(path, { follow: false });
+      } catch (err) {
+        if (err instanceof NotFoundError) return;
+        throw err;
+      }
+      await remove(path);
+    });
+  }
+
   link(existing: string, path: string): Promise<void> {
     return this.#exclusive(() => this.#change((w) => w.link(existing, path)));
   }

@@ -121,6 +121,7 @@ export function journalPath(base: string): string {
 
 /** Removes a directory tree (files, links, devices, directories), deepest first. */
 export async function removeTree(fs: WritableFileSystem, path: string): Promise<void> {
+  if (fs.removeTree !== undefined) return fs.removeTree(path);
   let st;
   try {
     st = await fs.stat(path);
