@@ -39,7 +39,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 import { hasTool } from '../helpers/tools.ts';
@@ -145,7 +145,8 @@ async function look<T>(image: string, m: Medium, then?: (s: Seen) => Promise<T>,
     const base = new SquashfsFileSystem(await SquashfsReader.open(baseDisk), baseDisk.size);
     const upperDisk = m.upperImage !== undefined ? await fat.openFile(m.upperImage) : stick.volume(m.upperVolume)!.disk!;
     const ext4Bytes = await bytesOf(upperDisk);
-    const ext = await ext4AsMounted(ext4Bytes);
+    // The replay works on a copy: the oracle gets the bytes as they are on the stick.
+    const ext = await ext4AsMounted(ext4Bytes.slice());
     const exists = async (fs: FileSystem, p: string) => (await fs.stat(p).catch(() => undefined))?.kind === 'dir';
     const upperHere = (await exists(ext, m.upper)) && (await exists(ext, m.work));
     const view = upperHere ? await manifest(new OverlayFileSystem({ upper: { fs: ext, root: m.upper }, lowers: [{ fs: base, root: '/' }] })) : undefined;
@@ -183,7 +184,14 @@ function oracles(dir: string, fat: Uint8Array, ext4: Uint8Array): string[] {
   return bad;
 }
 
-function shmDir(prefix: string): { dir: string; cleanup: () => void } {
+/** A temporary directory on /dev/shm when it has 512 MiB free (the cases need ~100 MiB), else undefined. */
+function shmDir(prefix: string): { dir: string; cleanup: () => void } | undefined {
+  try {
+    const st = statfsSync('/dev/shm');
+    if (st.bavail * st.bsize < 512 * 2 ** 20) return undefined;
+  } catch {
+    return undefined;
+  }
   const dir = mkdtempSync(join('/dev/shm', prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
@@ -232,8 +240,11 @@ function spread<T>(list: readonly T[], n: number): T[] {
 }
 
 describe('overlayfs on stick images: fault injection during merge and reset', { skip: canMount ? false : 'needs root and overlayfs in the host kernel' }, () => {
-  // On tmpfs where there is one: every case flushes the image a few hundred times, and an fsync on a disk costs milliseconds.
-  const tmp = existsSync('/dev/shm') ? shmDir('livestick-ovlimgfaults-') : tempDir('livestick-ovlimgfaults-');
+  // The media are built (and the kernel writes the upper) in a plain temporary directory; the cases
+  // run on tmpfs where there is room: each case flushes its image a few hundred times, and an fsync
+  // on a disk costs milliseconds.
+  const tmp = tempDir('livestick-ovlimgfaults-');
+  const work = shmDir('livestick-ovlimgfaults-') ?? tmp;
   const images = new Map<string, string>();
   const templates = new Map<string, { size: number; pieces: [number, Uint8Array][] }>();
   let expected: string[];
@@ -318,12 +329,13 @@ describe('overlayfs on stick images: fault injection during merge and reset', { 
   });
   after(() => {
     tmp.cleanup();
+    if (work !== tmp) work.cleanup();
     console.log(`# overlayfs fault injection on stick images:\n${coverage.map((c) => `#   ${c}`).join('\n')}`);
   });
 
   /** A fresh copy of a medium's template: only its non-zero pieces are written (the images are mostly holes). */
   const fresh = (m: Medium): string => {
-    const file = join(tmp.dir, `c${n++}.img`);
+    const file = join(work.dir, `c${n++}.img`);
     writeSparse(file, templates.get(m.name)!);
     return file;
   };
@@ -378,7 +390,7 @@ describe('overlayfs on stick images: fault injection during merge and reset', { 
           else assert.ok(accepted().some((e) => JSON.stringify(e) === JSON.stringify(now.view)), `${where}: a boot right away sees the user's tree`);
           await overlayfsStatus(image);
           const withOracle = k % ORACLE_EVERY === 0 || (action === 'crash' && index >= journalAt);
-          const { seen, extra } = await look(image, m, async (s) => (withOracle ? oracles(tmp.dir, await s.fat(), await s.ext4()) : []));
+          const { seen, extra } = await look(image, m, async (s) => (withOracle ? oracles(work.dir, await s.fat(), await s.ext4()) : []));
           assert.deepEqual(seen.leftovers, [], `${where}: after the next command, no journal and no leftovers`);
           assert.ok(seen.view !== undefined && accepted().some((e) => JSON.stringify(e) === JSON.stringify(seen.view)), `${where}: after the next command, exactly the tree from before`);
           assert.deepEqual(extra, [], `${where}: the oracles find both filesystems clean`);
