@@ -4,7 +4,8 @@
  * what `status` does after reopening the stick for writing when it finds a journal.
  */
 import { LivestickError, UsageError } from '../../errors.ts';
-import type { WritableFileSystem } from '../../fs/filesystem.ts';
+import type { FileSystem, WritableFileSystem } from '../../fs/filesystem.ts';
+import { Ext4FileSystem } from '../../fs/ext4/filesystem.ts';
 import { findLive, type Stick } from '../live/index.ts';
 import { fileExists } from '../files.ts';
 import { NEW_MARK, journalTemp, pastRetire, readJournal, removeTree, rollBack, rollForward, volumeOf, type SwitchOutcome } from './switch.ts';
@@ -12,8 +13,8 @@ import { NEW_MARK, journalTemp, pastRetire, readJournal, removeTree, rollBack, r
 interface Place {
   readonly base: string;
   readonly baseFs: () => Promise<WritableFileSystem>;
-  readonly read: () => Promise<import('../../fs/filesystem.ts').FileSystem | undefined>;
-  readonly uppers: readonly { readonly fs: () => Promise<WritableFileSystem>; readonly read: () => Promise<import('../../fs/filesystem.ts').FileSystem | undefined>; readonly upper: string; readonly work: string | undefined }[];
+  readonly read: () => Promise<FileSystem | undefined>;
+  readonly uppers: readonly { readonly fs: () => Promise<WritableFileSystem>; readonly read: () => Promise<FileSystem | undefined>; readonly upper: string; readonly work: string | undefined }[];
 }
 
 async function places(stick: Stick): Promise<Place[]> {
@@ -32,15 +33,27 @@ async function places(stick: Stick): Promise<Place[]> {
   return out;
 }
 
-/** Whether an interrupted switch or build left anything to recover (read-only check). */
+/**
+ * A volume a stop left mid-change: FAT's dirty bit, or an ext4 journal holding transactions to replay
+ * (read as it is, an ext4 shows the tree from before them, without what an interrupted build made).
+ * Opening it for writing repairs or replays it, as a mount would.
+ */
+async function leftMidChange(fs: FileSystem): Promise<boolean> {
+  if (fs.dirty === true) return true;
+  return fs instanceof Ext4FileSystem && (await fs.fs.state()).needsRecovery;
+}
+
+/** Whether an interrupted switch or build left anything to recover, or a volume to repair (read-only check). */
 export async function overlayfsNeedsRecovery(stick: Stick): Promise<boolean> {
   for (const p of await places(stick)) {
     const fs = await p.read();
     if (!fs) continue;
     try {
+      if (await leftMidChange(fs)) return true;
       if ((await readJournal(fs, p.base)) !== undefined || (await fileExists(fs, p.base + NEW_MARK)) || (await fileExists(fs, journalTemp(p.base)))) return true;
       for (const u of p.uppers) {
         const ur = await u.read();
+        if (ur && (await leftMidChange(ur))) return true;
         for (const dir of [u.upper, u.work]) if (ur && dir !== undefined && (await fileExists(ur, dir + NEW_MARK))) return true;
       }
     } catch (err) {

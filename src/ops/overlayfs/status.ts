@@ -21,7 +21,7 @@ import type { SwitchOutcome } from './switch.ts';
 import { bindingState, lowerIdentities, type BindingState } from './binding.ts';
 import { overlayfsNeedsRecovery, recoverOverlayfs } from './recover.ts';
 import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
-import { UsageError } from '../../errors.ts';
+import { RepairRefusedError, UsageError } from '../../errors.ts';
 
 export interface OverlayfsStatusReport {
   readonly kind: 'overlayfs';
@@ -74,7 +74,18 @@ export async function overlayfsStatus(target: string, options: OverlayfsStatusOp
   // One read-only open when nothing needs recovery; an interrupted merge is finished (or undone) first, on a reopen for writing.
   const first = await withStick(target, { force: options.forceDevice }, async (stick) => ((await overlayfsNeedsRecovery(stick).catch(() => false)) ? undefined : { report: await statusOn(stick) }));
   if (first !== undefined) return first.report;
-  return withStick(target, { write: true, force: options.forceDevice }, async (stick) => statusOn(stick, await recoverOverlayfs(stick)));
+  try {
+    return await withStick(target, { write: true, force: options.forceDevice }, async (stick) => statusOn(stick, await recoverOverlayfs(stick)));
+  } catch (err) {
+    // A volume whose repair is refused (damage a crash cannot explain) is still reported, read as it is.
+    if (!(err instanceof RepairRefusedError)) throw err;
+    const warning = `a volume was not closed cleanly and livestick will not repair it (${err.message}); it is read as it is — check it with fsck`;
+    return withStick(target, { force: options.forceDevice }, async (stick) => {
+      const r = await statusOn(stick);
+      r?.warnings.unshift(warning);
+      return r;
+    });
+  }
 }
 
 function others(choice: OverlayfsChoice): OverlayfsStatusReport['others'] {

@@ -203,11 +203,14 @@ export async function rollForward(j: OverlayfsJournal, f: SwitchFilesystems, tid
   return { action: 'completed', warnings, kept };
 }
 
+/** Removes the journal and its temporary name (which a cut rename on FAT leaves naming the journal's data too). */
 async function removeJournal(fs: WritableFileSystem, base: string): Promise<void> {
-  try {
-    await fs.unlink(journalPath(base));
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
+  for (const path of [journalTemp(base), journalPath(base)]) {
+    try {
+      await fs.unlink(path);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
   }
   await fs.flush();
 }
