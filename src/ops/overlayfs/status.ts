@@ -22,6 +22,7 @@ import { bindingState, lowerIdentities, type BindingState } from './binding.ts';
 import { overlayfsNeedsRecovery, recoverOverlayfs } from './recover.ts';
 import { selectOverlayfsOrNone, type OverlayfsChoice } from './select.ts';
 import { RepairRefusedError, UsageError } from '../../errors.ts';
+import { DeviceInUseError } from '../../io/device.ts';
 
 export interface OverlayfsStatusReport {
   readonly kind: 'overlayfs';
@@ -77,9 +78,13 @@ export async function overlayfsStatus(target: string, options: OverlayfsStatusOp
   try {
     return await withStick(target, { write: true, force: options.forceDevice }, async (stick) => statusOn(stick, await recoverOverlayfs(stick)));
   } catch (err) {
-    // A volume whose repair is refused (damage a crash cannot explain) is still reported, read as it is.
-    if (!(err instanceof RepairRefusedError)) throw err;
-    const warning = `a volume was not closed cleanly and livestick will not repair it (${err.message}); it is read as it is — check it with fsck`;
+    // A volume whose repair is refused (damage a crash cannot explain), or a device in use (mounted:
+    // its FAT dirty bit and ext4 journal say so while it is), is still reported, read as it is.
+    if (!(err instanceof RepairRefusedError) && !(err instanceof DeviceInUseError)) throw err;
+    const warning =
+      err instanceof DeviceInUseError
+        ? `the stick could not be opened for writing to finish an interrupted change or replay a journal (${err.message}); it is read as it is, which may not show its last changes`
+        : `a volume was not closed cleanly and livestick will not repair it (${err.message}); it is read as it is — check it with fsck`;
     return withStick(target, { force: options.forceDevice }, async (stick) => {
       const r = await statusOn(stick);
       r?.warnings.unshift(warning);
