@@ -187,6 +187,15 @@ describe('Ext4WritableFileSystem cut at every fault point', { skip }, () => {
         assert.ok(seen.includes(0) && seen.includes(1));
       });
 
+      test('removeTree: the files of a directory go in one transaction, then the directory; nothing in between', { timeout: 300_000 }, async () => {
+        const { results } = await crashAtEveryPoint(tmp.dir, template, (fs) => fs.removeTree('/LiveOS'));
+        const there = summary(new Map([['/LiveOS', { kind: 'dir' }], ['/LiveOS/squashfs.img', { kind: 'file', data: OLD }], ['/LiveOS/squashfs.img.new', { kind: 'file', data: NEW }], ['/keep', { kind: 'file', data: KEEP }]]));
+        const emptied = summary(new Map([['/LiveOS', { kind: 'dir' }], ['/keep', { kind: 'file', data: KEEP }]]));
+        const gone = summary(new Map([['/keep', { kind: 'file', data: KEEP }]]));
+        const seen = assertMonotone(results, [there, emptied, gone], 'removeTree');
+        assert.ok(seen.includes(0) && seen.includes(2));
+      });
+
       test('createFile, writes, resize (grow), flush, resize (shrink), close: each call whole or not at all', { timeout: 600_000 }, async () => {
         const A = randomBytes(512 * 1024 + 3, 23);
         const B = randomBytes(300_000, 24);
