@@ -37,11 +37,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
+import { fsManifest } from '../helpers/fs-manifest.ts';
 import { hasTool } from '../helpers/tools.ts';
 import { fatOn, gptStick, put } from '../live/build.ts';
 import { SimulatedCrash, withFaultPlan } from '../../src/io/faults.ts';
@@ -83,27 +83,7 @@ const MEDIA: readonly Medium[] = [
   { name: 'vfat stick (ext4 image on FAT32)', upperVolume: 'p1', upperImage: `/LiveOS/${OVERLAY}`, upper: '/overlayfs', work: '/ovlwork' },
 ];
 
-async function manifest(fs: FileSystem): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (p: string): Promise<void> => {
-    const st = await fs.stat(p);
-    let line = `${p} ${st.kind} ${st.mode.toString(8)} ${st.uid}:${st.gid}`;
-    if (st.kind === 'file') {
-      const d = await fs.openFile(p);
-      const b = new Uint8Array(d.size);
-      if (b.byteLength > 0) await d.read(b, 0);
-      await d.close();
-      line += ` ${createHash('sha256').update(b).digest('hex').slice(0, 16)}`;
-    }
-    if (st.kind === 'symlink') line += ` -> ${await fs.readlink(p)}`;
-    const x = ((await fs.xattrs?.(p)) ?? []).map((a) => `${a.name}=${Buffer.from(a.value).toString('hex')}`).sort();
-    if (x.length > 0) line += ` ${x.join(',')}`;
-    out.push(line);
-    if (st.kind === 'dir') for (const e of (await fs.readdir(p)).sort((a, b) => (a.name < b.name ? -1 : 1))) await walk(p === '/' ? `/${e.name}` : `${p}/${e.name}`);
-  };
-  await walk('/');
-  return out;
-}
+const manifest = fsManifest;
 
 async function bytesOf(disk: Disk): Promise<Uint8Array> {
   const b = new Uint8Array(disk.size);

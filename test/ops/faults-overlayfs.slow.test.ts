@@ -12,11 +12,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
+import { fsManifest } from '../helpers/fs-manifest.ts';
 import { SimulatedCrash, tracePoints, withFaultPlan } from '../../src/io/faults.ts';
 import { LivestickError } from '../../src/errors.ts';
 import { FileDisk } from '../../src/io/disk.ts';
@@ -34,27 +34,7 @@ const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', '
 const ERRNOS = ['EPERM', 'ENOSPC', 'EIO', 'EROFS'];
 const OVERLAY = 'overlay-LIVE-1234-ABCD';
 
-async function manifest(fs: FileSystem): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (p: string): Promise<void> => {
-    const st = await fs.stat(p);
-    let line = `${p} ${st.kind} ${st.mode.toString(8)} ${st.uid}:${st.gid}`;
-    if (st.kind === 'file') {
-      const d = await fs.openFile(p);
-      const b = new Uint8Array(d.size);
-      if (b.byteLength > 0) await d.read(b, 0);
-      await d.close();
-      line += ` ${createHash('sha256').update(b).digest('hex').slice(0, 16)}`;
-    }
-    if (st.kind === 'symlink') line += ` -> ${await fs.readlink(p)}`;
-    const x = ((await fs.xattrs?.(p)) ?? []).map((a) => `${a.name}=${Buffer.from(a.value).toString('hex')}`).sort();
-    if (x.length > 0) line += ` ${x.join(',')}`;
-    out.push(line);
-    if (st.kind === 'dir') for (const e of (await fs.readdir(p)).sort((a, b) => (a.name < b.name ? -1 : 1))) await walk(p === '/' ? `/${e.name}` : `${p}/${e.name}`);
-  };
-  await walk('/');
-  return out;
-}
+const manifest = fsManifest;
 
 /** What a boot would see: undefined when there is no upper (allowed only with a journal). */
 async function bootView(dir: string, withUpper = true): Promise<string[] | undefined> {
