@@ -23,7 +23,8 @@ const changes = arg('changes', '5,20,50').split(',').map(Number);
 const comp = arg('comp', 'gzip');
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'livestick-bench-ovl-'));
-const cli = join(root, 'bin', 'livestick.js');
+// The compiled CLI, as an installed package runs it (bin/ in a checkout would run the sources through tsx).
+const cli = join(root, 'dist', 'cli', 'main.js');
 const OVERLAY = 'overlay-LIVE-2026-1201';
 
 function sh(cmd: string, args: string[]): void {
