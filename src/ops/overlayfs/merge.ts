@@ -167,6 +167,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const upperFs = open.fs as WritableFileSystem;
   const newBase = lower.path + NEW_MARK;
   const files = { carried: 0, rebuilt: 0 };
+  const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
   // Where each carried file's stored blocks come from in the old image: the lower file behind it, or
   // for a file copied up unchanged (dnf and apt rewrite files as they were), the lower file it equals.
   const carried = new Map<string, string>();
@@ -205,12 +206,13 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     const newIdentity = await fileIdentity(baseFs, newBase, lower.path);
     await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity], warnings);
     stepPoint('ovl-fresh-upper');
+    // A journal that fails to be written is undone with the build (a journal that did land but
+    // whose flush failed names a switch nothing was done for yet: the next command rolls it back).
+    await writeJournal(baseFs, journal);
   } catch (err) {
     if (!(err instanceof SimulatedCrash)) await discardBuild({ baseFs, upperFs }, lower.path, persistence.upper, persistence.work);
     throw err;
   }
-  const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
-  await writeJournal(baseFs, journal);
   stepPoint('ovl-journal-written');
   const outcome = await runSwitch(journal, { baseFs, upperFs });
   warnings.push(...outcome.warnings);
