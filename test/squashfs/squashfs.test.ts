@@ -379,3 +379,43 @@ test('duplicate files share their blocks and fragment; same-size files that diff
     for (const [p, bytes] of [['a', body], ['b', body], ['c', differsAtEnd], ['d', body.subarray(0, 299_999)]] as const) assert.deepEqual(await r.readFile(p), bytes, p);
   }
 });
+
+test('lookups through the caches: an empty directory whose listing position is the next one’s, and any order of lookups, find what the tree holds', async () => {
+  const tree = dirNode({ mtime: 1 }, { a: dirNode({ mtime: 1 }, {}), b: dirNode({ mtime: 1 }, { f: fileNode('x', { mtime: 1 }) }) });
+  const disk = new MemoryDisk(0);
+  await writeSquashfs(tree, disk, { threads: 0, mkfsTime: 1 });
+  const r = await SquashfsReader.open(disk);
+  const [a, b] = [await r.lookup('a'), await r.lookup('b')];
+  assert.ok(a.kind === 'dir' && b.kind === 'dir');
+  assert.deepEqual([a.startBlock, a.offset], [b.startBlock, b.offset], 'the two listings start at one position (what the case is about)');
+  await assert.rejects(r.lookup('a/f'), /no such file/);
+  assert.equal((await r.lookup('b/f')).kind, 'file');
+
+  // Property: random trees (empty dirs included), every path and some missing ones, in random order, twice.
+  type T = { [name: string]: T | string };
+  const name = fc.constantFrom('a', 'b', 'c', 'd');
+  const shape: fc.Arbitrary<T> = fc.letrec<{ t: T }>((tie) => ({ t: fc.dictionary(name, fc.oneof({ depthSize: 'small' }, fc.constant('file'), tie('t')), { maxKeys: 4 }) })).t;
+  await fc.assert(
+    fc.asyncProperty(shape, fc.integer(), async (t, seed) => {
+      const paths = new Map<string, 'dir' | 'file'>();
+      const build = (node: T, at: string): DirNode =>
+        dirNode({ mtime: 1 }, Object.fromEntries(Object.entries(node).map(([k, v]) => {
+          const p = at === '' ? k : `${at}/${k}`;
+          paths.set(p, typeof v === 'string' ? 'file' : 'dir');
+          return [k, typeof v === 'string' ? fileNode(p, { mtime: 1 }) : build(v, p)];
+        })));
+      const d = new MemoryDisk(0);
+      await writeSquashfs(build(t, ''), d, { threads: 0, mkfsTime: 1 });
+      const reader = await SquashfsReader.open(d);
+      const asked = [...paths.keys(), ...[...paths.keys()].map((p) => `${p}/zz`), 'zz'];
+      let x = seed >>> 0;
+      const order = [...asked, ...asked].map((p) => ({ p, k: (x = (x * 1103515245 + 12345) >>> 0) })).sort((l, m) => l.k - m.k);
+      for (const { p } of order) {
+        const want = paths.get(p);
+        const got = await reader.lookup(p).then((i) => i.kind, () => undefined);
+        assert.equal(got, want, p);
+      }
+    }),
+    { numRuns: 150, seed: 2026 },
+  );
+});

@@ -95,7 +95,7 @@ export class SquashfsReader {
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
   readonly #dirsByPath = new LruCache<string, DirInode>(4096);
   readonly #inodeCache = new LruCache<number, Inode>(16384);
-  readonly #listings = new WeightedLru<number, Map<string, DirEntry>>(1 << 17);
+  readonly #listings = new WeightedLru<string, Map<string, DirEntry>>(1 << 17);
   #decoder: BlockDecompressor | undefined;
 
   private constructor(disk: Disk, sb: Superblock, comp: Compressor, compOptions: Uint8Array | undefined, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
@@ -221,7 +221,8 @@ export class SquashfsReader {
 
   /** A directory's entries by name (the name's bytes as a latin1 string, so any bytes are a distinct key). */
   async #names(dir: DirInode): Promise<Map<string, DirEntry>> {
-    const key = dir.startBlock * 65536 + dir.offset;
+    // An empty directory's listing starts where the next one's does: the size is part of the key.
+    const key = `${dir.startBlock}:${dir.offset}:${dir.fileSize}`;
     const known = this.#listings.get(key);
     if (known !== undefined) return known;
     const map = new Map<string, DirEntry>();
