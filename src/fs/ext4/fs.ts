@@ -478,9 +478,8 @@ export class Ext4 {
     return out;
   }
 
-  /** Entries of a directory inode in on-disk order, without "." and "..". */
   /**
-   * A directory's entries. Listings are kept (bounded, about 64k entries) until the next write, so a
+   * Entries of a directory inode in on-disk order, without "." and ".." unless asked. Listings are kept (bounded, about 64k entries) until the next write, so a
    * walk that looks up every path of a large tree decodes and checksums each directory once.
    */
   async readDirInode(inode: Inode, options: { includeDots?: boolean } = {}): Promise<DirListing[]> {

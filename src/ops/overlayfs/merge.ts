@@ -232,6 +232,7 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
   try {
     const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });
     const img = new SquashfsFileSystem(reader, disk.size);
+    const pieces = [new Uint8Array(PIECE), new Uint8Array(PIECE)] as const;
     const bad = (p: string, what: string): never => {
       throw new LivestickError('VERIFY_FAILED', ExitCode.dataError, `the new base does not match the merged tree at ${p}: ${what}; nothing was switched`, { file: shown });
     };
@@ -252,8 +253,8 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
           if (src.kind !== 'file' || dst.kind !== 'file') return bad(p, 'kind in the images');
           if (src.blockSizes.length !== dst.blockSizes.length || src.blockSizes.some((w, i) => w !== dst.blockSizes[i])) bad(p, 'stored blocks');
           const tail = a.size - src.blockSizes.length * reader.superblock.blockSize;
-          if (tail > 0) await sameBytes(p, await view.openFile(p), await img.openFile(p), a.size - tail, bad);
-        } else await sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad);
+          if (tail > 0) await sameBytes(p, await view.openFile(p), await img.openFile(p), a.size - tail, bad, pieces);
+        } else await sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad, pieces);
       }
       if (a.kind === 'dir') {
         const names = (await view.readdir(p)).map((e) => e.name).sort();
@@ -269,15 +270,12 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
 }
 
 const PIECE = 1 << 20;
-const pieceA = new Uint8Array(PIECE);
-const pieceB = new Uint8Array(PIECE);
 
-async function sameBytes(p: string, a: import('../../io/disk.ts').Disk, b: import('../../io/disk.ts').Disk, from: number, bad: (p: string, what: string) => never): Promise<void> {
+/** Compares two files from byte `from` on, through the two 1 MiB buffers of one verification. */
+async function sameBytes(p: string, a: import('../../io/disk.ts').Disk, b: import('../../io/disk.ts').Disk, from: number, bad: (p: string, what: string) => never, [x, y]: readonly [Uint8Array, Uint8Array]): Promise<void> {
   try {
     const size = a.size;
     const piece = PIECE;
-    const x = pieceA;
-    const y = pieceB;
     for (let at = from; at < size; at += piece) {
       const n = Math.min(piece, size - at);
       await a.read(x.subarray(0, n), at);
