@@ -39,9 +39,10 @@ function renderOverlayfsMerge(r: OverlayfsMergeResult): string {
   const lines = [
     r.dryRun ? (r.verdict === 'ok' ? `dry run: the merge would succeed; nothing was changed on ${r.medium}` : `dry run: the merge would fail; nothing was changed on ${r.medium}`) : `merged the overlayfs upper of ${r.medium} into a new base`,
     ...r.problems.map((p) => `would fail: ${p.file ? `${p.file}: ` : ''}${p.message}`),
+    ...(r.layers > 1 ? [`  layered base (${r.layers} layers): ${r.dryRun ? 'its top layer would be' : 'its top layer was'} replaced by the top layer and the upper as one; the layers below stay as they are`] : []),
     `  compressor ${r.compressor}, block size ${formatSize(r.blockSize)}`,
-    `  old base             ${formatSize(r.oldBaseBytes)}`,
-    `  new base             ${formatSize(r.newBaseBytes)}${r.newBaseEstimated ? ' (at most; estimated)' : ''}`,
+    `  old ${r.layers > 1 ? 'top layer' : 'base     '}        ${formatSize(r.oldBaseBytes)}`,
+    `  new ${r.layers > 1 ? 'top layer' : 'base     '}        ${formatSize(r.newBaseBytes)}${r.newBaseEstimated ? ' (at most; estimated)' : ''}`,
     `  upper merged         ${formatSize(r.upperBytesMerged)}`,
     `  base data dropped    ${formatSize(r.baseBytesDropped)} (deleted or replaced in the upper)`,
   ];

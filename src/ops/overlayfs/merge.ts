@@ -14,18 +14,26 @@
  * - Verified before the switch: every node of the new image against the view (kind, mode, owner,
  *   mtime, size, target, device, xattrs); content in full for the files that were compressed anew,
  *   and for carried files their stored block words and tail.
+ * - A layered base (casper's chain `minimal` < `minimal.standard` < `minimal.standard.live`): only
+ *   its top layer is replaced, by the top layer and the upper as one layer over the layers below
+ *   (fs/overlay/layer-diff.ts: what they show unchanged is left out, deletions are whiteouts), so the
+ *   layers below and the boot configuration naming them stay as they are. Blocks are carried from
+ *   any layer whose compressor and block size the new layer can hold (xz: a dictionary no larger).
+ *   Verified as the stack the boot will mount: the new top layer over the layers below, against the
+ *   view; content the layers below still supply is theirs by construction and not compared.
  * - Built beside the old base (BASE.livestick-ovl-new, made at an estimate and trimmed by the writer);
- *   the switch is ./switch.ts. Refused: several lowers (casper's layer chains), a base that is not a
- *   flat SquashFS (EROFS: issue 14; a rootfs.img inside), a base volume that cannot be written
- *   (ISO9660), a volatile work dir, an upper bound to another base (unless --force).
+ *   the switch is ./switch.ts. Refused: a top layer that is not a flat SquashFS (EROFS: issue 14; a
+ *   rootfs.img inside), a base volume that cannot be written (ISO9660), a volatile work dir, an upper
+ *   bound to another base (unless --force).
  */
 import { ExitCode, LivestickError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { equalBytes, formatSize } from '../../io/bytes.ts';
 import type { FileSystem, FsStat, FsXattr, WritableFileSystem } from '../../fs/filesystem.ts';
-import { OverlayFileSystem, analyzeUpper, type UpperReport } from '../../fs/overlay/index.ts';
+import { OverlayFileSystem, analyzeUpper, type OverlayLayer, type UpperReport } from '../../fs/overlay/index.ts';
+import { LayerDiffFileSystem } from '../../fs/overlay/layer-diff.ts';
 import { SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
-import { treeFromFileSystem } from '../../fs/squashfs/from-fs.ts';
+import { treeFromFileSystem, type BlocksSource } from '../../fs/squashfs/from-fs.ts';
 import { settingsOf } from '../merge.ts';
 import { fileExists } from '../files.ts';
 import { withStick, type Stick } from '../live/index.ts';
@@ -58,6 +66,8 @@ export interface OverlayfsMergeResult {
   readonly recovery: SwitchOutcome['action'];
   readonly compressor: CompressorName;
   readonly blockSize: number;
+  /** Layers of the base: 1 for a flat base; more for a layered one, whose top layer alone is replaced. */
+  readonly layers: number;
   readonly oldBaseBytes: number;
   readonly newBaseBytes: number;
   readonly newBaseEstimated: boolean;
@@ -97,21 +107,21 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const problems: LivestickError[] = [];
   const dryRun = options.dryRun === true;
 
-  if (system.lowers.length !== 1) throw new UnsupportedFeatureError('live medium', 'layered base', `the base is a stack of ${system.lowers.length} images (${system.lowers.map((l) => l.path).join(', ')}); merging a layer chain is not supported yet`);
   const lower = system.lowers[0]!;
+  const layered = system.lowers.length > 1;
   const baseShown = lower.volume.displayPath(lower.path);
   if (lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is ${lower.format === 'erofs' ? 'an EROFS image (issue 14)' : `a ${lower.format} image`}; only SquashFS bases can be merged yet`, { file: baseShown });
-  if (lower.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${baseShown} holds ${lower.inner.path}: an overlayfs upper over a rootfs.img base cannot be merged yet`, { file: baseShown });
+  for (const l of system.lowers) if (l.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${l.volume.displayPath(l.path)} holds ${l.inner.path}: an overlayfs upper over a rootfs.img base cannot be merged yet`, { file: l.volume.displayPath(l.path) });
   if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use (nothing to merge): ${persistence.mode}`);
   if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
   if (persistence.legacy || persistence.upper === '/') throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is casper's old layout (the upper is the filesystem root): boot the stick once so casper moves it into upper/, then run this again`);
 
   const open = await persistence.open({ write: !dryRun });
-  const [lowerLayer] = await system.openLowers();
-  if (!(lowerLayer!.fs instanceof SquashfsFileSystem)) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS root`);
-  const baseFs0 = lowerLayer!.fs;
-  const reader: SquashfsReader = baseFs0.reader;
-  const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: [lowerLayer!] });
+  const lowerLayers = await system.openLowers();
+  const top = lowerLayers[0]!.fs;
+  if (!(top instanceof SquashfsFileSystem)) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS root`);
+  const reader: SquashfsReader = top.reader;
+  const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: lowerLayers });
   const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
   const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
   const { name: compressor, settings } = settingsOf(reader);
@@ -132,6 +142,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     recovery: recovery.action,
     compressor,
     blockSize,
+    layers: system.lowers.length,
     oldBaseBytes,
     newBaseBytes: estimate,
     newBaseEstimated: true,
@@ -168,23 +179,28 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const newBase = lower.path + NEW_MARK;
   const files = { carried: 0, rebuilt: 0 };
   const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
-  // Where each carried file's stored blocks come from in the old image: the lower file behind it, or
-  // for a file copied up unchanged (dnf and apt rewrite files as they were), the lower file it equals.
-  const carried = new Map<string, string>();
-  const unchangedCopies = new Map<string, string>();
-  for (const e of report.entries) if (e.sameDataAs !== undefined && e.sameDataAs.layer === 0) unchangedCopies.set(e.path, e.sameDataAs.path);
-  const tree = await treeFromFileSystem(view, '/', {
+  // Where each carried file's stored blocks come from: the lower file behind it, or for a file copied
+  // up unchanged (dnf and apt rewrite files as they were), the lower file it equals — in any layer
+  // whose stored blocks the new image can hold as they are.
+  const readers = lowerLayers.map((l) => (l.fs instanceof SquashfsFileSystem && blocksFit(l.fs.reader, reader) ? l.fs.reader : undefined));
+  const carried = new Map<string, BlocksSource>();
+  const unchangedCopies = new Map<string, { layer: number; path: string }>();
+  for (const e of report.entries) if (e.sameDataAs !== undefined) unchangedCopies.set(e.path, e.sameDataAs);
+  const source = layered ? await LayerDiffFileSystem.of(view) : view;
+  const tree = await treeFromFileSystem(source, '/', {
     linkKey: (_p, st) => (st.ino !== undefined ? String(st.ino) : undefined),
     blocksFrom: async (path) => {
       const node = await view.resolve(path);
-      const source = node.data === undefined ? undefined : node.data.layer === 'upper' ? unchangedCopies.get(path) : node.data.path;
-      if (source === undefined) {
+      const from = node.data === undefined ? undefined : node.data.layer === 'upper' ? unchangedCopies.get(path) : { layer: node.data.layer, path: node.data.path };
+      const fromReader = from === undefined ? undefined : readers[from.layer];
+      if (from === undefined || fromReader === undefined) {
         files.rebuilt++;
         return undefined;
       }
       files.carried++;
-      carried.set(path, strip(source));
-      return { reader, path: strip(source) };
+      const blocks = { reader: fromReader, path: strip(from.path) };
+      carried.set(path, blocks);
+      return blocks;
     },
   });
   let written: Awaited<ReturnType<typeof writeSquashfs>>;
@@ -200,11 +216,12 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     await baseFs.flush();
     stepPoint('ovl-built');
 
-    await verifyNewBase(baseFs, newBase, view, reader, carried, baseShown);
+    await verifyNewBase(baseFs, newBase, view, carried, baseShown, layered ? lowerLayers.slice(1) : undefined);
     stepPoint('ovl-verified');
 
     const newIdentity = await fileIdentity(baseFs, newBase, lower.path);
-    await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity], warnings);
+    const below = layered ? (await lowerIdentities(system)).slice(1) : [];
+    await prepareFreshUpper(upperFs, persistence.upper, persistence.work, [newIdentity, ...below], warnings);
     stepPoint('ovl-fresh-upper');
     // A journal that fails to be written is undone with the build (a journal that did land but
     // whose flush failed names a switch nothing was done for yet: the next command rolls it back).
@@ -226,12 +243,28 @@ function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
   return na.length === nb.length && na.every((x, i) => x.name === nb[i]!.name && equalBytes(x.value, nb[i]!.value));
 }
 
-/** The new image against the view: metadata everywhere, content of rebuilt files, stored blocks of carried ones. */
-async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, oldReader: SquashfsReader, carried: ReadonlyMap<string, string>, shown: string): Promise<void> {
+/** Whether stored blocks of `from` are valid as they are in an image with `to`'s compressor settings and block size. */
+function blocksFit(from: SquashfsReader, to: SquashfsReader): boolean {
+  if (from === to) return true;
+  const a = settingsOf(from);
+  const b = settingsOf(to);
+  if (a.name !== b.name || from.superblock.blockSize !== to.superblock.blockSize) return false;
+  if (a.name === 'xz') return ((a.settings as { dictSize?: number }).dictSize ?? from.superblock.blockSize) <= ((b.settings as { dictSize?: number }).dictSize ?? to.superblock.blockSize);
+  return true;
+}
+
+/**
+ * The new image against the view: metadata everywhere, content of rebuilt files, stored blocks of
+ * carried ones. With `below` (a layered base), the image is checked as the boot mounts it: as the
+ * top layer over those layers.
+ */
+async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, carried: ReadonlyMap<string, BlocksSource>, shown: string, below: readonly OverlayLayer[] | undefined): Promise<void> {
   const disk = await fs.openFile(path);
   try {
     const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });
-    const img = new SquashfsFileSystem(reader, disk.size);
+    const image = new SquashfsFileSystem(reader, disk.size);
+    const stack = below === undefined ? undefined : new OverlayFileSystem({ lowers: [{ fs: image, root: '/' }, ...below], xattrPrefix: await view.xattrPrefix() });
+    const img: FileSystem = stack ?? image;
     const pieces = [new Uint8Array(PIECE), new Uint8Array(PIECE)] as const;
     const bad = (p: string, what: string): never => {
       throw new LivestickError('VERIFY_FAILED', ExitCode.dataError, `the new base does not match the merged tree at ${p}: ${what}; nothing was switched`, { file: shown });
@@ -246,9 +279,18 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
       if ((a.kind === 'chardev' || a.kind === 'blockdev') && (a.rdev?.major !== b.rdev?.major || a.rdev?.minor !== b.rdev?.minor)) bad(p, 'device number');
       if (a.kind === 'file') {
         if (a.size !== b.size) bad(p, 'size');
+        if (stack !== undefined) {
+          const got = (await stack.resolve(p)).data;
+          if (got === undefined) return bad(p, 'no data in the new stack');
+          if (got.layer !== 0) {
+            const had = (await view.resolve(p)).data;
+            if (had?.layer === got.layer && had.path === got.path) return; // the same file of a layer below, by construction
+            return sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad, pieces);
+          }
+        }
         const source = carried.get(p);
         if (source !== undefined) {
-          const src = await oldReader.lookup(source);
+          const src = await source.reader.lookup(source.path);
           const dst = await reader.lookup(strip(p));
           if (src.kind !== 'file' || dst.kind !== 'file') return bad(p, 'kind in the images');
           if (src.blockSizes.length !== dst.blockSizes.length || src.blockSizes.some((w, i) => w !== dst.blockSizes[i])) bad(p, 'stored blocks');
