@@ -317,4 +317,37 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.deepEqual(ext4Names(out, '/'), ['lost+found', 'overlayfs', 'ovlwork']);
     assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'vfat-base.img')), merged);
   });
+
+  test('an upper over a rootfs.img base (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick): the new base is a flat SquashFS of the merged tree', async () => {
+    const m = join(tmp.dir, 'rootfs-medium');
+    const inner = join(tmp.dir, 'rootfs-outer');
+    mkdirSync(join(inner, 'LiveOS'), { recursive: true });
+    execFileSync('mke2fs', ['-q', '-t', 'ext4', '-L', 'Anaconda', '-d', join(tmp.dir, 'lower-copy'), join(inner, 'LiveOS', 'rootfs.img'), '16M']);
+    mkdirSync(join(m, 'LiveOS'), { recursive: true });
+    await writeSquashfs(inner, join(m, 'LiveOS', 'squashfs.img'), { compressor: 'xz', threads: 0, mkfsTime: 1_700_000_000 });
+    execFileSync('cp', ['-a', join(stage, 'LiveOS', STICK_OVERLAY), join(m, 'LiveOS', OVERLAY)]);
+    execFileSync('cp', ['-a', join(stage, 'LiveOS', 'ovlwork'), join(m, 'LiveOS', 'ovlwork')]);
+    const st = runCli(['status', m, '--json']);
+    assert.equal(st.status, 0, st.stdout + st.stderr);
+    assert.equal(st.json.kind, 'overlayfs');
+    assert.match(st.json.base.lowers[0], /squashfs\.img \(LiveOS\/rootfs\.img inside\)$/);
+    assert.equal(st.json.upper.classes.whiteout.hiddenBytes, 50_000);
+    const r = runCli(['merge', m, '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.equal(r.json.compressor, 'xz', "the outer image's compressor");
+    assert.equal(r.json.files.carried, 0, 'nothing can be carried from an ext4 image');
+    assert.ok(r.json.warnings.some((w: string) => /flat SquashFS/.test(w)), r.json.warnings.join('\n'));
+    const disk = await FileDisk.open(join(m, 'LiveOS', 'squashfs.img'));
+    try {
+      const got = await readerSnapshot(await SquashfsReader.open(disk));
+      got.delete('lost+found');
+      assert.deepEqual(got, merged);
+    } finally {
+      await disk.close();
+    }
+    assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)), []);
+    const after = runCli(['status', m, '--json']).json;
+    assert.equal(after.base.lowers[0].includes('inside'), false, 'the base is flat now');
+    assert.equal(after.binding.matches, true);
+  });
 });

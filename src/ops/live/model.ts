@@ -31,6 +31,8 @@ export interface Lower {
 export interface LowerLayer {
   readonly fs: FileSystem;
   readonly root: string;
+  /** For a root image inside another (rootfs.img in squashfs.img): the outer image as a filesystem. */
+  readonly container?: FileSystem;
 }
 
 export interface Home {
@@ -168,7 +170,7 @@ export async function openLower(lower: Lower): Promise<LowerLayer> {
       if (!lower.inner) return { fs: new SquashfsFileSystem(reader, disk.size), root: '/' };
       if (lower.inner.format === 'erofs') erofs();
       const inner = await reader.openFileDisk(lower.inner.path);
-      return { fs: await ext4On(inner), root: '/' };
+      return { fs: await ext4On(inner), root: '/', container: new SquashfsFileSystem(reader, disk.size) };
     }
     if (lower.format === 'ext4') return { fs: await ext4On(disk), root: '/' };
     throw new UnsupportedFeatureError('live base', lower.format, `not an image livestick can read as a base`, { file: shown });

@@ -22,9 +22,11 @@
  *   Verified as the stack the boot will mount: the new top layer over the layers below, against the
  *   view; content the layers below still supply is theirs by construction and not compared.
  * - Built beside the old base (BASE.livestick-ovl-new, made at an estimate and trimmed by the writer);
- *   the switch is ./switch.ts. Refused: a top layer that is not a flat SquashFS (EROFS: issue 14; a
- *   rootfs.img inside), a base volume that cannot be written (ISO9660), a volatile work dir, an upper
- *   bound to another base (unless --force).
+ *   the switch is ./switch.ts. Refused: a top layer that is not a SquashFS image (EROFS: issue 14), a
+ *   base volume that cannot be written (ISO9660), a volatile work dir, an upper bound to another base
+ *   (unless --force).
+ * - An upper over a rootfs.img inside squashfs.img (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick)
+ *   gives a flat base: the merged root tree, compressed anew, with the outer image's settings.
  */
 import { ExitCode, LivestickError, UnsupportedFeatureError, UsageError } from '../../errors.ts';
 import { equalBytes, formatSize } from '../../io/bytes.ts';
@@ -111,16 +113,21 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const layered = system.lowers.length > 1;
   const baseShown = lower.volume.displayPath(lower.path);
   if (lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is ${lower.format === 'erofs' ? 'an EROFS image (issue 14)' : `a ${lower.format} image`}; only SquashFS bases can be merged yet`, { file: baseShown });
-  for (const l of system.lowers) if (l.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${l.volume.displayPath(l.path)} holds ${l.inner.path}: an overlayfs upper over a rootfs.img base cannot be merged yet`, { file: l.volume.displayPath(l.path) });
+  if (layered) for (const l of system.lowers) if (l.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${l.volume.displayPath(l.path)} holds ${l.inner.path}: a layer chain with a root image inside a layer cannot be merged`, { file: l.volume.displayPath(l.path) });
   if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use (nothing to merge): ${persistence.mode}`);
   if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
   if (persistence.legacy || persistence.upper === '/') throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is casper's old layout (the upper is the filesystem root): boot the stick once so casper moves it into upper/, then run this again`);
 
   const open = await persistence.open({ write: !dryRun });
   const lowerLayers = await system.openLowers();
-  const top = lowerLayers[0]!.fs;
-  if (!(top instanceof SquashfsFileSystem)) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS root`);
+  // A rootfs.img inside squashfs.img: the new base is flat (the merged root tree itself, as Fedora 41
+  // and later ship it, which dracut 059 and later boot with rd.live.overlay.overlayfs); its
+  // compressor is the outer image's, and nothing can be carried from the ext4 image.
+  const inner = lower.inner !== undefined;
+  const top = inner ? lowerLayers[0]!.container : lowerLayers[0]!.fs;
+  if (!(top instanceof SquashfsFileSystem)) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS image`);
   const reader: SquashfsReader = top.reader;
+  if (inner) warnings.push(`${baseShown} held ${lower.inner!.path}; the new base is a flat SquashFS of the merged root tree (dracut 059 and later boot it with rd.live.overlay.overlayfs, as Fedora 41 and later do); every file is compressed anew`);
   const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: lowerLayers });
   const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
   const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
