@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds native/prebuilt/linux-x64-gnu.node: native/codecs.c with libzstd, liblzma (through
-# wasm/xz/shim.c and wasm/xz/config.h) and libdeflate's decompressor, from the same source trees and
+# wasm/xz/shim.c and wasm/xz/config.h) and libdeflate (compressor and decompressor), from the same source trees and
 # versions as the wasm builds, statically linked; the result needs only glibc >= 2.14.
 #   sh native/build.sh ZSTD_SOURCE_DIR XZ_SOURCE_DIR LIBDEFLATE_SOURCE_DIR
 # Needs gcc and Node's headers (node_api.h): /usr/include/node, or set NODE_INCLUDE.
@@ -33,7 +33,7 @@ xzfiles=$(sed -n '/^files="/,/"$/p' "$wasm/build-xz.sh" | sed 's/^files="//; s/"
   -I"$l/rangecoder" -I"$l/lzma" -I"$l/simple" -I"$l/delta" -I"$xz/src/common" -c $xzfiles)
 
 d=$deflate/lib
-(cd "$tmp" && mkdir deflate && cd deflate && $cc $common -I"$deflate" -c "$d/deflate_decompress.c" "$d/zlib_decompress.c" "$d/adler32.c" "$d/utils.c" "$d/x86/cpu_features.c")
+(cd "$tmp" && mkdir deflate && cd deflate && $cc $common -I"$deflate" -c "$d/deflate_decompress.c" "$d/zlib_decompress.c" "$d/deflate_compress.c" "$d/zlib_compress.c" "$d/adler32.c" "$d/utils.c" "$d/x86/cpu_features.c")
 
 $cc $common -I"$inc" -I"$z" -I"$z/common" -I"$l/api" -I"$deflate" -c "$here/codecs.c" -o "$tmp/codecs.o"
 # Export only Node-API's entry points: the libraries' own symbols stay local, so they can neither

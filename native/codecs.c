@@ -5,8 +5,8 @@
  * - zstd: one frame per SquashFS block via ZSTD_compressCCtx, and a single-pass decoder into a
  *   caller-sized buffer (the entry points of wasm/zstd/shim.c, with per-thread contexts);
  * - xz: wasm/xz/shim.c itself, compiled in (it keeps no state);
- * - gzip blocks (zlib streams): decoding only, with libdeflate (encoding stays in wasm, already
- *   faster than mksquashfs's zlib).
+ * - gzip blocks (zlib streams): libdeflate's compressor (the entry point of wasm/deflate/shim.c,
+ *   with per-thread compressors, one per level) and its decompressor.
  * Buffers come from JavaScript, so nothing is allocated per call; each thread (Node-API environment)
  * owns its contexts.
  */
@@ -28,6 +28,7 @@ typedef struct {
   ZSTD_CCtx *cctx;
   ZSTD_DCtx *dctx;
   struct libdeflate_decompressor *inflater;
+  struct libdeflate_compressor *deflaters[13];
 } thread_contexts;
 
 static void free_contexts(napi_env env, void *data, void *hint) {
@@ -37,6 +38,8 @@ static void free_contexts(napi_env env, void *data, void *hint) {
   ZSTD_freeCCtx(t->cctx);
   ZSTD_freeDCtx(t->dctx);
   if (t->inflater != NULL) libdeflate_free_decompressor(t->inflater);
+  for (int i = 0; i < 13; i++)
+    if (t->deflaters[i] != NULL) libdeflate_free_compressor(t->deflaters[i]);
   free(t);
 }
 
@@ -170,6 +173,25 @@ static napi_value zlib_decode(napi_env env, napi_callback_info info) {
   return int32_value(env, (int32_t)out_n);
 }
 
+/* zlibEncode(level, src, dst): the zlib stream's length, 0 when it does not fit in dst, or -1 for a level outside 0..12 or no memory. */
+static napi_value zlib_encode(napi_env env, napi_callback_info info) {
+  uint32_t level[1];
+  void *p[2];
+  size_t len[2];
+  if (!args_of(env, info, "zlibEncode(level, src, dst)", level, 1, p, len, 2)) return NULL;
+  if (level[0] > 12) return int32_value(env, -1);
+  thread_contexts *t = contexts(env);
+  struct libdeflate_compressor **c = &t->deflaters[level[0]];
+  if (*c == NULL && (*c = libdeflate_alloc_compressor((int)level[0])) == NULL) return int32_value(env, -1);
+  return int32_value(env, (int32_t)libdeflate_zlib_compress(*c, p[0], len[0], p[1], len[1]));
+}
+
+/* deflateVersion(): LIBDEFLATE_VERSION_MAJOR * 1000 + LIBDEFLATE_VERSION_MINOR, e.g. 1025. */
+static napi_value deflate_version(napi_env env, napi_callback_info info) {
+  (void)info;
+  return int32_value(env, LIBDEFLATE_VERSION_MAJOR * 1000 + LIBDEFLATE_VERSION_MINOR);
+}
+
 static void export_function(napi_env env, napi_value exports, const char *name, napi_callback f) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, f, NULL, &fn);
@@ -191,5 +213,7 @@ NAPI_MODULE_INIT() {
   export_function(env, exports, "xzDecode", xz_decode);
   export_function(env, exports, "xzVersion", xz_version);
   export_function(env, exports, "zlibDecode", zlib_decode);
+  export_function(env, exports, "zlibEncode", zlib_encode);
+  export_function(env, exports, "deflateVersion", deflate_version);
   return exports;
 }

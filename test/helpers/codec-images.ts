@@ -27,6 +27,8 @@ export const VARIANTS: ReadonlyArray<[CompressorName, CompressorSettings]> = [
   ['zstd', { level: 6 }],
   ['xz', {}],
   ['xz', { bcj: ['x86'], level: 2 }],
+  ['gzip', {}],
+  ['gzip', { level: 4 }],
 ];
 
 export async function imageHash(compressor: CompressorName, settings: CompressorSettings, threads: number): Promise<string> {

@@ -1,7 +1,7 @@
 /*
- * The prebuilt native addon (native/): it loads where we ship a binary; its libzstd and liblzma write
- * the same bytes as their wasm builds and read each other's output; its zlib decoder reads what zlib
- * reads; bad input and bad arguments are errors, never a crash; LIVESTICK_NATIVE=0 switches it off.
+ * The prebuilt native addon (native/): it loads where we ship a binary; its libzstd, liblzma and
+ * libdeflate write the same bytes as their wasm builds and read each other's output; its zlib decoder
+ * reads what zlib reads; bad input and bad arguments are errors, never a crash; LIVESTICK_NATIVE=0 switches it off.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +15,7 @@ import { nativeZstdDecode, nativeZstdEncode, wasmZstdDecode, wasmZstdEncode, Zst
 import { zstdFromSettings } from '../../src/fs/squashfs/comp/zstd.ts';
 import { LzmaError, nativeXzDecode, nativeXzEncode, wasmXzDecode, wasmXzEncode } from '../../src/fs/squashfs/comp/liblzma.ts';
 import { nativeInflate } from '../../src/fs/squashfs/comp/gzip.ts';
-import { zlibEncode } from '../../src/fs/squashfs/comp/libdeflate.ts';
+import { nativeZlibEncode, wasmZlibEncode, zlibEncode } from '../../src/fs/squashfs/comp/libdeflate.ts';
 import { deflateSync, inflateSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { imageHash, sample, VARIANTS } from '../helpers/codec-images.ts';
@@ -76,6 +76,29 @@ test('native libzstd: bad frames are errors, and wrong arguments are TypeErrors,
   assert.throws(() => n.zstdDecode(new Uint8Array(4), new Uint16Array(4) as unknown as Uint8Array), TypeError);
   assert.throws(() => (n.zstdEncode as unknown as (l: unknown) => number)('x'), TypeError);
   assert.match(n.zstdError(70), /\w/);
+});
+
+test('native and wasm libdeflate: the same zlib streams at every level, which zlib reads', { skip: native === undefined && 'no native addon here' }, () => {
+  const n = native!;
+  fc.assert(
+    fc.property(fc.oneof(fc.integer({ min: 0, max: 3000 }), fc.integer({ min: 0, max: 200_000 })), fc.integer({ min: 0, max: 12 }), fc.integer({ min: 0, max: 1000 }), (size, level, seed) => {
+      const data = sample(size, seed);
+      const a = nativeZlibEncode(n, data, level);
+      assert.deepEqual(a, wasmZlibEncode(data, level));
+      if (a !== undefined) assert.deepEqual(new Uint8Array(inflateSync(a)), data);
+    }),
+    { numRuns: 60 },
+  );
+  for (let size = 16; size < 300_000; size += size < 8192 ? Math.ceil(size / 16) : Math.ceil(size / 4)) {
+    const data = sample(size, size);
+    for (let level = 1; level <= 12; level += size > 50_000 ? 4 : 1) assert.deepEqual(nativeZlibEncode(n, data, level), wasmZlibEncode(data, level), `${size} bytes, level ${level}`);
+  }
+  const noise = new Uint8Array(131072);
+  for (let i = 0; i < noise.length; i += 64) noise.set(createHash('sha512').update(String(i)).digest(), i);
+  assert.equal(nativeZlibEncode(n, noise, 9), undefined, 'incompressible input is handed back');
+  assert.equal(n.zlibEncode(13, noise, new Uint8Array(10)), -1, 'a level past 12');
+  assert.throws(() => n.zlibEncode(9, 'text' as unknown as Uint8Array, new Uint8Array(10)), TypeError);
+  assert.equal(n.deflateVersion(), 1025);
 });
 
 const BCJ = [0, 4, 5, 6, 7, 8, 9]; // none, x86, powerpc, ia64, arm, armthumb, sparc (liblzma filter ids)
@@ -149,7 +172,7 @@ test('native zlib decoding reads what zlib reads, and fails where zlib fails', {
   assert.deepEqual(new Uint8Array(inflateSync(Buffer.concat([good, Buffer.from('tail')]))), data);
 });
 
-test('zstd and xz images are the same with or without the addon, on the main thread or on workers', async () => {
+test('zstd, xz and gzip images are the same with or without the addon, on the main thread or on workers', async () => {
   const here: string[] = [];
   for (const [compressor, settings] of VARIANTS) {
     const inline = await imageHash(compressor, settings, 0);

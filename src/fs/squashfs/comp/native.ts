@@ -1,6 +1,6 @@
 /**
  * The prebuilt native codec addon (native/README.md), where one exists for this platform: libzstd,
- * liblzma and libdeflate's decompressor compiled natively (zstd level 15 encodes ~1.3x faster than
+ * liblzma and libdeflate compiled natively (zstd level 15 encodes ~1.3x faster than
  * in wasm). It is only an accelerator. Each thread loads it once; if there is no binary for the
  * platform, it does not load (another libc, an old glibc), its library versions differ from the wasm
  * builds' (the two must write the same bytes), or LIVESTICK_NATIVE=0 is set, callers use wasm (and
@@ -21,11 +21,16 @@ export interface NativeCodecs {
   xzVersion(): number;
   /** The content length, or -(libdeflate_result): 1 bad data, 3 more output than dst holds, 4 out of memory. */
   zlibDecode(src: Uint8Array, dst: Uint8Array): number;
+  /** The zlib stream's length, 0 when it does not fit in dst, or -1 (bad level, no memory). */
+  zlibEncode(level: number, src: Uint8Array, dst: Uint8Array): number;
+  deflateVersion(): number;
 }
 
 /** The library versions of libzstd.wasm.ts and liblzma.wasm.ts (wasm/build-*.sh). */
 export const WASM_ZSTD_VERSION = 10506;
 export const WASM_XZ_VERSION = 50080032;
+/** libdeflate.wasm.ts's version, major × 1000 + minor (wasm/build-deflate.sh). */
+export const WASM_DEFLATE_VERSION = 1025;
 
 const PREBUILT: Readonly<Record<string, string>> = { 'linux-x64': 'linux-x64-gnu.node' };
 
@@ -55,6 +60,8 @@ function load(): { codecs: NativeCodecs | undefined; why: string } {
     if (zstd !== WASM_ZSTD_VERSION) return { codecs: undefined, why: `${file} has libzstd ${zstd}, the wasm build ${WASM_ZSTD_VERSION}` };
     const xz = codecs.xzVersion();
     if (xz !== WASM_XZ_VERSION) return { codecs: undefined, why: `${file} has liblzma ${xz}, the wasm build ${WASM_XZ_VERSION}` };
+    const deflate = typeof codecs.deflateVersion === 'function' ? codecs.deflateVersion() : 0;
+    if (deflate !== WASM_DEFLATE_VERSION) return { codecs: undefined, why: `${file} has libdeflate ${deflate}, the wasm build ${WASM_DEFLATE_VERSION}` };
     return { codecs, why: file };
   } catch (err) {
     return { codecs: undefined, why: `${file} did not load: ${(err as Error).message}` };
