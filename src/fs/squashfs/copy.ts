@@ -10,14 +10,25 @@ import type { FileInode, Inode } from './inode.ts';
 import { SquashfsReader } from './reader.ts';
 import type { DirNode, NodeMeta, StoredBlock, TreeNode } from './tree.ts';
 
-/** The stored bytes and size word of full block `i` of a file (sparse blocks: empty bytes, word 0). */
-export async function storedBlock(reader: SquashfsReader, f: FileInode, offsets: Float64Array, i: number): Promise<StoredBlock> {
+function storedExtent(reader: SquashfsReader, f: FileInode, offsets: Float64Array, i: number): { word: number; len: number; at: number } {
   const word = f.blockSizes[i];
   if (word === undefined) throw new RangeError(`block ${i} is not a full stored block of inode ${f.inodeNumber}`);
   const len = word & 0xffffff;
   const at = offsets[i] as number;
   if (at + len > reader.superblock.bytesUsed) throw new CorruptImageError('squashfs', 'file blocks', `block ${i} of inode ${f.inodeNumber} runs past the image end`, at);
+  return { word, len, at };
+}
+
+/** The stored bytes and size word of full block `i` of a file (sparse blocks: empty bytes, word 0). */
+export async function storedBlock(reader: SquashfsReader, f: FileInode, offsets: Float64Array, i: number): Promise<{ bytes: Uint8Array; word: number }> {
+  const { word, len, at } = storedExtent(reader, f, offsets, i);
   return { bytes: len === 0 ? new Uint8Array(0) : await readAt(reader.disk, at, len), word };
+}
+
+/** Full block `i` of a file as the writer copies it: read straight into its output when written. */
+export function storedBlockRef(reader: SquashfsReader, f: FileInode, offsets: Float64Array, i: number): StoredBlock {
+  const { word, len, at } = storedExtent(reader, f, offsets, i);
+  return { size: len, word, readInto: (dst) => reader.disk.read(dst, at) };
 }
 
 export interface CopyOptions {
@@ -49,7 +60,7 @@ export async function treeFromImage(reader: SquashfsReader, options: CopyOptions
       case 'file': {
         const disk = await reader.openFileDisk(inode);
         const offsets = reader.blockOffsets(inode);
-        node = { ...m, type: 'file', size: inode.fileSize, content: { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined) } };
+        node = { ...m, type: 'file', size: inode.fileSize, content: { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlockRef(reader, inode, offsets, i) : undefined) } };
         break;
       }
       case 'symlink':

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { UsageError } from '../../errors.ts';
 import type { FileSystem, FsStat } from '../filesystem.ts';
-import { storedBlock } from './copy.ts';
+import { storedBlockRef } from './copy.ts';
 import type { SquashfsReader } from './reader.ts';
 import type { DirNode, FileContent, NodeMeta, TreeNode } from './tree.ts';
 import type { Xattr } from './xattr.ts';
@@ -49,14 +49,17 @@ function join(dir: string, name: string): string {
 function lazyContent(fs: FileSystem, path: string, size: number): FileContent {
   return {
     kind: 'stream',
+    // One buffer per file, refilled for each piece: the writer copies a piece out before it asks
+    // for the next one (a stream's pieces are only valid until then).
     open: async function* () {
       const disk = await fs.openFile(path);
       try {
         if (disk.size !== size) throw new UsageError(`${path} changed size while being read (${size} → ${disk.size} bytes)`);
+        const buf = new Uint8Array(Math.min(PIECE, size));
         for (let at = 0; at < size; at += PIECE) {
-          const buf = new Uint8Array(Math.min(PIECE, size - at));
-          await disk.read(buf, at);
-          yield buf;
+          const piece = buf.subarray(0, Math.min(PIECE, size - at));
+          await disk.read(piece, at);
+          yield piece;
         }
       } finally {
         await disk.close();
@@ -83,7 +86,7 @@ async function verbatimContent(source: BlocksSource, size: number): Promise<File
   // sparse ones included) and the same tail in the same fragment.
   const words = createHash('sha256').update(new Uint8Array(inode.blockSizes.buffer, inode.blockSizes.byteOffset, inode.blockSizes.byteLength)).digest('hex');
   const sameAs = `${imageTag(reader)}:${inode.blocksStart}:${inode.fragment}:${inode.fragmentOffset}:${words}`;
-  return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlock(reader, inode, offsets, i) : undefined), sameAs };
+  return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlockRef(reader, inode, offsets, i) : undefined), sameAs };
 }
 
 /** The writer tree of `fs` below `root` (a directory). */

@@ -20,10 +20,17 @@ export interface NodeMeta {
   xattrs?: Xattr[];
 }
 
-/** A stored block to copy verbatim: the on-disk bytes and the block-size word (bit 24 = uncompressed). */
-export interface StoredBlock {
-  readonly bytes: Uint8Array;
-  readonly word: number;
+/**
+ * A stored block to copy verbatim, with its block-size word (bit 24 = uncompressed): either its
+ * on-disk bytes, or their length and a way to read them into the writer's output buffer when the
+ * block's turn comes (so a merge carrying gigabytes allocates nothing for them).
+ */
+export type StoredBlock =
+  | { readonly bytes: Uint8Array; readonly word: number }
+  | { readonly size: number; readonly word: number; readInto(dst: Uint8Array): Promise<void> };
+
+export function storedBlockSize(b: StoredBlock): number {
+  return 'bytes' in b ? b.bytes.byteLength : b.size;
 }
 
 export type FileContent =
@@ -44,6 +51,7 @@ export type FileContent =
        */
       readonly sameAs?: string;
     }
+  /** Pieces in order; each is valid until the next is asked for (a source may refill one buffer). */
   | { readonly kind: 'stream'; readonly open: () => AsyncIterable<Uint8Array> }
   /** Content decided when the writer reaches the file (a tree of many files then holds no per-file state). */
   | { readonly kind: 'deferred'; readonly resolve: () => Promise<FileContent> };

@@ -35,7 +35,7 @@ import { encodeDev, encodeInode, InodeType, NO_FRAGMENT, type Inode } from './in
 import { encodeMetadataBlock, MetadataWriter, posToRef } from './metadata.ts';
 import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
 import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
-import { contentPieces, treeFromDirectory, type DirNode, type FileNode, type ScanOptions, type TreeNode } from './tree.ts';
+import { contentPieces, storedBlockSize, treeFromDirectory, type DirNode, type FileNode, type ScanOptions, type StoredBlock, type TreeNode } from './tree.ts';
 import { XattrWriter } from './xattr.ts';
 
 export interface WriteOptions {
@@ -88,7 +88,7 @@ interface FileState {
 }
 
 type QueueItem =
-  | { kind: 'block'; file: FileState; raw: Uint8Array | undefined; job: Promise<Uint8Array | undefined> | undefined; verbatim?: { bytes: Uint8Array; word: number } }
+  | { kind: 'block'; file: FileState; raw: Uint8Array | undefined; job: Promise<Uint8Array | undefined> | undefined; verbatim?: StoredBlock }
   | { kind: 'frag'; index: number; raw: Uint8Array; job: Promise<Uint8Array | undefined> }
   | { kind: 'done'; file: FileState; dupOf: DataResult | undefined };
 
@@ -121,6 +121,18 @@ class Output {
     const o = new Output('(disk)');
     o.#disk = disk;
     return o;
+  }
+
+  /** Appends `n` bytes at `at` that `fill` reads straight into the buffer (n ≤ the buffer's size). */
+  async writeFrom(n: number, at: number, fill: (dst: Uint8Array) => Promise<void>): Promise<void> {
+    if (n > this.#buf.byteLength) throw new RangeError(`writeFrom: ${n} bytes do not fit the output buffer`);
+    if (at !== this.#bufStart + this.#bufLen || this.#bufLen + n > this.#buf.byteLength) {
+      await this.flushBuffer();
+      this.#bufStart = at;
+    }
+    await fill(this.#buf.subarray(this.#bufLen, this.#bufLen + n));
+    this.#bufLen += n;
+    if (this.#bufLen === this.#buf.byteLength) await this.flushBuffer();
   }
 
   /** Sequential append at `at` (must equal the end of the buffered range, or start a new range). */
@@ -292,7 +304,7 @@ async function writeImage(
   const maxQueue = 8192;
   let jobs = 0;
   let held = 0;
-  const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim?.bytes.byteLength ?? item.raw?.byteLength ?? 0) : item.kind === 'frag' ? item.raw.byteLength : 0);
+  const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim !== undefined ? ('bytes' in item.verbatim ? item.verbatim.bytes.byteLength : 0) : (item.raw?.byteLength ?? 0)) : item.kind === 'frag' ? item.raw.byteLength : 0);
   let fragBuf = new Uint8Array(bs);
   let fragLen = 0;
   let readBytes = 0;
@@ -306,9 +318,12 @@ async function writeImage(
       if (f.skip) return;
       f.startPos ??= pos;
       if (item.verbatim) {
-        await output.write(item.verbatim.bytes, pos);
-        pos += item.verbatim.bytes.byteLength;
-        f.result.words.push(item.verbatim.word);
+        const v = item.verbatim;
+        const n = storedBlockSize(v);
+        if ('bytes' in v) await output.write(v.bytes, pos);
+        else if (n > 0) await output.writeFrom(n, pos, (dst) => v.readInto(dst));
+        pos += n;
+        f.result.words.push(v.word);
       } else if (item.raw === undefined) {
         f.result.words.push(0);
       } else {
@@ -391,7 +406,7 @@ async function writeImage(
         const v = await verbatim(i);
         const len = Math.min(bs, size - i * bs);
         if (v !== undefined) {
-          if ((v.word & 0xffffff) !== v.bytes.byteLength || v.word & ~0x1ffffff) throw new RangeError(`verbatim block ${i}: size word does not match its ${v.bytes.byteLength} bytes`);
+          if ((v.word & 0xffffff) !== storedBlockSize(v) || v.word & ~0x1ffffff) throw new RangeError(`verbatim block ${i}: size word does not match its ${storedBlockSize(v)} bytes`);
           if (v.word === 0) state.result.sparse += len;
           await push({ kind: 'block', file: state, raw: undefined, job: undefined, verbatim: v });
         } else {
