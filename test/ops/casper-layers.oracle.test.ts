@@ -16,19 +16,10 @@ import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
 import { snapshot } from '../squashfs/fixture.ts';
 import { fatOn, gptStick, put } from '../live/build.ts';
+import { noisy } from '../helpers/noisy.ts';
 
 const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', 'utf8').includes('overlay');
 const MiB = 2 ** 20;
-
-function noisy(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 function withOverlay(mnt: string, lowers: readonly string[], upper: string | undefined, work: string | undefined, fn: () => void, extra: readonly string[] = []): void {
   const opts = [`lowerdir=${lowers.join(':')}`, ...(upper ? [`upperdir=${upper}`, `workdir=${work}`] : []), ...extra].join(',');

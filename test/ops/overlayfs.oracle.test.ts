@@ -15,21 +15,12 @@ import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { FileDisk } from '../../src/io/disk.ts';
 import { readerSnapshot, snapshot } from '../squashfs/fixture.ts';
 import { fatOn, gptStick, put } from '../live/build.ts';
+import { noisy } from '../helpers/noisy.ts';
 
 const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', 'utf8').includes('overlay');
 const OVERLAY = 'overlay-LIVE-1234-ABCD';
 const STICK_OVERLAY = 'overlay-LIVE-2026-1201';
 const MiB = 2 ** 20;
-
-function noisy(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 /** A root tree on the host: what the base holds. */
 function makeRoot(dir: string): void {

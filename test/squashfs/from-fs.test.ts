@@ -8,16 +8,7 @@ import { SquashfsFileSystem } from '../../src/fs/squashfs/filesystem.ts';
 import { treeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
 import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
 import { readerSnapshot } from './fixture.ts';
-
-function noisy(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
+import { noisy } from '../helpers/noisy.ts';
 
 function sample(): DirNode {
   const shared = fileNode('two names\n', { mode: 0o600, uid: 7, gid: 8, mtime: 5 });
