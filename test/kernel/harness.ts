@@ -162,7 +162,10 @@ export function parseJobConsole(log: string): { output: string; status: number }
   const begin = log.indexOf(beginLine);
   if (begin < 0) return null;
   const bodyStart = begin + beginLine.length;
-  const endRe = /\n@@LIVESTICK-JOB-END status=(\d+)@@(?:\n|$)/g;
+  // The marker's own line break can land after a kernel message printed at power-off (serial
+  // console interleaving: "@@LIVESTICK-JOB-END status=0@@[    7.22] reboot: Power down"), so
+  // nothing is required after its closing @@.
+  const endRe = /\n@@LIVESTICK-JOB-END status=(\d+)@@/g;
   endRe.lastIndex = bodyStart - 1;
   let last: RegExpExecArray | null = null;
   for (let m = endRe.exec(log); m !== null; m = endRe.exec(log)) last = m;

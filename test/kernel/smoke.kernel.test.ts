@@ -38,6 +38,7 @@ describe('console parsing (no qemu)', () => {
   });
   test('output without a trailing newline and empty output', () => {
     assert.deepEqual(parseJobConsole('@@LIVESTICK-JOB-BEGIN@@\nabc\n@@LIVESTICK-JOB-END status=0@@\n'), { output: 'abc', status: 0 });
+    assert.deepEqual(parseJobConsole('@@LIVESTICK-JOB-BEGIN@@\nDONE\n\n@@LIVESTICK-JOB-END status=0@@[    7.221209] reboot: Power down\n'), { output: 'DONE\n', status: 0 }, 'a kernel message on the marker line (seen in CI)');
     assert.deepEqual(parseJobConsole('\x1b[2J@@LIVESTICK-JOB-BEGIN@@\n\n@@LIVESTICK-JOB-END status=0@@'), { output: '', status: 0 });
   });
   test('missing markers mean failure', () => {
