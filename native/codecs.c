@@ -4,7 +4,7 @@
  * its wasm build (../wasm/), so both write the same bytes:
  * - zstd: one frame per SquashFS block via ZSTD_compressCCtx, and a single-pass decoder into a
  *   caller-sized buffer (the entry points of wasm/zstd/shim.c, with per-thread contexts);
- * - xz: wasm/xz/shim.c itself, compiled in (it keeps no state);
+ * - xz and MicroLZMA (EROFS): wasm/xz/shim.c itself, compiled in (it keeps no state);
  * - gzip blocks (zlib streams): libdeflate's compressor (the entry point of wasm/deflate/shim.c,
  *   with per-thread compressors, one per level) and its decompressor.
  * Buffers come from JavaScript, so nothing is allocated per call; each thread (Node-API environment)
@@ -23,6 +23,8 @@
 /* wasm/xz/shim.c, compiled in with the rest. */
 int32_t ls_xz_encode(uint32_t preset, uint32_t dict_size, uint32_t bcj_id, const uint8_t *in, size_t in_size, uint8_t *out, size_t out_cap);
 int32_t ls_xz_decode(const uint8_t *in, size_t in_size, uint8_t *out, size_t out_cap, uint32_t memlimit);
+int32_t ls_microlzma_decode(const uint8_t *in, size_t in_size, uint8_t *out, size_t out_size, uint32_t dict_size, uint32_t exact);
+int32_t ls_microlzma_encode(uint32_t preset, uint32_t dict_size, const uint8_t *in, size_t in_size, uint8_t *out, size_t out_cap, uint32_t *out_len);
 
 typedef struct {
   ZSTD_CCtx *cctx;
@@ -151,6 +153,35 @@ static napi_value xz_decode(napi_env env, napi_callback_info info) {
   return int32_value(env, ls_xz_decode(p[0], len[0], p[1], len[1], n[0]));
 }
 
+/* microLzmaDecode(dictSize, exact, src, dst): as ls_microlzma_decode, filling all of dst. */
+static napi_value microlzma_decode(napi_env env, napi_callback_info info) {
+  uint32_t n[2];
+  void *p[2];
+  size_t len[2];
+  if (!args_of(env, info, "microLzmaDecode(dictSize, exact, src, dst)", n, 2, p, len, 2)) return NULL;
+  return int32_value(env, ls_microlzma_decode(p[0], len[0], p[1], len[1], n[0], n[1]));
+}
+
+/* microLzmaEncode(preset, dictSize, src, dst, outLen): as ls_microlzma_encode; the output length goes to outLen (4 bytes, little-endian). */
+static napi_value microlzma_encode(napi_env env, napi_callback_info info) {
+  uint32_t n[2];
+  void *p[3];
+  size_t len[3];
+  if (!args_of(env, info, "microLzmaEncode(preset, dictSize, src, dst, outLen)", n, 2, p, len, 3)) return NULL;
+  if (len[2] < 4) {
+    napi_throw_type_error(env, NULL, "microLzmaEncode: outLen must hold 4 bytes");
+    return NULL;
+  }
+  uint32_t out_len = 0;
+  int32_t r = ls_microlzma_encode(n[0], n[1], p[0], len[0], p[1], len[1], &out_len);
+  uint8_t *o = p[2];
+  o[0] = (uint8_t)out_len;
+  o[1] = (uint8_t)(out_len >> 8);
+  o[2] = (uint8_t)(out_len >> 16);
+  o[3] = (uint8_t)(out_len >> 24);
+  return int32_value(env, r);
+}
+
 /* xzVersion(): lzma_version_number(), e.g. 50080032. */
 static napi_value xz_version(napi_env env, napi_callback_info info) {
   (void)info;
@@ -212,6 +243,8 @@ NAPI_MODULE_INIT() {
   export_function(env, exports, "xzEncode", xz_encode);
   export_function(env, exports, "xzDecode", xz_decode);
   export_function(env, exports, "xzVersion", xz_version);
+  export_function(env, exports, "microLzmaDecode", microlzma_decode);
+  export_function(env, exports, "microLzmaEncode", microlzma_encode);
   export_function(env, exports, "zlibDecode", zlib_decode);
   export_function(env, exports, "zlibEncode", zlib_encode);
   export_function(env, exports, "deflateVersion", deflate_version);

@@ -12,6 +12,7 @@ files="
   $l/common/block_header_decoder.c $l/common/block_header_encoder.c $l/common/block_util.c
   $l/common/common.c $l/common/easy_preset.c $l/common/filter_common.c $l/common/filter_decoder.c
   $l/common/filter_encoder.c $l/common/filter_flags_decoder.c $l/common/filter_flags_encoder.c
+  $l/common/microlzma_decoder.c $l/common/microlzma_encoder.c
   $l/common/index.c $l/common/index_decoder.c $l/common/index_encoder.c $l/common/index_hash.c
   $l/common/stream_buffer_decoder.c $l/common/stream_buffer_encoder.c $l/common/stream_decoder.c
   $l/common/stream_flags_common.c $l/common/stream_flags_decoder.c $l/common/stream_flags_encoder.c

@@ -13,7 +13,7 @@ import { CorruptImageError } from '../../src/errors.ts';
 import { nativeCodecs, nativeStatus } from '../../src/fs/squashfs/comp/native.ts';
 import { nativeZstdDecode, nativeZstdEncode, wasmZstdDecode, wasmZstdEncode, ZstdError } from '../../src/fs/squashfs/comp/libzstd.ts';
 import { zstdFromSettings } from '../../src/fs/squashfs/comp/zstd.ts';
-import { LzmaError, nativeXzDecode, nativeXzEncode, wasmXzDecode, wasmXzEncode } from '../../src/fs/squashfs/comp/liblzma.ts';
+import { LzmaError, microLzmaDecode, microLzmaEncode, nativeXzDecode, nativeXzEncode, wasmMicroLzmaDecode, wasmMicroLzmaEncode, wasmXzDecode, wasmXzEncode } from '../../src/fs/squashfs/comp/liblzma.ts';
 import { nativeInflate } from '../../src/fs/squashfs/comp/gzip.ts';
 import { nativeZlibEncode, wasmZlibEncode, zlibEncode } from '../../src/fs/squashfs/comp/libdeflate.ts';
 import { deflateSync, inflateSync } from 'node:zlib';
@@ -132,6 +132,35 @@ test('native and wasm liblzma: the same bytes at every preset and filter, and ea
   assert.throws(() => nativeXzDecode(n, bigDict, 131072, 1 << 20), /memory limit/);
   assert.throws(() => n.xzDecode('x' as unknown as number, good, new Uint8Array(10)), TypeError);
   assert.throws(() => n.xzEncode(6, 131072, 0, good, 'x' as unknown as Uint8Array), TypeError);
+});
+
+test('MicroLZMA (EROFS): native and wasm fill a fixed output with the same stream, and each decodes the other', { skip: native === undefined && 'no native addon here' }, () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 300_000 }), fc.constantFrom(4096, 16384, 65536), fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 1000 }), (size, cap, preset, seed) => {
+      const data = sample(size, seed);
+      const a = microLzmaEncode(data, preset, 1 << 20, cap);
+      const b = wasmMicroLzmaEncode(data, preset, 1 << 20, cap);
+      assert.deepEqual(a, b);
+      assert.ok(a.out.byteLength <= cap && a.consumed <= size);
+      if (size > 0) assert.ok(a.consumed > 0, 'some input always fits');
+      const want = data.subarray(0, a.consumed);
+      assert.deepEqual(microLzmaDecode(a.out, a.consumed, 1 << 20), want);
+      assert.deepEqual(wasmMicroLzmaDecode(a.out, a.consumed, 1 << 20), want);
+      if (a.consumed > 10) assert.deepEqual(microLzmaDecode(a.out, a.consumed - 10, 1 << 20, false), want.subarray(0, a.consumed - 10), 'a prefix');
+    }),
+    { numRuns: 40 },
+  );
+  const { out, consumed } = microLzmaEncode(sample(200_000, 5), 6, 1 << 20, 8192);
+  assert.equal(out[0] !== 0, true, 'the first byte holds the negated properties, never 0');
+  for (const [what, bytes, n] of [
+    ['truncated', out.subarray(0, out.length - 40), consumed],
+    ['longer output than the stream holds', out, consumed + 100],
+    ['not MicroLZMA', new Uint8Array(64), 100],
+  ] as const) {
+    assert.throws(() => microLzmaDecode(bytes, n, 1 << 20), LzmaError, what);
+    assert.throws(() => wasmMicroLzmaDecode(bytes, n, 1 << 20), LzmaError, what);
+  }
+  assert.throws(() => microLzmaDecode(out, consumed, 1 << 30), LzmaError, 'a dictionary past the limit');
 });
 
 test('native zlib decoding reads what zlib reads, and fails where zlib fails', { skip: native === undefined && 'no native addon here' }, () => {

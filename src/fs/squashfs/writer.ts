@@ -28,7 +28,7 @@ import type { Disk } from '../../io/disk.ts';
 import { SimulatedCrash, faultPoint } from '../../io/faults.ts';
 import { isAllZero, view } from '../../io/bytes.ts';
 import { compressorForWriting } from './comp/index.ts';
-import { createBlockCompressor, type BlockCompressor } from './comp/pool.ts';
+import { createBlockCompressor, type BlockCompressor, type InPlaceResult } from './comp/pool.ts';
 import type { CompressorName, CompressorSettings } from './comp/types.ts';
 import { encodeListing, type ListingChild } from './directory.ts';
 import { encodeDev, encodeInode, InodeType, NO_FRAGMENT, type Inode } from './inode.ts';
@@ -88,8 +88,8 @@ interface FileState {
 }
 
 type QueueItem =
-  | { kind: 'block'; file: FileState; raw: Uint8Array | undefined; job: Promise<Uint8Array | undefined> | undefined; verbatim?: StoredBlock }
-  | { kind: 'frag'; index: number; raw: Uint8Array; job: Promise<Uint8Array | undefined> }
+  | { kind: 'block'; file: FileState; length: number; job: Promise<InPlaceResult> | undefined; verbatim?: StoredBlock }
+  | { kind: 'frag'; index: number; length: number; job: Promise<InPlaceResult> }
   | { kind: 'done'; file: FileState; dupOf: DataResult | undefined };
 
 /** Buffered positional output to a host file or a Disk (grown with resize when it has one). */
@@ -304,8 +304,15 @@ async function writeImage(
   const maxQueue = 8192;
   let jobs = 0;
   let held = 0;
-  const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim !== undefined ? ('bytes' in item.verbatim ? item.verbatim.bytes.byteLength : 0) : (item.raw?.byteLength ?? 0)) : item.kind === 'frag' ? item.raw.byteLength : 0);
-  let fragBuf = new Uint8Array(bs);
+  const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim !== undefined ? ('bytes' in item.verbatim ? item.verbatim.bytes.byteLength : 0) : item.job !== undefined ? bs : 0) : item.kind === 'frag' ? bs : 0);
+  // Block buffers (bs bytes each) go to a compression job and come back holding its result; once
+  // written they are used for the next block, so a long run allocates a window's worth of them.
+  const spare: Uint8Array[] = [];
+  const takeBuffer = (): Uint8Array => spare.pop() ?? new Uint8Array(bs);
+  const giveBack = (b: Uint8Array): void => {
+    if (b.byteLength === bs && spare.length < window * 2 + 4) spare.push(b);
+  };
+  let fragBuf = takeBuffer();
   let fragLen = 0;
   let readBytes = 0;
 
@@ -324,21 +331,23 @@ async function writeImage(
         else if (n > 0) await output.writeFrom(n, pos, (dst) => v.readInto(dst));
         pos += n;
         f.result.words.push(v.word);
-      } else if (item.raw === undefined) {
+      } else if (item.job === undefined) {
         f.result.words.push(0);
       } else {
-        const c = await item.job;
-        const stored = c ?? item.raw;
+        const r = await item.job;
+        const stored = r.buffer.subarray(0, r.compressed ?? item.length);
         await output.write(stored, pos);
         pos += stored.byteLength;
-        f.result.words.push(stored.byteLength | (c === undefined ? 1 << 24 : 0));
+        f.result.words.push(stored.byteLength | (r.compressed === undefined ? 1 << 24 : 0));
+        giveBack(r.buffer);
       }
     } else if (item.kind === 'frag') {
-      const c = await item.job;
-      const stored = c ?? item.raw;
-      fragments[item.index] = { start: pos, size: stored.byteLength | (c === undefined ? 1 << 24 : 0) };
+      const r = await item.job;
+      const stored = r.buffer.subarray(0, r.compressed ?? item.length);
+      fragments[item.index] = { start: pos, size: stored.byteLength | (r.compressed === undefined ? 1 << 24 : 0) };
       await output.write(stored, pos);
       pos += stored.byteLength;
+      giveBack(r.buffer);
     } else {
       const f = item.file;
       if (item.dupOf) {
@@ -358,12 +367,13 @@ async function writeImage(
   };
   const closeFragment = async (): Promise<void> => {
     if (fragLen === 0) return;
-    const raw = fragBuf.subarray(0, fragLen);
     const index = fragments.length;
     fragments.push({ start: 0, size: 0 });
-    await push({ kind: 'frag', index, raw, job: pool.compress(raw) });
-    fragBuf = new Uint8Array(bs);
+    const job = pool.compressInPlace(fragBuf, fragLen);
+    const length = fragLen;
+    fragBuf = takeBuffer();
     fragLen = 0;
+    await push({ kind: 'frag', index, length, job });
   };
 
   // Only a file whose size another file shares can be a duplicate: no other file is hashed.
@@ -386,15 +396,21 @@ async function writeImage(
     }
     const hash = o.noDedup || verbatim || (sizeCounts.get(size) ?? 0) < 2 ? undefined : createHash('sha256');
     let blockIndex = 0;
-    let cur = new Uint8Array(Math.min(bs, size));
+    // The block being filled: a bs-byte buffer of which the first curCap bytes are this block.
+    let cur = takeBuffer();
+    let curCap = Math.min(bs, size);
     let curLen = 0;
     let total = 0;
-    const emitBlock = async (block: Uint8Array): Promise<void> => {
+    /** Pushes the first `len` bytes of `cur` as a block; `cur` is then a fresh buffer when it went to a job. */
+    const emitBlock = async (len: number): Promise<void> => {
+      const block = cur.subarray(0, len);
       if (isAllZero(block)) {
-        state.result.sparse += block.byteLength;
-        await push({ kind: 'block', file: state, raw: undefined, job: undefined });
+        state.result.sparse += len;
+        await push({ kind: 'block', file: state, length: len, job: undefined });
       } else {
-        await push({ kind: 'block', file: state, raw: block, job: pool.compress(block) });
+        const job = pool.compressInPlace(cur, len);
+        cur = takeBuffer();
+        await push({ kind: 'block', file: state, length: len, job });
       }
       blockIndex++;
     };
@@ -408,40 +424,33 @@ async function writeImage(
         if (v !== undefined) {
           if ((v.word & 0xffffff) !== storedBlockSize(v) || v.word & ~0x1ffffff) throw new RangeError(`verbatim block ${i}: size word does not match its ${storedBlockSize(v)} bytes`);
           if (v.word === 0) state.result.sparse += len;
-          await push({ kind: 'block', file: state, raw: undefined, job: undefined, verbatim: v });
+          await push({ kind: 'block', file: state, length: len, job: undefined, verbatim: v });
         } else {
-          const block = new Uint8Array(len);
-          await disk.read(block, i * bs);
-          if (isAllZero(block)) {
-            state.result.sparse += len;
-            await push({ kind: 'block', file: state, raw: undefined, job: undefined });
-          } else {
-            await push({ kind: 'block', file: state, raw: block, job: pool.compress(block) });
-          }
+          await disk.read(cur.subarray(0, len), i * bs);
+          await emitBlock(len);
         }
         total += len;
         readBytes += len;
         o.onProgress?.(readBytes);
       }
       if (fullBlocks * bs < size) {
-        cur = new Uint8Array(size - fullBlocks * bs);
-        await disk.read(cur, fullBlocks * bs);
-        curLen = cur.byteLength;
+        curLen = size - fullBlocks * bs;
+        await disk.read(cur.subarray(0, curLen), fullBlocks * bs);
         total = size;
       }
     } else for await (const piece of contentPieces(content, size, bs)) {
       let at = 0;
       while (at < piece.byteLength) {
         if (total + (piece.byteLength - at) > size) throw new RangeError(`file content is longer than its declared size ${size}`);
-        const n = Math.min(piece.byteLength - at, cur.byteLength - curLen);
+        const n = Math.min(piece.byteLength - at, curCap - curLen);
         cur.set(piece.subarray(at, at + n), curLen);
         curLen += n;
         at += n;
         total += n;
-        if (curLen === cur.byteLength && blockIndex < fullBlocks) {
-          hash?.update(cur);
-          await emitBlock(cur);
-          cur = new Uint8Array(Math.min(bs, size - total));
+        if (curLen === curCap && blockIndex < fullBlocks) {
+          hash?.update(cur.subarray(0, curCap));
+          await emitBlock(curCap);
+          curCap = Math.min(bs, size - total);
           curLen = 0;
         }
       }
@@ -454,6 +463,7 @@ async function writeImage(
     const key = hash === undefined ? undefined : `${size}:${hash.digest('hex')}`;
     const dup = key === undefined ? undefined : byHash.get(key);
     if (dup) {
+      giveBack(cur);
       state.skip = true;
       await push({ kind: 'done', file: state, dupOf: dup });
       continue;
@@ -465,6 +475,7 @@ async function writeImage(
       fragBuf.set(tail, fragLen);
       fragLen += tail.byteLength;
     }
+    giveBack(cur);
     if (key !== undefined) byHash.set(key, state.result);
     if (sameKey !== undefined) byHash.set(sameKey, state.result);
     await push({ kind: 'done', file: state, dupOf: undefined });

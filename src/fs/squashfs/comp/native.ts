@@ -19,6 +19,8 @@ export interface NativeCodecs {
   xzEncode(preset: number, dictSize: number, bcjId: number, src: Uint8Array, dst: Uint8Array): number;
   xzDecode(memlimit: number, src: Uint8Array, dst: Uint8Array): number;
   xzVersion(): number;
+  microLzmaDecode(dictSize: number, exact: number, src: Uint8Array, dst: Uint8Array): number;
+  microLzmaEncode(preset: number, dictSize: number, src: Uint8Array, dst: Uint8Array, outLen: Uint8Array): number;
   /** The content length, or -(libdeflate_result): 1 bad data, 3 more output than dst holds, 4 out of memory. */
   zlibDecode(src: Uint8Array, dst: Uint8Array): number;
   /** The zlib stream's length, 0 when it does not fit in dst, or -1 (bad level, no memory). */

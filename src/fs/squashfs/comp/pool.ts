@@ -2,7 +2,10 @@
  * Block coding off the main thread: a fixed pool of worker_threads, each holding its own codec.
  * - Compression jobs resolve to the compressed bytes, or undefined when compression does not shrink
  *   the block (the writer then stores it uncompressed). A compressed block is a pure function of its
- *   bytes and the codec settings, so where it ran does not change the image.
+ *   bytes and the codec settings, so where it ran does not change the image. `compressInPlace` hands
+ *   the block's buffer to the worker and gets the same memory back holding the compressed bytes (or
+ *   the block as it was): the writer's block buffers circulate instead of being allocated, copied and
+ *   answered with a third buffer for every block.
  * - Decompression jobs (readers, for read-ahead) resolve to the block, or reject with the codec's
  *   CorruptImageError message.
  * - Extraction jobs read a run of a file's stored blocks from the image's descriptor, decode them
@@ -21,8 +24,17 @@ import { compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
 import type { ActiveSetup, ExtractBlock, WorkerError, WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
 
+export interface InPlaceResult {
+  /** The buffer handed in (the same memory, transferred back from a worker). */
+  readonly buffer: Uint8Array;
+  /** The compressed length at the start of `buffer`, or undefined when compression did not shrink the block (then `buffer` holds it unchanged). */
+  readonly compressed: number | undefined;
+}
+
 export interface BlockCompressor {
   compress(data: Uint8Array): Promise<Uint8Array | undefined>;
+  /** Compresses the first `length` bytes of `buffer` (a whole ArrayBuffer's view), which is taken over until the result hands it back. */
+  compressInPlace(buffer: Uint8Array, length: number): Promise<InPlaceResult>;
   close(): Promise<void>;
 }
 
@@ -138,6 +150,12 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
         const out = comp.compress(data);
         return out.byteLength < data.byteLength ? out : undefined;
       },
+      async compressInPlace(buffer, length) {
+        const out = comp.compress(buffer.subarray(0, length));
+        if (out.byteLength >= length) return { buffer, compressed: undefined };
+        buffer.set(out, 0);
+        return { buffer, compressed: out.byteLength };
+      },
       async close() {},
     };
   }
@@ -146,6 +164,13 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
     async compress(data) {
       const reply = await pool.run({ data, maxSize: data.byteLength }, false);
       return reply.out === null ? undefined : asBytes(reply.out);
+    },
+    async compressInPlace(buffer, length) {
+      if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) throw new RangeError('compressInPlace needs a whole buffer');
+      const reply = await pool.run({ data: buffer, maxSize: length, inPlace: length }, true);
+      if (reply.out === null) throw new Error('compression worker: the block buffer did not come back');
+      const back = asBytes(reply.out);
+      return { buffer: back, compressed: reply.length !== undefined && reply.length >= 0 ? reply.length : undefined };
     },
     close: () => pool.close(),
   };

@@ -30,7 +30,7 @@ export function embeddedModule<T extends CodecExports>(base64: string): () => T 
  * Copies `input` into the instance, allocates `outCap` bytes for output, runs `f` with both
  * addresses, and frees them whatever happens. `outOfMemory` builds the error for a failed allocation.
  */
-function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
+export function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, outCap: number, outOfMemory: () => Error, f: (inPtr: number, outPtr: number) => T): T {
   const inPtr = x.ls_alloc(Math.max(1, input.byteLength));
   const outPtr = x.ls_alloc(Math.max(1, outCap));
   try {
@@ -44,7 +44,7 @@ function withBuffers<T, X extends CodecExports>(x: X, input: Uint8Array, outCap:
 }
 
 /** A copy of `length` bytes at `ptr` (the instance's memory may move on its next call). */
-function copyOut(x: CodecExports, ptr: number, length: number): Uint8Array {
+export function copyOut(x: CodecExports, ptr: number, length: number): Uint8Array {
   return new Uint8Array(x.memory.buffer, ptr, length).slice();
 }
 

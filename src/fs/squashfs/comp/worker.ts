@@ -27,12 +27,16 @@ export interface WorkerJob {
   id: number;
   data: Uint8Array;
   maxSize: number;
+  /** Compress the first `inPlace` bytes of `data` and send `data` back holding the result. */
+  inPlace?: number;
   extract?: { imageFd: number; outFd: number; blocks: ExtractBlock[] };
 }
 /** out: the result, or null for a block that compression did not shrink (or on error). */
 export interface WorkerReply {
   id: number;
   out: Uint8Array | null;
+  /** In-place jobs: the compressed length at the start of `out`, or -1 when `out` holds the block unchanged. */
+  length?: number;
   error?: WorkerError;
 }
 /** An error crossing back to the main thread: a CorruptImageError's parts, or a system error's code. */
@@ -109,6 +113,14 @@ if (workerData !== undefined && workerData !== null && parentPort !== null) {
       } catch (err) {
         port.postMessage({ id: job.id, out: null, error: describe(err, 'write') } satisfies WorkerReply);
       }
+      return;
+    }
+    if (setup.direction === 'compress' && job.inPlace !== undefined) {
+      const n = job.inPlace;
+      const out = comp.compress(job.data.subarray(0, n));
+      const shrunk = out.byteLength < n;
+      if (shrunk) job.data.set(out, 0);
+      port.postMessage({ id: job.id, out: job.data, length: shrunk ? out.byteLength : -1 } satisfies WorkerReply, [job.data.buffer as ArrayBuffer]);
       return;
     }
     if (setup.direction === 'compress') {
