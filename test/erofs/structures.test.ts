@@ -231,7 +231,7 @@ test('compressor configs: decode(encode(x)) = x; bad records give typed errors',
   const cfgs = fc.record({
     algorithms: fc.integer({ min: 0, max: 15 }),
     lz4: fc.record({ maxDistance: fc.integer({ min: 0, max: 0xffff }), maxPclusterBlocks: fc.integer({ min: 0, max: 0xffff }) }),
-    lzma: fc.record({ dictSize: fc.integer({ min: 0, max: 8 << 20 }), format: fc.constant(0) }),
+    lzma: fc.record({ dictSize: fc.integer({ min: 4096, max: 8 << 20 }), format: fc.constant(0) }),
     deflate: fc.record({ windowBits: fc.integer({ min: 8, max: 15 }) }),
     zstd: fc.record({ format: fc.constant(0), windowLog: fc.integer({ min: 0, max: 17 }) }),
   });

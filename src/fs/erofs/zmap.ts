@@ -28,6 +28,7 @@ import { CorruptImageError, UnsupportedFeatureError } from '../../errors.ts';
 import { view } from '../../io/bytes.ts';
 import { lz4Decode } from '../squashfs/comp/liblz4.ts';
 import { zstdDecode } from '../squashfs/comp/libzstd.ts';
+import { microLzmaDecode } from '../squashfs/comp/liblzma.ts';
 import { DataLayout, type Inode } from './inode.ts';
 import { WeightedLru } from './lru.ts';
 import { lz4DecodePrefix } from './lz4partial.ts';
@@ -202,7 +203,7 @@ export function decodeComprCfgs(bytes: Uint8Array, algorithms: number, pos = 0):
     else if (alg === Algorithm.lzma) {
       const dictSize = dv.getUint32(0, true);
       const format = dv.getUint16(4, true);
-      if (dictSize > 8 * PCLUSTER_MAX_SIZE) throw new CorruptImageError('erofs', 'lzma_cfgs.dict_size', `${dictSize} is more than 8 MiB`, where);
+      if (dictSize < 4096 || dictSize > 8 * PCLUSTER_MAX_SIZE) throw new CorruptImageError('erofs', 'lzma_cfgs.dict_size', `${dictSize} is outside 4 KiB .. 8 MiB`, where);
       if (format !== 0) throw new UnsupportedFeatureError('erofs', 'LZMA_FORMAT', `format ${format}`);
       out.lzma = { dictSize, format };
     } else if (alg === Algorithm.deflate) {
@@ -294,12 +295,6 @@ export interface ZMapperHost {
   meta(pos: number, len: number): Promise<Uint8Array>;
   raw(pos: number, len: number): Promise<Uint8Array>;
   packed(buf: Uint8Array, offset: number): Promise<void>;
-}
-
-/** A hook for the MicroLZMA decoder (src/fs/squashfs/comp/liblzma.ts when it has one). */
-let microLzma: ((src: Uint8Array, outSize: number, dictSize: number) => Uint8Array) | undefined;
-export function setMicroLzmaDecoder(fn: typeof microLzma): void {
-  microLzma = fn;
 }
 
 export class ZMapper {
@@ -604,9 +599,9 @@ export class ZMapper {
           out = new Uint8Array(inflateRawSync(src, { maxOutputLength: Math.max(cap, 1), finishFlush: zlibConstants.Z_SYNC_FLUSH }));
           break;
         case Algorithm.lzma: {
-          if (microLzma === undefined) throw new UnsupportedFeatureError('erofs', 'LZMA', 'MicroLZMA pclusters: no decoder in this build yet');
-          const dict = this.#host.cfgs.lzma?.dictSize ?? 1 << 20;
-          out = microLzma(src, cap, Math.max(dict, 4096));
+          const dict = this.#host.cfgs.lzma?.dictSize;
+          if (dict === undefined) throw this.#corrupt(inode, 'compr_cfgs', 'an LZMA pcluster without an LZMA config record');
+          out = microLzmaDecode(src, x.llen, dict, !x.partialRef);
           break;
         }
         default:
