@@ -460,7 +460,8 @@ export class ZMapper {
   /** The head lcluster of the extent holding byte `q`, and the end of that extent. */
   async #locate(inode: Inode, info: ZInfo, q: number, findTail: boolean): Promise<{ head: Lcluster; la: number; end: number; firstNextPackOff: number }> {
     const bits = info.lclusterBits;
-    const count = this.#lclusterCount(inode, info);
+    // An extent decodes to at most 12 MiB: no walk from its head to its end needs more steps.
+    const maxSteps = Math.min(this.#lclusterCount(inode, info), Math.ceil(PCLUSTER_MAX_DSIZE / 2 ** bits) + 2);
     const lcn = Math.floor(q / 2 ** bits);
     const endoff = q - lcn * 2 ** bits;
     const first = await this.#load(inode, info, lcn, false);
@@ -475,7 +476,7 @@ export class ZMapper {
       distance = first.delta0;
     }
     for (let steps = 0; distance >= 0; steps++) {
-      if (distance === 0 || head.lcn < distance || steps > count) throw this.#corrupt(inode, 'z_erofs_lcluster_index.delta', `bogus lookback distance ${distance} at lcluster ${head.lcn}`);
+      if (distance === 0 || head.lcn < distance || steps > maxSteps) throw this.#corrupt(inode, 'z_erofs_lcluster_index.delta', `bogus lookback distance ${distance} at lcluster ${head.lcn}`);
       head = await this.#load(inode, info, head.lcn - distance, false);
       distance = head.type === LclusterType.nonhead ? head.delta0 : -1;
     }
@@ -485,7 +486,7 @@ export class ZMapper {
       let k = head.lcn;
       for (let steps = 0; ; steps++) {
         if (k * 2 ** bits >= inode.size) break;
-        if (steps > count) throw this.#corrupt(inode, 'z_erofs_lcluster_index.delta', 'lookahead does not end');
+        if (steps > maxSteps) throw this.#corrupt(inode, 'z_erofs_lcluster_index.delta', 'the extent runs on past 12 MiB');
         const rec = await this.#load(inode, info, k, true);
         let step: number;
         if (rec.type === LclusterType.nonhead) step = rec.delta1 || 1;
