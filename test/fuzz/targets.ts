@@ -609,13 +609,14 @@ export const erofsTarget: Target = {
   async seeds() {
     const seeds: Seed[] = [];
     if (has('mkfs.erofs')) {
-      for (const args of [[], ['-zlz4hc'], ['-zlz4', '-Eztailpacking', '-C16384'], ['--chunksize=4096'], ['-zlz4hc', '-Elegacy-compress']]) {
+      // Without the superblock checksum (-Enosbcrc), mutations of block 0 (where small images keep inodes and directories) reach the decoders.
+      for (const args of [[], ['-Enosbcrc'], ['-zlz4hc', '-Enosbcrc'], ['-zlz4', '-Eztailpacking,nosbcrc', '-C16384'], ['--chunksize=4096', '-Enosbcrc'], ['-zlz4hc', '-Elegacy-compress,nosbcrc']]) {
         const img = cachedToolImage(`mkfs.erofs 1.5 ${args.join(' ')}`, (dir, out) => sh('mkfs.erofs', ['--quiet', '-T1700000000', ...args, out, erofsSource(dir)]));
         if (img) seeds.push(await erofsSeed(`mkfs.erofs ${args.join(' ')}`, img));
       }
     }
     if (existsSync(join(TRIXIE, 'usr/bin/mkfs.erofs'))) {
-      for (const args of [['-zlzma', '-Efragments', '-C65536'], ['-zdeflate', '-Eall-fragments,dedupe'], ['-zzstd', '--xattr-prefix=trusted.overlay.']]) {
+      for (const args of [['-zlzma', '-Efragments,nosbcrc', '-C65536'], ['-zdeflate', '-Eall-fragments,dedupe,nosbcrc'], ['-zzstd', '-Enosbcrc', '--xattr-prefix=trusted.overlay.']]) {
         const img = cachedToolImage(`mkfs.erofs 1.8.6 ${args.join(' ')}`, (_dir, out) => {
           const work = join(TRIXIE, 'tmp', `lsk-fuzz-erofs-${process.pid}-${Math.random().toString(36).slice(2)}`);
           mkdirSync(work, { recursive: true });

@@ -14,7 +14,7 @@
  * - Untrusted sizes never allocate beyond the image: directories are read block by block, names
  *   and counts are bounded by the block, and `walk` refuses a directory seen twice (cycles).
  */
-import { CorruptImageError, NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
+import { CorruptImageError, NotFoundError, OutOfRangeError, ReadOnlyError, UnsupportedFeatureError } from '../../errors.ts';
 import { checkRange, type Disk } from '../../io/disk.ts';
 import { view } from '../../io/bytes.ts';
 import type { FsXattr, NodeKind } from '../filesystem.ts';
@@ -392,7 +392,7 @@ export class ErofsReader {
   async readFile(inodeOrPath: Inode | string): Promise<Uint8Array> {
     const i = typeof inodeOrPath === 'string' ? await this.lookup(inodeOrPath) : inodeOrPath;
     if (i.kind !== 'file') throw new NotFoundError(`not a regular file: ${typeof inodeOrPath === 'string' ? inodeOrPath : `nid ${i.nid}`}`);
-    if (i.size > 1 << 30) throw new RangeError(`nid ${i.nid} is ${i.size} bytes: read it through openFileDisk`);
+    if (i.size > 1 << 30) throw new OutOfRangeError(`nid ${i.nid} is ${i.size} bytes: read it through openFileDisk`);
     const out = new Uint8Array(i.size);
     await this.readRange(i, out, 0);
     return out;

@@ -549,19 +549,13 @@ export class ZMapper {
     return next.compressedBlocks;
   }
 
-  /** The decoded bytes of an extent (exactly llen). */
+  /** The decoded bytes of an extent in blocks or inline (exactly llen). */
   async #decode(inode: Inode, x: Extent): Promise<Uint8Array> {
     const key = `${inode.nid}:${x.la}`;
     const known = this.#data.get(key);
     if (known !== undefined) return known;
-    let out: Uint8Array;
-    if (x.source === 'fragment') {
-      out = new Uint8Array(x.llen);
-      await this.#host.packed(out, x.pa);
-    } else {
-      const raw = x.source === 'inline' ? Uint8Array.from(await this.#host.meta(x.pa, x.plen)) : await this.#host.raw(x.pa, x.plen);
-      out = this.#decodePcluster(inode, x, raw);
-    }
+    const raw = x.source === 'inline' ? Uint8Array.from(await this.#host.meta(x.pa, x.plen)) : await this.#host.raw(x.pa, x.plen);
+    const out = this.#decodePcluster(inode, x, raw);
     this.#data.set(key, out, out.byteLength);
     return out;
   }
@@ -624,9 +618,15 @@ export class ZMapper {
     for (let pos = offset; pos < end; ) {
       const x = await this.extent(inode, pos);
       if (pos < x.la || pos >= x.la + x.llen) throw this.#corrupt(inode, 'z_erofs_lcluster_index', `byte ${pos} maps to the extent [${x.la}, ${x.la + x.llen})`);
-      const data = await this.#decode(inode, x);
       const n = Math.min(end, x.la + x.llen) - pos;
-      buf.set(data.subarray(pos - x.la, pos - x.la + n), pos - offset);
+      if (x.source === 'fragment') {
+        // Straight from the packed inode (its own extents are cached): a whole-file fragment is never held at once.
+        if (inode.nid === this.#host.superblock.packedNid) throw this.#corrupt(inode, 'z_erofs_map_header.h_advise', 'the packed inode refers to a fragment of itself');
+        await this.#host.packed(buf.subarray(pos - offset, pos - offset + n), x.pa + (pos - x.la));
+      } else {
+        const data = await this.#decode(inode, x);
+        buf.set(data.subarray(pos - x.la, pos - x.la + n), pos - offset);
+      }
       pos += n;
     }
   }
