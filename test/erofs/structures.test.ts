@@ -31,7 +31,7 @@ const superblockArb: fc.Arbitrary<Superblock> = fc.record({
   inos: fc.integer({ min: 0, max: 2 ** 40 }),
   epoch: fc.integer({ min: 0, max: 2 ** 40 }),
   fixedNsec: fc.integer({ min: 0, max: 999_999_999 }),
-  blocks: fc.nat(),
+  blocks: fc.nat({ max: 1 << 14 }),
   metaBlkaddr: fc.integer({ min: 0, max: 1000 }),
   xattrBlkaddr: fc.integer({ min: 0, max: 1000 }),
   uuid: u8(16),
@@ -83,8 +83,9 @@ test('superblock: bad fields give typed errors naming them', () => {
   assert.equal(field({ featureIncompat: 0x100 }), 'METABOX');
   assert.equal(field({ featureIncompat: 0x400 }), 'INCOMPAT_0x400');
   assert.equal(field({ fixedNsec: 1e9 }), 'superblock.fixed_nsec');
-  assert.equal(field({ metaBlkaddr: 10, blkszbits: 12 }, 4096 * 10), 'superblock.meta_blkaddr');
+  assert.equal(field({ metaBlkaddr: 10, blkszbits: 12, blocks: 5 }, 4096 * 10), 'superblock.meta_blkaddr');
   assert.equal(field({ dirblkbits: 1 }), 'DIRBLKBITS');
+  assert.equal(field({ blocks: 11, blkszbits: 12, metaBlkaddr: 0, xattrBlkaddr: 0, rootNid: 0, packedNid: 0 }, 4096 * 10), 'superblock.blocks');
   assert.equal(field({ xattrPrefixCount: 3, featureIncompat: 0 }), 'superblock.xattr_prefix_count');
   assert.throws(() => decodeSuperblock(encodeSuperblock({ ...good, extSlots: 200 }).subarray(0, 128), IMAGE), (e: unknown) => e instanceof CorruptImageError && e.field === 'superblock.sb_extslots');
 });

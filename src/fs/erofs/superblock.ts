@@ -129,6 +129,7 @@ export function decodeSuperblock(bytes: Uint8Array, deviceSize: number): Superbl
   const buildTime = dv.getUint32(108, true);
   if (fixedNsec >= 1e9) throw corrupt('fixed_nsec', `${fixedNsec} is not below 10^9`, 32);
   const imageBlocks = Math.floor(deviceSize / blockSize);
+  if (blocks > imageBlocks) throw corrupt('blocks', `${blocks} blocks of ${blockSize} bytes do not fit in the ${deviceSize}-byte image (truncated?)`, 36);
   if (metaBlkaddr >= imageBlocks) throw corrupt('meta_blkaddr', `block ${metaBlkaddr} is past the image (${imageBlocks} blocks)`, 40);
   if (xattrBlkaddr >= imageBlocks) throw corrupt('xattr_blkaddr', `block ${xattrBlkaddr} is past the image (${imageBlocks} blocks)`, 44);
   const metaSlots = ((imageBlocks - metaBlkaddr) * blockSize) / 32;
