@@ -93,3 +93,14 @@ test('chunks on an extra device (--blobdev) are refused by name', { skip }, asyn
   assert.equal(r.superblock.extraDevices, 1);
   await assert.rejects(r.readFile('/a/b/c/file'), (e: unknown) => e instanceof UnsupportedFeatureError && e.feature === 'EXTRA_DEVICES');
 });
+
+test('the registry opens an EROFS volume by its signature as the common FileSystem', { skip }, async () => {
+  const { probeSignatures } = await import('../../src/io/signature.ts');
+  const { openFileSystem } = await import('../../src/fs/registry.ts');
+  const disk = new MemoryDisk(Uint8Array.from(images.lz4!), { readOnly: true });
+  const names = (await probeSignatures(disk)).map((s: { name: string }) => s.name);
+  assert.ok(names.includes('erofs'), names.join(','));
+  const opened = await openFileSystem(disk, names);
+  assert.equal(opened?.fs.type, 'erofs');
+  assert.equal((await opened!.fs.stat('/a/b/c/file')).size, texts.byteLength);
+});
