@@ -1,9 +1,22 @@
 /** A seeded, varied source tree for EROFS oracle tests, and our reader's view in the shape of squashfs/fixture.ts's snapshot(). */
 import { chownSync, linkSync, mkdirSync, symlinkSync, truncateSync, utimesSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { run } from '../helpers/tools.ts';
 import type { ErofsReader } from '../../src/fs/erofs/reader.ts';
+
+/** The Debian 13 chroot with erofs-utils 1.8.6 (scripts/trixie/build.sh makes it). */
+export const TRIXIE = fileURLToPath(new URL('../../.cache/trixie', import.meta.url));
+
+/** Like missingTools(): false when the chroot's mkfs.erofs is there, a skip reason locally, a failure in CI. */
+export function missingTrixie(): false | string {
+  if (existsSync(join(TRIXIE, 'usr/bin/mkfs.erofs'))) return false;
+  const reason = `erofs-utils 1.8.6 is not there (${TRIXIE}; run scripts/trixie/build.sh)`;
+  if (process.env.CI) throw new Error(`CI must have every oracle: ${reason}`);
+  return reason;
+}
 
 export function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;

@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import '../helpers/setup.ts';
@@ -16,12 +16,12 @@ import { FileDisk } from '../../src/io/disk.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { ErofsFileSystem } from '../../src/fs/erofs/filesystem.ts';
 import { diffSnapshots, snapshot } from '../squashfs/fixture.ts';
-import { erofsSnapshot, makeErofsTree, rng } from './fixture.ts';
+import { erofsSnapshot, makeErofsTree, missingTrixie, rng, TRIXIE } from './fixture.ts';
 
-const CHROOT = '/work/main/.cache/trixie';
-const hasChroot = existsSync(join(CHROOT, 'usr/bin/mkfs.erofs'));
+const CHROOT = TRIXIE;
 const skipHost = missingTools('mkfs.erofs', 'mount', 'umount', 'setfattr', 'getfattr', 'mknod', 'mkfifo', 'python3');
-const skipNew = skipHost || (hasChroot ? false : process.env.CI ? assert.fail('CI must have erofs-utils 1.8.6 (the trixie chroot)') : `erofs-utils 1.8.6 is not there (${CHROOT})`);
+const skipNew = skipHost || missingTrixie();
+const hasChroot = skipNew === false;
 
 // Under the chroot's /tmp when it exists, so both mkfs.erofs versions see the same tree.
 const base = hasChroot ? join(CHROOT, 'tmp') : tmpdir();

@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Disk } from '../../src/io/disk.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { Ext4, ROOT_INO } from '../../src/fs/ext4/fs.ts';
@@ -578,7 +579,7 @@ const EROFS_SB_FIELDS: [string, number, 1 | 2 | 4 | 8][] = [
   ['xattr_prefix_start', 92, 4], ['packed_nid', 96, 8],
 ];
 const EROFS_INODE_FIELDS: [string, number, 1 | 2 | 4][] = [['i_format', 0, 2], ['i_xattr_icount', 2, 2], ['i_mode', 4, 2], ['i_nb', 6, 2], ['i_size', 8, 4], ['i_u', 16, 4]];
-const TRIXIE = '/work/main/.cache/trixie';
+const TRIXIE = fileURLToPath(new URL('../../.cache/trixie', import.meta.url));
 
 /** Fields of the superblock and of the first inodes; hot ranges: block 0, every inode with what follows it, directory blocks. */
 async function erofsSeed(name: string, bytes: Uint8Array): Promise<Seed> {
