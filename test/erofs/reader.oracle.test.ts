@@ -131,6 +131,8 @@ const variants: Array<{ name: string; tool: 'host' | 'new'; args: string[] }> = 
   { name: 'long xattr prefixes (in the packed inode)', tool: 'new', args: ['-zlz4', '-Efragments', '--xattr-prefix=trusted.overlay.', '--xattr-prefix=user.sha'] },
   { name: 'long xattr prefixes (metadata area), xattr name filter', tool: 'new', args: ['--xattr-prefix=trusted.overlay.', '-Exattr-name-filter'] },
   { name: '1 KiB blocks', tool: 'new', args: ['-b1024', '-zlz4'] },
+  { name: '512-byte blocks, zstd', tool: 'new', args: ['-b512', '-zzstd'] },
+  { name: 'chunk-based, 1 MiB chunk indexes', tool: 'new', args: ['--chunksize=1048576', '-Eforce-chunk-indexes'] },
   { name: 'fixed time -T', tool: 'new', args: ['-T1700000000', '-zzstd'] },
 ];
 
