@@ -34,6 +34,13 @@ const FILESYSTEMS: readonly FsEntryPoint[] = [
     },
   },
   {
+    matches: (s) => s === 'erofs',
+    open: async (disk) => {
+      const [{ ErofsReader }, { ErofsFileSystem }] = await Promise.all([import('./erofs/reader.ts'), import('./erofs/filesystem.ts')]);
+      return new ErofsFileSystem(await ErofsReader.open(disk));
+    },
+  },
+  {
     matches: (s) => s.startsWith('vfat'),
     open: async (disk, o) => (await import('./fat/index.ts')).FatFs.open(disk, { readOnly: !o.write }),
   },

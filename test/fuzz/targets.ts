@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Disk } from '../../src/io/disk.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { Ext4, ROOT_INO } from '../../src/fs/ext4/fs.ts';
@@ -19,6 +20,7 @@ import { mkfs } from '../../src/fs/ext4/mkfs.ts';
 import { Ext4Writer } from '../../src/fs/ext4/writer.ts';
 import { copyIn } from '../../src/fs/ext4/copyin.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
+import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { dirNode, fileNode } from '../../src/fs/squashfs/tree.ts';
 import { LuksVolume } from '../../src/xform/luks/volume.ts';
@@ -568,8 +570,98 @@ export const dmsnapTarget: Target = {
   },
 };
 
+// ---- erofs ------------------------------------------------------------------------------------
+
+const EROFS_SB_FIELDS: [string, number, 1 | 2 | 4 | 8][] = [
+  ['magic', 0, 4], ['checksum', 4, 4], ['feature_compat', 8, 4], ['blkszbits', 12, 1], ['sb_extslots', 13, 1], ['root_nid', 14, 2],
+  ['inos', 16, 8], ['epoch', 24, 8], ['fixed_nsec', 32, 4], ['blocks', 36, 4], ['meta_blkaddr', 40, 4], ['xattr_blkaddr', 44, 4],
+  ['feature_incompat', 80, 4], ['available_compr_algs', 84, 2], ['extra_devices', 86, 2], ['dirblkbits', 90, 1], ['xattr_prefix_count', 91, 1],
+  ['xattr_prefix_start', 92, 4], ['packed_nid', 96, 8],
+];
+const EROFS_INODE_FIELDS: [string, number, 1 | 2 | 4][] = [['i_format', 0, 2], ['i_xattr_icount', 2, 2], ['i_mode', 4, 2], ['i_nb', 6, 2], ['i_size', 8, 4], ['i_u', 16, 4]];
+const TRIXIE = fileURLToPath(new URL('../../.cache/trixie', import.meta.url));
+
+/** Fields of the superblock and of the first inodes; hot ranges: block 0, every inode with what follows it, directory blocks. */
+async function erofsSeed(name: string, bytes: Uint8Array): Promise<Seed> {
+  const fields: Field[] = EROFS_SB_FIELDS.map(([n, o, w]) => ({ name: `superblock.${n}`, offset: 1024 + o, width: w === 1 ? 1 : w }) as Field);
+  const hot: [number, number][] = [[0, 4096]];
+  const reader = await ErofsReader.open(new MemoryDisk(bytes, { readOnly: true }));
+  let n = 0;
+  for await (const e of reader.walk()) {
+    const i = e.inode;
+    hot.push([i.pos, Math.min(bytes.byteLength, i.bodyPos + 256)]);
+    if (n++ < 12) fields.push(...EROFS_INODE_FIELDS.map(([f, o, w]) => ({ name: `inode[${i.nid}].${f}`, offset: i.pos + o, width: w }) as Field));
+    if (i.kind === 'dir' && i.startBlock !== undefined) hot.push([i.startBlock * reader.blockSize, Math.min(bytes.byteLength, i.startBlock * reader.blockSize + i.size)]);
+  }
+  return { name, bytes, fields, hot: mergeRanges(hot) };
+}
+
+function erofsSource(dir: string): string {
+  const src = sourceTree(dir);
+  writeFileSync(join(src, 'words'), 'alpha beta gamma delta '.repeat(20000));
+  spawnSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(src, 'a')]);
+  spawnSync('setfattr', ['-n', 'user.shared', '-v', 'same', join(src, 'a/text')]);
+  spawnSync('setfattr', ['-n', 'user.shared', '-v', 'same', join(src, 'zeros')]);
+  return src;
+}
+
+export const erofsTarget: Target = {
+  name: 'erofs',
+  async seeds() {
+    const seeds: Seed[] = [];
+    if (has('mkfs.erofs')) {
+      // Without the superblock checksum (-Enosbcrc), mutations of block 0 (where small images keep inodes and directories) reach the decoders.
+      for (const args of [[], ['-Enosbcrc'], ['-zlz4hc', '-Enosbcrc'], ['-zlz4', '-Eztailpacking,nosbcrc', '-C16384'], ['--chunksize=4096', '-Enosbcrc'], ['-zlz4hc', '-Elegacy-compress,nosbcrc']]) {
+        const img = cachedToolImage(`mkfs.erofs 1.5 ${args.join(' ')}`, (dir, out) => sh('mkfs.erofs', ['--quiet', '-T1700000000', ...args, out, erofsSource(dir)]));
+        if (img) seeds.push(await erofsSeed(`mkfs.erofs ${args.join(' ')}`, img));
+      }
+    }
+    if (existsSync(join(TRIXIE, 'usr/bin/mkfs.erofs'))) {
+      for (const args of [['-zlzma', '-Efragments,nosbcrc', '-C65536'], ['-zdeflate', '-Eall-fragments,dedupe,nosbcrc'], ['-zzstd', '-Enosbcrc', '--xattr-prefix=trusted.overlay.']]) {
+        const img = cachedToolImage(`mkfs.erofs 1.8.6 ${args.join(' ')}`, (_dir, out) => {
+          const work = join(TRIXIE, 'tmp', `lsk-fuzz-erofs-${process.pid}-${Math.random().toString(36).slice(2)}`);
+          mkdirSync(work, { recursive: true });
+          try {
+            erofsSource(work);
+            const inside = `/tmp/${work.slice(join(TRIXIE, 'tmp').length + 1)}`;
+            sh('chroot', [TRIXIE, 'mkfs.erofs', '--quiet', '-T1700000000', ...args, `${inside}/out.img`, `${inside}/src`]);
+            writeFileSync(out, readFileSync(join(work, 'out.img')));
+          } finally {
+            rmSync(work, { recursive: true, force: true });
+          }
+        });
+        if (img) seeds.push(await erofsSeed(`mkfs.erofs 1.8.6 ${args.join(' ')}`, img));
+      }
+    }
+    return seeds;
+  },
+  async exercise(disk, _seed, budget) {
+    const reader = await ErofsReader.open(disk, { cacheBytes: 2 << 20 });
+    let n = 0;
+    let streamed = 0;
+    const buf = new Uint8Array(PIECE);
+    for await (const e of reader.walk()) {
+      if (++n > MAX_ENTRIES) break;
+      checkDeadline(budget);
+      await reader.xattrs(e.inode);
+      if (e.inode.kind === 'symlink') await reader.readlink(e.inode);
+      if (e.inode.kind === 'file') {
+        const f = await reader.openFileDisk(e.inode);
+        for (let at = 0; at < f.size && streamed < MAX_STREAM; at += PIECE) {
+          const piece = buf.subarray(0, Math.min(PIECE, f.size - at));
+          await f.read(piece, at);
+          streamed += piece.byteLength;
+          checkDeadline(budget);
+        }
+        if (f.size > 0) await f.read(buf.subarray(0, Math.min(f.size, 4096)), Math.max(0, f.size - 4096));
+      }
+    }
+  },
+};
+
 export const TARGETS: Record<string, Target> = {
   squashfs: squashfsTarget,
+  erofs: erofsTarget,
   ext4: ext4Target,
   luks1: luks1Target,
   luks2: luks2Target,

@@ -22,6 +22,7 @@ const FAMILIES: readonly Family[] = [
   { names: ['luks'], load: async () => (await import('./luks.ts')).registerLuks },
   { names: ['home'], load: async () => (await import('./home.ts')).registerHome },
   { names: ['squashfs'], load: async () => (await import('./squashfs.ts')).registerSquashfs, prestart: prestartExtractWorkers },
+  { names: ['erofs'], load: async () => (await import('./erofs.ts')).registerErofs },
 ];
 
 /**

@@ -22,10 +22,10 @@
  * `depth` pieces (blocks or fragment tails) of the files coming next are read and decoded (xz on worker
  * threads) while the current one is written. Memory either way: a bounded number of blocks.
  */
-import { chmodSync, closeSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, symlinkSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { AlreadyExistsError, CorruptImageError, fromSystemError, LivestickError } from '../../errors.ts';
-import { isAllZero } from '../../io/bytes.ts';
+import { clearForNonDir, host, lstatOrUndefined, writePiece } from '../extract-host.ts';
 import { defaultExtractThreads } from './comp/pool.ts';
 import type { ExtractBlock } from './comp/worker.ts';
 import { NO_FRAGMENT, type FileInode, type Inode } from './inode.ts';
@@ -50,42 +50,6 @@ export interface ExtractResult {
   hardlinks: number;
   bytes: number;
   skipped: Array<{ path: string; reason: string }>;
-}
-
-function lstatOrUndefined(path: string) {
-  try {
-    return lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw fromSystemError(err, path, 'stat');
-  }
-}
-
-function clearForNonDir(path: string): void {
-  const st = lstatOrUndefined(path);
-  if (st === undefined) return;
-  if (st.isDirectory()) throw new AlreadyExistsError(`a directory is in the way of a non-directory`, { file: path });
-  try {
-    unlinkSync(path);
-  } catch (err) {
-    throw fromSystemError(err, path, 'replace');
-  }
-}
-
-function host<T>(path: string, action: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw fromSystemError(err, path, action);
-  }
-}
-
-/** Writes a piece of a file at `at`, leaving all-zero pieces as holes; false when it left a hole. */
-function writePiece(target: string, fd: number, piece: Uint8Array, at: number): boolean {
-  if (isAllZero(piece)) return false;
-  let done = 0;
-  while (done < piece.byteLength) done += host(target, 'write the file', () => writeSync(fd, piece, done, piece.byteLength - done, at + done));
-  return true;
 }
 
 interface Entry {

@@ -1,0 +1,122 @@
+/** `livestick erofs …`: info, ls, cat, extract. A thin frontend over src/fs/erofs (read-only). */
+import type { Command } from 'commander';
+import { UsageError } from '../../errors.ts';
+import { formatSize } from '../../io/bytes.ts';
+import { FileDisk } from '../../io/disk.ts';
+import { ErofsReader } from '../../fs/erofs/reader.ts';
+import { extractErofs } from '../../fs/erofs/extract.ts';
+import { Compat, Incompat, uuidText, volumeLabel } from '../../fs/erofs/superblock.ts';
+import { ALGORITHM_NAMES } from '../../fs/erofs/zmap.ts';
+import { quoteName, runCommand, writeOutput } from '../common.ts';
+
+async function withReader<T>(image: string, body: (r: ErofsReader) => Promise<T>): Promise<T> {
+  const disk = await FileDisk.open(image, { readOnly: true });
+  try {
+    const reader = await ErofsReader.open(disk).catch((err) => {
+      throw err?.withFile ? err.withFile(image) : err;
+    });
+    return await body(reader);
+  } finally {
+    await disk.close();
+  }
+}
+
+const TYPE_CHAR: Record<string, string> = { file: '-', dir: 'd', symlink: 'l', chardev: 'c', blockdev: 'b', fifo: 'p', socket: 's' };
+
+function permString(mode: number): string {
+  const rwx = (bits: number, special: boolean, ch: string) => `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${special ? (bits & 1 ? ch : ch.toUpperCase()) : bits & 1 ? 'x' : '-'}`;
+  return rwx(mode >> 6, (mode & 0o4000) !== 0, 's') + rwx(mode >> 3, (mode & 0o2000) !== 0, 's') + rwx(mode, (mode & 0o1000) !== 0, 't');
+}
+
+const names = (bits: number, table: Record<string, number>): string[] => {
+  const seen = new Set<number>();
+  return Object.entries(table).filter(([, bit]) => bits & bit && !seen.has(bit) && seen.add(bit)).map(([n]) => n);
+};
+
+export function registerErofs(program: Command): void {
+  const ero = program.command('erofs').description('read EROFS images (the base of Fedora 42+ live media)');
+
+  ero.command('info')
+    .description('show the superblock of an image')
+    .argument('<image>', 'EROFS image file')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+    .action(async (image: string, opts: { json?: boolean }) => {
+      await runCommand(opts, () => withReader(image, async (r) => {
+        const sb = r.superblock;
+        const algorithms = sb.featureIncompat & Incompat.comprCfgs ? ALGORITHM_NAMES.filter((_, i) => sb.u1 & (1 << i)) : sb.featureIncompat & Incompat.lz4ZeroPadding ? ['LZ4'] : [];
+        return {
+          blockSize: r.blockSize, blocks: sb.blocks, inodes: sb.inos, rootNid: sb.rootNid, packedNid: sb.packedNid || null,
+          label: volumeLabel(sb) ?? null, uuid: uuidText(sb) ?? null, buildTime: sb.epoch + sb.buildTime,
+          algorithms: [...algorithms], compatFeatures: names(sb.featureCompat, Compat), incompatFeatures: names(sb.featureIncompat, Incompat),
+          longXattrPrefixes: r.longPrefixes.length,
+        };
+      }), (i) => [
+        `block size:  ${formatSize(i.blockSize)}`,
+        `blocks:      ${i.blocks} (${formatSize(i.blocks * i.blockSize)})`,
+        `inodes:      ${i.inodes}`,
+        `label:       ${i.label ?? '(none)'}`,
+        `uuid:        ${i.uuid ?? '(none)'}`,
+        `created:     ${new Date(i.buildTime * 1000).toISOString()}`,
+        `compression: ${i.algorithms.join(' ') || '(none)'}`,
+        `features:    ${[...i.compatFeatures, ...i.incompatFeatures].join(' ') || '(none)'}`,
+      ].join('\n'));
+    });
+
+  ero.command('ls')
+    .description('list a directory inside an image')
+    .argument('<image>', 'EROFS image file')
+    .argument('[path]', 'directory inside the image', '/')
+    .option('-l, --long', 'long listing')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+    .action(async (image: string, path: string, opts: { long?: boolean; json?: boolean }) => {
+      await runCommand(opts, () => withReader(image, async (r) => {
+        const node = await r.lookup(path);
+        const list = node.kind === 'dir' ? await Promise.all((await r.readdir(node)).map(async (e) => ({ name: e.name, inode: await r.inode(e.nid) }))) : [{ name: path.split('/').filter(Boolean).pop() ?? '/', inode: node }];
+        const entries = await Promise.all(list.map(async ({ name, inode }) => ({
+          name, kind: inode.kind, mode: inode.mode, uid: inode.uid, gid: inode.gid, mtime: inode.mtime.sec, nlink: inode.nlink, size: inode.size, nid: inode.nid,
+          ...(inode.kind === 'symlink' ? { target: await r.readlink(inode) } : {}),
+          ...(inode.rdev !== undefined ? { rdev: inode.rdev } : {}),
+        })));
+        return { path, entries };
+      }), (res) => res.entries.map((e) => {
+        if (!opts.long) return quoteName(e.name);
+        const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
+        const when = new Date(e.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
+        return `${TYPE_CHAR[e.kind] ?? '?'}${permString(e.mode)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${when} ${quoteName(e.name)}${e.target !== undefined ? ` -> ${quoteName(e.target)}` : ''}`;
+      }).join('\n'));
+    });
+
+  ero.command('cat')
+    .description('write a file inside an image to stdout')
+    .argument('<image>', 'EROFS image file')
+    .argument('<path>', 'file inside the image')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+    .action(async (image: string, path: string) => {
+      await runCommand({}, () => withReader(image, async (r) => {
+        const node = await r.lookup(path);
+        if (node.kind !== 'file') throw new UsageError(`${path} is not a regular file`);
+        const piece = new Uint8Array(Math.min(node.size, 1 << 20));
+        for (let at = 0; at < node.size; at += piece.byteLength) {
+          const part = piece.subarray(0, Math.min(piece.byteLength, node.size - at));
+          await r.readRange(node, part, at);
+          await writeOutput(Uint8Array.from(part));
+        }
+        return {};
+      }), () => undefined);
+    });
+
+  ero.command('extract')
+    .description('extract an image (or a subtree) into a directory; never writes outside DEST')
+    .argument('<image>', 'EROFS image file')
+    .argument('<dest>', 'host directory to extract into')
+    .argument('[path]', 'subtree inside the image', '/')
+    .option('--json', 'print one JSON document on stdout, on failure too')
+    .option('-q, --quiet', 'print nothing but errors and warnings (no progress)')
+    .action(async (image: string, dest: string, path: string, opts: { json?: boolean }) => {
+      await runCommand(opts, () => withReader(image, async (r) => ({ dest, ...(await extractErofs(r, dest, path)) })), (r) =>
+        `${r.dest}: ${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${formatSize(r.bytes)}` +
+        (r.skipped.length > 0 ? `\nskipped ${r.skipped.length} (special files; see --json)` : ''));
+    });
+}

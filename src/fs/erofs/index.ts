@@ -1,0 +1,5 @@
+/** EROFS: a reader over any Disk (flat, inline, chunk-based and compressed files) and the FileSystem view. */
+export { ErofsReader, type ErofsReaderOptions, type ErofsEntry, type ErofsWalkEntry } from './reader.ts';
+export { ErofsFileSystem } from './filesystem.ts';
+export type { Inode as ErofsInode } from './inode.ts';
+export type { Superblock as ErofsSuperblock } from './superblock.ts';

@@ -1,0 +1,33 @@
+/** An LRU bounded by the sum of its values' weights (bytes, entries); it keeps at least one value. */
+export class WeightedLru<K, V> {
+  readonly #max: number;
+  #total = 0;
+  readonly #map = new Map<K, { value: V; weight: number }>();
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  get(k: K): V | undefined {
+    const v = this.#map.get(k);
+    if (v === undefined) return undefined;
+    this.#map.delete(k);
+    this.#map.set(k, v);
+    return v.value;
+  }
+
+  set(k: K, value: V, weight: number): void {
+    const old = this.#map.get(k);
+    if (old !== undefined) {
+      this.#map.delete(k);
+      this.#total -= old.weight;
+    }
+    this.#map.set(k, { value, weight });
+    this.#total += weight;
+    while (this.#total > this.#max && this.#map.size > 1) {
+      const [oldK, oldV] = this.#map.entries().next().value as [K, { value: V; weight: number }];
+      this.#map.delete(oldK);
+      this.#total -= oldV.weight;
+    }
+  }
+}

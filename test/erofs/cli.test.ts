@@ -1,0 +1,65 @@
+/** `livestick erofs info|ls|cat|extract` on an image made by mkfs.erofs, and typed errors. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCli } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { missingTools, run } from '../helpers/tools.ts';
+
+test('erofs CLI: info --json, ls -l, cat, extract (safe into DEST), typed errors', { skip: missingTools('mkfs.erofs') }, () => {
+  const t = tempDir('erofs-cli-');
+  try {
+    const src = join(t.dir, 'src');
+    mkdirSync(join(src, 'etc'), { recursive: true });
+    writeFileSync(join(src, 'etc/hostname'), 'live\n');
+    writeFileSync(join(src, 'big'), Buffer.from('words and more words '.repeat(20000)));
+    symlinkSync('etc/hostname', join(src, 'link'));
+    const img = join(t.dir, 'out.erofs');
+    run('mkfs.erofs', ['--quiet', '-zlz4hc', '-T1000', '--all-root', img, src]);
+
+    const info = runCli(['erofs', 'info', img, '--json']);
+    assert.equal(info.status, 0, info.stderr);
+    assert.equal(info.json.blockSize, 4096);
+    assert.deepEqual(info.json.algorithms, ['LZ4']);
+    assert.ok(info.json.incompatFeatures.includes('lz4ZeroPadding'));
+
+    const ls = runCli(['erofs', 'ls', img, '/', '-l']);
+    assert.equal(ls.status, 0, ls.stderr);
+    assert.match(ls.stdout, /^-rw-r--r-- +1 +0 +0 +420000 1970-01-01 00:16 big$/m);
+    assert.match(ls.stdout, /^l.* link -> etc\/hostname$/m);
+    const lsJson = runCli(['erofs', 'ls', img, '/etc', '--json']);
+    assert.deepEqual(lsJson.json.entries.map((e: { name: string }) => e.name), ['hostname']);
+
+    const cat = runCli(['erofs', 'cat', img, 'big']);
+    assert.equal(cat.status, 0, cat.stderr);
+    assert.equal(cat.stdout, 'words and more words '.repeat(20000));
+
+    const dest = join(t.dir, 'dest');
+    // A symlink already in DEST is replaced, never followed.
+    mkdirSync(dest);
+    symlinkSync(t.dir, join(dest, 'etc'));
+    const ex = runCli(['erofs', 'extract', img, dest, '--json']);
+    assert.equal(ex.status, 0, ex.stderr);
+    assert.equal(ex.json.files, 2);
+    assert.ok(lstatSync(join(dest, 'etc')).isDirectory());
+    assert.equal(readFileSync(join(dest, 'etc/hostname'), 'utf8'), 'live\n');
+    assert.equal(readlinkSync(join(dest, 'link')), 'etc/hostname');
+    assert.equal(lstatSync(join(dest, 'big')).mtimeMs, 1_000_000);
+
+    const sub = runCli(['erofs', 'extract', img, join(t.dir, 'sub'), '/etc', '--json']);
+    assert.equal(sub.status, 0, sub.stderr);
+    assert.equal(readFileSync(join(t.dir, 'sub/hostname'), 'utf8'), 'live\n');
+
+    const missing = runCli(['erofs', 'cat', img, '/nope', '--quiet']);
+    assert.equal(missing.status, 66);
+    assert.equal(runCli(['erofs', 'cat', img, '/etc']).status, 64);
+    writeFileSync(join(t.dir, 'bad.img'), Buffer.alloc(8192));
+    const bad = runCli(['erofs', 'info', join(t.dir, 'bad.img'), '--json']);
+    assert.equal(bad.status, 65);
+    assert.equal(bad.json.error.code, 'CORRUPT_IMAGE');
+    assert.match(bad.json.error.message, /superblock\.magic/);
+  } finally {
+    t.cleanup();
+  }
+});
