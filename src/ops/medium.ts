@@ -147,7 +147,7 @@ export async function locateMedium(at: MediumRoot | string, options: { overlay?:
   }
   const shown = root.display(basePath);
   const kind = await magicOf(root, basePath);
-  if (kind === 'erofs') throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img is an EROFS image (Fedora 42+ kiwi builds); EROFS bases are not supported yet', { file: shown });
+  if (kind === 'erofs') throw new UnsupportedFeatureError('live medium', 'layout', 'squashfs.img is an EROFS image (Fedora 42 and later): such a base keeps its changes in an overlayfs upper (LiveOS/overlay-LABEL-UUID/ with LiveOS/ovlwork/), and none is here; a dm-snapshot overlay cannot work over it', { file: shown });
   if (kind !== 'squashfs') throw new UnsupportedFeatureError('live medium', 'layout', `squashfs.img is not a SquashFS image (${kind})`, { file: shown });
 
   const disk = await root.fs.openFile(basePath);

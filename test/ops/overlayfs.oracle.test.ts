@@ -10,6 +10,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rm
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
+import { missingTools } from '../helpers/tools.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { FileDisk } from '../../src/io/disk.ts';
@@ -307,6 +308,31 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.deepEqual(ext4Names(out, '/overlayfs'), []);
     assert.deepEqual(ext4Names(out, '/'), ['lost+found', 'overlayfs', 'ovlwork']);
     assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'vfat-base.img')), merged);
+  });
+
+  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge says EROFS bases cannot be merged yet and changes nothing', { skip: missingTools('mkfs.erofs') }, () => {
+    const m = join(tmp.dir, 'erofs-medium');
+    mkdirSync(join(m, 'LiveOS'), { recursive: true });
+    execFileSync('mkfs.erofs', ['-zlz4hc', '-T1700000000', '--quiet', join(m, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'lower-copy')]);
+    execFileSync('cp', ['-a', join(stage, 'LiveOS', STICK_OVERLAY), join(m, 'LiveOS', OVERLAY)]);
+    execFileSync('cp', ['-a', join(stage, 'LiveOS', 'ovlwork'), join(m, 'LiveOS', 'ovlwork')]);
+    const st = runCli(['status', m, '--json']);
+    assert.equal(st.status, 0, st.stdout + st.stderr);
+    assert.equal(st.json.kind, 'overlayfs');
+    assert.equal(st.json.scheme, 'dracut');
+    const c = st.json.upper.classes;
+    assert.equal(c.new.count, 2);
+    assert.equal(c['copied-up-identical'].count, 1, 'compared with the file in the EROFS base');
+    assert.equal(c['copied-up-changed'].count, 1);
+    assert.equal(c.whiteout.hiddenBytes, 50_000);
+    assert.equal(c['opaque-dir'].hiddenBytes, 40_000);
+    assert.equal(st.json.upper.hiddenBaseBytes, 90_000);
+    const before = readdirSync(join(m, 'LiveOS', OVERLAY)).sort();
+    const r = runCli(['merge', m, '--json']);
+    assert.equal(r.json.error.code, 'UNSUPPORTED', r.stdout + r.stderr);
+    assert.match(r.json.error.message, /EROFS/);
+    assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before, 'the upper is left as it was');
+    assert.deepEqual(readdirSync(join(m, 'LiveOS')).sort(), ['ovlwork', OVERLAY, 'squashfs.img'].sort());
   });
 
   test('an upper over a rootfs.img base (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick): the new base is a flat SquashFS of the merged tree', async () => {

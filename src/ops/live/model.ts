@@ -158,12 +158,16 @@ export async function openLower(lower: Lower): Promise<LowerLayer> {
   if (!fs) throw new UsageError(`${lower.volume.display} cannot be opened${lower.volume.problem ? `: ${lower.volume.problem}` : ''}`);
   const shown = lower.volume.displayPath(lower.path);
   const erofs = (): never => {
-    throw new UnsupportedFeatureError('live base', 'EROFS image', 'EROFS bases are not supported yet (issue 14)', { file: shown });
+    throw new UnsupportedFeatureError('live base', 'EROFS image', 'a root image inside an EROFS base (or an EROFS root image inside SquashFS) is not a layout any distro builds', { file: shown });
   };
   try {
     const disk = await fs.openFile(lower.path);
     lower.volume.stick.adopt(disk);
-    if (lower.format === 'erofs') erofs();
+    if (lower.format === 'erofs') {
+      if (lower.inner) erofs();
+      const [{ ErofsReader }, { ErofsFileSystem }] = await Promise.all([import('../../fs/erofs/reader.ts'), import('../../fs/erofs/filesystem.ts')]);
+      return { fs: new ErofsFileSystem(await ErofsReader.open(disk)), root: '/' };
+    }
     if (lower.format === 'squashfs') {
       const [{ SquashfsReader }, { SquashfsFileSystem }] = await Promise.all([import('../../fs/squashfs/reader.ts'), import('../../fs/squashfs/filesystem.ts')]);
       const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });

@@ -52,10 +52,17 @@ export async function dracutBases(ctx: SchemeContext, volume: Volume, fs: FileSy
           continue;
         }
       } else if (format === 'erofs') {
-        // EROFS needs dracut ≥ 103; what it holds is not read yet (issue 14): a flat root is the only form built.
-        flat = true;
+        // EROFS needs dracut ≥ 103, which takes it as a flat root (Fedora 42+); the root test is dracut-ng's.
+        try {
+          const top = await erofsTop(fs, img);
+          flat = top.has('usr') || top.has('ostree');
+          if (!flat) notes.push(`${img} is EROFS without /usr or /ostree: dracut cannot boot it as a root`);
+        } catch (err) {
+          ctx.problem(volume.displayPath(img), err);
+          continue;
+        }
         lowers = [{ volume, path: img, format }];
-        notes.push(`${img} is EROFS (dracut-ng ≥ 103 only); livestick does not read EROFS yet`);
+        notes.push(`${img} is EROFS (dracut-ng ≥ 103 boots it; dracut 059 does not)`);
       } else {
         ctx.problems.push(`${volume.displayPath(img)}: not a SquashFS or EROFS image (${format}); dracut cannot boot it`);
         continue;
@@ -72,6 +79,16 @@ export async function dracutBases(ctx: SchemeContext, volume: Volume, fs: FileSy
     out.push(liveSystem({ scheme, volume, lowers, flat, notes, ...(home ? { home } : {}) }));
   }
   return out;
+}
+
+async function erofsTop(fs: FileSystem, img: string): Promise<Set<string>> {
+  const { ErofsReader } = await import('../../../fs/erofs/reader.ts');
+  const disk = await fs.openFile(img);
+  try {
+    return new Set((await (await ErofsReader.open(disk)).readdir('/')).map((e) => e.name));
+  } finally {
+    await disk.close();
+  }
 }
 
 async function squashfsInside(fs: FileSystem, img: string): Promise<{ inner?: Lower['inner']; flat: boolean; only059: boolean }> {
