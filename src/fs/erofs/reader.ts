@@ -21,7 +21,7 @@ import type { FsXattr, NodeKind } from '../filesystem.ts';
 import { BLOCK_MAP_ENTRY_SIZE, CHUNK_INDEX_SIZE, decodeBlockMapEntry, decodeChunkIndex } from './chunk.ts';
 import { decodeDirentBlock, FILE_TYPE_KINDS, type Dirent } from './dirent.ts';
 import { ChunkFormat, COMPACT_INODE_SIZE, DataLayout, decodeInode, describeInode, EXTENDED_INODE_SIZE, type Inode, type InodeContext } from './inode.ts';
-import { WeightedLru } from './lru.ts';
+import { WeightedLru } from '../../io/lru.ts';
 import { checksumSpan, Compat, decodeSuperblock, Incompat, SUPER_OFFSET, superblockSize, type Superblock } from './superblock.ts';
 import { decodeIbodyHeader, decodeLongPrefix, decodeXattrEntry, IBODY_HEADER_SIZE, xattrName, type LongPrefix } from './xattr.ts';
 import { decodeComprCfgs, ZMapper, type ComprCfgs } from './zmap.ts';

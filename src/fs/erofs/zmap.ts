@@ -30,7 +30,7 @@ import { lz4Decode } from '../squashfs/comp/liblz4.ts';
 import { zstdDecode } from '../squashfs/comp/libzstd.ts';
 import { microLzmaDecode } from '../squashfs/comp/liblzma.ts';
 import { DataLayout, type Inode } from './inode.ts';
-import { WeightedLru } from './lru.ts';
+import { WeightedLru } from '../../io/lru.ts';
 import { lz4DecodePrefix } from './lz4partial.ts';
 import { Incompat, type Superblock } from './superblock.ts';
 

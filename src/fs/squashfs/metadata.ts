@@ -9,27 +9,7 @@ import type { Disk } from '../../io/disk.ts';
 import { view } from '../../io/bytes.ts';
 import type { Compressor } from './comp/types.ts';
 import { METADATA_SIZE } from './superblock.ts';
-
-export class LruCache<K, V> {
-  readonly #max: number;
-  readonly #map = new Map<K, V>();
-  constructor(max: number) {
-    this.#max = Math.max(1, max);
-  }
-  get(key: K): V | undefined {
-    const v = this.#map.get(key);
-    if (v !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, v);
-    }
-    return v;
-  }
-  set(key: K, value: V): void {
-    this.#map.delete(key);
-    this.#map.set(key, value);
-    if (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value as K);
-  }
-}
+import { LruCache } from '../../io/lru.ts';
 
 export interface MetadataBlock {
   readonly data: Uint8Array;

@@ -21,7 +21,8 @@ import { createBlockDecompressor, createBlockExtractor, type BlockDecompressor, 
 import type { Compressor } from './comp/types.ts';
 import { readListing, type DirEntry } from './directory.ts';
 import { kindOfType, NO_FRAGMENT, readInode, type DirInode, type FileInode, type Inode, type InodeContext } from './inode.ts';
-import { LruCache, MetadataReader, readMetadataBlockAt, refToPos } from './metadata.ts';
+import { MetadataReader, readMetadataBlockAt, refToPos } from './metadata.ts';
+import { LruCache, WeightedLru } from '../../io/lru.ts';
 import { decodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE, type Superblock } from './superblock.ts';
 import { decodeFragmentTable, readLookupTable, type FragmentEntry } from './tables.ts';
 import { XattrTable, type Xattr } from './xattr.ts';
@@ -44,34 +45,6 @@ export interface WalkEntry {
 }
 
 export const S_IFMT = { dir: 0o040000, file: 0o100000, symlink: 0o120000, blockdev: 0o060000, chardev: 0o020000, fifo: 0o010000, socket: 0o140000 } as const;
-
-/** An LRU bounded by the sum of its values' weights (bytes, entries), keeping at least one value. */
-class WeightedLru<K, V> {
-  readonly #max: number;
-  #total = 0;
-  readonly #map = new Map<K, { value: V; weight: number }>();
-  constructor(max: number) {
-    this.#max = max;
-  }
-  get(k: K): V | undefined {
-    const v = this.#map.get(k);
-    if (v !== undefined) {
-      this.#map.delete(k);
-      this.#map.set(k, v);
-    }
-    return v?.value;
-  }
-  set(k: K, value: V, weight: number): void {
-    if (this.#map.has(k)) return;
-    this.#map.set(k, { value, weight });
-    this.#total += weight;
-    while (this.#total > this.#max && this.#map.size > 1) {
-      const [oldK, old] = this.#map.entries().next().value as [K, { value: V; weight: number }];
-      this.#map.delete(oldK);
-      this.#total -= old.weight;
-    }
-  }
-}
 
 /** File-data workers and the image descriptor they read (see SquashfsReader.fileExtractor). */
 export interface FileExtractor {

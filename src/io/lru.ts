@@ -1,3 +1,5 @@
+// Least-recently-used caches shared by the image readers (SquashFS, EROFS).
+
 /** An LRU bounded by the sum of its values' weights (bytes, entries); it keeps at least one value. */
 export class WeightedLru<K, V> {
   readonly #max: number;
@@ -29,5 +31,27 @@ export class WeightedLru<K, V> {
       this.#map.delete(oldK);
       this.#total -= oldV.weight;
     }
+  }
+}
+
+/** An LRU of at most `max` entries. */
+export class LruCache<K, V> {
+  readonly #max: number;
+  readonly #map = new Map<K, V>();
+  constructor(max: number) {
+    this.#max = Math.max(1, max);
+  }
+  get(key: K): V | undefined {
+    const v = this.#map.get(key);
+    if (v !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, v);
+    }
+    return v;
+  }
+  set(key: K, value: V): void {
+    this.#map.delete(key);
+    this.#map.set(key, value);
+    if (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value as K);
   }
 }
