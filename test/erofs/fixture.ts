@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../helpers/tools.ts';
 import type { ErofsReader } from '../../src/fs/erofs/reader.ts';
+import { xorshift } from '../helpers/random.ts';
 
 /** The Debian 13 chroot with erofs-utils 1.8.6 (scripts/trixie/build.sh makes it). */
 export const TRIXIE = fileURLToPath(new URL('../../.cache/trixie', import.meta.url));
@@ -19,15 +20,7 @@ export function missingTrixie(): false | string {
 }
 
 export function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
+  return xorshift(seed);
 }
 
 /** Bytes that compress somewhat (words) with `randomShare` of incompressible runs. */

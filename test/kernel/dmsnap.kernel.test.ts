@@ -17,21 +17,14 @@ import { FileDisk, readAt } from '../../src/io/disk.ts';
 import { ExceptionStore, OverlayFullError, SnapshotDisk, SnapshotInvalidError } from '../../src/xform/dmsnap/index.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { ensureKernel, kernelHarnessStatus, runInKernel } from './harness.ts';
+import { xorshift } from '../helpers/random.ts';
 
 const MiB = 2 ** 20;
 const BASE_SIZE = 12 * MiB + 3 * 512; // not a multiple of any chunk size
 const PAYLOAD_SIZE = 2 * MiB;
 
-function prng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
+function prng(seed: number): () => number {
+  return xorshift(seed);
 }
 
 function bytes(seed: number, n: number): Buffer {

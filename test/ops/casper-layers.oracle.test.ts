@@ -16,7 +16,7 @@ import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
 import { snapshot } from '../squashfs/fixture.ts';
 import { fatOn, gptStick, put } from '../live/build.ts';
-import { noisy } from '../helpers/noisy.ts';
+import { noisy } from '../helpers/random.ts';
 
 const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', 'utf8').includes('overlay');
 const MiB = 2 ** 20;

@@ -16,7 +16,7 @@ import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { FileDisk } from '../../src/io/disk.ts';
 import { readerSnapshot, snapshot } from '../squashfs/fixture.ts';
 import { fatOn, gptStick, put } from '../live/build.ts';
-import { noisy } from '../helpers/noisy.ts';
+import { noisy } from '../helpers/random.ts';
 
 const canMount = process.getuid?.() === 0 && readFileSync('/proc/filesystems', 'utf8').includes('overlay');
 const OVERLAY = 'overlay-LIVE-1234-ABCD';

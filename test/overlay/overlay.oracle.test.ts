@@ -22,6 +22,7 @@ import type { FileSystem } from '../../src/fs/filesystem.ts';
 import { OverlayFileSystem, analyzeUpper } from '../../src/fs/overlay/index.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { run } from '../helpers/tools.ts';
+import { xorshift } from '../helpers/random.ts';
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as { listAttributesSync(p: string): string[]; getAttributeSync(p: string, n: string): Buffer | null; setAttributeSync(p: string, n: string, v: Uint8Array): void };
 
@@ -39,15 +40,7 @@ function skipReason(): false | string {
 }
 
 function rng(seed: number): () => number {
-  let x = (seed * 2654435761) >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
+  return xorshift((seed * 2654435761) >>> 0);
 }
 
 const NAMES = ['a', 'b', 'c', 'd', 'e'];

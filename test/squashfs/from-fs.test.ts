@@ -8,7 +8,7 @@ import { SquashfsFileSystem } from '../../src/fs/squashfs/filesystem.ts';
 import { treeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
 import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
 import { readerSnapshot } from './fixture.ts';
-import { noisy } from '../helpers/noisy.ts';
+import { noisy } from '../helpers/random.ts';
 
 function sample(): DirNode {
   const shared = fileNode('two names\n', { mode: 0o600, uid: 7, gid: 8, mtime: 5 });
