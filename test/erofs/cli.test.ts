@@ -93,6 +93,14 @@ test('erofs create: writes an image our info/ls/cat read back; same options give
     assert.notEqual(bad.status, 0);
     assert.match(JSON.stringify(bad.json), /block-size/);
     assert.notEqual(runCli(['erofs', 'create', src, join(t.dir, 'x'), '--uuid', 'nope']).status, 0);
+    assert.notEqual(runCli(['erofs', 'create', src, join(t.dir, 'x'), '--chunk-size', '3000']).status, 0);
+    const chunked = join(t.dir, 'chunked.erofs');
+    const c = runCli(['erofs', 'create', src, chunked, '--chunk-size', '8K', '--json']);
+    assert.equal(c.status, 0, c.stderr);
+    assert.equal(c.json.chunkSize, 8192);
+    const ci = runCli(['erofs', 'info', chunked, '--json']);
+    assert.ok(ci.json.incompatFeatures.includes('chunkedFile'), JSON.stringify(ci.json));
+    assert.deepEqual(Buffer.from(runCli(['erofs', 'cat', chunked, '/big']).stdout), readFileSync(join(src, 'big')));
   } finally {
     t.cleanup();
   }

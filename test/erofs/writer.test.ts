@@ -109,13 +109,13 @@ const treeArb: fc.Arbitrary<DirNode> = fc.letrec<{ dir: DirNode }>((tie) => ({
     .map(([m, entries]) => dirNode(m, Object.fromEntries(entries))),
 })).dir;
 
-test('round trip: random trees (every kind, owners, mtimes, xattrs, Unicode names) read back equal, with hard links; 4096- and 512-byte blocks', async () => {
+test('round trip: random trees (every kind, owners, mtimes, xattrs, Unicode names) read back equal, with hard links; 512..4096-byte blocks, flat or chunked', async () => {
   await fc.assert(
-    fc.asyncProperty(treeArb, fc.constantFrom(4096, 512, 1024), fc.nat(), async (tree, blockSize, pick) => {
+    fc.asyncProperty(treeArb, fc.constantFrom(4096, 512, 1024), fc.constantFrom(undefined, 1, 4), fc.nat(), async (tree, blockSize, chunkBlocks, pick) => {
       // Hard links: a file reachable under a second name in the root.
       const files = [...tree.entries.values()].filter((c) => c.type === 'file');
       if (files.length > 0 && !tree.entries.has('hardlink')) tree.entries.set('hardlink', files[pick % files.length] as TreeNode);
-      const { reader } = await roundTrip(tree, { blockSize, mkfsTime: 1_000_000 });
+      const { reader } = await roundTrip(tree, { blockSize, mkfsTime: 1_000_000, ...(chunkBlocks !== undefined ? { chunkSize: chunkBlocks * blockSize } : {}) });
       await assertSame(reader, tree, '', new Map(), linkCounts(tree));
     }),
     { numRuns: 60 },
@@ -192,4 +192,24 @@ test('invalid input is refused (block size, names, xattr prefixes, content short
   liar.size = 10;
   await assert.rejects(writeErofs(dirNode({}, { liar }), join(t.dir, 'bad.img')), RangeError);
   assert.equal(existsSync(join(t.dir, 'bad.img')), false);
+});
+
+test('chunk-based files: all-zero chunks are holes (EROFS_NULL_ADDR) that take no blocks; data reads back', async () => {
+  const size = 5 * 65536 + 123;
+  const bytes = new Uint8Array(size);
+  bytes.fill(1, 65536 + 10, 65536 + 20);
+  bytes.fill(2, size - 50);
+  const tree = dirNode({}, { sparse: fileNode(bytes), holes: fileNode(new Uint8Array(1 << 20)), tiny: fileNode('abc') });
+  const flat = await roundTrip(tree, { mkfsTime: 0 });
+  const { reader, bytes: img } = await roundTrip(tree, { mkfsTime: 0, chunkSize: 65536 });
+  const f = await reader.lookup('sparse');
+  assert.equal(f.layout, DataLayout.chunkBased);
+  assert.equal(f.chunkBits, 16);
+  assert.deepEqual(Buffer.from(await reader.readFile(f)), Buffer.from(bytes));
+  assert.deepEqual(Buffer.from(await reader.readFile('holes')), Buffer.alloc(1 << 20));
+  assert.equal(Buffer.from(await reader.readFile('tiny')).toString(), 'abc');
+  // Two data chunks of 64 KiB (one partial) are stored; the flat image holds every zero block.
+  assert.ok(img.byteLength < 3 * 65536, `${img.byteLength}`);
+  assert.ok(flat.bytes.byteLength > 5 * 65536 + (1 << 20), `${flat.bytes.byteLength}`);
+  await assert.rejects(writeErofs(tree, join(t.dir, 'bad.img'), { chunkSize: 3000 }), RangeError);
 });

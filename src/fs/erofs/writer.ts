@@ -15,7 +15,9 @@
  *   compact inode is used only when its mtime equals the build time (stored as epoch, i_mtime 0) and
  *   uid, gid, nlink and size fit; otherwise the inode is extended.
  * - FLAT_INLINE is used when the tail fits after the inode inside its block (the record moves to a
- *   fresh block when that makes it fit), FLAT_PLAIN otherwise. Holes are written as zero blocks.
+ *   fresh block when that makes it fit), FLAT_PLAIN otherwise. Holes are written as zero blocks,
+ *   unless `chunkSize` makes files chunk-based: then an all-zero chunk is EROFS_NULL_ADDR in the
+ *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
  */
 import { createHash } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
@@ -24,7 +26,9 @@ import type { Disk } from '../../io/disk.ts';
 import { contentPieces, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
 import { DIRENT_SIZE, encodeDirentBlock, FILE_TYPE_KINDS, NAME_MAX, type Dirent } from './dirent.ts';
 import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type RawInode } from './inode.ts';
-import { checksumSpan, Compat, encodeSuperblock, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
+import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
+import { isAllZero } from '../../io/bytes.ts';
+import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
 import { encodeIbodyHeader, encodeXattrEntry, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
 export interface ErofsWriteOptions {
@@ -36,6 +40,12 @@ export interface ErofsWriteOptions {
   uuid?: Uint8Array | string;
   /** Up to 16 bytes of UTF-8. */
   volumeName?: string;
+  /**
+   * Store regular files as chunks of this size (a power of two, blockSize .. 256 MiB) with a block map;
+   * an all-zero chunk is a hole (EROFS_NULL_ADDR) and takes no blocks. Without it, files are flat and
+   * holes are zero blocks.
+   */
+  chunkSize?: number;
   /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
 }
@@ -67,6 +77,8 @@ interface InodeRec {
   startBlock: number;
   /** Data blocks (full blocks only when inline). */
   blocks: number;
+  /** Chunk-based: the block map (one entry per chunk), filled when the data is written. */
+  chunkMap?: (number | undefined)[];
   /** Directory: its sorted children (name bytes, record). */
   children?: { name: Uint8Array; rec: InodeRec }[];
   parent?: InodeRec;
@@ -225,6 +237,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   if (!Number.isSafeInteger(mkfsTime) || mkfsTime < 0) throw new RangeError(`build time ${mkfsTime} is not a non-negative integer`);
   const volumeName = Buffer.from(options.volumeName ?? '', 'utf8');
   if (volumeName.byteLength > 16) throw new RangeError('a volume name has at most 16 bytes');
+  const chunkSize = options.chunkSize;
+  if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize < bs || chunkSize > 1 << 28 || (chunkSize & (chunkSize - 1)) !== 0)) {
+    throw new RangeError(`chunk size ${chunkSize} is not a power of two in ${bs}..256 MiB`);
+  }
 
   // Pass 1: inode records in a fixed order.
   const recs: InodeRec[] = [];
@@ -282,7 +298,17 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   // entries whose inode number is 0 (the root's "." and every ".." naming it would vanish).
   let pos = metaStart + 32;
   for (const rec of recs) {
-    const head = (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
+    let head = (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
+    if (chunkSize !== undefined && rec.node.type === 'file' && rec.size > 0) {
+      rec.layout = DataLayout.chunkBased;
+      const chunks = Math.ceil(rec.size / chunkSize);
+      rec.chunkMap = new Array<number | undefined>(chunks);
+      if ((pos % bs) + Math.min(head, bs) > bs) pos = Math.ceil(pos / bs) * bs;
+      rec.pos = pos;
+      rec.nid = (pos - metaStart) / 32;
+      pos = Math.ceil((pos + head + chunks * BLOCK_MAP_ENTRY_SIZE) / 32) * 32;
+      continue;
+    }
     const hasData = rec.node.type === 'file' || rec.node.type === 'dir' || rec.node.type === 'symlink';
     const tail = hasData ? rec.size % bs : 0;
     // The inode itself must not straddle a block when it can help it.
@@ -309,15 +335,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   }
   const root = recs[0] as InodeRec;
   if (root.nid > 0xffff) throw new RangeError('the root nid does not fit 16 bits');
+  // Data blocks are handed out as the data is written (a hole chunk takes none), in nid order.
   let block = Math.ceil(pos / bs);
-  for (const rec of recs) {
-    if (rec.blocks > 0) {
-      rec.startBlock = block;
-      block += rec.blocks;
-    }
-  }
-  const totalBlocks = block;
-  if (totalBlocks > 0xffffffff) throw new RangeError('the image needs more than 2^32 blocks');
 
   const output = typeof out === 'string' ? await Output.toPath(out) : new Output('(disk)', undefined, out);
   try {
@@ -325,8 +344,47 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     let dataBytes = 0;
     for (const rec of recs) {
       const n = rec.node;
+      if (rec.blocks > 0) {
+        rec.startBlock = block;
+        block += rec.blocks;
+      }
       const dataPos = rec.startBlock * bs;
-      if (n.type === 'dir') {
+      if (rec.chunkMap !== undefined && n.type === 'file') {
+        const map = rec.chunkMap;
+        const cs = chunkSize as number;
+        let at = 0;
+        let chunk = new Uint8Array(Math.min(cs, rec.size));
+        let fill = 0;
+        const endChunk = async () => {
+          const idx = Math.floor((at - fill) / cs);
+          const data = chunk.subarray(0, fill);
+          if (isAllZero(data)) {
+            map[idx] = undefined;
+          } else {
+            map[idx] = block;
+            const blocks = Math.ceil(fill / bs);
+            await output.write(data, block * bs);
+            if (fill % bs !== 0) await output.write(new Uint8Array(bs - (fill % bs)), block * bs + fill);
+            block += blocks;
+          }
+          fill = 0;
+          if (at < rec.size) chunk = chunk.byteLength <= rec.size - at ? chunk : new Uint8Array(rec.size - at);
+        };
+        for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+          if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+          let off = 0;
+          while (off < piece.byteLength) {
+            const take = Math.min(piece.byteLength - off, chunk.byteLength - fill);
+            chunk.set(piece.subarray(off, off + take), fill);
+            fill += take;
+            off += take;
+            at += take;
+            if (fill === chunk.byteLength) await endChunk();
+          }
+        }
+        if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+        dataBytes += rec.size;
+      } else if (n.type === 'dir') {
         const d = dirNames.get(rec) as { names: Uint8Array[]; recsOf: InodeRec[]; layout: number[][] };
         const blocks = d.layout.map((idx) =>
           encodeDirentBlock(idx.map((i): Dirent => ({ nid: (d.recsOf[i] as InodeRec).nid, fileType: FILE_TYPE_KINDS.indexOf((d.recsOf[i] as InodeRec).node.type), name: d.names[i] as Uint8Array })), bs));
@@ -352,11 +410,15 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       }
     }
 
+    const totalBlocks = block;
+    if (totalBlocks > 0xffffffff) throw new RangeError('the image needs more than 2^32 blocks');
+
     // Metadata area.
     for (const rec of recs) {
       const n = rec.node;
       let u = 0;
       if (n.type === 'chardev' || n.type === 'blockdev') u = ((n.minor & 0xff) | ((n.major & 0xfff) << 8) | ((n.minor & ~0xff) << 12)) >>> 0;
+      else if (rec.chunkMap !== undefined) u = Math.log2((chunkSize as number) / bs);
       else if (rec.blocks > 0) u = rec.startBlock;
       const raw: RawInode = {
         extended: rec.extended, format: rec.layout << 1, xattrIcount: rec.xattrIcount, mode: IFMT[n.type] | (n.mode & 0o7777),
@@ -366,6 +428,9 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       await output.write(encodeInode(raw), rec.pos);
       if (rec.xattrBody.byteLength > 0) await output.write(rec.xattrBody, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE));
       if (rec.tail) await output.write(rec.tail, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
+      if (rec.chunkMap) {
+        await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
+      }
     }
     // Zero the gaps of the metadata area up to the first data block (a file on a fresh path is already zero, a Disk may not be).
     if (typeof out !== 'string') await zeroGaps(output, recs, metaStart, Math.ceil(pos / bs) * bs, bs);
@@ -375,7 +440,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     const sb: Superblock = {
       checksum: 0, featureCompat: Compat.sbChecksum | Compat.mtime, blkszbits: Math.log2(bs), extSlots: 0, rootNid: root.nid,
       inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: 0, uuid,
-      volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]), featureIncompat: 0, u1: 0,
+      volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
+      featureIncompat: recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0, u1: 0,
       extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: 0, xattrPrefixStart: 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
     };
     const span = new Uint8Array(checksumSpan(Math.log2(bs)));
@@ -407,7 +473,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
 }
 
 async function zeroGaps(output: Output, recs: readonly InodeRec[], start: number, end: number, bs: number): Promise<void> {
-  const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen] as const).sort((a, b) => a[0] - b[0]);
+  const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
   let at = start;
   for (const [s, e] of used) {
     if (s > at) await output.write(new Uint8Array(s - at), at);
