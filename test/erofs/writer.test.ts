@@ -10,6 +10,7 @@ import { tempDir } from '../helpers/tmp.ts';
 import { MemoryDisk } from '../../src/io/disk.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { DataLayout } from '../../src/fs/erofs/inode.ts';
+import { decodeIbodyHeader } from '../../src/fs/erofs/xattr.ts';
 import { writeErofs } from '../../src/fs/erofs/writer.ts';
 import { dirNode, fileNode, type DirNode, type TreeNode } from '../../src/fs/squashfs/tree.ts';
 
@@ -212,4 +213,24 @@ test('chunk-based files: all-zero chunks are holes (EROFS_NULL_ADDR) that take n
   assert.ok(img.byteLength < 3 * 65536, `${img.byteLength}`);
   assert.ok(flat.bytes.byteLength > 5 * 65536 + (1 << 20), `${flat.bytes.byteLength}`);
   await assert.rejects(writeErofs(tree, join(t.dir, 'bad.img'), { chunkSize: 3000 }), RangeError);
+});
+
+test('xattrs several inodes carry are stored once (shared, by id); the rest inline; every name index', async () => {
+  const big = new Uint8Array(900).fill(0x5a);
+  const x = (own: string) => [
+    { name: 'user.shared', value: big },
+    { name: 'trusted.overlay.opaque', value: Buffer.from('y') },
+    { name: 'security.own', value: Buffer.from(own) },
+    { name: 'system.posix_acl_access', value: Buffer.from([2, 0, 0, 0]) },
+  ];
+  const tree = dirNode({ xattrs: x('root') }, { a: fileNode('a', { xattrs: x('a') }), b: dirNode({ xattrs: x('b') }), c: { type: 'symlink', target: 'a', mode: 0o777, uid: 0, gid: 0, mtime: 0, xattrs: x('c') } });
+  const { reader, bytes } = await roundTrip(tree, { mkfsTime: 0 });
+  assert.notEqual(reader.superblock.xattrBlkaddr, 0);
+  await assertSame(reader, tree, '', new Map(), linkCounts(tree));
+  for (const p of ['a', 'b', 'c']) {
+    const inode = await reader.lookup(p);
+    const header = decodeIbodyHeader(bytes.subarray(inode.pos + inode.inodeSize, inode.pos + inode.inodeSize + 12));
+    assert.equal(header.sharedCount, 3, `${p}: three shared entries`);
+    assert.ok(inode.xattrSize < 100, `${p}: the 900-byte value is not inline (${inode.xattrSize})`);
+  }
 });

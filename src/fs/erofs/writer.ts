@@ -1,6 +1,9 @@
 /**
  * EROFS writer (uncompressed images) over the SquashFS writer's tree type.
  *
+ * Extended attributes are inline in each inode, except those (name and value) that several inodes
+ * carry: those are stored once in the shared xattr area (after the inodes) and named by id.
+ *
  * Design notes
  * - Layout: block 0 holds the superblock at byte 1024; the metadata area (inodes, their inline
  *   xattrs and inline tails, each record 32-byte aligned) starts at the first block after the
@@ -182,17 +185,32 @@ export function splitXattrName(name: string): { nameIndex: number; suffix: strin
   return { nameIndex: best, suffix: name.slice((NAME_PREFIXES[best] as string).length) };
 }
 
-/** The inline xattr body of a node (header, entries sorted by index and name), and its i_xattr_icount. */
-function xattrBody(node: TreeNode): { body: Uint8Array; icount: number } {
-  const xs = node.xattrs ?? [];
-  if (xs.length === 0) return { body: new Uint8Array(0), icount: 0 };
-  const entries: XattrEntry[] = xs.map((x) => {
+function xattrEntries(node: TreeNode): { key: string; entry: XattrEntry }[] {
+  const out = (node.xattrs ?? []).map((x) => {
     const { nameIndex, suffix } = splitXattrName(x.name);
-    return { nameIndex, name: Buffer.from(suffix, 'utf8'), value: x.value };
+    const entry: XattrEntry = { nameIndex, name: Buffer.from(suffix, 'utf8'), value: x.value };
+    return { key: `${x.name}\0${Buffer.from(x.value).toString('hex')}`, entry };
   });
-  entries.sort((a, b) => a.nameIndex - b.nameIndex || cmpBytes(a.name, b.name));
-  const parts = [encodeIbodyHeader({ nameFilter: 0, sharedCount: 0 }), ...entries.map(encodeXattrEntry)];
-  const body = Buffer.concat(parts);
+  return out.sort((a, b) => a.entry.nameIndex - b.entry.nameIndex || cmpBytes(a.entry.name, b.entry.name));
+}
+
+/**
+ * The inline xattr body of a node: header, the ids of its shared entries (at most 255), then its own
+ * entries; and its i_xattr_icount.
+ */
+function xattrBody(node: TreeNode, sharedIds: ReadonlyMap<string, number>): { body: Uint8Array; icount: number } {
+  const xs = xattrEntries(node);
+  if (xs.length === 0) return { body: new Uint8Array(0), icount: 0 };
+  const ids: number[] = [];
+  const own: XattrEntry[] = [];
+  for (const x of xs) {
+    const id = sharedIds.get(x.key);
+    if (id !== undefined && ids.length < 255) ids.push(id);
+    else own.push(x.entry);
+  }
+  const idBytes = new Uint8Array(ids.length * 4);
+  ids.forEach((id, i) => new DataView(idBytes.buffer).setUint32(i * 4, id, true));
+  const body = Buffer.concat([encodeIbodyHeader({ nameFilter: 0, sharedCount: ids.length }), idBytes, ...own.map(encodeXattrEntry)]);
   return { body, icount: (body.byteLength - 12) / 4 + 1 };
 }
 
@@ -252,9 +270,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       known.nlink++;
       return known;
     }
-    const { body, icount } = xattrBody(node);
     const rec: InodeRec = {
-      node, nid: -1, ino: recs.length + 1, nlink: node.type === 'dir' ? 2 : 1, extended: false, xattrBody: body, xattrIcount: icount,
+      node, nid: -1, ino: recs.length + 1, nlink: node.type === 'dir' ? 2 : 1, extended: false, xattrBody: new Uint8Array(0), xattrIcount: 0,
       size: 0, layout: DataLayout.flatPlain, inlineLen: 0, pos: 0, startBlock: 0, blocks: 0,
     };
     rec.parent = parent ?? rec;
@@ -274,6 +291,31 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     return rec;
   };
   visit(tree, undefined);
+
+  // Shared xattrs: an attribute (name and value) that several inodes carry is stored once, in order of first use.
+  const uses = new Map<string, { entry: XattrEntry; count: number }>();
+  for (const rec of recs) {
+    for (const x of xattrEntries(rec.node)) {
+      const u = uses.get(x.key);
+      if (u === undefined) uses.set(x.key, { entry: x.entry, count: 1 });
+      else u.count++;
+    }
+  }
+  const sharedIds = new Map<string, number>();
+  const sharedParts: Uint8Array[] = [];
+  let sharedLen = 0;
+  for (const [key, u] of uses) {
+    if (u.count < 2) continue;
+    const bytes = encodeXattrEntry(u.entry);
+    sharedIds.set(key, sharedLen / 4);
+    sharedParts.push(bytes);
+    sharedLen += bytes.byteLength;
+  }
+  for (const rec of recs) {
+    const { body, icount } = xattrBody(rec.node, sharedIds);
+    rec.xattrBody = body;
+    rec.xattrIcount = icount;
+  }
 
   const dot = Buffer.from('.');
   const dotdot = Buffer.from('..');
@@ -335,8 +377,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   }
   const root = recs[0] as InodeRec;
   if (root.nid > 0xffff) throw new RangeError('the root nid does not fit 16 bits');
-  // Data blocks are handed out as the data is written (a hole chunk takes none), in nid order.
-  let block = Math.ceil(pos / bs);
+  // The shared xattr area follows the inodes; data blocks are handed out as the data is written (a
+  // hole chunk takes none), in nid order.
+  const xattrBlk = sharedLen > 0 ? Math.ceil(pos / bs) : 0;
+  let block = sharedLen > 0 ? Math.ceil((xattrBlk * bs + sharedLen) / bs) : Math.ceil(pos / bs);
 
   const output = typeof out === 'string' ? await Output.toPath(out) : new Output('(disk)', undefined, out);
   try {
@@ -432,6 +476,11 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       }
     }
+    if (sharedLen > 0) {
+      const area = new Uint8Array(Math.ceil(sharedLen / bs) * bs);
+      area.set(Buffer.concat(sharedParts));
+      await output.write(area, xattrBlk * bs);
+    }
     // Zero the gaps of the metadata area up to the first data block (a file on a fresh path is already zero, a Disk may not be).
     if (typeof out !== 'string') await zeroGaps(output, recs, metaStart, Math.ceil(pos / bs) * bs, bs);
 
@@ -439,7 +488,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     const uuid = options.uuid !== undefined ? parseUuid(options.uuid) : defaultUuid(recs, mkfsTime, bs);
     const sb: Superblock = {
       checksum: 0, featureCompat: Compat.sbChecksum | Compat.mtime, blkszbits: Math.log2(bs), extSlots: 0, rootNid: root.nid,
-      inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: 0, uuid,
+      inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: xattrBlk, uuid,
       volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
       featureIncompat: recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0, u1: 0,
       extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: 0, xattrPrefixStart: 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
