@@ -189,6 +189,8 @@ test('invalid input is refused (block size, names, xattr prefixes, content short
   await assert.rejects(writeErofs(fixed(), join(t.dir, 'bad.img'), { blockSize: 8192 }), RangeError);
   await assert.rejects(writeErofs(dirNode({}, { 'a/b': fileNode('') }), join(t.dir, 'bad.img')), RangeError);
   await assert.rejects(writeErofs(dirNode({}, { a: fileNode('', { xattrs: [{ name: 'foo.bar', value: new Uint8Array(1) }] }) }), join(t.dir, 'bad.img')), RangeError);
+  await assert.rejects(writeErofs(dirNode({}, { a: fileNode('', { mtime: -1 }) }), join(t.dir, 'bad.img')), RangeError);
+  await assert.rejects(writeErofs(dirNode({}, { a: fileNode('', { uid: 2 ** 32 }) }), join(t.dir, 'bad.img')), RangeError);
   const liar = fileNode('abc');
   liar.size = 10;
   await assert.rejects(writeErofs(dirNode({}, { liar }), join(t.dir, 'bad.img')), RangeError);
@@ -233,4 +235,33 @@ test('xattrs several inodes carry are stored once (shared, by id); the rest inli
     assert.equal(header.sharedCount, 3, `${p}: three shared entries`);
     assert.ok(inode.xattrSize < 100, `${p}: the 900-byte value is not inline (${inode.xattrSize})`);
   }
+});
+
+test('a file of 4 GiB and more gets an extended inode: streamed through 1 MiB holes into a small chunked image, its tail reads back', async () => {
+  const size = 2 ** 32 + 3 * 4096 + 5;
+  const zero = new Uint8Array(1 << 22);
+  const end = Buffer.from('the end');
+  const huge: TreeNode = {
+    type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size,
+    content: {
+      kind: 'stream',
+      open: async function* () {
+        let left = size - end.byteLength;
+        while (left > 0) {
+          const n = Math.min(left, zero.byteLength);
+          left -= n;
+          yield zero.subarray(0, n);
+        }
+        yield end;
+      },
+    },
+  };
+  const { reader, bytes } = await roundTrip(dirNode({}, { huge }), { mkfsTime: 0, chunkSize: 1 << 20 });
+  assert.ok(bytes.byteLength < 1 << 20, `${bytes.byteLength}`);
+  const inode = await reader.lookup('huge');
+  assert.equal(inode.raw.extended, true);
+  assert.equal(inode.size, size);
+  const tail = new Uint8Array(4096 + end.byteLength);
+  await reader.readRange(inode, tail, size - tail.byteLength);
+  assert.deepEqual(Buffer.from(tail), Buffer.concat([Buffer.alloc(4096), end]));
 });

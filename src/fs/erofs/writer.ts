@@ -270,6 +270,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       known.nlink++;
       return known;
     }
+    if (!Number.isSafeInteger(node.mtime) || node.mtime < 0) throw new RangeError(`mtime ${node.mtime} is not a whole number of seconds since 1970`);
+    for (const [what, id] of [['uid', node.uid], ['gid', node.gid]] as const) {
+      if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`${what} ${id} does not fit 32 bits`);
+    }
     const rec: InodeRec = {
       node, nid: -1, ino: recs.length + 1, nlink: node.type === 'dir' ? 2 : 1, extended: false, xattrBody: new Uint8Array(0), xattrIcount: 0,
       size: 0, layout: DataLayout.flatPlain, inlineLen: 0, pos: 0, startBlock: 0, blocks: 0,
