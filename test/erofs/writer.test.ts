@@ -12,6 +12,8 @@ import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { DataLayout } from '../../src/fs/erofs/inode.ts';
 import { decodeIbodyHeader } from '../../src/fs/erofs/xattr.ts';
 import { writeErofs } from '../../src/fs/erofs/writer.ts';
+import { ErofsFileSystem } from '../../src/fs/erofs/filesystem.ts';
+import { treeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
 import { dirNode, fileNode, type DirNode, type TreeNode } from '../../src/fs/squashfs/tree.ts';
 
 const t = tempDir('erofs-writer-');
@@ -264,4 +266,16 @@ test('a file of 4 GiB and more gets an extended inode: streamed through 1 MiB ho
   const tail = new Uint8Array(4096 + end.byteLength);
   await reader.readRange(inode, tail, size - tail.byteLength);
   assert.deepEqual(Buffer.from(tail), Buffer.concat([Buffer.alloc(4096), end]));
+});
+
+test('the same tree type: an image read back as a FileSystem (treeFromFileSystem) writes the byte-identical image again', async () => {
+  const tree = fixed();
+  const shared = fileNode('linked', { mtime: 1000, xattrs: [{ name: 'user.s', value: Buffer.from('v') }] });
+  tree.entries.set('h1', shared);
+  (tree.entries.get('sub') as DirNode).entries.set('h2', shared);
+  tree.entries.set('p', { type: 'fifo', mode: 0o600, uid: 5, gid: 6, mtime: 1000, xattrs: [{ name: 'user.s', value: Buffer.from('v') }] });
+  const opts = { mkfsTime: 1000, uuid: '00112233-4455-6677-8899-aabbccddeeff' };
+  const first = await roundTrip(tree, opts);
+  const again = await roundTrip(await treeFromFileSystem(new ErofsFileSystem(first.reader)), opts);
+  assert.deepEqual(Buffer.from(again.bytes), Buffer.from(first.bytes));
 });
