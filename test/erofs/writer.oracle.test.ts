@@ -77,6 +77,7 @@ test('writer oracle: fsck.erofs 1.8.6 extracts the identical tree and checks a c
   assert.match(sb, /Filesystem blocksize:\s+4096/);
   assert.match(sb, /Filesystem UUID:\s+01234567-89ab-cdef-0123-456789abcdef/);
   assert.match(sb, /sb_csum/);
+  assert.match(sb, /xattr_prefixes/, 'trusted.overlay.* names share a long prefix');
   assert.match(sb, /shared xattr metadata start block:\s+[1-9]/, 'user.shared on several inodes is stored once');
   const owned = run('chroot', [TRIXIE, 'dump.erofs', '--path=/owned', inside(img)]).stdout;
   assert.match(owned, /Uid:\s*100000/);

@@ -219,7 +219,7 @@ test('chunk-based files: all-zero chunks are holes (EROFS_NULL_ADDR) that take n
   await assert.rejects(writeErofs(tree, join(t.dir, 'bad.img'), { chunkSize: 3000 }), RangeError);
 });
 
-test('xattrs several inodes carry are stored once (shared, by id); the rest inline; every name index', async () => {
+test('xattrs several inodes carry are stored once (shared, by id); the rest inline; every name index; trusted.overlay. as a long prefix or not', async () => {
   const big = new Uint8Array(900).fill(0x5a);
   const x = (own: string) => [
     { name: 'user.shared', value: big },
@@ -230,6 +230,10 @@ test('xattrs several inodes carry are stored once (shared, by id); the rest inli
   const tree = dirNode({ xattrs: x('root') }, { a: fileNode('a', { xattrs: x('a') }), b: dirNode({ xattrs: x('b') }), c: { type: 'symlink', target: 'a', mode: 0o777, uid: 0, gid: 0, mtime: 0, xattrs: x('c') } });
   const { reader, bytes } = await roundTrip(tree, { mkfsTime: 0 });
   assert.notEqual(reader.superblock.xattrBlkaddr, 0);
+  assert.equal(reader.superblock.xattrPrefixCount, 1, 'trusted.overlay. is a long prefix');
+  const none = await roundTrip(tree, { mkfsTime: 0, longPrefixes: [] });
+  assert.equal(none.reader.superblock.xattrPrefixCount, 0);
+  await assertSame(none.reader, tree, '', new Map(), linkCounts(tree));
   await assertSame(reader, tree, '', new Map(), linkCounts(tree));
   for (const p of ['a', 'b', 'c']) {
     const inode = await reader.lookup(p);

@@ -2,7 +2,8 @@
  * EROFS writer (uncompressed images) over the SquashFS writer's tree type.
  *
  * Extended attributes are inline in each inode, except those (name and value) that several inodes
- * carry: those are stored once in the shared xattr area (after the inodes) and named by id.
+ * carry: those are stored once in the shared xattr area (after the inodes) and named by id. Names
+ * under a long prefix (default `trusted.overlay.`) store only their rest; the prefix records follow.
  *
  * Design notes
  * - Layout: block 0 holds the superblock at byte 1024; the metadata area (inodes, their inline
@@ -32,7 +33,7 @@ import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type 
 import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
-import { encodeIbodyHeader, encodeXattrEntry, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
+import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
 export interface ErofsWriteOptions {
   /** 512 .. 4096, a power of two (default 4096). */
@@ -49,6 +50,12 @@ export interface ErofsWriteOptions {
    * holes are zero blocks.
    */
   chunkSize?: number;
+  /**
+   * Long xattr name prefixes (INCOMPAT_XATTR_PREFIXES) stored once in the image when some attribute
+   * uses them, so entries keep only the rest of their name (default ['trusted.overlay.'], common in
+   * overlay layers; [] for none). Each must start with a short prefix (user., trusted., security.).
+   */
+  longPrefixes?: readonly string[];
   /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
 }
@@ -185,9 +192,14 @@ export function splitXattrName(name: string): { nameIndex: number; suffix: strin
   return { nameIndex: best, suffix: name.slice((NAME_PREFIXES[best] as string).length) };
 }
 
-function xattrEntries(node: TreeNode): { key: string; entry: XattrEntry }[] {
+function xattrEntries(node: TreeNode, long: readonly string[] = []): { key: string; entry: XattrEntry }[] {
   const out = (node.xattrs ?? []).map((x) => {
-    const { nameIndex, suffix } = splitXattrName(x.name);
+    let { nameIndex, suffix } = splitXattrName(x.name);
+    const li = long.findIndex((p) => x.name.startsWith(p) && x.name.length > p.length);
+    if (li >= 0) {
+      nameIndex = LONG_PREFIX_BIT | li;
+      suffix = x.name.slice((long[li] as string).length);
+    }
     const entry: XattrEntry = { nameIndex, name: Buffer.from(suffix, 'utf8'), value: x.value };
     return { key: `${x.name}\0${Buffer.from(x.value).toString('hex')}`, entry };
   });
@@ -198,8 +210,8 @@ function xattrEntries(node: TreeNode): { key: string; entry: XattrEntry }[] {
  * The inline xattr body of a node: header, the ids of its shared entries (at most 255), then its own
  * entries; and its i_xattr_icount.
  */
-function xattrBody(node: TreeNode, sharedIds: ReadonlyMap<string, number>): { body: Uint8Array; icount: number } {
-  const xs = xattrEntries(node);
+function xattrBody(node: TreeNode, sharedIds: ReadonlyMap<string, number>, long: readonly string[]): { body: Uint8Array; icount: number } {
+  const xs = xattrEntries(node, long);
   if (xs.length === 0) return { body: new Uint8Array(0), icount: 0 };
   const ids: number[] = [];
   const own: XattrEntry[] = [];
@@ -297,9 +309,17 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   visit(tree, undefined);
 
   // Shared xattrs: an attribute (name and value) that several inodes carry is stored once, in order of first use.
+  // Long prefixes: those some attribute uses, in the order given.
+  const wanted = options.longPrefixes ?? ['trusted.overlay.'];
+  for (const p of wanted) {
+    const base = splitXattrName(p);
+    if (base.suffix === '' || Buffer.byteLength(base.suffix) > 255) throw new RangeError(`long prefix ${JSON.stringify(p)} adds nothing to a short prefix or is too long`);
+  }
+  const names = new Set(recs.flatMap((r) => (r.node.xattrs ?? []).map((x) => x.name)));
+  const long = wanted.filter((p) => [...names].some((n) => n.startsWith(p) && n.length > p.length)).slice(0, 128);
   const uses = new Map<string, { entry: XattrEntry; count: number }>();
   for (const rec of recs) {
-    for (const x of xattrEntries(rec.node)) {
+    for (const x of xattrEntries(rec.node, long)) {
       const u = uses.get(x.key);
       if (u === undefined) uses.set(x.key, { entry: x.entry, count: 1 });
       else u.count++;
@@ -316,7 +336,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     sharedLen += bytes.byteLength;
   }
   for (const rec of recs) {
-    const { body, icount } = xattrBody(rec.node, sharedIds);
+    const { body, icount } = xattrBody(rec.node, sharedIds, long);
     rec.xattrBody = body;
     rec.xattrIcount = icount;
   }
@@ -385,6 +405,13 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   // hole chunk takes none), in nid order.
   const xattrBlk = sharedLen > 0 ? Math.ceil(pos / bs) : 0;
   let block = sharedLen > 0 ? Math.ceil((xattrBlk * bs + sharedLen) / bs) : Math.ceil(pos / bs);
+  // The long prefix records follow, 4-byte aligned, in blocks of their own.
+  const prefixBytes = Buffer.concat(long.map((p) => {
+    const base = splitXattrName(p);
+    return encodeLongPrefix({ baseIndex: base.nameIndex, infix: Buffer.from(base.suffix, 'utf8') });
+  }));
+  const prefixBlk = block;
+  if (prefixBytes.byteLength > 0) block += Math.ceil(prefixBytes.byteLength / bs);
 
   const output = typeof out === 'string' ? await Output.toPath(out) : new Output('(disk)', undefined, out);
   try {
@@ -480,6 +507,11 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       }
     }
+    if (prefixBytes.byteLength > 0) {
+      const area = new Uint8Array(Math.ceil(prefixBytes.byteLength / bs) * bs);
+      area.set(prefixBytes);
+      await output.write(area, prefixBlk * bs);
+    }
     if (sharedLen > 0) {
       const area = new Uint8Array(Math.ceil(sharedLen / bs) * bs);
       area.set(Buffer.concat(sharedParts));
@@ -494,8 +526,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       checksum: 0, featureCompat: Compat.sbChecksum | Compat.mtime, blkszbits: Math.log2(bs), extSlots: 0, rootNid: root.nid,
       inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: xattrBlk, uuid,
       volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
-      featureIncompat: recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0, u1: 0,
-      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: 0, xattrPrefixStart: 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
+      featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0), u1: 0,
+      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 ? (prefixBlk * bs) / 4 : 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
     };
     const span = new Uint8Array(checksumSpan(Math.log2(bs)));
     span.set(encodeSuperblock(sb));
