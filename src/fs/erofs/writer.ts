@@ -223,6 +223,7 @@ function xattrBody(node: TreeNode, sharedIds: ReadonlyMap<string, number>, long:
   const idBytes = new Uint8Array(ids.length * 4);
   ids.forEach((id, i) => new DataView(idBytes.buffer).setUint32(i * 4, id, true));
   const body = Buffer.concat([encodeIbodyHeader({ nameFilter: 0, sharedCount: ids.length }), idBytes, ...own.map(encodeXattrEntry)]);
+  if ((body.byteLength - 12) / 4 + 1 > 0xffff) throw new RangeError(`${body.byteLength} bytes of xattrs do not fit one inode's i_xattr_icount`);
   return { body, icount: (body.byteLength - 12) / 4 + 1 };
 }
 
