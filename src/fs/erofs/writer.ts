@@ -519,7 +519,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       await output.write(area, xattrBlk * bs);
     }
     // Zero the gaps of the metadata area up to the first data block (a file on a fresh path is already zero, a Disk may not be).
-    if (typeof out !== 'string') await zeroGaps(output, recs, metaStart, Math.ceil(pos / bs) * bs, bs);
+    if (typeof out !== 'string') await zeroGaps(output, recs, metaStart, Math.ceil(pos / bs) * bs);
 
     // Superblock.
     const uuid = options.uuid !== undefined ? parseUuid(options.uuid) : defaultUuid(recs, mkfsTime, bs);
@@ -558,7 +558,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   }
 }
 
-async function zeroGaps(output: Output, recs: readonly InodeRec[], start: number, end: number, bs: number): Promise<void> {
+async function zeroGaps(output: Output, recs: readonly InodeRec[], start: number, end: number): Promise<void> {
   const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
   let at = start;
   for (const [s, e] of used) {
@@ -566,7 +566,6 @@ async function zeroGaps(output: Output, recs: readonly InodeRec[], start: number
     at = Math.max(at, e);
   }
   if (end > at) await output.write(new Uint8Array(end - at), at);
-  void bs;
 }
 
 /** A UUID derived from the metadata (deterministic; version-4 style bits set). */
