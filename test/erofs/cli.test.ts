@@ -63,3 +63,45 @@ test('erofs CLI: info --json, ls -l, cat, extract (safe into DEST), typed errors
     t.cleanup();
   }
 });
+
+test('erofs create: writes an image our info/ls/cat read back; same options give the same bytes; usage errors', () => {
+  const t = tempDir('erofs-cli-create-');
+  try {
+    const src = join(t.dir, 'src');
+    mkdirSync(join(src, 'etc'), { recursive: true });
+    writeFileSync(join(src, 'etc/hostname'), 'live\n');
+    writeFileSync(join(src, 'big'), Buffer.from('words and more words '.repeat(20000)));
+    symlinkSync('etc/hostname', join(src, 'link'));
+    const img = join(t.dir, 'out.erofs');
+    const args = ['--block-size', '1K', '--mkfs-time', '1000', '--uuid', '00112233-4455-6677-8899-aabbccddeeff'];
+    const made = runCli(['erofs', 'create', src, img, ...args, '--json']);
+    assert.equal(made.status, 0, made.stderr);
+    assert.equal(made.json.blockSize, 1024);
+    assert.equal(made.json.inodes, 5);
+    const info = runCli(['erofs', 'info', img, '--json']);
+    assert.equal(info.status, 0, info.stderr);
+    assert.equal(info.json.blockSize, 1024);
+    assert.equal(info.json.uuid, '00112233-4455-6677-8899-aabbccddeeff');
+    const cat = runCli(['erofs', 'cat', img, '/etc/hostname']);
+    assert.equal(cat.stdout, 'live\n');
+    const ls = runCli(['erofs', 'ls', img, '/', '-l']);
+    assert.match(ls.stdout, /^l.* link -> etc\/hostname$/m);
+    const again = join(t.dir, 'again.erofs');
+    assert.equal(runCli(['erofs', 'create', src, again, ...args]).status, 0);
+    assert.deepEqual(readFileSync(again), readFileSync(img));
+    const bad = runCli(['erofs', 'create', src, join(t.dir, 'x'), '--block-size', '8K', '--json']);
+    assert.notEqual(bad.status, 0);
+    assert.match(JSON.stringify(bad.json), /block-size/);
+    assert.notEqual(runCli(['erofs', 'create', src, join(t.dir, 'x'), '--uuid', 'nope']).status, 0);
+    assert.notEqual(runCli(['erofs', 'create', src, join(t.dir, 'x'), '--chunk-size', '3000']).status, 0);
+    const chunked = join(t.dir, 'chunked.erofs');
+    const c = runCli(['erofs', 'create', src, chunked, '--chunk-size', '8K', '--json']);
+    assert.equal(c.status, 0, c.stderr);
+    assert.equal(c.json.chunkSize, 8192);
+    const ci = runCli(['erofs', 'info', chunked, '--json']);
+    assert.ok(ci.json.incompatFeatures.includes('chunkedFile'), JSON.stringify(ci.json));
+    assert.deepEqual(Buffer.from(runCli(['erofs', 'cat', chunked, '/big']).stdout), readFileSync(join(src, 'big')));
+  } finally {
+    t.cleanup();
+  }
+});

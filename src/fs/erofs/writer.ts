@@ -1,0 +1,580 @@
+/**
+ * EROFS writer (uncompressed images) over the SquashFS writer's tree type.
+ *
+ * Extended attributes are inline in each inode, except those (name and value) that several inodes
+ * carry: those are stored once in the shared xattr area (after the inodes) and named by id. Names
+ * under a long prefix (default `trusted.overlay.`) store only their rest; the prefix records follow.
+ *
+ * Design notes
+ * - Layout: block 0 holds the superblock at byte 1024; the metadata area (inodes, their inline
+ *   xattrs and inline tails, each record 32-byte aligned) starts at the first block after the
+ *   superblock; file, directory and symlink data blocks follow it.
+ * - Inodes are numbered in a fixed order: depth-first, each directory's entries sorted by name bytes,
+ *   the root first (nid 1; nid 0 is left unused). A node object reachable under several names is one inode (hard link).
+ * - Every inode record is placed before any data is read: the sizes of all records are known from the
+ *   tree (a directory's size depends only on its names), so nids and block addresses are fixed first.
+ *   File data is then streamed block by block; a file's tail (less than a block) is kept in memory
+ *   when it is stored inline and written with the metadata area last.
+ * - Compact inodes carry no mtime of their own on older kernels (those use the build time), so a
+ *   compact inode is used only when its mtime equals the build time (stored as epoch, i_mtime 0) and
+ *   uid, gid, nlink and size fit; otherwise the inode is extended.
+ * - FLAT_INLINE is used when the tail fits after the inode inside its block (the record moves to a
+ *   fresh block when that makes it fit), FLAT_PLAIN otherwise. Holes are written as zero blocks,
+ *   unless `chunkSize` makes files chunk-based: then an all-zero chunk is EROFS_NULL_ADDR in the
+ *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
+ */
+import { createHash } from 'node:crypto';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { fromSystemError } from '../../errors.ts';
+import type { Disk } from '../../io/disk.ts';
+import { contentPieces, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
+import { DIRENT_SIZE, encodeDirentBlock, FILE_TYPE_KINDS, NAME_MAX, type Dirent } from './dirent.ts';
+import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type RawInode } from './inode.ts';
+import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
+import { isAllZero } from '../../io/bytes.ts';
+import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
+import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
+
+export interface ErofsWriteOptions {
+  /** 512 .. 4096, a power of two (default 4096). */
+  blockSize?: number;
+  /** Build time (seconds since 1970): default SOURCE_DATE_EPOCH, else now. */
+  mkfsTime?: number;
+  /** 16 bytes or the usual 8-4-4-4-12 hex text (default: derived from the image's metadata). */
+  uuid?: Uint8Array | string;
+  /** Up to 16 bytes of UTF-8. */
+  volumeName?: string;
+  /**
+   * Store regular files as chunks of this size (a power of two, blockSize .. 256 MiB) with a block map;
+   * an all-zero chunk is a hole (EROFS_NULL_ADDR) and takes no blocks. Without it, files are flat and
+   * holes are zero blocks.
+   */
+  chunkSize?: number;
+  /**
+   * Long xattr name prefixes (INCOMPAT_XATTR_PREFIXES) stored once in the image when some attribute
+   * uses them, so entries keep only the rest of their name (default ['trusted.overlay.'], common in
+   * overlay layers; [] for none). Each must start with a short prefix (user., trusted., security.).
+   */
+  longPrefixes?: readonly string[];
+  /** How a source directory is scanned (xattr reader; default the host's xattrs). */
+  scan?: ScanOptions;
+}
+
+export interface ErofsWriteResult {
+  readonly size: number;
+  readonly blocks: number;
+  readonly inodes: number;
+  readonly dataBytes: number;
+}
+
+const IFMT: Record<TreeNode['type'], number> = {
+  file: 0o100000, dir: 0o040000, symlink: 0o120000, chardev: 0o020000, blockdev: 0o060000, fifo: 0o010000, socket: 0o140000,
+};
+
+interface InodeRec {
+  node: TreeNode;
+  nid: number;
+  ino: number;
+  nlink: number;
+  extended: boolean;
+  xattrBody: Uint8Array;
+  xattrIcount: number;
+  size: number;
+  layout: number;
+  /** Bytes stored inline after the inode (the tail), when FLAT_INLINE. */
+  inlineLen: number;
+  pos: number;
+  startBlock: number;
+  /** Data blocks (full blocks only when inline). */
+  blocks: number;
+  /** Chunk-based: the block map (one entry per chunk), filled when the data is written. */
+  chunkMap?: (number | undefined)[];
+  /** Directory: its sorted children (name bytes, record). */
+  children?: { name: Uint8Array; rec: InodeRec }[];
+  parent?: InodeRec;
+  tail?: Uint8Array;
+}
+
+/** Sequential output with buffered writes; a write at another position flushes first. */
+class Output {
+  #fh: FileHandle | undefined;
+  #disk: (Disk & { resize?: (n: number) => Promise<void> }) | undefined;
+  #buf = new Uint8Array(1 << 20);
+  #start = 0;
+  #len = 0;
+  constructor(readonly path: string, fh?: FileHandle, disk?: Disk) {
+    this.#fh = fh;
+    this.#disk = disk;
+  }
+
+  static async toPath(path: string): Promise<Output> {
+    try {
+      return new Output(path, await open(path, 'w'));
+    } catch (err) {
+      throw fromSystemError(err, path, 'create the image');
+    }
+  }
+
+  async write(bytes: Uint8Array, at: number): Promise<void> {
+    if (at !== this.#start + this.#len) {
+      await this.flush();
+      this.#start = at;
+    }
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const n = Math.min(bytes.byteLength - done, this.#buf.byteLength - this.#len);
+      this.#buf.set(bytes.subarray(done, done + n), this.#len);
+      this.#len += n;
+      done += n;
+      if (this.#len === this.#buf.byteLength) await this.flush();
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.#len === 0) return;
+    const data = this.#buf.subarray(0, this.#len);
+    const at = this.#start;
+    if (this.#fh) {
+      try {
+        let done = 0;
+        while (done < data.byteLength) done += (await this.#fh.write(data, done, data.byteLength - done, at + done)).bytesWritten;
+      } catch (err) {
+        throw fromSystemError(err, this.path, 'write the image');
+      }
+    } else if (this.#disk) {
+      if (at + data.byteLength > this.#disk.size) {
+        if (typeof this.#disk.resize !== 'function') throw new RangeError(`the output disk (${this.#disk.size} bytes) is too small`);
+        await this.#disk.resize(at + data.byteLength);
+      }
+      await this.#disk.write(data, at);
+    }
+    this.#start += this.#len;
+    this.#len = 0;
+  }
+
+  async finish(size: number): Promise<void> {
+    await this.flush();
+    if (this.#fh) {
+      try {
+        await this.#fh.truncate(size);
+        await this.#fh.close();
+      } catch (err) {
+        throw fromSystemError(err, this.path, 'finish the image');
+      }
+    } else if (this.#disk) {
+      if (this.#disk.size < size) {
+        if (typeof this.#disk.resize !== 'function') throw new RangeError(`the output disk (${this.#disk.size} bytes) is too small`);
+        await this.#disk.resize(size);
+      }
+      await this.#disk.flush();
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.#fh) {
+      await this.#fh.close().catch(() => {});
+      await unlink(this.path).catch(() => {});
+    }
+  }
+}
+
+function cmpBytes(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+/** The name index and remaining name for a full xattr name (the longest short prefix that matches). */
+export function splitXattrName(name: string): { nameIndex: number; suffix: string } {
+  let best = 0;
+  NAME_PREFIXES.forEach((p, i) => {
+    if (p !== undefined && name.startsWith(p) && (best === 0 || p.length > (NAME_PREFIXES[best] as string).length)) best = i;
+  });
+  if (best === 0) throw new RangeError(`xattr ${JSON.stringify(name)} has no EROFS name prefix (user., trusted., security., system.posix_acl_*)`);
+  return { nameIndex: best, suffix: name.slice((NAME_PREFIXES[best] as string).length) };
+}
+
+function xattrEntries(node: TreeNode, long: readonly string[] = []): { key: string; entry: XattrEntry }[] {
+  const out = (node.xattrs ?? []).map((x) => {
+    let { nameIndex, suffix } = splitXattrName(x.name);
+    const li = long.findIndex((p) => x.name.startsWith(p) && x.name.length > p.length);
+    if (li >= 0) {
+      nameIndex = LONG_PREFIX_BIT | li;
+      suffix = x.name.slice((long[li] as string).length);
+    }
+    const entry: XattrEntry = { nameIndex, name: Buffer.from(suffix, 'utf8'), value: x.value };
+    return { key: `${x.name}\0${Buffer.from(x.value).toString('hex')}`, entry };
+  });
+  return out.sort((a, b) => a.entry.nameIndex - b.entry.nameIndex || cmpBytes(a.entry.name, b.entry.name));
+}
+
+/**
+ * The inline xattr body of a node: header, the ids of its shared entries (at most 255), then its own
+ * entries; and its i_xattr_icount.
+ */
+function xattrBody(node: TreeNode, sharedIds: ReadonlyMap<string, number>, long: readonly string[]): { body: Uint8Array; icount: number } {
+  const xs = xattrEntries(node, long);
+  if (xs.length === 0) return { body: new Uint8Array(0), icount: 0 };
+  const ids: number[] = [];
+  const own: XattrEntry[] = [];
+  for (const x of xs) {
+    const id = sharedIds.get(x.key);
+    if (id !== undefined && ids.length < 255) ids.push(id);
+    else own.push(x.entry);
+  }
+  const idBytes = new Uint8Array(ids.length * 4);
+  ids.forEach((id, i) => new DataView(idBytes.buffer).setUint32(i * 4, id, true));
+  const body = Buffer.concat([encodeIbodyHeader({ nameFilter: 0, sharedCount: ids.length }), idBytes, ...own.map(encodeXattrEntry)]);
+  if ((body.byteLength - 12) / 4 + 1 > 0xffff) throw new RangeError(`${body.byteLength} bytes of xattrs do not fit one inode's i_xattr_icount`);
+  return { body, icount: (body.byteLength - 12) / 4 + 1 };
+}
+
+/** Packs directory entries into blocks: each block takes as many sorted entries as fit. */
+function dirLayout(names: readonly Uint8Array[], bs: number): { blocks: number[][]; size: number } {
+  const blocks: number[][] = [];
+  let cur: number[] = [];
+  let used = 0;
+  let lastUsed = 0;
+  names.forEach((n, i) => {
+    const need = DIRENT_SIZE + n.byteLength;
+    if (used + need > bs) {
+      blocks.push(cur);
+      cur = [];
+      used = 0;
+    }
+    cur.push(i);
+    used += need;
+    lastUsed = used;
+  });
+  blocks.push(cur);
+  return { blocks, size: (blocks.length - 1) * bs + lastUsed };
+}
+
+function parseUuid(u: Uint8Array | string): Uint8Array {
+  if (typeof u !== 'string') {
+    if (u.byteLength !== 16) throw new RangeError('a UUID has 16 bytes');
+    return Uint8Array.from(u);
+  }
+  const hex = u.replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new RangeError(`${JSON.stringify(u)} is not a UUID`);
+  return Uint8Array.from(Buffer.from(hex, 'hex'));
+}
+
+/** Writes an uncompressed EROFS image from a tree (or a host directory path) to a host path or a Disk. */
+export async function writeErofs(source: DirNode | string, out: Disk | string, options: ErofsWriteOptions = {}): Promise<ErofsWriteResult> {
+  const tree = typeof source === 'string' ? await treeFromDirectory(source, options.scan) : source;
+  const bs = options.blockSize ?? 4096;
+  if (!Number.isInteger(bs) || bs < 512 || bs > 4096 || (bs & (bs - 1)) !== 0) throw new RangeError(`block size ${bs} is not a power of two in 512..4096`);
+  const envEpoch = process.env.SOURCE_DATE_EPOCH !== undefined && /^\d+$/.test(process.env.SOURCE_DATE_EPOCH) ? Number(process.env.SOURCE_DATE_EPOCH) : undefined;
+  const mkfsTime = options.mkfsTime ?? envEpoch ?? Math.floor(Date.now() / 1000);
+  if (!Number.isSafeInteger(mkfsTime) || mkfsTime < 0) throw new RangeError(`build time ${mkfsTime} is not a non-negative integer`);
+  const volumeName = Buffer.from(options.volumeName ?? '', 'utf8');
+  if (volumeName.byteLength > 16) throw new RangeError('a volume name has at most 16 bytes');
+  const chunkSize = options.chunkSize;
+  if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize < bs || chunkSize > 1 << 28 || (chunkSize & (chunkSize - 1)) !== 0)) {
+    throw new RangeError(`chunk size ${chunkSize} is not a power of two in ${bs}..256 MiB`);
+  }
+
+  // Pass 1: inode records in a fixed order.
+  const recs: InodeRec[] = [];
+  const byNode = new Map<TreeNode, InodeRec>();
+  const visit = (node: TreeNode, parent: InodeRec | undefined): InodeRec => {
+    const known = byNode.get(node);
+    if (known !== undefined) {
+      if (node.type === 'dir') throw new RangeError('a directory is reachable under two names');
+      known.nlink++;
+      return known;
+    }
+    if (!Number.isSafeInteger(node.mtime) || node.mtime < 0) throw new RangeError(`mtime ${node.mtime} is not a whole number of seconds since 1970`);
+    for (const [what, id] of [['uid', node.uid], ['gid', node.gid]] as const) {
+      if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`${what} ${id} does not fit 32 bits`);
+    }
+    const rec: InodeRec = {
+      node, nid: -1, ino: recs.length + 1, nlink: node.type === 'dir' ? 2 : 1, extended: false, xattrBody: new Uint8Array(0), xattrIcount: 0,
+      size: 0, layout: DataLayout.flatPlain, inlineLen: 0, pos: 0, startBlock: 0, blocks: 0,
+    };
+    rec.parent = parent ?? rec;
+    recs.push(rec);
+    byNode.set(node, rec);
+    if (node.type === 'dir') {
+      const kids = [...node.entries].map(([name, child]) => ({ name: Buffer.from(name, 'utf8'), child }));
+      for (const k of kids) {
+        if (k.name.byteLength === 0 || k.name.byteLength > NAME_MAX || k.name.includes(0x2f) || k.name.includes(0) || k.name.equals(Buffer.from('.')) || k.name.equals(Buffer.from('..'))) {
+          throw new RangeError(`${JSON.stringify(k.name.toString('utf8'))} is not a valid entry name`);
+        }
+      }
+      kids.sort((a, b) => cmpBytes(a.name, b.name));
+      rec.children = kids.map((k) => ({ name: k.name, rec: visit(k.child, rec) }));
+      rec.nlink += rec.children.filter((c) => c.rec.node.type === 'dir').length;
+    }
+    return rec;
+  };
+  visit(tree, undefined);
+
+  // Shared xattrs: an attribute (name and value) that several inodes carry is stored once, in order of first use.
+  // Long prefixes: those some attribute uses, in the order given.
+  const wanted = options.longPrefixes ?? ['trusted.overlay.'];
+  for (const p of wanted) {
+    const base = splitXattrName(p);
+    if (base.suffix === '' || Buffer.byteLength(base.suffix) > 255) throw new RangeError(`long prefix ${JSON.stringify(p)} adds nothing to a short prefix or is too long`);
+  }
+  const names = new Set(recs.flatMap((r) => (r.node.xattrs ?? []).map((x) => x.name)));
+  const long = wanted.filter((p) => [...names].some((n) => n.startsWith(p) && n.length > p.length)).slice(0, 128);
+  const uses = new Map<string, { entry: XattrEntry; count: number }>();
+  for (const rec of recs) {
+    for (const x of xattrEntries(rec.node, long)) {
+      const u = uses.get(x.key);
+      if (u === undefined) uses.set(x.key, { entry: x.entry, count: 1 });
+      else u.count++;
+    }
+  }
+  const sharedIds = new Map<string, number>();
+  const sharedParts: Uint8Array[] = [];
+  let sharedLen = 0;
+  for (const [key, u] of uses) {
+    if (u.count < 2) continue;
+    const bytes = encodeXattrEntry(u.entry);
+    sharedIds.set(key, sharedLen / 4);
+    sharedParts.push(bytes);
+    sharedLen += bytes.byteLength;
+  }
+  for (const rec of recs) {
+    const { body, icount } = xattrBody(rec.node, sharedIds, long);
+    rec.xattrBody = body;
+    rec.xattrIcount = icount;
+  }
+
+  const dot = Buffer.from('.');
+  const dotdot = Buffer.from('..');
+  const dirNames = new Map<InodeRec, { names: Uint8Array[]; recsOf: InodeRec[]; layout: number[][] }>();
+  for (const rec of recs) {
+    const n = rec.node;
+    if (n.type === 'file') rec.size = n.size;
+    else if (n.type === 'symlink') rec.size = Buffer.byteLength(n.target, 'utf8');
+    else if (n.type === 'dir') {
+      const all = [{ name: dot, rec }, { name: dotdot, rec: rec.parent as InodeRec }, ...(rec.children ?? [])].sort((a, b) => cmpBytes(a.name, b.name));
+      const lay = dirLayout(all.map((e) => e.name), bs);
+      rec.size = lay.size;
+      dirNames.set(rec, { names: all.map((e) => e.name), recsOf: all.map((e) => e.rec), layout: lay.blocks });
+    }
+    rec.extended = n.uid > 0xffff || n.gid > 0xffff || rec.size > 0xffffffff || rec.nlink > 0xffff || n.mtime !== mkfsTime;
+  }
+
+  // Pass 2: metadata placement (nids), inline decisions, data block addresses.
+  const metaBlk = Math.ceil((SUPER_OFFSET + SUPERBLOCK_BASE_SIZE) / bs);
+  const metaStart = metaBlk * bs;
+  // nid 0 stays unused: readdir reports an entry's nid as its inode number, and C libraries skip
+  // entries whose inode number is 0 (the root's "." and every ".." naming it would vanish).
+  let pos = metaStart + 32;
+  for (const rec of recs) {
+    let head = (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
+    if (chunkSize !== undefined && rec.node.type === 'file' && rec.size > 0) {
+      rec.layout = DataLayout.chunkBased;
+      const chunks = Math.ceil(rec.size / chunkSize);
+      rec.chunkMap = new Array<number | undefined>(chunks);
+      if ((pos % bs) + Math.min(head, bs) > bs) pos = Math.ceil(pos / bs) * bs;
+      rec.pos = pos;
+      rec.nid = (pos - metaStart) / 32;
+      pos = Math.ceil((pos + head + chunks * BLOCK_MAP_ENTRY_SIZE) / 32) * 32;
+      continue;
+    }
+    const hasData = rec.node.type === 'file' || rec.node.type === 'dir' || rec.node.type === 'symlink';
+    const tail = hasData ? rec.size % bs : 0;
+    // The inode itself must not straddle a block when it can help it.
+    if ((pos % bs) + Math.min(head, bs) > bs) pos = Math.ceil(pos / bs) * bs;
+    if (hasData && tail > 0) {
+      if ((pos % bs) + head + tail <= bs) {
+        rec.layout = DataLayout.flatInline;
+      } else if (head + tail <= bs) {
+        // A fresh block keeps the tail inline (the rest of this one stays unused), as mkfs.erofs does.
+        pos = Math.ceil(pos / bs) * bs;
+        rec.layout = DataLayout.flatInline;
+      }
+    }
+    if (rec.layout === DataLayout.flatInline) {
+      rec.inlineLen = tail;
+      rec.blocks = Math.floor(rec.size / bs);
+    } else {
+      rec.blocks = hasData ? Math.ceil(rec.size / bs) : 0;
+    }
+    rec.pos = pos;
+    rec.nid = (pos - metaStart) / 32;
+    pos += head + rec.inlineLen;
+    pos = Math.ceil(pos / 32) * 32;
+  }
+  const root = recs[0] as InodeRec;
+  if (root.nid > 0xffff) throw new RangeError('the root nid does not fit 16 bits');
+  // The shared xattr area follows the inodes; data blocks are handed out as the data is written (a
+  // hole chunk takes none), in nid order.
+  const xattrBlk = sharedLen > 0 ? Math.ceil(pos / bs) : 0;
+  let block = sharedLen > 0 ? Math.ceil((xattrBlk * bs + sharedLen) / bs) : Math.ceil(pos / bs);
+  // The long prefix records follow, 4-byte aligned, in blocks of their own.
+  const prefixBytes = Buffer.concat(long.map((p) => {
+    const base = splitXattrName(p);
+    return encodeLongPrefix({ baseIndex: base.nameIndex, infix: Buffer.from(base.suffix, 'utf8') });
+  }));
+  const prefixBlk = block;
+  if (prefixBytes.byteLength > 0) block += Math.ceil(prefixBytes.byteLength / bs);
+
+  const output = typeof out === 'string' ? await Output.toPath(out) : new Output('(disk)', undefined, out);
+  try {
+    // Pass 3: data, in nid order.
+    let dataBytes = 0;
+    for (const rec of recs) {
+      const n = rec.node;
+      if (rec.blocks > 0) {
+        rec.startBlock = block;
+        block += rec.blocks;
+      }
+      const dataPos = rec.startBlock * bs;
+      if (rec.chunkMap !== undefined && n.type === 'file') {
+        const map = rec.chunkMap;
+        const cs = chunkSize as number;
+        let at = 0;
+        let chunk = new Uint8Array(Math.min(cs, rec.size));
+        let fill = 0;
+        const endChunk = async () => {
+          const idx = Math.floor((at - fill) / cs);
+          const data = chunk.subarray(0, fill);
+          if (isAllZero(data)) {
+            map[idx] = undefined;
+          } else {
+            map[idx] = block;
+            const blocks = Math.ceil(fill / bs);
+            await output.write(data, block * bs);
+            if (fill % bs !== 0) await output.write(new Uint8Array(bs - (fill % bs)), block * bs + fill);
+            block += blocks;
+          }
+          fill = 0;
+          if (at < rec.size) chunk = chunk.byteLength <= rec.size - at ? chunk : new Uint8Array(rec.size - at);
+        };
+        for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+          if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+          let off = 0;
+          while (off < piece.byteLength) {
+            const take = Math.min(piece.byteLength - off, chunk.byteLength - fill);
+            chunk.set(piece.subarray(off, off + take), fill);
+            fill += take;
+            off += take;
+            at += take;
+            if (fill === chunk.byteLength) await endChunk();
+          }
+        }
+        if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+        dataBytes += rec.size;
+      } else if (n.type === 'dir') {
+        const d = dirNames.get(rec) as { names: Uint8Array[]; recsOf: InodeRec[]; layout: number[][] };
+        const blocks = d.layout.map((idx) =>
+          encodeDirentBlock(idx.map((i): Dirent => ({ nid: (d.recsOf[i] as InodeRec).nid, fileType: FILE_TYPE_KINDS.indexOf((d.recsOf[i] as InodeRec).node.type), name: d.names[i] as Uint8Array })), bs));
+        const full = Buffer.concat(blocks).subarray(0, rec.size);
+        await emit(rec, full, dataPos);
+      } else if (n.type === 'symlink') {
+        await emit(rec, Buffer.from(n.target, 'utf8'), dataPos);
+      } else if (n.type === 'file' && rec.size > 0) {
+        let at = 0;
+        const fullLen = rec.blocks * bs;
+        const tailBuf = rec.inlineLen > 0 ? new Uint8Array(rec.inlineLen) : undefined;
+        for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+          if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+          const inFull = Math.max(0, Math.min(piece.byteLength, fullLen - at));
+          if (inFull > 0) await output.write(piece.subarray(0, inFull), dataPos + at);
+          if (tailBuf && inFull < piece.byteLength) tailBuf.set(piece.subarray(inFull), at + inFull - fullLen);
+          at += piece.byteLength;
+        }
+        if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+        if (!tailBuf && rec.size % bs !== 0) await output.write(new Uint8Array(bs - (rec.size % bs)), dataPos + rec.size);
+        rec.tail = tailBuf;
+        dataBytes += rec.size;
+      }
+    }
+
+    const totalBlocks = block;
+    if (totalBlocks > 0xffffffff) throw new RangeError('the image needs more than 2^32 blocks');
+
+    // Metadata area.
+    for (const rec of recs) {
+      const n = rec.node;
+      let u = 0;
+      if (n.type === 'chardev' || n.type === 'blockdev') u = ((n.minor & 0xff) | ((n.major & 0xfff) << 8) | ((n.minor & ~0xff) << 12)) >>> 0;
+      else if (rec.chunkMap !== undefined) u = Math.log2((chunkSize as number) / bs);
+      else if (rec.blocks > 0) u = rec.startBlock;
+      const raw: RawInode = {
+        extended: rec.extended, format: rec.layout << 1, xattrIcount: rec.xattrIcount, mode: IFMT[n.type] | (n.mode & 0o7777),
+        nb: rec.extended ? 0 : rec.nlink, size: rec.size, u, ino: rec.ino, uid: n.uid, gid: n.gid,
+        mtime: rec.extended ? n.mtime : 0, mtimeNsec: 0, nlink: rec.extended ? rec.nlink : 0,
+      };
+      await output.write(encodeInode(raw), rec.pos);
+      if (rec.xattrBody.byteLength > 0) await output.write(rec.xattrBody, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE));
+      if (rec.tail) await output.write(rec.tail, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
+      if (rec.chunkMap) {
+        await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
+      }
+    }
+    if (prefixBytes.byteLength > 0) {
+      const area = new Uint8Array(Math.ceil(prefixBytes.byteLength / bs) * bs);
+      area.set(prefixBytes);
+      await output.write(area, prefixBlk * bs);
+    }
+    if (sharedLen > 0) {
+      const area = new Uint8Array(Math.ceil(sharedLen / bs) * bs);
+      area.set(Buffer.concat(sharedParts));
+      await output.write(area, xattrBlk * bs);
+    }
+    // Zero the gaps of the metadata area up to the first data block (a file on a fresh path is already zero, a Disk may not be).
+    if (typeof out !== 'string') await zeroGaps(output, recs, metaStart, Math.ceil(pos / bs) * bs);
+
+    // Superblock.
+    const uuid = options.uuid !== undefined ? parseUuid(options.uuid) : defaultUuid(recs, mkfsTime, bs);
+    const sb: Superblock = {
+      checksum: 0, featureCompat: Compat.sbChecksum | Compat.mtime, blkszbits: Math.log2(bs), extSlots: 0, rootNid: root.nid,
+      inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: xattrBlk, uuid,
+      volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
+      featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0), u1: 0,
+      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 ? (prefixBlk * bs) / 4 : 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
+    };
+    const span = new Uint8Array(checksumSpan(Math.log2(bs)));
+    span.set(encodeSuperblock(sb));
+    const sum = superblockChecksum(span);
+    span.set(encodeSuperblock({ ...sb, checksum: sum }));
+    await output.write(new Uint8Array(SUPER_OFFSET), 0);
+    await output.write(span, SUPER_OFFSET);
+    if (metaStart > SUPER_OFFSET + span.byteLength) await output.write(new Uint8Array(metaStart - SUPER_OFFSET - span.byteLength), SUPER_OFFSET + span.byteLength);
+    const size = totalBlocks * bs;
+    await output.finish(size);
+    return { size, blocks: totalBlocks, inodes: recs.length, dataBytes };
+  } catch (err) {
+    await output.abort();
+    throw err;
+  }
+
+  async function emit(rec: InodeRec, data: Uint8Array, dataPos: number): Promise<void> {
+    const fullLen = rec.blocks * bs;
+    if (rec.layout === DataLayout.flatInline) {
+      if (fullLen > 0) await output.write(data.subarray(0, fullLen), dataPos);
+      rec.tail = data.subarray(fullLen);
+    } else if (fullLen > 0) {
+      const padded = new Uint8Array(fullLen);
+      padded.set(data);
+      await output.write(padded, dataPos);
+    }
+  }
+}
+
+async function zeroGaps(output: Output, recs: readonly InodeRec[], start: number, end: number): Promise<void> {
+  const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
+  let at = start;
+  for (const [s, e] of used) {
+    if (s > at) await output.write(new Uint8Array(s - at), at);
+    at = Math.max(at, e);
+  }
+  if (end > at) await output.write(new Uint8Array(end - at), at);
+}
+
+/** A UUID derived from the metadata (deterministic; version-4 style bits set). */
+function defaultUuid(recs: readonly InodeRec[], mkfsTime: number, bs: number): Uint8Array {
+  const h = createHash('sha256');
+  h.update(`${mkfsTime}:${bs}:${recs.length}`);
+  for (const r of recs) h.update(`${r.nid}:${r.size}:${r.node.type}:${r.node.mode}:${r.node.uid}:${r.node.gid}:${r.node.mtime};`);
+  const u = Uint8Array.from(h.digest().subarray(0, 16));
+  u[6] = ((u[6] as number) & 0x0f) | 0x40;
+  u[8] = ((u[8] as number) & 0x3f) | 0x80;
+  return u;
+}
