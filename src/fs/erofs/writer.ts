@@ -24,9 +24,8 @@
  *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
  */
 import { createHash } from 'node:crypto';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
+import { ImageOutput } from '../../io/image-output.ts';
 import { contentPieces, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
 import { DIRENT_SIZE, encodeDirentBlock, FILE_TYPE_KINDS, NAME_MAX, type Dirent } from './dirent.ts';
 import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type RawInode } from './inode.ts';
@@ -93,89 +92,6 @@ interface InodeRec {
   children?: { name: Uint8Array; rec: InodeRec }[];
   parent?: InodeRec;
   tail?: Uint8Array;
-}
-
-/** Sequential output with buffered writes; a write at another position flushes first. */
-class Output {
-  #fh: FileHandle | undefined;
-  #disk: (Disk & { resize?: (n: number) => Promise<void> }) | undefined;
-  #buf = new Uint8Array(1 << 20);
-  #start = 0;
-  #len = 0;
-  constructor(readonly path: string, fh?: FileHandle, disk?: Disk) {
-    this.#fh = fh;
-    this.#disk = disk;
-  }
-
-  static async toPath(path: string): Promise<Output> {
-    try {
-      return new Output(path, await open(path, 'w'));
-    } catch (err) {
-      throw fromSystemError(err, path, 'create the image');
-    }
-  }
-
-  async write(bytes: Uint8Array, at: number): Promise<void> {
-    if (at !== this.#start + this.#len) {
-      await this.flush();
-      this.#start = at;
-    }
-    let done = 0;
-    while (done < bytes.byteLength) {
-      const n = Math.min(bytes.byteLength - done, this.#buf.byteLength - this.#len);
-      this.#buf.set(bytes.subarray(done, done + n), this.#len);
-      this.#len += n;
-      done += n;
-      if (this.#len === this.#buf.byteLength) await this.flush();
-    }
-  }
-
-  async flush(): Promise<void> {
-    if (this.#len === 0) return;
-    const data = this.#buf.subarray(0, this.#len);
-    const at = this.#start;
-    if (this.#fh) {
-      try {
-        let done = 0;
-        while (done < data.byteLength) done += (await this.#fh.write(data, done, data.byteLength - done, at + done)).bytesWritten;
-      } catch (err) {
-        throw fromSystemError(err, this.path, 'write the image');
-      }
-    } else if (this.#disk) {
-      if (at + data.byteLength > this.#disk.size) {
-        if (typeof this.#disk.resize !== 'function') throw new RangeError(`the output disk (${this.#disk.size} bytes) is too small`);
-        await this.#disk.resize(at + data.byteLength);
-      }
-      await this.#disk.write(data, at);
-    }
-    this.#start += this.#len;
-    this.#len = 0;
-  }
-
-  async finish(size: number): Promise<void> {
-    await this.flush();
-    if (this.#fh) {
-      try {
-        await this.#fh.truncate(size);
-        await this.#fh.close();
-      } catch (err) {
-        throw fromSystemError(err, this.path, 'finish the image');
-      }
-    } else if (this.#disk) {
-      if (this.#disk.size < size) {
-        if (typeof this.#disk.resize !== 'function') throw new RangeError(`the output disk (${this.#disk.size} bytes) is too small`);
-        await this.#disk.resize(size);
-      }
-      await this.#disk.flush();
-    }
-  }
-
-  async abort(): Promise<void> {
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      await unlink(this.path).catch(() => {});
-    }
-  }
 }
 
 function cmpBytes(a: Uint8Array, b: Uint8Array): number {
@@ -414,7 +330,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const prefixBlk = block;
   if (prefixBytes.byteLength > 0) block += Math.ceil(prefixBytes.byteLength / bs);
 
-  const output = typeof out === 'string' ? await Output.toPath(out) : new Output('(disk)', undefined, out);
+  const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
   try {
     // Pass 3: data, in nid order.
     let dataBytes = 0;
@@ -539,6 +455,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     if (metaStart > SUPER_OFFSET + span.byteLength) await output.write(new Uint8Array(metaStart - SUPER_OFFSET - span.byteLength), SUPER_OFFSET + span.byteLength);
     const size = totalBlocks * bs;
     await output.finish(size);
+    if (typeof out !== 'string') await out.flush();
     return { size, blocks: totalBlocks, inodes: recs.length, dataBytes };
   } catch (err) {
     await output.abort();
@@ -558,7 +475,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   }
 }
 
-async function zeroGaps(output: Output, recs: readonly InodeRec[], start: number, end: number): Promise<void> {
+async function zeroGaps(output: ImageOutput, recs: readonly InodeRec[], start: number, end: number): Promise<void> {
   const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
   let at = start;
   for (const [s, e] of used) {
