@@ -7,6 +7,8 @@
  * rewritten with new content, files rewritten unchanged (what dnf and apt do), files and directories
  * deleted, new files.
  *   node --import tsx bench/overlayfs-merge.bench.ts [--fill-mib 1100] [--changes 5,20,50] [--comp gzip]
+ * With --prepare DIR it only builds the media (DIR/m5, DIR/m20, …; each a medium directory) and
+ * keeps them, for profiling one merge by hand (a merge changes its medium: copy it first).
  */
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -21,8 +23,10 @@ const arg = (name: string, def: string) => {
 const fillMiB = Number(arg('fill-mib', '1100'));
 const changes = arg('changes', '5,20,50').split(',').map(Number);
 const comp = arg('comp', 'gzip');
+const prepare = arg('prepare', '');
 const root = fileURLToPath(new URL('..', import.meta.url));
-const work = mkdtempSync(join(tmpdir(), 'livestick-bench-ovl-'));
+const work = prepare || mkdtempSync(join(tmpdir(), 'livestick-bench-ovl-'));
+if (prepare) mkdirSync(prepare, { recursive: true });
 // The compiled CLI, as an installed package runs it (bin/ in a checkout would run the sources through tsx).
 const cli = join(root, 'dist', 'cli', 'main.js');
 const OVERLAY = 'overlay-LIVE-2026-1201';
@@ -144,6 +148,10 @@ async function main() {
     mkdirSync(join(liveos, 'ovlwork'));
     cpSync(base, join(liveos, 'squashfs.img'));
     change(lower, join(liveos, OVERLAY), join(liveos, 'ovlwork'), pct);
+    if (prepare) {
+      console.log(`prepared ${medium}`);
+      continue;
+    }
     const st = JSON.parse(timed(process.execPath, [cli, 'status', medium, '--json']).stdout);
 
     // The reference pipeline, on copies of the upper (a mount writes into it).
@@ -184,5 +192,6 @@ async function main() {
 try {
   await main();
 } finally {
-  rmSync(work, { recursive: true, force: true });
+  if (prepare) rmSync(join(work, 'lower'), { recursive: true, force: true });
+  else rmSync(work, { recursive: true, force: true });
 }

@@ -75,3 +75,21 @@ export function zeroBuffer(n: number): Buffer {
   if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CLEAR_PIECE));
   return zeros;
 }
+
+/** Buffers of one size handed back after use, for the next taker: a hot loop allocates none after the first few. */
+export class BufferPool {
+  readonly #free: Uint8Array[] = [];
+  constructor(
+    readonly size: number,
+    readonly keep: number,
+  ) {}
+
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  /** Keeps `b` for the next take (if it is of the pool's size and fewer than `keep` are waiting). */
+  give(b: Uint8Array): void {
+    if (b.byteLength === this.size && this.#free.length < this.keep) this.#free.push(b);
+  }
+}

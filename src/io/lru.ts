@@ -18,6 +18,11 @@ export class WeightedLru<K, V> {
     return v.value;
   }
 
+  /** Whether `k` is cached (without making it the most recent). */
+  has(k: K): boolean {
+    return this.#map.has(k);
+  }
+
   set(k: K, value: V, weight: number): void {
     const old = this.#map.get(k);
     if (old !== undefined) {

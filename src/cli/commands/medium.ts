@@ -8,7 +8,8 @@ import type { CompressorName } from '../../fs/squashfs/index.ts';
 import { MEDIUM_ARGUMENT, Progress, mediumOptions, parseIntegerOption, parseSizeOption, runCommand, withMediumOptions, withOutputOptions, confirmYes } from '../common.ts';
 import { renderOverlayInfo } from './overlay.ts';
 import { resetOverlayfs } from '../../ops/overlayfs/reset.ts';
-import { mergeOverlayfs, type OverlayfsMergeResult } from '../../ops/overlayfs/merge.ts';
+import type { OverlayfsMergeResult } from '../../ops/overlayfs/merge.ts';
+import { runBounded } from '../bounded.ts';
 import { overlayfsStatus, renderOverlayfsStatus, type OverlayfsStatusReport } from '../../ops/overlayfs/status.ts';
 
 function renderMerge(r: MergeResult): string {
@@ -119,7 +120,7 @@ export function registerMedium(program: Command): void {
       opts,
       async () => {
         const engineNeutral = opts.overlay === undefined && opts.workDir === undefined && compressor === undefined && blockSize === undefined;
-        const ovl = engineNeutral ? await mergeOverlayfs(dir, { ...mediumOptions(opts), threads, dryRun: opts.dryRun, keepOld: opts.keepOld, force: opts.force }) : undefined;
+        const ovl = engineNeutral ? await runBounded('mergeOverlayfs', dir, { ...mediumOptions(opts), threads, dryRun: opts.dryRun, keepOld: opts.keepOld, force: opts.force }) : undefined;
         if (ovl !== undefined) {
           if (ovl.verdict === 'would-fail') process.exitCode = exitCodeForProblem(ovl.problems[0]?.code);
           return ovl;

@@ -20,7 +20,7 @@
  * - xino leaves nothing on disk, so it cannot be detected offline; `xinoDetectable` says so.
  */
 import { LivestickError } from '../../errors.ts';
-import { readAt } from '../../io/disk.ts';
+import { BufferPool, equalBytes } from '../../io/bytes.ts';
 import type { FileSystem, FsStat, FsXattr, NodeKind } from '../filesystem.ts';
 import { type OverlayLayer, type OverlayFileSystem, type OverlayNode, type LayerEntry } from './view.ts';
 import { decodeOvlFb, decodeProtattr, privateSuffix } from './xattr.ts';
@@ -91,6 +91,8 @@ export interface AnalyzeOptions {
 }
 
 const PIECE = 1 << 20;
+/** A comparison takes two. */
+const comparePieces = new BufferPool(PIECE, 4);
 
 function join(base: string, name: string): string {
   return base === '/' ? `/${name}` : `${base}/${name}`;
@@ -102,11 +104,20 @@ async function sameData(a: FileSystem, ap: string, b: FileSystem, bp: string): P
     const db = await b.openFile(bp);
     try {
       if (da.size !== db.size) return false;
-      for (let at = 0; at < da.size; at += PIECE) {
-        const n = Math.min(PIECE, da.size - at);
-        if (Buffer.compare(await readAt(da, at, n), await readAt(db, at, n)) !== 0) return false;
+      const x = comparePieces.take();
+      const y = comparePieces.take();
+      try {
+        for (let at = 0; at < da.size; at += PIECE) {
+          const n = Math.min(PIECE, da.size - at);
+          await da.read(x.subarray(0, n), at);
+          await db.read(y.subarray(0, n), at);
+          if (!equalBytes(x.subarray(0, n), y.subarray(0, n))) return false;
+        }
+        return true;
+      } finally {
+        comparePieces.give(x);
+        comparePieces.give(y);
       }
-      return true;
     } finally {
       await db.close();
     }

@@ -16,6 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { UsageError } from '../../errors.ts';
+import { BufferPool } from '../../io/bytes.ts';
 import type { FileSystem, FsStat } from '../filesystem.ts';
 import { storedBlockRef } from './copy.ts';
 import type { SquashfsReader } from './reader.ts';
@@ -45,6 +46,9 @@ function join(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
 
+/** Piece buffers of finished streams, for the next large file (small files get one of their size). */
+const spareBuffers = new BufferPool(PIECE, 2);
+
 /** Streams a file of `fs` in pieces, opening it only when the writer asks for its content. */
 function lazyContent(fs: FileSystem, path: string, size: number): FileContent {
   return {
@@ -55,11 +59,15 @@ function lazyContent(fs: FileSystem, path: string, size: number): FileContent {
       const disk = await fs.openFile(path);
       try {
         if (disk.size !== size) throw new UsageError(`${path} changed size while being read (${size} → ${disk.size} bytes)`);
-        const buf = new Uint8Array(Math.min(PIECE, size));
-        for (let at = 0; at < size; at += PIECE) {
-          const piece = buf.subarray(0, Math.min(PIECE, size - at));
-          await disk.read(piece, at);
-          yield piece;
+        const buf = size >= PIECE ? spareBuffers.take() : new Uint8Array(size);
+        try {
+          for (let at = 0; at < size; at += PIECE) {
+            const piece = buf.subarray(0, Math.min(PIECE, size - at));
+            await disk.read(piece, at);
+            yield piece;
+          }
+        } finally {
+          spareBuffers.give(buf);
         }
       } finally {
         await disk.close();

@@ -15,7 +15,7 @@
  */
 import { CorruptImageError, NotFoundError, ReadOnlyError } from '../../errors.ts';
 import { checkRange, FileDisk, type Disk } from '../../io/disk.ts';
-import { view } from '../../io/bytes.ts';
+import { BufferPool, view } from '../../io/bytes.ts';
 import { compressorForImage } from './comp/index.ts';
 import { createBlockDecompressor, createBlockExtractor, type BlockDecompressor, type BlockExtractor } from './comp/pool.ts';
 import type { Compressor } from './comp/types.ts';
@@ -63,6 +63,7 @@ export class SquashfsReader {
   readonly #xattrs: XattrTable | undefined;
   readonly #ctx: InodeContext;
   readonly #data: WeightedLru<number, Uint8Array>;
+  readonly #scratch: BufferPool;
   readonly #offsets = new WeakMap<FileInode, Float64Array>();
   readonly #compressorOptions: Uint8Array | undefined;
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
@@ -83,6 +84,7 @@ export class SquashfsReader {
     this.#dirs = new MetadataReader(disk, comp, sb.directoryTableStart, dirEnd, 'directory', 256);
     this.#ctx = { blockSize: sb.blockSize, idCount: sb.idCount, inodes: sb.inodes, bytesUsed: sb.bytesUsed, fragments: sb.fragments, xattrIds: xattrs?.count ?? 0 };
     this.#data = new WeightedLru<number, Uint8Array>(options.cacheBytes ?? 64 << 20);
+    this.#scratch = new BufferPool(this.superblock.blockSize, 4);
   }
 
   static async open(disk: Disk, options: ReaderOptions = {}): Promise<SquashfsReader> {
@@ -297,21 +299,39 @@ export class SquashfsReader {
     return offs;
   }
 
-  async #readStored(at: number, word: number, expect: number, what: string): Promise<Uint8Array> {
+  /**
+   * The stored bytes at `at` (size word `word`), decoded. With `into` (exactly `expect` bytes), decoded
+   * there instead, the stored bytes going through a reused buffer: nothing is allocated.
+   */
+  async #readStored(at: number, word: number, expect: number, what: string, into?: Uint8Array): Promise<Uint8Array> {
     const len = word & 0xffffff;
-    const raw = new Uint8Array(len);
-    await this.disk.read(raw, at);
-    if (word & (1 << 24)) {
-      if (len !== expect && what === 'block') throw new CorruptImageError('squashfs', 'data block', `uncompressed block of ${len} bytes, expected ${expect}`, at);
-      return raw;
-    }
+    const bs = this.superblock.blockSize;
+    if (into !== undefined && len > bs) throw new CorruptImageError('squashfs', `${what} at ${at}`, `stored in ${len} bytes, more than the block size ${bs}`, at);
+    const scratch = into === undefined ? undefined : this.#scratch.take();
     try {
-      if (this.compressor.decompressAsync) return await this.compressor.decompressAsync(raw, this.superblock.blockSize);
-      if (this.#decoder) return await this.#decoder.decompress(raw, this.superblock.blockSize);
-      return this.compressor.decompress(raw, this.superblock.blockSize);
-    } catch (err) {
-      if (err instanceof CorruptImageError) throw new CorruptImageError('squashfs', `${what} at ${at}`, err.message, at, { cause: err });
-      throw err;
+      const raw = scratch?.subarray(0, len) ?? new Uint8Array(len);
+      await this.disk.read(raw, at);
+      let data: Uint8Array;
+      if (word & (1 << 24)) {
+        if (len !== expect && what === 'block') throw new CorruptImageError('squashfs', 'data block', `uncompressed block of ${len} bytes, expected ${expect}`, at);
+        data = raw;
+      } else {
+        try {
+          if (into !== undefined) data = this.compressor.decompressTransient ? this.compressor.decompressTransient(raw, bs) : this.compressor.decompress(raw, bs);
+          else if (this.compressor.decompressAsync) data = await this.compressor.decompressAsync(raw, bs);
+          else if (this.#decoder) data = await this.#decoder.decompress(raw, bs);
+          else data = this.compressor.decompress(raw, bs);
+        } catch (err) {
+          if (err instanceof CorruptImageError) throw new CorruptImageError('squashfs', `${what} at ${at}`, err.message, at, { cause: err });
+          throw err;
+        }
+      }
+      if (into === undefined) return data;
+      if (data.byteLength !== expect) throw new CorruptImageError('squashfs', 'data block', `${what} at ${at} holds ${data.byteLength} bytes, expected ${expect}`, at);
+      into.set(data);
+      return into;
+    } finally {
+      if (scratch !== undefined) this.#scratch.give(scratch);
     }
   }
 
@@ -426,6 +446,18 @@ export class SquashfsReader {
     while (done < buf.byteLength) {
       const pos = offset + done;
       const i = Math.floor(pos / bs);
+      const blockLen = Math.min(bs, f.fileSize - i * bs);
+      // A whole block read in one go (sequential reads in large pieces) is decoded straight into the
+      // caller's buffer, without caching it: nothing is allocated per block.
+      const at = i < f.blockSizes.length ? (this.blockOffsets(f)[i] as number) : undefined;
+      if (at !== undefined && pos === i * bs && buf.byteLength - done >= blockLen && !this.#data.has(at)) {
+        const word = f.blockSizes[i] as number;
+        const dst = buf.subarray(done, done + blockLen);
+        if ((word & 0xffffff) === 0) dst.fill(0);
+        else await this.#readStored(at, word, blockLen, 'block', dst);
+        done += blockLen;
+        continue;
+      }
       const piece = await this.piece(f, i, true);
       const inPiece = pos - i * bs;
       const n = Math.min(buf.byteLength - done, piece.byteLength - inPiece);

@@ -23,7 +23,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { Disk } from '../../io/disk.ts';
-import { isAllZero, view } from '../../io/bytes.ts';
+import { BufferPool, isAllZero, view } from '../../io/bytes.ts';
 import { ImageOutput } from '../../io/image-output.ts';
 import { compressorForWriting } from './comp/index.ts';
 import { createBlockCompressor, type BlockCompressor, type InPlaceResult } from './comp/pool.ts';
@@ -184,12 +184,8 @@ async function writeImage(
   const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim !== undefined ? ('bytes' in item.verbatim ? item.verbatim.bytes.byteLength : 0) : item.job !== undefined ? bs : 0) : item.kind === 'frag' ? bs : 0);
   // Block buffers (bs bytes each) go to a compression job and come back holding its result; once
   // written they are used for the next block, so a long run allocates a window's worth of them.
-  const spare: Uint8Array[] = [];
-  const takeBuffer = (): Uint8Array => spare.pop() ?? new Uint8Array(bs);
-  const giveBack = (b: Uint8Array): void => {
-    if (b.byteLength === bs && spare.length < window * 2 + 4) spare.push(b);
-  };
-  let fragBuf = takeBuffer();
+  const spare = new BufferPool(bs, window * 2 + 4);
+  let fragBuf = spare.take();
   let fragLen = 0;
   let readBytes = 0;
 
@@ -216,7 +212,7 @@ async function writeImage(
         await output.write(stored, pos);
         pos += stored.byteLength;
         f.result.words.push(stored.byteLength | (r.compressed === undefined ? 1 << 24 : 0));
-        giveBack(r.buffer);
+        spare.give(r.buffer);
       }
     } else if (item.kind === 'frag') {
       const r = await item.job;
@@ -224,7 +220,7 @@ async function writeImage(
       fragments[item.index] = { start: pos, size: stored.byteLength | (r.compressed === undefined ? 1 << 24 : 0) };
       await output.write(stored, pos);
       pos += stored.byteLength;
-      giveBack(r.buffer);
+      spare.give(r.buffer);
     } else {
       const f = item.file;
       if (item.dupOf) {
@@ -248,7 +244,7 @@ async function writeImage(
     fragments.push({ start: 0, size: 0 });
     const job = pool.compressInPlace(fragBuf, fragLen);
     const length = fragLen;
-    fragBuf = takeBuffer();
+    fragBuf = spare.take();
     fragLen = 0;
     await push({ kind: 'frag', index, length, job });
   };
@@ -274,7 +270,7 @@ async function writeImage(
     const hash = o.noDedup || verbatim || (sizeCounts.get(size) ?? 0) < 2 ? undefined : createHash('sha256');
     let blockIndex = 0;
     // The block being filled: a bs-byte buffer of which the first curCap bytes are this block.
-    let cur = takeBuffer();
+    let cur = spare.take();
     let curCap = Math.min(bs, size);
     let curLen = 0;
     let total = 0;
@@ -286,7 +282,7 @@ async function writeImage(
         await push({ kind: 'block', file: state, length: len, job: undefined });
       } else {
         const job = pool.compressInPlace(cur, len);
-        cur = takeBuffer();
+        cur = spare.take();
         await push({ kind: 'block', file: state, length: len, job });
       }
       blockIndex++;
@@ -340,7 +336,7 @@ async function writeImage(
     const key = hash === undefined ? undefined : `${size}:${hash.digest('hex')}`;
     const dup = key === undefined ? undefined : byHash.get(key);
     if (dup) {
-      giveBack(cur);
+      spare.give(cur);
       state.skip = true;
       await push({ kind: 'done', file: state, dupOf: dup });
       continue;
@@ -352,7 +348,7 @@ async function writeImage(
       fragBuf.set(tail, fragLen);
       fragLen += tail.byteLength;
     }
-    giveBack(cur);
+    spare.give(cur);
     if (key !== undefined) byHash.set(key, state.result);
     if (sameKey !== undefined) byHash.set(sameKey, state.result);
     await push({ kind: 'done', file: state, dupOf: undefined });

@@ -170,7 +170,8 @@ export async function openLower(lower: Lower): Promise<LowerLayer> {
     }
     if (lower.format === 'squashfs') {
       const [{ SquashfsReader }, { SquashfsFileSystem }] = await Promise.all([import('../../fs/squashfs/reader.ts'), import('../../fs/squashfs/filesystem.ts')]);
-      const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });
+      // Reads of a flat base are mostly whole blocks (decoded uncached) and fragment tails in order.
+      const reader = await SquashfsReader.open(disk, { cacheBytes: lower.inner ? 16 << 20 : 8 << 20 });
       if (!lower.inner) return { fs: new SquashfsFileSystem(reader, disk.size), root: '/' };
       if (lower.inner.format === 'erofs') erofs();
       const inner = await reader.openFileDisk(lower.inner.path);

@@ -268,7 +268,7 @@ function blocksFit(from: SquashfsReader, to: SquashfsReader): boolean {
 async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, carried: ReadonlyMap<string, BlocksSource>, shown: string, below: readonly OverlayLayer[] | undefined): Promise<void> {
   const disk = await fs.openFile(path);
   try {
-    const reader = await SquashfsReader.open(disk, { cacheBytes: 16 << 20 });
+    const reader = await SquashfsReader.open(disk, { cacheBytes: 4 << 20 });
     const image = new SquashfsFileSystem(reader, disk.size);
     const stack = below === undefined ? undefined : new OverlayFileSystem({ lowers: [{ fs: image, root: '/' }, ...below], xattrPrefix: await view.xattrPrefix() });
     const img: FileSystem = stack ?? image;

@@ -97,10 +97,12 @@ export function encodeNative(srcLength: number, cap: number, run: (dst: Uint8Arr
  * the next addon call. Mirrors wasm-module's decodeWith.
  */
 export function decodeNative(maxSize: number, transient: boolean, run: (dst: Uint8Array) => number, fail: (n: number) => Error): Uint8Array {
-  const out = transient ? scratchOf(maxSize) : new Uint8Array(maxSize);
+  // Decoded into the scratch buffer either way: a kept result is then one allocation of its exact
+  // size (not one of maxSize and a trimmed copy), which keeps the allocator's arenas from growing.
+  const out = scratchOf(maxSize);
   const n = run(out);
   if (n < 0) throw fail(n);
-  return transient || n === maxSize ? out.subarray(0, n) : out.slice(0, n);
+  return transient ? out.subarray(0, n) : out.slice(0, n);
 }
 
 /** `relative` under the nearest ancestor of this module's folder that has it (src/, dist/ or a copy). */

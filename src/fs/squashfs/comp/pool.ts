@@ -17,6 +17,7 @@
  * extraction: prestartWorkers lets a caller start them before it even loads the layers it needs, and
  * the next pools adopt them, sending their setup as the first message.
  */
+import { workerEntryUrl } from '../../../io/worker-url.ts';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
@@ -51,12 +52,7 @@ interface Pool {
 }
 
 function workerEntry(): URL {
-  // Running from TypeScript sources (tests, tsx): the worker needs the same loader.
-  const fromSource = import.meta.url.endsWith('.ts');
-  const url = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url);
-  return fromSource
-    ? new URL(`data:text/javascript,${encodeURIComponent(`const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}); register(); await import(${JSON.stringify(url.href)});`)}`)
-    : url;
+  return workerEntryUrl(import.meta.url, 'worker');
 }
 
 /** Extraction's default worker count for an image of `bytes`: all cores over 8 MiB, else none (all on the caller's thread). */
