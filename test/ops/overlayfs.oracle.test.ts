@@ -104,7 +104,8 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     execFileSync('cp', ['-a', upper, join(imageStage, 'overlayfs')]);
     execFileSync('cp', ['-a', work, join(imageStage, 'ovlwork')]);
     cpSync(join(medium, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'base.img'));
-    cpSync(lowerDir, join(tmp.dir, 'lower-copy'), { recursive: true });
+    // Timestamps kept: the rootfs.img case compares its merged tree, mtimes included, with the kernel's view over lowerDir.
+    execFileSync('cp', ['-a', lowerDir, join(tmp.dir, 'lower-copy')]);
   });
   let merged: Map<string, string>;
   const stage = join(tmp.dir, 'stage');

@@ -54,26 +54,26 @@ export async function treeFromImage(reader: SquashfsReader, options: CopyOptions
       case 'dir': {
         const entries = new Map<string, TreeNode>();
         for (const e of await reader.readdir(inode)) entries.set(e.name, await build(path === '' ? e.name : `${path}/${e.name}`, e.inode));
-        node = { ...m, type: 'dir', entries };
+        node = { type: 'dir', entries, ...m };
         break;
       }
       case 'file': {
         const disk = await reader.openFileDisk(inode);
         const offsets = reader.blockOffsets(inode);
-        node = { ...m, type: 'file', size: inode.fileSize, content: { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlockRef(reader, inode, offsets, i) : undefined) } };
+        node = { type: 'file', size: inode.fileSize, content: { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlockRef(reader, inode, offsets, i) : undefined) }, ...m };
         break;
       }
       case 'symlink':
-        node = { ...m, type: 'symlink', target: Buffer.from(inode.target).toString('utf8') };
+        node = { type: 'symlink', target: Buffer.from(inode.target).toString('utf8'), ...m };
         break;
       case 'blockdev':
       case 'chardev': {
         const d = inode.rdev;
-        node = { ...m, type: inode.kind, major: (d & 0xfff00) >>> 8, minor: (d & 0xff) | ((d >>> 12) & 0xfff00) };
+        node = { type: inode.kind, major: (d & 0xfff00) >>> 8, minor: (d & 0xff) | ((d >>> 12) & 0xfff00), ...m };
         break;
       }
       default:
-        node = { ...m, type: inode.kind };
+        node = { type: inode.kind, ...m };
     }
     if (inode.kind !== 'dir') byInode.set(inode.inodeNumber, node);
     return node;

@@ -123,25 +123,25 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
           const child = join(path, e.name);
           entries.set(e.name, await visit(child, await fs.stat(child)));
         }
-        node = { ...meta, type: 'dir', entries };
+        node = { type: 'dir', entries, ...meta };
         break;
       }
       case 'file': {
         const source = await options.blocksFrom?.(path, st);
         const size = st.size;
         const content: FileContent = source === undefined ? lazyContent(fs, path, size) : { kind: 'deferred', resolve: async () => (await verbatimContent(source, size)) ?? lazyContent(fs, path, size) };
-        node = { ...meta, type: 'file', size, content };
+        node = { type: 'file', size, content, ...meta };
         break;
       }
       case 'symlink':
-        node = { ...meta, type: 'symlink', target: await fs.readlink(path) };
+        node = { type: 'symlink', target: await fs.readlink(path), ...meta };
         break;
       case 'chardev':
       case 'blockdev':
-        node = { ...meta, type: st.kind, major: st.rdev?.major ?? 0, minor: st.rdev?.minor ?? 0 };
+        node = { type: st.kind, major: st.rdev?.major ?? 0, minor: st.rdev?.minor ?? 0, ...meta };
         break;
       default:
-        node = { ...meta, type: st.kind };
+        node = { type: st.kind, ...meta };
     }
     if (key !== undefined) links.set(key, node);
     return node;

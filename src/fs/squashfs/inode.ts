@@ -112,13 +112,13 @@ export async function readInode(table: MetadataReader, pos: MetaPos, ctx: InodeC
   switch (type) {
     case InodeType.dir: {
       const b = view(await table.read(pos, 16));
-      return { ...base, kind: 'dir', nlink: b.getUint32(4, true), xattr: undefined, startBlock: b.getUint32(0, true), fileSize: b.getUint16(8, true), offset: b.getUint16(10, true), parentInode: b.getUint32(12, true), index: [] };
+      return { kind: 'dir', nlink: b.getUint32(4, true), xattr: undefined, startBlock: b.getUint32(0, true), fileSize: b.getUint16(8, true), offset: b.getUint16(10, true), parentInode: b.getUint32(12, true), index: [], ...base };
     }
     case InodeType.ldir: {
       const b = view(await table.read(pos, 24));
       const count = b.getUint16(16, true);
       const offset = b.getUint16(18, true);
-      const dirInode = { ...base, kind: 'dir' as const, nlink: b.getUint32(0, true), fileSize: b.getUint32(4, true), startBlock: b.getUint32(8, true), parentInode: b.getUint32(12, true), offset, xattr: xattrOf(b.getUint32(20, true)) };
+      const dirInode = { kind: 'dir' as const, nlink: b.getUint32(0, true), fileSize: b.getUint32(4, true), startBlock: b.getUint32(8, true), parentInode: b.getUint32(12, true), offset, xattr: xattrOf(b.getUint32(20, true)), ...base };
       const index: DirIndexEntry[] = [];
       for (let i = 0; i < count; i++) {
         const e = view(await table.read(pos, 12));
@@ -168,7 +168,7 @@ export async function readInode(table: MetadataReader, pos: MetaPos, ctx: InodeC
         if ((w & 0xffffff) > ctx.blockSize) throw corrupt('block_size', `block ${i} stores ${w & 0xffffff} bytes, more than the block size`);
         blockSizes[i] = w;
       }
-      return { ...base, kind: 'file', nlink, xattr, blocksStart, fileSize, sparse, fragment, fragmentOffset, blockSizes };
+      return { kind: 'file', nlink, xattr, blocksStart, fileSize, sparse, fragment, fragmentOffset, blockSizes, ...base };
     }
     case InodeType.symlink:
     case InodeType.lsymlink: {
@@ -178,7 +178,7 @@ export async function readInode(table: MetadataReader, pos: MetaPos, ctx: InodeC
       if (size > 4096) throw corrupt('symlink_size', `${size} is more than 4096`);
       const target = await table.read(pos, size);
       const xattr = type === InodeType.lsymlink ? xattrOf(view(await table.read(pos, 4)).getUint32(0, true)) : undefined;
-      return { ...base, kind: 'symlink', nlink, xattr, target };
+      return { kind: 'symlink', nlink, xattr, target, ...base };
     }
     case InodeType.blockDev:
     case InodeType.charDev:
@@ -186,12 +186,12 @@ export async function readInode(table: MetadataReader, pos: MetaPos, ctx: InodeC
     case InodeType.lcharDev: {
       const long = type > 7;
       const b = view(await table.read(pos, long ? 12 : 8));
-      return { ...base, kind: kind as 'blockdev' | 'chardev', nlink: b.getUint32(0, true), rdev: b.getUint32(4, true), xattr: long ? xattrOf(b.getUint32(8, true)) : undefined };
+      return { kind: kind as 'blockdev' | 'chardev', nlink: b.getUint32(0, true), rdev: b.getUint32(4, true), xattr: long ? xattrOf(b.getUint32(8, true)) : undefined, ...base };
     }
     default: {
       const long = type > 7;
       const b = view(await table.read(pos, long ? 8 : 4));
-      return { ...base, kind: kind as 'fifo' | 'socket', nlink: b.getUint32(0, true), xattr: long ? xattrOf(b.getUint32(4, true)) : undefined };
+      return { kind: kind as 'fifo' | 'socket', nlink: b.getUint32(0, true), xattr: long ? xattrOf(b.getUint32(4, true)) : undefined, ...base };
     }
   }
 }

@@ -112,18 +112,18 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
       }
       const entries = new Map<string, TreeNode>();
       for (const name of names.sort()) entries.set(name, await scan(join(path, name)));
-      node = { ...meta, type: 'dir', entries };
+      node = { type: 'dir', entries, ...meta };
     } else if (st.isFile()) {
-      node = { ...meta, type: 'file', size: Number(st.size), content: { kind: 'path', path } };
+      node = { type: 'file', size: Number(st.size), content: { kind: 'path', path }, ...meta };
     } else if (st.isSymbolicLink()) {
-      node = { ...meta, type: 'symlink', target: readlinkSync(path) };
+      node = { type: 'symlink', target: readlinkSync(path), ...meta };
     } else if (st.isBlockDevice() || st.isCharacterDevice()) {
       const rdev = Number(st.rdev);
-      node = { ...meta, type: st.isBlockDevice() ? 'blockdev' : 'chardev', major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
+      node = { type: st.isBlockDevice() ? 'blockdev' : 'chardev', major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00), ...meta };
     } else if (st.isFIFO()) {
-      node = { ...meta, type: 'fifo' };
+      node = { type: 'fifo', ...meta };
     } else {
-      node = { ...meta, type: 'socket' };
+      node = { type: 'socket', ...meta };
     }
     if (!st.isDirectory() && st.nlink > 1n) byIno.set(inoKey, node);
     return node;

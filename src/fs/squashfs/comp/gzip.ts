@@ -74,6 +74,9 @@ export function gzipCompressor(opts: GzipOptions, storeOptions: boolean): Compre
       }
       return best as Uint8Array;
     },
+    compressTransient(src) {
+      return useLibdeflate ? (zlibEncode(src, opts.level, true) ?? src) : this.compress(src);
+    },
     decompress(src, maxSize) {
       const native = nativeCodecs();
       if (native !== undefined) return nativeInflate(native, src, maxSize);

@@ -15,16 +15,17 @@ interface Exports extends CodecExports {
 const lib = embeddedModule<Exports>(LIBDEFLATE_WASM);
 
 /** One zlib stream (RFC 1950) holding `src` at `level` 1..12; undefined when not smaller than `src`. */
-export function zlibEncode(src: Uint8Array, level: number): Uint8Array | undefined {
+/** With `transient`, the result may be a view of the codec's memory, valid until its next call on this thread. */
+export function zlibEncode(src: Uint8Array, level: number, transient = false): Uint8Array | undefined {
   const native = nativeCodecs();
-  return native ? nativeZlibEncode(native, src, level) : wasmZlibEncode(src, level);
+  return native ? nativeZlibEncode(native, src, level, transient) : wasmZlibEncode(src, level, transient);
 }
 
-export function nativeZlibEncode(native: NativeCodecs, src: Uint8Array, level: number): Uint8Array | undefined {
-  return encodeNative(src.byteLength, src.byteLength - 1, (dst) => native.zlibEncode(level, src, dst), () => new Error(`libdeflate: cannot compress at level ${level}`));
+export function nativeZlibEncode(native: NativeCodecs, src: Uint8Array, level: number, transient = false): Uint8Array | undefined {
+  return encodeNative(src.byteLength, src.byteLength - 1, (dst) => native.zlibEncode(level, src, dst), () => new Error(`libdeflate: cannot compress at level ${level}`), transient);
 }
 
-export function wasmZlibEncode(src: Uint8Array, level: number): Uint8Array | undefined {
+export function wasmZlibEncode(src: Uint8Array, level: number, transient = false): Uint8Array | undefined {
   const x = lib();
-  return encodeWith(x, src, () => new Error('libdeflate: out of memory'), (inPtr, outPtr, cap) => x.ls_zlib_encode(level, inPtr, src.byteLength, outPtr, cap), () => new Error(`libdeflate: cannot compress at level ${level}`));
+  return encodeWith(x, src, () => new Error('libdeflate: out of memory'), (inPtr, outPtr, cap) => x.ls_zlib_encode(level, inPtr, src.byteLength, outPtr, cap), () => new Error(`libdeflate: cannot compress at level ${level}`), src.byteLength - 1, transient);
 }

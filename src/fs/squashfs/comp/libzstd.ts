@@ -42,9 +42,10 @@ function frameBound(n: number): number {
 }
 
 /** One zstd frame holding `src` at `level`; undefined when it would not be smaller than `src`. */
-export function zstdEncode(src: Uint8Array, level: number): Uint8Array | undefined {
+/** With `transient`, the result may be a view of the codec's memory, valid until its next call on this thread. */
+export function zstdEncode(src: Uint8Array, level: number, transient = false): Uint8Array | undefined {
   const native = nativeCodecs();
-  return native ? nativeZstdEncode(native, src, level) : wasmZstdEncode(src, level);
+  return native ? nativeZstdEncode(native, src, level, transient) : wasmZstdEncode(src, level, transient);
 }
 
 /**
@@ -57,9 +58,9 @@ export function zstdDecode(src: Uint8Array, maxSize: number, transient = false):
   return native ? nativeZstdDecode(native, src, maxSize, transient) : wasmZstdDecode(src, maxSize, transient);
 }
 
-export function wasmZstdEncode(src: Uint8Array, level: number): Uint8Array | undefined {
+export function wasmZstdEncode(src: Uint8Array, level: number, transient = false): Uint8Array | undefined {
   const x = lib();
-  return encodeWith(x, src, () => wasmError(MEMORY_ALLOCATION), (inPtr, outPtr, cap) => x.ls_zstd_encode(level, inPtr, src.byteLength, outPtr, cap), (n) => wasmError(-n), frameBound(src.byteLength));
+  return encodeWith(x, src, () => wasmError(MEMORY_ALLOCATION), (inPtr, outPtr, cap) => x.ls_zstd_encode(level, inPtr, src.byteLength, outPtr, cap), (n) => wasmError(-n), frameBound(src.byteLength), transient);
 }
 
 export function wasmZstdDecode(src: Uint8Array, maxSize: number, transient = false): Uint8Array {
@@ -67,8 +68,8 @@ export function wasmZstdDecode(src: Uint8Array, maxSize: number, transient = fal
   return decodeWith(x, src, maxSize, transient, () => wasmError(MEMORY_ALLOCATION), (inPtr, outPtr) => x.ls_zstd_decode(inPtr, src.byteLength, outPtr, maxSize), (n) => wasmError(-n));
 }
 
-export function nativeZstdEncode(native: NativeCodecs, src: Uint8Array, level: number): Uint8Array | undefined {
-  return encodeNative(src.byteLength, frameBound(src.byteLength), (dst) => native.zstdEncode(level, src, dst), (n) => new ZstdError(native.zstdError(-n)));
+export function nativeZstdEncode(native: NativeCodecs, src: Uint8Array, level: number, transient = false): Uint8Array | undefined {
+  return encodeNative(src.byteLength, frameBound(src.byteLength), (dst) => native.zstdEncode(level, src, dst), (n) => new ZstdError(native.zstdError(-n)), transient);
 }
 
 export function nativeZstdDecode(native: NativeCodecs, src: Uint8Array, maxSize: number, transient = false): Uint8Array {

@@ -81,14 +81,16 @@ function scratchOf(size: number): Uint8Array {
 /**
  * Runs an addon encoder, `run(dst)` returning the output length, 0 when it does not fit, or a negative
  * error (made an Error by `fail`), with `cap` bytes of room: undefined when the result is not smaller
- * than the `srcLength`-byte block (it is then stored as it is). Mirrors wasm-module's encodeWith.
+ * than the `srcLength`-byte block (it is then stored as it is). With `transient`, the result is a view
+ * of this thread's scratch buffer, valid until the next addon call. Mirrors wasm-module's encodeWith.
  */
-export function encodeNative(srcLength: number, cap: number, run: (dst: Uint8Array) => number, fail: (n: number) => Error): Uint8Array | undefined {
+export function encodeNative(srcLength: number, cap: number, run: (dst: Uint8Array) => number, fail: (n: number) => Error, transient = false): Uint8Array | undefined {
   if (srcLength <= 1) return undefined;
   const out = scratchOf(cap);
   const n = run(out);
   if (n < 0) throw fail(n);
-  return n === 0 || n >= srcLength ? undefined : out.slice(0, n);
+  if (n === 0 || n >= srcLength) return undefined;
+  return transient ? out.subarray(0, n) : out.slice(0, n);
 }
 
 /**

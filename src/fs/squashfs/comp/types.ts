@@ -11,6 +11,11 @@ export interface Compressor {
   readonly options: Uint8Array | undefined;
   /** Compresses one block; the caller stores it uncompressed when the result is not smaller. */
   compress(src: Uint8Array): Uint8Array;
+  /**
+   * Same as compress, but the result may be a view into the codec's own memory, valid only until the
+   * codec's next call on this thread (a worker that copies the result at once then allocates nothing).
+   */
+  compressTransient?(src: Uint8Array): Uint8Array;
   /** Decompresses one block whose uncompressed size is at most `maxSize`; throws CorruptImageError. */
   decompress(src: Uint8Array, maxSize: number): Uint8Array;
   /** Same as decompress, off the main thread where the codec allows (readers use it for read-ahead). */

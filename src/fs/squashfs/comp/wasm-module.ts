@@ -100,11 +100,13 @@ export function decodeWith(x: CodecExports, src: Uint8Array, maxSize: number, tr
  * not fit, or a negative error (turned into an Error by `fail`), on `src` with room for `cap` bytes
  * (by default one byte less than `src`): undefined means the block does not shrink and is stored as it is.
  */
-export function encodeWith(x: CodecExports, src: Uint8Array, outOfMemory: () => Error, run: (inPtr: number, outPtr: number, cap: number) => number, fail: (n: number) => Error, cap = src.byteLength - 1): Uint8Array | undefined {
+export function encodeWith(x: CodecExports, src: Uint8Array, outOfMemory: () => Error, run: (inPtr: number, outPtr: number, cap: number) => number, fail: (n: number) => Error, cap = src.byteLength - 1, transient = false): Uint8Array | undefined {
   if (src.byteLength <= 1) return undefined;
-  return withBuffers(x, src, cap, outOfMemory, (inPtr, outPtr) => {
+  const body = (inPtr: number, outPtr: number): Uint8Array | undefined => {
     const n = run(inPtr, outPtr, cap);
     if (n < 0) throw fail(n);
-    return n === 0 || n >= src.byteLength ? undefined : copyOut(x, outPtr, n);
-  });
+    if (n === 0 || n >= src.byteLength) return undefined;
+    return transient ? transientView(x, outPtr, n) : copyOut(x, outPtr, n);
+  };
+  return transient ? withScratchOutput(x, src, cap, outOfMemory, body) : withBuffers(x, src, cap, outOfMemory, body);
 }

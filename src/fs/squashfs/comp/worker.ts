@@ -82,11 +82,13 @@ if (workerData !== undefined && workerData !== null && parentPort !== null) {
     const copy = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : out.slice();
     port.postMessage({ id, out: copy } satisfies WorkerReply, [copy.buffer as ArrayBuffer]);
   };
+  let stored = new Uint8Array(0);
   const extract = (imageFd: number, outFd: number, blocks: ExtractBlock[]): void => {
     for (const b of blocks) {
       const len = b.word & 0xffffff;
       if (len === 0) continue; // sparse
-      const raw = new Uint8Array(len);
+      if (stored.byteLength < len) stored = new Uint8Array(Math.max(len, setup.blockSize));
+      const raw = stored.subarray(0, len);
       if (readSync(imageFd, raw, 0, len, b.at) !== len) throw new CorruptImageError('squashfs', `block at ${b.at}`, 'the image ends inside the block');
       let data: Uint8Array;
       if (b.word & (1 << 24)) data = raw;
@@ -117,7 +119,7 @@ if (workerData !== undefined && workerData !== null && parentPort !== null) {
     }
     if (setup.direction === 'compress' && job.inPlace !== undefined) {
       const n = job.inPlace;
-      const out = comp.compress(job.data.subarray(0, n));
+      const out = comp.compressTransient ? comp.compressTransient(job.data.subarray(0, n)) : comp.compress(job.data.subarray(0, n));
       const shrunk = out.byteLength < n;
       if (shrunk) job.data.set(out, 0);
       port.postMessage({ id: job.id, out: job.data, length: shrunk ? out.byteLength : -1 } satisfies WorkerReply, [job.data.buffer as ArrayBuffer]);

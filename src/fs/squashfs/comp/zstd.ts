@@ -29,6 +29,9 @@ export function zstdCompressor(level: number, storeOptions: boolean): Compressor
     compress(src) {
       return zstdEncode(src, level) ?? src;
     },
+    compressTransient(src) {
+      return zstdEncode(src, level, true) ?? src;
+    },
     decompress(src, maxSize) {
       return decodedBlock('zstd', () => zstdDecode(src, maxSize));
     },
