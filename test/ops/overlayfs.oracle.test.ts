@@ -311,10 +311,11 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'vfat-base.img')), merged);
   });
 
-  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge says EROFS bases cannot be merged yet and changes nothing', { skip: missingTools('mkfs.erofs') }, () => {
+  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge needs --format squashfs (changing nothing without it), then gives a SquashFS base of the merged tree', { skip: missingTools('mkfs.erofs') }, async () => {
     const m = join(tmp.dir, 'erofs-medium');
     mkdirSync(join(m, 'LiveOS'), { recursive: true });
-    execFileSync('mkfs.erofs', ['-zlz4hc', '-T1700000000', '--quiet', join(m, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'lower-copy')]);
+    // Each file's own mtime kept (no -T), as the merged tree the kernel showed has them.
+    execFileSync('mkfs.erofs', ['-zlz4hc', '--quiet', join(m, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'lower-copy')]);
     execFileSync('cp', ['-a', join(stage, 'LiveOS', STICK_OVERLAY), join(m, 'LiveOS', OVERLAY)]);
     execFileSync('cp', ['-a', join(stage, 'LiveOS', 'ovlwork'), join(m, 'LiveOS', 'ovlwork')]);
     const st = runCli(['status', m, '--json']);
@@ -331,9 +332,29 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     const before = readdirSync(join(m, 'LiveOS', OVERLAY)).sort();
     const r = runCli(['merge', m, '--json']);
     assert.equal(r.json.error.code, 'UNSUPPORTED', r.stdout + r.stderr);
-    assert.match(r.json.error.message, /EROFS/);
+    assert.match(r.json.error.message, /EROFS.*--format squashfs/);
     assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before, 'the upper is left as it was');
     assert.deepEqual(readdirSync(join(m, 'LiveOS')).sort(), ['ovlwork', OVERLAY, 'squashfs.img'].sort());
+    const dry = runCli(['merge', m, '--format', 'squashfs', '--dry-run', '--json']);
+    assert.equal(dry.status, 0, dry.stdout + dry.stderr);
+    assert.equal(dry.json.verdict, 'ok');
+    assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before, 'a dry run changes nothing');
+    const ok = runCli(['merge', m, '--format', 'squashfs', '--json']);
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    assert.equal(ok.json.compressor, 'lz4', "LZ4's nearest SquashFS compressor");
+    assert.equal(ok.json.files.carried, 0, 'nothing can be carried from an EROFS image');
+    assert.ok(ok.json.warnings.some((w: string) => /EROFS.*SquashFS/.test(w)), ok.json.warnings.join('\n'));
+    const disk = await FileDisk.open(join(m, 'LiveOS', 'squashfs.img'));
+    try {
+      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+    } finally {
+      await disk.close();
+    }
+    assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)), [], 'a fresh empty upper');
+    const after = runCli(['status', m, '--json']);
+    assert.equal(after.status, 0, after.stdout + after.stderr);
+    assert.equal(after.json.binding.matches, true, 'the fresh upper is bound to the new base');
+    assert.equal(after.json.upper.classes.new.count, 0);
   });
 
   test('an upper over a rootfs.img base (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick): the new base is a flat SquashFS of the merged tree', async () => {

@@ -7,7 +7,7 @@ import { ErofsReader } from '../../fs/erofs/reader.ts';
 import { extractErofs } from '../../fs/erofs/extract.ts';
 import { writeErofs } from '../../fs/erofs/writer.ts';
 import { Compat, Incompat, uuidText, volumeLabel } from '../../fs/erofs/superblock.ts';
-import { ALGORITHM_NAMES } from '../../fs/erofs/zmap.ts';
+import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { parseIntegerOption, parseSizeOption, quoteName, runCommand, writeOutput } from '../common.ts';
 
 async function withReader<T>(image: string, body: (r: ErofsReader) => Promise<T>): Promise<T> {
@@ -77,7 +77,7 @@ export function registerErofs(program: Command): void {
     .action(async (image: string, opts: { json?: boolean }) => {
       await runCommand(opts, () => withReader(image, async (r) => {
         const sb = r.superblock;
-        const algorithms = sb.featureIncompat & Incompat.comprCfgs ? ALGORITHM_NAMES.filter((_, i) => sb.u1 & (1 << i)) : sb.featureIncompat & Incompat.lz4ZeroPadding ? ['LZ4'] : [];
+        const algorithms = imageAlgorithms(sb);
         return {
           blockSize: r.blockSize, blocks: sb.blocks, inodes: sb.inos, rootNid: sb.rootNid, packedNid: sb.packedNid || null,
           label: volumeLabel(sb) ?? null, uuid: uuidText(sb) ?? null, buildTime: sb.epoch + sb.buildTime,

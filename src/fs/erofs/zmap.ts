@@ -42,6 +42,12 @@ export const PCLUSTER_MAX_DSIZE = 12 << 20;
 export const Algorithm = { lz4: 0, lzma: 1, deflate: 2, zstd: 3 } as const;
 export const ALGORITHM_NAMES = ['LZ4', 'LZMA', 'DEFLATE', 'ZSTD'] as const;
 
+/** The compressors an image may use: the config bitmap with COMPR_CFGS, else LZ4 where 0PADDING says compressed data may be present. */
+export function imageAlgorithms(sb: Superblock): Array<(typeof ALGORITHM_NAMES)[number]> {
+  if (sb.featureIncompat & Incompat.comprCfgs) return ALGORITHM_NAMES.filter((_, i) => sb.u1 & (1 << i));
+  return sb.featureIncompat & Incompat.lz4ZeroPadding ? ['LZ4'] : [];
+}
+
 export const Advise = {
   compacted2B: 0x1,
   extents: 0x1,

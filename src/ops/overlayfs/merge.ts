@@ -22,7 +22,8 @@
  *   Verified as the stack the boot will mount: the new top layer over the layers below, against the
  *   view; content the layers below still supply is theirs by construction and not compared.
  * - Built beside the old base (BASE.livestick-ovl-new, made at an estimate and trimmed by the writer);
- *   the switch is ./switch.ts. Refused: a top layer that is not a SquashFS image (EROFS: issue 14), a
+ *   the switch is ./switch.ts. Refused: a top layer that is neither SquashFS nor EROFS, an EROFS base
+ *   without `format: 'squashfs'` (writing EROFS: issue 14), a
  *   base volume that cannot be written (ISO9660), a volatile work dir, an upper bound to another base
  *   (unless --force).
  * - An upper over a rootfs.img inside squashfs.img (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick)
@@ -34,6 +35,9 @@ import type { FileSystem, FsStat, FsXattr, WritableFileSystem } from '../../fs/f
 import { OverlayFileSystem, analyzeUpper, type OverlayLayer, type UpperReport } from '../../fs/overlay/index.ts';
 import { LayerDiffFileSystem } from '../../fs/overlay/layer-diff.ts';
 import { SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
+import type { CompressorSettings } from '../../fs/squashfs/comp/types.ts';
+import { ErofsFileSystem } from '../../fs/erofs/filesystem.ts';
+import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
 import { treeFromFileSystem, type BlocksSource } from '../../fs/squashfs/from-fs.ts';
 import { settingsOf } from '../merge.ts';
@@ -55,6 +59,11 @@ export interface OverlayfsMergeOptions {
   force?: boolean;
   threads?: number;
   mkfsTime?: number;
+  /**
+   * The new base's format: by default the old base's. 'squashfs' over an EROFS base writes the merged
+   * tree as a SquashFS image (dracut boots either from squashfs.img), every file compressed anew.
+   */
+  format?: 'squashfs' | 'erofs';
   onProgress?: (phase: string, done: number, total: number) => void;
 }
 
@@ -112,7 +121,11 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const lower = system.lowers[0]!;
   const layered = system.lowers.length > 1;
   const baseShown = lower.volume.displayPath(lower.path);
-  if (lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is ${lower.format === 'erofs' ? 'an EROFS image (issue 14)' : `a ${lower.format} image`}; only SquashFS bases can be merged yet`, { file: baseShown });
+  const fromErofs = lower.format === 'erofs';
+  if (fromErofs && options.format !== 'squashfs') throw new UnsupportedFeatureError('live base', 'erofs', `${baseShown} is an EROFS image, and writing a new EROFS base is not done yet (issue 14); \`--format squashfs\` writes the merged tree as a SquashFS base instead, which dracut boots from squashfs.img the same way`, { file: baseShown });
+  if (!fromErofs && lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is a ${lower.format} image; only SquashFS and EROFS bases can be merged`, { file: baseShown });
+  if (options.format === 'erofs') throw new UnsupportedFeatureError('new base', 'erofs', 'writing an EROFS base is not done yet (issue 14)', { file: baseShown });
+  if (fromErofs && layered) throw new UnsupportedFeatureError('live base', 'erofs', `${baseShown} is an EROFS layer of a layer chain: only SquashFS chains (casper) can be merged`, { file: baseShown });
   if (layered) for (const l of system.lowers) if (l.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${l.volume.displayPath(l.path)} holds ${l.inner.path}: a layer chain with a root image inside a layer cannot be merged`, { file: l.volume.displayPath(l.path) });
   if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use (nothing to merge): ${persistence.mode}`);
   if (persistence.work === undefined) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} has no work directory beside it`);
@@ -125,15 +138,17 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   // compressor is the outer image's, and nothing can be carried from the ext4 image.
   const inner = lower.inner !== undefined;
   const top = inner ? lowerLayers[0]!.container : lowerLayers[0]!.fs;
-  if (!(top instanceof SquashfsFileSystem)) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS image`);
-  const reader: SquashfsReader = top.reader;
+  const erofsTop = top instanceof ErofsFileSystem ? top : undefined;
+  if (!(top instanceof SquashfsFileSystem) && erofsTop === undefined) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS or EROFS image`);
+  const reader: SquashfsReader | undefined = top instanceof SquashfsFileSystem ? top.reader : undefined;
+  if (erofsTop !== undefined) warnings.push(`${baseShown} was an EROFS image; the new base is SquashFS (--format squashfs, ${squashfsFromErofs(erofsTop).name}), every file compressed anew; dracut boots it from squashfs.img as it booted the EROFS one`);
   if (inner) warnings.push(`${baseShown} held ${lower.inner!.path}; the new base is a flat SquashFS of the merged root tree (dracut 059 and later boot it with rd.live.overlay.overlayfs, as Fedora 41 and later do); every file is compressed anew`);
   const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: lowerLayers });
   const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
   const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
-  const { name: compressor, settings } = settingsOf(reader);
-  const blockSize = reader.superblock.blockSize;
-  const oldBaseBytes = reader.disk.size;
+  const { name: compressor, settings } = reader !== undefined ? settingsOf(reader) : squashfsFromErofs(erofsTop!);
+  const blockSize = reader?.superblock.blockSize ?? ERO_TO_SQUASHFS_BLOCK;
+  const oldBaseBytes = reader?.disk.size ?? erofsTop!.reader.disk.size;
 
   const baseFsAny: FileSystem | undefined = await lower.volume.open();
   const spaceAvailable = baseFsAny ? (await baseFsAny.space()).freeBytes : 0;
@@ -189,7 +204,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   // Where each carried file's stored blocks come from: the lower file behind it, or for a file copied
   // up unchanged (dnf and apt rewrite files as they were), the lower file it equals — in any layer
   // whose stored blocks the new image can hold as they are.
-  const readers = lowerLayers.map((l) => (l.fs instanceof SquashfsFileSystem && blocksFit(l.fs.reader, reader) ? l.fs.reader : undefined));
+  const readers = lowerLayers.map((l) => (reader !== undefined && l.fs instanceof SquashfsFileSystem && blocksFit(l.fs.reader, reader) ? l.fs.reader : undefined));
   const carried = new Map<string, BlocksSource>();
   const unchangedCopies = new Map<string, { layer: number; path: string }>();
   for (const e of report.entries) if (e.sameDataAs !== undefined) unchangedCopies.set(e.path, e.sameDataAs);
@@ -248,6 +263,19 @@ function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
   const na = norm(a);
   const nb = norm(b);
   return na.length === nb.length && na.every((x, i) => x.name === nb[i]!.name && equalBytes(x.value, nb[i]!.value));
+}
+
+/** SquashFS's block size for a base made from an EROFS one (mksquashfs's default). */
+const ERO_TO_SQUASHFS_BLOCK = 128 * 1024;
+
+/** The SquashFS compressor nearest to an EROFS image's: LZMA → xz, ZSTD → zstd, DEFLATE → gzip, LZ4 → lz4 (HC); none → gzip. */
+function squashfsFromErofs(fs: ErofsFileSystem): { name: CompressorName; settings: CompressorSettings } {
+  const algorithms = imageAlgorithms(fs.reader.superblock);
+  if (algorithms.includes('LZMA')) return { name: 'xz', settings: {} };
+  if (algorithms.includes('ZSTD')) return { name: 'zstd', settings: {} };
+  if (algorithms.includes('DEFLATE')) return { name: 'gzip', settings: {} };
+  if (algorithms.includes('LZ4')) return { name: 'lz4', settings: { hc: true } };
+  return { name: 'gzip', settings: {} };
 }
 
 /** Whether stored blocks of `from` are valid as they are in an image with `to`'s compressor settings and block size. */
