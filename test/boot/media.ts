@@ -11,7 +11,9 @@
  *   (b) dracut, image file on FAT: one FAT32 "LIVE" partition with LiveOS/squashfs.img and an ext4
  *       image LiveOS/overlay-LIVE-1A2B-3C4D holding overlayfs/ (the upper) and ovlwork/;
  *   (c) Debian live-boot: p1 ISO9660 "LIVE" with live/filesystem.squashfs, p2 ext4 "persistence" with
- *       persistence.conf = "/ union" (live-boot makes rw/ (the upper) and work/ at the first boot).
+ *       persistence.conf = "/ union" (live-boot makes rw/ (the upper) and work/ at the first boot);
+ *   (d) as (b), from the Debian 13 medium (scripts/media/trixie.sh): dracut 106, LiveOS/squashfs.img an
+ *       EROFS image made with Fedora 43's options (LZMA, 1 MiB pclusters, fragments).
  *   MBR tables, partitions at 1 MiB boundaries; images are sparse where the format allows.
  * - dracut 059 names the default overlay path after blkid's LABEL and UUID of the root=live: device
  *   (FAT: the serial; ISO9660: the modification date, fixed here with --modification-date).
@@ -43,10 +45,15 @@ export function mediaDir(): string {
   return process.env.LIVESTICK_MEDIA_DIR ?? join(repoRoot, '.cache', 'media');
 }
 
+/** The Debian 13 medium of scripts/media/trixie.sh. */
+export function trixieMediaDir(): string {
+  return process.env.LIVESTICK_TRIXIE_MEDIA_DIR ?? join(repoRoot, '.cache', 'media-trixie');
+}
+
 export interface VariantMedia {
   kernel: string;
   initrd: string;
-  /** The flat squashfs base (dracut: squashfs.img; live-boot: filesystem.squashfs). */
+  /** The flat base (dracut: squashfs.img, SquashFS or for dracut-erofs EROFS; live-boot: filesystem.squashfs). */
   squashfs: string;
   kernelVersion: string;
 }
@@ -61,6 +68,18 @@ export function liveBootMedia(): VariantMedia {
   return { kernel: join(d, 'vmlinuz'), initrd: join(d, 'initrd.img'), squashfs: join(d, 'filesystem.squashfs'), kernelVersion: readVersion(d) };
 }
 
+/** Debian 13's dracut 106 with an EROFS squashfs.img (scripts/media/trixie.sh). */
+export function dracutErofsMedia(): VariantMedia {
+  const d = trixieMediaDir();
+  return { kernel: join(d, 'vmlinuz'), initrd: join(d, 'initrd.img'), squashfs: join(d, 'squashfs.img'), kernelVersion: readVersion(d) };
+}
+
+export type MediaVariant = 'dracut' | 'live-boot' | 'dracut-erofs';
+
+export function variantMedia(variant: MediaVariant): VariantMedia {
+  return variant === 'dracut' ? dracutMedia() : variant === 'live-boot' ? liveBootMedia() : dracutErofsMedia();
+}
+
 function readVersion(dir: string): string {
   const f = join(dir, 'kernel-version');
   return existsSync(f) ? readFileSync(f, 'utf8').trim() : '';
@@ -70,13 +89,15 @@ function readVersion(dir: string): string {
  * For `describe(name, { skip: mediaStatus('dracut') }, …)`: false when the media and tools are there, a
  * reason to skip otherwise; throws in CI (CI set), where .ci/run builds the media first.
  */
-export function mediaStatus(variant: 'dracut' | 'live-boot'): false | string {
-  const m = variant === 'dracut' ? dracutMedia() : liveBootMedia();
+export function mediaStatus(variant: MediaVariant): false | string {
+  const m = variantMedia(variant);
   let reason: string | false = false;
   const tools = ['qemu-system-x86_64', 'sfdisk', 'mkfs.vfat', 'mcopy', 'mmd', 'mke2fs', 'debugfs', 'e2fsck', 'tar', 'xorriso'];
   const missing = tools.filter((t) => !hasTool(t));
   if (![m.kernel, m.initrd, m.squashfs].every((f) => existsSync(f))) {
-    reason = `live media (${variant}) not built in ${mediaDir()}: run scripts/media/build.sh as root on Debian 12`;
+    reason = variant === 'dracut-erofs'
+      ? `live media (${variant}) not built in ${trixieMediaDir()}: run scripts/trixie/build.sh, then scripts/media/trixie.sh, as root`
+      : `live media (${variant}) not built in ${mediaDir()}: run scripts/media/build.sh as root on Debian 12`;
   } else if (missing.length > 0) {
     reason = `boot tests need ${missing.join(', ')}`;
   }
@@ -91,7 +112,7 @@ export interface Partition {
 }
 
 export interface TestStick {
-  layout: 'a' | 'b' | 'c';
+  layout: 'a' | 'b' | 'c' | 'd';
   /** The raw image (booted in place; copy it to keep a state). */
   path: string;
   partitions: Partition[];
@@ -201,7 +222,15 @@ export function buildStickA(dir: string, options: { persistBytes?: number } = {}
 
 /** (b) dracut, upper inside an ext4 image file on the FAT live partition. */
 export function buildStickB(dir: string, options: { overlayBytes?: number } = {}): TestStick {
-  const m = dracutMedia();
+  return fatImageStick('b', dracutMedia(), dir, options);
+}
+
+/** (d) (b)'s layout from the Debian 13 medium: dracut 106, an EROFS LiveOS/squashfs.img. */
+export function buildStickD(dir: string, options: { overlayBytes?: number } = {}): TestStick {
+  return fatImageStick('d', dracutErofsMedia(), dir, options);
+}
+
+function fatImageStick(layout: 'b' | 'd', m: VariantMedia, dir: string, options: { overlayBytes?: number }): TestStick {
   const t = tempDir('livestick-stick-');
   try {
     const overlayBytes = options.overlayBytes ?? 320 * MiB;
@@ -213,10 +242,10 @@ export function buildStickB(dir: string, options: { overlayBytes?: number } = {}
     const fat = join(t.dir, 'p1.img');
     mkfat(fat, align(statSync(m.squashfs).size + overlayBytes + 48 * MiB));
     mcopyTo(fat, ['LiveOS'], [[m.squashfs, 'LiveOS/squashfs.img'], [img, `LiveOS/${DRACUT_OVERLAY_NAME}`]]);
-    const path = join(dir, 'stick-b.img');
+    const path = join(dir, `stick-${layout}.img`);
     const partitions = assemble(path, [{ image: fat, type: 'c' }]);
     return {
-      layout: 'b', path, partitions, kernel: m.kernel, initrd: m.initrd,
+      layout, path, partitions, kernel: m.kernel, initrd: m.initrd,
       append: `${DRACUT_ARGS} rd.live.overlay=LABEL=${FAT_LABEL}`,
       persistence: { partition: 0, imageFile: `/LiveOS/${DRACUT_OVERLAY_NAME}`, upper: '/overlayfs', work: '/ovlwork' },
     };

@@ -16,7 +16,7 @@ import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
 import { bootStick, type BootResult } from './qemu.ts';
 import { diffManifests, GUEST_MANIFEST_SH, guestManifestSeconds, readGuestManifest, type Manifest, type ManifestOptions } from './manifest.ts';
-import { inspectUpper, mediaStatus, type TestStick, type UpperNode } from './media.ts';
+import { inspectUpper, mediaStatus, type MediaVariant, type TestStick, type UpperNode } from './media.ts';
 
 /** What CHANGE_JOB does, by kind of change (absolute paths in the root). */
 export const CHANGES = {
@@ -179,11 +179,21 @@ export interface ScenarioState {
  */
 export function persistenceScenario(opts: {
   title: string;
-  variant: 'dracut' | 'live-boot';
+  variant: MediaVariant;
   build: (dir: string) => TestStick;
   exclude?: readonly string[];
   /** The base's volume can be written (FAT): merge, then boot 3. Otherwise (ISO9660) merge must refuse. */
   mergeable?: boolean;
+  /**
+   * Merge and boot 3 are not run yet: they become a `test.todo` saying this reason (e.g. livestick cannot
+   * write the base's format yet). Neither the merge nor the merge --dry-run refusal is tested then.
+   */
+  mergeTodo?: string;
+  /**
+   * Boot 1 also proves what it booted: / is an overlay and a filesystem of this type (the base, mounted
+   * by the boot code) is mounted, read from the guest's /proc/self/mountinfo after the manifest.
+   */
+  baseFsType?: string;
 }): void {
   describe(opts.title, { skip: mediaStatus(opts.variant) }, () => {
     let tmp: ReturnType<typeof tempDir>;
@@ -196,8 +206,17 @@ export function persistenceScenario(opts: {
     after(() => tmp.cleanup());
 
     test('boot 1 runs the upgrade-like change job on the overlay root', { timeout: 15 * 60_000 }, async () => {
-      const b = await bootForManifest(state.stick, changeJob('boot1'), 'boot1', mopts);
+      const job = opts.baseFsType === undefined ? changeJob('boot1') : `${changeJob('boot1')}\necho '@@mountinfo@@'\ncat /proc/self/mountinfo\n`;
+      const b = await bootForManifest(state.stick, job, 'boot1', mopts);
       state.boot1 = b;
+      if (opts.baseFsType !== undefined) {
+        const mounts = b.output.slice(b.output.indexOf('@@mountinfo@@')).split('\n').map((l) => l.split(' - ')).filter((p) => p.length === 2);
+        const fsTypes = (mp: string) => mounts.filter(([a]) => a!.split(' ')[4] === mp).map(([, z]) => z!.split(' ')[0]);
+        assert.deepEqual(fsTypes('/'), ['overlay'], `the root is an overlay:\n${b.output.slice(-3000)}`);
+        const base = mounts.filter(([, z]) => z!.split(' ')[0] === opts.baseFsType);
+        assert.ok(base.length > 0, `a ${opts.baseFsType} base is mounted:\n${b.output.slice(-3000)}`);
+        console.log(`(${state.stick.layout}) boot 1: / is overlay; ${base.map(([a, z]) => `${z!.split(' ').slice(0, 2).join(' ')} on ${a!.split(' ')[4]}`).join(', ')}`);
+      }
       console.log(`(${state.stick.layout}) boot 1: ${(b.wallMs / 1000).toFixed(0)} s wall, job started at uptime ${b.jobStartUptime} s, manifest ${b.manifest.entries.length} entries in ${b.manifestSeconds.toFixed(1)} s`);
       assert.match(b.output, /Hello, world!/);
       const byPath = new Map(b.manifest.entries.map((e) => [e.path, e]));
@@ -248,7 +267,9 @@ export function persistenceScenario(opts: {
       state.status = st;
     });
 
-    if (opts.mergeable) {
+    if (opts.mergeTodo !== undefined) {
+      test.todo(`TODO livestick merge, then boot 3 sees the identical tree: not run yet, ${opts.mergeTodo}`);
+    } else if (opts.mergeable) {
       test('livestick merge, then boot 3 sees the identical tree over the new base with an empty upper', { timeout: 15 * 60_000 }, async () => {
         assert.ok(state.status, 'status did not complete');
         const r = runCli(['merge', state.stick.path, '--json']);
