@@ -311,11 +311,17 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'vfat-base.img')), merged);
   });
 
-  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge needs --format squashfs (changing nothing without it), then gives a SquashFS base of the merged tree', { skip: missingTools('mkfs.erofs') }, async () => {
+  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge needs --format squashfs (changing nothing without it), then gives a SquashFS base of the merged tree', { skip: missingTools('mkfs.erofs', 'setfattr') }, async () => {
     const m = join(tmp.dir, 'erofs-medium');
     mkdirSync(join(m, 'LiveOS'), { recursive: true });
-    // Each file's own mtime kept (no -T), as the merged tree the kernel showed has them.
-    execFileSync('mkfs.erofs', ['-zlz4hc', '--quiet', join(m, 'LiveOS', 'squashfs.img'), join(tmp.dir, 'lower-copy')]);
+    // Each file's own mtime kept (no -T), as the merged tree the kernel showed has them. A POSIX ACL on
+    // a file the upper leaves alone (as Debian's /var/log/journal has): EROFS stores it, SquashFS cannot.
+    const lower = join(tmp.dir, 'erofs-lower');
+    execFileSync('cp', ['-a', join(tmp.dir, 'lower-copy'), lower]);
+    const acl = join(lower, 'usr/lib/libuntouched.so');
+    execFileSync('setfattr', ['-n', 'system.posix_acl_access', '-v', '0sAgAAAAEABwD/////BAAFAP////8IAAUABAAAABAABQD/////IAAFAP////8=', acl]);
+    execFileSync('chmod', ['0644', acl]);
+    execFileSync('mkfs.erofs', ['-zlz4hc', '--quiet', join(m, 'LiveOS', 'squashfs.img'), lower]);
     execFileSync('cp', ['-a', join(stage, 'LiveOS', STICK_OVERLAY), join(m, 'LiveOS', OVERLAY)]);
     execFileSync('cp', ['-a', join(stage, 'LiveOS', 'ovlwork'), join(m, 'LiveOS', 'ovlwork')]);
     const st = runCli(['status', m, '--json']);
@@ -339,8 +345,14 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(dry.status, 0, dry.stdout + dry.stderr);
     assert.equal(dry.json.verdict, 'ok');
     assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before, 'a dry run changes nothing');
-    const ok = runCli(['merge', m, '--format', 'squashfs', '--json']);
+    const refused = runCli(['merge', m, '--format', 'squashfs', '--json']);
+    assert.equal(refused.json.error?.code, 'UNSUPPORTED', refused.stdout + refused.stderr);
+    assert.match(refused.json.error.message, /system\.posix_acl_access \(\/usr\/lib\/libuntouched\.so\).*--drop-acls/);
+    assert.deepEqual(readdirSync(join(m, 'LiveOS')).sort(), ['ovlwork', OVERLAY, 'squashfs.img'].sort(), 'nothing written');
+    assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before);
+    const ok = runCli(['merge', m, '--format', 'squashfs', '--drop-acls', '--json']);
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    assert.ok(ok.json.warnings.some((w: string) => /left out.*system\.posix_acl_access/.test(w)), ok.json.warnings.join('\n'));
     assert.equal(ok.json.compressor, 'lz4', "LZ4's nearest SquashFS compressor");
     assert.equal(ok.json.files.carried, 0, 'nothing can be carried from an EROFS image');
     assert.ok(ok.json.warnings.some((w: string) => /EROFS.*SquashFS/.test(w)), ok.json.warnings.join('\n'));

@@ -105,13 +105,14 @@ export function registerMedium(program: Command): void {
     .option('--overlay <file>', 'the overlay file, when LiveOS/ holds several (a bare name is looked up in LiveOS/)')
     .option('--compressor <name>', 'gzip, xz, zstd or lz4 (default: the old base\'s)')
     .option('--block-size <size>', 'SquashFS block size, 4K..1M (default: the old base\'s)')
+    .option('--drop-acls', 'overlayfs media: merge even where files carry POSIX ACLs (system.*), which a SquashFS base cannot store; they are left out')
     .option('--format <format>', 'overlayfs media: the new base\'s format, squashfs or erofs (default: the old base\'s; an EROFS base needs squashfs for now)')
     .option('--threads <n>', 'compression threads (default: all cores)')
     .option('--work-dir <dir>', 'build the new base here, then copy it onto the medium')
     .option('--dry-run', 'say what would happen: sizes, reclaimed space, space needed')
     .option('--keep-old', 'keep the previous base and overlay under clear names')
     .option('--force', 'rebuild the base even when the overlay holds no changes');
-  withOutputOptions(withMediumOptions(merge)).action(async (dir: string, opts: { partition?: string; forceDevice?: boolean; overlay?: string; compressor?: string; blockSize?: string; format?: string; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean; quiet?: boolean }) => {
+  withOutputOptions(withMediumOptions(merge)).action(async (dir: string, opts: { partition?: string; forceDevice?: boolean; overlay?: string; compressor?: string; blockSize?: string; format?: string; dropAcls?: boolean; threads?: string; workDir?: string; dryRun?: boolean; keepOld?: boolean; force?: boolean; json?: boolean; quiet?: boolean }) => {
     const compressor = opts.compressor as CompressorName | undefined;
     if (compressor !== undefined && !['gzip', 'xz', 'zstd', 'lz4'].includes(compressor)) throw new UsageError(`--compressor: "${compressor}" is not one of gzip, xz, zstd, lz4`);
     const blockSize = opts.blockSize === undefined ? undefined : parseSizeOption(opts.blockSize, '--block-size');
@@ -123,7 +124,7 @@ export function registerMedium(program: Command): void {
       opts,
       async () => {
         const engineNeutral = opts.overlay === undefined && opts.workDir === undefined && compressor === undefined && blockSize === undefined;
-        const ovl = engineNeutral ? await runBounded('mergeOverlayfs', dir, { ...mediumOptions(opts), threads, dryRun: opts.dryRun, keepOld: opts.keepOld, force: opts.force, format }) : undefined;
+        const ovl = engineNeutral ? await runBounded('mergeOverlayfs', dir, { ...mediumOptions(opts), threads, dryRun: opts.dryRun, keepOld: opts.keepOld, force: opts.force, format, dropAcls: opts.dropAcls }) : undefined;
         if (ovl !== undefined) {
           if (ovl.verdict === 'would-fail') process.exitCode = exitCodeForProblem(ovl.problems[0]?.code);
           return ovl;

@@ -36,6 +36,9 @@ export interface TreeFromFsOptions {
   linkKey?: (path: string, st: FsStat) => string | undefined;
   /** Read xattrs where the filesystem has them (default true). */
   xattrs?: boolean;
+  /** Which xattrs the tree keeps (default all); `dropped` hears of each one left out. */
+  keepXattr?: (name: string) => boolean;
+  onXattrDropped?: (path: string, name: string) => void;
   /** Called once per node visited (progress). */
   onNode?: (path: string) => void;
 }
@@ -112,7 +115,12 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
     }
     const meta: NodeMeta = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime.sec };
     if (withXattrs) {
-      const x = await (fs as XattrSource).xattrs!(path);
+      const keep = options.keepXattr;
+      const x = (await (fs as XattrSource).xattrs!(path)).filter((a) => {
+        if (keep === undefined || keep(a.name)) return true;
+        options.onXattrDropped?.(path, a.name);
+        return false;
+      });
       if (x.length > 0) meta.xattrs = x.map((a) => ({ name: a.name, value: a.value }));
     }
     let node: TreeNode;

@@ -36,6 +36,7 @@ import { OverlayFileSystem, analyzeUpper, type OverlayLayer, type UpperReport } 
 import { LayerDiffFileSystem } from '../../fs/overlay/layer-diff.ts';
 import { SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
 import type { CompressorSettings } from '../../fs/squashfs/comp/types.ts';
+import { XATTR_PREFIXES } from '../../fs/squashfs/xattr.ts';
 import { ErofsFileSystem } from '../../fs/erofs/filesystem.ts';
 import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
@@ -64,6 +65,11 @@ export interface OverlayfsMergeOptions {
    * tree as a SquashFS image (dracut boots either from squashfs.img), every file compressed anew.
    */
   format?: 'squashfs' | 'erofs';
+  /**
+   * Merge even where files carry xattrs SquashFS cannot store (POSIX ACLs, system.*): they are left
+   * out of the new base (named in a warning). Without it such a merge is refused before anything is written.
+   */
+  dropAcls?: boolean;
   onProgress?: (phase: string, done: number, total: number) => void;
 }
 
@@ -200,6 +206,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const upperFs = open.fs as WritableFileSystem;
   const newBase = lower.path + NEW_MARK;
   const files = { carried: 0, rebuilt: 0 };
+  let droppedCount = 0;
   const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
   // Where each carried file's stored blocks come from: the lower file behind it, or for a file copied
   // up unchanged (dnf and apt rewrite files as they were), the lower file it equals — in any layer
@@ -209,7 +216,15 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const unchangedCopies = new Map<string, { layer: number; path: string }>();
   for (const e of report.entries) if (e.sameDataAs !== undefined) unchangedCopies.set(e.path, e.sameDataAs);
   const source = layered ? await LayerDiffFileSystem.of(view) : view;
+  const dropped = new Map<string, string[]>();
   const tree = await treeFromFileSystem(source, '/', {
+    keepXattr: storableInSquashfs,
+    onXattrDropped: (path, name) => {
+      const paths = dropped.get(name) ?? [];
+      if (paths.length < 3) paths.push(path);
+      dropped.set(name, paths);
+      droppedCount++;
+    },
     linkKey: (_p, st) => (st.ino !== undefined ? String(st.ino) : undefined),
     blocksFrom: async (path) => {
       const node = await view.resolve(path);
@@ -225,6 +240,11 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       return blocks;
     },
   });
+  if (dropped.size > 0) {
+    const what = [...dropped].map(([name, paths]) => `${name} (${paths.join(', ')}${paths.length === 3 ? ', …' : ''})`).join('; ');
+    if (!options.dropAcls) throw new UnsupportedFeatureError('new base', 'xattrs', `${droppedCount} xattrs of the merged tree cannot be stored in a SquashFS base (it holds only user., trusted. and security. ones): ${what}; nothing was written. --drop-acls merges without them (systemd-tmpfiles sets its own ACLs again at boot)`, { file: baseShown });
+    warnings.push(`left out of the new base, which cannot store them: ${droppedCount} xattrs: ${what}`);
+  }
   let written: Awaited<ReturnType<typeof writeSquashfs>>;
   try {
     if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
@@ -263,6 +283,11 @@ function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
   const na = norm(a);
   const nb = norm(b);
   return na.length === nb.length && na.every((x, i) => x.name === nb[i]!.name && equalBytes(x.value, nb[i]!.value));
+}
+
+/** Whether a SquashFS image can hold an xattr of this name (its three namespaces; not system.*, so no POSIX ACLs). */
+function storableInSquashfs(name: string): boolean {
+  return XATTR_PREFIXES.some((p) => name.startsWith(p));
 }
 
 /** SquashFS's block size for a base made from an EROFS one (mksquashfs's default). */
@@ -309,7 +334,7 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
       const b: FsStat = await img.stat(p);
       if (a.kind !== b.kind || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid) bad(p, 'kind, mode or owner');
       if (a.mtime.sec !== b.mtime.sec) bad(p, 'mtime');
-      if (!sameXattrs(await view.xattrs(p), (await img.xattrs?.(p)) ?? [])) bad(p, 'xattrs');
+      if (!sameXattrs((await view.xattrs(p)).filter((x) => storableInSquashfs(x.name)), (await img.xattrs?.(p)) ?? [])) bad(p, 'xattrs');
       if (a.kind === 'symlink' && (await view.readlink(p)) !== (await img.readlink(p))) bad(p, 'symlink target');
       if ((a.kind === 'chardev' || a.kind === 'blockdev') && (a.rdev?.major !== b.rdev?.major || a.rdev?.minor !== b.rdev?.minor)) bad(p, 'device number');
       if (a.kind === 'file') {
