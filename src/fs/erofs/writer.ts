@@ -24,6 +24,7 @@
  *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
  */
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { Disk } from '../../io/disk.ts';
 import { ImageOutput } from '../../io/image-output.ts';
 import { contentPieces, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
@@ -32,6 +33,9 @@ import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type 
 import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
+import { bigPclusters, compactMetaSize, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
+import { encodeComprCfgs } from './zmap.ts';
+import { createSegmentCompressor, type SegmentCompressor } from '../squashfs/comp/pool.ts';
 import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
 export interface ErofsWriteOptions {
@@ -57,6 +61,15 @@ export interface ErofsWriteOptions {
   longPrefixes?: readonly string[];
   /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
+  /**
+   * Compress regular files larger than a block, as mkfs.erofs -z takes it: `lzma[,level=N]`
+   * (default level 6). See compress.ts.
+   */
+  compression?: string;
+  /** The largest pcluster in bytes (a multiple of blockSize, at most 1 MiB; default one block), as mkfs.erofs -C. */
+  pclusterSize?: number;
+  /** Compression worker threads (default: available parallelism, at most 8); 0 compresses on the main thread. */
+  threads?: number;
 }
 
 export interface ErofsWriteResult {
@@ -92,6 +105,8 @@ interface InodeRec {
   children?: { name: Uint8Array; rec: InodeRec }[];
   parent?: InodeRec;
   tail?: Uint8Array;
+  /** Compressed: where the map header goes, its and the indexes' size, and the extents once written. */
+  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number };
 }
 
 function cmpBytes(a: Uint8Array, b: Uint8Array): number {
@@ -188,6 +203,12 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize < bs || chunkSize > 1 << 28 || (chunkSize & (chunkSize - 1)) !== 0)) {
     throw new RangeError(`chunk size ${chunkSize} is not a power of two in ${bs}..256 MiB`);
   }
+  const zip: ZipConfig | undefined = options.compression !== undefined ? zipConfig(parseCompression(options.compression), bs, options.pclusterSize ?? bs) : undefined;
+  if (zip === undefined && options.pclusterSize !== undefined) throw new RangeError('a pcluster size needs compression');
+  if (zip !== undefined && chunkSize !== undefined) throw new RangeError('chunked files and compression do not mix');
+  const threads = options.threads ?? Math.max(1, Math.min(8, availableParallelism()));
+  if (!Number.isInteger(threads) || threads < 0) throw new RangeError(`thread count ${threads} is not a non-negative integer`);
+  const cfgBytes = zip !== undefined ? encodeComprCfgs(comprCfgsFor(zip)) : new Uint8Array(0);
 
   // Pass 1: inode records in a fixed order.
   const recs: InodeRec[] = [];
@@ -275,7 +296,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   }
 
   // Pass 2: metadata placement (nids), inline decisions, data block addresses.
-  const metaBlk = Math.ceil((SUPER_OFFSET + SUPERBLOCK_BASE_SIZE) / bs);
+  const metaBlk = Math.ceil((SUPER_OFFSET + SUPERBLOCK_BASE_SIZE + cfgBytes.byteLength) / bs);
   const metaStart = metaBlk * bs;
   // nid 0 stays unused: readdir reports an entry's nid as its inode number, and C libraries skip
   // entries whose inode number is 0 (the root's "." and every ".." naming it would vanish).
@@ -290,6 +311,16 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       rec.pos = pos;
       rec.nid = (pos - metaStart) / 32;
       pos = Math.ceil((pos + head + chunks * BLOCK_MAP_ENTRY_SIZE) / 32) * 32;
+      continue;
+    }
+    if (zip !== undefined && rec.node.type === 'file' && rec.size > bs) {
+      rec.layout = DataLayout.compressedCompact;
+      if ((pos % bs) + Math.min(head, bs) > bs) pos = Math.ceil(pos / bs) * bs;
+      rec.pos = pos;
+      rec.nid = (pos - metaStart) / 32;
+      const headerPos = Math.ceil((pos + head) / 8) * 8;
+      rec.z = { headerPos, metaSize: compactMetaSize(rec.size, bs, headerPos), extents: [], blocks: 0 };
+      pos = Math.ceil((headerPos + rec.z.metaSize) / 32) * 32;
       continue;
     }
     const hasData = rec.node.type === 'file' || rec.node.type === 'dir' || rec.node.type === 'symlink';
@@ -331,7 +362,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   if (prefixBytes.byteLength > 0) block += Math.ceil(prefixBytes.byteLength / bs);
 
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
+  const zrecs = recs.filter((r) => r.z !== undefined);
+  const pool: SegmentCompressor | undefined = zip !== undefined && zrecs.length > 0 ? createSegmentCompressor(zip, threads) : undefined;
   try {
+    const segments = pool !== undefined ? segmentQueue(zrecs, pool, Math.max(4, threads * 2)) : undefined;
     // Pass 3: data, in nid order.
     let dataBytes = 0;
     for (const rec of recs) {
@@ -341,7 +375,27 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         block += rec.blocks;
       }
       const dataPos = rec.startBlock * bs;
-      if (rec.chunkMap !== undefined && n.type === 'file') {
+      if (rec.z !== undefined && segments !== undefined) {
+        const z = rec.z;
+        rec.startBlock = block;
+        let la = 0;
+        while (la < rec.size) {
+          const seg = await segments.next(rec);
+          await output.write(seg.data, block * bs);
+          const e = seg.extents;
+          for (let i = 0; i < e.length; i += 3) {
+            const length = e[i] as number;
+            const blocks = e[i + 1] as number;
+            z.extents.push({ la, length, pblk: block, blocks, plain: e[i + 2] === 1 });
+            la += length;
+            block += blocks;
+          }
+          if (seg.data.byteLength !== (block - rec.startBlock - z.blocks) * bs) throw new RangeError('a compressed segment\'s data does not match its extents');
+          z.blocks = block - rec.startBlock;
+        }
+        if (la !== rec.size) throw new RangeError(`a file's compressed extents cover ${la} bytes, its size says ${rec.size}`);
+        dataBytes += rec.size;
+      } else if (rec.chunkMap !== undefined && n.type === 'file') {
         const map = rec.chunkMap;
         const cs = chunkSize as number;
         let at = 0;
@@ -411,6 +465,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       let u = 0;
       if (n.type === 'chardev' || n.type === 'blockdev') u = ((n.minor & 0xff) | ((n.major & 0xfff) << 8) | ((n.minor & ~0xff) << 12)) >>> 0;
       else if (rec.chunkMap !== undefined) u = Math.log2((chunkSize as number) / bs);
+      else if (rec.z !== undefined) u = rec.z.blocks;
       else if (rec.blocks > 0) u = rec.startBlock;
       const raw: RawInode = {
         extended: rec.extended, format: rec.layout << 1, xattrIcount: rec.xattrIcount, mode: IFMT[n.type] | (n.mode & 0o7777),
@@ -420,6 +475,9 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       await output.write(encodeInode(raw), rec.pos);
       if (rec.xattrBody.byteLength > 0) await output.write(rec.xattrBody, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE));
       if (rec.tail) await output.write(rec.tail, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
+      if (rec.z !== undefined && zip !== undefined) {
+        await output.write(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip)), rec.z.headerPos);
+      }
       if (rec.chunkMap) {
         await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       }
@@ -443,13 +501,17 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       checksum: 0, featureCompat: Compat.sbChecksum | Compat.mtime, blkszbits: Math.log2(bs), extSlots: 0, rootNid: root.nid,
       inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: xattrBlk, uuid,
       volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
-      featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0), u1: 0,
+      featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0)
+        | (zip !== undefined ? Incompat.lz4ZeroPadding | Incompat.comprCfgs | (bigPclusters(zip) ? Incompat.bigPcluster : 0) : 0),
+      u1: zip !== undefined ? (comprCfgsFor(zip).algorithms ?? 0) : 0,
       extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 ? (prefixBlk * bs) / 4 : 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
     };
     const span = new Uint8Array(checksumSpan(Math.log2(bs)));
     span.set(encodeSuperblock(sb));
+    span.set(cfgBytes, SUPERBLOCK_BASE_SIZE);
     const sum = superblockChecksum(span);
     span.set(encodeSuperblock({ ...sb, checksum: sum }));
+    span.set(cfgBytes, SUPERBLOCK_BASE_SIZE);
     await output.write(new Uint8Array(SUPER_OFFSET), 0);
     await output.write(span, SUPER_OFFSET);
     if (metaStart > SUPER_OFFSET + span.byteLength) await output.write(new Uint8Array(metaStart - SUPER_OFFSET - span.byteLength), SUPER_OFFSET + span.byteLength);
@@ -460,6 +522,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   } catch (err) {
     await output.abort();
     throw err;
+  } finally {
+    await pool?.close();
   }
 
   async function emit(rec: InodeRec, data: Uint8Array, dataPos: number): Promise<void> {
@@ -476,7 +540,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
 }
 
 async function zeroGaps(output: ImageOutput, recs: readonly InodeRec[], start: number, end: number): Promise<void> {
-  const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
+  const used = recs.map((r) => [r.pos, r.z !== undefined ? r.z.headerPos + r.z.metaSize : r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
   let at = start;
   for (const [s, e] of used) {
     if (s > at) await output.write(new Uint8Array(s - at), at);
@@ -494,4 +558,56 @@ function defaultUuid(recs: readonly InodeRec[], mkfsTime: number, bs: number): U
   u[6] = ((u[6] as number) & 0x0f) | 0x40;
   u[8] = ((u[8] as number) & 0x3f) | 0x80;
   return u;
+}
+
+/**
+ * The compressed files' segments, read in nid order and compressed up to `window` ahead of the one
+ * asked for; `next(rec)` hands them back in order.
+ */
+function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, window: number): { next(rec: InodeRec): Promise<CompressedSegment> } {
+  async function* read(): AsyncGenerator<{ rec: InodeRec; data: Uint8Array }> {
+    for (const rec of zrecs) {
+      const n = rec.node;
+      if (n.type !== 'file') continue;
+      let at = 0;
+      let seg = new Uint8Array(Math.min(SEGMENT_SIZE, rec.size));
+      let fill = 0;
+      for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+        if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+        let off = 0;
+        while (off < piece.byteLength) {
+          const take = Math.min(piece.byteLength - off, seg.byteLength - fill);
+          seg.set(piece.subarray(off, off + take), fill);
+          fill += take;
+          off += take;
+          at += take;
+          if (fill === seg.byteLength) {
+            yield { rec, data: seg };
+            seg = new Uint8Array(Math.min(SEGMENT_SIZE, rec.size - at));
+            fill = 0;
+          }
+        }
+      }
+      if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+    }
+  }
+  const source = read();
+  const ahead: { rec: InodeRec; result: Promise<CompressedSegment> }[] = [];
+  let done = false;
+  return {
+    async next(rec) {
+      while (!done && ahead.length < window) {
+        const r = await source.next();
+        if (r.done === true) done = true;
+        else {
+          const result = pool.compress(r.value.data);
+          result.catch(() => {});
+          ahead.push({ rec: r.value.rec, result });
+        }
+      }
+      const first = ahead.shift();
+      if (first === undefined || first.rec !== rec) throw new RangeError('compressed segments came out of order');
+      return first.result;
+    },
+  };
 }

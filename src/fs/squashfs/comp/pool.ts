@@ -23,6 +23,7 @@ import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
+import { compressSegment, type CompressedSegment, type ZipConfig } from '../../erofs/compress.ts';
 import type { ActiveSetup, ExtractBlock, WorkerError, WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
 
 export interface InPlaceResult {
@@ -167,6 +168,26 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
       if (reply.out === null) throw new Error('compression worker: the block buffer did not come back');
       const back = asBytes(reply.out);
       return { buffer: back, compressed: reply.length !== undefined && reply.length >= 0 ? reply.length : undefined };
+    },
+    close: () => pool.close(),
+  };
+}
+
+export interface SegmentCompressor {
+  /** Takes ownership of `data` (a whole buffer is transferred to a worker). */
+  compress(data: Uint8Array): Promise<CompressedSegment>;
+  close(): Promise<void>;
+}
+
+/** EROFS file segments into pclusters (erofs/compress.ts) on `threads` workers; 0 runs them inline. */
+export function createSegmentCompressor(config: ZipConfig, threads: number): SegmentCompressor {
+  if (threads <= 0) return { compress: async (data) => compressSegment(data, config), close: async () => {} };
+  const pool = startPool({ direction: 'erofs', config }, threads);
+  return {
+    async compress(data) {
+      const reply = await pool.run({ data, maxSize: 0 }, true);
+      if (reply.error !== undefined) throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
+      return { extents: reply.extents ?? [], data: asBytes(reply.out as Uint8Array) };
     },
     close: () => pool.close(),
   };

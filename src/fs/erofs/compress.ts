@@ -1,0 +1,295 @@
+/**
+ * Compressed EROFS files for the writer: fixed-output pclusters cut from file segments, and the map
+ * header with compact lcluster indexes that describe them.
+ *
+ * Design notes
+ * - lclusters are one block (lclusterbits = blkszbits), so a file's index count, and with it its
+ *   inode record, follows from its size alone: the writer places every record before any data is read.
+ * - A file is cut into segments of SEGMENT_SIZE bytes, each compressed on its own (a pool job); no
+ *   pcluster crosses a segment, so the image is the same whatever the thread count.
+ * - Inside a segment, MicroLZMA fills a fixed output of up to pclusterSize bytes with as much input as
+ *   fits (at most maxExtentInput). The stream sits at the end of its blocks with zeros in front
+ *   (ZERO_PADDING). When its blocks are not fewer than the bytes it took (rounded as erofs-utils
+ *   does), that input is stored as plain one-block pclusters instead; so is input of at most a block
+ *   at a segment's end. A file is kept compressed even when nothing in it compressed: its blocks are
+ *   then no more than stored flat.
+ * - Indexes: an lcluster in which an extent starts is its head (HEAD1 for compressed, PLAIN), with the
+ *   extent start's offset inside it; the others are NONHEAD with delta[0] back to the head and
+ *   delta[1] on to the next head. With big pclusters the first NONHEAD after a head carries CBLKCNT,
+ *   its pcluster's block count. These are packed compact, 4B then 2B from a 32-byte boundary, as
+ *   erofs-utils lays them out; each pack's base address is chosen so that the kernel's count of the
+ *   heads before a head yields that head's block, and every head is checked against it.
+ * - An extent's delta[0] must stay below CBLKCNT (2048), so an extent spans at most 2046 lclusters.
+ */
+import { microLzmaEncode } from '../squashfs/comp/liblzma.ts';
+import { UnsupportedFeatureError } from '../../errors.ts';
+import {
+  Advise, Algorithm, D0_CBLKCNT, encodeCompactPack, encodeMapHeader, LclusterType, MAP_HEADER_SIZE, PCLUSTER_MAX_SIZE, type CompactEntry, type ComprCfgs,
+} from './zmap.ts';
+
+export const SEGMENT_SIZE = 16 << 20;
+
+/** What the pool needs to compress a segment: a plain object (it crosses to workers). */
+export interface ZipConfig {
+  readonly algorithm: number;
+  readonly level: number;
+  readonly blockSize: number;
+  readonly pclusterSize: number;
+  readonly dictSize: number;
+}
+
+export interface ZipSpec {
+  readonly algorithm: number;
+  readonly level: number;
+}
+
+const LZMA_MAX_DICT = 8 << 20;
+
+/** `lzma[,level=N]` (N 0..9, or 100..109 for extreme presets), as mkfs.erofs -z takes it. */
+export function parseCompression(spec: string): ZipSpec {
+  const [name = '', ...opts] = spec.split(',');
+  let level: number | undefined;
+  for (const o of opts) {
+    const m = /^level=(\d+)$/.exec(o);
+    if (m === null) throw new RangeError(`compression option ${JSON.stringify(o)} is not level=N`);
+    level = Number(m[1]);
+  }
+  switch (name.toLowerCase()) {
+    case 'lzma': {
+      const l = level ?? 6;
+      if (!(l <= 9 || (l >= 100 && l <= 109))) throw new RangeError(`LZMA level ${l} is not 0..9 or 100..109`);
+      return { algorithm: Algorithm.lzma, level: l };
+    }
+    case 'lz4':
+    case 'lz4hc':
+    case 'deflate':
+    case 'zstd':
+      throw new UnsupportedFeatureError('erofs', 'compression', `${name} in the writer (only lzma so far)`);
+    default:
+      throw new RangeError(`${JSON.stringify(name)} is not an EROFS compression algorithm (lzma)`);
+  }
+}
+
+/** The pool config for a spec at `blockSize` with pclusters up to `pclusterSize` bytes. */
+export function zipConfig(spec: ZipSpec, blockSize: number, pclusterSize: number): ZipConfig {
+  if (!Number.isInteger(pclusterSize) || pclusterSize < blockSize || pclusterSize > PCLUSTER_MAX_SIZE || pclusterSize % blockSize !== 0) {
+    throw new RangeError(`pcluster size ${pclusterSize} is not a multiple of the block size in ${blockSize}..1 MiB`);
+  }
+  const dictSize = Math.max(32768, Math.min(LZMA_MAX_DICT, pclusterSize * 4));
+  return { algorithm: spec.algorithm, level: spec.level, blockSize, pclusterSize, dictSize };
+}
+
+/** The compressor config records and the superblock's available_compr_algs for images using `c`. */
+export function comprCfgsFor(c: ZipConfig): ComprCfgs {
+  return { algorithms: 1 << c.algorithm, lzma: { dictSize: c.dictSize, format: 0 } };
+}
+
+export function bigPclusters(c: ZipConfig): boolean {
+  return c.pclusterSize > c.blockSize;
+}
+
+function lzmaPreset(level: number): number {
+  return level >= 100 ? (level - 100) | 0x80000000 : level;
+}
+
+/** The most input one extent takes (see the notes: delta[0] < CBLKCNT). */
+export function maxExtentInput(blockSize: number): number {
+  return Math.min(2046 * blockSize, 8000 * 1024);
+}
+
+/**
+ * A compressed segment: `extents` as (length, blocks, plain 0/1) triples in file order, `data` the
+ * pclusters' blocks one after another.
+ */
+export interface CompressedSegment {
+  readonly extents: number[];
+  readonly data: Uint8Array;
+}
+
+export function compressSegment(src: Uint8Array, c: ZipConfig): CompressedSegment {
+  const bs = c.blockSize;
+  if (c.algorithm !== Algorithm.lzma) throw new UnsupportedFeatureError('erofs', 'compression', `algorithm ${c.algorithm} in the writer`);
+  const extents: number[] = [];
+  const parts: Uint8Array[] = [];
+  const maxIn = maxExtentInput(bs);
+  const plain = (at: number, count: number): void => {
+    const block = new Uint8Array(bs);
+    block.set(src.subarray(at, at + count));
+    extents.push(count, 1, 1);
+    parts.push(block);
+  };
+  let pos = 0;
+  while (pos < src.byteLength) {
+    const rest = src.byteLength - pos;
+    if (rest <= bs) {
+      plain(pos, rest);
+      break;
+    }
+    const { consumed, out } = microLzmaEncode(src.subarray(pos, pos + Math.min(rest, maxIn)), lzmaPreset(c.level), c.dictSize, c.pclusterSize);
+    const blocks = Math.ceil(out.byteLength / bs);
+    if (consumed <= 0 || blocks * bs >= consumed) {
+      const n = Math.max(1, Math.floor(Math.max(consumed, 0) / bs));
+      for (let i = 0; i < n && pos < src.byteLength; i++) {
+        const count = Math.min(bs, src.byteLength - pos);
+        plain(pos, count);
+        pos += count;
+      }
+      continue;
+    }
+    const pcluster = new Uint8Array(blocks * bs);
+    pcluster.set(out, pcluster.byteLength - out.byteLength);
+    extents.push(consumed, blocks, 0);
+    parts.push(pcluster);
+    pos += consumed;
+  }
+  const data = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    data.set(p, at);
+    at += p.byteLength;
+  }
+  return { extents, data };
+}
+
+// ---- indexes ----
+
+/** One extent of a compressed file: where it starts in the file, its length, its pcluster. */
+export interface ZExtent {
+  readonly la: number;
+  readonly length: number;
+  readonly pblk: number;
+  readonly blocks: number;
+  readonly plain: boolean;
+}
+
+interface PackPlan {
+  readonly initial4B: number;
+  readonly twoB: number;
+  readonly end4B: number;
+}
+
+function packPlan(total: number, ebase: number): PackPlan {
+  let initial4B = ((32 - (ebase % 32)) / 4) & 7;
+  if (initial4B > total) return { initial4B: 0, twoB: 0, end4B: total };
+  const twoB = Math.floor((total - initial4B) / 16) * 16;
+  return { initial4B, twoB, end4B: total - initial4B - twoB };
+}
+
+/** Bytes of the map header and compact indexes of a `size`-byte file whose header is at image offset `headerPos` (8-aligned). */
+export function compactMetaSize(size: number, blockSize: number, headerPos: number): number {
+  if (headerPos % 8 !== 0) throw new RangeError(`a map header at ${headerPos} is not 8-byte aligned`);
+  const p = packPlan(Math.ceil(size / blockSize), headerPos + MAP_HEADER_SIZE);
+  return MAP_HEADER_SIZE + p.initial4B * 4 + p.twoB * 2 + Math.ceil(p.end4B / 2) * 8;
+}
+
+/** How the kernel counts the blocks before the head at `i` of a pack (the pack's base address plus this is the head's block). */
+function blocksBefore(e: readonly CompactEntry[], i: number, big: boolean): number {
+  let blocks = 0;
+  if (!big) {
+    blocks = 1;
+    for (let k = i; k > 0; ) {
+      k--;
+      if ((e[k] as CompactEntry).type === LclusterType.nonhead) k -= (e[k] as CompactEntry).lo;
+      if (k >= 0) blocks++;
+    }
+    return blocks;
+  }
+  for (let k = i; k > 0; ) {
+    k--;
+    const p = e[k] as CompactEntry;
+    if (p.type === LclusterType.nonhead) {
+      if (p.lo & D0_CBLKCNT) {
+        k--;
+        blocks += p.lo & ~D0_CBLKCNT;
+      } else k -= p.lo - 2;
+      continue;
+    }
+    blocks++;
+  }
+  return blocks;
+}
+
+/**
+ * The map header and compact indexes of a `size`-byte file made of `extents` (in order, covering it),
+ * its header at image offset `headerPos`.
+ */
+export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, blockSize: number, headerPos: number, algorithm: number, big: boolean): Uint8Array {
+  const bs = blockSize;
+  const total = Math.ceil(size / bs);
+  const lclusterBits = Math.log2(bs);
+  const heads = new Array<ZExtent | undefined>(total);
+  let end = 0;
+  for (const x of extents) {
+    if (x.la !== end || x.length <= 0) throw new RangeError(`extent at ${x.la} does not follow the one ending at ${end}`);
+    end += x.length;
+    const l = Math.floor(x.la / bs);
+    if (heads[l] !== undefined) throw new RangeError(`two extents start in lcluster ${l}`);
+    if (x.blocks < 1 || x.blocks * bs > PCLUSTER_MAX_SIZE || (!big && x.blocks !== 1)) throw new RangeError(`a pcluster of ${x.blocks} blocks`);
+    heads[l] = x;
+  }
+  if (end !== size) throw new RangeError(`extents cover ${end} bytes of a ${size}-byte file`);
+  const type = new Array<number>(total);
+  const d0 = new Array<number>(total).fill(0);
+  const d1 = new Array<number>(total).fill(0);
+  const ofs = new Array<number>(total).fill(0);
+  let head = -1;
+  for (let l = 0; l < total; l++) {
+    const h = heads[l];
+    if (h !== undefined) {
+      head = l;
+      type[l] = h.plain ? LclusterType.plain : LclusterType.head1;
+      ofs[l] = h.la % bs;
+      continue;
+    }
+    type[l] = LclusterType.nonhead;
+    const back = l - head;
+    if (back >= D0_CBLKCNT) throw new RangeError(`lcluster ${l} is ${back} lclusters past its head`);
+    d0[l] = back;
+    if (big && l === head + 1) d0[l] = D0_CBLKCNT | (heads[head] as ZExtent).blocks;
+  }
+  let next = total;
+  for (let l = total - 1; l >= 0; l--) {
+    if (type[l] !== LclusterType.nonhead) next = l;
+    else d1[l] = next - l;
+  }
+  const lo = (l: number, last: boolean): number => {
+    if (type[l] !== LclusterType.nonhead) return ofs[l] as number;
+    if ((d0[l] as number) & D0_CBLKCNT) return d0[l] as number;
+    return last ? Math.min(d1[l] as number, D0_CBLKCNT - 1) : (d0[l] as number);
+  };
+  const plan = packPlan(total, headerPos + MAP_HEADER_SIZE);
+  const parts: Uint8Array[] = [
+    encodeMapHeader({ wholeFileFragment: false, word0: 0, advise: Advise.compacted2B | (big ? Advise.bigPcluster1 | Advise.bigPcluster2 : 0), algorithmType: algorithm, clusterBits: 0 }),
+  ];
+  let running = 0;
+  const pack = (first: number, vcnt: number, twoByte: boolean): void => {
+    const entries: CompactEntry[] = [];
+    for (let i = 0; i < vcnt; i++) {
+      const l = first + i;
+      entries.push(l < total ? { type: type[l] as number, lo: lo(l, i + 1 === vcnt) } : { type: LclusterType.plain, lo: 0 });
+    }
+    let blkaddr = running;
+    const headAt = (i: number): ZExtent | undefined => (first + i < total ? heads[first + i] : undefined);
+    const i0 = entries.findIndex((_, i) => headAt(i) !== undefined);
+    if (i0 >= 0) blkaddr = (headAt(i0) as ZExtent).pblk - blocksBefore(entries, i0, big);
+    for (let i = 0; i < vcnt; i++) {
+      const h = headAt(i);
+      if (h !== undefined && blkaddr + blocksBefore(entries, i, big) !== h.pblk) throw new RangeError(`compact pack at lcluster ${first}: head ${i} would map to the wrong block`);
+    }
+    if (blkaddr < 0 || blkaddr > 0xffffffff) throw new RangeError(`compact pack base block ${blkaddr}`);
+    running = blkaddr;
+    parts.push(encodeCompactPack({ entries, blkaddr }, twoByte, lclusterBits));
+  };
+  let l = 0;
+  for (; l < plan.initial4B; l += 2) pack(l, 2, false);
+  for (; l < plan.initial4B + plan.twoB; l += 16) pack(l, 16, true);
+  for (; l < total; l += 2) pack(l, 2, false);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  if (out.byteLength !== compactMetaSize(size, bs, headerPos)) throw new RangeError('compact indexes came out at an unexpected size');
+  return out;
+}
