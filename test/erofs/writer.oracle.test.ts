@@ -61,6 +61,49 @@ for (const [blockSize, chunkSize] of [[4096, undefined], [512, undefined], [4096
   });
 }
 
+for (const [blockSize, pclusterSize] of [[4096, 1 << 20], [4096, 4096], [512, 65536]] as const) {
+  const what = `lzma level 6, ${blockSize}-byte blocks, ${pclusterSize}-byte pclusters`;
+  test(`writer oracle (${what}): the kernel mounts the compressed image and shows the source tree; our reader agrees`, { skip: skipHost, timeout: 300_000 }, async () => {
+    const img = join(dir, `z${blockSize}-${pclusterSize}.img`);
+    await writeErofs(src, img, { blockSize, compression: 'lzma,level=6', pclusterSize, mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
+    const mnt = join(dir, `zmnt${blockSize}-${pclusterSize}`);
+    mkdirSync(mnt, { recursive: true });
+    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
+    let got: Map<string, string>;
+    try {
+      got = snapshot(mnt);
+    } finally {
+      run('umount', [mnt]);
+    }
+    assert.deepEqual(diffSnapshots(want, got), []);
+    assert.equal(got.size, want.size);
+    const disk = await FileDisk.open(img, { readOnly: true });
+    try {
+      const ours = await erofsSnapshot(await ErofsReader.open(disk));
+      assert.deepEqual(diffSnapshots(want, ours.desc), []);
+    } finally {
+      await disk.close();
+    }
+  });
+}
+
+// 4096-byte blocks only: fsck.erofs 1.8.6 crashes verifying sb_csum at 512-byte blocks (uncompressed images too) and rejects 1 KiB ones.
+test('writer oracle (lzma): fsck.erofs 1.8.6 checks and extracts the identical tree from compressed images (1 MiB and one-block pclusters); dump.erofs shows LZMA, big pclusters, compact inodes', { skip: skipTrixie, timeout: 300_000 }, async () => {
+  for (const pclusterSize of [1 << 20, 4096]) {
+    const img = join(dir, `fsck-z${pclusterSize}.img`);
+    await writeErofs(src, img, { compression: 'lzma,level=6', pclusterSize, mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
+    const out = join(dir, `extracted-z${pclusterSize}`);
+    run('chroot', [TRIXIE, 'fsck.erofs', `--extract=${inside(out)}`, '--xattrs', inside(img)]);
+    assert.deepEqual(diffSnapshots(want, snapshot(out)), []);
+    const sb = run('chroot', [TRIXIE, 'dump.erofs', '-s', inside(img)]).stdout;
+    assert.match(sb, /compr_algs:\s+lzma/);
+    assert.match(sb, /0padding/);
+    if (pclusterSize > 4096) assert.match(sb, /big_pcluster/);
+    const big = run('chroot', [TRIXIE, 'dump.erofs', '--path=/text-1m', inside(img)]).stdout;
+    assert.match(big, /Layout: 3/, 'compressed, compact indexes');
+  }
+});
+
 test('writer oracle: fsck.erofs 1.8.6 extracts the identical tree and checks a chunked image; dump.erofs reads the superblock and inodes', { skip: skipTrixie, timeout: 300_000 }, async () => {
   const img = join(dir, 'fsck.img');
   await writeErofs(src, img, { mkfsTime: 1_700_000_000, uuid: '01234567-89ab-cdef-0123-456789abcdef', scan: { readXattrs: xattrReaderFor(src) } });

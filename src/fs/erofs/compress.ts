@@ -20,6 +20,9 @@
  *   erofs-utils lays them out; each pack's base address is chosen so that the kernel's count of the
  *   heads before a head yields that head's block, and every head is checked against it.
  * - An extent's delta[0] must stay below CBLKCNT (2048), so an extent spans at most 2046 lclusters.
+ * - When the last extent starts before the lcluster that holds EOF, that lcluster gets a PLAIN head
+ *   at EOF, as erofs-utils writes it: the kernel maps a NONHEAD to its lcluster's end, so a NONHEAD
+ *   there would make the last extent longer than the file (and than a plain pcluster).
  */
 import { microLzmaEncode } from '../squashfs/comp/liblzma.ts';
 import { UnsupportedFeatureError } from '../../errors.ts';
@@ -232,9 +235,17 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
   const d0 = new Array<number>(total).fill(0);
   const d1 = new Array<number>(total).fill(0);
   const ofs = new Array<number>(total).fill(0);
+  // The lcluster holding EOF, when no extent starts in it, is a PLAIN head at EOF (no pcluster):
+  // the kernel maps a NONHEAD there up to the lcluster's end, past the last extent.
+  const eofHead = size % bs !== 0 && heads[total - 1] === undefined ? total - 1 : -1;
   let head = -1;
   for (let l = 0; l < total; l++) {
     const h = heads[l];
+    if (l === eofHead) {
+      type[l] = LclusterType.plain;
+      ofs[l] = size % bs;
+      continue;
+    }
     if (h !== undefined) {
       head = l;
       type[l] = h.plain ? LclusterType.plain : LclusterType.head1;
@@ -247,6 +258,9 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
     d0[l] = back;
     if (big && l === head + 1) d0[l] = D0_CBLKCNT | (heads[head] as ZExtent).blocks;
   }
+  heads.forEach((h, l) => {
+    if (h !== undefined && h.blocks > 1 && type[l + 1] !== LclusterType.nonhead) throw new RangeError(`the ${h.blocks}-block pcluster at lcluster ${l} has no NONHEAD after it for its CBLKCNT`);
+  });
   let next = total;
   for (let l = total - 1; l >= 0; l--) {
     if (type[l] !== LclusterType.nonhead) next = l;
