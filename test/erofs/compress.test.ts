@@ -11,7 +11,7 @@ import { MemoryDisk } from '../../src/io/disk.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { DataLayout } from '../../src/fs/erofs/inode.ts';
 import { Incompat } from '../../src/fs/erofs/superblock.ts';
-import { decodeMapHeader, Advise, Algorithm } from '../../src/fs/erofs/zmap.ts';
+import { decodeCompactPack, decodeMapHeader, Advise, Algorithm, LclusterType } from '../../src/fs/erofs/zmap.ts';
 import { writeErofs, type ErofsWriteOptions } from '../../src/fs/erofs/writer.ts';
 import { compactMetaSize, encodeCompactIndexes, parseCompression, zipConfig } from '../../src/fs/erofs/compress.ts';
 import { UnsupportedFeatureError } from '../../src/errors.ts';
@@ -79,6 +79,45 @@ for (const [blockSize, pclusterSize] of [[4096, 4096], [4096, 1 << 20], [512, 51
   });
 }
 
+for (const [blockSize, pclusterSize, mode] of [[4096, 1 << 20, 'fragments'], [4096, 4096, 'fragments'], [512, 65536, 'fragments'], [4096, 1 << 20, 'allFragments'], [512, 4096, 'allFragments']] as const) {
+  test(`round trip: lzma with ${mode}, ${blockSize}-byte blocks, ${pclusterSize}-byte pclusters: files, ranges and long-prefix xattrs read back; tails in the packed inode`, { timeout: 300_000 }, async () => {
+    const xattrs = [{ name: 'trusted.overlay.opaque', value: Buffer.from('y') }, { name: 'user.one', value: Buffer.from('1') }];
+    const tr = tree();
+    (tr.entries.get('sub') as DirNode).entries.set('x', fileNode(content(10_000, 21), { xattrs }));
+    const { reader } = await write(tr, { blockSize, compression: 'lzma,level=6', pclusterSize, threads: 2, [mode]: true });
+    const sb = reader.superblock;
+    assert.ok(sb.featureIncompat & Incompat.fragments, 'FRAGMENTS');
+    assert.notEqual(sb.packedNid, 0);
+    const packed = await reader.inode(sb.packedNid);
+    assert.equal(packed.layout, DataLayout.compressedCompact, 'the packed inode is compressed');
+    const random = rng(blockSize + pclusterSize + 1);
+    for (const [name, data] of Object.entries({ ...files, x: content(10_000, 21) })) {
+      const inode = await reader.lookup(`sub/${name}`);
+      assert.ok(Buffer.from(await reader.readFile(inode)).equals(Buffer.from(data)), `${name} content`);
+      if (data.byteLength === 0) continue;
+      const h = decodeMapHeader(await reader.meta(Math.ceil(inode.bodyPos / 8) * 8, 8));
+      if (mode === 'allFragments' || data.byteLength <= pclusterSize) assert.ok(h.wholeFileFragment, `${name} is a whole-file fragment`);
+      else assert.ok(h.wholeFileFragment || h.advise & Advise.fragmentPcluster, `${name} has its tail in the packed inode`);
+      for (let i = 0; i < 10; i++) {
+        const off = Math.floor(random() * data.byteLength);
+        const len = Math.min(data.byteLength - off, 1 + Math.floor(random() * 2 * pclusterSize));
+        const buf = new Uint8Array(len);
+        await reader.readRange(inode, buf, off);
+        assert.ok(Buffer.from(buf).equals(Buffer.from(data.subarray(off, off + len))), `${name} [${off}, +${len})`);
+      }
+    }
+    assert.deepEqual((await reader.xattrs('sub/x')).map((x) => x.name).sort(), ['trusted.overlay.opaque', 'user.one']);
+    assert.ok(sb.xattrPrefixCount > 0, 'trusted.overlay. is a long prefix, stored in the packed inode');
+  });
+}
+
+test('fragments: the same bytes with 0 and 3 threads', { timeout: 300_000 }, async () => {
+  const small = dirNode({}, { a: fileNode(content(900_000, 11, 0.1)), c: fileNode(content(5000, 12)), d: fileNode(content(40_000, 13, 1)) });
+  const a = await write(small, { compression: 'lzma', pclusterSize: 65536, fragments: true, threads: 0 });
+  const b = await write(small, { compression: 'lzma', pclusterSize: 65536, fragments: true, threads: 3 });
+  assert.ok(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)));
+});
+
 test('round trip: random files of compressible and random runs, lzma at 4 KiB and 64 KiB pclusters', { timeout: 300_000 }, async () => {
   await fc.assert(
     fc.asyncProperty(
@@ -122,6 +161,8 @@ test('options: writeErofs rejects a pcluster size without compression and compre
   await assert.rejects(write(tree(), { pclusterSize: 8192 }), RangeError);
   await assert.rejects(write(tree(), { compression: 'lzma', chunkSize: 8192 }), RangeError);
   await assert.rejects(write(tree(), { compression: 'lzma', pclusterSize: 12345 }), RangeError);
+  await assert.rejects(write(tree(), { fragments: true }), RangeError);
+  await assert.rejects(write(tree(), { allFragments: true }), RangeError);
 });
 
 test('compact indexes: the encoder checks its extents and sizes itself as compactMetaSize says', () => {
@@ -135,6 +176,12 @@ test('compact indexes: the encoder checks its extents and sizes itself as compac
   assert.throws(() => encodeCompactIndexes([{ ...(ok[0] as (typeof ok)[0]), blocks: 2 }, ...ok.slice(1)], 15_096, bs, 4096 + 64, Algorithm.lzma, false), RangeError, 'big pcluster without the feature');
   assert.throws(() => encodeCompactIndexes([{ la: 0, length: 3000 * bs, pblk: 1, blocks: 2, plain: false }], 3000 * bs, bs, 4096 + 64, Algorithm.lzma, true), RangeError, 'delta past CBLKCNT');
   assert.throws(() => compactMetaSize(100_000, bs, 4100), RangeError);
+  // The last extent starts in lcluster 1 and runs into lcluster 2, which holds EOF: lcluster 2 is a PLAIN head at EOF.
+  const eof = encodeCompactIndexes([{ la: 0, length: 5000, pblk: 3, blocks: 1, plain: true }, { la: 5000, length: 4000, pblk: 4, blocks: 1, plain: true }], 9000, bs, 4096 + 56, Algorithm.lzma, false);
+  const last = decodeCompactPack(eof.subarray(eof.byteLength - 8), false, 12);
+  assert.deepEqual(last.entries[0], { type: LclusterType.plain, lo: 9000 % bs });
+  assert.throws(() => encodeCompactIndexes([{ la: 0, length: 9000, pblk: 0, blocks: 0, plain: false, fragment: true }], 9000, bs, 4096 + 56, Algorithm.lzma, false), RangeError, 'a fragment needs its offset');
+  assert.equal(encodeCompactIndexes([{ la: 0, length: 9000, pblk: 0, blocks: 0, plain: false, fragment: true }], 9000, bs, 4096 + 56, Algorithm.lzma, false, 77).byteLength, 8, 'a whole-file fragment is its header');
 });
 
 test('lz4, deflate and zstd are not written yet: a typed error', async () => {

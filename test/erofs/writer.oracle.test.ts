@@ -61,12 +61,13 @@ for (const [blockSize, chunkSize] of [[4096, undefined], [512, undefined], [4096
   });
 }
 
-for (const [blockSize, pclusterSize] of [[4096, 1 << 20], [4096, 4096], [512, 65536]] as const) {
-  const what = `lzma level 6, ${blockSize}-byte blocks, ${pclusterSize}-byte pclusters`;
+const zcases = [[4096, 1 << 20, ''], [4096, 4096, ''], [512, 65536, ''], [4096, 1 << 20, 'fragments'], [512, 4096, 'fragments'], [4096, 1 << 20, 'allFragments']] as const;
+for (const [blockSize, pclusterSize, mode] of zcases) {
+  const what = `lzma level 6${mode ? ` with ${mode}` : ''}, ${blockSize}-byte blocks, ${pclusterSize}-byte pclusters`;
   test(`writer oracle (${what}): the kernel mounts the compressed image and shows the source tree; our reader agrees`, { skip: skipHost, timeout: 300_000 }, async () => {
-    const img = join(dir, `z${blockSize}-${pclusterSize}.img`);
-    await writeErofs(src, img, { blockSize, compression: 'lzma,level=6', pclusterSize, mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
-    const mnt = join(dir, `zmnt${blockSize}-${pclusterSize}`);
+    const img = join(dir, `z${blockSize}-${pclusterSize}${mode}.img`);
+    await writeErofs(src, img, { blockSize, compression: 'lzma,level=6', pclusterSize, ...(mode ? { [mode]: true } : {}), mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
+    const mnt = join(dir, `zmnt${blockSize}-${pclusterSize}${mode}`);
     mkdirSync(mnt, { recursive: true });
     run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
     let got: Map<string, string>;
@@ -88,17 +89,19 @@ for (const [blockSize, pclusterSize] of [[4096, 1 << 20], [4096, 4096], [512, 65
 }
 
 // 4096-byte blocks only: fsck.erofs 1.8.6 crashes verifying sb_csum at 512-byte blocks (uncompressed images too) and rejects 1 KiB ones.
-test('writer oracle (lzma): fsck.erofs 1.8.6 checks and extracts the identical tree from compressed images (1 MiB and one-block pclusters); dump.erofs shows LZMA, big pclusters, compact inodes', { skip: skipTrixie, timeout: 300_000 }, async () => {
-  for (const pclusterSize of [1 << 20, 4096]) {
-    const img = join(dir, `fsck-z${pclusterSize}.img`);
-    await writeErofs(src, img, { compression: 'lzma,level=6', pclusterSize, mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
-    const out = join(dir, `extracted-z${pclusterSize}`);
+test('writer oracle (lzma): fsck.erofs 1.8.6 checks and extracts the identical tree from compressed images (1 MiB and one-block pclusters, fragments, all-fragments); dump.erofs shows LZMA, big pclusters, fragments, compact inodes', { skip: skipTrixie, timeout: 300_000 }, async () => {
+  for (const [pclusterSize, mode] of [[1 << 20, ''], [4096, ''], [1 << 20, 'fragments'], [4096, 'allFragments']] as const) {
+    const img = join(dir, `fsck-z${pclusterSize}${mode}.img`);
+    await writeErofs(src, img, { compression: 'lzma,level=6', pclusterSize, ...(mode ? { [mode]: true } : {}), mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
+    const out = join(dir, `extracted-z${pclusterSize}${mode}`);
     run('chroot', [TRIXIE, 'fsck.erofs', `--extract=${inside(out)}`, '--xattrs', inside(img)]);
     assert.deepEqual(diffSnapshots(want, snapshot(out)), []);
     const sb = run('chroot', [TRIXIE, 'dump.erofs', '-s', inside(img)]).stdout;
     assert.match(sb, /compr_algs:\s+lzma/);
     assert.match(sb, /0padding/);
     if (pclusterSize > 4096) assert.match(sb, /big_pcluster/);
+    if (mode) assert.match(sb, /fragments/);
+    if (mode) assert.match(sb, /packed nid:\s+[1-9]/);
     const big = run('chroot', [TRIXIE, 'dump.erofs', '--path=/text-1m', inside(img)]).stdout;
     assert.match(big, /Layout: 3/, 'compressed, compact indexes');
   }

@@ -20,6 +20,13 @@
  *   erofs-utils lays them out; each pack's base address is chosen so that the kernel's count of the
  *   heads before a head yields that head's block, and every head is checked against it.
  * - An extent's delta[0] must stay below CBLKCNT (2048), so an extent spans at most 2046 lclusters.
+ * - Fragments: with them on, a file's last segment stops once the input left fits one pcluster (or
+ *   one pcluster would take it whole); that tail goes to the packed inode and is the file's last
+ *   extent, a HEAD1 without a pcluster (CBLKCNT 0 after it with big pclusters, as erofs-utils writes
+ *   it), named by h_fragmentoff. A file that is all tail is a whole-file fragment: its map header
+ *   alone (the index space the writer reserved stays zero). The packed inode, compressed the same
+ *   way, follows all other data, its inode in a block of its own after its data; the long xattr
+ *   prefixes lead its content, where the kernel looks for them when there is a packed inode.
  * - When the last extent starts before the lcluster that holds EOF, that lcluster gets a PLAIN head
  *   at EOF, as erofs-utils writes it: the kernel maps a NONHEAD to its lcluster's end, so a NONHEAD
  *   there would make the last extent longer than the file (and than a plain pcluster).
@@ -102,14 +109,19 @@ export function maxExtentInput(blockSize: number): number {
 
 /**
  * A compressed segment: `extents` as (length, blocks, plain 0/1) triples in file order, `data` the
- * pclusters' blocks one after another.
+ * pclusters' blocks one after another, then the `tail` bytes left for the packed inode.
  */
 export interface CompressedSegment {
   readonly extents: number[];
   readonly data: Uint8Array;
+  readonly tail: number;
 }
 
-export function compressSegment(src: Uint8Array, c: ZipConfig): CompressedSegment {
+/**
+ * With `fragment` (a file's last segment, fragments on), the input left once it fits one pcluster, or
+ * that one pcluster would take whole, is not compressed here but left as the tail.
+ */
+export function compressSegment(src: Uint8Array, c: ZipConfig, fragment = false): CompressedSegment {
   const bs = c.blockSize;
   if (c.algorithm !== Algorithm.lzma) throw new UnsupportedFeatureError('erofs', 'compression', `algorithm ${c.algorithm} in the writer`);
   const extents: number[] = [];
@@ -122,14 +134,23 @@ export function compressSegment(src: Uint8Array, c: ZipConfig): CompressedSegmen
     parts.push(block);
   };
   let pos = 0;
+  let tail = 0;
   while (pos < src.byteLength) {
     const rest = src.byteLength - pos;
+    if (fragment && rest <= c.pclusterSize) {
+      tail = rest;
+      break;
+    }
     if (rest <= bs) {
       plain(pos, rest);
       break;
     }
     const { consumed, out } = microLzmaEncode(src.subarray(pos, pos + Math.min(rest, maxIn)), lzmaPreset(c.level), c.dictSize, c.pclusterSize);
     const blocks = Math.ceil(out.byteLength / bs);
+    if (fragment && consumed === rest && out.byteLength < c.pclusterSize) {
+      tail = rest;
+      break;
+    }
     if (consumed <= 0 || blocks * bs >= consumed) {
       const n = Math.max(1, Math.floor(Math.max(consumed, 0) / bs));
       for (let i = 0; i < n && pos < src.byteLength; i++) {
@@ -145,24 +166,26 @@ export function compressSegment(src: Uint8Array, c: ZipConfig): CompressedSegmen
     parts.push(pcluster);
     pos += consumed;
   }
+  parts.push(src.subarray(src.byteLength - tail));
   const data = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
   let at = 0;
   for (const p of parts) {
     data.set(p, at);
     at += p.byteLength;
   }
-  return { extents, data };
+  return { extents, data, tail };
 }
 
 // ---- indexes ----
 
-/** One extent of a compressed file: where it starts in the file, its length, its pcluster. */
+/** One extent of a compressed file: where it starts in the file, its length, its pcluster (none for the fragment, the last extent, in the packed inode). */
 export interface ZExtent {
   readonly la: number;
   readonly length: number;
   readonly pblk: number;
   readonly blocks: number;
   readonly plain: boolean;
+  readonly fragment?: boolean;
 }
 
 interface PackPlan {
@@ -216,8 +239,17 @@ function blocksBefore(e: readonly CompactEntry[], i: number, big: boolean): numb
  * The map header and compact indexes of a `size`-byte file made of `extents` (in order, covering it),
  * its header at image offset `headerPos`.
  */
-export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, blockSize: number, headerPos: number, algorithm: number, big: boolean): Uint8Array {
+export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, blockSize: number, headerPos: number, algorithm: number, big: boolean, fragmentOffset?: number): Uint8Array {
   const bs = blockSize;
+  const frag = extents.findIndex((x) => x.fragment === true);
+  if (frag >= 0 && (frag !== extents.length - 1 || fragmentOffset === undefined)) throw new RangeError('only the last extent can be the fragment, and it needs its offset');
+  if (frag < 0 && fragmentOffset !== undefined) throw new RangeError('a fragment offset without a fragment extent');
+  if (fragmentOffset !== undefined && (!Number.isSafeInteger(fragmentOffset) || fragmentOffset < 0)) throw new RangeError(`fragment offset ${fragmentOffset}`);
+  if (frag === 0) {
+    if ((extents[0] as ZExtent).length !== size) throw new RangeError(`a whole-file fragment of ${(extents[0] as ZExtent).length} bytes for a ${size}-byte file`);
+    return encodeMapHeader({ wholeFileFragment: true, fragmentOffset: fragmentOffset as number });
+  }
+  if (fragmentOffset !== undefined && fragmentOffset > 0xffffffff) throw new RangeError(`fragment offset ${fragmentOffset} does not fit compact indexes' 32 bits`);
   const total = Math.ceil(size / bs);
   const lclusterBits = Math.log2(bs);
   const heads = new Array<ZExtent | undefined>(total);
@@ -227,7 +259,9 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
     end += x.length;
     const l = Math.floor(x.la / bs);
     if (heads[l] !== undefined) throw new RangeError(`two extents start in lcluster ${l}`);
-    if (x.blocks < 1 || x.blocks * bs > PCLUSTER_MAX_SIZE || (!big && x.blocks !== 1)) throw new RangeError(`a pcluster of ${x.blocks} blocks`);
+    if (x.fragment === true) {
+      if (x.blocks !== 0) throw new RangeError('the fragment extent has blocks');
+    } else if (x.blocks < 1 || x.blocks * bs > PCLUSTER_MAX_SIZE || (!big && x.blocks !== 1)) throw new RangeError(`a pcluster of ${x.blocks} blocks`);
     heads[l] = x;
   }
   if (end !== size) throw new RangeError(`extents cover ${end} bytes of a ${size}-byte file`);
@@ -248,7 +282,7 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
     }
     if (h !== undefined) {
       head = l;
-      type[l] = h.plain ? LclusterType.plain : LclusterType.head1;
+      type[l] = h.plain && h.fragment !== true ? LclusterType.plain : LclusterType.head1;
       ofs[l] = h.la % bs;
       continue;
     }
@@ -273,7 +307,10 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
   };
   const plan = packPlan(total, headerPos + MAP_HEADER_SIZE);
   const parts: Uint8Array[] = [
-    encodeMapHeader({ wholeFileFragment: false, word0: 0, advise: Advise.compacted2B | (big ? Advise.bigPcluster1 | Advise.bigPcluster2 : 0), algorithmType: algorithm, clusterBits: 0 }),
+    encodeMapHeader({
+      wholeFileFragment: false, word0: fragmentOffset ?? 0, algorithmType: algorithm, clusterBits: 0,
+      advise: Advise.compacted2B | (big ? Advise.bigPcluster1 | Advise.bigPcluster2 : 0) | (fragmentOffset !== undefined ? Advise.fragmentPcluster : 0),
+    }),
   ];
   let running = 0;
   const pack = (first: number, vcnt: number, twoByte: boolean): void => {
@@ -283,7 +320,10 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
       entries.push(l < total ? { type: type[l] as number, lo: lo(l, i + 1 === vcnt) } : { type: LclusterType.plain, lo: 0 });
     }
     let blkaddr = running;
-    const headAt = (i: number): ZExtent | undefined => (first + i < total ? heads[first + i] : undefined);
+    const headAt = (i: number): ZExtent | undefined => {
+      const h = first + i < total ? heads[first + i] : undefined;
+      return h?.fragment === true ? undefined : h;
+    };
     const i0 = entries.findIndex((_, i) => headAt(i) !== undefined);
     if (i0 >= 0) blkaddr = (headAt(i0) as ZExtent).pblk - blocksBefore(entries, i0, big);
     for (let i = 0; i < vcnt; i++) {

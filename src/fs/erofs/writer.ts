@@ -27,14 +27,14 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { Disk } from '../../io/disk.ts';
 import { ImageOutput } from '../../io/image-output.ts';
-import { contentPieces, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
+import { contentPieces, fileNode, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
 import { DIRENT_SIZE, encodeDirentBlock, FILE_TYPE_KINDS, NAME_MAX, type Dirent } from './dirent.ts';
 import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type RawInode } from './inode.ts';
 import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
 import { bigPclusters, compactMetaSize, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
-import { encodeComprCfgs } from './zmap.ts';
+import { encodeComprCfgs, MAP_HEADER_SIZE } from './zmap.ts';
 import { createSegmentCompressor, type SegmentCompressor } from '../squashfs/comp/pool.ts';
 import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
@@ -70,6 +70,13 @@ export interface ErofsWriteOptions {
   pclusterSize?: number;
   /** Compression worker threads (default: available parallelism, at most 8); 0 compresses on the main thread. */
   threads?: number;
+  /**
+   * With compression, every regular file's tail (its input left once it fits one pcluster) goes to the
+   * packed inode (INCOMPAT_FRAGMENTS, mkfs.erofs -Efragments); files that fit one pcluster go there whole.
+   */
+  fragments?: boolean;
+  /** With compression, whole files go to the packed inode (mkfs.erofs -Eall-fragments). */
+  allFragments?: boolean;
 }
 
 export interface ErofsWriteResult {
@@ -106,7 +113,7 @@ interface InodeRec {
   parent?: InodeRec;
   tail?: Uint8Array;
   /** Compressed: where the map header goes, its and the indexes' size, and the extents once written. */
-  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number };
+  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number; whole: boolean; fragmentOffset?: number };
 }
 
 function cmpBytes(a: Uint8Array, b: Uint8Array): number {
@@ -208,6 +215,9 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   if (zip !== undefined && chunkSize !== undefined) throw new RangeError('chunked files and compression do not mix');
   const threads = options.threads ?? Math.max(1, Math.min(8, availableParallelism()));
   if (!Number.isInteger(threads) || threads < 0) throw new RangeError(`thread count ${threads} is not a non-negative integer`);
+  const allFrag = options.allFragments === true;
+  const frag = options.fragments === true || allFrag;
+  if (frag && zip === undefined) throw new RangeError('fragments need compression');
   const cfgBytes = zip !== undefined ? encodeComprCfgs(comprCfgsFor(zip)) : new Uint8Array(0);
 
   // Pass 1: inode records in a fixed order.
@@ -313,13 +323,13 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       pos = Math.ceil((pos + head + chunks * BLOCK_MAP_ENTRY_SIZE) / 32) * 32;
       continue;
     }
-    if (zip !== undefined && rec.node.type === 'file' && rec.size > bs) {
+    if (zip !== undefined && rec.node.type === 'file' && (rec.size > bs || (frag && rec.size > 0))) {
       rec.layout = DataLayout.compressedCompact;
       if ((pos % bs) + Math.min(head, bs) > bs) pos = Math.ceil(pos / bs) * bs;
       rec.pos = pos;
       rec.nid = (pos - metaStart) / 32;
       const headerPos = Math.ceil((pos + head) / 8) * 8;
-      rec.z = { headerPos, metaSize: compactMetaSize(rec.size, bs, headerPos), extents: [], blocks: 0 };
+      rec.z = { headerPos, metaSize: allFrag ? MAP_HEADER_SIZE : compactMetaSize(rec.size, bs, headerPos), extents: [], blocks: 0, whole: allFrag };
       pos = Math.ceil((headerPos + rec.z.metaSize) / 32) * 32;
       continue;
     }
@@ -358,14 +368,19 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     const base = splitXattrName(p);
     return encodeLongPrefix({ baseIndex: base.nameIndex, infix: Buffer.from(base.suffix, 'utf8') });
   }));
+  // With a packed inode, the long prefixes lead its content (as the kernel looks for them there).
+  const packedUsed = frag && recs.some((r) => r.z !== undefined);
   const prefixBlk = block;
-  if (prefixBytes.byteLength > 0) block += Math.ceil(prefixBytes.byteLength / bs);
+  if (prefixBytes.byteLength > 0 && !packedUsed) block += Math.ceil(prefixBytes.byteLength / bs);
+  const packedParts: Uint8Array[] = packedUsed && prefixBytes.byteLength > 0 ? [prefixBytes] : [];
+  let packedLen = packedParts.reduce((n, p) => n + p.byteLength, 0);
 
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
-  const zrecs = recs.filter((r) => r.z !== undefined);
-  const pool: SegmentCompressor | undefined = zip !== undefined && zrecs.length > 0 ? createSegmentCompressor(zip, threads) : undefined;
+  const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole);
+  const pool: SegmentCompressor | undefined = zip !== undefined && (zrecs.length > 0 || packedUsed) ? createSegmentCompressor(zip, threads) : undefined;
+  let packedRec: InodeRec | undefined;
   try {
-    const segments = pool !== undefined ? segmentQueue(zrecs, pool, Math.max(4, threads * 2)) : undefined;
+    const segments = pool !== undefined ? segmentQueue(zrecs, pool, Math.max(4, threads * 2), frag) : undefined;
     // Pass 3: data, in nid order.
     let dataBytes = 0;
     for (const rec of recs) {
@@ -375,13 +390,27 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         block += rec.blocks;
       }
       const dataPos = rec.startBlock * bs;
-      if (rec.z !== undefined && segments !== undefined) {
+      if (rec.z?.whole === true && n.type === 'file') {
+        const z = rec.z;
+        z.fragmentOffset = packedLen;
+        let at = 0;
+        for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+          if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+          packedParts.push(Uint8Array.from(piece));
+          at += piece.byteLength;
+        }
+        if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+        packedLen += rec.size;
+        z.extents.push({ la: 0, length: rec.size, pblk: 0, blocks: 0, plain: false, fragment: true });
+        dataBytes += rec.size;
+      } else if (rec.z !== undefined && segments !== undefined) {
         const z = rec.z;
         rec.startBlock = block;
         let la = 0;
         while (la < rec.size) {
           const seg = await segments.next(rec);
-          await output.write(seg.data, block * bs);
+          const stored = seg.data.byteLength - seg.tail;
+          await output.write(seg.data.subarray(0, stored), block * bs);
           const e = seg.extents;
           for (let i = 0; i < e.length; i += 3) {
             const length = e[i] as number;
@@ -390,8 +419,15 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
             la += length;
             block += blocks;
           }
-          if (seg.data.byteLength !== (block - rec.startBlock - z.blocks) * bs) throw new RangeError('a compressed segment\'s data does not match its extents');
+          if (stored !== (block - rec.startBlock - z.blocks) * bs) throw new RangeError('a compressed segment\'s data does not match its extents');
           z.blocks = block - rec.startBlock;
+          if (seg.tail > 0) {
+            z.fragmentOffset = packedLen;
+            packedParts.push(seg.data.slice(stored));
+            packedLen += seg.tail;
+            z.extents.push({ la, length: seg.tail, pblk: 0, blocks: 0, plain: false, fragment: true });
+            la += seg.tail;
+          }
         }
         if (la !== rec.size) throw new RangeError(`a file's compressed extents cover ${la} bytes, its size says ${rec.size}`);
         dataBytes += rec.size;
@@ -456,11 +492,43 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       }
     }
 
+    if (packedLen > 0 && pool !== undefined && zip !== undefined) {
+      // The packed inode: compressed like any file, its data then its inode (in a block of its own) after all other data.
+      const data = new Uint8Array(packedLen);
+      packedParts.reduce((at, p) => (data.set(p, at), at + p.byteLength), 0);
+      const node = fileNode(data, { mode: 0o600, mtime: mkfsTime });
+      const prec: InodeRec = {
+        node, nid: -1, ino: recs.length + 1, nlink: 1, extended: packedLen > 0xffffffff, xattrBody: new Uint8Array(0), xattrIcount: 0,
+        size: packedLen, layout: DataLayout.compressedCompact, inlineLen: 0, pos: 0, startBlock: block, blocks: 0,
+      };
+      const results: Promise<CompressedSegment>[] = [];
+      for (let at = 0; at < packedLen; at += SEGMENT_SIZE) results.push(pool.compress(data.slice(at, at + SEGMENT_SIZE), false));
+      const extents: ZExtent[] = [];
+      let la = 0;
+      for (const r of results) {
+        const seg = await r;
+        await output.write(seg.data, block * bs);
+        for (let i = 0; i < seg.extents.length; i += 3) {
+          extents.push({ la, length: seg.extents[i] as number, pblk: block, blocks: seg.extents[i + 1] as number, plain: seg.extents[i + 2] === 1 });
+          la += seg.extents[i] as number;
+          block += seg.extents[i + 1] as number;
+        }
+      }
+      prec.pos = block * bs;
+      prec.nid = (prec.pos - metaStart) / 32;
+      const headerPos = prec.pos + (prec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE);
+      prec.z = { headerPos, metaSize: compactMetaSize(packedLen, bs, headerPos), extents, blocks: block - prec.startBlock, whole: false };
+      const recordBlocks = Math.ceil((headerPos + prec.z.metaSize - prec.pos) / bs);
+      await output.write(new Uint8Array(recordBlocks * bs), prec.pos);
+      block += recordBlocks;
+      packedRec = prec;
+    }
+
     const totalBlocks = block;
     if (totalBlocks > 0xffffffff) throw new RangeError('the image needs more than 2^32 blocks');
 
     // Metadata area.
-    for (const rec of recs) {
+    for (const rec of packedRec !== undefined ? [...recs, packedRec] : recs) {
       const n = rec.node;
       let u = 0;
       if (n.type === 'chardev' || n.type === 'blockdev') u = ((n.minor & 0xff) | ((n.major & 0xfff) << 8) | ((n.minor & ~0xff) << 12)) >>> 0;
@@ -476,13 +544,13 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       if (rec.xattrBody.byteLength > 0) await output.write(rec.xattrBody, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE));
       if (rec.tail) await output.write(rec.tail, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       if (rec.z !== undefined && zip !== undefined) {
-        await output.write(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip)), rec.z.headerPos);
+        await output.write(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset), rec.z.headerPos);
       }
       if (rec.chunkMap) {
         await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       }
     }
-    if (prefixBytes.byteLength > 0) {
+    if (prefixBytes.byteLength > 0 && !packedUsed) {
       const area = new Uint8Array(Math.ceil(prefixBytes.byteLength / bs) * bs);
       area.set(prefixBytes);
       await output.write(area, prefixBlk * bs);
@@ -502,9 +570,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: xattrBlk, uuid,
       volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
       featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0)
-        | (zip !== undefined ? Incompat.lz4ZeroPadding | Incompat.comprCfgs | (bigPclusters(zip) ? Incompat.bigPcluster : 0) : 0),
+        | (zip !== undefined ? Incompat.lz4ZeroPadding | Incompat.comprCfgs | (bigPclusters(zip) ? Incompat.bigPcluster : 0) : 0)
+        | (packedRec !== undefined ? Incompat.fragments : 0),
       u1: zip !== undefined ? (comprCfgsFor(zip).algorithms ?? 0) : 0,
-      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 ? (prefixBlk * bs) / 4 : 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
+      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 && !packedUsed ? (prefixBlk * bs) / 4 : 0, packedNid: packedRec?.nid ?? 0, xattrFilterReserved: 0, buildTime: 0,
     };
     const span = new Uint8Array(checksumSpan(Math.log2(bs)));
     span.set(encodeSuperblock(sb));
@@ -564,8 +633,8 @@ function defaultUuid(recs: readonly InodeRec[], mkfsTime: number, bs: number): U
  * The compressed files' segments, read in nid order and compressed up to `window` ahead of the one
  * asked for; `next(rec)` hands them back in order.
  */
-function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, window: number): { next(rec: InodeRec): Promise<CompressedSegment> } {
-  async function* read(): AsyncGenerator<{ rec: InodeRec; data: Uint8Array }> {
+function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, window: number, fragments: boolean): { next(rec: InodeRec): Promise<CompressedSegment> } {
+  async function* read(): AsyncGenerator<{ rec: InodeRec; data: Uint8Array; last: boolean }> {
     for (const rec of zrecs) {
       const n = rec.node;
       if (n.type !== 'file') continue;
@@ -582,7 +651,7 @@ function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, windo
           off += take;
           at += take;
           if (fill === seg.byteLength) {
-            yield { rec, data: seg };
+            yield { rec, data: seg, last: at === rec.size };
             seg = new Uint8Array(Math.min(SEGMENT_SIZE, rec.size - at));
             fill = 0;
           }
@@ -600,7 +669,7 @@ function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, windo
         const r = await source.next();
         if (r.done === true) done = true;
         else {
-          const result = pool.compress(r.value.data);
+          const result = pool.compress(r.value.data, fragments && r.value.last);
           result.catch(() => {});
           ahead.push({ rec: r.value.rec, result });
         }

@@ -175,19 +175,19 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
 
 export interface SegmentCompressor {
   /** Takes ownership of `data` (a whole buffer is transferred to a worker). */
-  compress(data: Uint8Array): Promise<CompressedSegment>;
+  compress(data: Uint8Array, fragment: boolean): Promise<CompressedSegment>;
   close(): Promise<void>;
 }
 
 /** EROFS file segments into pclusters (erofs/compress.ts) on `threads` workers; 0 runs them inline. */
 export function createSegmentCompressor(config: ZipConfig, threads: number): SegmentCompressor {
-  if (threads <= 0) return { compress: async (data) => compressSegment(data, config), close: async () => {} };
+  if (threads <= 0) return { compress: async (data, fragment) => compressSegment(data, config, fragment), close: async () => {} };
   const pool = startPool({ direction: 'erofs', config }, threads);
   return {
-    async compress(data) {
-      const reply = await pool.run({ data, maxSize: 0 }, true);
+    async compress(data, fragment) {
+      const reply = await pool.run({ data, maxSize: 0, fragment }, true);
       if (reply.error !== undefined) throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
-      return { extents: reply.extents ?? [], data: asBytes(reply.out as Uint8Array) };
+      return { extents: reply.extents ?? [], data: asBytes(reply.out as Uint8Array), tail: reply.tail ?? 0 };
     },
     close: () => pool.close(),
   };

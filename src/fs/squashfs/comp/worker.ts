@@ -32,6 +32,8 @@ export interface WorkerJob {
   maxSize: number;
   /** Compress the first `inPlace` bytes of `data` and send `data` back holding the result. */
   inPlace?: number;
+  /** EROFS segments: the file's last, its tail left for the packed inode (fragments). */
+  fragment?: boolean;
   extract?: { imageFd: number; outFd: number; blocks: ExtractBlock[] };
 }
 /** out: the result, or null for a block that compression did not shrink (or on error). */
@@ -42,6 +44,7 @@ export interface WorkerReply {
   length?: number;
   /** EROFS segments: the extents (CompressedSegment.extents) of the pclusters in `out`. */
   extents?: number[];
+  tail?: number;
   error?: WorkerError;
 }
 /** An error crossing back to the main thread: a CorruptImageError's parts, or a system error's code. */
@@ -85,8 +88,8 @@ if (workerData !== undefined && workerData !== null && parentPort !== null) {
   if (active.direction === 'erofs') {
     handle = (job: WorkerJob) => {
       try {
-        const r = compressSegment(job.data, active.config);
-        port.postMessage({ id: job.id, out: r.data, extents: r.extents } satisfies WorkerReply, [r.data.buffer as ArrayBuffer]);
+        const r = compressSegment(job.data, active.config, job.fragment === true);
+        port.postMessage({ id: job.id, out: r.data, extents: r.extents, tail: r.tail } satisfies WorkerReply, [r.data.buffer as ArrayBuffer]);
       } catch (err) {
         port.postMessage({ id: job.id, out: null, error: describe(err, 'erofs pcluster') } satisfies WorkerReply);
       }
