@@ -151,6 +151,7 @@ test('options: compression names, levels and pcluster sizes are checked', () => 
   assert.throws(() => parseCompression('lzma,level=10'), RangeError);
   assert.throws(() => parseCompression('lzma,dict=1'), RangeError);
   assert.throws(() => parseCompression('brotli'), RangeError);
+  assert.throws(() => parseCompression('lzma,level=x'), RangeError);
   assert.throws(() => zipConfig(parseCompression('lzma'), 4096, 6000), RangeError);
   assert.throws(() => zipConfig(parseCompression('lzma'), 4096, 2 << 20), RangeError);
   assert.throws(() => zipConfig(parseCompression('lzma'), 4096, 2048), RangeError);
@@ -184,7 +185,48 @@ test('compact indexes: the encoder checks its extents and sizes itself as compac
   assert.equal(encodeCompactIndexes([{ la: 0, length: 9000, pblk: 0, blocks: 0, plain: false, fragment: true }], 9000, bs, 4096 + 56, Algorithm.lzma, false, 77).byteLength, 8, 'a whole-file fragment is its header');
 });
 
-test('lz4, deflate and zstd are not written yet: a typed error', async () => {
-  assert.throws(() => parseCompression('zstd'), UnsupportedFeatureError);
-  await assert.rejects(write(tree(), { compression: 'lz4hc' }), UnsupportedFeatureError);
+test('lz4hc at a level other than 12: a typed error; lz4, deflate and zstd levels are checked', async () => {
+  assert.throws(() => parseCompression('lz4hc,level=9'), UnsupportedFeatureError);
+  await assert.rejects(write(tree(), { compression: 'lz4hc,level=3' }), UnsupportedFeatureError);
+  assert.throws(() => parseCompression('lz4,level=1'), RangeError);
+  assert.throws(() => parseCompression('deflate,level=13'), RangeError);
+  assert.throws(() => parseCompression('zstd,level=0'), RangeError);
+  assert.deepEqual(parseCompression('zstd'), { algorithm: Algorithm.zstd, level: 3 });
+  assert.deepEqual(parseCompression('deflate'), { algorithm: Algorithm.deflate, level: 9 });
+  assert.deepEqual(parseCompression('lz4hc'), { algorithm: Algorithm.lz4, level: 12 });
+});
+
+for (const [spec, alg] of [['lz4', Algorithm.lz4], ['lz4hc', Algorithm.lz4], ['deflate,level=6', Algorithm.deflate], ['zstd,level=12', Algorithm.zstd]] as const) {
+  for (const [blockSize, pclusterSize, fragments] of [[4096, 65536, false], [512, 4096, true]] as const) {
+    test(`round trip: ${spec}, ${blockSize}-byte blocks, ${pclusterSize}-byte pclusters${fragments ? ', fragments' : ''}: files and ranges read back; its config record`, { timeout: 300_000 }, async () => {
+      const { reader } = await write(tree(), { blockSize, compression: spec, pclusterSize, fragments, threads: 1 });
+      assert.equal(reader.superblock.u1, 1 << alg);
+      if (alg === Algorithm.lz4) assert.deepEqual(reader.comprCfgs.lz4, { maxDistance: 65535, maxPclusterBlocks: pclusterSize / blockSize });
+      if (alg === Algorithm.deflate) assert.deepEqual(reader.comprCfgs.deflate, { windowBits: 15 });
+      if (alg === Algorithm.zstd) assert.deepEqual(reader.comprCfgs.zstd, { format: 0, windowLog: 10 });
+      const random = rng(blockSize + alg);
+      for (const [name, data] of Object.entries(files)) {
+        const inode = await reader.lookup(`sub/${name}`);
+        assert.ok(Buffer.from(await reader.readFile(inode)).equals(Buffer.from(data)), `${name} content`);
+        for (let i = 0; i < 8 && data.byteLength > 0; i++) {
+          const off = Math.floor(random() * data.byteLength);
+          const len = Math.min(data.byteLength - off, 1 + Math.floor(random() * 2 * pclusterSize));
+          const buf = new Uint8Array(len);
+          await reader.readRange(inode, buf, off);
+          assert.ok(Buffer.from(buf).equals(Buffer.from(data.subarray(off, off + len))), `${name} [${off}, +${len})`);
+        }
+      }
+      const text = await reader.lookup('sub/text');
+      if (!fragments) assert.ok(text.raw.u * blockSize < 300_000 / 2, `text compresses (${text.raw.u} blocks)`);
+    });
+  }
+}
+
+test('determinism: zstd and deflate give the same bytes with 0 and 2 threads', { timeout: 300_000 }, async () => {
+  for (const compression of ['zstd', 'deflate']) {
+    const small = dirNode({}, { a: fileNode(content(900_000, 11, 0.1)), d: fileNode(content(40_000, 13, 1)) });
+    const a = await write(small, { compression, pclusterSize: 65536, threads: 0 });
+    const b = await write(small, { compression, pclusterSize: 65536, threads: 2 });
+    assert.ok(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)), compression);
+  }
 });

@@ -107,6 +107,31 @@ test('writer oracle (lzma): fsck.erofs 1.8.6 checks and extracts the identical t
   }
 });
 
+for (const compression of ['lz4hc', 'deflate,level=9', 'zstd,level=15']) {
+  test(`writer oracle (${compression}, 1 MiB pclusters, fragments): the kernel mounts the image and shows the source tree; fsck.erofs 1.8.6 extracts it identically; dump.erofs names the algorithm`, { skip: skipHost, timeout: 300_000 }, async () => {
+    const tag = compression.replace(/[^a-z0-9]/g, '');
+    const img = join(dir, `a-${tag}.img`);
+    await writeErofs(src, img, { compression, pclusterSize: 1 << 20, fragments: true, mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
+    const mnt = join(dir, `amnt-${tag}`);
+    mkdirSync(mnt, { recursive: true });
+    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
+    let got: Map<string, string>;
+    try {
+      got = snapshot(mnt);
+    } finally {
+      run('umount', [mnt]);
+    }
+    assert.deepEqual(diffSnapshots(want, got), []);
+    assert.equal(got.size, want.size);
+    if (skipTrixie !== false) return;
+    const out = join(dir, `aextracted-${tag}`);
+    run('chroot', [TRIXIE, 'fsck.erofs', `--extract=${inside(out)}`, '--xattrs', inside(img)]);
+    assert.deepEqual(diffSnapshots(want, snapshot(out)), []);
+    const sb = run('chroot', [TRIXIE, 'dump.erofs', '-s', inside(img)]).stdout;
+    assert.match(sb, new RegExp(`compr_algs:\\s+${compression.startsWith('lz4') ? 'lz4' : compression.split(',')[0]}`));
+  });
+}
+
 test('writer oracle: fsck.erofs 1.8.6 extracts the identical tree and checks a chunked image; dump.erofs reads the superblock and inodes', { skip: skipTrixie, timeout: 300_000 }, async () => {
   const img = join(dir, 'fsck.img');
   await writeErofs(src, img, { mkfsTime: 1_700_000_000, uuid: '01234567-89ab-cdef-0123-456789abcdef', scan: { readXattrs: xattrReaderFor(src) } });

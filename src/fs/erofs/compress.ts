@@ -8,7 +8,10 @@
  * - A file is cut into segments of SEGMENT_SIZE bytes, each compressed on its own (a pool job); no
  *   pcluster crosses a segment, so the image is the same whatever the thread count.
  * - Inside a segment, MicroLZMA fills a fixed output of up to pclusterSize bytes with as much input as
- *   fits (at most maxExtentInput). The stream sits at the end of its blocks with zeros in front
+ *   fits (at most maxExtentInput). LZ4, DEFLATE and ZSTD have no such encoder here: the longest input
+ *   prefix whose whole-buffer output fits is searched for, as erofs-utils does for ZSTD (estimate from
+ *   the ratio so far, else bisect); DEFLATE is libdeflate's zlib stream without its header and
+ *   trailer, i.e. raw deflate. The stream sits at the end of its blocks with zeros in front
  *   (ZERO_PADDING). When its blocks are not fewer than the bytes it took (rounded as erofs-utils
  *   does), that input is stored as plain one-block pclusters instead; so is input of at most a block
  *   at a segment's end. A file is kept compressed even when nothing in it compressed: its blocks are
@@ -32,6 +35,9 @@
  *   there would make the last extent longer than the file (and than a plain pcluster).
  */
 import { microLzmaEncode } from '../squashfs/comp/liblzma.ts';
+import { lz4Encode } from '../squashfs/comp/liblz4.ts';
+import { zlibEncode } from '../squashfs/comp/libdeflate.ts';
+import { zstdEncode } from '../squashfs/comp/libzstd.ts';
 import { UnsupportedFeatureError } from '../../errors.ts';
 import {
   Advise, Algorithm, D0_CBLKCNT, encodeCompactPack, encodeMapHeader, LclusterType, MAP_HEADER_SIZE, PCLUSTER_MAX_SIZE, type CompactEntry, type ComprCfgs,
@@ -55,7 +61,10 @@ export interface ZipSpec {
 
 const LZMA_MAX_DICT = 8 << 20;
 
-/** `lzma[,level=N]` (N 0..9, or 100..109 for extreme presets), as mkfs.erofs -z takes it. */
+/**
+ * `ALG[,level=N]` as mkfs.erofs -z takes it: lzma (0..9, 100..109 for extreme presets; default 6),
+ * lz4, lz4hc (12 only), deflate (1..12, default 9), zstd (1..22, default 3).
+ */
 export function parseCompression(spec: string): ZipSpec {
   const [name = '', ...opts] = spec.split(',');
   let level: number | undefined;
@@ -71,12 +80,23 @@ export function parseCompression(spec: string): ZipSpec {
       return { algorithm: Algorithm.lzma, level: l };
     }
     case 'lz4':
+      if (level !== undefined) throw new RangeError('lz4 takes no level (lz4hc does)');
+      return { algorithm: Algorithm.lz4, level: 0 };
     case 'lz4hc':
-    case 'deflate':
-    case 'zstd':
-      throw new UnsupportedFeatureError('erofs', 'compression', `${name} in the writer (only lzma so far)`);
+      if (level !== undefined && level !== 12) throw new UnsupportedFeatureError('erofs', 'compression', `lz4hc level ${level} (the writer's LZ4HC runs at level 12 only)`);
+      return { algorithm: Algorithm.lz4, level: 12 };
+    case 'deflate': {
+      const l = level ?? 9;
+      if (l < 1 || l > 12) throw new RangeError(`DEFLATE level ${l} is not 1..12`);
+      return { algorithm: Algorithm.deflate, level: l };
+    }
+    case 'zstd': {
+      const l = level ?? 3;
+      if (l < 1 || l > 22) throw new RangeError(`ZSTD level ${l} is not 1..22`);
+      return { algorithm: Algorithm.zstd, level: l };
+    }
     default:
-      throw new RangeError(`${JSON.stringify(name)} is not an EROFS compression algorithm (lzma)`);
+      throw new RangeError(`${JSON.stringify(name)} is not an EROFS compression algorithm (lzma, lz4, lz4hc, deflate, zstd)`);
   }
 }
 
@@ -91,7 +111,57 @@ export function zipConfig(spec: ZipSpec, blockSize: number, pclusterSize: number
 
 /** The compressor config records and the superblock's available_compr_algs for images using `c`. */
 export function comprCfgsFor(c: ZipConfig): ComprCfgs {
-  return { algorithms: 1 << c.algorithm, lzma: { dictSize: c.dictSize, format: 0 } };
+  const algorithms = 1 << c.algorithm;
+  switch (c.algorithm) {
+    case Algorithm.lzma:
+      return { algorithms, lzma: { dictSize: c.dictSize, format: 0 } };
+    case Algorithm.lz4:
+      return { algorithms, lz4: { maxDistance: 65535, maxPclusterBlocks: c.pclusterSize / c.blockSize } };
+    case Algorithm.deflate:
+      return { algorithms, deflate: { windowBits: 15 } };
+    default:
+      return { algorithms, zstd: { format: 0, windowLog: Math.ceil(Math.log2(maxExtentInput(c))) - 10 } };
+  }
+}
+
+/** The longest prefix of `src` whose output from `encode` fits `cap` bytes; `out` undefined when a prefix of at most `cap` bytes does not compress at all. */
+function fitPrefix(src: Uint8Array, cap: number, encode: (p: Uint8Array) => Uint8Array | undefined): { consumed: number; out: Uint8Array | undefined } {
+  let l = 0;
+  let lOut: Uint8Array | undefined;
+  let r = src.byteLength + 1;
+  let m = cap * 4;
+  for (;;) {
+    m = Math.min(Math.max(m, l + 1), r - 1);
+    const out = encode(src.subarray(0, m));
+    if (out !== undefined && out.byteLength > 0 && out.byteLength <= cap) {
+      l = m;
+      lOut = out;
+      if (r <= l + 1 || out.byteLength + 1 >= cap) break;
+      m = Math.floor((cap * m) / out.byteLength);
+    } else {
+      if (out === undefined && l === 0 && m <= cap) return { consumed: m, out: undefined };
+      r = m;
+      if (r <= l + 1) break;
+      m = Math.floor((l + r) / 2);
+    }
+  }
+  return { consumed: l, out: lOut };
+}
+
+function encodeFit(src: Uint8Array, c: ZipConfig): { consumed: number; out: Uint8Array | undefined } {
+  switch (c.algorithm) {
+    case Algorithm.lzma:
+      return microLzmaEncode(src, lzmaPreset(c.level), c.dictSize, c.pclusterSize);
+    case Algorithm.lz4:
+      return fitPrefix(src, c.pclusterSize, (p) => lz4Encode(p, c.level > 0));
+    case Algorithm.deflate:
+      return fitPrefix(src, c.pclusterSize, (p) => {
+        const z = zlibEncode(p, c.level);
+        return z === undefined || z.byteLength <= 6 ? undefined : z.subarray(2, z.byteLength - 4);
+      });
+    default:
+      return fitPrefix(src, c.pclusterSize, (p) => zstdEncode(p, c.level));
+  }
 }
 
 export function bigPclusters(c: ZipConfig): boolean {
@@ -102,10 +172,12 @@ function lzmaPreset(level: number): number {
   return level >= 100 ? (level - 100) | 0x80000000 : level;
 }
 
-/** The most input one extent takes (see the notes: delta[0] < CBLKCNT). */
-export function maxExtentInput(blockSize: number): number {
-  return Math.min(2046 * blockSize, 8000 * 1024);
+/** The most input one extent takes (see the notes: delta[0] < CBLKCNT); ZSTD at most 1 MiB, the largest window the kernel accepts. */
+export function maxExtentInput(c: ZipConfig): number {
+  return Math.min(2046 * c.blockSize, 8000 * 1024, c.algorithm === Algorithm.zstd ? ZSTD_MAX_WINDOW : Infinity);
 }
+
+const ZSTD_MAX_WINDOW = 1 << 20;
 
 /**
  * A compressed segment: `extents` as (length, blocks, plain 0/1) triples in file order, `data` the
@@ -123,10 +195,10 @@ export interface CompressedSegment {
  */
 export function compressSegment(src: Uint8Array, c: ZipConfig, fragment = false): CompressedSegment {
   const bs = c.blockSize;
-  if (c.algorithm !== Algorithm.lzma) throw new UnsupportedFeatureError('erofs', 'compression', `algorithm ${c.algorithm} in the writer`);
+  if (c.algorithm > Algorithm.zstd) throw new UnsupportedFeatureError('erofs', 'compression', `algorithm ${c.algorithm} in the writer`);
   const extents: number[] = [];
   const parts: Uint8Array[] = [];
-  const maxIn = maxExtentInput(bs);
+  const maxIn = maxExtentInput(c);
   const plain = (at: number, count: number): void => {
     const block = new Uint8Array(bs);
     block.set(src.subarray(at, at + count));
@@ -145,13 +217,13 @@ export function compressSegment(src: Uint8Array, c: ZipConfig, fragment = false)
       plain(pos, rest);
       break;
     }
-    const { consumed, out } = microLzmaEncode(src.subarray(pos, pos + Math.min(rest, maxIn)), lzmaPreset(c.level), c.dictSize, c.pclusterSize);
-    const blocks = Math.ceil(out.byteLength / bs);
-    if (fragment && consumed === rest && out.byteLength < c.pclusterSize) {
+    const { consumed, out } = encodeFit(src.subarray(pos, pos + Math.min(rest, maxIn)), c);
+    const blocks = out === undefined ? Infinity : Math.ceil(out.byteLength / bs);
+    if (fragment && consumed === rest && out !== undefined && out.byteLength < c.pclusterSize) {
       tail = rest;
       break;
     }
-    if (consumed <= 0 || blocks * bs >= consumed) {
+    if (out === undefined || consumed <= 0 || blocks * bs >= consumed) {
       const n = Math.max(1, Math.floor(Math.max(consumed, 0) / bs));
       for (let i = 0; i < n && pos < src.byteLength; i++) {
         const count = Math.min(bs, src.byteLength - pos);

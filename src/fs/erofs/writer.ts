@@ -62,8 +62,8 @@ export interface ErofsWriteOptions {
   /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
   /**
-   * Compress regular files larger than a block, as mkfs.erofs -z takes it: `lzma[,level=N]`
-   * (default level 6). See compress.ts.
+   * Compress regular files larger than a block, as mkfs.erofs -z takes it: `ALG[,level=N]` with
+   * lzma (default level 6), lz4, lz4hc, deflate, zstd. See compress.ts.
    */
   compression?: string;
   /** The largest pcluster in bytes (a multiple of blockSize, at most 1 MiB; default one block), as mkfs.erofs -C. */
