@@ -145,6 +145,27 @@ test('determinism: the same bytes with 0, 1 and 3 threads; a pinned sha-256 (lzm
 });
 const PINNED = '63a10dadb6984467b109855d1d4b1ad2ad0203abd7b22051a0346b11306eb728';
 
+test('a Disk full of garbage ends up with the same bytes as a fresh file (lzma with fragments, and all-fragments); a file shorter than its size is refused', async () => {
+  for (const extra of [{}, { fragments: true }, { allFragments: true }]) {
+    const opts: ErofsWriteOptions = { compression: 'lzma', pclusterSize: 65536, threads: 1, ...extra };
+    const withXattrs = (): DirNode => {
+      const tr = tree();
+      (tr.entries.get('sub') as DirNode).entries.set('x', fileNode(content(10_000, 21), { xattrs: [{ name: 'user.a', value: Buffer.from('1') }] }));
+      return tr;
+    };
+    const { bytes } = await write(withXattrs(), opts);
+    const disk = new MemoryDisk(new Uint8Array(bytes.byteLength + 8192).fill(0xee));
+    const r = await writeErofs(withXattrs(), disk, { mkfsTime: 1_700_000_000, ...opts });
+    const d = new Uint8Array(r.size);
+    await disk.read(d, 0);
+    assert.ok(Buffer.from(d).equals(Buffer.from(bytes)), JSON.stringify(extra));
+  }
+  const liar = fileNode(content(10_000, 1));
+  liar.size = 20_000;
+  await assert.rejects(write(dirNode({}, { liar }), { compression: 'lzma', threads: 0 }), RangeError);
+  await assert.rejects(write(dirNode({}, { liar }), { compression: 'lzma', threads: 2, allFragments: true }), RangeError);
+});
+
 test('options: compression names, levels and pcluster sizes are checked', () => {
   assert.deepEqual(parseCompression('lzma'), { algorithm: Algorithm.lzma, level: 6 });
   assert.deepEqual(parseCompression('lzma,level=109'), { algorithm: Algorithm.lzma, level: 109 });

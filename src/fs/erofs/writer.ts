@@ -544,7 +544,11 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       if (rec.xattrBody.byteLength > 0) await output.write(rec.xattrBody, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE));
       if (rec.tail) await output.write(rec.tail, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       if (rec.z !== undefined && zip !== undefined) {
-        await output.write(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset), rec.z.headerPos);
+        // A whole-file fragment is its map header alone: the rest of the space kept for indexes is zeroed.
+        const from = rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
+        const meta = new Uint8Array(rec.z.headerPos + rec.z.metaSize - from);
+        meta.set(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset), rec.z.headerPos - from);
+        await output.write(meta, from);
       }
       if (rec.chunkMap) {
         await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
