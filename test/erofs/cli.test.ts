@@ -127,17 +127,18 @@ test('erofs create -z: lzma with 1M pclusters and fragments, zstd with all fragm
     assert.equal(runCli(['erofs', 'cat', img, '/big']).stdout, 'words and more words '.repeat(200000));
     assert.equal(runCli(['erofs', 'cat', img, '/etc/hostname']).stdout, 'live\n');
     const zs = join(t.dir, 'zs.erofs');
-    const z2 = runCli(['erofs', 'create', src, zs, '--compress', 'zstd,level=9', '--pcluster-size', '64K', '--all-fragments', '--threads', '0', '--json']);
+    const z2 = runCli(['erofs', 'create', src, zs, '--compress', 'zstd,level=9', '--pcluster-size', '64K', '--all-fragments', '--dedupe', '--threads', '0', '--json']);
     assert.equal(z2.status, 0, z2.stderr);
     assert.deepEqual(runCli(['erofs', 'info', zs, '--json']).json.algorithms, ['ZSTD']);
     assert.equal(runCli(['erofs', 'cat', zs, '/big']).stdout, 'words and more words '.repeat(200000));
     const help = runCli(['erofs', 'create', '--help']);
-    for (const o of ['-z, --compress', '-C, --pcluster-size', '--fragments', '--all-fragments', '--threads']) assert.ok(help.stdout.includes(o), o);
+    for (const o of ['-z, --compress', '-C, --pcluster-size', '--fragments', '--all-fragments', '--dedupe', '--threads']) assert.ok(help.stdout.includes(o), o);
     const x = join(t.dir, 'x');
     assert.equal(runCli(['erofs', 'create', src, x, '-z', 'brotli']).status, 64);
     assert.equal(runCli(['erofs', 'create', src, x, '-z', 'lzma', '-C', '3000']).status, 64);
     assert.equal(runCli(['erofs', 'create', src, x, '-C', '64K']).status, 64);
     assert.equal(runCli(['erofs', 'create', src, x, '--fragments']).status, 64);
+    assert.equal(runCli(['erofs', 'create', src, x, '--dedupe']).status, 64);
     assert.equal(runCli(['erofs', 'create', src, x, '-z', 'lzma', '--chunk-size', '8K']).status, 64);
   } finally {
     t.cleanup();

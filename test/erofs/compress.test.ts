@@ -166,6 +166,29 @@ test('a Disk full of garbage ends up with the same bytes as a fresh file (lzma w
   await assert.rejects(write(dirNode({}, { liar }), { compression: 'lzma', threads: 2, allFragments: true }), RangeError);
 });
 
+test('dedupe: identical files share their pclusters and fragment (plain, fragments, all-fragments, zstd); every copy reads back; the image shrinks', { timeout: 300_000 }, async () => {
+  const text = content(400_000, 31, 0.05);
+  const small = content(3000, 32);
+  const dupTree = (): DirNode => dirNode({}, {
+    a: fileNode(text), b: fileNode(Uint8Array.from(text)), c: dirNode({}, { d: fileNode(Uint8Array.from(text)) }),
+    s1: fileNode(small), s2: fileNode(Uint8Array.from(small)), other: fileNode(content(400_000, 33, 0.05)),
+  });
+  for (const extra of [{}, { fragments: true }, { allFragments: true }, { compression: 'zstd' }]) {
+    const opts: ErofsWriteOptions = { compression: 'lzma', pclusterSize: 65536, threads: 1, ...extra };
+    const plain = await write(dupTree(), opts);
+    const { reader, bytes } = await write(dupTree(), { ...opts, dedupe: true });
+    const what = JSON.stringify(extra);
+    for (const [p, data] of [['a', text], ['b', text], ['c/d', text], ['s1', small], ['s2', small], ['other', content(400_000, 33, 0.05)]] as const) {
+      assert.ok(Buffer.from(await reader.readFile(p)).equals(Buffer.from(data)), `${what} ${p}`);
+    }
+    const [a, b] = [await reader.lookup('a'), await reader.lookup('b')];
+    assert.notEqual(a.nid, b.nid, 'copies, not hard links');
+    if (!('allFragments' in extra)) assert.ok(bytes.byteLength <= plain.bytes.byteLength - 2 * a.raw.u * 4096 + 4096, `${what}: ${bytes.byteLength} vs ${plain.bytes.byteLength}`);
+    else assert.ok(bytes.byteLength < plain.bytes.byteLength, `${what}: ${bytes.byteLength} vs ${plain.bytes.byteLength}`);
+  }
+  await assert.rejects(write(dupTree(), { dedupe: true }), RangeError);
+});
+
 test('options: compression names, levels and pcluster sizes are checked', () => {
   assert.deepEqual(parseCompression('lzma'), { algorithm: Algorithm.lzma, level: 6 });
   assert.deepEqual(parseCompression('lzma,level=109'), { algorithm: Algorithm.lzma, level: 109 });

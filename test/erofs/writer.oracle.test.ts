@@ -5,7 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import '../helpers/setup.ts';
@@ -14,7 +14,7 @@ import { FileDisk } from '../../src/io/disk.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { writeErofs } from '../../src/fs/erofs/writer.ts';
 import { diffSnapshots, snapshot, xattrReaderFor } from '../squashfs/fixture.ts';
-import { erofsSnapshot, makeErofsTree, missingTrixie, TRIXIE } from './fixture.ts';
+import { content, erofsSnapshot, makeErofsTree, missingTrixie, TRIXIE } from './fixture.ts';
 
 const skipHost = missingTools('mount', 'umount', 'setfattr', 'getfattr', 'mknod', 'mkfifo', 'python3');
 const skipTrixie = skipHost || missingTrixie();
@@ -131,6 +131,34 @@ for (const compression of ['lz4hc', 'deflate,level=9', 'zstd,level=15']) {
     assert.match(sb, new RegExp(`compr_algs:\\s+${compression.startsWith('lz4') ? 'lz4' : compression.split(',')[0]}`));
   });
 }
+
+test('writer oracle (lzma, dedupe, with and without fragments): identical files sharing pclusters and fragments are mounted by the kernel and extracted by fsck.erofs 1.8.6 as the source', { skip: skipHost, timeout: 300_000 }, async () => {
+  const dsrc = join(dir, 'dedupe-src');
+  mkdirSync(join(dsrc, 'sub'), { recursive: true });
+  const text = content(700_000, 41, 0.05);
+  for (const p of ['a', 'b', 'sub/c']) writeFileSync(join(dsrc, p), text);
+  for (const p of ['s1', 's2']) writeFileSync(join(dsrc, p), content(5000, 42));
+  writeFileSync(join(dsrc, 'other'), content(700_000, 43, 0.05));
+  const dwant = snapshot(dsrc);
+  for (const fragments of [false, true]) {
+    const img = join(dir, `dedupe-${fragments}.img`);
+    await writeErofs(dsrc, img, { compression: 'lzma,level=6', pclusterSize: 1 << 20, dedupe: true, fragments, mkfsTime: 1_700_000_000, scan: { readXattrs: false } });
+    const mnt = join(dir, `dmnt-${fragments}`);
+    mkdirSync(mnt, { recursive: true });
+    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
+    let got: Map<string, string>;
+    try {
+      got = snapshot(mnt);
+    } finally {
+      run('umount', [mnt]);
+    }
+    assert.deepEqual(diffSnapshots(dwant, got), []);
+    if (skipTrixie !== false) continue;
+    const out = join(dir, `dextracted-${fragments}`);
+    run('chroot', [TRIXIE, 'fsck.erofs', `--extract=${inside(out)}`, inside(img)]);
+    assert.deepEqual(diffSnapshots(dwant, snapshot(out)), []);
+  }
+});
 
 test('writer oracle: fsck.erofs 1.8.6 extracts the identical tree and checks a chunked image; dump.erofs reads the superblock and inodes', { skip: skipTrixie, timeout: 300_000 }, async () => {
   const img = join(dir, 'fsck.img');

@@ -30,6 +30,9 @@
  *   alone (the index space the writer reserved stays zero). The packed inode, compressed the same
  *   way, follows all other data, its inode in a block of its own after its data; the long xattr
  *   prefixes lead its content, where the kernel looks for them when there is a packed inode.
+ * - Dedupe (whole files): a file whose content equals an earlier one's takes that file's extents,
+ *   pclusters and fragment as they are; only its own indexes are written (EROFS pclusters carry no
+ *   owner, so several inodes may name them).
  * - When the last extent starts before the lcluster that holds EOF, that lcluster gets a PLAIN head
  *   at EOF, as erofs-utils writes it: the kernel maps a NONHEAD to its lcluster's end, so a NONHEAD
  *   there would make the last extent longer than the file (and than a plain pcluster).

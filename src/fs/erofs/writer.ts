@@ -77,6 +77,11 @@ export interface ErofsWriteOptions {
   fragments?: boolean;
   /** With compression, whole files go to the packed inode (mkfs.erofs -Eall-fragments). */
   allFragments?: boolean;
+  /**
+   * With compression, a file whose content equals an earlier one's (same size, same sha-256; files
+   * that share a size are read once more to hash them) shares its pclusters and fragment.
+   */
+  dedupe?: boolean;
 }
 
 export interface ErofsWriteResult {
@@ -218,6 +223,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const allFrag = options.allFragments === true;
   const frag = options.fragments === true || allFrag;
   if (frag && zip === undefined) throw new RangeError('fragments need compression');
+  if (options.dedupe === true && zip === undefined) throw new RangeError('dedupe needs compression');
   const cfgBytes = zip !== undefined ? encodeComprCfgs(comprCfgsFor(zip)) : new Uint8Array(0);
 
   // Pass 1: inode records in a fixed order.
@@ -375,8 +381,9 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const packedParts: Uint8Array[] = packedUsed && prefixBytes.byteLength > 0 ? [prefixBytes] : [];
   let packedLen = packedParts.reduce((n, p) => n + p.byteLength, 0);
 
+  const dupOf = options.dedupe === true ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
-  const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole);
+  const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole && !dupOf.has(r));
   const pool: SegmentCompressor | undefined = zip !== undefined && (zrecs.length > 0 || packedUsed) ? createSegmentCompressor(zip, threads) : undefined;
   let packedRec: InodeRec | undefined;
   try {
@@ -390,7 +397,14 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         block += rec.blocks;
       }
       const dataPos = rec.startBlock * bs;
-      if (rec.z?.whole === true && n.type === 'file') {
+      const orig = dupOf.get(rec);
+      if (orig !== undefined && rec.z !== undefined && orig.z !== undefined) {
+        rec.startBlock = orig.startBlock;
+        rec.z.extents = orig.z.extents;
+        rec.z.blocks = orig.z.blocks;
+        if (orig.z.fragmentOffset !== undefined) rec.z.fragmentOffset = orig.z.fragmentOffset;
+        dataBytes += rec.size;
+      } else if (rec.z?.whole === true && n.type === 'file') {
         const z = rec.z;
         z.fragmentOffset = packedLen;
         let at = 0;
@@ -683,4 +697,30 @@ function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, windo
       return first.result;
     },
   };
+}
+
+/** Each file whose content equals an earlier one's (in nid order), mapped to that earlier one. */
+async function duplicates(candidates: readonly InodeRec[]): Promise<Map<InodeRec, InodeRec>> {
+  const bySize = new Map<number, InodeRec[]>();
+  for (const r of candidates) bySize.set(r.size, [...(bySize.get(r.size) ?? []), r]);
+  const out = new Map<InodeRec, InodeRec>();
+  for (const group of bySize.values()) {
+    if (group.length < 2) continue;
+    const first = new Map<string, InodeRec>();
+    for (const r of group) {
+      if (r.node.type !== 'file') continue;
+      const h = createHash('sha256');
+      let at = 0;
+      for await (const piece of contentPieces(r.node.content, r.size, 1 << 20)) {
+        h.update(piece);
+        at += piece.byteLength;
+      }
+      if (at !== r.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${r.size}`);
+      const key = h.digest('hex');
+      const seen = first.get(key);
+      if (seen === undefined) first.set(key, r);
+      else out.set(r, seen);
+    }
+  }
+  return out;
 }
