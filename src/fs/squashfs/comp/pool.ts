@@ -10,6 +10,7 @@
  *   CorruptImageError message.
  * - Extraction jobs read a run of a file's stored blocks from the image's descriptor, decode them
  *   and write them into the output file's descriptor (worker.ts); they resolve when the run is written.
+ * - EROFS segment jobs (createSegmentCompressor) take a file segment and resolve to its pclusters.
  * Jobs go to the least-loaded worker from the start: messages posted before a worker is up wait for
  * it. (Coding on the main thread while workers started looked free but starved them: the main thread
  * then fed the queue and did I/O only between blocks.) With 0 threads, compression runs inline.

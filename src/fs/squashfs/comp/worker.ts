@@ -2,7 +2,8 @@
  * Worker thread: codes blocks in the direction and with the codec named in workerData; replies in
  * any order with the job id. The 'extract' direction reads stored blocks from the image's
  * descriptor, decodes them and writes them at their file positions into the output descriptor
- * (descriptors are shared by all threads of the process).
+ * (descriptors are shared by all threads of the process). The 'erofs' direction compresses EROFS
+ * file segments into pclusters (erofs/compress.ts) and replies with their extents.
  */
 import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
