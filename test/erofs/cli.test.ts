@@ -105,3 +105,42 @@ test('erofs create: writes an image our info/ls/cat read back; same options give
     t.cleanup();
   }
 });
+
+test('erofs create -z: lzma with 1M pclusters and fragments, zstd with all fragments; info shows the compression; cat reads back; --help names the options; usage errors', () => {
+  const t = tempDir('erofs-cli-z-');
+  try {
+    const src = join(t.dir, 'src');
+    mkdirSync(join(src, 'etc'), { recursive: true });
+    writeFileSync(join(src, 'etc/hostname'), 'live\n');
+    writeFileSync(join(src, 'big'), Buffer.from('words and more words '.repeat(200000)));
+    const img = join(t.dir, 'z.erofs');
+    const made = runCli(['erofs', 'create', src, img, '-z', 'lzma,level=6', '-C', '1048576', '--fragments', '--mkfs-time', '1000', '--json']);
+    assert.equal(made.status, 0, made.stderr);
+    assert.equal(made.json.compression, 'lzma,level=6');
+    assert.equal(made.json.pclusterSize, 1 << 20);
+    assert.ok(made.json.size < 200_000, `compressed: ${made.json.size}`);
+    const info = runCli(['erofs', 'info', img, '--json']);
+    assert.equal(info.status, 0, info.stderr);
+    assert.deepEqual(info.json.algorithms, ['LZMA']);
+    assert.ok(info.json.incompatFeatures.includes('fragments'), JSON.stringify(info.json));
+    assert.notEqual(info.json.packedNid, null);
+    assert.equal(runCli(['erofs', 'cat', img, '/big']).stdout, 'words and more words '.repeat(200000));
+    assert.equal(runCli(['erofs', 'cat', img, '/etc/hostname']).stdout, 'live\n');
+    const zs = join(t.dir, 'zs.erofs');
+    const z2 = runCli(['erofs', 'create', src, zs, '--compress', 'zstd,level=9', '--pcluster-size', '64K', '--all-fragments', '--dedupe', '--threads', '0', '--json']);
+    assert.equal(z2.status, 0, z2.stderr);
+    assert.deepEqual(runCli(['erofs', 'info', zs, '--json']).json.algorithms, ['ZSTD']);
+    assert.equal(runCli(['erofs', 'cat', zs, '/big']).stdout, 'words and more words '.repeat(200000));
+    const help = runCli(['erofs', 'create', '--help']);
+    for (const o of ['-z, --compress', '-C, --pcluster-size', '--fragments', '--all-fragments', '--dedupe', '--threads']) assert.ok(help.stdout.includes(o), o);
+    const x = join(t.dir, 'x');
+    assert.equal(runCli(['erofs', 'create', src, x, '-z', 'brotli']).status, 64);
+    assert.equal(runCli(['erofs', 'create', src, x, '-z', 'lzma', '-C', '3000']).status, 64);
+    assert.equal(runCli(['erofs', 'create', src, x, '-C', '64K']).status, 64);
+    assert.equal(runCli(['erofs', 'create', src, x, '--fragments']).status, 64);
+    assert.equal(runCli(['erofs', 'create', src, x, '--dedupe']).status, 64);
+    assert.equal(runCli(['erofs', 'create', src, x, '-z', 'lzma', '--chunk-size', '8K']).status, 64);
+  } finally {
+    t.cleanup();
+  }
+});

@@ -6,6 +6,7 @@ import { FileDisk } from '../../io/disk.ts';
 import { ErofsReader } from '../../fs/erofs/reader.ts';
 import { extractErofs } from '../../fs/erofs/extract.ts';
 import { writeErofs } from '../../fs/erofs/writer.ts';
+import { parseCompression, zipConfig } from '../../fs/erofs/compress.ts';
 import { Compat, Incompat, uuidText, volumeLabel } from '../../fs/erofs/superblock.ts';
 import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { parseIntegerOption, parseSizeOption, quoteName, runCommand, writeOutput } from '../common.ts';
@@ -38,16 +39,24 @@ export function registerErofs(program: Command): void {
   const ero = program.command('erofs').description('read and write EROFS images (the base of Fedora 42+ live media)');
 
   ero.command('create')
-    .description('create an uncompressed image from a directory')
+    .description('create an image from a directory, uncompressed or compressed (-z)')
     .argument('<source>', 'source directory')
     .argument('<out>', 'image to write')
     .option('--block-size <size>', 'block size, 512..4K', '4K')
     .option('--mkfs-time <epoch>', 'build time, and the mtime compact inodes share (default SOURCE_DATE_EPOCH, else now)')
     .option('--uuid <uuid>', 'volume UUID (default derived from the contents)')
     .option('--chunk-size <size>', 'chunk-based files with chunks of this size (all-zero chunks become holes)')
+    .option('-z, --compress <alg>', 'compress files larger than a block: lzma, lz4, lz4hc, deflate or zstd, with ",level=N" (as mkfs.erofs -z)')
+    .option('-C, --pcluster-size <size>', 'largest pcluster with -z, a multiple of the block size up to 1M (default one block; Fedora uses 1M)')
+    .option('--fragments', 'with -z, file tails go to the packed inode (mkfs.erofs -Efragments)')
+    .option('--all-fragments', 'with -z, whole files go to the packed inode (mkfs.erofs -Eall-fragments)')
+    .option('--dedupe', 'with -z, identical files share their compressed data')
+    .option('--threads <n>', 'compression threads (default: cores, at most 8; 0 = none)')
     .option('--json', 'print one JSON document on stdout, on failure too')
     .option('-q, --quiet', 'print nothing but errors and warnings')
-    .action(async (source: string, out: string, opts: { blockSize: string; mkfsTime?: string; uuid?: string; chunkSize?: string; json?: boolean }) => {
+    .action(async (source: string, out: string, opts: {
+      blockSize: string; mkfsTime?: string; uuid?: string; chunkSize?: string; compress?: string; pclusterSize?: string; fragments?: boolean; allFragments?: boolean; dedupe?: boolean; threads?: string; json?: boolean;
+    }) => {
       await runCommand(opts, async () => {
         const blockSize = parseSizeOption(opts.blockSize, '--block-size');
         if (blockSize < 512 || blockSize > 4096 || (blockSize & (blockSize - 1)) !== 0) throw new UsageError('--block-size: must be a power of two from 512 to 4K');
@@ -58,15 +67,38 @@ export function registerErofs(program: Command): void {
         if (chunkSize !== undefined && (chunkSize < blockSize || chunkSize > 1 << 28 || (chunkSize & (chunkSize - 1)) !== 0)) {
           throw new UsageError('--chunk-size: must be a power of two from the block size to 256M');
         }
+        const pclusterSize = opts.pclusterSize !== undefined ? parseSizeOption(opts.pclusterSize, '--pcluster-size') : undefined;
+        if (opts.compress === undefined && (pclusterSize !== undefined || opts.fragments || opts.allFragments || opts.dedupe)) throw new UsageError('--pcluster-size, --fragments, --all-fragments and --dedupe need -z');
+        if (opts.compress !== undefined && chunkSize !== undefined) throw new UsageError('-z and --chunk-size do not mix');
+        if (opts.compress !== undefined) {
+          try {
+            zipConfig(parseCompression(opts.compress), blockSize, pclusterSize ?? blockSize);
+          } catch (err) {
+            if (err instanceof RangeError) throw new UsageError(`${pclusterSize !== undefined && /pcluster/.test(err.message) ? '--pcluster-size' : '-z'}: ${err.message}`);
+            throw err;
+          }
+        }
+        const threads = opts.threads !== undefined ? parseIntegerOption(opts.threads, '--threads') : undefined;
+        if (threads !== undefined && threads < 0) throw new UsageError('--threads: must be 0 or more');
         const started = Date.now();
         const r = await writeErofs(source, out, {
           blockSize,
           ...(chunkSize !== undefined ? { chunkSize } : {}),
+          ...(opts.compress !== undefined ? { compression: opts.compress } : {}),
+          ...(pclusterSize !== undefined ? { pclusterSize } : {}),
+          ...(opts.fragments ? { fragments: true } : {}),
+          ...(opts.allFragments ? { allFragments: true } : {}),
+          ...(opts.dedupe ? { dedupe: true } : {}),
+          ...(threads !== undefined ? { threads } : {}),
           ...(opts.mkfsTime !== undefined ? { mkfsTime: parseIntegerOption(opts.mkfsTime, '--mkfs-time') } : {}),
           ...(opts.uuid !== undefined ? { uuid: opts.uuid } : {}),
         });
-        return { image: out, blockSize, chunkSize: chunkSize ?? null, inodes: r.inodes, blocks: r.blocks, size: r.size, dataBytes: r.dataBytes, seconds: (Date.now() - started) / 1000 };
-      }, (r) => `${r.image}: ${r.inodes} inodes, ${formatSize(r.size)} (uncompressed, ${formatSize(r.blockSize)} blocks) in ${r.seconds.toFixed(1)} s`);
+        return {
+          image: out, blockSize, chunkSize: chunkSize ?? null, compression: opts.compress ?? null, pclusterSize: opts.compress !== undefined ? (pclusterSize ?? blockSize) : null,
+          fragments: opts.fragments === true || opts.allFragments === true, allFragments: opts.allFragments === true,
+          inodes: r.inodes, blocks: r.blocks, size: r.size, dataBytes: r.dataBytes, seconds: (Date.now() - started) / 1000,
+        };
+      }, (r) => `${r.image}: ${r.inodes} inodes, ${formatSize(r.size)} (${r.compression === null ? 'uncompressed' : `${r.compression}, ${formatSize(r.pclusterSize ?? 0)} pclusters${r.allFragments ? ', all fragments' : r.fragments ? ', fragments' : ''}`}, ${formatSize(r.blockSize)} blocks) in ${r.seconds.toFixed(1)} s`);
     });
 
   ero.command('info')

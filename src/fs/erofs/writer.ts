@@ -24,14 +24,18 @@
  *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
  */
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { Disk } from '../../io/disk.ts';
 import { ImageOutput } from '../../io/image-output.ts';
-import { contentPieces, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
+import { contentPieces, fileNode, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
 import { DIRENT_SIZE, encodeDirentBlock, FILE_TYPE_KINDS, NAME_MAX, type Dirent } from './dirent.ts';
 import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type RawInode } from './inode.ts';
 import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
+import { bigPclusters, compactMetaSize, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
+import { encodeComprCfgs, MAP_HEADER_SIZE } from './zmap.ts';
+import { createSegmentCompressor, type SegmentCompressor } from '../squashfs/comp/pool.ts';
 import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
 export interface ErofsWriteOptions {
@@ -57,6 +61,27 @@ export interface ErofsWriteOptions {
   longPrefixes?: readonly string[];
   /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
+  /**
+   * Compress regular files larger than a block, as mkfs.erofs -z takes it: `ALG[,level=N]` with
+   * lzma (default level 6), lz4, lz4hc, deflate, zstd. See compress.ts.
+   */
+  compression?: string;
+  /** The largest pcluster in bytes (a multiple of blockSize, at most 1 MiB; default one block), as mkfs.erofs -C. */
+  pclusterSize?: number;
+  /** Compression worker threads (default: available parallelism, at most 8); 0 compresses on the main thread. */
+  threads?: number;
+  /**
+   * With compression, every regular file's tail (its input left once it fits one pcluster) goes to the
+   * packed inode (INCOMPAT_FRAGMENTS, mkfs.erofs -Efragments); files that fit one pcluster go there whole.
+   */
+  fragments?: boolean;
+  /** With compression, whole files go to the packed inode (mkfs.erofs -Eall-fragments). */
+  allFragments?: boolean;
+  /**
+   * With compression, a file whose content equals an earlier one's (same size, same sha-256; files
+   * that share a size are read once more to hash them) shares its pclusters and fragment.
+   */
+  dedupe?: boolean;
 }
 
 export interface ErofsWriteResult {
@@ -92,6 +117,8 @@ interface InodeRec {
   children?: { name: Uint8Array; rec: InodeRec }[];
   parent?: InodeRec;
   tail?: Uint8Array;
+  /** Compressed: where the map header goes, its and the indexes' size, and the extents once written. */
+  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number; whole: boolean; fragmentOffset?: number };
 }
 
 function cmpBytes(a: Uint8Array, b: Uint8Array): number {
@@ -188,6 +215,16 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize < bs || chunkSize > 1 << 28 || (chunkSize & (chunkSize - 1)) !== 0)) {
     throw new RangeError(`chunk size ${chunkSize} is not a power of two in ${bs}..256 MiB`);
   }
+  const zip: ZipConfig | undefined = options.compression !== undefined ? zipConfig(parseCompression(options.compression), bs, options.pclusterSize ?? bs) : undefined;
+  if (zip === undefined && options.pclusterSize !== undefined) throw new RangeError('a pcluster size needs compression');
+  if (zip !== undefined && chunkSize !== undefined) throw new RangeError('chunked files and compression do not mix');
+  const threads = options.threads ?? Math.max(1, Math.min(8, availableParallelism()));
+  if (!Number.isInteger(threads) || threads < 0) throw new RangeError(`thread count ${threads} is not a non-negative integer`);
+  const allFrag = options.allFragments === true;
+  const frag = options.fragments === true || allFrag;
+  if (frag && zip === undefined) throw new RangeError('fragments need compression');
+  if (options.dedupe === true && zip === undefined) throw new RangeError('dedupe needs compression');
+  const cfgBytes = zip !== undefined ? encodeComprCfgs(comprCfgsFor(zip)) : new Uint8Array(0);
 
   // Pass 1: inode records in a fixed order.
   const recs: InodeRec[] = [];
@@ -275,7 +312,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   }
 
   // Pass 2: metadata placement (nids), inline decisions, data block addresses.
-  const metaBlk = Math.ceil((SUPER_OFFSET + SUPERBLOCK_BASE_SIZE) / bs);
+  const metaBlk = Math.ceil((SUPER_OFFSET + SUPERBLOCK_BASE_SIZE + cfgBytes.byteLength) / bs);
   const metaStart = metaBlk * bs;
   // nid 0 stays unused: readdir reports an entry's nid as its inode number, and C libraries skip
   // entries whose inode number is 0 (the root's "." and every ".." naming it would vanish).
@@ -290,6 +327,16 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       rec.pos = pos;
       rec.nid = (pos - metaStart) / 32;
       pos = Math.ceil((pos + head + chunks * BLOCK_MAP_ENTRY_SIZE) / 32) * 32;
+      continue;
+    }
+    if (zip !== undefined && rec.node.type === 'file' && (rec.size > bs || (frag && rec.size > 0))) {
+      rec.layout = DataLayout.compressedCompact;
+      if ((pos % bs) + Math.min(head, bs) > bs) pos = Math.ceil(pos / bs) * bs;
+      rec.pos = pos;
+      rec.nid = (pos - metaStart) / 32;
+      const headerPos = Math.ceil((pos + head) / 8) * 8;
+      rec.z = { headerPos, metaSize: allFrag ? MAP_HEADER_SIZE : compactMetaSize(rec.size, bs, headerPos), extents: [], blocks: 0, whole: allFrag };
+      pos = Math.ceil((headerPos + rec.z.metaSize) / 32) * 32;
       continue;
     }
     const hasData = rec.node.type === 'file' || rec.node.type === 'dir' || rec.node.type === 'symlink';
@@ -327,11 +374,20 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     const base = splitXattrName(p);
     return encodeLongPrefix({ baseIndex: base.nameIndex, infix: Buffer.from(base.suffix, 'utf8') });
   }));
+  // With a packed inode, the long prefixes lead its content (as the kernel looks for them there).
+  const packedUsed = frag && recs.some((r) => r.z !== undefined);
   const prefixBlk = block;
-  if (prefixBytes.byteLength > 0) block += Math.ceil(prefixBytes.byteLength / bs);
+  if (prefixBytes.byteLength > 0 && !packedUsed) block += Math.ceil(prefixBytes.byteLength / bs);
+  const packedParts: Uint8Array[] = packedUsed && prefixBytes.byteLength > 0 ? [prefixBytes] : [];
+  let packedLen = packedParts.reduce((n, p) => n + p.byteLength, 0);
 
+  const dupOf = options.dedupe === true ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
+  const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole && !dupOf.has(r));
+  const pool: SegmentCompressor | undefined = zip !== undefined && (zrecs.length > 0 || packedUsed) ? createSegmentCompressor(zip, threads) : undefined;
+  let packedRec: InodeRec | undefined;
   try {
+    const segments = pool !== undefined ? segmentQueue(zrecs, pool, Math.max(4, threads * 2), frag) : undefined;
     // Pass 3: data, in nid order.
     let dataBytes = 0;
     for (const rec of recs) {
@@ -341,7 +397,55 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         block += rec.blocks;
       }
       const dataPos = rec.startBlock * bs;
-      if (rec.chunkMap !== undefined && n.type === 'file') {
+      const orig = dupOf.get(rec);
+      if (orig !== undefined && rec.z !== undefined && orig.z !== undefined) {
+        rec.startBlock = orig.startBlock;
+        rec.z.extents = orig.z.extents;
+        rec.z.blocks = orig.z.blocks;
+        if (orig.z.fragmentOffset !== undefined) rec.z.fragmentOffset = orig.z.fragmentOffset;
+        dataBytes += rec.size;
+      } else if (rec.z?.whole === true && n.type === 'file') {
+        const z = rec.z;
+        z.fragmentOffset = packedLen;
+        let at = 0;
+        for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+          if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+          packedParts.push(Uint8Array.from(piece));
+          at += piece.byteLength;
+        }
+        if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+        packedLen += rec.size;
+        z.extents.push({ la: 0, length: rec.size, pblk: 0, blocks: 0, plain: false, fragment: true });
+        dataBytes += rec.size;
+      } else if (rec.z !== undefined && segments !== undefined) {
+        const z = rec.z;
+        rec.startBlock = block;
+        let la = 0;
+        while (la < rec.size) {
+          const seg = await segments.next(rec);
+          const stored = seg.data.byteLength - seg.tail;
+          await output.write(seg.data.subarray(0, stored), block * bs);
+          const e = seg.extents;
+          for (let i = 0; i < e.length; i += 3) {
+            const length = e[i] as number;
+            const blocks = e[i + 1] as number;
+            z.extents.push({ la, length, pblk: block, blocks, plain: e[i + 2] === 1 });
+            la += length;
+            block += blocks;
+          }
+          if (stored !== (block - rec.startBlock - z.blocks) * bs) throw new RangeError('a compressed segment\'s data does not match its extents');
+          z.blocks = block - rec.startBlock;
+          if (seg.tail > 0) {
+            z.fragmentOffset = packedLen;
+            packedParts.push(seg.data.slice(stored));
+            packedLen += seg.tail;
+            z.extents.push({ la, length: seg.tail, pblk: 0, blocks: 0, plain: false, fragment: true });
+            la += seg.tail;
+          }
+        }
+        if (la !== rec.size) throw new RangeError(`a file's compressed extents cover ${la} bytes, its size says ${rec.size}`);
+        dataBytes += rec.size;
+      } else if (rec.chunkMap !== undefined && n.type === 'file') {
         const map = rec.chunkMap;
         const cs = chunkSize as number;
         let at = 0;
@@ -402,15 +506,48 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       }
     }
 
+    if (packedLen > 0 && pool !== undefined && zip !== undefined) {
+      // The packed inode: compressed like any file, its data then its inode (in a block of its own) after all other data.
+      const data = new Uint8Array(packedLen);
+      packedParts.reduce((at, p) => (data.set(p, at), at + p.byteLength), 0);
+      const node = fileNode(data, { mode: 0o600, mtime: mkfsTime });
+      const prec: InodeRec = {
+        node, nid: -1, ino: recs.length + 1, nlink: 1, extended: packedLen > 0xffffffff, xattrBody: new Uint8Array(0), xattrIcount: 0,
+        size: packedLen, layout: DataLayout.compressedCompact, inlineLen: 0, pos: 0, startBlock: block, blocks: 0,
+      };
+      const results: Promise<CompressedSegment>[] = [];
+      for (let at = 0; at < packedLen; at += SEGMENT_SIZE) results.push(pool.compress(data.slice(at, at + SEGMENT_SIZE), false));
+      const extents: ZExtent[] = [];
+      let la = 0;
+      for (const r of results) {
+        const seg = await r;
+        await output.write(seg.data, block * bs);
+        for (let i = 0; i < seg.extents.length; i += 3) {
+          extents.push({ la, length: seg.extents[i] as number, pblk: block, blocks: seg.extents[i + 1] as number, plain: seg.extents[i + 2] === 1 });
+          la += seg.extents[i] as number;
+          block += seg.extents[i + 1] as number;
+        }
+      }
+      prec.pos = block * bs;
+      prec.nid = (prec.pos - metaStart) / 32;
+      const headerPos = prec.pos + (prec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE);
+      prec.z = { headerPos, metaSize: compactMetaSize(packedLen, bs, headerPos), extents, blocks: block - prec.startBlock, whole: false };
+      const recordBlocks = Math.ceil((headerPos + prec.z.metaSize - prec.pos) / bs);
+      await output.write(new Uint8Array(recordBlocks * bs), prec.pos);
+      block += recordBlocks;
+      packedRec = prec;
+    }
+
     const totalBlocks = block;
     if (totalBlocks > 0xffffffff) throw new RangeError('the image needs more than 2^32 blocks');
 
     // Metadata area.
-    for (const rec of recs) {
+    for (const rec of packedRec !== undefined ? [...recs, packedRec] : recs) {
       const n = rec.node;
       let u = 0;
       if (n.type === 'chardev' || n.type === 'blockdev') u = ((n.minor & 0xff) | ((n.major & 0xfff) << 8) | ((n.minor & ~0xff) << 12)) >>> 0;
       else if (rec.chunkMap !== undefined) u = Math.log2((chunkSize as number) / bs);
+      else if (rec.z !== undefined) u = rec.z.blocks;
       else if (rec.blocks > 0) u = rec.startBlock;
       const raw: RawInode = {
         extended: rec.extended, format: rec.layout << 1, xattrIcount: rec.xattrIcount, mode: IFMT[n.type] | (n.mode & 0o7777),
@@ -420,11 +557,18 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       await output.write(encodeInode(raw), rec.pos);
       if (rec.xattrBody.byteLength > 0) await output.write(rec.xattrBody, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE));
       if (rec.tail) await output.write(rec.tail, rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
+      if (rec.z !== undefined && zip !== undefined) {
+        // A whole-file fragment is its map header alone: the rest of the space kept for indexes is zeroed.
+        const from = rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
+        const meta = new Uint8Array(rec.z.headerPos + rec.z.metaSize - from);
+        meta.set(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset), rec.z.headerPos - from);
+        await output.write(meta, from);
+      }
       if (rec.chunkMap) {
         await output.write(Buffer.concat(Array.from(rec.chunkMap, (b) => encodeBlockMapEntry({ startBlock: b, deviceId: 0 }))), rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength);
       }
     }
-    if (prefixBytes.byteLength > 0) {
+    if (prefixBytes.byteLength > 0 && !packedUsed) {
       const area = new Uint8Array(Math.ceil(prefixBytes.byteLength / bs) * bs);
       area.set(prefixBytes);
       await output.write(area, prefixBlk * bs);
@@ -443,13 +587,18 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       checksum: 0, featureCompat: Compat.sbChecksum | Compat.mtime, blkszbits: Math.log2(bs), extSlots: 0, rootNid: root.nid,
       inos: recs.length, epoch: mkfsTime, fixedNsec: 0, blocks: totalBlocks, metaBlkaddr: metaBlk, xattrBlkaddr: xattrBlk, uuid,
       volumeName: Uint8Array.from([...volumeName, ...new Uint8Array(16 - volumeName.byteLength)]),
-      featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0), u1: 0,
-      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 ? (prefixBlk * bs) / 4 : 0, packedNid: 0, xattrFilterReserved: 0, buildTime: 0,
+      featureIncompat: (recs.some((r) => r.chunkMap !== undefined) ? Incompat.chunkedFile : 0) | (long.length > 0 ? Incompat.xattrPrefixes : 0)
+        | (zip !== undefined ? Incompat.lz4ZeroPadding | Incompat.comprCfgs | (bigPclusters(zip) ? Incompat.bigPcluster : 0) : 0)
+        | (packedRec !== undefined ? Incompat.fragments : 0),
+      u1: zip !== undefined ? (comprCfgsFor(zip).algorithms ?? 0) : 0,
+      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 && !packedUsed ? (prefixBlk * bs) / 4 : 0, packedNid: packedRec?.nid ?? 0, xattrFilterReserved: 0, buildTime: 0,
     };
     const span = new Uint8Array(checksumSpan(Math.log2(bs)));
     span.set(encodeSuperblock(sb));
+    span.set(cfgBytes, SUPERBLOCK_BASE_SIZE);
     const sum = superblockChecksum(span);
     span.set(encodeSuperblock({ ...sb, checksum: sum }));
+    span.set(cfgBytes, SUPERBLOCK_BASE_SIZE);
     await output.write(new Uint8Array(SUPER_OFFSET), 0);
     await output.write(span, SUPER_OFFSET);
     if (metaStart > SUPER_OFFSET + span.byteLength) await output.write(new Uint8Array(metaStart - SUPER_OFFSET - span.byteLength), SUPER_OFFSET + span.byteLength);
@@ -460,6 +609,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   } catch (err) {
     await output.abort();
     throw err;
+  } finally {
+    await pool?.close();
   }
 
   async function emit(rec: InodeRec, data: Uint8Array, dataPos: number): Promise<void> {
@@ -476,7 +627,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
 }
 
 async function zeroGaps(output: ImageOutput, recs: readonly InodeRec[], start: number, end: number): Promise<void> {
-  const used = recs.map((r) => [r.pos, r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
+  const used = recs.map((r) => [r.pos, r.z !== undefined ? r.z.headerPos + r.z.metaSize : r.pos + (r.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + r.xattrBody.byteLength + r.inlineLen + (r.chunkMap?.length ?? 0) * BLOCK_MAP_ENTRY_SIZE] as const).sort((a, b) => a[0] - b[0]);
   let at = start;
   for (const [s, e] of used) {
     if (s > at) await output.write(new Uint8Array(s - at), at);
@@ -494,4 +645,82 @@ function defaultUuid(recs: readonly InodeRec[], mkfsTime: number, bs: number): U
   u[6] = ((u[6] as number) & 0x0f) | 0x40;
   u[8] = ((u[8] as number) & 0x3f) | 0x80;
   return u;
+}
+
+/**
+ * The compressed files' segments, read in nid order and compressed up to `window` ahead of the one
+ * asked for; `next(rec)` hands them back in order.
+ */
+function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, window: number, fragments: boolean): { next(rec: InodeRec): Promise<CompressedSegment> } {
+  async function* read(): AsyncGenerator<{ rec: InodeRec; data: Uint8Array; last: boolean }> {
+    for (const rec of zrecs) {
+      const n = rec.node;
+      if (n.type !== 'file') continue;
+      let at = 0;
+      let seg = new Uint8Array(Math.min(SEGMENT_SIZE, rec.size));
+      let fill = 0;
+      for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+        if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
+        let off = 0;
+        while (off < piece.byteLength) {
+          const take = Math.min(piece.byteLength - off, seg.byteLength - fill);
+          seg.set(piece.subarray(off, off + take), fill);
+          fill += take;
+          off += take;
+          at += take;
+          if (fill === seg.byteLength) {
+            yield { rec, data: seg, last: at === rec.size };
+            seg = new Uint8Array(Math.min(SEGMENT_SIZE, rec.size - at));
+            fill = 0;
+          }
+        }
+      }
+      if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
+    }
+  }
+  const source = read();
+  const ahead: { rec: InodeRec; result: Promise<CompressedSegment> }[] = [];
+  let done = false;
+  return {
+    async next(rec) {
+      while (!done && ahead.length < window) {
+        const r = await source.next();
+        if (r.done === true) done = true;
+        else {
+          const result = pool.compress(r.value.data, fragments && r.value.last);
+          result.catch(() => {});
+          ahead.push({ rec: r.value.rec, result });
+        }
+      }
+      const first = ahead.shift();
+      if (first === undefined || first.rec !== rec) throw new RangeError('compressed segments came out of order');
+      return first.result;
+    },
+  };
+}
+
+/** Each file whose content equals an earlier one's (in nid order), mapped to that earlier one. */
+async function duplicates(candidates: readonly InodeRec[]): Promise<Map<InodeRec, InodeRec>> {
+  const bySize = new Map<number, InodeRec[]>();
+  for (const r of candidates) bySize.set(r.size, [...(bySize.get(r.size) ?? []), r]);
+  const out = new Map<InodeRec, InodeRec>();
+  for (const group of bySize.values()) {
+    if (group.length < 2) continue;
+    const first = new Map<string, InodeRec>();
+    for (const r of group) {
+      if (r.node.type !== 'file') continue;
+      const h = createHash('sha256');
+      let at = 0;
+      for await (const piece of contentPieces(r.node.content, r.size, 1 << 20)) {
+        h.update(piece);
+        at += piece.byteLength;
+      }
+      if (at !== r.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${r.size}`);
+      const key = h.digest('hex');
+      const seen = first.get(key);
+      if (seen === undefined) first.set(key, r);
+      else out.set(r, seen);
+    }
+  }
+  return out;
 }

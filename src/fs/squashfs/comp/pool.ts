@@ -10,6 +10,7 @@
  *   CorruptImageError message.
  * - Extraction jobs read a run of a file's stored blocks from the image's descriptor, decode them
  *   and write them into the output file's descriptor (worker.ts); they resolve when the run is written.
+ * - EROFS segment jobs (createSegmentCompressor) take a file segment and resolve to its pclusters.
  * Jobs go to the least-loaded worker from the start: messages posted before a worker is up wait for
  * it. (Coding on the main thread while workers started looked free but starved them: the main thread
  * then fed the queue and did I/O only between blocks.) With 0 threads, compression runs inline.
@@ -23,6 +24,7 @@ import { Worker } from 'node:worker_threads';
 import { CorruptImageError } from '../../../errors.ts';
 import { compressorForWriting } from './index.ts';
 import type { Compressor, CompressorName, CompressorSettings } from './types.ts';
+import { compressSegment, type CompressedSegment, type ZipConfig } from '../../erofs/compress.ts';
 import type { ActiveSetup, ExtractBlock, WorkerError, WorkerJob, WorkerReply, WorkerSetup } from './worker.ts';
 
 export interface InPlaceResult {
@@ -167,6 +169,26 @@ export async function createBlockCompressor(name: CompressorName, settings: Comp
       if (reply.out === null) throw new Error('compression worker: the block buffer did not come back');
       const back = asBytes(reply.out);
       return { buffer: back, compressed: reply.length !== undefined && reply.length >= 0 ? reply.length : undefined };
+    },
+    close: () => pool.close(),
+  };
+}
+
+export interface SegmentCompressor {
+  /** Takes ownership of `data` (a whole buffer is transferred to a worker). */
+  compress(data: Uint8Array, fragment: boolean): Promise<CompressedSegment>;
+  close(): Promise<void>;
+}
+
+/** EROFS file segments into pclusters (erofs/compress.ts) on `threads` workers; 0 runs them inline. */
+export function createSegmentCompressor(config: ZipConfig, threads: number): SegmentCompressor {
+  if (threads <= 0) return { compress: async (data, fragment) => compressSegment(data, config, fragment), close: async () => {} };
+  const pool = startPool({ direction: 'erofs', config }, threads);
+  return {
+    async compress(data, fragment) {
+      const reply = await pool.run({ data, maxSize: 0, fragment }, true);
+      if (reply.error !== undefined) throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
+      return { extents: reply.extents ?? [], data: asBytes(reply.out as Uint8Array), tail: reply.tail ?? 0 };
     },
     close: () => pool.close(),
   };
