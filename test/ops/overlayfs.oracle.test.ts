@@ -311,7 +311,7 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.deepEqual(await squashfsFromFat(fat, 'LiveOS/squashfs.img', join(tmp.dir, 'vfat-base.img')), merged);
   });
 
-  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge needs --format squashfs (changing nothing without it), then gives a SquashFS base of the merged tree', { skip: missingTools('mkfs.erofs', 'setfattr') }, async () => {
+  test('an EROFS base (Fedora 42+): status explains the upper over it as over SquashFS; merge gives a new EROFS base the kernel mounts as the merged tree (ACLs kept), or with --format squashfs a SquashFS one (refused over an ACL unless --drop-acls)', { skip: missingTools('mkfs.erofs', 'setfattr') }, async () => {
     const m = join(tmp.dir, 'erofs-medium');
     mkdirSync(join(m, 'LiveOS'), { recursive: true });
     // Each file's own mtime kept (no -T), as the merged tree the kernel showed has them. A POSIX ACL on
@@ -336,37 +336,58 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(c['opaque-dir'].hiddenBytes, 40_000);
     assert.equal(st.json.upper.hiddenBaseBytes, 90_000);
     const before = readdirSync(join(m, 'LiveOS', OVERLAY)).sort();
-    const r = runCli(['merge', m, '--json']);
-    assert.equal(r.json.error.code, 'UNSUPPORTED', r.stdout + r.stderr);
-    assert.match(r.json.error.message, /EROFS.*--format squashfs/);
-    assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before, 'the upper is left as it was');
-    assert.deepEqual(readdirSync(join(m, 'LiveOS')).sort(), ['ovlwork', OVERLAY, 'squashfs.img'].sort());
-    const dry = runCli(['merge', m, '--format', 'squashfs', '--dry-run', '--json']);
+    const dry = runCli(['merge', m, '--dry-run', '--json']);
     assert.equal(dry.status, 0, dry.stdout + dry.stderr);
     assert.equal(dry.json.verdict, 'ok');
+    assert.equal(dry.json.format, 'erofs', "the old base's format by default");
     assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before, 'a dry run changes nothing');
     const refused = runCli(['merge', m, '--format', 'squashfs', '--json']);
     assert.equal(refused.json.error?.code, 'UNSUPPORTED', refused.stdout + refused.stderr);
     assert.match(refused.json.error.message, /system\.posix_acl_access \(\/usr\/lib\/libuntouched\.so\).*--drop-acls/);
     assert.deepEqual(readdirSync(join(m, 'LiveOS')).sort(), ['ovlwork', OVERLAY, 'squashfs.img'].sort(), 'nothing written');
     assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)).sort(), before);
-    const ok = runCli(['merge', m, '--format', 'squashfs', '--drop-acls', '--json']);
+    const m2 = join(tmp.dir, 'erofs-medium-2');
+    execFileSync('cp', ['-a', m, m2]);
+
+    // The default: a new EROFS base with the old one's compressor, ACLs kept. What the kernel shows
+    // mounting it is the merged tree it showed, with the lower file's ACL.
+    const ok = runCli(['merge', m, '--json']);
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
-    assert.ok(ok.json.warnings.some((w: string) => /left out.*system\.posix_acl_access/.test(w)), ok.json.warnings.join('\n'));
-    assert.equal(ok.json.compressor, 'lz4', "LZ4's nearest SquashFS compressor");
-    assert.equal(ok.json.files.carried, 0, 'nothing can be carried from an EROFS image');
-    assert.ok(ok.json.warnings.some((w: string) => /EROFS.*SquashFS/.test(w)), ok.json.warnings.join('\n'));
-    const disk = await FileDisk.open(join(m, 'LiveOS', 'squashfs.img'));
+    assert.equal(ok.json.format, 'erofs');
+    assert.equal(ok.json.compressor, 'lz4hc');
+    assert.ok(ok.json.files.rebuilt > 0);
+    const emnt = join(tmp.dir, 'erofs-new-mnt');
+    mkdirSync(emnt, { recursive: true });
+    execFileSync('mount', ['-t', 'erofs', '-o', 'loop,ro', join(m, 'LiveOS', 'squashfs.img'), emnt]);
     try {
-      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+      const got = snapshot(emnt);
+      const aclFile = got.get('usr/lib/libuntouched.so') ?? '';
+      assert.match(aclFile, / xattrs=system\.posix_acl_access=\S+$/, 'the ACL is kept');
+      got.set('usr/lib/libuntouched.so', aclFile.replace(/ xattrs=\S+$/, ''));
+      assert.deepEqual(got, merged);
     } finally {
-      await disk.close();
+      execFileSync('umount', [emnt]);
     }
     assert.deepEqual(readdirSync(join(m, 'LiveOS', OVERLAY)), [], 'a fresh empty upper');
     const after = runCli(['status', m, '--json']);
     assert.equal(after.status, 0, after.stdout + after.stderr);
     assert.equal(after.json.binding.matches, true, 'the fresh upper is bound to the new base');
     assert.equal(after.json.upper.classes.new.count, 0);
+
+    // --format squashfs: SquashFS cannot hold the ACL; with --drop-acls it is left out, said in a warning.
+    const sq = runCli(['merge', m2, '--format', 'squashfs', '--drop-acls', '--json']);
+    assert.equal(sq.status, 0, sq.stdout + sq.stderr);
+    assert.ok(sq.json.warnings.some((w: string) => /left out.*system\.posix_acl_access/.test(w)), sq.json.warnings.join('\n'));
+    assert.equal(sq.json.format, 'squashfs');
+    assert.equal(sq.json.compressor, 'lz4', "LZ4's nearest SquashFS compressor");
+    assert.equal(sq.json.files.carried, 0, 'nothing can be carried from an EROFS image');
+    assert.ok(sq.json.warnings.some((w: string) => /EROFS.*SquashFS/.test(w)), sq.json.warnings.join('\n'));
+    const disk = await FileDisk.open(join(m2, 'LiveOS', 'squashfs.img'));
+    try {
+      assert.deepEqual(await readerSnapshot(await SquashfsReader.open(disk)), merged);
+    } finally {
+      await disk.close();
+    }
   });
 
   test('an upper over a rootfs.img base (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick): the new base is a flat SquashFS of the merged tree', async () => {

@@ -38,6 +38,10 @@ import { SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squ
 import type { CompressorSettings } from '../../fs/squashfs/comp/types.ts';
 import { XATTR_PREFIXES } from '../../fs/squashfs/xattr.ts';
 import { ErofsFileSystem } from '../../fs/erofs/filesystem.ts';
+import { ErofsReader } from '../../fs/erofs/reader.ts';
+import { writeErofs, type ErofsWriteOptions } from '../../fs/erofs/writer.ts';
+import { NAME_PREFIXES as EROFS_NAME_PREFIXES } from '../../fs/erofs/xattr.ts';
+import { Incompat } from '../../fs/erofs/superblock.ts';
 import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
 import { treeFromFileSystem, type BlocksSource } from '../../fs/squashfs/from-fs.ts';
@@ -81,7 +85,10 @@ export interface OverlayfsMergeResult {
   readonly problems: { code: string; message: string; file?: string }[];
   readonly nothingToMerge: boolean;
   readonly recovery: SwitchOutcome['action'];
-  readonly compressor: CompressorName;
+  /** The new base's format (the old base's unless --format said otherwise). */
+  readonly format: 'squashfs' | 'erofs';
+  /** SquashFS: gzip, xz, zstd, lz4; EROFS: lzma, lz4hc, deflate, zstd or none. */
+  readonly compressor: string;
   readonly blockSize: number;
   /** Layers of the base: 1 for a flat base; more for a layered one, whose top layer alone is replaced. */
   readonly layers: number;
@@ -128,9 +135,9 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const layered = system.lowers.length > 1;
   const baseShown = lower.volume.displayPath(lower.path);
   const fromErofs = lower.format === 'erofs';
-  if (fromErofs && options.format !== 'squashfs') throw new UnsupportedFeatureError('live base', 'erofs', `${baseShown} is an EROFS image, and writing a new EROFS base is not done yet (issue 14); \`--format squashfs\` writes the merged tree as a SquashFS base instead, which dracut boots from squashfs.img the same way`, { file: baseShown });
+  const toErofs = fromErofs && options.format !== 'squashfs';
   if (!fromErofs && lower.format !== 'squashfs') throw new UnsupportedFeatureError('live base', lower.format, `${baseShown} is a ${lower.format} image; only SquashFS and EROFS bases can be merged`, { file: baseShown });
-  if (options.format === 'erofs') throw new UnsupportedFeatureError('new base', 'erofs', 'writing an EROFS base is not done yet (issue 14)', { file: baseShown });
+  if (!fromErofs && options.format === 'erofs') throw new UnsupportedFeatureError('new base', 'erofs', `${baseShown} is a SquashFS image: its merge writes SquashFS (turning a SquashFS base into EROFS is not offered)`, { file: baseShown });
   if (fromErofs && layered) throw new UnsupportedFeatureError('live base', 'erofs', `${baseShown} is an EROFS layer of a layer chain: only SquashFS chains (casper) can be merged`, { file: baseShown });
   if (layered) for (const l of system.lowers) if (l.inner !== undefined) throw new UnsupportedFeatureError('live base', 'rootfs.img', `${l.volume.displayPath(l.path)} holds ${l.inner.path}: a layer chain with a root image inside a layer cannot be merged`, { file: l.volume.displayPath(l.path) });
   if (!persistence.present) throw new UsageError(`${persistence.volume.displayPath(persistence.upper)} is not in use (nothing to merge): ${persistence.mode}`);
@@ -147,13 +154,17 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const erofsTop = top instanceof ErofsFileSystem ? top : undefined;
   if (!(top instanceof SquashfsFileSystem) && erofsTop === undefined) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS or EROFS image`);
   const reader: SquashfsReader | undefined = top instanceof SquashfsFileSystem ? top.reader : undefined;
-  if (erofsTop !== undefined) warnings.push(`${baseShown} was an EROFS image; the new base is SquashFS (--format squashfs, ${squashfsFromErofs(erofsTop).name}), every file compressed anew; dracut boots it from squashfs.img as it booted the EROFS one`);
+  if (erofsTop !== undefined && !toErofs) warnings.push(`${baseShown} was an EROFS image; the new base is SquashFS (--format squashfs, ${squashfsFromErofs(erofsTop).name}), every file compressed anew; dracut boots it from squashfs.img as it booted the EROFS one`);
   if (inner) warnings.push(`${baseShown} held ${lower.inner!.path}; the new base is a flat SquashFS of the merged root tree (dracut 059 and later boot it with rd.live.overlay.overlayfs, as Fedora 41 and later do); every file is compressed anew`);
   const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: lowerLayers });
   const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
   const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
-  const { name: compressor, settings } = reader !== undefined ? settingsOf(reader) : squashfsFromErofs(erofsTop!);
-  const blockSize = reader?.superblock.blockSize ?? ERO_TO_SQUASHFS_BLOCK;
+  const { name: squashfsCompressor, settings } = reader !== undefined ? settingsOf(reader) : squashfsFromErofs(erofsTop!);
+  const erofsOut = toErofs ? erofsSettingsOf(erofsTop!) : undefined;
+  const compressor: string = erofsOut?.name ?? squashfsCompressor;
+  const blockSize = erofsOut?.options.blockSize ?? reader?.superblock.blockSize ?? ERO_TO_SQUASHFS_BLOCK;
+  if (erofsOut !== undefined) warnings.push(`the new EROFS base is written with ${erofsOut.described} (the old image's compressor and features; its compression level is not recorded in the image); every file is compressed anew`);
+  const storable = toErofs ? storableInErofs : storableInSquashfs;
   const oldBaseBytes = reader?.disk.size ?? erofsTop!.reader.disk.size;
 
   const baseFsAny: FileSystem | undefined = await lower.volume.open();
@@ -168,6 +179,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     problems: problems.map((p) => ({ code: p.code, message: p.message, ...(p.file ? { file: p.file } : {}) })),
     nothingToMerge: false,
     recovery: recovery.action,
+    format: toErofs ? 'erofs' : 'squashfs',
     compressor,
     blockSize,
     layers: system.lowers.length,
@@ -218,7 +230,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const source = layered ? await LayerDiffFileSystem.of(view) : view;
   const dropped = new Map<string, string[]>();
   const tree = await treeFromFileSystem(source, '/', {
-    keepXattr: storableInSquashfs,
+    keepXattr: storable,
     onXattrDropped: (path, name) => {
       const paths = dropped.get(name) ?? [];
       if (paths.length < 3) paths.push(path);
@@ -242,15 +254,16 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   });
   if (dropped.size > 0) {
     const what = [...dropped].map(([name, paths]) => `${name} (${paths.join(', ')}${paths.length === 3 ? ', …' : ''})`).join('; ');
-    if (!options.dropAcls) throw new UnsupportedFeatureError('new base', 'xattrs', `${droppedCount} xattrs of the merged tree cannot be stored in a SquashFS base (it holds only user., trusted. and security. ones): ${what}; nothing was written. --drop-acls merges without them (systemd-tmpfiles sets its own ACLs again at boot)`, { file: baseShown });
+    if (!options.dropAcls) throw new UnsupportedFeatureError('new base', 'xattrs', `${droppedCount} xattrs of the merged tree cannot be stored in ${toErofs ? 'an EROFS base (it holds user., trusted., security. and POSIX ACLs)' : 'a SquashFS base (it holds only user., trusted. and security. ones)'}: ${what}; nothing was written. --drop-acls merges without them (systemd-tmpfiles sets its own ACLs again at boot)`, { file: baseShown });
     warnings.push(`left out of the new base, which cannot store them: ${droppedCount} xattrs: ${what}`);
   }
-  let written: Awaited<ReturnType<typeof writeSquashfs>>;
+  let written: { size: number };
   try {
     if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
     const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
     try {
-      written = await writeSquashfs(tree, out, { compressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
+      if (erofsOut !== undefined) written = await writeErofs(tree, out, { ...erofsOut.options, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000) });
+      else written = await writeSquashfs(tree, out, { compressor: squashfsCompressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
       await out.flush();
     } finally {
       await out.close();
@@ -258,7 +271,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     await baseFs.flush();
     stepPoint('ovl-built');
 
-    await verifyNewBase(baseFs, newBase, view, carried, baseShown, layered ? lowerLayers.slice(1) : undefined);
+    await verifyNewBase(baseFs, newBase, view, carried, baseShown, layered ? lowerLayers.slice(1) : undefined, storable, toErofs ? 'erofs' : 'squashfs');
     stepPoint('ovl-verified');
 
     const newIdentity = await fileIdentity(baseFs, newBase, lower.path);
@@ -290,6 +303,28 @@ function storableInSquashfs(name: string): boolean {
   return XATTR_PREFIXES.some((p) => name.startsWith(p));
 }
 
+/** Whether an EROFS image can hold an xattr of this name (its name prefixes; POSIX ACLs included). */
+function storableInErofs(name: string): boolean {
+  return EROFS_NAME_PREFIXES.some((p) => p !== undefined && name.startsWith(p) && (p.endsWith('.') || name === p));
+}
+
+/**
+ * The writer's settings for a new EROFS base from the old image: its block size, compressor (at the
+ * default level: the level is not recorded), big pclusters as Fedora makes them (1 MiB) where the
+ * image has them, fragments where it has a packed inode.
+ */
+function erofsSettingsOf(fs: ErofsFileSystem): { name: string; described: string; options: ErofsWriteOptions } {
+  const sb = fs.reader.superblock;
+  const algorithms = imageAlgorithms(sb);
+  const name = algorithms.includes('LZMA') ? 'lzma' : algorithms.includes('ZSTD') ? 'zstd' : algorithms.includes('DEFLATE') ? 'deflate' : algorithms.includes('LZ4') ? 'lz4hc' : 'none';
+  const blockSize = 1 << sb.blkszbits;
+  const big = (sb.featureIncompat & Incompat.bigPcluster) !== 0 && name !== 'none';
+  const fragments = name !== 'none' && (sb.featureIncompat & Incompat.fragments) !== 0 && sb.packedNid !== 0;
+  const options: ErofsWriteOptions = name === 'none' ? { blockSize } : { blockSize, compression: name === 'lzma' ? 'lzma,level=6' : name, pclusterSize: big ? 1 << 20 : blockSize, fragments };
+  const described = name === 'none' ? `no compression, ${formatSize(blockSize)} blocks` : `${options.compression}, ${formatSize(options.pclusterSize!)} pclusters${fragments ? ', fragments' : ''}, ${formatSize(blockSize)} blocks`;
+  return { name, described, options };
+}
+
 /** SquashFS's block size for a base made from an EROFS one (mksquashfs's default). */
 const ERO_TO_SQUASHFS_BLOCK = 128 * 1024;
 
@@ -318,11 +353,11 @@ function blocksFit(from: SquashfsReader, to: SquashfsReader): boolean {
  * carried ones. With `below` (a layered base), the image is checked as the boot mounts it: as the
  * top layer over those layers.
  */
-async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, carried: ReadonlyMap<string, BlocksSource>, shown: string, below: readonly OverlayLayer[] | undefined): Promise<void> {
+async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, carried: ReadonlyMap<string, BlocksSource>, shown: string, below: readonly OverlayLayer[] | undefined, storable: (name: string) => boolean, format: 'squashfs' | 'erofs'): Promise<void> {
   const disk = await fs.openFile(path);
   try {
-    const reader = await SquashfsReader.open(disk, { cacheBytes: 4 << 20 });
-    const image = new SquashfsFileSystem(reader, disk.size);
+    const reader = format === 'squashfs' ? await SquashfsReader.open(disk, { cacheBytes: 4 << 20 }) : undefined;
+    const image: FileSystem = reader !== undefined ? new SquashfsFileSystem(reader, disk.size) : new ErofsFileSystem(await ErofsReader.open(disk, { cacheBytes: 4 << 20 }));
     const stack = below === undefined ? undefined : new OverlayFileSystem({ lowers: [{ fs: image, root: '/' }, ...below], xattrPrefix: await view.xattrPrefix() });
     const img: FileSystem = stack ?? image;
     const pieces = [new Uint8Array(PIECE), new Uint8Array(PIECE)] as const;
@@ -334,7 +369,7 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
       const b: FsStat = await img.stat(p);
       if (a.kind !== b.kind || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid) bad(p, 'kind, mode or owner');
       if (a.mtime.sec !== b.mtime.sec) bad(p, 'mtime');
-      if (!sameXattrs((await view.xattrs(p)).filter((x) => storableInSquashfs(x.name)), (await img.xattrs?.(p)) ?? [])) bad(p, 'xattrs');
+      if (!sameXattrs((await view.xattrs(p)).filter((x) => storable(x.name)), (await img.xattrs?.(p)) ?? [])) bad(p, 'xattrs');
       if (a.kind === 'symlink' && (await view.readlink(p)) !== (await img.readlink(p))) bad(p, 'symlink target');
       if ((a.kind === 'chardev' || a.kind === 'blockdev') && (a.rdev?.major !== b.rdev?.major || a.rdev?.minor !== b.rdev?.minor)) bad(p, 'device number');
       if (a.kind === 'file') {
@@ -349,7 +384,7 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
           }
         }
         const source = carried.get(p);
-        if (source !== undefined) {
+        if (source !== undefined && reader !== undefined) {
           const src = await source.reader.lookup(source.path);
           const dst = await reader.lookup(strip(p));
           if (src.kind !== 'file' || dst.kind !== 'file') return bad(p, 'kind in the images');
