@@ -68,8 +68,8 @@ export class SquashfsReader {
   readonly #compressorOptions: Uint8Array | undefined;
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
   readonly #dirsByPath = new LruCache<string, DirInode>(4096);
-  readonly #inodeCache = new LruCache<number, Inode>(8192);
-  readonly #listings = new WeightedLru<string, Map<string, DirEntry>>(1 << 14);
+  readonly #inodeCache = new LruCache<number, Inode>(16384);
+  readonly #listings = new WeightedLru<string, Map<string, DirEntry>>(1 << 17);
   #decoder: BlockDecompressor | undefined;
 
   private constructor(disk: Disk, sb: Superblock, comp: Compressor, compOptions: Uint8Array | undefined, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
