@@ -35,20 +35,23 @@ after(() => {
 
 const inside = (p: string) => `/tmp/${basename(dir)}/${p.slice(dir.length + 1)}`;
 
+/** What the host kernel shows mounting the EROFS image `img` at `mnt` (made if missing, unmounted after). */
+function mountedSnapshot(img: string, mnt: string): Map<string, string> {
+  mkdirSync(mnt, { recursive: true });
+  run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
+  try {
+    return snapshot(mnt);
+  } finally {
+    run('umount', [mnt]);
+  }
+}
+
 for (const [blockSize, chunkSize] of [[4096, undefined], [512, undefined], [4096, 1 << 20], [512, 512]] as const) {
   const what = `${blockSize}-byte blocks, ${chunkSize === undefined ? 'flat files' : `${chunkSize}-byte chunks`}`;
   test(`writer oracle (${what}): the kernel mounts the image and shows the source tree; our reader agrees`, { skip: skipHost, timeout: 300_000 }, async () => {
     const img = join(dir, `w${blockSize}-${chunkSize}.img`);
     await writeErofs(src, img, { blockSize, ...(chunkSize !== undefined ? { chunkSize } : {}), mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
-    const mnt = join(dir, `mnt${blockSize}-${chunkSize}`);
-    mkdirSync(mnt, { recursive: true });
-    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
-    let got: Map<string, string>;
-    try {
-      got = snapshot(mnt);
-    } finally {
-      run('umount', [mnt]);
-    }
+    const got = mountedSnapshot(img, join(dir, `mnt${blockSize}-${chunkSize}`));
     assert.deepEqual(diffSnapshots(want, got), []);
     assert.equal(got.size, want.size);
     const disk = await FileDisk.open(img, { readOnly: true });
@@ -67,15 +70,7 @@ for (const [blockSize, pclusterSize, mode] of zcases) {
   test(`writer oracle (${what}): the kernel mounts the compressed image and shows the source tree; our reader agrees`, { skip: skipHost, timeout: 300_000 }, async () => {
     const img = join(dir, `z${blockSize}-${pclusterSize}${mode}.img`);
     await writeErofs(src, img, { blockSize, compression: 'lzma,level=6', pclusterSize, ...(mode ? { [mode]: true } : {}), mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
-    const mnt = join(dir, `zmnt${blockSize}-${pclusterSize}${mode}`);
-    mkdirSync(mnt, { recursive: true });
-    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
-    let got: Map<string, string>;
-    try {
-      got = snapshot(mnt);
-    } finally {
-      run('umount', [mnt]);
-    }
+    const got = mountedSnapshot(img, join(dir, `zmnt${blockSize}-${pclusterSize}${mode}`));
     assert.deepEqual(diffSnapshots(want, got), []);
     assert.equal(got.size, want.size);
     const disk = await FileDisk.open(img, { readOnly: true });
@@ -112,15 +107,7 @@ for (const compression of ['lz4hc', 'deflate,level=9', 'zstd,level=15']) {
     const tag = compression.replace(/[^a-z0-9]/g, '');
     const img = join(dir, `a-${tag}.img`);
     await writeErofs(src, img, { compression, pclusterSize: 1 << 20, fragments: true, mkfsTime: 1_700_000_000, scan: { readXattrs: xattrReaderFor(src) } });
-    const mnt = join(dir, `amnt-${tag}`);
-    mkdirSync(mnt, { recursive: true });
-    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
-    let got: Map<string, string>;
-    try {
-      got = snapshot(mnt);
-    } finally {
-      run('umount', [mnt]);
-    }
+    const got = mountedSnapshot(img, join(dir, `amnt-${tag}`));
     assert.deepEqual(diffSnapshots(want, got), []);
     assert.equal(got.size, want.size);
     if (skipTrixie !== false) return;
@@ -143,15 +130,7 @@ test('writer oracle (lzma, dedupe, with and without fragments): identical files 
   for (const fragments of [false, true]) {
     const img = join(dir, `dedupe-${fragments}.img`);
     await writeErofs(dsrc, img, { compression: 'lzma,level=6', pclusterSize: 1 << 20, dedupe: true, fragments, mkfsTime: 1_700_000_000, scan: { readXattrs: false } });
-    const mnt = join(dir, `dmnt-${fragments}`);
-    mkdirSync(mnt, { recursive: true });
-    run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
-    let got: Map<string, string>;
-    try {
-      got = snapshot(mnt);
-    } finally {
-      run('umount', [mnt]);
-    }
+    const got = mountedSnapshot(img, join(dir, `dmnt-${fragments}`));
     assert.deepEqual(diffSnapshots(dwant, got), []);
     if (skipTrixie !== false) continue;
     const out = join(dir, `dextracted-${fragments}`);
