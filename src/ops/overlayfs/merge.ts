@@ -36,11 +36,10 @@ import { OverlayFileSystem, analyzeUpper, type OverlayLayer, type UpperReport } 
 import { LayerDiffFileSystem } from '../../fs/overlay/layer-diff.ts';
 import { SquashfsReader, writeSquashfs, type CompressorName } from '../../fs/squashfs/index.ts';
 import type { CompressorSettings } from '../../fs/squashfs/comp/types.ts';
-import { XATTR_PREFIXES } from '../../fs/squashfs/xattr.ts';
+import { splitXattrName as splitSquashfsXattr } from '../../fs/squashfs/xattr.ts';
 import { ErofsFileSystem } from '../../fs/erofs/filesystem.ts';
 import { ErofsReader } from '../../fs/erofs/reader.ts';
-import { writeErofs, type ErofsWriteOptions } from '../../fs/erofs/writer.ts';
-import { NAME_PREFIXES as EROFS_NAME_PREFIXES } from '../../fs/erofs/xattr.ts';
+import { splitXattrName as splitErofsXattr, writeErofs, type ErofsWriteOptions } from '../../fs/erofs/writer.ts';
 import { Incompat } from '../../fs/erofs/superblock.ts';
 import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
@@ -154,12 +153,12 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const erofsTop = top instanceof ErofsFileSystem ? top : undefined;
   if (!(top instanceof SquashfsFileSystem) && erofsTop === undefined) throw new UnsupportedFeatureError('live base', 'format', `${baseShown} is not a SquashFS or EROFS image`);
   const reader: SquashfsReader | undefined = top instanceof SquashfsFileSystem ? top.reader : undefined;
-  if (erofsTop !== undefined && !toErofs) warnings.push(`${baseShown} was an EROFS image; the new base is SquashFS (--format squashfs, ${squashfsFromErofs(erofsTop).name}), every file compressed anew; dracut boots it from squashfs.img as it booted the EROFS one`);
   if (inner) warnings.push(`${baseShown} held ${lower.inner!.path}; the new base is a flat SquashFS of the merged root tree (dracut 059 and later boot it with rd.live.overlay.overlayfs, as Fedora 41 and later do); every file is compressed anew`);
   const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: lowerLayers });
   const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
   const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
   const { name: squashfsCompressor, settings } = reader !== undefined ? settingsOf(reader) : squashfsFromErofs(erofsTop!);
+  if (erofsTop !== undefined && !toErofs) warnings.push(`${baseShown} was an EROFS image; the new base is SquashFS (--format squashfs, ${squashfsCompressor}), every file compressed anew; dracut boots it from squashfs.img as it booted the EROFS one`);
   const erofsOut = toErofs ? erofsSettingsOf(erofsTop!) : undefined;
   const compressor: string = erofsOut?.name ?? squashfsCompressor;
   const blockSize = erofsOut?.options.blockSize ?? reader?.superblock.blockSize ?? ERO_TO_SQUASHFS_BLOCK;
@@ -300,12 +299,17 @@ function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
 
 /** Whether a SquashFS image can hold an xattr of this name (its three namespaces; not system.*, so no POSIX ACLs). */
 function storableInSquashfs(name: string): boolean {
-  return XATTR_PREFIXES.some((p) => name.startsWith(p));
+  return splitSquashfsXattr(name) !== undefined;
 }
 
 /** Whether an EROFS image can hold an xattr of this name (its name prefixes; POSIX ACLs included). */
 function storableInErofs(name: string): boolean {
-  return EROFS_NAME_PREFIXES.some((p) => p !== undefined && name.startsWith(p) && (p.endsWith('.') || name === p));
+  try {
+    splitErofsXattr(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
