@@ -6,7 +6,8 @@
  * - The walk is lstat-only; names are sorted by the writer, so the order of readdir does not matter.
  * - File data is read lazily, one file at a time, when the writer reaches it, and the stored blocks
  *   of a carried file are looked up then too: a tree of a hundred thousand files holds no open
- *   handles and no per-file image state.
+ *   handles and no per-file image state. A file's content is one small class instance (no closure,
+ *   no context object), holding the walk's path string.
  * - `blocksFrom` names, for a file, a SquashFS image and a path in it holding the same bytes (an
  *   overlayfs file that is still its lower's): the writer then copies that file's stored blocks
  *   verbatim, so untouched data is never decompressed or recompressed. The caller vouches that the
@@ -52,31 +53,55 @@ function join(dir: string, name: string): string {
 /** Piece buffers of finished streams, for the next large file (small files get one of their size). */
 const spareBuffers = new BufferPool(PIECE, 2);
 
-/** Streams a file of `fs` in pieces, opening it only when the writer asks for its content. */
-function lazyContent(fs: FileSystem, path: string, size: number): FileContent {
-  return {
-    kind: 'stream',
-    // One buffer per file, refilled for each piece: the writer copies a piece out before it asks
-    // for the next one (a stream's pieces are only valid until then).
-    open: async function* () {
-      const disk = await fs.openFile(path);
+/**
+ * Streams a file of `fs` in pieces, opening it only when the writer asks for its content. A class,
+ * not a closure: a tree of many files then holds one small object per file.
+ */
+class LazyContent {
+  readonly kind = 'stream';
+  constructor(
+    readonly fs: FileSystem,
+    readonly path: string,
+    readonly size: number,
+  ) {}
+
+  // One buffer per file, refilled for each piece: the writer copies a piece out before it asks for
+  // the next one (a stream's pieces are only valid until then).
+  async *open(): AsyncGenerator<Uint8Array> {
+    const { fs, path, size } = this;
+    const disk = await fs.openFile(path);
+    try {
+      if (disk.size !== size) throw new UsageError(`${path} changed size while being read (${size} → ${disk.size} bytes)`);
+      const buf = size >= PIECE ? spareBuffers.take() : new Uint8Array(size);
       try {
-        if (disk.size !== size) throw new UsageError(`${path} changed size while being read (${size} → ${disk.size} bytes)`);
-        const buf = size >= PIECE ? spareBuffers.take() : new Uint8Array(size);
-        try {
-          for (let at = 0; at < size; at += PIECE) {
-            const piece = buf.subarray(0, Math.min(PIECE, size - at));
-            await disk.read(piece, at);
-            yield piece;
-          }
-        } finally {
-          spareBuffers.give(buf);
+        for (let at = 0; at < size; at += PIECE) {
+          const piece = buf.subarray(0, Math.min(PIECE, size - at));
+          await disk.read(piece, at);
+          yield piece;
         }
       } finally {
-        await disk.close();
+        spareBuffers.give(buf);
       }
-    },
-  };
+    } finally {
+      await disk.close();
+    }
+  }
+}
+
+/** A file whose stored blocks come from an image: they are looked up when the writer reaches it. */
+class DeferredContent {
+  readonly kind = 'deferred';
+  constructor(
+    readonly fs: FileSystem,
+    readonly path: string,
+    readonly size: number,
+    readonly reader: SquashfsReader,
+    readonly sourcePath: string,
+  ) {}
+
+  async resolve(): Promise<FileContent> {
+    return (await verbatimContent({ reader: this.reader, path: this.sourcePath }, this.size)) ?? new LazyContent(this.fs, this.path, this.size);
+  }
 }
 
 const imageTags = new WeakMap<SquashfsReader, number>();
@@ -95,7 +120,7 @@ async function verbatimContent(source: BlocksSource, size: number): Promise<File
   const reader = source.reader;
   // Files the old image stored once (its deduplication) have the same blocks (start and size words,
   // sparse ones included) and the same tail in the same fragment.
-  const words = createHash('sha256').update(new Uint8Array(inode.blockSizes.buffer, inode.blockSizes.byteOffset, inode.blockSizes.byteLength)).digest('hex');
+  const words = inode.blockSizes.length === 0 ? '' : createHash('sha256').update(new Uint8Array(inode.blockSizes.buffer, inode.blockSizes.byteOffset, inode.blockSizes.byteLength)).digest().toString('latin1');
   const sameAs = `${imageTag(reader)}:${inode.blocksStart}:${inode.fragment}:${inode.fragmentOffset}:${words}`;
   return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlockRef(reader, inode, offsets, i) : undefined), sameAs };
 }
@@ -135,9 +160,9 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
         break;
       }
       case 'file': {
-        const source = await options.blocksFrom?.(path, st);
         const size = st.size;
-        const content: FileContent = source === undefined ? lazyContent(fs, path, size) : { kind: 'deferred', resolve: async () => (await verbatimContent(source, size)) ?? lazyContent(fs, path, size) };
+        const source = await options.blocksFrom?.(path, st);
+        const content: FileContent = source === undefined ? new LazyContent(fs, path, size) : new DeferredContent(fs, path, size, source.reader, source.path);
         node = { type: 'file', size, content, ...meta };
         break;
       }

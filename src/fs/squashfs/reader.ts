@@ -68,8 +68,9 @@ export class SquashfsReader {
   readonly #compressorOptions: Uint8Array | undefined;
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
   readonly #dirsByPath = new LruCache<string, DirInode>(4096);
-  readonly #inodeCache = new LruCache<number, Inode>(16384);
-  readonly #listings = new WeightedLru<string, Map<string, DirEntry>>(1 << 17);
+  readonly #inodeCache = new LruCache<number, Inode>(4096);
+  /** Per directory: each name (its bytes as a latin1 string) → its inode's table position (block × 65536 + offset: the offset is 16 bits, so a bad one stays bad). */
+  readonly #listings = new WeightedLru<string, Map<string, number>>(1 << 14);
   #decoder: BlockDecompressor | undefined;
 
   private constructor(disk: Disk, sb: Superblock, comp: Compressor, compOptions: Uint8Array | undefined, ids: Uint32Array, frags: FragmentEntry[], xattrs: XattrTable | undefined, dirEnd: number, options: ReaderOptions) {
@@ -173,7 +174,7 @@ export class SquashfsReader {
     const parent = await this.#dirAt(parts, parts.length - 1);
     const hit = (await this.#names(parent)).get(Buffer.from(parts[parts.length - 1] as string, 'utf8').toString('latin1'));
     if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${parts.join('/')}`);
-    return this.inodeAt(hit.inodeBlock, hit.inodeOffset);
+    return this.inodeAt(Math.floor(hit / 65536), hit % 65536);
   }
 
   /** The directory inode at the first `n` components of `parts`. */
@@ -187,7 +188,7 @@ export class SquashfsReader {
       const parent = await this.#dirAt(parts, n - 1);
       const hit = (await this.#names(parent)).get(Buffer.from(parts[n - 1] as string, 'utf8').toString('latin1'));
       if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${key}`);
-      node = await this.inodeAt(hit.inodeBlock, hit.inodeOffset);
+      node = await this.inodeAt(Math.floor(hit / 65536), hit % 65536);
     }
     if (node.kind !== 'dir') throw new NotFoundError(`not a directory: /${key}`);
     this.#dirsByPath.set(key, node);
@@ -195,15 +196,15 @@ export class SquashfsReader {
   }
 
   /** A directory's entries by name (the name's bytes as a latin1 string, so any bytes are a distinct key). */
-  async #names(dir: DirInode): Promise<Map<string, DirEntry>> {
+  async #names(dir: DirInode): Promise<Map<string, number>> {
     // An empty directory's listing starts where the next one's does: the size is part of the key.
     const key = `${dir.startBlock}:${dir.offset}:${dir.fileSize}`;
     const known = this.#listings.get(key);
     if (known !== undefined) return known;
-    const map = new Map<string, DirEntry>();
+    const map = new Map<string, number>();
     for (const e of await this.rawEntries(dir)) {
       const name = Buffer.from(e.name).toString('latin1');
-      if (!map.has(name)) map.set(name, e);
+      if (!map.has(name)) map.set(name, e.inodeBlock * 65536 + e.inodeOffset);
     }
     this.#listings.set(key, map, map.size + 1);
     return map;

@@ -136,23 +136,29 @@ async function writeImage(
   const useFragments = !o.noFragments;
 
   // ---- pass 1: inode numbers, link counts, ordered file list ----
+  // Per-entry state is kept small (a tree of a few hundred thousand entries is a large Fedora root):
+  // names, not [name, node] pairs, per directory; link counts only for nodes met more than once; an
+  // entry's number and inode position are dropped once its directory's listing is written.
   const numbers = new Map<TreeNode, number>();
   const links = new Map<TreeNode, number>();
-  const sortedEntries = new Map<DirNode, Array<[string, TreeNode]>>();
+  const sortedNames = new Map<DirNode, string[]>();
   const files: FileNode[] = [];
   let next = 1;
   const number = (dir: DirNode, depth: number): void => {
     if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
-    const entries = [...dir.entries].sort(([a], [b]) => cmpBytes(a, b));
-    for (const [name] of entries) {
+    const names = [...dir.entries.keys()].sort(cmpBytes);
+    for (const name of names) {
       const nb = Buffer.byteLength(name, 'utf8');
       if (nb === 0 || nb > 256 || name.includes('/') || name.includes('\0') || name === '.' || name === '..') throw new RangeError(`invalid entry name ${JSON.stringify(name)}`);
     }
-    sortedEntries.set(dir, entries);
-    for (const [, child] of entries) {
+    sortedNames.set(dir, names);
+    for (const name of names) {
+      const child = dir.entries.get(name) as TreeNode;
       if (child.type === 'dir' && numbers.has(child)) throw new RangeError('a directory appears twice in the tree');
-      links.set(child, (links.get(child) ?? 0) + 1);
-      if (numbers.has(child)) continue;
+      if (numbers.has(child)) {
+        links.set(child, (links.get(child) ?? 1) + 1);
+        continue;
+      }
       numbers.set(child, next++);
       if (child.type === 'dir') number(child, depth + 1);
       else if (child.type === 'file') files.push(child);
@@ -333,7 +339,7 @@ async function writeImage(
     if (total !== size) throw new RangeError(`file content has ${total} bytes, its declared size is ${size}`);
     const tail = tailToFragment ? cur.subarray(0, curLen) : undefined;
     if (tail) hash?.update(tail);
-    const key = hash === undefined ? undefined : `${size}:${hash.digest('hex')}`;
+    const key = hash === undefined ? undefined : `${size}:${hash.digest().toString('latin1')}`;
     const dup = key === undefined ? undefined : byHash.get(key);
     if (dup) {
       spare.give(cur);
@@ -375,14 +381,15 @@ async function writeImage(
   const inodeTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
   const dirTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
   const refs = new Map<TreeNode, { block: number; offset: number; type: number }>();
-  const exportRefs: bigint[] = new Array(inodeCount).fill(0n);
+  /** Each inode's position (block × 65536 + offset), by number, for the export table. */
+  const exportRefs = new Float64Array(inodeCount);
   const mtimeOf = (n: TreeNode): number => (o.mtime ?? n.mtime) >>> 0;
 
   const writeInode = (node: TreeNode, inode: Inode): void => {
     const p = inodeTable.position;
     inodeTable.write(encodeInode(inode));
     refs.set(node, { block: p.block, offset: p.offset, type: inode.type });
-    exportRefs[inode.inodeNumber - 1] = posToRef(p.block, p.offset);
+    exportRefs[inode.inodeNumber - 1] = p.block * 65536 + p.offset;
   };
   const common = (node: TreeNode) => ({
     mode: node.mode & 0o7777,
@@ -394,7 +401,9 @@ async function writeImage(
   const xattrOf = (node: TreeNode): number | undefined => (o.noXattrs || !node.xattrs ? undefined : xw.add(node.xattrs));
 
   const visit = (dir: DirNode, parentNumber: number): void => {
-    const entries = sortedEntries.get(dir) as Array<[string, TreeNode]>;
+    const names = sortedNames.get(dir) as string[];
+    sortedNames.delete(dir);
+    const entries = names.map((name): [string, TreeNode] => [name, dir.entries.get(name) as TreeNode]);
     let subdirs = 0;
     for (const [, child] of entries) {
       if (refs.has(child)) continue;
@@ -407,6 +416,7 @@ async function writeImage(
           break;
         case 'file': {
           const r = results.get(child) as DataResult;
+          results.delete(child);
           const long = nlink > 1 || child.size >= 2 ** 32 || r.start >= 2 ** 32 || r.sparse > 0 || xattr !== undefined;
           writeInode(child, {
             ...base, kind: 'file', type: long ? InodeType.lfile : InodeType.file, nlink, xattr,
@@ -440,6 +450,11 @@ async function writeImage(
       return { name: Buffer.from(name, 'utf8'), type: r.type > 7 ? r.type - 7 : r.type, inodeBlock: r.block, inodeOffset: r.offset, inodeNumber: numbers.get(child) as number };
     });
     const listing = encodeListing(children);
+    for (const [, child] of entries) {
+      if (links.has(child)) continue; // another name may still list it
+      refs.delete(child);
+      numbers.delete(child);
+    }
     const start = dirTable.position;
     const startStream = dirTable.streamOffset;
     dirTable.write(listing.bytes);
@@ -472,7 +487,7 @@ async function writeImage(
   let lookupTableStart: number | undefined;
   if (o.exportable !== false) {
     const raw = new Uint8Array(inodeCount * 8);
-    exportRefs.forEach((r, i) => view(raw).setBigUint64(i * 8, r, true));
+    exportRefs.forEach((r, i) => view(raw).setBigUint64(i * 8, posToRef(Math.floor(r / 65536), r % 65536), true));
     const t = encodeLookupTable(comp, raw, pos);
     await output.write(t.bytes, pos);
     pos += t.bytes.byteLength;

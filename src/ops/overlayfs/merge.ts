@@ -155,8 +155,8 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const reader: SquashfsReader | undefined = top instanceof SquashfsFileSystem ? top.reader : undefined;
   if (inner) warnings.push(`${baseShown} held ${lower.inner!.path}; the new base is a flat SquashFS of the merged root tree (dracut 059 and later boot it with rd.live.overlay.overlayfs, as Fedora 41 and later do); every file is compressed anew`);
   const view = new OverlayFileSystem({ upper: { fs: open.fs, root: open.upperRoot }, lowers: lowerLayers });
-  const report: UpperReport = await analyzeUpper(view, { workdir: { fs: open.fs, root: persistence.work }, top: 0 });
-  const baseBytesDropped = Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0);
+  const report = await upperSummary(view, { fs: open.fs, root: persistence.work });
+  const baseBytesDropped = report.baseBytesDropped;
   const { name: squashfsCompressor, settings } = reader !== undefined ? settingsOf(reader) : squashfsFromErofs(erofsTop!);
   if (erofsTop !== undefined && !toErofs) warnings.push(`${baseShown} was an EROFS image; the new base is SquashFS (--format squashfs, ${squashfsCompressor}), every file compressed anew; dracut boots it from squashfs.img as it booted the EROFS one`);
   const erofsOut = toErofs ? erofsSettingsOf(erofsTop!) : undefined;
@@ -196,11 +196,11 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     ...extra,
   });
 
-  if (report.entries.length === 0 && !options.force) {
+  if (report.entries === 0 && !options.force) {
     warnings.push('the upper holds no changes; the base was left as it is (--force rebuilds it anyway)');
     return base({ nothingToMerge: true });
   }
-  if (report.flags.volatile) problems.push(new MergeRefused('FAILURE', ExitCode.failure, 'the work directory holds work/incompat/volatile (a volatile mount not cleanly unmounted): the upper may be incomplete; boot it once or reset it', persistence.volume.displayPath(persistence.work)));
+  if (report.volatile) problems.push(new MergeRefused('FAILURE', ExitCode.failure, 'the work directory holds work/incompat/volatile (a volatile mount not cleanly unmounted): the upper may be incomplete; boot it once or reset it', persistence.volume.displayPath(persistence.work)));
   const binding = await bindingState(open.fs, persistence.work, await lowerIdentities(system));
   if (binding.state === 'bound' && !binding.matches && !options.force) problems.push(new MergeRefused('BASE_MISMATCH', ExitCode.dataError, `the upper is bound to another base than ${baseShown}: merging it would build a tree nobody booted; \`livestick overlay bind\` if it does belong here, or --force`, persistence.volume.displayPath(persistence.upper)));
   if (baseFsAny?.type === 'iso9660' || baseFsAny?.type === 'squashfs') problems.push(new MergeRefused('READ_ONLY', ExitCode.failure, `${baseShown} is on a read-only ${baseFsAny.type} volume: the new base cannot replace it`, baseShown));
@@ -223,9 +223,15 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   // up unchanged (dnf and apt rewrite files as they were), the lower file it equals — in any layer
   // whose stored blocks the new image can hold as they are.
   const readers = lowerLayers.map((l) => (reader !== undefined && l.fs instanceof SquashfsFileSystem && blocksFit(l.fs.reader, reader) ? l.fs.reader : undefined));
-  const carried = new Map<string, BlocksSource>();
-  const unchangedCopies = new Map<string, { layer: number; path: string }>();
-  for (const e of report.entries) if (e.sameDataAs !== undefined) unchangedCopies.set(e.path, e.sameDataAs);
+  const unchangedCopies = report.unchangedCopies;
+  const carriedFrom = async (path: string): Promise<BlocksSource | undefined> => {
+    const node = await view.resolve(path);
+    const from = node.data === undefined ? undefined : node.data.layer === 'upper' ? unchangedCopies.get(path) : { layer: node.data.layer, path: node.data.path };
+    const fromReader = from === undefined ? undefined : readers[from.layer];
+    // The walk's own path string where it is the same (no second copy per file in the tree); the
+    // reader's lookup takes a leading slash.
+    return from === undefined || fromReader === undefined ? undefined : { reader: fromReader, path: from.path === path ? path : from.path };
+  };
   const source = layered ? await LayerDiffFileSystem.of(view) : view;
   const dropped = new Map<string, string[]>();
   const tree = await treeFromFileSystem(source, '/', {
@@ -238,16 +244,9 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     },
     linkKey: (_p, st) => (st.ino !== undefined ? String(st.ino) : undefined),
     blocksFrom: async (path) => {
-      const node = await view.resolve(path);
-      const from = node.data === undefined ? undefined : node.data.layer === 'upper' ? unchangedCopies.get(path) : { layer: node.data.layer, path: node.data.path };
-      const fromReader = from === undefined ? undefined : readers[from.layer];
-      if (from === undefined || fromReader === undefined) {
-        files.rebuilt++;
-        return undefined;
-      }
-      files.carried++;
-      const blocks = { reader: fromReader, path: strip(from.path) };
-      carried.set(path, blocks);
+      const blocks = await carriedFrom(path);
+      if (blocks === undefined) files.rebuilt++;
+      else files.carried++;
       return blocks;
     },
   });
@@ -270,7 +269,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     await baseFs.flush();
     stepPoint('ovl-built');
 
-    await verifyNewBase(baseFs, newBase, view, carried, baseShown, layered ? lowerLayers.slice(1) : undefined, storable, toErofs ? 'erofs' : 'squashfs');
+    await verifyNewBase(baseFs, newBase, view, carriedFrom, baseShown, layered ? lowerLayers.slice(1) : undefined, storable, toErofs ? 'erofs' : 'squashfs');
     stepPoint('ovl-verified');
 
     const newIdentity = await fileIdentity(baseFs, newBase, lower.path);
@@ -288,6 +287,23 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const outcome = await runSwitch(journal, { baseFs, upperFs });
   warnings.push(...outcome.warnings);
   return base({ newBaseBytes: written.size, newBaseEstimated: false, files, kept: outcome.kept, seconds: (Date.now() - started) / 1000 });
+}
+
+/**
+ * What the merge needs of the upper's analysis: its totals, and the files copied up unchanged (the
+ * report's entry list, one per upper entry, is not kept).
+ */
+async function upperSummary(view: OverlayFileSystem, workdir: OverlayLayer) {
+  const report: UpperReport = await analyzeUpper(view, { workdir, top: 0 });
+  const unchangedCopies = new Map<string, { layer: number; path: string }>();
+  for (const e of report.entries) if (e.sameDataAs !== undefined) unchangedCopies.set(e.path, e.sameDataAs);
+  return {
+    upperBytes: report.upperBytes,
+    baseBytesDropped: Object.values(report.totals).reduce((n, t) => n + t.hiddenBytes, 0),
+    entries: report.entries.length,
+    volatile: report.flags.volatile,
+    unchangedCopies,
+  };
 }
 
 function sameXattrs(a: readonly FsXattr[], b: readonly FsXattr[]): boolean {
@@ -357,7 +373,7 @@ function blocksFit(from: SquashfsReader, to: SquashfsReader): boolean {
  * carried ones. With `below` (a layered base), the image is checked as the boot mounts it: as the
  * top layer over those layers.
  */
-async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, carried: ReadonlyMap<string, BlocksSource>, shown: string, below: readonly OverlayLayer[] | undefined, storable: (name: string) => boolean, format: 'squashfs' | 'erofs'): Promise<void> {
+async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSystem, carriedFrom: (path: string) => Promise<BlocksSource | undefined>, shown: string, below: readonly OverlayLayer[] | undefined, storable: (name: string) => boolean, format: 'squashfs' | 'erofs'): Promise<void> {
   const disk = await fs.openFile(path);
   try {
     const reader = format === 'squashfs' ? await SquashfsReader.open(disk, { cacheBytes: 4 << 20 }) : undefined;
@@ -387,7 +403,7 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
             return sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad, pieces);
           }
         }
-        const source = carried.get(p);
+        const source = await carriedFrom(p);
         if (source !== undefined && reader !== undefined) {
           const src = await source.reader.lookup(source.path);
           const dst = await reader.lookup(strip(p));
