@@ -175,9 +175,12 @@ test('dedupe: identical files share their pclusters and fragment (plain, fragmen
   });
   for (const extra of [{}, { fragments: true }, { allFragments: true }, { compression: 'zstd' }]) {
     const opts: ErofsWriteOptions = { compression: 'lzma', pclusterSize: 65536, threads: 1, ...extra };
-    const plain = await write(dupTree(), opts);
+    const plain = await write(dupTree(), { ...opts, dedupe: false });
     const { reader, bytes } = await write(dupTree(), { ...opts, dedupe: true });
     const what = JSON.stringify(extra);
+    const byDefault = await write(dupTree(), opts);
+    // With fragments, dedupe is the default (as mkfs.erofs's fragdedupe); without them it is asked for.
+    assert.ok(Buffer.from(byDefault.bytes).equals(Buffer.from('fragments' in extra || 'allFragments' in extra ? bytes : plain.bytes)), `${what}: the default`);
     for (const [p, data] of [['a', text], ['b', text], ['c/d', text], ['s1', small], ['s2', small], ['other', content(400_000, 33, 0.05)]] as const) {
       assert.ok(Buffer.from(await reader.readFile(p)).equals(Buffer.from(data)), `${what} ${p}`);
     }

@@ -50,7 +50,8 @@ export function registerErofs(program: Command): void {
     .option('-C, --pcluster-size <size>', 'largest pcluster with -z, a multiple of the block size up to 1M (default one block; Fedora uses 1M)')
     .option('--fragments', 'with -z, file tails go to the packed inode (mkfs.erofs -Efragments)')
     .option('--all-fragments', 'with -z, whole files go to the packed inode (mkfs.erofs -Eall-fragments)')
-    .option('--dedupe', 'with -z, identical files share their compressed data')
+    .option('--dedupe', 'with -z, identical files share their compressed data (the default with fragments)')
+    .option('--no-dedupe', 'with fragments, store identical files each on their own (mkfs.erofs -E^fragdedupe)')
     .option('--threads <n>', 'compression threads (default: cores, at most 8; 0 = none)')
     .option('--json', 'print one JSON document on stdout, on failure too')
     .option('-q, --quiet', 'print nothing but errors and warnings')
@@ -68,7 +69,7 @@ export function registerErofs(program: Command): void {
           throw new UsageError('--chunk-size: must be a power of two from the block size to 256M');
         }
         const pclusterSize = opts.pclusterSize !== undefined ? parseSizeOption(opts.pclusterSize, '--pcluster-size') : undefined;
-        if (opts.compress === undefined && (pclusterSize !== undefined || opts.fragments || opts.allFragments || opts.dedupe)) throw new UsageError('--pcluster-size, --fragments, --all-fragments and --dedupe need -z');
+        if (opts.compress === undefined && (pclusterSize !== undefined || opts.fragments || opts.allFragments || opts.dedupe === true)) throw new UsageError('--pcluster-size, --fragments, --all-fragments and --dedupe need -z');
         if (opts.compress !== undefined && chunkSize !== undefined) throw new UsageError('-z and --chunk-size do not mix');
         if (opts.compress !== undefined) {
           try {
@@ -88,7 +89,7 @@ export function registerErofs(program: Command): void {
           ...(pclusterSize !== undefined ? { pclusterSize } : {}),
           ...(opts.fragments ? { fragments: true } : {}),
           ...(opts.allFragments ? { allFragments: true } : {}),
-          ...(opts.dedupe ? { dedupe: true } : {}),
+          ...(opts.dedupe !== undefined ? { dedupe: opts.dedupe } : {}),
           ...(threads !== undefined ? { threads } : {}),
           ...(opts.mkfsTime !== undefined ? { mkfsTime: parseIntegerOption(opts.mkfsTime, '--mkfs-time') } : {}),
           ...(opts.uuid !== undefined ? { uuid: opts.uuid } : {}),

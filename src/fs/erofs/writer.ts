@@ -79,7 +79,9 @@ export interface ErofsWriteOptions {
   allFragments?: boolean;
   /**
    * With compression, a file whose content equals an earlier one's (same size, same sha-256; files
-   * that share a size are read once more to hash them) shares its pclusters and fragment.
+   * that share a size are read once more to hash them) shares its pclusters and fragment. Default:
+   * on with fragments, as mkfs.erofs 1.8 deduplicates fragment data of identical files unless told
+   * -E^fragdedupe (Fedora's -Efragments images store each duplicated file once).
    */
   dedupe?: boolean;
 }
@@ -224,6 +226,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const frag = options.fragments === true || allFrag;
   if (frag && zip === undefined) throw new RangeError('fragments need compression');
   if (options.dedupe === true && zip === undefined) throw new RangeError('dedupe needs compression');
+  const dedupe = options.dedupe ?? frag;
   const cfgBytes = zip !== undefined ? encodeComprCfgs(comprCfgsFor(zip)) : new Uint8Array(0);
 
   // Pass 1: inode records in a fixed order.
@@ -381,7 +384,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const packedParts: Uint8Array[] = packedUsed && prefixBytes.byteLength > 0 ? [prefixBytes] : [];
   let packedLen = packedParts.reduce((n, p) => n + p.byteLength, 0);
 
-  const dupOf = options.dedupe === true ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
+  const dupOf = dedupe ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
   const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole && !dupOf.has(r));
   const pool: SegmentCompressor | undefined = zip !== undefined && (zrecs.length > 0 || packedUsed) ? createSegmentCompressor(zip, threads) : undefined;
