@@ -35,6 +35,7 @@ import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
 import { bigPclusters, compactMetaSize, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
 import { encodeComprCfgs, MAP_HEADER_SIZE } from './zmap.ts';
+import { ByteSpool } from './spool.ts';
 import { createSegmentCompressor, type SegmentCompressor } from '../squashfs/comp/pool.ts';
 import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
@@ -381,8 +382,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const packedUsed = frag && recs.some((r) => r.z !== undefined);
   const prefixBlk = block;
   if (prefixBytes.byteLength > 0 && !packedUsed) block += Math.ceil(prefixBytes.byteLength / bs);
-  const packedParts: Uint8Array[] = packedUsed && prefixBytes.byteLength > 0 ? [prefixBytes] : [];
-  let packedLen = packedParts.reduce((n, p) => n + p.byteLength, 0);
+  // The packed inode's content, in memory up to 64 MiB and then in a temporary file.
+  const packed = new ByteSpool();
+  if (packedUsed) packed.append(prefixBytes);
+  let packedLen = packed.length;
 
   const dupOf = dedupe ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
@@ -413,7 +416,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         let at = 0;
         for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
           if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
-          packedParts.push(Uint8Array.from(piece));
+          packed.append(piece);
           at += piece.byteLength;
         }
         if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
@@ -440,7 +443,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
           z.blocks = block - rec.startBlock;
           if (seg.tail > 0) {
             z.fragmentOffset = packedLen;
-            packedParts.push(seg.data.slice(stored));
+            packed.append(seg.data.subarray(stored));
             packedLen += seg.tail;
             z.extents.push({ la, length: seg.tail, pblk: 0, blocks: 0, plain: false, fragment: true });
             la += seg.tail;
@@ -511,19 +514,26 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
 
     if (packedLen > 0 && pool !== undefined && zip !== undefined) {
       // The packed inode: compressed like any file, its data then its inode (in a block of its own) after all other data.
-      const data = new Uint8Array(packedLen);
-      packedParts.reduce((at, p) => (data.set(p, at), at + p.byteLength), 0);
-      const node = fileNode(data, { mode: 0o600, mtime: mkfsTime });
+      if (packed.length !== packedLen) throw new RangeError(`the packed inode holds ${packed.length} bytes, its fragments ${packedLen}`);
+      const node = fileNode(new Uint8Array(0), { mode: 0o600, mtime: mkfsTime });
       const prec: InodeRec = {
         node, nid: -1, ino: recs.length + 1, nlink: 1, extended: packedLen > 0xffffffff, xattrBody: new Uint8Array(0), xattrIcount: 0,
         size: packedLen, layout: DataLayout.compressedCompact, inlineLen: 0, pos: 0, startBlock: block, blocks: 0,
       };
-      const results: Promise<CompressedSegment>[] = [];
-      for (let at = 0; at < packedLen; at += SEGMENT_SIZE) results.push(pool.compress(data.slice(at, at + SEGMENT_SIZE), false));
+      // Its segments are read back and compressed a few at a time (bounded memory), written in order.
+      const inFlight: Promise<CompressedSegment>[] = [];
+      let nextAt = 0;
+      const submit = (): void => {
+        if (nextAt >= packedLen) return;
+        inFlight.push(pool.compress(packed.read(nextAt, Math.min(SEGMENT_SIZE, packedLen - nextAt)), false));
+        nextAt += SEGMENT_SIZE;
+      };
+      for (let i = 0; i < Math.max(2, threads); i++) submit();
       const extents: ZExtent[] = [];
       let la = 0;
-      for (const r of results) {
-        const seg = await r;
+      while (inFlight.length > 0) {
+        const seg = await (inFlight.shift() as Promise<CompressedSegment>);
+        submit();
         await output.write(seg.data, block * bs);
         for (let i = 0; i < seg.extents.length; i += 3) {
           extents.push({ la, length: seg.extents[i] as number, pblk: block, blocks: seg.extents[i + 1] as number, plain: seg.extents[i + 2] === 1 });
@@ -613,6 +623,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     await output.abort();
     throw err;
   } finally {
+    packed.close();
     await pool?.close();
   }
 
