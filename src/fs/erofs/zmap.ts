@@ -308,11 +308,20 @@ export class ZMapper {
   readonly #bs: number;
   readonly #infos = new WeakMap<Inode, ZInfo>();
   readonly #data: WeightedLru<string, Uint8Array>;
+  /**
+   * The packed inode's decoded extents, apart: fragments are read between other files' extents, which
+   * would otherwise evict the extent the next fragment is in (an extent decodes to several MiB).
+   * Bounded, like the other caches, whatever the image.
+   */
+  readonly #packedData: WeightedLru<string, Uint8Array>;
 
   constructor(host: ZMapperHost) {
     this.#host = host;
     this.#bs = 2 ** host.superblock.blkszbits;
     this.#data = new WeightedLru(host.cacheBytes);
+    // Room for a few of the largest extents, so a fragment that crosses from one to the next does not
+    // decode each again.
+    this.#packedData = new WeightedLru(Math.max(host.cacheBytes, 3 * PCLUSTER_MAX_DSIZE));
   }
 
   #corrupt(inode: Inode, field: string, message: string, pos?: number): CorruptImageError {
@@ -558,11 +567,12 @@ export class ZMapper {
   /** The decoded bytes of an extent in blocks or inline (exactly llen). */
   async #decode(inode: Inode, x: Extent): Promise<Uint8Array> {
     const key = `${inode.nid}:${x.la}`;
-    const known = this.#data.get(key);
+    const cache = inode.nid === this.#host.superblock.packedNid ? this.#packedData : this.#data;
+    const known = cache.get(key);
     if (known !== undefined) return known;
     const raw = x.source === 'inline' ? Uint8Array.from(await this.#host.meta(x.pa, x.plen)) : await this.#host.raw(x.pa, x.plen);
     const out = this.#decodePcluster(inode, x, raw);
-    this.#data.set(key, out, out.byteLength);
+    cache.set(key, out, out.byteLength);
     return out;
   }
 
