@@ -6,7 +6,7 @@
  * (keyed by the command): a replay on the same machine sees the same bytes.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import { Ext4Writer } from '../../src/fs/ext4/writer.ts';
 import { copyIn } from '../../src/fs/ext4/copyin.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
+import { writeErofs, type ErofsWriteOptions } from '../../src/fs/erofs/writer.ts';
 import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { dirNode, fileNode } from '../../src/fs/squashfs/tree.ts';
 import { LuksVolume } from '../../src/xform/luks/volume.ts';
@@ -631,6 +632,25 @@ export const erofsTarget: Target = {
           }
         });
         if (img) seeds.push(await erofsSeed(`mkfs.erofs 1.8.6 ${args.join(' ')}`, img));
+      }
+    }
+    // Images of livestick's own writer: its compact indexes, big pclusters, fragments (tails and whole
+    // files), dedupe and inline layouts. They carry a superblock checksum, so what mutations reach is
+    // the metadata and data after block 0.
+    const ours: [string, ErofsWriteOptions][] = [
+      ['lzma level 6, 1 MiB pclusters, fragments (Fedora 43)', { compression: 'lzma,level=6', pclusterSize: 1 << 20, fragments: true }],
+      ['lz4hc, 4 KiB pclusters, all-fragments, dedupe', { compression: 'lz4hc', allFragments: true, dedupe: true }],
+      ['zstd, 64 KiB pclusters, no fragments', { compression: 'zstd', pclusterSize: 65536 }],
+      ['uncompressed, inline tails', {}],
+    ];
+    for (const [what, options] of ours) {
+      const work = mkdtempSync(join(tmpdir(), 'lsk-fuzz-erofs-ours-'));
+      try {
+        const out = join(work, 'out.img');
+        await writeErofs(erofsSource(work), out, { ...options, threads: 0, mkfsTime: 1_700_000_000 });
+        seeds.push(await erofsSeed(`livestick erofs writer: ${what}`, new Uint8Array(readFileSync(out))));
+      } finally {
+        rmSync(work, { recursive: true, force: true });
       }
     }
     return seeds;
