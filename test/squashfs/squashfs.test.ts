@@ -10,6 +10,7 @@ import { writeSquashfs } from '../../src/fs/squashfs/writer.ts';
 import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
 import { lz4FromSettings } from '../../src/fs/squashfs/comp/lz4.ts';
+import { posToRef, posToRefNumber, refToPos } from '../../src/fs/squashfs/metadata.ts';
 
 function sampleTree(): DirNode {
   const shared = fileNode('shared content\n', { mode: 0o600, uid: 1000, gid: 1000, mtime: 5 });
@@ -418,4 +419,12 @@ test('lookups through the caches: an empty directory whose listing position is t
     }),
     { numRuns: 150, seed: 2026 },
   );
+});
+
+test('metadata references: the Number form (posToRefNumber) is the bigint one, and refToPos reads both back', () => {
+  fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 36 }), fc.integer({ min: 0, max: 65535 }), (block, offset) => {
+    assert.equal(BigInt(posToRefNumber(block, offset)), posToRef(block, offset));
+    assert.deepEqual(refToPos(posToRefNumber(block, offset)), { block, offset });
+    assert.deepEqual(refToPos(posToRef(block, offset)), { block, offset });
+  }));
 });

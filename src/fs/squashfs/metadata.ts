@@ -24,12 +24,18 @@ export interface MetaPos {
 }
 
 export function refToPos(ref: bigint | number): MetaPos {
+  if (typeof ref === 'number' && Number.isSafeInteger(ref) && ref >= 0) return { block: Math.floor(ref / 65536), offset: ref % 65536 };
   const r = BigInt(ref);
   return { block: Number(r >> 16n), offset: Number(r & 0xffffn) };
 }
 
 export function posToRef(block: number, offset: number): bigint {
   return (BigInt(block) << 16n) | BigInt(offset);
+}
+
+/** The same reference as a Number, for tables of many of them (exact: block positions stay far below 2^37). */
+export function posToRefNumber(block: number, offset: number): number {
+  return block * 65536 + offset;
 }
 
 /** Reads one metadata block at an absolute position, bounded by `end`. */

@@ -21,7 +21,7 @@ import { createBlockDecompressor, createBlockExtractor, type BlockDecompressor, 
 import type { Compressor } from './comp/types.ts';
 import { readListing, type DirEntry } from './directory.ts';
 import { kindOfType, NO_FRAGMENT, readInode, type DirInode, type FileInode, type Inode, type InodeContext } from './inode.ts';
-import { MetadataReader, readMetadataBlockAt, refToPos } from './metadata.ts';
+import { MetadataReader, readMetadataBlockAt, posToRefNumber, refToPos } from './metadata.ts';
 import { LruCache, WeightedLru } from '../../io/lru.ts';
 import { decodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE, type Superblock } from './superblock.ts';
 import { decodeFragmentTable, readLookupTable, type FragmentEntry } from './tables.ts';
@@ -69,7 +69,7 @@ export class SquashfsReader {
   readonly #fragmentLoads = new Map<number, Promise<Uint8Array>>();
   readonly #dirsByPath = new LruCache<string, DirInode>(4096);
   readonly #inodeCache = new LruCache<number, Inode>(4096);
-  /** Per directory: each name (its bytes as a latin1 string) → its inode's table position (block × 65536 + offset: the offset is 16 bits, so a bad one stays bad). */
+  /** Per directory: each name (its bytes as a latin1 string) → its inode reference as a number (posToRefNumber). */
   readonly #listings = new WeightedLru<string, Map<string, number>>(1 << 14);
   #decoder: BlockDecompressor | undefined;
 
@@ -174,7 +174,8 @@ export class SquashfsReader {
     const parent = await this.#dirAt(parts, parts.length - 1);
     const hit = (await this.#names(parent)).get(Buffer.from(parts[parts.length - 1] as string, 'utf8').toString('latin1'));
     if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${parts.join('/')}`);
-    return this.inodeAt(Math.floor(hit / 65536), hit % 65536);
+    const at = refToPos(hit);
+    return this.inodeAt(at.block, at.offset);
   }
 
   /** The directory inode at the first `n` components of `parts`. */
@@ -188,7 +189,8 @@ export class SquashfsReader {
       const parent = await this.#dirAt(parts, n - 1);
       const hit = (await this.#names(parent)).get(Buffer.from(parts[n - 1] as string, 'utf8').toString('latin1'));
       if (hit === undefined) throw new NotFoundError(`no such file or directory in the image: /${key}`);
-      node = await this.inodeAt(Math.floor(hit / 65536), hit % 65536);
+      const at = refToPos(hit);
+      node = await this.inodeAt(at.block, at.offset);
     }
     if (node.kind !== 'dir') throw new NotFoundError(`not a directory: /${key}`);
     this.#dirsByPath.set(key, node);
@@ -204,7 +206,7 @@ export class SquashfsReader {
     const map = new Map<string, number>();
     for (const e of await this.rawEntries(dir)) {
       const name = Buffer.from(e.name).toString('latin1');
-      if (!map.has(name)) map.set(name, e.inodeBlock * 65536 + e.inodeOffset);
+      if (!map.has(name)) map.set(name, posToRefNumber(e.inodeBlock, e.inodeOffset));
     }
     this.#listings.set(key, map, map.size + 1);
     return map;

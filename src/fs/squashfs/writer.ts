@@ -30,7 +30,7 @@ import { createBlockCompressor, type BlockCompressor, type InPlaceResult } from 
 import type { CompressorName, CompressorSettings } from './comp/types.ts';
 import { encodeListing, type ListingChild } from './directory.ts';
 import { encodeDev, encodeInode, InodeType, NO_FRAGMENT, type Inode } from './inode.ts';
-import { encodeMetadataBlock, MetadataWriter, posToRef } from './metadata.ts';
+import { encodeMetadataBlock, MetadataWriter, posToRef, posToRefNumber } from './metadata.ts';
 import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
 import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
 import { contentPieces, storedBlockSize, treeFromDirectory, type DirNode, type FileNode, type ScanOptions, type StoredBlock, type TreeNode } from './tree.ts';
@@ -381,7 +381,7 @@ async function writeImage(
   const inodeTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
   const dirTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
   const refs = new Map<TreeNode, { block: number; offset: number; type: number }>();
-  /** Each inode's position (block × 65536 + offset), by number, for the export table. */
+  /** Each inode's reference (posToRefNumber), by inode number, for the export table. */
   const exportRefs = new Float64Array(inodeCount);
   const mtimeOf = (n: TreeNode): number => (o.mtime ?? n.mtime) >>> 0;
 
@@ -389,7 +389,7 @@ async function writeImage(
     const p = inodeTable.position;
     inodeTable.write(encodeInode(inode));
     refs.set(node, { block: p.block, offset: p.offset, type: inode.type });
-    exportRefs[inode.inodeNumber - 1] = p.block * 65536 + p.offset;
+    exportRefs[inode.inodeNumber - 1] = posToRefNumber(p.block, p.offset);
   };
   const common = (node: TreeNode) => ({
     mode: node.mode & 0o7777,
@@ -487,7 +487,7 @@ async function writeImage(
   let lookupTableStart: number | undefined;
   if (o.exportable !== false) {
     const raw = new Uint8Array(inodeCount * 8);
-    exportRefs.forEach((r, i) => view(raw).setBigUint64(i * 8, posToRef(Math.floor(r / 65536), r % 65536), true));
+    exportRefs.forEach((r, i) => view(raw).setBigUint64(i * 8, BigInt(r), true));
     const t = encodeLookupTable(comp, raw, pos);
     await output.write(t.bytes, pos);
     pos += t.bytes.byteLength;
