@@ -385,7 +385,6 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   // The packed inode's content, in memory up to 64 MiB and then in a temporary file.
   const packed = new ByteSpool();
   if (packedUsed) packed.append(prefixBytes);
-  let packedLen = packed.length;
 
   const dupOf = dedupe ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
@@ -412,7 +411,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         dataBytes += rec.size;
       } else if (rec.z?.whole === true && n.type === 'file') {
         const z = rec.z;
-        z.fragmentOffset = packedLen;
+        z.fragmentOffset = packed.length;
         let at = 0;
         for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
           if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
@@ -420,7 +419,6 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
           at += piece.byteLength;
         }
         if (at !== rec.size) throw new RangeError(`a file's content has ${at} bytes, its size says ${rec.size}`);
-        packedLen += rec.size;
         z.extents.push({ la: 0, length: rec.size, pblk: 0, blocks: 0, plain: false, fragment: true });
         dataBytes += rec.size;
       } else if (rec.z !== undefined && segments !== undefined) {
@@ -442,9 +440,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
           if (stored !== (block - rec.startBlock - z.blocks) * bs) throw new RangeError('a compressed segment\'s data does not match its extents');
           z.blocks = block - rec.startBlock;
           if (seg.tail > 0) {
-            z.fragmentOffset = packedLen;
+            z.fragmentOffset = packed.length;
             packed.append(seg.data.subarray(stored));
-            packedLen += seg.tail;
             z.extents.push({ la, length: seg.tail, pblk: 0, blocks: 0, plain: false, fragment: true });
             la += seg.tail;
           }
@@ -512,9 +509,9 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       }
     }
 
+    const packedLen = packed.length;
     if (packedLen > 0 && pool !== undefined && zip !== undefined) {
       // The packed inode: compressed like any file, its data then its inode (in a block of its own) after all other data.
-      if (packed.length !== packedLen) throw new RangeError(`the packed inode holds ${packed.length} bytes, its fragments ${packedLen}`);
       const node = fileNode(new Uint8Array(0), { mode: 0o600, mtime: mkfsTime });
       const prec: InodeRec = {
         node, nid: -1, ino: recs.length + 1, nlink: 1, extended: packedLen > 0xffffffff, xattrBody: new Uint8Array(0), xattrIcount: 0,
