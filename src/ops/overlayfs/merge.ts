@@ -403,7 +403,8 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
             return sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad, pieces);
           }
         }
-        const source = await carriedFrom(p);
+        // Blocks are carried only into a SquashFS base (an EROFS one is compressed anew).
+        const source = reader !== undefined ? await carriedFrom(p) : undefined;
         if (source !== undefined && reader !== undefined) {
           const src = await source.reader.lookup(source.path);
           const dst = await reader.lookup(strip(p));
