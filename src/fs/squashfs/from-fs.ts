@@ -13,7 +13,10 @@
  *   verbatim, so untouched data is never decompressed or recompressed. The caller vouches that the
  *   image uses the output's compressor and block size, and that the data is identical.
  * - Hard links share one node, grouped by `linkKey` (default: the stat's ino, for entries with more
- *   than one link).
+ *   than one link), which carries the stat's nlink for a writer that streams the tree.
+ * - lazyTreeFromFileSystem lists a directory only when the writer reaches it, so the SquashFS writer
+ *   holds no more of a tree than its queue and the walk's path; treeFromFileSystem is the same tree
+ *   held whole, for writers that lay out every inode first (EROFS).
  */
 import { createHash } from 'node:crypto';
 import { UsageError } from '../../errors.ts';
@@ -21,7 +24,7 @@ import { BufferPool } from '../../io/bytes.ts';
 import type { FileSystem, FsStat } from '../filesystem.ts';
 import { storedBlockRef } from './copy.ts';
 import type { SquashfsReader } from './reader.ts';
-import type { DirNode, FileContent, NodeMeta, TreeNode } from './tree.ts';
+import { materialize, type DirNode, type FileContent, type LazyDirNode, type NodeMeta, type SourceNode } from './tree.ts';
 import type { Xattr } from './xattr.ts';
 
 const PIECE = 1 << 20;
@@ -125,13 +128,22 @@ async function verbatimContent(source: BlocksSource, size: number): Promise<File
   return { kind: 'disk', disk, verbatim: (i) => (i < inode.blockSizes.length ? storedBlockRef(reader, inode, offsets, i) : undefined), sameAs };
 }
 
-/** The writer tree of `fs` below `root` (a directory). */
+/** The writer tree of `fs` below `root` (a directory), held whole in memory. */
 export async function treeFromFileSystem(fs: FileSystem, root = '/', options: TreeFromFsOptions = {}): Promise<DirNode> {
+  return materialize(await lazyTreeFromFileSystem(fs, root, options));
+}
+
+/**
+ * The writer tree of `fs` below `root`, each directory listed (and its entries stat'ed) when a writer
+ * reaches it, and listed anew if it comes back. A node with several names (by `linkKey`) is one object
+ * for the whole walk, and carries the stat's nlink.
+ */
+export async function lazyTreeFromFileSystem(fs: FileSystem, root = '/', options: TreeFromFsOptions = {}): Promise<LazyDirNode> {
   const withXattrs = options.xattrs !== false && typeof (fs as XattrSource).xattrs === 'function';
-  const links = new Map<string, TreeNode>();
+  const links = new Map<string, SourceNode>();
   const linkKey = options.linkKey ?? ((_: string, st: FsStat) => (st.ino !== undefined ? String(st.ino) : undefined));
 
-  const visit = async (path: string, st: FsStat): Promise<TreeNode> => {
+  const visit = async (path: string, st: FsStat): Promise<SourceNode> => {
     options.onNode?.(path);
     const key = st.kind !== 'dir' && st.nlink > 1 ? linkKey(path, st) : undefined;
     if (key !== undefined) {
@@ -139,6 +151,7 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
       if (known !== undefined) return known;
     }
     const meta: NodeMeta = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime.sec };
+    if (key !== undefined) meta.nlink = st.nlink;
     if (withXattrs) {
       const keep = options.keepXattr;
       const x = (await (fs as XattrSource).xattrs!(path)).filter((a) => {
@@ -148,17 +161,11 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
       });
       if (x.length > 0) meta.xattrs = x.map((a) => ({ name: a.name, value: a.value }));
     }
-    let node: TreeNode;
+    let node: SourceNode;
     switch (st.kind) {
-      case 'dir': {
-        const entries = new Map<string, TreeNode>();
-        for (const e of await fs.readdir(path)) {
-          const child = join(path, e.name);
-          entries.set(e.name, await visit(child, await fs.stat(child)));
-        }
-        node = { type: 'dir', entries, ...meta };
+      case 'dir':
+        node = { type: 'lazydir', load: () => listing(path), ...meta };
         break;
-      }
       case 'file': {
         const size = st.size;
         const source = await options.blocksFrom?.(path, st);
@@ -179,8 +186,16 @@ export async function treeFromFileSystem(fs: FileSystem, root = '/', options: Tr
     if (key !== undefined) links.set(key, node);
     return node;
   };
+  const listing = async (path: string): Promise<Map<string, SourceNode>> => {
+    const entries = new Map<string, SourceNode>();
+    for (const e of await fs.readdir(path)) {
+      const child = join(path, e.name);
+      entries.set(e.name, await visit(child, await fs.stat(child)));
+    }
+    return entries;
+  };
 
   const top = await visit(root, await fs.stat(root));
-  if (top.type !== 'dir') throw new UsageError(`${root} is not a directory`);
+  if (top.type !== 'lazydir') throw new UsageError(`${root} is not a directory`);
   return top;
 }

@@ -18,6 +18,12 @@ export interface NodeMeta {
   /** Seconds since the epoch. */
   mtime: number;
   xattrs?: Xattr[];
+  /**
+   * How many names the node has in the whole tree, where its source knows it. A writer that streams a
+   * lazy tree writes an inode before it meets the node's later names, so it takes this number (and
+   * writes again, counting first, when the tree proves it wrong); a tree held whole is counted.
+   */
+  nlink?: number;
 }
 
 /**
@@ -65,6 +71,32 @@ export type TreeNode =
 
 export type DirNode = Extract<TreeNode, { type: 'dir' }>;
 export type FileNode = Extract<TreeNode, { type: 'file' }>;
+
+/**
+ * A directory whose entries are listed when a writer reaches it, so that a tree of any size is never
+ * held whole: each call lists them anew (a node with several names must be the same object each time).
+ */
+export type LazyDirNode = NodeMeta & { type: 'lazydir'; load(): Promise<ReadonlyMap<string, SourceNode>> };
+/** A node of a tree a writer takes: held in memory, or with directories listed on demand. */
+export type SourceNode = Exclude<TreeNode, DirNode> | DirNode | LazyDirNode;
+export type SourceDir = DirNode | LazyDirNode;
+
+export function isSourceDir(n: SourceNode): n is SourceDir {
+  return n.type === 'dir' || n.type === 'lazydir';
+}
+
+export function entriesOf(dir: SourceDir): Promise<ReadonlyMap<string, SourceNode>> | ReadonlyMap<string, SourceNode> {
+  return dir.type === 'dir' ? dir.entries : dir.load();
+}
+
+/** The whole tree in memory (for writers that lay out every inode before writing data). */
+export async function materialize(dir: SourceDir): Promise<DirNode> {
+  if (dir.type === 'dir') return dir; // its entries are TreeNodes: in memory all the way down
+  const entries = new Map<string, TreeNode>();
+  for (const [name, child] of await entriesOf(dir)) entries.set(name, isSourceDir(child) ? await materialize(child) : child);
+  const { load: _load, type: _type, ...meta } = dir;
+  return { type: 'dir', entries, ...meta };
+}
 
 export function dirNode(meta: Partial<NodeMeta> = {}, entries: Record<string, TreeNode> = {}): DirNode {
   return { type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, ...meta, entries: new Map(Object.entries(entries)) };

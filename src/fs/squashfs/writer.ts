@@ -2,23 +2,31 @@
  * SquashFS 4.0 writer.
  *
  * Design notes:
- * - Pass 1 numbers the inodes: each sorted directory numbers its entries, then recurses (a hard link
- *   keeps its first number); the root gets the last number, as mksquashfs does.
- * - Pass 2 streams file data in the same depth-first order. Reading and block splitting happen on the
- *   main thread; each full block goes to the compression pool (worker_threads) and into an ordered
- *   queue. The queue is drained from the head only, so positions and bytes are assigned in input order:
- *   the output is the same whatever the thread count. At most `window` compression jobs are in flight
- *   and the queue holds a bounded number of bytes, which bounds memory whatever the input size.
+ * - One depth-first walk over a tree held in memory or listed on demand (LazyDirNode): each sorted
+ *   directory numbers its entries as it meets them, a subdirectory's subtree right after its number
+ *   (the root is 1; a hard link keeps its first number). A directory is listed when the walk reaches
+ *   it and dropped once written, so memory follows the queue and the walk's depth, not the tree.
+ * - File data streams in walk order. Reading and block splitting happen on the main thread; each full
+ *   block goes to the compression pool (worker_threads) and into an ordered queue, which is drained
+ *   from the head only, so positions and bytes are assigned in input order: the output is the same
+ *   whatever the thread count. At most `window` compression jobs are in flight and the queue holds a
+ *   bounded number of bytes.
+ * - The queue also carries each entry's inode, behind the entry's data, and each directory's listing
+ *   behind its last entry: when an item reaches the head, everything it refers to is written, so
+ *   inodes come out in post-order (children first, root last) with their final block positions.
  * - All-zero blocks become sparse (size word 0). Files smaller than the block size (or every tail with
  *   alwaysFragments) are packed into fragment blocks, which join the same ordered queue.
  * - Dedup: a file whose content hash and size equal an earlier file's reuses its blocks and fragment;
  *   so does one whose content names the same `sameAs` identity (files carried from one stored copy
- *   in an old image), without being read.
- *   Small files are hashed before queueing; for large files the decision comes after reading, so
- *   any blocks of it already written are rolled back (nothing else is written in between, because
+ *   in an old image), without being read. Records of written files live in a compact index
+ *   (dedupe.ts), those still in the queue in a small map. A large file's duplicate is known only once
+ *   read, so any of its blocks already written are rolled back (nothing else is written in between:
  *   the queue is ordered and a large file's blocks are contiguous in it).
- * - Pass 3 writes inodes in post-order (children first, root last) and directory listings, then the
- *   fragment, export, id and xattr tables in the order the kernel's mount checks expect.
+ * - nlink: a tree held in memory is counted before the walk. A lazy tree cannot be (its later names
+ *   come after the first inode is written), so the walk takes each node's own `nlink` and checks it;
+ *   when the tree proves one wrong, the names are counted in a second listing and the image written
+ *   again.
+ * - Last come the fragment, export, id and xattr tables, in the order the kernel's mount checks expect.
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
@@ -30,10 +38,11 @@ import { createBlockCompressor, type BlockCompressor, type InPlaceResult } from 
 import type { CompressorName, CompressorSettings } from './comp/types.ts';
 import { encodeListing, type ListingChild } from './directory.ts';
 import { encodeDev, encodeInode, InodeType, NO_FRAGMENT, type Inode } from './inode.ts';
-import { encodeMetadataBlock, MetadataWriter, posToRef, posToRefNumber } from './metadata.ts';
+import { DedupeIndex, KEY_BYTES, type StoredData } from './dedupe.ts';
+import { encodeMetadataBlock, MetadataWriter, posToRefNumber, refToPos } from './metadata.ts';
 import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
 import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
-import { contentPieces, storedBlockSize, treeFromDirectory, type DirNode, type FileNode, type ScanOptions, type StoredBlock, type TreeNode } from './tree.ts';
+import { contentPieces, isSourceDir, storedBlockSize, treeFromDirectory, type DirNode, type FileNode, type NodeMeta, type ScanOptions, type SourceDir, type SourceNode, type StoredBlock, type TreeNode } from './tree.ts';
 import { XattrWriter } from './xattr.ts';
 
 export interface WriteOptions {
@@ -58,6 +67,11 @@ export interface WriteOptions {
   /** Pad the image to a multiple of 4 KiB (default true). */
   pad?: boolean;
   onProgress?: (bytesRead: number) => void;
+  /**
+   * A lazy tree named some node more often than its nlink said: the writer counts names and writes
+   * the image again (its tree is listed a second time). Called with what was found.
+   */
+  onRestart?: (why: string) => void;
   /** How a source directory is scanned (xattr reader; default the host's xattrs). */
   scan?: ScanOptions;
 }
@@ -78,9 +92,38 @@ interface DataResult {
   sparse: number;
 }
 
+/** A name in a directory whose listing is still to be written: its inode's number, then its reference. */
+interface Slot {
+  readonly name: string;
+  number: number;
+  /** The inode's reference (posToRefNumber) and type, once written; a later name of a hard link reads its LinkState's. */
+  ref: number;
+  type: number;
+  link?: LinkState;
+}
+
+interface DirRecord {
+  readonly slots: Slot[];
+  subdirs: number;
+}
+
+/** A node with more than one name: its inode is written at its first name, listed under all. */
+interface LinkState {
+  readonly number: number;
+  readonly nlink: number;
+  seen: number;
+  ref: number;
+  type: number;
+}
+
 interface FileState {
-  node: FileNode;
+  readonly node: FileNode;
+  readonly slot: Slot;
+  readonly link: LinkState | undefined;
+  readonly nlink: number;
   result: DataResult;
+  /** Its dedupe keys (content, carried identity), recorded once its data is written. */
+  keys?: Array<Uint8Array | undefined>;
   skip: boolean;
   startPos: number | undefined;
 }
@@ -88,7 +131,9 @@ interface FileState {
 type QueueItem =
   | { kind: 'block'; file: FileState; length: number; job: Promise<InPlaceResult> | undefined; verbatim?: StoredBlock }
   | { kind: 'frag'; index: number; length: number; job: Promise<InPlaceResult> }
-  | { kind: 'done'; file: FileState; dupOf: DataResult | undefined };
+  | { kind: 'done'; file: FileState; dupOf: StoredData | DataResult | undefined }
+  | { kind: 'inode'; node: Exclude<TreeNode, DirNode | FileNode>; slot: Slot; link: LinkState | undefined; nlink: number }
+  | { kind: 'dir'; node: SourceDir; record: DirRecord; slot: Slot | undefined; number: number; parentNumber: number };
 
 function defaultThreads(): number {
   return Math.max(1, Math.min(8, availableParallelism()));
@@ -98,8 +143,11 @@ function cmpBytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
+/** A streamed lazy tree named a node more often than its declared nlink said: written again, counted. */
+class NamesMiscounted extends Error {}
+
 /** Writes an image from a tree (or a host directory path) to a host path or a Disk. */
-export async function writeSquashfs(source: DirNode | string, out: Disk | string, options: WriteOptions = {}): Promise<WriteResult> {
+export async function writeSquashfs(source: SourceDir | string, out: Disk | string, options: WriteOptions = {}): Promise<WriteResult> {
   const tree = typeof source === 'string' ? await treeFromDirectory(source, options.noXattrs ? { ...options.scan, readXattrs: false } : options.scan) : source;
   const blockSize = options.blockSize ?? 128 * 1024;
   if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
@@ -115,8 +163,17 @@ export async function writeSquashfs(source: DirNode | string, out: Disk | string
   let pool: BlockCompressor | undefined;
   try {
     pool = await createBlockCompressor(compName, settings, blockSize, threads);
-    const result = await writeImage(tree, output, pool, comp, { ...options, blockSize, mkfsTime, threads });
-    return result;
+    const o = { ...options, blockSize, mkfsTime, threads };
+    // A tree held in memory is counted first (cheap); a lazy one is streamed trusting its nodes' nlink.
+    let counts = tree.type === 'dir' ? await countNames(tree) : undefined;
+    try {
+      return await writeImage(tree, output, pool, comp, o, counts);
+    } catch (err) {
+      if (!(err instanceof NamesMiscounted)) throw err;
+      options.onRestart?.(err.message);
+      counts = await countNames(tree);
+      return await writeImage(tree, output, pool, comp, o, counts);
+    }
   } catch (err) {
     await output.abort();
     throw err;
@@ -125,50 +182,34 @@ export async function writeSquashfs(source: DirNode | string, out: Disk | string
   }
 }
 
+/** The number of names of each node met more than once (nodes are held weakly until met again). */
+async function countNames(root: SourceDir): Promise<Map<SourceNode, number>> {
+  const met = new WeakSet<SourceNode>();
+  const counts = new Map<SourceNode, number>();
+  const walk = async (dir: SourceDir, depth: number): Promise<void> => {
+    if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
+    const entries = dir.type === 'dir' ? dir.entries : await dir.load();
+    for (const child of entries.values()) {
+      if (isSourceDir(child)) await walk(child, depth + 1);
+      else if (met.has(child)) counts.set(child, (counts.get(child) ?? 1) + 1);
+      else met.add(child);
+    }
+  };
+  await walk(root, 0);
+  return counts;
+}
+
 async function writeImage(
-  tree: DirNode,
+  tree: SourceDir,
   output: ImageOutput,
   pool: BlockCompressor,
   comp: Awaited<ReturnType<typeof compressorForWriting>>,
   o: WriteOptions & { blockSize: number; mkfsTime: number; threads: number },
+  counts: Map<SourceNode, number> | undefined,
 ): Promise<WriteResult> {
   const bs = o.blockSize;
   const useFragments = !o.noFragments;
 
-  // ---- pass 1: inode numbers, link counts, ordered file list ----
-  // Per-entry state is kept small (a tree of a few hundred thousand entries is a large Fedora root):
-  // names, not [name, node] pairs, per directory; link counts only for nodes met more than once; an
-  // entry's number and inode position are dropped once its directory's listing is written.
-  const numbers = new Map<TreeNode, number>();
-  const links = new Map<TreeNode, number>();
-  const sortedNames = new Map<DirNode, string[]>();
-  const files: FileNode[] = [];
-  let next = 1;
-  const number = (dir: DirNode, depth: number): void => {
-    if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
-    const names = [...dir.entries.keys()].sort(cmpBytes);
-    for (const name of names) {
-      const nb = Buffer.byteLength(name, 'utf8');
-      if (nb === 0 || nb > 256 || name.includes('/') || name.includes('\0') || name === '.' || name === '..') throw new RangeError(`invalid entry name ${JSON.stringify(name)}`);
-    }
-    sortedNames.set(dir, names);
-    for (const name of names) {
-      const child = dir.entries.get(name) as TreeNode;
-      if (child.type === 'dir' && numbers.has(child)) throw new RangeError('a directory appears twice in the tree');
-      if (numbers.has(child)) {
-        links.set(child, (links.get(child) ?? 1) + 1);
-        continue;
-      }
-      numbers.set(child, next++);
-      if (child.type === 'dir') number(child, depth + 1);
-      else if (child.type === 'file') files.push(child);
-    }
-  };
-  number(tree, 0);
-  numbers.set(tree, next);
-  const inodeCount = next;
-
-  // ---- pass 2: data blocks and fragments, in order ----
   let pos = SUPERBLOCK_SIZE;
   if (comp.options) {
     const block = encodeMetadataBlock(comp, comp.options, true);
@@ -176,9 +217,120 @@ async function writeImage(
     pos += block.byteLength;
   }
   const dataStart = pos;
-  const results = new Map<FileNode, DataResult>();
   const fragments: FragmentEntry[] = [];
-  const byHash = new Map<string, DataResult>();
+  // What earlier files stored, by content: written ones in the compact index, ones still in the queue
+  // by their live result (filled in by the time a duplicate's turn comes, the queue being ordered).
+  const stored = new DedupeIndex();
+  const pending = new Map<string, DataResult>();
+  const pendingKey = (key: Uint8Array, size: number): string => `${size}:${Buffer.from(key.buffer, key.byteOffset, KEY_BYTES).toString('latin1')}`;
+  const lookup = (key: Uint8Array, size: number): StoredData | DataResult | undefined => stored.get(key, size) ?? pending.get(pendingKey(key, size));
+
+  // ---- the inode and directory tables, written as the queue's head passes each entry ----
+  const ids: number[] = [];
+  const idIndex = new Map<number, number>();
+  const idOf = (v: number): number => {
+    const id = o.allRoot ? 0 : v >>> 0;
+    let i = idIndex.get(id);
+    if (i === undefined) {
+      if (ids.length === 65536) throw new RangeError('more than 65536 distinct uids/gids');
+      i = ids.length;
+      ids.push(id);
+      idIndex.set(id, i);
+    }
+    return i;
+  };
+  const xw = new XattrWriter(comp);
+  const inodeTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
+  const dirTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
+  /** Each inode's reference (posToRefNumber), by inode number, for the export table. */
+  let exportRefs = new Float64Array(1024);
+  const mtimeOf = (n: NodeMeta): number => (o.mtime ?? n.mtime) >>> 0;
+  let rootRef = -1;
+
+  const writeInode = (inode: Inode, slot: Slot | undefined, link: LinkState | undefined): void => {
+    const p = inodeTable.position;
+    inodeTable.write(encodeInode(inode));
+    const ref = posToRefNumber(p.block, p.offset);
+    if (slot) {
+      slot.ref = ref;
+      slot.type = inode.type;
+    } else rootRef = ref;
+    if (link) {
+      link.ref = ref;
+      link.type = inode.type;
+    }
+    while (inode.inodeNumber > exportRefs.length) {
+      const grown = new Float64Array(exportRefs.length * 2);
+      grown.set(exportRefs);
+      exportRefs = grown;
+    }
+    exportRefs[inode.inodeNumber - 1] = ref;
+  };
+  const common = (node: NodeMeta, inodeNumber: number) => ({
+    mode: node.mode & 0o7777,
+    uidIndex: idOf(node.uid),
+    gidIndex: idOf(node.gid),
+    mtime: mtimeOf(node),
+    inodeNumber,
+  });
+  const xattrOf = (node: NodeMeta): number | undefined => (o.noXattrs || !node.xattrs ? undefined : xw.add(node.xattrs));
+
+  const writeFileInode = (f: FileState, r: DataResult | StoredData): void => {
+    const node = f.node;
+    const xattr = xattrOf(node);
+    const long = f.nlink > 1 || node.size >= 2 ** 32 || r.start >= 2 ** 32 || r.sparse > 0 || xattr !== undefined;
+    writeInode({
+      ...common(node, f.slot.number), kind: 'file', type: long ? InodeType.lfile : InodeType.file, nlink: f.nlink, xattr,
+      blocksStart: r.start, fileSize: node.size, sparse: Math.min(r.sparse, Math.max(0, node.size - 1)),
+      fragment: r.fragment, fragmentOffset: r.fragmentOffset, blockSizes: Uint32Array.from(r.words),
+    }, f.slot, f.link);
+  };
+  const writeOtherInode = (item: Extract<QueueItem, { kind: 'inode' }>): void => {
+    const { node, slot, link, nlink } = item;
+    const xattr = xattrOf(node);
+    const base = common(node, slot.number);
+    switch (node.type) {
+      case 'symlink': {
+        const target = Buffer.from(node.target, 'utf8');
+        if (target.byteLength > 4096) throw new RangeError(`symlink target longer than 4096 bytes: ${node.target.slice(0, 40)}…`);
+        writeInode({ ...base, kind: 'symlink', type: xattr !== undefined ? InodeType.lsymlink : InodeType.symlink, nlink, xattr, target }, slot, link);
+        break;
+      }
+      case 'blockdev':
+      case 'chardev': {
+        const t = node.type === 'blockdev' ? InodeType.blockDev : InodeType.charDev;
+        writeInode({ ...base, kind: node.type, type: xattr !== undefined ? t + 7 : t, nlink, xattr, rdev: encodeDev(node.major, node.minor) }, slot, link);
+        break;
+      }
+      default: {
+        const t = node.type === 'fifo' ? InodeType.fifo : InodeType.socket;
+        writeInode({ ...base, kind: node.type, type: xattr !== undefined ? t + 7 : t, nlink, xattr }, slot, link);
+      }
+    }
+  };
+  /** A directory's listing, then its inode: every entry of it has been written by now. */
+  const writeDir = (item: Extract<QueueItem, { kind: 'dir' }>): void => {
+    const children: ListingChild[] = item.record.slots.map((s) => {
+      const from = s.ref >= 0 ? s : (s.link as LinkState);
+      if (from.ref < 0) throw new Error(`internal: ${s.name} is listed before its inode was written`);
+      const p = refToPos(from.ref);
+      return { name: Buffer.from(s.name, 'utf8'), type: from.type > 7 ? from.type - 7 : from.type, inodeBlock: p.block, inodeOffset: p.offset, inodeNumber: s.number };
+    });
+    const listing = encodeListing(children);
+    const start = dirTable.position;
+    const startStream = dirTable.streamOffset;
+    dirTable.write(listing.bytes);
+    const index = listing.index.map((e) => ({ index: e.offset, startBlock: dirTable.blockPositionAt(startStream + e.offset), name: e.name }));
+    const fileSize = listing.bytes.byteLength + 3;
+    const xattr = xattrOf(item.node);
+    const long = xattr !== undefined || index.length > 0 || fileSize > 0xffff;
+    writeInode({
+      ...common(item.node, item.number), kind: 'dir', type: long ? InodeType.ldir : InodeType.dir, nlink: item.record.subdirs + 2, xattr,
+      startBlock: start.block, offset: start.offset, fileSize, parentInode: item.parentNumber, index,
+    }, item.slot, undefined);
+  };
+
+  // ---- the ordered queue: data blocks and fragments, then each entry's inode, in walk order ----
   const queue: QueueItem[] = [];
   // The queue is bounded by compression jobs in flight (so small files, whose items carry no job,
   // never starve the workers), by the bytes it holds, and by its length.
@@ -187,6 +339,7 @@ async function writeImage(
   const maxQueue = 8192;
   let jobs = 0;
   let held = 0;
+  const hasJob = (item: QueueItem): boolean => (item.kind === 'block' || item.kind === 'frag') && item.job !== undefined;
   const heldBy = (item: QueueItem): number => (item.kind === 'block' ? (item.verbatim !== undefined ? ('bytes' in item.verbatim ? item.verbatim.bytes.byteLength : 0) : item.job !== undefined ? bs : 0) : item.kind === 'frag' ? bs : 0);
   // Block buffers (bs bytes each) go to a compression job and come back holding its result; once
   // written they are used for the next block, so a long run allocates a window's worth of them.
@@ -197,50 +350,67 @@ async function writeImage(
 
   const writeHead = async (): Promise<void> => {
     const item = queue.shift() as QueueItem;
-    if (item.kind !== 'done' && item.job !== undefined) jobs--;
+    if (hasJob(item)) jobs--;
     held -= heldBy(item);
-    if (item.kind === 'block') {
-      const f = item.file;
-      if (f.skip) return;
-      f.startPos ??= pos;
-      if (item.verbatim) {
-        const v = item.verbatim;
-        const n = storedBlockSize(v);
-        if ('bytes' in v) await output.write(v.bytes, pos);
-        else if (n > 0) await output.writeFrom(n, pos, (dst) => v.readInto(dst));
-        pos += n;
-        f.result.words.push(v.word);
-      } else if (item.job === undefined) {
-        f.result.words.push(0);
-      } else {
+    switch (item.kind) {
+      case 'block': {
+        const f = item.file;
+        if (f.skip) return;
+        f.startPos ??= pos;
+        if (item.verbatim) {
+          const v = item.verbatim;
+          const n = storedBlockSize(v);
+          if ('bytes' in v) await output.write(v.bytes, pos);
+          else if (n > 0) await output.writeFrom(n, pos, (dst) => v.readInto(dst));
+          pos += n;
+          f.result.words.push(v.word);
+        } else if (item.job === undefined) {
+          f.result.words.push(0);
+        } else {
+          const r = await item.job;
+          const bytes = r.buffer.subarray(0, r.compressed ?? item.length);
+          await output.write(bytes, pos);
+          pos += bytes.byteLength;
+          f.result.words.push(bytes.byteLength | (r.compressed === undefined ? 1 << 24 : 0));
+          spare.give(r.buffer);
+        }
+        return;
+      }
+      case 'frag': {
         const r = await item.job;
-        const stored = r.buffer.subarray(0, r.compressed ?? item.length);
-        await output.write(stored, pos);
-        pos += stored.byteLength;
-        f.result.words.push(stored.byteLength | (r.compressed === undefined ? 1 << 24 : 0));
+        const bytes = r.buffer.subarray(0, r.compressed ?? item.length);
+        fragments[item.index] = { start: pos, size: bytes.byteLength | (r.compressed === undefined ? 1 << 24 : 0) };
+        await output.write(bytes, pos);
+        pos += bytes.byteLength;
         spare.give(r.buffer);
+        return;
       }
-    } else if (item.kind === 'frag') {
-      const r = await item.job;
-      const stored = r.buffer.subarray(0, r.compressed ?? item.length);
-      fragments[item.index] = { start: pos, size: stored.byteLength | (r.compressed === undefined ? 1 << 24 : 0) };
-      await output.write(stored, pos);
-      pos += stored.byteLength;
-      spare.give(r.buffer);
-    } else {
-      const f = item.file;
-      if (item.dupOf) {
-        if (f.startPos !== undefined) pos = f.startPos;
-        results.set(f.node, item.dupOf);
-      } else {
-        f.result.start = f.startPos ?? pos;
-        results.set(f.node, f.result);
+      case 'done': {
+        const f = item.file;
+        if (item.dupOf) {
+          if (f.startPos !== undefined) pos = f.startPos;
+          writeFileInode(f, item.dupOf);
+        } else {
+          f.result.start = f.startPos ?? pos;
+          writeFileInode(f, f.result);
+          for (const k of f.keys ?? []) {
+            if (k === undefined) continue;
+            stored.set(k, f.node.size, f.result);
+            pending.delete(pendingKey(k, f.node.size));
+          }
+        }
+        return;
       }
+      case 'inode':
+        writeOtherInode(item);
+        return;
+      case 'dir':
+        writeDir(item);
     }
   };
   const push = async (item: QueueItem): Promise<void> => {
     queue.push(item);
-    if (item.kind !== 'done' && item.job !== undefined) jobs++;
+    if (hasJob(item)) jobs++;
     held += heldBy(item);
     while (jobs > window || held > maxHeld || queue.length > maxQueue) await writeHead();
   };
@@ -255,25 +425,22 @@ async function writeImage(
     await push({ kind: 'frag', index, length, job });
   };
 
-  // Only a file whose size another file shares can be a duplicate: no other file is hashed.
-  const sizeCounts = new Map<number, number>();
-  for (const node of files) sizeCounts.set(node.size, (sizeCounts.get(node.size) ?? 0) + 1);
-
-  for (const node of files) {
-    const state: FileState = { node, result: { start: 0, words: [], fragment: NO_FRAGMENT, fragmentOffset: 0, sparse: 0 }, skip: false, startPos: undefined };
+  const writeFileData = async (node: FileNode, slot: Slot, link: LinkState | undefined, nlink: number): Promise<void> => {
+    const state: FileState = { node, slot, link, nlink, result: { start: 0, words: [], fragment: NO_FRAGMENT, fragmentOffset: 0, sparse: 0 }, skip: false, startPos: undefined };
     const size = node.size;
     const tailToFragment = useFragments && size % bs !== 0 && (size < bs || o.alwaysFragments === true);
     const fullBlocks = tailToFragment ? Math.floor(size / bs) : Math.ceil(size / bs);
     const content = node.content.kind === 'deferred' ? await node.content.resolve() : node.content;
     const verbatim = content.kind === 'disk' ? content.verbatim : undefined;
-    const sameKey = !o.noDedup && content.kind === 'disk' && content.sameAs !== undefined ? `same:${size}:${content.sameAs}` : undefined;
-    const same = sameKey === undefined ? undefined : byHash.get(sameKey);
+    const sameKey = !o.noDedup && content.kind === 'disk' && content.sameAs !== undefined ? createHash('sha256').update(`same:${size}:${content.sameAs}`).digest() : undefined;
+    const same = sameKey === undefined ? undefined : lookup(sameKey, size);
     if (same) {
       state.skip = true;
       await push({ kind: 'done', file: state, dupOf: same });
-      continue;
+      return;
     }
-    const hash = o.noDedup || verbatim || (sizeCounts.get(size) ?? 0) < 2 ? undefined : createHash('sha256');
+    // Every file read is hashed (a streamed tree's sizes are not known ahead); carried blocks are not read.
+    const hash = o.noDedup || verbatim ? undefined : createHash('sha256');
     let blockIndex = 0;
     // The block being filled: a bs-byte buffer of which the first curCap bytes are this block.
     let cur = spare.take();
@@ -339,13 +506,13 @@ async function writeImage(
     if (total !== size) throw new RangeError(`file content has ${total} bytes, its declared size is ${size}`);
     const tail = tailToFragment ? cur.subarray(0, curLen) : undefined;
     if (tail) hash?.update(tail);
-    const key = hash === undefined ? undefined : `${size}:${hash.digest().toString('latin1')}`;
-    const dup = key === undefined ? undefined : byHash.get(key);
+    const key = hash?.digest();
+    const dup = key === undefined ? undefined : lookup(key, size);
     if (dup) {
       spare.give(cur);
       state.skip = true;
       await push({ kind: 'done', file: state, dupOf: dup });
-      continue;
+      return;
     }
     if (tail && tail.byteLength > 0) {
       if (fragLen + tail.byteLength > bs) await closeFragment();
@@ -355,120 +522,78 @@ async function writeImage(
       fragLen += tail.byteLength;
     }
     spare.give(cur);
-    if (key !== undefined) byHash.set(key, state.result);
-    if (sameKey !== undefined) byHash.set(sameKey, state.result);
+    if (key !== undefined || sameKey !== undefined) {
+      state.keys = [key, sameKey];
+      for (const k of state.keys) if (k !== undefined) pending.set(pendingKey(k, size), state.result);
+    }
     await push({ kind: 'done', file: state, dupOf: undefined });
-  }
-  await closeFragment();
-  while (queue.length > 0) await writeHead();
-  const dataBytes = pos - dataStart;
+  };
 
-  // ---- pass 3: inodes, directories, tables ----
-  const ids: number[] = [];
-  const idIndex = new Map<number, number>();
-  const idOf = (v: number): number => {
-    const id = o.allRoot ? 0 : v >>> 0;
-    let i = idIndex.get(id);
-    if (i === undefined) {
-      if (ids.length === 65536) throw new RangeError('more than 65536 distinct uids/gids');
-      i = ids.length;
-      ids.push(id);
-      idIndex.set(id, i);
+  // ---- the walk: numbers in depth-first order (root 1, each directory's entries sorted by name
+  // bytes, a directory's subtree right after its own number), data as files are met ----
+  const nlinkOf = (node: SourceNode): number => (counts !== undefined ? (counts.get(node) ?? 1) : (node.nlink ?? 1));
+  const links = new Map<SourceNode, LinkState>();
+  /** Nodes met once and written as one name (a streamed tree only: held weakly, to catch a second name). */
+  const metOnce = counts === undefined ? new WeakSet<SourceNode>() : undefined;
+  const dirsMet = new WeakSet<SourceDir>();
+  const miscounted = (what: string): never => {
+    if (counts === undefined) throw new NamesMiscounted(what);
+    throw new RangeError(`the tree changed while it was written: ${what}`);
+  };
+  let next = 2;
+  const walk = async (dir: SourceDir, number: number, record: DirRecord, depth: number): Promise<void> => {
+    if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
+    const entries = dir.type === 'dir' ? dir.entries : await dir.load();
+    const names = [...entries.keys()].sort(cmpBytes);
+    for (const name of names) {
+      const nb = Buffer.byteLength(name, 'utf8');
+      if (nb === 0 || nb > 256 || name.includes('/') || name.includes('\0') || name === '.' || name === '..') throw new RangeError(`invalid entry name ${JSON.stringify(name)}`);
     }
-    return i;
-  };
-  const xw = new XattrWriter(comp);
-  const inodeTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
-  const dirTable = new MetadataWriter(comp, o.uncompressedMetadata === true);
-  const refs = new Map<TreeNode, { block: number; offset: number; type: number }>();
-  /** Each inode's reference (posToRefNumber), by inode number, for the export table. */
-  const exportRefs = new Float64Array(inodeCount);
-  const mtimeOf = (n: TreeNode): number => (o.mtime ?? n.mtime) >>> 0;
-
-  const writeInode = (node: TreeNode, inode: Inode): void => {
-    const p = inodeTable.position;
-    inodeTable.write(encodeInode(inode));
-    refs.set(node, { block: p.block, offset: p.offset, type: inode.type });
-    exportRefs[inode.inodeNumber - 1] = posToRefNumber(p.block, p.offset);
-  };
-  const common = (node: TreeNode) => ({
-    mode: node.mode & 0o7777,
-    uidIndex: idOf(node.uid),
-    gidIndex: idOf(node.gid),
-    mtime: mtimeOf(node),
-    inodeNumber: numbers.get(node) as number,
-  });
-  const xattrOf = (node: TreeNode): number | undefined => (o.noXattrs || !node.xattrs ? undefined : xw.add(node.xattrs));
-
-  const visit = (dir: DirNode, parentNumber: number): void => {
-    const names = sortedNames.get(dir) as string[];
-    sortedNames.delete(dir);
-    const entries = names.map((name): [string, TreeNode] => [name, dir.entries.get(name) as TreeNode]);
-    let subdirs = 0;
-    for (const [, child] of entries) {
-      if (refs.has(child)) continue;
-      const nlink = links.get(child) ?? 1;
-      const xattr = xattrOf(child);
-      const base = common(child);
-      switch (child.type) {
-        case 'dir':
-          visit(child, base.inodeNumber);
-          break;
-        case 'file': {
-          const r = results.get(child) as DataResult;
-          results.delete(child);
-          const long = nlink > 1 || child.size >= 2 ** 32 || r.start >= 2 ** 32 || r.sparse > 0 || xattr !== undefined;
-          writeInode(child, {
-            ...base, kind: 'file', type: long ? InodeType.lfile : InodeType.file, nlink, xattr,
-            blocksStart: r.start, fileSize: child.size, sparse: Math.min(r.sparse, Math.max(0, child.size - 1)),
-            fragment: r.fragment, fragmentOffset: r.fragmentOffset, blockSizes: Uint32Array.from(r.words),
-          });
-          break;
-        }
-        case 'symlink': {
-          const target = Buffer.from(child.target, 'utf8');
-          if (target.byteLength > 4096) throw new RangeError(`symlink target longer than 4096 bytes: ${child.target.slice(0, 40)}…`);
-          writeInode(child, { ...base, kind: 'symlink', type: xattr !== undefined ? InodeType.lsymlink : InodeType.symlink, nlink, xattr, target });
-          break;
-        }
-        case 'blockdev':
-        case 'chardev': {
-          const t = child.type === 'blockdev' ? InodeType.blockDev : InodeType.charDev;
-          writeInode(child, { ...base, kind: child.type, type: xattr !== undefined ? t + 7 : t, nlink, xattr, rdev: encodeDev(child.major, child.minor) });
-          break;
-        }
-        default: {
-          const t = child.type === 'fifo' ? InodeType.fifo : InodeType.socket;
-          writeInode(child, { ...base, kind: child.type, type: xattr !== undefined ? t + 7 : t, nlink, xattr });
-        }
+    for (const name of names) {
+      const child = entries.get(name) as SourceNode;
+      const slot: Slot = { name, number: 0, ref: -1, type: 0 };
+      record.slots.push(slot);
+      if (isSourceDir(child)) {
+        if (dirsMet.has(child)) throw new RangeError('a directory appears twice in the tree');
+        dirsMet.add(child);
+        slot.number = next++;
+        record.subdirs++;
+        const sub: DirRecord = { slots: [], subdirs: 0 };
+        await walk(child, slot.number, sub, depth + 1);
+        await push({ kind: 'dir', node: child, record: sub, slot, number: slot.number, parentNumber: number });
+        continue;
       }
+      const known = links.get(child);
+      if (known !== undefined) {
+        if (++known.seen > known.nlink) miscounted(`${name} is a name more of a node said to have ${known.nlink}`);
+        slot.number = known.number;
+        slot.link = known;
+        continue;
+      }
+      if (metOnce?.has(child)) miscounted(`${name} is a second name of a node said to have one`);
+      const nlink = nlinkOf(child);
+      slot.number = next++;
+      let link: LinkState | undefined;
+      if (nlink > 1) links.set(child, (link = { number: slot.number, nlink, seen: 1, ref: -1, type: 0 }));
+      else metOnce?.add(child);
+      if (child.type === 'file') await writeFileData(child, slot, link, nlink);
+      else await push({ kind: 'inode', node: child, slot, link, nlink });
     }
-    for (const [, child] of entries) if (child.type === 'dir') subdirs++;
-    // The listing, then this directory's inode.
-    const children: ListingChild[] = entries.map(([name, child]) => {
-      const r = refs.get(child) as { block: number; offset: number; type: number };
-      return { name: Buffer.from(name, 'utf8'), type: r.type > 7 ? r.type - 7 : r.type, inodeBlock: r.block, inodeOffset: r.offset, inodeNumber: numbers.get(child) as number };
-    });
-    const listing = encodeListing(children);
-    for (const [, child] of entries) {
-      if (links.has(child)) continue; // another name may still list it
-      refs.delete(child);
-      numbers.delete(child);
-    }
-    const start = dirTable.position;
-    const startStream = dirTable.streamOffset;
-    dirTable.write(listing.bytes);
-    const index = listing.index.map((e) => ({ index: e.offset, startBlock: dirTable.blockPositionAt(startStream + e.offset), name: e.name }));
-    const fileSize = listing.bytes.byteLength + 3;
-    const xattr = xattrOf(dir);
-    const long = xattr !== undefined || index.length > 0 || fileSize > 0xffff;
-    writeInode(dir, {
-      ...common(dir), kind: 'dir', type: long ? InodeType.ldir : InodeType.dir, nlink: subdirs + 2, xattr,
-      startBlock: start.block, offset: start.offset, fileSize, parentInode: parentNumber, index,
-    });
   };
-  visit(tree, inodeCount + 1);
-  const rootRef = refs.get(tree) as { block: number; offset: number };
+  const rootRecord: DirRecord = { slots: [], subdirs: 0 };
+  try {
+    await walk(tree, 1, rootRecord, 0);
+    for (const l of links.values()) if (l.seen !== l.nlink) miscounted(`a node said to have ${l.nlink} names has ${l.seen}`);
+    await closeFragment();
+    await push({ kind: 'dir', node: tree, record: rootRecord, slot: undefined, number: 1, parentNumber: next });
+    while (queue.length > 0) await writeHead();
+  } catch (err) {
+    // Jobs still in flight finish before their buffers are dropped (the pool may write again).
+    await Promise.allSettled(queue.map((q) => (q.kind === 'block' || q.kind === 'frag' ? q.job : undefined)));
+    throw err;
+  }
+  const inodeCount = next - 1;
+  const dataBytes = pos - dataStart;
 
   const inodeBytes = inodeTable.finish().bytes;
   const dirBytes = dirTable.finish().bytes;
@@ -487,7 +612,8 @@ async function writeImage(
   let lookupTableStart: number | undefined;
   if (o.exportable !== false) {
     const raw = new Uint8Array(inodeCount * 8);
-    exportRefs.forEach((r, i) => view(raw).setBigUint64(i * 8, BigInt(r), true));
+    const dv = view(raw);
+    for (let i = 0; i < inodeCount; i++) dv.setBigUint64(i * 8, BigInt(exportRefs[i] as number), true);
     const t = encodeLookupTable(comp, raw, pos);
     await output.write(t.bytes, pos);
     pos += t.bytes.byteLength;
@@ -534,7 +660,7 @@ async function writeImage(
   if (o.uncompressedMetadata) flags |= Flags.inodesUncompressed;
   const sb = encodeSuperblock({
     inodes: inodeCount, mkfsTime: o.mkfsTime >>> 0, blockSize: bs, fragments: fragments.length, compression: comp.id,
-    blockLog: Math.log2(bs), flags, idCount: ids.length, rootInode: posToRef(rootRef.block, rootRef.offset), bytesUsed,
+    blockLog: Math.log2(bs), flags, idCount: ids.length, rootInode: BigInt(rootRef), bytesUsed,
     idTableStart, xattrIdTableStart, inodeTableStart, directoryTableStart, fragmentTableStart, lookupTableStart,
   });
   const padded = o.pad === false ? bytesUsed : Math.ceil(bytesUsed / 4096) * 4096;

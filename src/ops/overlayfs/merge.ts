@@ -43,7 +43,7 @@ import { splitXattrName as splitErofsXattr, writeErofs, type ErofsWriteOptions }
 import { Incompat } from '../../fs/erofs/superblock.ts';
 import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
-import { treeFromFileSystem, type BlocksSource } from '../../fs/squashfs/from-fs.ts';
+import { lazyTreeFromFileSystem, treeFromFileSystem, type BlocksSource, type TreeFromFsOptions } from '../../fs/squashfs/from-fs.ts';
 import { settingsOf } from '../merge.ts';
 import { fileExists } from '../files.ts';
 import { withStick, type Stick } from '../live/index.ts';
@@ -234,9 +234,14 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   };
   const source = layered ? await LayerDiffFileSystem.of(view) : view;
   const dropped = new Map<string, string[]>();
-  const tree = await treeFromFileSystem(source, '/', {
+  const unstorable = (path: string, name: string): UnsupportedFeatureError =>
+    new UnsupportedFeatureError('new base', 'xattrs', `the merged tree holds xattrs ${toErofs ? 'an EROFS base cannot store (it holds user., trusted., security. and POSIX ACLs)' : 'a SquashFS base cannot store (it holds only user., trusted. and security. ones)'}, the first found: ${name} (${path}); nothing was written. --drop-acls merges without them (systemd-tmpfiles sets its own ACLs again at boot)`, { file: baseShown });
+  // The SquashFS writer streams the tree, listing each directory when it gets there; the EROFS writer
+  // lays out every inode first, so it takes the tree whole.
+  const treeOptions: TreeFromFsOptions = {
     keepXattr: storable,
     onXattrDropped: (path, name) => {
+      if (!options.dropAcls) throw unstorable(path, name);
       const paths = dropped.get(name) ?? [];
       if (paths.length < 3) paths.push(path);
       dropped.set(name, paths);
@@ -249,22 +254,26 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       else files.carried++;
       return blocks;
     },
-  });
-  if (dropped.size > 0) {
-    const what = [...dropped].map(([name, paths]) => `${name} (${paths.join(', ')}${paths.length === 3 ? ', …' : ''})`).join('; ');
-    if (!options.dropAcls) throw new UnsupportedFeatureError('new base', 'xattrs', `${droppedCount} xattrs of the merged tree cannot be stored in ${toErofs ? 'an EROFS base (it holds user., trusted., security. and POSIX ACLs)' : 'a SquashFS base (it holds only user., trusted. and security. ones)'}: ${what}; nothing was written. --drop-acls merges without them (systemd-tmpfiles sets its own ACLs again at boot)`, { file: baseShown });
-    warnings.push(`left out of the new base, which cannot store them: ${droppedCount} xattrs: ${what}`);
-  }
+  };
+  // A second listing (the writer counting hard links anew) counts again from zero.
+  const onRestart = (): void => {
+    files.carried = files.rebuilt = droppedCount = 0;
+    dropped.clear();
+  };
   let written: { size: number };
   try {
     if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
     const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
     try {
-      if (erofsOut !== undefined) written = await writeErofs(tree, out, { ...erofsOut.options, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000) });
-      else written = await writeSquashfs(tree, out, { compressor: squashfsCompressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
+      if (erofsOut !== undefined) written = await writeErofs(await treeFromFileSystem(source, '/', treeOptions), out, { ...erofsOut.options, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000) });
+      else written = await writeSquashfs(await lazyTreeFromFileSystem(source, '/', treeOptions), out, { compressor: squashfsCompressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes), onRestart });
       await out.flush();
     } finally {
       await out.close();
+    }
+    if (dropped.size > 0) {
+      const what = [...dropped].map(([name, paths]) => `${name} (${paths.join(', ')}${paths.length === 3 ? ', …' : ''})`).join('; ');
+      warnings.push(`left out of the new base, which cannot store them: ${droppedCount} xattrs: ${what}`);
     }
     await baseFs.flush();
     stepPoint('ovl-built');
