@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
 import { runCli } from '../helpers/cli.ts';
@@ -421,5 +421,51 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     const after = runCli(['status', m, '--json']).json;
     assert.equal(after.base.lowers[0].includes('inside'), false, 'the base is flat now');
     assert.equal(after.binding.matches, true);
+  });
+
+  test('hard links the upper splits (one name deleted, one kept; a pair kept whole): the new base lists each node with the names it has left, its stored blocks carried once', async () => {
+    const m = join(tmp.dir, 'links-medium');
+    const low = join(tmp.dir, 'links-lower');
+    const up = join(m, 'LiveOS', OVERLAY);
+    const wk = join(m, 'LiveOS', 'ovlwork');
+    const mp = join(tmp.dir, 'links-mnt');
+    for (const d of [join(low, 'bin'), join(low, 'sbin'), up, wk, mp]) mkdirSync(d, { recursive: true });
+    writeFileSync(join(low, 'bin/split'), noisy(150_000, 7));
+    linkSync(join(low, 'bin/split'), join(low, 'sbin/split'));
+    writeFileSync(join(low, 'bin/pair'), noisy(90_000, 8));
+    linkSync(join(low, 'bin/pair'), join(low, 'sbin/pair'));
+    await writeSquashfs(low, join(m, 'LiveOS', 'squashfs.img'), { compressor: 'gzip', threads: 0, mkfsTime: 1_700_000_000 });
+    const mount = () => execFileSync('mount', ['-t', 'overlay', 'lnovl', '-o', `lowerdir=${low},upperdir=${up},workdir=${wk}`, mp]);
+    mount();
+    let shown: Map<string, string>;
+    try {
+      rmSync(join(mp, 'sbin/split'));
+      writeFileSync(join(mp, 'bin/added'), 'new\n');
+      // The kernel still shows the lower's link count for the name left.
+      assert.equal(statSync(join(mp, 'bin/split')).nlink, 2);
+      shown = snapshot(mp, { links: false });
+    } finally {
+      execFileSync('umount', [mp]);
+    }
+    const r = runCli(['merge', m, '--json']);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.equal(r.json.files.carried, 2, 'one per node, counted once although the writer listed the tree twice (the view\'s nlink was wrong)');
+    assert.equal(r.json.files.rebuilt, 1);
+    const disk = await FileDisk.open(join(m, 'LiveOS', 'squashfs.img'));
+    try {
+      const reader = await SquashfsReader.open(disk);
+      assert.deepEqual(await readerSnapshot(reader, { links: false }), shown);
+      assert.equal((await reader.lookup('bin/split')).nlink, 1, 'the names left, not the count the kernel showed');
+      const pair = await reader.lookup('bin/pair');
+      assert.equal(pair.nlink, 2);
+      assert.equal((await reader.lookup('sbin/pair')).inodeNumber, pair.inodeNumber);
+    } finally {
+      await disk.close();
+    }
+    // The kernel agrees.
+    rmSync(low, { recursive: true });
+    execFileSync('unsquashfs', ['-q', '-no-progress', '-d', low, join(m, 'LiveOS', 'squashfs.img')]);
+    assert.equal(statSync(join(low, 'bin/split')).nlink, 1);
+    assert.equal(statSync(join(low, 'sbin/pair')).ino, statSync(join(low, 'bin/pair')).ino);
   });
 });

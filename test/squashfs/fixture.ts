@@ -131,7 +131,7 @@ export function xattrReaderFor(root: string): (path: string) => Promise<Array<{ 
 }
 
 /** The same description as snapshot(), read through our SquashfsReader. */
-export async function readerSnapshot(reader: SquashfsReader, options: { times?: boolean } = {}): Promise<Map<string, string>> {
+export async function readerSnapshot(reader: SquashfsReader, options: { times?: boolean; links?: boolean } = {}): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const groups = new Map<number, string>();
   const names: Record<string, string> = { dir: 'dir', file: 'file', symlink: 'link', fifo: 'fifo', chardev: 'chr', blockdev: 'blk', socket: 'sock' };
@@ -144,7 +144,7 @@ export async function readerSnapshot(reader: SquashfsReader, options: { times?: 
     if (options.times !== false && type !== 'link' && type !== 'dir') desc += ` mtime=${inode.mtime}`;
     if (inode.kind === 'file') {
       desc += ` size=${inode.fileSize} sha=${createHash('sha256').update(await reader.readFile(inode)).digest('hex').slice(0, 16)}`;
-      if (inode.nlink > 1) {
+      if (inode.nlink > 1 && options.links !== false) {
         const first = groups.get(inode.inodeNumber);
         if (first === undefined) groups.set(inode.inodeNumber, path);
         desc += ` links=${inode.nlink} group=${first ?? path}`;

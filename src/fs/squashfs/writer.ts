@@ -82,6 +82,8 @@ export interface WriteResult {
   readonly inodes: number;
   readonly fragments: number;
   readonly dataBytes: number;
+  /** Regular files whose stored blocks came from an old image (content with `verbatim`), and the others. */
+  readonly files: { readonly carried: number; readonly rebuilt: number };
 }
 
 interface DataResult {
@@ -347,6 +349,8 @@ async function writeImage(
   let fragBuf = spare.take();
   let fragLen = 0;
   let readBytes = 0;
+  let carriedFiles = 0;
+  let rebuiltFiles = 0;
 
   const writeHead = async (): Promise<void> => {
     const item = queue.shift() as QueueItem;
@@ -432,6 +436,8 @@ async function writeImage(
     const fullBlocks = tailToFragment ? Math.floor(size / bs) : Math.ceil(size / bs);
     const content = node.content.kind === 'deferred' ? await node.content.resolve() : node.content;
     const verbatim = content.kind === 'disk' ? content.verbatim : undefined;
+    if (verbatim) carriedFiles++;
+    else rebuiltFiles++;
     const sameKey = !o.noDedup && content.kind === 'disk' && content.sameAs !== undefined ? createHash('sha256').update(`same:${size}:${content.sameAs}`).digest() : undefined;
     const same = sameKey === undefined ? undefined : lookup(sameKey, size);
     if (same) {
@@ -668,5 +674,5 @@ async function writeImage(
   await output.flushBuffer();
   await output.write(sb, 0);
   await output.finish(padded);
-  return { bytesUsed, size: padded, inodes: inodeCount, fragments: fragments.length, dataBytes };
+  return { bytesUsed, size: padded, inodes: inodeCount, fragments: fragments.length, dataBytes, files: { carried: carriedFiles, rebuilt: rebuiltFiles } };
 }

@@ -234,6 +234,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   };
   const source = layered ? await LayerDiffFileSystem.of(view) : view;
   const dropped = new Map<string, string[]>();
+  const droppedSeen = new Set<string>();
   const unstorable = (path: string, name: string): UnsupportedFeatureError =>
     new UnsupportedFeatureError('new base', 'xattrs', `the merged tree holds xattrs ${toErofs ? 'an EROFS base cannot store (it holds user., trusted., security. and POSIX ACLs)' : 'a SquashFS base cannot store (it holds only user., trusted. and security. ones)'}, the first found: ${name} (${path}); nothing was written. --drop-acls merges without them (systemd-tmpfiles sets its own ACLs again at boot)`, { file: baseShown });
   // The SquashFS writer streams the tree, listing each directory when it gets there; the EROFS writer
@@ -242,6 +243,10 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     keepXattr: storable,
     onXattrDropped: (path, name) => {
       if (!options.dropAcls) throw unstorable(path, name);
+      // The streaming writer may list the tree twice (to count hard links when the view's nlink is wrong).
+      const seen = `${name}\0${path}`;
+      if (droppedSeen.has(seen)) return;
+      droppedSeen.add(seen);
       const paths = dropped.get(name) ?? [];
       if (paths.length < 3) paths.push(path);
       dropped.set(name, paths);
@@ -255,18 +260,19 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       return blocks;
     },
   };
-  // A second listing (the writer counting hard links anew) counts again from zero.
-  const onRestart = (): void => {
-    files.carried = files.rebuilt = droppedCount = 0;
-    dropped.clear();
-  };
   let written: { size: number };
   try {
     if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
     const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
     try {
       if (erofsOut !== undefined) written = await writeErofs(await treeFromFileSystem(source, '/', treeOptions), out, { ...erofsOut.options, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000) });
-      else written = await writeSquashfs(await lazyTreeFromFileSystem(source, '/', treeOptions), out, { compressor: squashfsCompressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes), onRestart });
+      else {
+        const r = await writeSquashfs(await lazyTreeFromFileSystem(source, '/', treeOptions), out, { compressor: squashfsCompressor, compressorSettings: settings, blockSize, threads: options.threads, mkfsTime: options.mkfsTime ?? Math.floor(Date.now() / 1000), onProgress: (done: number) => options.onProgress?.('writing', done, report.upperBytes) });
+        // The writer's own count: it may list the tree twice (hard links), and it knows which carried
+        // files really kept their stored blocks.
+        Object.assign(files, r.files);
+        written = r;
+      }
       await out.flush();
     } finally {
       await out.close();
