@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import '../helpers/setup.ts';
@@ -17,7 +18,7 @@ import { SquashfsReader } from '../../src/fs/squashfs/reader.ts';
 import { SquashfsFileSystem } from '../../src/fs/squashfs/filesystem.ts';
 import { lazyTreeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
 import { DedupeIndex } from '../../src/fs/squashfs/dedupe.ts';
-import { dirNode, fileNode, materialize, type DirNode, type LazyDirNode, type SourceNode, type TreeNode } from '../../src/fs/squashfs/tree.ts';
+import { dirNode, fileNode, materialize, treeFromDirectory, type DirNode, type LazyDirNode, type SourceNode, type TreeNode } from '../../src/fs/squashfs/tree.ts';
 import { readerSnapshot } from './fixture.ts';
 import { noisy } from '../helpers/random.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -172,6 +173,29 @@ test('lazyTreeFromFileSystem: the streamed image equals the one from the tree he
   assert.deepEqual(streamed.bytes, whole.bytes);
   assert.deepEqual(streamed.bytes, first.bytes, 'and the image it was read from');
   assert.deepEqual(await readerSnapshot(await SquashfsReader.open(streamed), { times: true }), await readerSnapshot(reader, { times: true }));
+});
+
+test('a host directory is streamed (listed as the writer goes) with the bytes of its tree held whole; a hard link with a name outside it has the names inside', async () => {
+  const tmp = tempDir('livestick-stream-host-');
+  try {
+    const root = join(tmp.dir, 'root');
+    mkdirSync(join(root, 'a/b'), { recursive: true });
+    writeFileSync(join(root, 'a/one'), noisy(200_000, 3));
+    linkSync(join(root, 'a/one'), join(root, 'a/b/two'));
+    writeFileSync(join(root, 'half'), 'half of a pair\n');
+    linkSync(join(root, 'half'), join(tmp.dir, 'outside'));
+    symlinkSync('a/one', join(root, 's'));
+    const streamed = new MemoryDisk(0);
+    await writeSquashfs(root, streamed, { threads: 2, mkfsTime: 1, onRestart: (w) => assert.fail(`a host directory is counted first: ${w}`) });
+    const whole = new MemoryDisk(0);
+    await writeSquashfs(await treeFromDirectory(root), whole, { threads: 2, mkfsTime: 1 });
+    assert.deepEqual(streamed.bytes, whole.bytes);
+    const r = await SquashfsReader.open(streamed);
+    assert.equal((await r.lookup('half')).nlink, 1);
+    assert.equal((await r.lookup('a/b/two')).nlink, 2);
+  } finally {
+    tmp.cleanup();
+  }
 });
 
 test('DedupeIndex keeps what a Map of keys keeps (first record wins), across growth', () => {

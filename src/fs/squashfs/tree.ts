@@ -115,9 +115,18 @@ export interface ScanOptions {
 /** Builds a tree from a host directory (lstat, no symlink following; synchronous calls, which are
  * much faster than a thread-pool round trip per entry); hard links share a node. */
 export async function treeFromDirectory(root: string, options: ScanOptions = {}): Promise<DirNode> {
-  const byIno = new Map<string, TreeNode>();
+  return materialize(await lazyTreeFromDirectory(root, options));
+}
+
+/**
+ * The same tree, each directory listed (and its entries lstat'ed) when a writer reaches it. A node with
+ * several names is one object for the whole walk and declares the host's nlink, which counts names
+ * outside `root` too: a writer should count names first (writeSquashfs does, for a path).
+ */
+export async function lazyTreeFromDirectory(root: string, options: ScanOptions = {}): Promise<LazyDirNode> {
+  const byIno = new Map<string, SourceNode>();
   const readXattrs = options.readXattrs ?? readHostXattrs;
-  const scan = async (path: string): Promise<TreeNode> => {
+  const scan = async (path: string): Promise<SourceNode> => {
     let st;
     try {
       st = lstatSync(path, { bigint: true });
@@ -125,26 +134,20 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
       throw fromSystemError(err, path, 'stat');
     }
     const inoKey = `${st.dev}:${st.ino}`;
-    if (!st.isDirectory() && st.nlink > 1n) {
+    const linked = !st.isDirectory() && st.nlink > 1n;
+    if (linked) {
       const known = byIno.get(inoKey);
       if (known !== undefined) return known;
     }
     const meta: NodeMeta = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
+    if (linked) meta.nlink = Number(st.nlink);
     if (readXattrs !== false) {
       const x = await readXattrs(path);
       if (x.length > 0) meta.xattrs = x;
     }
-    let node: TreeNode;
+    let node: SourceNode;
     if (st.isDirectory()) {
-      let names: string[];
-      try {
-        names = readdirSync(path);
-      } catch (err) {
-        throw fromSystemError(err, path, 'list the directory');
-      }
-      const entries = new Map<string, TreeNode>();
-      for (const name of names.sort()) entries.set(name, await scan(join(path, name)));
-      node = { type: 'dir', entries, ...meta };
+      node = { type: 'lazydir', load: () => listing(path), ...meta };
     } else if (st.isFile()) {
       node = { type: 'file', size: Number(st.size), content: { kind: 'path', path }, ...meta };
     } else if (st.isSymbolicLink()) {
@@ -157,11 +160,22 @@ export async function treeFromDirectory(root: string, options: ScanOptions = {})
     } else {
       node = { type: 'socket', ...meta };
     }
-    if (!st.isDirectory() && st.nlink > 1n) byIno.set(inoKey, node);
+    if (linked) byIno.set(inoKey, node);
     return node;
   };
+  const listing = async (path: string): Promise<Map<string, SourceNode>> => {
+    let names: string[];
+    try {
+      names = readdirSync(path);
+    } catch (err) {
+      throw fromSystemError(err, path, 'list the directory');
+    }
+    const entries = new Map<string, SourceNode>();
+    for (const name of names.sort()) entries.set(name, await scan(join(path, name)));
+    return entries;
+  };
   const top = await scan(root);
-  if (top.type !== 'dir') throw fromSystemError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the source directory');
+  if (top.type !== 'lazydir') throw fromSystemError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the source directory');
   return top;
 }
 

@@ -42,7 +42,7 @@ import { DedupeIndex, KEY_BYTES, type StoredData } from './dedupe.ts';
 import { encodeMetadataBlock, MetadataWriter, posToRefNumber, refToPos } from './metadata.ts';
 import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
 import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
-import { contentPieces, isSourceDir, storedBlockSize, treeFromDirectory, type DirNode, type FileNode, type NodeMeta, type ScanOptions, type SourceDir, type SourceNode, type StoredBlock, type TreeNode } from './tree.ts';
+import { contentPieces, isSourceDir, lazyTreeFromDirectory, storedBlockSize, type DirNode, type FileNode, type NodeMeta, type ScanOptions, type SourceDir, type SourceNode, type StoredBlock, type TreeNode } from './tree.ts';
 import { XattrWriter } from './xattr.ts';
 
 export interface WriteOptions {
@@ -150,7 +150,7 @@ class NamesMiscounted extends Error {}
 
 /** Writes an image from a tree (or a host directory path) to a host path or a Disk. */
 export async function writeSquashfs(source: SourceDir | string, out: Disk | string, options: WriteOptions = {}): Promise<WriteResult> {
-  const tree = typeof source === 'string' ? await treeFromDirectory(source, options.noXattrs ? { ...options.scan, readXattrs: false } : options.scan) : source;
+  const tree = typeof source === 'string' ? await lazyTreeFromDirectory(source, options.noXattrs ? { ...options.scan, readXattrs: false } : options.scan) : source;
   const blockSize = options.blockSize ?? 128 * 1024;
   if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
     throw new RangeError(`block size ${blockSize} is not a power of two in 4 KiB..1 MiB`);
@@ -166,8 +166,10 @@ export async function writeSquashfs(source: SourceDir | string, out: Disk | stri
   try {
     pool = await createBlockCompressor(compName, settings, blockSize, threads);
     const o = { ...options, blockSize, mkfsTime, threads };
-    // A tree held in memory is counted first (cheap); a lazy one is streamed trusting its nodes' nlink.
-    let counts = tree.type === 'dir' ? await countNames(tree) : undefined;
+    // A tree held in memory is counted first (cheap), and so is a host directory (a second listing costs
+    // little beside compression, and the host's nlink counts names outside it); any other lazy tree is
+    // streamed trusting its nodes' nlink.
+    let counts = tree.type === 'dir' || typeof source === 'string' ? await countNames(tree) : undefined;
     try {
       return await writeImage(tree, output, pool, comp, o, counts);
     } catch (err) {
