@@ -127,12 +127,23 @@ interface InodeRec {
   parent?: InodeRec;
   tail?: Uint8Array;
   /** Compressed: where the map header goes, its and the indexes' size, and the extents once written. */
-  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number; whole: boolean; fragmentOffset?: number };
+  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number; whole: boolean; fragmentOffset?: number; interlaced?: boolean };
   /**
    * Compressed, with an EROFS source whose settings fit: the source file, the leading extents whose
    * pclusters are copied as they are (emptied once copied), and where the rest, compressed anew, starts.
    */
   carry?: { reader: ErofsReader; nid: number; extents: Extent[]; until: number };
+}
+
+/** Rotates a plain pcluster's block so that the extent's first byte sits at `la`'s offset in its block (INTERLACED). */
+function interlace(block: Uint8Array, count: number, la: number, bs: number): void {
+  const shift = la % bs;
+  if (shift === 0) return;
+  const data = block.slice(0, count);
+  block.fill(0);
+  const n = Math.min(bs - shift, count);
+  block.set(data.subarray(0, n), shift);
+  block.set(data.subarray(n), 0);
 }
 
 function cmpBytes(a: Uint8Array, b: Uint8Array): number {
@@ -185,13 +196,14 @@ function zipFits(from: Pick<ErofsReader, 'superblock' | 'comprCfgs'>, zip: ZipCo
 
 /**
  * Whether one extent of a source file can be carried into an image with `zip`: a whole pcluster in
- * blocks (not a fragment, an inline tail, an interlaced plain pcluster or a partial reference),
- * compressed with `zip`'s algorithm or plain, no larger than the new pcluster limit; an LZMA stream
- * decodes within the new dictionary (made with one no larger, or decoding to no more).
+ * blocks (not a fragment, an inline tail or a partial reference), compressed with `zip`'s algorithm
+ * or plain (shifted, or interlaced: the file then keeps INTERLACED and its new plain pclusters are
+ * written so), no larger than the new pcluster limit; an LZMA stream decodes within the new
+ * dictionary (made with one no larger, or decoding to no more).
  */
 function carriable(x: Extent, zip: ZipConfig, from: Pick<ErofsReader, 'comprCfgs'>): boolean {
   if (x.source !== 'blocks' || x.partialRef || x.plen % zip.blockSize !== 0 || x.plen < zip.blockSize || x.plen > zip.pclusterSize) return false;
-  if (x.algorithm === 'shifted') return x.llen <= x.plen;
+  if (x.algorithm === 'shifted' || x.algorithm === 'interlaced') return x.llen <= x.plen && x.plen === zip.blockSize;
   if (x.algorithm !== zip.algorithm) return false;
   if (zip.algorithm === Algorithm.lzma) return (from.comprCfgs.lzma?.dictSize ?? Infinity) <= zip.dictSize || x.llen <= zip.dictSize;
   return true;
@@ -206,7 +218,7 @@ let nextReaderTag = 0;
  * its tail goes to the new packed inode), checked by encoding the indexes it would get; and an
  * identity of the content (files with the same source extents hold the same bytes).
  */
-async function carryPlan(rec: InodeRec, zip: ZipConfig, fits: (r: ErofsReader) => boolean): Promise<{ carry: NonNullable<InodeRec['carry']>; key: string } | undefined> {
+async function carryPlan(rec: InodeRec, zip: ZipConfig, fits: (r: ErofsReader) => boolean): Promise<{ carry: NonNullable<InodeRec['carry']>; key: string; interlaced: boolean } | undefined> {
   const n = rec.node;
   if (n.type !== 'file' || rec.z === undefined) return undefined;
   let content = n.content;
@@ -218,7 +230,7 @@ async function carryPlan(rec: InodeRec, zip: ZipConfig, fits: (r: ErofsReader) =
   if (tag === undefined) readerTags.set(reader, (tag = nextReaderTag++));
   const bs = zip.blockSize;
   if (inode.layout !== DataLayout.compressedFull && inode.layout !== DataLayout.compressedCompact) {
-    return { carry: { reader, nid: inode.nid, extents: [], until: 0 }, key: `${tag}:nid:${inode.nid}` };
+    return { carry: { reader, nid: inode.nid, extents: [], until: 0 }, key: `${tag}:nid:${inode.nid}`, interlaced: false };
   }
   const { lclusterBits, extents } = await reader.compressedExtents(inode);
   const h = createHash('sha256').update(`${tag}:${rec.size}`);
@@ -230,25 +242,26 @@ async function carryPlan(rec: InodeRec, zip: ZipConfig, fits: (r: ErofsReader) =
       keep.push(x);
     }
   }
+  const interlaced = keep.some((x) => x.algorithm === 'interlaced');
   const until = keep.length > 0 ? (keep[keep.length - 1] as Extent).la + (keep[keep.length - 1] as Extent).llen : 0;
   if (keep.length > 0) {
     // The indexes the carried extents get (their pclusters one after another), the rest as one
     // fragment in their place: an extent the compact indexes cannot describe carries nothing.
     let pblk = 1 << 20;
     const trial: ZExtent[] = keep.map((x) => {
-      const e = { la: x.la, length: x.llen, pblk, blocks: x.plen / bs, plain: x.algorithm === 'shifted' };
+      const e = { la: x.la, length: x.llen, pblk, blocks: x.plen / bs, plain: typeof x.algorithm !== 'number' };
       pblk += e.blocks;
       return e;
     });
     if (until < rec.size) trial.push({ la: until, length: rec.size - until, pblk: 0, blocks: 0, plain: false, fragment: true });
     try {
-      encodeCompactIndexes(trial, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), until < rec.size ? 0 : undefined);
+      encodeCompactIndexes(trial, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), until < rec.size ? 0 : undefined, interlaced);
     } catch (err) {
       if (!(err instanceof RangeError)) throw err;
       keep = [];
     }
   }
-  return { carry: { reader, nid: inode.nid, extents: keep, until: keep.length > 0 ? until : 0 }, key: h.digest('hex') };
+  return { carry: { reader, nid: inode.nid, extents: keep, until: keep.length > 0 ? until : 0 }, key: h.digest('hex'), interlaced: keep.length > 0 && interlaced };
 }
 
 function xattrEntries(node: TreeNode, long: readonly string[] = []): { key: string; entry: XattrEntry }[] {
@@ -513,6 +526,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       const plan = await carryPlan(rec, zip, fits);
       if (plan === undefined) continue;
       rec.carry = plan.carry;
+      if (plan.interlaced) rec.z.interlaced = true;
       carryKeys.set(rec, plan.key);
     }
   }
@@ -542,6 +556,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         rec.z.extents = orig.z.extents;
         rec.z.blocks = orig.z.blocks;
         if (orig.z.fragmentOffset !== undefined) rec.z.fragmentOffset = orig.z.fragmentOffset;
+        if (orig.z.interlaced === true) rec.z.interlaced = true;
+        else delete rec.z.interlaced;
         dataBytes += rec.size;
       } else if (rec.z?.whole === true && n.type === 'file') {
         const z = rec.z;
@@ -567,7 +583,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
             if (x.la !== la) throw new RangeError(`a carried extent at ${x.la} does not follow the one ending at ${la}`);
             const blocks = x.plen / bs;
             await output.writeFrom(x.plen, block * bs, (dst) => from.read(dst, x.pa));
-            z.extents.push({ la, length: x.llen, pblk: block, blocks, plain: x.algorithm === 'shifted' });
+            z.extents.push({ la, length: x.llen, pblk: block, blocks, plain: typeof x.algorithm !== 'number' });
             la += x.llen;
             block += blocks;
             carried.pclusterBytes += x.plen;
@@ -580,8 +596,16 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         while (la < rec.size) {
           const seg = await segments.next(rec);
           const stored = seg.data.byteLength - seg.tail;
-          await output.write(seg.data.subarray(0, stored), block * bs);
           const e = seg.extents;
+          if (z.interlaced === true) {
+            // A carried file with interlaced plain pclusters: so are its new ones.
+            for (let i = 0, at = 0, l = la; i < e.length; i += 3) {
+              if (e[i + 2] === 1) interlace(seg.data.subarray(at, at + bs), e[i] as number, l, bs);
+              at += (e[i + 1] as number) * bs;
+              l += e[i] as number;
+            }
+          }
+          await output.write(seg.data.subarray(0, stored), block * bs);
           for (let i = 0; i < e.length; i += 3) {
             const length = e[i] as number;
             const blocks = e[i + 1] as number;
@@ -723,7 +747,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         // A whole-file fragment is its map header alone: the rest of the space kept for indexes is zeroed.
         const from = rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
         const meta = new Uint8Array(rec.z.headerPos + rec.z.metaSize - from);
-        meta.set(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset), rec.z.headerPos - from);
+        meta.set(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset, rec.z.interlaced === true), rec.z.headerPos - from);
         await output.write(meta, from);
       }
       if (rec.chunkMap) {
