@@ -22,6 +22,19 @@
  *   fresh block when that makes it fit), FLAT_PLAIN otherwise. Holes are written as zero blocks,
  *   unless `chunkSize` makes files chunk-based: then an all-zero chunk is EROFS_NULL_ADDR in the
  *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
+ * - Carried files (compressed): a file whose content names its EROFS source (`erofs`: reader and
+ *   inode) is planned before any data is written, in nid order: its extents are read from the source's
+ *   indexes, and the leading run that can be carried (settingsFit for the image, `carriable` per
+ *   extent, and the compact indexes they would get checked by encoding them) is copied pcluster by
+ *   pcluster from the source Disk into the output, at the next free blocks; the lcluster layout is
+ *   the source's (lclusters of one block), so the new indexes describe the same extents. The rest of
+ *   the file, from the first extent that cannot be carried, is read through the source (decoded) and
+ *   compressed as any file's, in segments that still end at multiples of SEGMENT_SIZE; with fragments
+ *   its tail goes to the new packed inode. A source with interlaced plain pclusters keeps INTERLACED,
+ *   and the file's new plain pclusters are rotated to match. The plan is a function of the source
+ *   image and the tree alone, so the image still does not depend on the thread count.
+ * - Carried files with the same source extents (the old image stored them once) are stored once, by
+ *   that identity and without reading them, whatever `dedupe` says; other files as `dedupe` says.
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
