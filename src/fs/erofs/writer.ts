@@ -548,6 +548,8 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const dupOf = zip !== undefined ? await duplicates(recs.filter((r) => r.z !== undefined), carryKeys, dedupe) : new Map<InodeRec, InodeRec>();
   carryKeys.clear();
   const carried = { files: 0, pclusterBytes: 0, fileBytes: 0 };
+  // Files whose pclusters were carried (their duplicates count as carried too; they share them).
+  const carriedRecs = new Set<InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
   const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole && !dupOf.has(r));
   const pool: SegmentCompressor | undefined = zip !== undefined && (zrecs.length > 0 || packedUsed) ? createSegmentCompressor(zip, threads) : undefined;
@@ -571,6 +573,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         if (orig.z.fragmentOffset !== undefined) rec.z.fragmentOffset = orig.z.fragmentOffset;
         if (orig.z.interlaced === true) rec.z.interlaced = true;
         else delete rec.z.interlaced;
+        if (carriedRecs.has(orig)) {
+          carried.files++;
+          carried.fileBytes += rec.size;
+        }
         dataBytes += rec.size;
       } else if (rec.z?.whole === true && n.type === 'file') {
         const z = rec.z;
@@ -605,6 +611,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
           carried.files++;
           carried.fileBytes += la;
           carry.extents = [];
+          carriedRecs.add(rec);
         }
         while (la < rec.size) {
           const seg = await segments.next(rec);
