@@ -7,6 +7,9 @@
  * rewritten with new content, files rewritten unchanged (what dnf and apt do), files and directories
  * deleted, new files.
  *   node --import tsx bench/overlayfs-merge.bench.ts [--fill-mib 1100] [--changes 5,20,50] [--comp gzip]
+ * With --format erofs the base is an EROFS image made by mkfs.erofs 1.8.6 (the trixie chroot,
+ * .cache/trixie) with Fedora's options (-zlzma,level=6 -C1048576 -Efragments, --workers=2), and the
+ * pipeline is fsck.erofs --extract, cp -a out of the overlay mount, mkfs.erofs with the same options.
  * With --prepare DIR it only builds the media (DIR/m5, DIR/m20, …; each a medium directory) and
  * keeps them, for profiling one merge by hand (a merge changes its medium: copy it first).
  */
@@ -24,8 +27,17 @@ const fillMiB = Number(arg('fill-mib', '1100'));
 const changes = arg('changes', '5,20,50').split(',').map(Number);
 const comp = arg('comp', 'gzip');
 const prepare = arg('prepare', '');
+const erofs = arg('format', 'squashfs') === 'erofs';
 const root = fileURLToPath(new URL('..', import.meta.url));
-const work = prepare || mkdtempSync(join(tmpdir(), 'livestick-bench-ovl-'));
+const TRIXIE = join(root, '.cache', 'trixie');
+// EROFS: erofs-utils 1.8.6 runs in the chroot, so the work directory is inside it.
+const work = prepare || mkdtempSync(join(erofs ? join(TRIXIE, 'tmp') : tmpdir(), 'livestick-bench-ovl-'));
+const inChroot = (p: string) => `/${relative(TRIXIE, p)}`;
+const MKFS_EROFS = ['-zlzma,level=6', '-C1048576', '-Efragments', '--workers=2'];
+const baseImage = (src: string, img: string): ReturnType<typeof timed> =>
+  erofs
+    ? timed('chroot', [TRIXIE, 'mkfs.erofs', ...MKFS_EROFS, '--quiet', inChroot(img), inChroot(src)])
+    : timed('mksquashfs', [src, img, '-comp', comp, '-b', '128K', '-processors', '2', '-noappend', '-quiet']);
 if (prepare) mkdirSync(prepare, { recursive: true });
 // The compiled CLI, as an installed package runs it (bin/ in a checkout would run the sources through tsx).
 const cli = join(root, 'dist', 'cli', 'main.js');
@@ -135,11 +147,11 @@ function change(lower: string, upper: string, workdir: string, pct: number): voi
 
 async function main() {
   sh('npm', ['run', '--silent', 'build']);
-  console.log(`Building the base: ~${fillMiB} MiB of host files, ${comp} squashfs.img (mksquashfs -processors 2)…`);
+  console.log(`Building the base: ~${fillMiB} MiB of host files, ${erofs ? `EROFS squashfs.img (mkfs.erofs 1.8.6 ${MKFS_EROFS.join(' ')})` : `${comp} squashfs.img (mksquashfs -processors 2)`}…`);
   const lower = join(work, 'lower');
   fill(lower, fillMiB);
   const base = join(work, 'base.img');
-  sh('mksquashfs', [lower, base, '-comp', comp, '-b', '128K', '-processors', '2', '-noappend', '-quiet']);
+  baseImage(lower, base);
   const rows: string[] = [];
   for (const pct of changes) {
     const medium = join(work, `m${pct}`);
@@ -161,7 +173,9 @@ async function main() {
     mkdirSync(join(pipe, 'work'));
     mkdirSync(join(pipe, 'mnt'));
     const t0 = process.hrtime.bigint();
-    const un = timed('unsquashfs', ['-q', '-n', '-processors', '2', '-d', join(pipe, 'x'), join(liveos, 'squashfs.img')]);
+    const un = erofs
+      ? timed('chroot', [TRIXIE, 'fsck.erofs', `--extract=${inChroot(join(pipe, 'x'))}`, '--xattrs', inChroot(join(liveos, 'squashfs.img'))])
+      : timed('unsquashfs', ['-q', '-n', '-processors', '2', '-d', join(pipe, 'x'), join(liveos, 'squashfs.img')]);
     sh('mount', ['-t', 'overlay', 'pipe', '-o', `lowerdir=${join(pipe, 'x')},upperdir=${join(pipe, 'upper')},workdir=${join(pipe, 'work')}`, join(pipe, 'mnt')]);
     let cp;
     try {
@@ -170,7 +184,7 @@ async function main() {
       sh('umount', [join(pipe, 'mnt')]);
     }
     rmSync(join(pipe, 'x'), { recursive: true, force: true });
-    const mk = timed('mksquashfs', [join(pipe, 'new'), join(pipe, 'squashfs.img'), '-comp', comp, '-b', '128K', '-processors', '2', '-noappend', '-quiet']);
+    const mk = baseImage(join(pipe, 'new'), join(pipe, 'squashfs.img'));
     const pipeSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const pipeSize = statSync(join(pipe, 'squashfs.img')).size;
     const pipeRss = Math.max(un.maxRssKiB, cp.maxRssKiB, mk.maxRssKiB);
@@ -183,8 +197,8 @@ async function main() {
     );
     rmSync(medium, { recursive: true, force: true });
   }
-  console.log(`\nbase ${(statSync(base).size / 2 ** 20).toFixed(0)} MiB (${comp}), tree ${fillMiB} MiB\n`);
-  console.log('| changed | upper | base data dropped | files compressed | livestick merge | pipeline | time ratio | new base | pipeline base | size ratio | merge peak RSS | pipeline peak RSS |');
+  console.log(`\nbase ${(statSync(base).size / 2 ** 20).toFixed(0)} MiB (${erofs ? 'EROFS lzma level 6, 1 MiB pclusters, fragments' : comp}), tree ${fillMiB} MiB\n`);
+  console.log(`| changed | upper | base data dropped | files compressed${erofs ? ' (not carried)' : ''} | livestick merge | pipeline | time ratio | new base | pipeline base | size ratio | merge peak RSS | pipeline peak RSS |`);
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
 }

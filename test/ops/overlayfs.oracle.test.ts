@@ -356,6 +356,7 @@ describe('overlayfs media changed by the kernel', { skip: canMount ? false : 'ne
     assert.equal(ok.json.format, 'erofs');
     assert.equal(ok.json.compressor, 'lz4hc');
     assert.ok(ok.json.files.rebuilt > 0);
+    assert.ok(ok.json.files.carried > 0, 'untouched files keep their pclusters');
     const emnt = join(tmp.dir, 'erofs-new-mnt');
     mkdirSync(emnt, { recursive: true });
     execFileSync('mount', ['-t', 'erofs', '-o', 'loop,ro', join(m, 'LiveOS', 'squashfs.img'), emnt]);

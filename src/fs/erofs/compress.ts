@@ -312,9 +312,10 @@ function blocksBefore(e: readonly CompactEntry[], i: number, big: boolean): numb
 
 /**
  * The map header and compact indexes of a `size`-byte file made of `extents` (in order, covering it),
- * its header at image offset `headerPos`.
+ * its header at image offset `headerPos`; with `interlaced`, its plain pclusters are INTERLACED (each
+ * block rotated by its extent start's offset in its lcluster, as mkfs.erofs 1.8 stores them).
  */
-export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, blockSize: number, headerPos: number, algorithm: number, big: boolean, fragmentOffset?: number): Uint8Array {
+export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, blockSize: number, headerPos: number, algorithm: number, big: boolean, fragmentOffset?: number, interlaced = false): Uint8Array {
   const bs = blockSize;
   const frag = extents.findIndex((x) => x.fragment === true);
   if (frag >= 0 && (frag !== extents.length - 1 || fragmentOffset === undefined)) throw new RangeError('only the last extent can be the fragment, and it needs its offset');
@@ -384,7 +385,7 @@ export function encodeCompactIndexes(extents: readonly ZExtent[], size: number, 
   const parts: Uint8Array[] = [
     encodeMapHeader({
       wholeFileFragment: false, word0: fragmentOffset ?? 0, algorithmType: algorithm, clusterBits: 0,
-      advise: Advise.compacted2B | (big ? Advise.bigPcluster1 | Advise.bigPcluster2 : 0) | (fragmentOffset !== undefined ? Advise.fragmentPcluster : 0),
+      advise: Advise.compacted2B | (big ? Advise.bigPcluster1 | Advise.bigPcluster2 : 0) | (fragmentOffset !== undefined ? Advise.fragmentPcluster : 0) | (interlaced ? Advise.interlacedPcluster : 0),
     }),
   ];
   let running = 0;

@@ -24,7 +24,7 @@ import { ChunkFormat, COMPACT_INODE_SIZE, DataLayout, decodeInode, describeInode
 import { WeightedLru } from '../../io/lru.ts';
 import { checksumSpan, Compat, decodeSuperblock, Incompat, SUPER_OFFSET, superblockSize, type Superblock } from './superblock.ts';
 import { decodeIbodyHeader, decodeLongPrefix, decodeXattrEntry, IBODY_HEADER_SIZE, xattrName, type LongPrefix } from './xattr.ts';
-import { decodeComprCfgs, ZMapper, type ComprCfgs } from './zmap.ts';
+import { decodeComprCfgs, ZMapper, type ComprCfgs, type Extent } from './zmap.ts';
 
 export interface ErofsReaderOptions {
   /** Bytes of metadata blocks and of decoded data to keep, each (default 4 MiB). */
@@ -387,6 +387,22 @@ export class ErofsReader {
     if (packed.kind !== 'file') throw new CorruptImageError('erofs', 'superblock.packed_nid', `the packed inode nid ${nid} is a ${packed.kind}`, SUPER_OFFSET + 96);
     if (offset + buf.byteLength > packed.size) throw new CorruptImageError('erofs', 'fragment', `${buf.byteLength} bytes at ${offset} run past the packed inode (${packed.size} bytes)`);
     return this.readRange(packed, buf, offset);
+  }
+
+  /**
+   * A compressed file's logical extents in file order and the size of its lclusters (in bits): where
+   * each extent's pcluster lives and how it is stored, as the kernel maps them.
+   */
+  async compressedExtents(inode: Inode): Promise<{ lclusterBits: number; extents: Extent[] }> {
+    if (inode.kind !== 'file' || (inode.layout !== DataLayout.compressedFull && inode.layout !== DataLayout.compressedCompact)) throw new NotFoundError(`nid ${inode.nid} is not a compressed file`);
+    const extents: Extent[] = [];
+    for (let at = 0; at < inode.size; ) {
+      const x = await this.#zmap.extent(inode, at);
+      if (x.la !== at || x.llen <= 0) throw new CorruptImageError('erofs', 'z_erofs_lcluster_index', `nid ${inode.nid}: byte ${at} maps to the extent [${x.la}, ${x.la + x.llen})`);
+      extents.push(x);
+      at += x.llen;
+    }
+    return { lclusterBits: await this.#zmap.lclusterBits(inode), extents };
   }
 
   async readFile(inodeOrPath: Inode | string): Promise<Uint8Array> {

@@ -22,6 +22,19 @@
  *   fresh block when that makes it fit), FLAT_PLAIN otherwise. Holes are written as zero blocks,
  *   unless `chunkSize` makes files chunk-based: then an all-zero chunk is EROFS_NULL_ADDR in the
  *   file's block map, and data blocks are handed out as chunks are written (one chunk is buffered).
+ * - Carried files (compressed): a file whose content names its EROFS source (`erofs`: reader and
+ *   inode) is planned before any data is written, in nid order: its extents are read from the source's
+ *   indexes, and the leading run that can be carried (settingsFit for the image, `carriable` per
+ *   extent, and the compact indexes they would get checked by encoding them) is copied pcluster by
+ *   pcluster from the source Disk into the output, at the next free blocks; the lcluster layout is
+ *   the source's (lclusters of one block), so the new indexes describe the same extents. The rest of
+ *   the file, from the first extent that cannot be carried, is read through the source (decoded) and
+ *   compressed as any file's, in segments that still end at multiples of SEGMENT_SIZE; with fragments
+ *   its tail goes to the new packed inode. A source with interlaced plain pclusters keeps INTERLACED,
+ *   and the file's new plain pclusters are rotated to match. The plan is a function of the source
+ *   image and the tree alone, so the image still does not depend on the thread count.
+ * - Carried files with the same source extents (the old image stored them once) are stored once, by
+ *   that identity and without reading them, whatever `dedupe` says; other files as `dedupe` says.
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
@@ -34,7 +47,8 @@ import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
 import { bigPclusters, compactMetaSize, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
-import { encodeComprCfgs, MAP_HEADER_SIZE } from './zmap.ts';
+import { Algorithm, encodeComprCfgs, MAP_HEADER_SIZE, type Extent } from './zmap.ts';
+import type { ErofsReader } from './reader.ts';
 import { ByteSpool } from './spool.ts';
 import { createSegmentCompressor, type SegmentCompressor } from '../squashfs/comp/pool.ts';
 import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
@@ -92,6 +106,11 @@ export interface ErofsWriteResult {
   readonly blocks: number;
   readonly inodes: number;
   readonly dataBytes: number;
+  /**
+   * Files given with an EROFS source (FileContent `erofs`) some of whose pclusters were copied as they
+   * are: how many, the pcluster bytes copied, and the file bytes those pclusters hold.
+   */
+  readonly carried: { readonly files: number; readonly pclusterBytes: number; readonly fileBytes: number };
 }
 
 const IFMT: Record<TreeNode['type'], number> = {
@@ -121,7 +140,23 @@ interface InodeRec {
   parent?: InodeRec;
   tail?: Uint8Array;
   /** Compressed: where the map header goes, its and the indexes' size, and the extents once written. */
-  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number; whole: boolean; fragmentOffset?: number };
+  z?: { headerPos: number; metaSize: number; extents: ZExtent[]; blocks: number; whole: boolean; fragmentOffset?: number; interlaced?: boolean };
+  /**
+   * Compressed, with an EROFS source whose settings fit: the source file, the leading extents whose
+   * pclusters are copied as they are (emptied once copied), and where the rest, compressed anew, starts.
+   */
+  carry?: { reader: ErofsReader; nid: number; extents: Extent[]; until: number };
+}
+
+/** Rotates a plain pcluster's block so that the extent's first byte sits at `la`'s offset in its block (INTERLACED). */
+function interlace(block: Uint8Array, count: number, la: number, bs: number): void {
+  const shift = la % bs;
+  if (shift === 0) return;
+  const data = block.slice(0, count);
+  block.fill(0);
+  const n = Math.min(bs - shift, count);
+  block.set(data.subarray(0, n), shift);
+  block.set(data.subarray(n), 0);
 }
 
 function cmpBytes(a: Uint8Array, b: Uint8Array): number {
@@ -136,6 +171,110 @@ export function splitXattrName(name: string): { nameIndex: number; suffix: strin
   });
   if (best === 0) throw new RangeError(`xattr ${JSON.stringify(name)} has no EROFS name prefix (user., trusted., security., system.posix_acl_*)`);
   return { nameIndex: best, suffix: name.slice((NAME_PREFIXES[best] as string).length) };
+}
+
+/**
+ * Whether the compressed pclusters of `from` can be copied as they are into an image written with
+ * `options`: the same block size, its algorithm among the old image's (extents of another are
+ * recompressed), and a decoder config of the new image that takes the old streams (a ZSTD window, a
+ * DEFLATE window no larger; LZ4 with zero padding and pclusters no larger; LZMA streams are checked
+ * per extent against the new dictionary). The level does not matter: a decoder does not know it.
+ * Each pcluster is checked against the new pcluster limit (the superblock's BIG_PCLUSTER bit is
+ * COMPR_CFGS's too, so the old limit is not recorded): larger ones are recompressed.
+ */
+export function settingsFit(from: Pick<ErofsReader, 'superblock' | 'comprCfgs'>, options: ErofsWriteOptions): boolean {
+  if (options.compression === undefined || options.allFragments === true || options.chunkSize !== undefined) return false;
+  const bs = options.blockSize ?? 4096;
+  return zipFits(from, zipConfig(parseCompression(options.compression), bs, options.pclusterSize ?? bs));
+}
+
+function zipFits(from: Pick<ErofsReader, 'superblock' | 'comprCfgs'>, zip: ZipConfig): boolean {
+  const sb = from.superblock;
+  const cfgs = from.comprCfgs;
+  if (2 ** sb.blkszbits !== zip.blockSize || sb.extraDevices !== 0) return false;
+  const algorithms = sb.featureIncompat & Incompat.comprCfgs ? sb.u1 : sb.featureIncompat & Incompat.lz4ZeroPadding ? 1 << Algorithm.lz4 : 0;
+  if (!(algorithms & (1 << zip.algorithm))) return false;
+  const mine = comprCfgsFor(zip);
+  switch (zip.algorithm) {
+    case Algorithm.lz4:
+      return (sb.featureIncompat & Incompat.lz4ZeroPadding) !== 0 && (cfgs.lz4 === undefined || cfgs.lz4.maxPclusterBlocks * zip.blockSize <= zip.pclusterSize);
+    case Algorithm.lzma:
+      return cfgs.lzma !== undefined;
+    case Algorithm.deflate:
+      return (cfgs.deflate?.windowBits ?? 15) <= (mine.deflate?.windowBits ?? 15);
+    default:
+      return cfgs.zstd !== undefined && cfgs.zstd.windowLog <= (mine.zstd?.windowLog ?? 0);
+  }
+}
+
+/**
+ * Whether one extent of a source file can be carried into an image with `zip`: a whole pcluster in
+ * blocks (not a fragment, an inline tail or a partial reference), compressed with `zip`'s algorithm
+ * or plain (shifted, or interlaced: the file then keeps INTERLACED and its new plain pclusters are
+ * written so), no larger than the new pcluster limit; an LZMA stream decodes within the new
+ * dictionary (made with one no larger, or decoding to no more).
+ */
+function carriable(x: Extent, zip: ZipConfig, from: Pick<ErofsReader, 'comprCfgs'>): boolean {
+  if (x.source !== 'blocks' || x.partialRef || x.plen % zip.blockSize !== 0 || x.plen < zip.blockSize || x.plen > zip.pclusterSize) return false;
+  if (x.algorithm === 'shifted' || x.algorithm === 'interlaced') return x.llen <= x.plen && x.plen === zip.blockSize;
+  if (x.algorithm !== zip.algorithm) return false;
+  if (zip.algorithm === Algorithm.lzma) return (from.comprCfgs.lzma?.dictSize ?? Infinity) <= zip.dictSize || x.llen <= zip.dictSize;
+  return true;
+}
+
+const readerTags = new WeakMap<ErofsReader, number>();
+let nextReaderTag = 0;
+
+/**
+ * The carry plan of a compressed file from its EROFS source: the longest run of carriable extents
+ * from the start (the rest, from the first extent that is not, is compressed anew: with fragments,
+ * its tail goes to the new packed inode), checked by encoding the indexes it would get; and an
+ * identity of the content (files with the same source extents hold the same bytes).
+ */
+async function carryPlan(rec: InodeRec, zip: ZipConfig, fits: (r: ErofsReader) => boolean): Promise<{ carry: NonNullable<InodeRec['carry']>; key: string; interlaced: boolean } | undefined> {
+  const n = rec.node;
+  if (n.type !== 'file' || rec.z === undefined) return undefined;
+  let content = n.content;
+  if (content.kind === 'deferred') content = await content.resolve();
+  if (content.kind !== 'disk' || content.erofs === undefined) return undefined;
+  const { reader, inode } = content.erofs;
+  if (inode.kind !== 'file' || inode.size !== rec.size || !fits(reader)) return undefined;
+  let tag = readerTags.get(reader);
+  if (tag === undefined) readerTags.set(reader, (tag = nextReaderTag++));
+  const bs = zip.blockSize;
+  if (inode.layout !== DataLayout.compressedFull && inode.layout !== DataLayout.compressedCompact) {
+    return { carry: { reader, nid: inode.nid, extents: [], until: 0 }, key: `${tag}:nid:${inode.nid}`, interlaced: false };
+  }
+  const { lclusterBits, extents } = await reader.compressedExtents(inode);
+  const h = createHash('sha256').update(`${tag}:${rec.size}`);
+  for (const x of extents) h.update(`;${x.source}:${x.pa}:${x.plen}:${x.la}:${x.llen}:${x.algorithm}:${x.partialRef ? 1 : 0}`);
+  let keep: Extent[] = [];
+  if (2 ** lclusterBits === bs) {
+    for (const x of extents) {
+      if (!carriable(x, zip, reader)) break;
+      keep.push(x);
+    }
+  }
+  const interlaced = keep.some((x) => x.algorithm === 'interlaced');
+  const until = keep.length > 0 ? (keep[keep.length - 1] as Extent).la + (keep[keep.length - 1] as Extent).llen : 0;
+  if (keep.length > 0) {
+    // The indexes the carried extents get (their pclusters one after another), the rest as one
+    // fragment in their place: an extent the compact indexes cannot describe carries nothing.
+    let pblk = 1 << 20;
+    const trial: ZExtent[] = keep.map((x) => {
+      const e = { la: x.la, length: x.llen, pblk, blocks: x.plen / bs, plain: typeof x.algorithm !== 'number' };
+      pblk += e.blocks;
+      return e;
+    });
+    if (until < rec.size) trial.push({ la: until, length: rec.size - until, pblk: 0, blocks: 0, plain: false, fragment: true });
+    try {
+      encodeCompactIndexes(trial, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), until < rec.size ? 0 : undefined, interlaced);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      keep = [];
+    }
+  }
+  return { carry: { reader, nid: inode.nid, extents: keep, until: keep.length > 0 ? until : 0 }, key: h.digest('hex'), interlaced: keep.length > 0 && interlaced };
 }
 
 function xattrEntries(node: TreeNode, long: readonly string[] = []): { key: string; entry: XattrEntry }[] {
@@ -386,7 +525,31 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const packed = new ByteSpool();
   if (packedUsed) packed.append(prefixBytes);
 
-  const dupOf = dedupe ? await duplicates(recs.filter((r) => r.z !== undefined)) : new Map<InodeRec, InodeRec>();
+  // Carried files: each compressed file with an EROFS source whose settings fit gets its plan, in nid order.
+  const carryKeys = new Map<InodeRec, string>();
+  if (zip !== undefined && !allFrag) {
+    const fitOf = new Map<ErofsReader, boolean>();
+    const fits = (r: ErofsReader): boolean => {
+      let f = fitOf.get(r);
+      if (f === undefined) fitOf.set(r, (f = zipFits(r, zip)));
+      return f;
+    };
+    for (const rec of recs) {
+      if (rec.z === undefined || rec.z.whole) continue;
+      const plan = await carryPlan(rec, zip, fits);
+      if (plan === undefined) continue;
+      rec.carry = plan.carry;
+      if (plan.interlaced) rec.z.interlaced = true;
+      carryKeys.set(rec, plan.key);
+    }
+  }
+  // Files with the same source extents are stored once whatever `dedupe` says (the old image stored
+  // them once); with dedupe, so are files of equal content.
+  const dupOf = zip !== undefined ? await duplicates(recs.filter((r) => r.z !== undefined), carryKeys, dedupe) : new Map<InodeRec, InodeRec>();
+  carryKeys.clear();
+  const carried = { files: 0, pclusterBytes: 0, fileBytes: 0 };
+  // Files whose pclusters were carried (their duplicates count as carried too; they share them).
+  const carriedRecs = new Set<InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
   const zrecs = recs.filter((r) => r.z !== undefined && !r.z.whole && !dupOf.has(r));
   const pool: SegmentCompressor | undefined = zip !== undefined && (zrecs.length > 0 || packedUsed) ? createSegmentCompressor(zip, threads) : undefined;
@@ -408,6 +571,12 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         rec.z.extents = orig.z.extents;
         rec.z.blocks = orig.z.blocks;
         if (orig.z.fragmentOffset !== undefined) rec.z.fragmentOffset = orig.z.fragmentOffset;
+        if (orig.z.interlaced === true) rec.z.interlaced = true;
+        else delete rec.z.interlaced;
+        if (carriedRecs.has(orig)) {
+          carried.files++;
+          carried.fileBytes += rec.size;
+        }
         dataBytes += rec.size;
       } else if (rec.z?.whole === true && n.type === 'file') {
         const z = rec.z;
@@ -425,11 +594,38 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         const z = rec.z;
         rec.startBlock = block;
         let la = 0;
+        const carry = rec.carry;
+        if (carry !== undefined && carry.extents.length > 0) {
+          // Carried pclusters: read from the source image straight into the output, one after another.
+          const from = carry.reader.disk;
+          for (const x of carry.extents) {
+            if (x.la !== la) throw new RangeError(`a carried extent at ${x.la} does not follow the one ending at ${la}`);
+            const blocks = x.plen / bs;
+            await output.writeFrom(x.plen, block * bs, (dst) => from.read(dst, x.pa));
+            z.extents.push({ la, length: x.llen, pblk: block, blocks, plain: typeof x.algorithm !== 'number' });
+            la += x.llen;
+            block += blocks;
+            carried.pclusterBytes += x.plen;
+          }
+          z.blocks = block - rec.startBlock;
+          carried.files++;
+          carried.fileBytes += la;
+          carry.extents = [];
+          carriedRecs.add(rec);
+        }
         while (la < rec.size) {
           const seg = await segments.next(rec);
           const stored = seg.data.byteLength - seg.tail;
-          await output.write(seg.data.subarray(0, stored), block * bs);
           const e = seg.extents;
+          if (z.interlaced === true) {
+            // A carried file with interlaced plain pclusters: so are its new ones.
+            for (let i = 0, at = 0, l = la; i < e.length; i += 3) {
+              if (e[i + 2] === 1) interlace(seg.data.subarray(at, at + bs), e[i] as number, l, bs);
+              at += (e[i + 1] as number) * bs;
+              l += e[i] as number;
+            }
+          }
+          await output.write(seg.data.subarray(0, stored), block * bs);
           for (let i = 0; i < e.length; i += 3) {
             const length = e[i] as number;
             const blocks = e[i + 1] as number;
@@ -571,7 +767,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         // A whole-file fragment is its map header alone: the rest of the space kept for indexes is zeroed.
         const from = rec.pos + (rec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE) + rec.xattrBody.byteLength;
         const meta = new Uint8Array(rec.z.headerPos + rec.z.metaSize - from);
-        meta.set(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset), rec.z.headerPos - from);
+        meta.set(encodeCompactIndexes(rec.z.extents, rec.size, bs, rec.z.headerPos, zip.algorithm, bigPclusters(zip), rec.z.fragmentOffset, rec.z.interlaced === true), rec.z.headerPos - from);
         await output.write(meta, from);
       }
       if (rec.chunkMap) {
@@ -615,7 +811,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     const size = totalBlocks * bs;
     await output.finish(size);
     if (typeof out !== 'string') await out.flush();
-    return { size, blocks: totalBlocks, inodes: recs.length, dataBytes };
+    return { size, blocks: totalBlocks, inodes: recs.length, dataBytes, carried };
   } catch (err) {
     await output.abort();
     throw err;
@@ -667,10 +863,15 @@ function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, windo
     for (const rec of zrecs) {
       const n = rec.node;
       if (n.type !== 'file') continue;
-      let at = 0;
-      let seg = new Uint8Array(Math.min(SEGMENT_SIZE, rec.size));
+      // A carried file: only what follows its carried extents, read from the source file; segments
+      // still end at multiples of SEGMENT_SIZE, so no two extents start in one lcluster.
+      const carry = rec.carry;
+      let at = carry?.until ?? 0;
+      if (at >= rec.size) continue;
+      let seg = new Uint8Array(Math.min(SEGMENT_SIZE - (at % SEGMENT_SIZE), rec.size - at));
       let fill = 0;
-      for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
+      const pieces = carry !== undefined ? rangePieces(await carry.reader.openFileDisk(await carry.reader.inode(carry.nid)), at, rec.size) : contentPieces(n.content, rec.size, 1 << 20);
+      for await (const piece of pieces) {
         if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
         let off = 0;
         while (off < piece.byteLength) {
@@ -710,16 +911,41 @@ function segmentQueue(zrecs: readonly InodeRec[], pool: SegmentCompressor, windo
   };
 }
 
-/** Each file whose content equals an earlier one's (in nid order), mapped to that earlier one. */
-async function duplicates(candidates: readonly InodeRec[]): Promise<Map<InodeRec, InodeRec>> {
+/** `size` bytes of a Disk from `from` to `to`, in 1 MiB pieces. */
+async function* rangePieces(disk: Disk, from: number, to: number): AsyncGenerator<Uint8Array> {
+  for (let at = from; at < to; ) {
+    const buf = new Uint8Array(Math.min(1 << 20, to - at));
+    await disk.read(buf, at);
+    at += buf.byteLength;
+    yield buf;
+  }
+}
+
+/**
+ * Each file whose content equals an earlier one's (in nid order), mapped to that earlier one: by the
+ * identity in `known` where a file has one (it is not read), else, with `hashing`, by its sha-256.
+ */
+async function duplicates(candidates: readonly InodeRec[], known: ReadonlyMap<InodeRec, string>, hashing: boolean): Promise<Map<InodeRec, InodeRec>> {
   const bySize = new Map<number, InodeRec[]>();
-  for (const r of candidates) bySize.set(r.size, [...(bySize.get(r.size) ?? []), r]);
+  for (const r of candidates) {
+    if (!hashing && !known.has(r)) continue;
+    const group = bySize.get(r.size);
+    if (group === undefined) bySize.set(r.size, [r]);
+    else group.push(r);
+  }
   const out = new Map<InodeRec, InodeRec>();
   for (const group of bySize.values()) {
     if (group.length < 2) continue;
     const first = new Map<string, InodeRec>();
     for (const r of group) {
       if (r.node.type !== 'file') continue;
+      const id = known.get(r);
+      if (id !== undefined) {
+        const seen = first.get(`c:${id}`);
+        if (seen === undefined) first.set(`c:${id}`, r);
+        else out.set(r, seen);
+        continue;
+      }
       const h = createHash('sha256');
       let at = 0;
       for await (const piece of contentPieces(r.node.content, r.size, 1 << 20)) {

@@ -517,6 +517,11 @@ export class ZMapper {
     return { head, la, end, firstNextPackOff: first.nextPackOff };
   }
 
+  /** The size of the file's lclusters in bits (a whole-file fragment: the block's). */
+  async lclusterBits(inode: Inode): Promise<number> {
+    return (await this.#info(inode)).lclusterBits;
+  }
+
   /** The extent holding byte `q` of a compressed file. */
   async extent(inode: Inode, q: number): Promise<Extent> {
     const info = await this.#info(inode);

@@ -11,7 +11,9 @@
  * - `blocksFrom` names, for a file, a SquashFS image and a path in it holding the same bytes (an
  *   overlayfs file that is still its lower's): the writer then copies that file's stored blocks
  *   verbatim, so untouched data is never decompressed or recompressed. The caller vouches that the
- *   image uses the output's compressor and block size, and that the data is identical.
+ *   image uses the output's compressor and block size, and that the data is identical. It may name
+ *   an EROFS image instead (`erofs`): the content then names that image's reader and the file's
+ *   inode, and the EROFS writer copies the pclusters its settings fit (writer.ts settingsFit).
  * - Hard links share one node, grouped by `linkKey` (default: the stat's ino, for entries with more
  *   than one link), which carries the stat's nlink for a writer that streams the tree.
  * - lazyTreeFromFileSystem lists a directory only when the writer reaches it, so the SquashFS writer
@@ -24,16 +26,20 @@ import { BufferPool } from '../../io/bytes.ts';
 import type { FileSystem, FsStat } from '../filesystem.ts';
 import { storedBlockRef } from './copy.ts';
 import type { SquashfsReader } from './reader.ts';
+import type { ErofsReader } from '../erofs/reader.ts';
 import { materialize, type DirNode, type FileContent, type LazyDirNode, type NodeMeta, type SourceNode } from './tree.ts';
 import type { Xattr } from './xattr.ts';
 
 const PIECE = 1 << 20;
 
-export interface BlocksSource {
-  readonly reader: SquashfsReader;
-  /** The file's path inside that image. */
-  readonly path: string;
-}
+export type BlocksSource =
+  | {
+      readonly reader: SquashfsReader;
+      /** The file's path inside that image. */
+      readonly path: string;
+    }
+  /** The same file in an EROFS image: its content then names the reader and inode (FileContent `erofs`) for an EROFS writer. */
+  | { readonly erofs: ErofsReader; readonly path: string };
 
 export interface TreeFromFsOptions {
   blocksFrom?: (path: string, st: FsStat) => Promise<BlocksSource | undefined> | BlocksSource | undefined;
@@ -107,6 +113,29 @@ class DeferredContent {
   }
 }
 
+/** A file whose pclusters may come from an EROFS image: its inode there is looked up when the writer reaches it. */
+class ErofsDeferredContent {
+  readonly kind = 'deferred';
+  constructor(
+    readonly fs: FileSystem,
+    readonly path: string,
+    readonly size: number,
+    readonly reader: ErofsReader,
+    readonly sourcePath: string,
+  ) {}
+
+  async resolve(): Promise<FileContent> {
+    return (await erofsContent(this.reader, this.sourcePath, this.size)) ?? new LazyContent(this.fs, this.path, this.size);
+  }
+}
+
+/** The file at `path` of an EROFS image as content naming its reader and inode (undefined when it is not a file of that size). */
+async function erofsContent(reader: ErofsReader, path: string, size: number): Promise<FileContent | undefined> {
+  const inode = await reader.lookup(path);
+  if (inode.kind !== 'file' || inode.size !== size) return undefined;
+  return { kind: 'disk', disk: await reader.openFileDisk(inode), erofs: { reader, inode } };
+}
+
 const imageTags = new WeakMap<SquashfsReader, number>();
 let nextImageTag = 0;
 function imageTag(reader: SquashfsReader): number {
@@ -115,7 +144,7 @@ function imageTag(reader: SquashfsReader): number {
   return t;
 }
 
-async function verbatimContent(source: BlocksSource, size: number): Promise<FileContent | undefined> {
+async function verbatimContent(source: { readonly reader: SquashfsReader; readonly path: string }, size: number): Promise<FileContent | undefined> {
   const inode = await source.reader.lookup(source.path);
   if (inode.kind !== 'file' || inode.fileSize !== size) return undefined;
   const disk = await source.reader.openFileDisk(inode);
@@ -169,7 +198,10 @@ export async function lazyTreeFromFileSystem(fs: FileSystem, root = '/', options
       case 'file': {
         const size = st.size;
         const source = await options.blocksFrom?.(path, st);
-        const content: FileContent = source === undefined ? new LazyContent(fs, path, size) : new DeferredContent(fs, path, size, source.reader, source.path);
+        const content: FileContent =
+          source === undefined ? new LazyContent(fs, path, size)
+          : 'erofs' in source ? new ErofsDeferredContent(fs, path, size, source.erofs, source.path)
+          : new DeferredContent(fs, path, size, source.reader, source.path);
         node = { type: 'file', size, content, ...meta };
         break;
       }

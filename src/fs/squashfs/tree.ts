@@ -9,6 +9,8 @@ import { fromSystemError } from '../../errors.ts';
 import type { Disk } from '../../io/disk.ts';
 import { readHostXattrs } from '../../io/xattr.ts';
 import type { Xattr } from './xattr.ts';
+import type { ErofsReader } from '../erofs/reader.ts';
+import type { Inode as ErofsInode } from '../erofs/inode.ts';
 
 export interface NodeMeta {
   /** Permission bits 07777. */
@@ -56,6 +58,12 @@ export type FileContent =
        * (the caller vouches), so the writer stores them once without reading the later ones.
        */
       readonly sameAs?: string;
+      /**
+       * The same file in an EROFS image (its reader and inode): an EROFS writer whose settings fit that
+       * image's copies its compressed pclusters as they are (the caller vouches that the Disk's bytes
+       * are that file's).
+       */
+      readonly erofs?: { readonly reader: ErofsReader; readonly inode: ErofsInode };
     }
   /** Pieces in order; each is valid until the next is asked for (a source may refill one buffer). */
   | { readonly kind: 'stream'; readonly open: () => AsyncIterable<Uint8Array> }

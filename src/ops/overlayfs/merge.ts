@@ -10,10 +10,14 @@
  * - Cost follows the change: a file whose data still lives in the SquashFS base (untouched, or a
  *   metacopy stub) hands its stored blocks to the writer verbatim — same compressor, block size and
  *   settings as the old base, so they are valid as they are; only files the upper holds are read and
- *   compressed.
+ *   compressed. An EROFS base written as EROFS does the same with pclusters: the writer copies the
+ *   compressed pclusters of such a file where the new settings fit the old image's (writer.ts
+ *   settingsFit); its fragment tail, and files stored whole in the old packed inode, are compressed
+ *   anew (into the new packed inode).
  * - Verified before the switch: every node of the new image against the view (kind, mode, owner,
  *   mtime, size, target, device, xattrs); content in full for the files that were compressed anew,
- *   and for carried files their stored block words and tail.
+ *   for carried SquashFS files their stored block words and tail, for carried EROFS files their
+ *   leading pclusters (same extents, same stored bytes as the old file's) and the rest as content.
  * - A layered base (casper's chain `minimal` < `minimal.standard` < `minimal.standard.live`): only
  *   its top layer is replaced, by the top layer and the upper as one layer over the layers below
  *   (fs/overlay/layer-diff.ts: what they show unchanged is left out, deletions are whiteouts), so the
@@ -22,8 +26,8 @@
  *   Verified as the stack the boot will mount: the new top layer over the layers below, against the
  *   view; content the layers below still supply is theirs by construction and not compared.
  * - Built beside the old base (BASE.livestick-ovl-new, made at an estimate and trimmed by the writer);
- *   the switch is ./switch.ts. Refused: a top layer that is neither SquashFS nor EROFS, an EROFS base
- *   without `format: 'squashfs'` (writing EROFS: issue 14), a
+ *   the switch is ./switch.ts. Refused: a top layer that is neither SquashFS nor EROFS, an EROFS layer
+ *   of a layer chain, a
  *   base volume that cannot be written (ISO9660), a volatile work dir, an upper bound to another base
  *   (unless --force).
  * - An upper over a rootfs.img inside squashfs.img (rd.live.overlay.overlayfs on a Fedora ≤ 40 stick)
@@ -39,9 +43,10 @@ import type { CompressorSettings } from '../../fs/squashfs/comp/types.ts';
 import { splitXattrName as splitSquashfsXattr } from '../../fs/squashfs/xattr.ts';
 import { ErofsFileSystem } from '../../fs/erofs/filesystem.ts';
 import { ErofsReader } from '../../fs/erofs/reader.ts';
-import { splitXattrName as splitErofsXattr, writeErofs, type ErofsWriteOptions } from '../../fs/erofs/writer.ts';
+import { settingsFit, splitXattrName as splitErofsXattr, writeErofs, type ErofsWriteOptions } from '../../fs/erofs/writer.ts';
 import { Incompat } from '../../fs/erofs/superblock.ts';
 import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
+import { DataLayout, type Inode } from '../../fs/erofs/inode.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
 import { lazyTreeFromFileSystem, treeFromFileSystem, type BlocksSource, type TreeFromFsOptions } from '../../fs/squashfs/from-fs.ts';
 import { settingsOf } from '../merge.ts';
@@ -162,7 +167,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const erofsOut = toErofs ? erofsSettingsOf(erofsTop!) : undefined;
   const compressor: string = erofsOut?.name ?? squashfsCompressor;
   const blockSize = erofsOut?.options.blockSize ?? reader?.superblock.blockSize ?? ERO_TO_SQUASHFS_BLOCK;
-  if (erofsOut !== undefined) warnings.push(`the new EROFS base is written with ${erofsOut.described} (the old image's compressor and features; its compression level is not recorded in the image); every file is compressed anew`);
+  if (erofsOut !== undefined) warnings.push(`the new EROFS base is written with ${erofsOut.described} (the old image's compressor and features; its compression level is not recorded in the image)`);
   const storable = toErofs ? storableInErofs : storableInSquashfs;
   const oldBaseBytes = reader?.disk.size ?? erofsTop!.reader.disk.size;
 
@@ -223,14 +228,20 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   // up unchanged (dnf and apt rewrite files as they were), the lower file it equals — in any layer
   // whose stored blocks the new image can hold as they are.
   const readers = lowerLayers.map((l) => (reader !== undefined && l.fs instanceof SquashfsFileSystem && blocksFit(l.fs.reader, reader) ? l.fs.reader : undefined));
+  // An EROFS base into EROFS: the pclusters of such files are carried where the new settings fit the old image's.
+  const erofsReaders = lowerLayers.map((l) => (erofsOut !== undefined && l.fs instanceof ErofsFileSystem && settingsFit(l.fs.reader, erofsOut.options) ? l.fs.reader : undefined));
   const unchangedCopies = report.unchangedCopies;
   const carriedFrom = async (path: string): Promise<BlocksSource | undefined> => {
     const node = await view.resolve(path);
     const from = node.data === undefined ? undefined : node.data.layer === 'upper' ? unchangedCopies.get(path) : { layer: node.data.layer, path: node.data.path };
-    const fromReader = from === undefined ? undefined : readers[from.layer];
+    if (from === undefined) return undefined;
     // The walk's own path string where it is the same (no second copy per file in the tree); the
     // reader's lookup takes a leading slash.
-    return from === undefined || fromReader === undefined ? undefined : { reader: fromReader, path: from.path === path ? path : from.path };
+    const fromPath = from.path === path ? path : from.path;
+    const fromReader = readers[from.layer];
+    if (fromReader !== undefined) return { reader: fromReader, path: fromPath };
+    const fromErofs = erofsReaders[from.layer];
+    return fromErofs === undefined ? undefined : { erofs: fromErofs, path: fromPath };
   };
   const source = layered ? await LayerDiffFileSystem.of(view) : view;
   const dropped = new Map<string, string[]>();
@@ -260,7 +271,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       return blocks;
     },
   };
-  let written: { size: number };
+  let written: { size: number; carried?: { files: number } };
   try {
     if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
     const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
@@ -283,6 +294,14 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     }
     await baseFs.flush();
     stepPoint('ovl-built');
+    // EROFS: a file counts as carried when some of its pclusters were (a whole-file fragment, a
+    // file of one block, is compressed anew into the new packed inode).
+    if (written.carried !== undefined) {
+      const total = files.carried + files.rebuilt;
+      files.carried = written.carried.files;
+      files.rebuilt = total - files.carried;
+      warnings.push(`${files.carried} files kept their pclusters as they were; ${files.rebuilt} were compressed anew (changed, new, or stored whole in the old packed inode)`);
+    }
 
     await verifyNewBase(baseFs, newBase, view, carriedFrom, baseShown, layered ? lowerLayers.slice(1) : undefined, storable, toErofs ? 'erofs' : 'squashfs');
     stepPoint('ovl-verified');
@@ -392,7 +411,8 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
   const disk = await fs.openFile(path);
   try {
     const reader = format === 'squashfs' ? await SquashfsReader.open(disk, { cacheBytes: 4 << 20 }) : undefined;
-    const image: FileSystem = reader !== undefined ? new SquashfsFileSystem(reader, disk.size) : new ErofsFileSystem(await ErofsReader.open(disk, { cacheBytes: 4 << 20 }));
+    const ereader = format === 'erofs' ? await ErofsReader.open(disk, { cacheBytes: 4 << 20 }) : undefined;
+    const image: FileSystem = reader !== undefined ? new SquashfsFileSystem(reader, disk.size) : new ErofsFileSystem(ereader!);
     const stack = below === undefined ? undefined : new OverlayFileSystem({ lowers: [{ fs: image, root: '/' }, ...below], xattrPrefix: await view.xattrPrefix() });
     const img: FileSystem = stack ?? image;
     const pieces = [new Uint8Array(PIECE), new Uint8Array(PIECE)] as const;
@@ -418,9 +438,13 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
             return sameBytes(p, await view.openFile(p), await img.openFile(p), 0, bad, pieces);
           }
         }
-        // Blocks are carried only into a SquashFS base (an EROFS one is compressed anew).
-        const source = reader !== undefined ? await carriedFrom(p) : undefined;
-        if (source !== undefined && reader !== undefined) {
+        const source = await carriedFrom(p);
+        if (source !== undefined && 'erofs' in source && ereader !== undefined) {
+          // Carried pclusters: the same extents as the source file's, the same stored bytes; what
+          // follows the last of them (compressed anew) is compared as content.
+          const from = await carriedPrefix(source.erofs, await source.erofs.lookup(source.path), ereader, await ereader.lookup(strip(p)), pieces);
+          await sameBytes(p, await view.openFile(p), await img.openFile(p), from, bad, pieces);
+        } else if (source !== undefined && 'reader' in source && reader !== undefined) {
           const src = await source.reader.lookup(source.path);
           const dst = await reader.lookup(strip(p));
           if (src.kind !== 'file' || dst.kind !== 'file') return bad(p, 'kind in the images');
@@ -443,6 +467,29 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
 }
 
 const PIECE = 1 << 20;
+
+/**
+ * How many leading bytes of `dst` (new image) are held by pclusters that are `src`'s (old image):
+ * the same extent (start, length, algorithm, stored size) and the same stored bytes, extent by extent
+ * from the start. Those decode as the source file does.
+ */
+async function carriedPrefix(from: ErofsReader, src: Inode, to: ErofsReader, dst: Inode, [x, y]: readonly [Uint8Array, Uint8Array]): Promise<number> {
+  const compressed = (i: Inode) => i.kind === 'file' && (i.layout === DataLayout.compressedCompact || i.layout === DataLayout.compressedFull);
+  if (!compressed(src) || !compressed(dst) || src.size !== dst.size) return 0;
+  const a = (await from.compressedExtents(src)).extents;
+  const b = (await to.compressedExtents(dst)).extents;
+  let done = 0;
+  for (let i = 0; i < a.length && i < b.length; i++) {
+    const p = a[i]!;
+    const q = b[i]!;
+    if (p.source !== 'blocks' || q.source !== 'blocks' || p.la !== q.la || p.llen !== q.llen || p.plen !== q.plen || p.algorithm !== q.algorithm || p.partialRef || q.partialRef || p.plen > x.byteLength) break;
+    await from.disk.read(x.subarray(0, p.plen), p.pa);
+    await to.disk.read(y.subarray(0, q.plen), q.pa);
+    if (!equalBytes(x.subarray(0, p.plen), y.subarray(0, q.plen))) break;
+    done = p.la + p.llen;
+  }
+  return done;
+}
 
 /** Compares two files from byte `from` on, through the two 1 MiB buffers of one verification. */
 async function sameBytes(p: string, a: import('../../io/disk.ts').Disk, b: import('../../io/disk.ts').Disk, from: number, bad: (p: string, what: string) => never, [x, y]: readonly [Uint8Array, Uint8Array]): Promise<void> {

@@ -1,0 +1,186 @@
+/**
+ * EROFS writer, carried pclusters: a file given with its EROFS source (a tree made by
+ * treeFromFileSystem over an EROFS image, blocksFrom naming that image) keeps its compressed
+ * pclusters byte for byte where the settings fit; the rest (fragment tails, unfit extents) is
+ * compressed anew. The new image reads back as the tree; carried files sharing their source
+ * extents are stored once; the output does not depend on the thread count.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import '../helpers/setup.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { MemoryDisk } from '../../src/io/disk.ts';
+import { ErofsReader } from '../../src/fs/erofs/reader.ts';
+import { ErofsFileSystem } from '../../src/fs/erofs/filesystem.ts';
+import { settingsFit, writeErofs, type ErofsWriteOptions, type ErofsWriteResult } from '../../src/fs/erofs/writer.ts';
+import { treeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
+import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
+import type { Extent } from '../../src/fs/erofs/zmap.ts';
+import { content } from './fixture.ts';
+
+const t = tempDir('erofs-carry-');
+after(() => t.cleanup());
+let n = 0;
+
+// Fedora's settings but 64 KiB pclusters (1 MiB ones in the oracle): a few MiB of data then make many pclusters.
+const FEDORA: ErofsWriteOptions = { compression: 'lzma,level=6', pclusterSize: 65536, fragments: true, mkfsTime: 1_700_000_000 };
+const BIG = ['text-600k', 'mixed-700k', 'random-300k', 'aligned-512k', 'sub/dup-a'];
+
+/** Files of every kind of extent: compressible and incompressible runs, a fragment tail, whole-file fragments, duplicates. */
+function sourceTree(): { tree: DirNode; files: Map<string, Uint8Array> } {
+  const files = new Map<string, Uint8Array>([
+    ['text-600k', content(600_777, 1, 0.05)],
+    ['mixed-700k', content(700_000 + 4096 * 3, 2, 0.3)],
+    ['random-300k', content(300_100, 3, 1)],
+    ['aligned-512k', content(512 << 10, 4, 0.2)],
+    ['sub/dup-a', content(400_000 + 12345, 5, 0.2)],
+    ['sub/dup-b', content(400_000 + 12345, 5, 0.2)],
+    ['small', content(30_000, 6, 0.1)],
+    ['tiny', content(100, 7, 0)],
+    ['empty', new Uint8Array(0)],
+  ]);
+  const tree = dirNode({ mtime: 1_700_000_000 });
+  const sub = dirNode({ mtime: 1_700_000_000 });
+  tree.entries.set('sub', sub);
+  for (const [p, bytes] of files) (p.startsWith('sub/') ? sub : tree).entries.set(p.replace(/^sub\//, ''), fileNode(bytes, { mtime: 1_700_000_000 }));
+  return { tree, files };
+}
+
+async function image(tree: DirNode, options: ErofsWriteOptions): Promise<{ reader: ErofsReader; bytes: Uint8Array; result: ErofsWriteResult }> {
+  const img = join(t.dir, `c${n++}.img`);
+  const result = await writeErofs(tree, img, options);
+  const bytes = new Uint8Array(readFileSync(img));
+  return { reader: await ErofsReader.open(new MemoryDisk(Uint8Array.from(bytes), { readOnly: true })), bytes, result };
+}
+
+/** The writer tree of an EROFS image, each file naming its inode there as its source. */
+function carriedTree(reader: ErofsReader): Promise<DirNode> {
+  return treeFromFileSystem(new ErofsFileSystem(reader), '/', { blocksFrom: (path) => ({ erofs: reader, path }) });
+}
+
+async function extentsOf(reader: ErofsReader, path: string): Promise<Extent[]> {
+  return (await reader.compressedExtents(await reader.lookup(path))).extents;
+}
+
+const raw = (bytes: Uint8Array, x: Extent) => Buffer.from(bytes.subarray(x.pa, x.pa + x.plen));
+
+test('carry: a carried file reads back identical, and its pclusters are the old image\'s bytes at new addresses; the fragment tail goes to the new packed inode', async () => {
+  const { tree, files } = sourceTree();
+  const old = await image(tree, FEDORA);
+  assert.equal(settingsFit(old.reader, FEDORA), true);
+  const neu = await image(await carriedTree(old.reader), { ...FEDORA, threads: 0 });
+  for (const [p, bytes] of files) assert.ok(Buffer.from(await neu.reader.readFile(p)).equals(Buffer.from(bytes)), `${p} content`);
+  let copied = 0;
+  for (const p of BIG) {
+    const a = await extentsOf(old.reader, p);
+    const b = await extentsOf(neu.reader, p);
+    const blocksA = a.filter((x) => x.source === 'blocks');
+    assert.ok(blocksA.length > 0, `${p} has pclusters in the old image`);
+    // Every old pcluster is there, same extent, same bytes, at its new address.
+    for (const x of blocksA) {
+      const y = b.find((e) => e.la === x.la);
+      assert.ok(y !== undefined, `${p}: an extent at ${x.la} in the new image`);
+      assert.equal(y.llen, x.llen, `${p} at ${x.la}: length`);
+      assert.equal(y.source, 'blocks');
+      assert.equal(y.algorithm, x.algorithm);
+      assert.ok(raw(neu.bytes, y).equals(raw(old.bytes, x)), `${p} at ${x.la}: the pcluster's bytes`);
+      copied += x.plen;
+    }
+    // The tail is a fragment in both, read back from the new packed inode.
+    const ta = a[a.length - 1] as Extent;
+    const tb = b[b.length - 1] as Extent;
+    if (ta.source === 'fragment') assert.deepEqual([tb.source, tb.la, tb.llen], ['fragment', ta.la, ta.llen], `${p}: its tail`);
+  }
+  assert.ok(neu.result.carried.files >= 5, `carried ${neu.result.carried.files} files`);
+  assert.ok(neu.result.carried.pclusterBytes >= copied - (await extentsOf(old.reader, 'sub/dup-a')).filter((x) => x.source === 'blocks').reduce((s, x) => s + x.plen, 0));
+  // Whole-file fragments (small, tiny) are compressed anew into the packed inode: nothing to carry.
+  assert.equal((await extentsOf(neu.reader, 'small'))[0]?.source, 'fragment');
+  // The new image is no larger than the old one by more than its metadata's slack.
+  assert.ok(neu.bytes.byteLength <= old.bytes.byteLength + 64 * 1024, `${neu.bytes.byteLength} vs ${old.bytes.byteLength}`);
+});
+
+test('carry: files sharing their source extents are stored once (dedupe on or off); the copy names the same pclusters and fragment', async () => {
+  const { tree } = sourceTree();
+  const old = await image(tree, FEDORA);
+  const a0 = await extentsOf(old.reader, 'sub/dup-a');
+  const b0 = await extentsOf(old.reader, 'sub/dup-b');
+  assert.deepEqual(b0, a0, 'the old image stored the duplicate once');
+  for (const dedupe of [true, false]) {
+    const neu = await image(await carriedTree(old.reader), { ...FEDORA, dedupe, threads: 0 });
+    const a = await extentsOf(neu.reader, 'sub/dup-a');
+    const b = await extentsOf(neu.reader, 'sub/dup-b');
+    assert.deepEqual(b, a, `dedupe ${dedupe}: the same extents`);
+    assert.ok(Buffer.from(await neu.reader.readFile('sub/dup-b')).equals(Buffer.from(await old.reader.readFile('sub/dup-a'))));
+  }
+  // Without dedupe in the old image, the two are stored twice there and carried twice.
+  const twice = await image(tree, { ...FEDORA, dedupe: false });
+  const neu = await image(await carriedTree(twice.reader), { ...FEDORA, dedupe: false, threads: 0 });
+  assert.notDeepEqual((await extentsOf(neu.reader, 'sub/dup-b'))[0]?.pa, (await extentsOf(neu.reader, 'sub/dup-a'))[0]?.pa);
+});
+
+test('carry: the image does not depend on the thread count (threads 0, 1 and 2 write the same bytes)', async () => {
+  const { tree } = sourceTree();
+  const old = await image(tree, FEDORA);
+  const a = await image(await carriedTree(old.reader), { ...FEDORA, threads: 0 });
+  const b = await image(await carriedTree(old.reader), { ...FEDORA, threads: 2 });
+  assert.ok(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)));
+  const one = createHash('sha256').update(a.bytes).digest('hex');
+  assert.equal(one, createHash('sha256').update((await image(await carriedTree(old.reader), { ...FEDORA, threads: 1 })).bytes).digest('hex'));
+});
+
+test('carry: settings that do not fit (another algorithm, another block size, all-fragments) recompress every file, smaller pclusters the larger ones; the image reads back identical', async () => {
+  const { tree, files } = sourceTree();
+  const old = await image(tree, FEDORA);
+  // One-block pclusters: only the old one-block pclusters are carried.
+  const one = await image(await carriedTree(old.reader), { ...FEDORA, pclusterSize: 4096, threads: 0 });
+  for (const [p, bytes] of files) assert.ok(Buffer.from(await one.reader.readFile(p)).equals(Buffer.from(bytes)), `one-block pclusters: ${p}`);
+  for (const p of BIG) for (const x of await extentsOf(one.reader, p)) if (x.source === 'blocks') assert.equal(x.plen, 4096, `${p} at ${x.la}`);
+  const cases: ErofsWriteOptions[] = [
+    { ...FEDORA, compression: 'lz4hc' },
+    { ...FEDORA, compression: 'zstd' },
+    { ...FEDORA, blockSize: 1024 },
+    { ...FEDORA, allFragments: true },
+  ];
+  for (const options of cases) {
+    assert.equal(settingsFit(old.reader, options), false, JSON.stringify(options));
+    const neu = await image(await carriedTree(old.reader), { ...options, threads: 0 });
+    assert.equal(neu.result.carried.files, 0, JSON.stringify(options));
+    for (const [p, bytes] of files) assert.ok(Buffer.from(await neu.reader.readFile(p)).equals(Buffer.from(bytes)), `${JSON.stringify(options)}: ${p}`);
+  }
+  // The level is not the decoder's business: level 9 carries level 6's pclusters; so do larger pclusters from a one-block old image.
+  assert.equal(settingsFit(old.reader, { ...FEDORA, compression: 'lzma,level=9' }), true);
+  const small = await image(tree, { ...FEDORA, pclusterSize: 4096 });
+  assert.equal(settingsFit(small.reader, { ...FEDORA, pclusterSize: 4096 }), true);
+  assert.equal(settingsFit(small.reader, FEDORA), true);
+  const neu = await image(await carriedTree(small.reader), { ...FEDORA, threads: 0 });
+  assert.ok(neu.result.carried.files >= 5);
+  for (const [p, bytes] of files) assert.ok(Buffer.from(await neu.reader.readFile(p)).equals(Buffer.from(bytes)), `from one-block pclusters: ${p}`);
+});
+
+test('carry: without fragments in the new image, a carried file\'s old fragment tail is compressed into pclusters of its own', async () => {
+  const { tree, files } = sourceTree();
+  const old = await image(tree, FEDORA);
+  const options: ErofsWriteOptions = { compression: 'lzma,level=6', pclusterSize: 65536, mkfsTime: 1_700_000_000, threads: 0 };
+  assert.equal(settingsFit(old.reader, options), true);
+  const neu = await image(await carriedTree(old.reader), options);
+  assert.ok(neu.result.carried.files >= 5);
+  for (const [p, bytes] of files) assert.ok(Buffer.from(await neu.reader.readFile(p)).equals(Buffer.from(bytes)), p);
+  const x = await extentsOf(neu.reader, 'text-600k');
+  assert.ok(x.every((e) => e.source === 'blocks'));
+  assert.equal(neu.reader.superblock.packedNid, 0);
+});
+
+test('carry: a source file that is not what the tree says (another size) is read and compressed, not carried', async () => {
+  const { tree } = sourceTree();
+  const old = await image(tree, FEDORA);
+  const other = content(600_000, 9, 0);
+  const t2 = dirNode({ mtime: 1_700_000_000 });
+  const disk = new MemoryDisk(other, { readOnly: true });
+  t2.entries.set('f', { type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, size: other.byteLength, content: { kind: 'disk', disk, erofs: { reader: old.reader, inode: await old.reader.lookup('text-600k') } } });
+  const neu = await image(t2, { ...FEDORA, threads: 0 });
+  assert.equal(neu.result.carried.files, 0);
+  assert.ok(Buffer.from(await neu.reader.readFile('f')).equals(Buffer.from(other)));
+});
