@@ -17,7 +17,7 @@ import { ErofsFileSystem } from '../../src/fs/erofs/filesystem.ts';
 import { settingsFit, writeErofs, type ErofsWriteOptions } from '../../src/fs/erofs/writer.ts';
 import { treeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
 import { diffSnapshots, snapshot, xattrReaderFor } from '../squashfs/fixture.ts';
-import { content, makeErofsTree, missingTrixie, TRIXIE } from './fixture.ts';
+import { content, makeErofsTree, missingTrixie, mountedSnapshot, TRIXIE } from './fixture.ts';
 import { writeFileSync } from 'node:fs';
 
 const skip = missingTools('mount', 'umount', 'setfattr', 'getfattr', 'mknod', 'mkfifo', 'python3') || missingTrixie();
@@ -41,16 +41,6 @@ after(() => {
 
 const inside = (p: string) => `/tmp/${basename(dir)}/${p.slice(dir.length + 1)}`;
 const FEDORA: ErofsWriteOptions = { compression: 'lzma,level=6', pclusterSize: 1 << 20, fragments: true, mkfsTime: 1_700_000_000 };
-
-function mountedSnapshot(img: string, mnt: string): Map<string, string> {
-  mkdirSync(mnt, { recursive: true });
-  run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
-  try {
-    return snapshot(mnt);
-  } finally {
-    run('umount', [mnt]);
-  }
-}
 
 for (const maker of ['mkfs.erofs 1.8.6', 'livestick'] as const) {
   test(`carry oracle (old image by ${maker}, Fedora's options): the rewritten image with carried pclusters is the source tree to the kernel and to fsck.erofs 1.8.6; carried pclusters are the old bytes`, { skip, timeout: 600_000 }, async () => {

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../helpers/tools.ts';
+import { snapshot } from '../squashfs/fixture.ts';
 import type { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { xorshift } from '../helpers/random.ts';
 
@@ -141,4 +142,15 @@ export async function erofsSnapshot(reader: ErofsReader): Promise<{ desc: Map<st
     ids.set(path, `ino=${inode.nid} nsec=${inode.mtime.nsec} nlink=${inode.nlink}`);
   }
   return { desc, ids };
+}
+
+/** What the host kernel shows mounting the EROFS image `img` at `mnt` (made if missing, unmounted after). */
+export function mountedSnapshot(img: string, mnt: string): Map<string, string> {
+  mkdirSync(mnt, { recursive: true });
+  run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
+  try {
+    return snapshot(mnt);
+  } finally {
+    run('umount', [mnt]);
+  }
 }

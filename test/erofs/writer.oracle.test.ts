@@ -14,7 +14,7 @@ import { FileDisk } from '../../src/io/disk.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { writeErofs } from '../../src/fs/erofs/writer.ts';
 import { diffSnapshots, snapshot, xattrReaderFor } from '../squashfs/fixture.ts';
-import { content, erofsSnapshot, makeErofsTree, missingTrixie, TRIXIE } from './fixture.ts';
+import { content, erofsSnapshot, makeErofsTree, missingTrixie, mountedSnapshot, TRIXIE } from './fixture.ts';
 
 const skipHost = missingTools('mount', 'umount', 'setfattr', 'getfattr', 'mknod', 'mkfifo', 'python3');
 const skipTrixie = skipHost || missingTrixie();
@@ -34,17 +34,6 @@ after(() => {
 });
 
 const inside = (p: string) => `/tmp/${basename(dir)}/${p.slice(dir.length + 1)}`;
-
-/** What the host kernel shows mounting the EROFS image `img` at `mnt` (made if missing, unmounted after). */
-function mountedSnapshot(img: string, mnt: string): Map<string, string> {
-  mkdirSync(mnt, { recursive: true });
-  run('mount', ['-t', 'erofs', '-o', 'loop,ro', img, mnt]);
-  try {
-    return snapshot(mnt);
-  } finally {
-    run('umount', [mnt]);
-  }
-}
 
 for (const [blockSize, chunkSize] of [[4096, undefined], [512, undefined], [4096, 1 << 20], [512, 512]] as const) {
   const what = `${blockSize}-byte blocks, ${chunkSize === undefined ? 'flat files' : `${chunkSize}-byte chunks`}`;
