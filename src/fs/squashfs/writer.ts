@@ -42,7 +42,7 @@ import { DedupeIndex, KEY_BYTES, type StoredData } from './dedupe.ts';
 import { encodeMetadataBlock, MetadataWriter, posToRefNumber, refToPos } from './metadata.ts';
 import { encodeSuperblock, Flags, METADATA_SIZE, SUPERBLOCK_SIZE } from './superblock.ts';
 import { encodeFragmentTable, encodeLookupTable, type FragmentEntry } from './tables.ts';
-import { contentPieces, isSourceDir, lazyTreeFromDirectory, storedBlockSize, type DirNode, type FileNode, type NodeMeta, type ScanOptions, type SourceDir, type SourceNode, type StoredBlock, type TreeNode } from './tree.ts';
+import { contentPieces, entriesOf, isSourceDir, lazyTreeFromDirectory, storedBlockSize, type DirNode, type FileNode, type NodeMeta, type ScanOptions, type SourceDir, type SourceNode, type StoredBlock, type TreeNode } from './tree.ts';
 import { XattrWriter } from './xattr.ts';
 
 export interface WriteOptions {
@@ -192,7 +192,7 @@ async function countNames(root: SourceDir): Promise<Map<SourceNode, number>> {
   const counts = new Map<SourceNode, number>();
   const walk = async (dir: SourceDir, depth: number): Promise<void> => {
     if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
-    const entries = dir.type === 'dir' ? dir.entries : await dir.load();
+    const entries = await entriesOf(dir);
     for (const child of entries.values()) {
       if (isSourceDir(child)) await walk(child, depth + 1);
       else if (met.has(child)) counts.set(child, (counts.get(child) ?? 1) + 1);
@@ -551,7 +551,7 @@ async function writeImage(
   let next = 2;
   const walk = async (dir: SourceDir, number: number, record: DirRecord, depth: number): Promise<void> => {
     if (depth > 4096) throw new RangeError('the tree is nested more than 4096 levels deep');
-    const entries = dir.type === 'dir' ? dir.entries : await dir.load();
+    const entries = await entriesOf(dir);
     const names = [...entries.keys()].sort(cmpBytes);
     for (const name of names) {
       const nb = Buffer.byteLength(name, 'utf8');

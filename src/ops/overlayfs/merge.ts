@@ -222,7 +222,6 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
   const upperFs = open.fs as WritableFileSystem;
   const newBase = lower.path + NEW_MARK;
   const files = { carried: 0, rebuilt: 0 };
-  let droppedCount = 0;
   const journal: OverlayfsJournal = { schemaVersion: 1, kind: 'overlayfs-switch', baseVolume: volumeRef(lower.volume), base: lower.path, upperVolume: volumeRef(persistence.volume), upper: persistence.upper, work: persistence.work, keepOld: options.keepOld === true };
   // Where each carried file's stored blocks come from: the lower file behind it, or for a file copied
   // up unchanged (dnf and apt rewrite files as they were), the lower file it equals — in any layer
@@ -261,7 +260,6 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       const paths = dropped.get(name) ?? [];
       if (paths.length < 3) paths.push(path);
       dropped.set(name, paths);
-      droppedCount++;
     },
     linkKey: (_p, st) => (st.ino !== undefined ? String(st.ino) : undefined),
     blocksFrom: async (path) => {
@@ -290,7 +288,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     }
     if (dropped.size > 0) {
       const what = [...dropped].map(([name, paths]) => `${name} (${paths.join(', ')}${paths.length === 3 ? ', …' : ''})`).join('; ');
-      warnings.push(`left out of the new base, which cannot store them: ${droppedCount} xattrs: ${what}`);
+      warnings.push(`left out of the new base, which cannot store them: ${droppedSeen.size} xattrs: ${what}`);
     }
     await baseFs.flush();
     stepPoint('ovl-built');
