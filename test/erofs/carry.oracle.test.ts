@@ -33,6 +33,9 @@ before(() => {
   writeFileSync(join(src, 'big-mixed'), content(6 * (1 << 20) + 4321, 21, 0.0005));
   writeFileSync(join(src, 'big-random'), content(3 * (1 << 20) + 17, 22, 1));
   writeFileSync(join(src, 'big-copy'), content(6 * (1 << 20) + 4321, 21, 0.0005));
+  // big-mixed with 8 bytes more (a changed copy): its leading pclusters are big-mixed's, which
+  // mkfs.erofs 1.8.6 stores once (its extent dedupe under -Efragments) and so do we.
+  writeFileSync(join(src, 'big-extended'), Buffer.concat([content(6 * (1 << 20) + 4321, 21, 0.0005), Buffer.from('changed\n')]));
   want = snapshot(src);
 });
 after(() => {
@@ -70,6 +73,16 @@ for (const maker of ['mkfs.erofs 1.8.6', 'livestick'] as const) {
         assert.ok(y !== undefined && y.llen === x.llen && y.plen === x.plen, `big-mixed at ${x.la}`);
         assert.ok(bytesNew.subarray(y.pa, y.pa + y.plen).equals(bytesOld.subarray(x.pa, x.pa + x.plen)), `big-mixed at ${x.la}: the pcluster's bytes`);
       }
+      // big-extended shares big-mixed's leading pclusters in the old image and in the new one.
+      const sharedIn = async (r: ErofsReader): Promise<number> => {
+        const starts = async (p: string) => new Set((await r.compressedExtents(await r.lookup(p))).extents.filter((x) => x.source === 'blocks').map((x) => x.pa));
+        const [m, e] = [await starts('big-mixed'), await starts('big-extended')];
+        return [...e].filter((pa) => m.has(pa)).length;
+      };
+      const oldShared = await sharedIn(reader);
+      assert.ok(oldShared >= 2, `the old image shares ${oldShared} pclusters`);
+      assert.equal(await sharedIn(nr), oldShared, 'the new image shares as many');
+      assert.ok(result.shared.pclusters >= oldShared, `${result.shared.pclusters} pclusters shared`);
       await nr.disk.close();
     } finally {
       await disk.close();

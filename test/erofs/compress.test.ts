@@ -13,7 +13,7 @@ import { DataLayout } from '../../src/fs/erofs/inode.ts';
 import { Incompat } from '../../src/fs/erofs/superblock.ts';
 import { decodeCompactPack, decodeMapHeader, Advise, Algorithm, LclusterType } from '../../src/fs/erofs/zmap.ts';
 import { writeErofs, type ErofsWriteOptions } from '../../src/fs/erofs/writer.ts';
-import { compactMetaSize, encodeCompactIndexes, parseCompression, zipConfig } from '../../src/fs/erofs/compress.ts';
+import { compactMetaSize, compactPackOf, encodeCompactIndexes, parseCompression, zipConfig } from '../../src/fs/erofs/compress.ts';
 import { UnsupportedFeatureError } from '../../src/errors.ts';
 import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
 import { content, rng } from './fixture.ts';
@@ -192,6 +192,30 @@ test('dedupe: identical files share their pclusters and fragment (plain, fragmen
   await assert.rejects(write(dupTree(), { dedupe: true }), RangeError);
 });
 
+test('dedupe: a file that extends another shares its leading pclusters (not the one holding the difference) only with dedupe; both read back', { timeout: 300_000 }, async () => {
+  const base = content(6 << 20, 41, 0.002);
+  const near = Buffer.concat([base, Buffer.from('changed\n')]);
+  for (const fragments of [false, true]) {
+    const starts = async (r: ErofsReader, p: string) => (await r.compressedExtents(await r.lookup(p))).extents.filter((x) => x.source === 'blocks').map((x) => x.pa);
+    const sizes: number[] = [];
+    for (const dedupe of [false, true]) {
+      const img = join(t.dir, `near-${fragments}-${dedupe}.img`);
+      const result = await writeErofs(dirNode({}, { a: fileNode(base), b: fileNode(near) }), img, { compression: 'lzma', pclusterSize: 1 << 20, fragments, dedupe, threads: 2, mkfsTime: 1_700_000_000 });
+      const r = await ErofsReader.open(new MemoryDisk(new Uint8Array(readFileSync(img)), { readOnly: true }));
+      assert.ok(Buffer.from(await r.readFile('b')).equals(near) && Buffer.from(await r.readFile('a')).equals(Buffer.from(base)));
+      const [a, b] = [await starts(r, 'a'), await starts(r, 'b')];
+      const common = b.filter((pa) => a.includes(pa)).length;
+      const what = `fragments ${fragments}, dedupe ${dedupe}`;
+      if (dedupe) {
+        assert.ok(common >= 3 && common === result.shared.pclusters, `${what}: ${common} shared, result says ${result.shared.pclusters}`);
+        assert.ok(b.length > common || fragments, `${what}: the last pcluster holds the difference`);
+      } else assert.equal(common + result.shared.pclusters, 0, what);
+      sizes.push(result.size);
+    }
+    assert.ok((sizes[1] as number) <= (sizes[0] as number) - (3 << 20), `fragments ${fragments}: ${sizes.join(' vs ')}`);
+  }
+});
+
 test('options: compression names, levels and pcluster sizes are checked', () => {
   assert.deepEqual(parseCompression('lzma'), { algorithm: Algorithm.lzma, level: 6 });
   assert.deepEqual(parseCompression('lzma,level=109'), { algorithm: Algorithm.lzma, level: 109 });
@@ -230,6 +254,45 @@ test('compact indexes: the encoder checks its extents and sizes itself as compac
   assert.deepEqual(last.entries[0], { type: LclusterType.plain, lo: 9000 % bs });
   assert.throws(() => encodeCompactIndexes([{ la: 0, length: 9000, pblk: 0, blocks: 0, plain: false, fragment: true }], 9000, bs, 4096 + 56, Algorithm.lzma, false), RangeError, 'a fragment needs its offset');
   assert.equal(encodeCompactIndexes([{ la: 0, length: 9000, pblk: 0, blocks: 0, plain: false, fragment: true }], 9000, bs, 4096 + 56, Algorithm.lzma, false, 77).byteLength, 8, 'a whole-file fragment is its header');
+});
+
+test('compact indexes (property): a head alone in its pack (compactPackOf) may point at any block, as shared pclusters do; a head sharing its pack may not', () => {
+  const bs = 4096;
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ lclusters: fc.integer({ min: 2, max: 40 }), extra: fc.integer({ min: 0, max: bs - 1 }), blocks: fc.integer({ min: 1, max: 4 }), far: fc.integer({ min: 0, max: 1 << 20 }) }), { minLength: 1, maxLength: 30 }),
+      fc.constantFrom(4096 + 40, 4096 + 64, 4096 + 72, 4096 + 80),
+      fc.boolean(),
+      (specs, headerPos, big) => {
+        let la = 0;
+        const extents = specs.map((x) => {
+          const e = { la, length: x.lclusters * bs + x.extra, pblk: 0, blocks: big ? Math.min(x.blocks, x.lclusters) : 1, plain: false };
+          la += e.length;
+          return e;
+        });
+        const size = la;
+        const total = Math.ceil(size / bs);
+        const packOf = (at: number) => compactPackOf(Math.floor(at / bs), total, headerPos);
+        const alone = extents.map((e, i) => (i === 0 || packOf((extents[i - 1] as (typeof extents)[0]).la) !== packOf(e.la)) && (e.la + e.length >= size || packOf(e.la + e.length) !== packOf(e.la)));
+        let next = 100;
+        extents.forEach((e, i) => {
+          if (alone[i] === true && (specs[i] as (typeof specs)[0]).far % 2 === 1) e.pblk = 5000 + (specs[i] as (typeof specs)[0]).far;
+          else {
+            e.pblk = next;
+            next += e.blocks;
+          }
+        });
+        encodeCompactIndexes(extents, size, bs, headerPos, Algorithm.lzma, big);
+        // A head that shares its pack, moved away from its neighbours' blocks, cannot be described.
+        const i = alone.findIndex((a, k) => !a && k > 0);
+        if (i > 0) {
+          const moved = extents.map((e, k) => (k === i ? { ...e, pblk: e.pblk + 7919 } : e));
+          assert.throws(() => encodeCompactIndexes(moved, size, bs, headerPos, Algorithm.lzma, big), RangeError);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 test('lz4hc at a level other than 12: a typed error; lz4, deflate and zstd levels are checked', async () => {

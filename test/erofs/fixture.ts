@@ -42,7 +42,7 @@ export function content(n: number, seed: number, randomShare = 0.2): Uint8Array 
   return out;
 }
 
-/** Every file type, sizes 0 B .. several MiB, holes, hard links, long and Unicode names, a 3000-entry directory, deep paths, xattrs. */
+/** Every file type, sizes 0 B .. several MiB, holes, hard links, duplicates and a near-duplicate, long and Unicode names, a 3000-entry directory, deep paths, xattrs. */
 export function makeErofsTree(root: string, seed = 1): void {
   const r = rng(seed);
   mkdirSync(root, { recursive: true });
@@ -58,6 +58,8 @@ export function makeErofsTree(root: string, seed = 1): void {
   w('mixed-3m', content(3 * (1 << 20) + 1234, 5, 0.3));
   w('dup-a', content(300_000, 6, 0.1));
   w('dup-b', content(300_000, 6, 0.1));
+  // dup-a with 8 bytes more: mkfs.erofs 1.8 under -Efragments (and our writer with dedupe) share its leading pclusters.
+  w('dup-c', Buffer.concat([content(300_000, 6, 0.1), Buffer.from('changed\n')]));
   const fd = openSync(join(root, 'sparse'), 'w');
   writeSync(fd, content(10000, 7), 0, 10000, 2 << 20);
   writeSync(fd, content(5000, 8), 0, 5000, 4096 * 3);

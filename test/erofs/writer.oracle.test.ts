@@ -12,7 +12,7 @@ import '../helpers/setup.ts';
 import { missingTools, run } from '../helpers/tools.ts';
 import { FileDisk } from '../../src/io/disk.ts';
 import { ErofsReader } from '../../src/fs/erofs/reader.ts';
-import { writeErofs } from '../../src/fs/erofs/writer.ts';
+import { writeErofs, type ErofsWriteOptions } from '../../src/fs/erofs/writer.ts';
 import { diffSnapshots, snapshot, xattrReaderFor } from '../squashfs/fixture.ts';
 import { content, erofsSnapshot, makeErofsTree, missingTrixie, mountedSnapshot, TRIXIE } from './fixture.ts';
 
@@ -108,23 +108,37 @@ for (const compression of ['lz4hc', 'deflate,level=9', 'zstd,level=15']) {
   });
 }
 
-test('writer oracle (lzma, dedupe, with and without fragments): identical files sharing pclusters and fragments are mounted by the kernel and extracted by fsck.erofs 1.8.6 as the source', { skip: skipHost, timeout: 300_000 }, async () => {
+test('writer oracle (dedupe: lzma with and without fragments, lz4 one-block pclusters): identical files sharing pclusters and fragments, and a file sharing another\'s leading pclusters, are mounted by the kernel and extracted by fsck.erofs 1.8.6 as the source', { skip: skipHost, timeout: 300_000 }, async () => {
   const dsrc = join(dir, 'dedupe-src');
   mkdirSync(join(dsrc, 'sub'), { recursive: true });
-  const text = content(700_000, 41, 0.05);
+  // Four 1 MiB pclusters of lzma (and lz4 one-block pclusters of a few KiB, most alone in their compact pack).
+  const text = content(6 << 20, 41, 0.002);
   for (const p of ['a', 'b', 'sub/c']) writeFileSync(join(dsrc, p), text);
+  // The same leading bytes and a different end: only the leading pclusters can be shared.
+  writeFileSync(join(dsrc, 'near'), Buffer.concat([text, Buffer.from('changed\n')]));
   for (const p of ['s1', 's2']) writeFileSync(join(dsrc, p), content(5000, 42));
   writeFileSync(join(dsrc, 'other'), content(700_000, 43, 0.05));
   const dwant = snapshot(dsrc);
-  for (const fragments of [false, true]) {
-    const img = join(dir, `dedupe-${fragments}.img`);
-    await writeErofs(dsrc, img, { compression: 'lzma,level=6', pclusterSize: 1 << 20, dedupe: true, fragments, mkfsTime: 1_700_000_000, scan: { readXattrs: false } });
-    const got = mountedSnapshot(img, join(dir, `dmnt-${fragments}`));
-    assert.deepEqual(diffSnapshots(dwant, got), []);
+  const variants: [string, ErofsWriteOptions][] = [
+    ['lzma', { compression: 'lzma,level=6', pclusterSize: 1 << 20 }],
+    ['lzma-fragments', { compression: 'lzma,level=6', pclusterSize: 1 << 20, fragments: true }],
+    ['lz4-fragments', { compression: 'lz4', pclusterSize: 4096, fragments: true }],
+  ];
+  for (const [what, opts] of variants) {
+    const img = join(dir, `dedupe-${what}.img`);
+    const result = await writeErofs(dsrc, img, { ...opts, dedupe: true, mkfsTime: 1_700_000_000, scan: { readXattrs: false } });
+    assert.ok(result.shared.pclusters > 0, `${what}: ${result.shared.pclusters} pclusters shared`);
+    const r = await ErofsReader.open(await FileDisk.open(img, { readOnly: true }));
+    const starts = async (p: string) => (await r.compressedExtents(await r.lookup(p))).extents.filter((x) => x.source === 'blocks').map((x) => x.pa);
+    const a = new Set(await starts('a'));
+    assert.ok((await starts('near')).some((pa) => a.has(pa)), `${what}: near shares pclusters with a`);
+    await r.disk.close();
+    const got = mountedSnapshot(img, join(dir, `dmnt-${what}`));
+    assert.deepEqual(diffSnapshots(dwant, got), [], what);
     if (skipTrixie !== false) continue;
-    const out = join(dir, `dextracted-${fragments}`);
+    const out = join(dir, `dextracted-${what}`);
     run('chroot', [TRIXIE, 'fsck.erofs', `--extract=${inside(out)}`, inside(img)]);
-    assert.deepEqual(diffSnapshots(dwant, snapshot(out)), []);
+    assert.deepEqual(diffSnapshots(dwant, snapshot(out)), [], what);
   }
 });
 

@@ -276,6 +276,18 @@ function packPlan(total: number, ebase: number): PackPlan {
   return { initial4B, twoB, end4B: total - initial4B - twoB };
 }
 
+/**
+ * Which compact pack holds lcluster `l` of a file of `total` lclusters whose map header is at image
+ * offset `headerPos`: heads in one pack must have their pclusters one after another, heads alone in
+ * their pack may point anywhere.
+ */
+export function compactPackOf(l: number, total: number, headerPos: number): number {
+  const p = packPlan(total, headerPos + MAP_HEADER_SIZE);
+  if (l < p.initial4B) return Math.floor(l / 2);
+  if (l < p.initial4B + p.twoB) return p.initial4B / 2 + Math.floor((l - p.initial4B) / 16);
+  return p.initial4B / 2 + p.twoB / 16 + Math.floor((l - p.initial4B - p.twoB) / 2);
+}
+
 /** Bytes of the map header and compact indexes of a `size`-byte file whose header is at image offset `headerPos` (8-aligned). */
 export function compactMetaSize(size: number, blockSize: number, headerPos: number): number {
   if (headerPos % 8 !== 0) throw new RangeError(`a map header at ${headerPos} is not 8-byte aligned`);

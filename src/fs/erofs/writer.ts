@@ -35,6 +35,14 @@
  *   image and the tree alone, so the image still does not depend on the thread count.
  * - Carried files with the same source extents (the old image stored them once) are stored once, by
  *   that identity and without reading them, whatever `dedupe` says; other files as `dedupe` says.
+ * - Shared pclusters: each pcluster written is indexed by its stored bytes (with its decoded length,
+ *   and a plain one's shift in its block). A later pcluster with the same key references the first,
+ *   as mkfs.erofs 1.8 does under -Efragments: a file that extends or patches the end of another keeps
+ *   one copy of their common leading pclusters. Compact indexes give the heads of one pack their
+ *   pclusters one after another, so only a head alone in its pack (compactPackOf) may point back.
+ *   Carried pclusters are always looked up (pclusters the old image shared stay shared), new ones
+ *   when `dedupe` is on. Decisions are made in write order, so the image still does not depend on
+ *   the thread count.
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
@@ -46,10 +54,11 @@ import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type 
 import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
-import { bigPclusters, compactMetaSize, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
+import { bigPclusters, compactMetaSize, compactPackOf, comprCfgsFor, encodeCompactIndexes, parseCompression, SEGMENT_SIZE, zipConfig, type CompressedSegment, type ZExtent, type ZipConfig } from './compress.ts';
 import { Algorithm, encodeComprCfgs, MAP_HEADER_SIZE, type Extent } from './zmap.ts';
 import type { ErofsReader } from './reader.ts';
 import { ByteSpool } from './spool.ts';
+import { DedupeIndex, KEY_BYTES } from '../squashfs/dedupe.ts';
 import { createSegmentCompressor, type SegmentCompressor } from '../squashfs/comp/pool.ts';
 import { encodeIbodyHeader, encodeLongPrefix, encodeXattrEntry, LONG_PREFIX_BIT, NAME_PREFIXES, type XattrEntry } from './xattr.ts';
 
@@ -94,7 +103,8 @@ export interface ErofsWriteOptions {
   allFragments?: boolean;
   /**
    * With compression, a file whose content equals an earlier one's (same size, same sha-256; files
-   * that share a size are read once more to hash them) shares its pclusters and fragment. Default:
+   * that share a size are read once more to hash them) shares its pclusters and fragment, and a
+   * pcluster whose stored bytes equal an earlier one's is stored once (see the design notes). Default:
    * on with fragments, as mkfs.erofs 1.8 deduplicates fragment data of identical files unless told
    * -E^fragdedupe (Fedora's -Efragments images store each duplicated file once).
    */
@@ -111,6 +121,8 @@ export interface ErofsWriteResult {
    * are: how many, the pcluster bytes copied, and the file bytes those pclusters hold.
    */
   readonly carried: { readonly files: number; readonly pclusterBytes: number; readonly fileBytes: number };
+  /** Pclusters stored once and referenced again (identical stored bytes; see `dedupe`), and their bytes. */
+  readonly shared: { readonly pclusters: number; readonly bytes: number };
 }
 
 const IFMT: Record<TreeNode['type'], number> = {
@@ -548,6 +560,10 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   const dupOf = zip !== undefined ? await duplicates(recs.filter((r) => r.z !== undefined), carryKeys, dedupe) : new Map<InodeRec, InodeRec>();
   carryKeys.clear();
   const carried = { files: 0, pclusterBytes: 0, fileBytes: 0 };
+  // Pclusters written so far, by stored bytes, for sharing (see placePcluster).
+  const pclusters = zip !== undefined && !allFrag ? new DedupeIndex() : undefined;
+  const shared = { pclusters: 0, bytes: 0 };
+  const carryBuffer = new Uint8Array(zip?.pclusterSize ?? 0);
   // Files whose pclusters were carried (their duplicates count as carried too; they share them).
   const carriedRecs = new Set<InodeRec>();
   const output = typeof out === 'string' ? await ImageOutput.toPath(out) : ImageOutput.toDisk(out);
@@ -596,18 +612,18 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         let la = 0;
         const carry = rec.carry;
         if (carry !== undefined && carry.extents.length > 0) {
-          // Carried pclusters: read from the source image straight into the output, one after another.
+          // Carried pclusters: read from the source image and written (or shared) one after another.
           const from = carry.reader.disk;
           for (const x of carry.extents) {
             if (x.la !== la) throw new RangeError(`a carried extent at ${x.la} does not follow the one ending at ${la}`);
-            const blocks = x.plen / bs;
-            await output.writeFrom(x.plen, block * bs, (dst) => from.read(dst, x.pa));
-            z.extents.push({ la, length: x.llen, pblk: block, blocks, plain: typeof x.algorithm !== 'number' });
+            const bytes = carryBuffer.subarray(0, x.plen);
+            await from.read(bytes, x.pa);
+            const plain = typeof x.algorithm !== 'number';
+            const pblk = await placePcluster(rec, bytes, la, x.llen, plain, true);
+            z.extents.push({ la, length: x.llen, pblk, blocks: x.plen / bs, plain });
             la += x.llen;
-            block += blocks;
             carried.pclusterBytes += x.plen;
           }
-          z.blocks = block - rec.startBlock;
           carried.files++;
           carried.fileBytes += la;
           carry.extents = [];
@@ -625,16 +641,17 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
               l += e[i] as number;
             }
           }
-          await output.write(seg.data.subarray(0, stored), block * bs);
+          let at = 0;
           for (let i = 0; i < e.length; i += 3) {
             const length = e[i] as number;
             const blocks = e[i + 1] as number;
-            z.extents.push({ la, length, pblk: block, blocks, plain: e[i + 2] === 1 });
+            const plain = e[i + 2] === 1;
+            const pblk = await placePcluster(rec, seg.data.subarray(at, at + blocks * bs), la, length, plain, false);
+            z.extents.push({ la, length, pblk, blocks, plain });
             la += length;
-            block += blocks;
+            at += blocks * bs;
           }
-          if (stored !== (block - rec.startBlock - z.blocks) * bs) throw new RangeError('a compressed segment\'s data does not match its extents');
-          z.blocks = block - rec.startBlock;
+          if (at !== stored) throw new RangeError('a compressed segment\'s data does not match its extents');
           if (seg.tail > 0) {
             z.fragmentOffset = packed.length;
             packed.append(seg.data.subarray(stored));
@@ -642,6 +659,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
             la += seg.tail;
           }
         }
+        z.blocks = z.extents.reduce((n, x) => n + x.blocks, 0);
         if (la !== rec.size) throw new RangeError(`a file's compressed extents cover ${la} bytes, its size says ${rec.size}`);
         dataBytes += rec.size;
       } else if (rec.chunkMap !== undefined && n.type === 'file') {
@@ -811,13 +829,50 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
     const size = totalBlocks * bs;
     await output.finish(size);
     if (typeof out !== 'string') await out.flush();
-    return { size, blocks: totalBlocks, inodes: recs.length, dataBytes, carried };
+    return { size, blocks: totalBlocks, inodes: recs.length, dataBytes, carried, shared };
   } catch (err) {
     await output.abort();
     throw err;
   } finally {
     packed.close();
     await pool?.close();
+  }
+
+  /**
+   * Writes one pcluster of `rec` at the next free blocks and returns its first block; or, when the
+   * same stored bytes (for the same decoded length, and a plain pcluster's shift) were written before
+   * and the head is alone in its compact pack, returns theirs. Carried pclusters are always looked up
+   * (the old image may have shared them); new ones when `dedupe` is on.
+   */
+  async function placePcluster(rec: InodeRec, bytes: Uint8Array, la: number, llen: number, plain: boolean, carriedFrom: boolean): Promise<number> {
+    const blocks = bytes.byteLength / bs;
+    let key: Uint8Array | undefined;
+    if (pclusters !== undefined && (dedupe || carriedFrom)) {
+      key = createHash('sha256').update(bytes).update(`:${blocks}:${plain ? la % bs : -1}`).digest().subarray(0, KEY_BYTES);
+      const hit = pclusters.get(key, llen);
+      if (hit !== undefined && aloneInPack(rec, la, llen)) {
+        shared.pclusters++;
+        shared.bytes += bytes.byteLength;
+        return hit.start;
+      }
+      if (hit !== undefined) key = undefined;
+    }
+    const pblk = block;
+    await output.write(bytes, pblk * bs);
+    block += blocks;
+    if (key !== undefined) pclusters?.set(key, llen, { start: pblk, words: [], fragment: 0, fragmentOffset: 0, sparse: 0 });
+    return pblk;
+  }
+
+  /** Whether the extent at `la` would be the only head of its compact pack (the previous extent is `rec`'s last so far). */
+  function aloneInPack(rec: InodeRec, la: number, llen: number): boolean {
+    const z = rec.z as NonNullable<InodeRec['z']>;
+    const total = Math.ceil(rec.size / bs);
+    const mine = compactPackOf(Math.floor(la / bs), total, z.headerPos);
+    const prev = z.extents[z.extents.length - 1];
+    if (prev !== undefined && compactPackOf(Math.floor(prev.la / bs), total, z.headerPos) === mine) return false;
+    const end = la + llen;
+    return end >= rec.size || compactPackOf(Math.floor(end / bs), total, z.headerPos) !== mine;
   }
 
   async function emit(rec: InodeRec, data: Uint8Array, dataPos: number): Promise<void> {
