@@ -3,7 +3,8 @@
  * options (-zlzma,level=6 -C1048576 -Efragments) or by our writer with the same settings, is
  * rewritten by our writer from a tree naming the old image as every file's source. The host kernel
  * mounts the new image and fsck.erofs 1.8.6 checks and extracts it; both show the source tree. The
- * carried pclusters are the old image's bytes.
+ * carried pclusters are the old image's bytes. The old packed inode leads the new one (the tree's small
+ * files and tails keep their fragments; the long xattr prefixes follow it).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -61,6 +62,8 @@ for (const maker of ['mkfs.erofs 1.8.6', 'livestick'] as const) {
       const result = await writeErofs(tree, neu, { ...FEDORA, threads: 2 });
       assert.ok(result.carried.files >= 3, `${result.carried.files} files carried`);
       assert.ok(result.carried.pclusterBytes >= 3 << 20, `${result.carried.pclusterBytes} pcluster bytes carried`);
+      // The small files are whole in the old packed inode: it is carried, and they keep their fragments there.
+      assert.ok(result.carried.packedBytes > 0, `${result.carried.packedBytes} packed bytes carried`);
       // The carried pclusters of big-mixed are the old image's bytes.
       const bytesOld = readFileSync(old);
       const bytesNew = readFileSync(neu);

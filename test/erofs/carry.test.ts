@@ -17,7 +17,7 @@ import { ErofsReader } from '../../src/fs/erofs/reader.ts';
 import { ErofsFileSystem } from '../../src/fs/erofs/filesystem.ts';
 import { settingsFit, writeErofs, type ErofsWriteOptions, type ErofsWriteResult } from '../../src/fs/erofs/writer.ts';
 import { treeFromFileSystem } from '../../src/fs/squashfs/from-fs.ts';
-import { dirNode, fileNode, type DirNode } from '../../src/fs/squashfs/tree.ts';
+import { dirNode, fileNode, type DirNode, type TreeNode } from '../../src/fs/squashfs/tree.ts';
 import type { Extent } from '../../src/fs/erofs/zmap.ts';
 import { content } from './fixture.ts';
 
@@ -183,4 +183,66 @@ test('carry: a source file that is not what the tree says (another size) is read
   const neu = await image(t2, { ...FEDORA, threads: 0 });
   assert.equal(neu.result.carried.files, 0);
   assert.ok(Buffer.from(await neu.reader.readFile('f')).equals(Buffer.from(other)));
+});
+
+/** Many small files (whole-file fragments), tails of larger ones, a long-prefix xattr: most data in the packed inode. */
+function smallFilesTree(count: number, seed: number): DirNode {
+  const tree = dirNode({ mtime: 1_700_000_000 });
+  for (let i = 0; i < count; i++) {
+    const xattrs = i % 7 === 0 ? [{ name: 'trusted.overlay.origin', value: Buffer.from(`origin-${i}`) }] : undefined;
+    tree.entries.set(`f${i}`, fileNode(content(500 + ((i * 7919) % 40_000), seed + i, 0.05), { mtime: 1_700_000_000, ...(xattrs !== undefined ? { xattrs } : {}) }));
+  }
+  tree.entries.set('tailed', fileNode(content(300_000, seed - 1, 0.1), { mtime: 1_700_000_000 }));
+  return tree;
+}
+
+async function fragmentOf(reader: ErofsReader, path: string): Promise<Extent | undefined> {
+  const xs = await extentsOf(reader, path);
+  const last = xs[xs.length - 1];
+  return last?.source === 'fragment' ? last : undefined;
+}
+
+test('carry: the old packed inode leads the new one; files keep their fragment offsets, new fragments and the long prefixes follow it; everything reads back', async () => {
+  const old = await image(smallFilesTree(120, 100), FEDORA);
+  const oldPacked = await old.reader.inode(old.reader.superblock.packedNid);
+  const tree = await carriedTree(old.reader);
+  tree.entries.set('new-file', fileNode(content(20_000, 999, 0.05), { mtime: 1_700_000_000, xattrs: [{ name: 'trusted.overlay.redirect', value: Buffer.from('/x') }] }));
+  const neu = await image(tree, { ...FEDORA, threads: 2 });
+  assert.ok(neu.result.carried.packedBytes > 0 && neu.result.carried.packedBytes <= oldPacked.size, `${neu.result.carried.packedBytes} of ${oldPacked.size} packed bytes carried`);
+  assert.equal(neu.result.carried.files, 121, 'every old file is carried');
+  const newPacked = await neu.reader.inode(neu.reader.superblock.packedNid);
+  const a = (await old.reader.compressedExtents(oldPacked)).extents.filter((x) => x.la + x.llen <= neu.result.carried.packedBytes);
+  const b = (await neu.reader.compressedExtents(newPacked)).extents;
+  a.forEach((x, i) => assert.ok(raw(neu.bytes, b[i] as Extent).equals(raw(old.bytes, x)), `packed pcluster ${i}`));
+  for (const p of [...Array.from({ length: 120 }, (_, i) => `f${i}`), 'tailed']) {
+    assert.ok(Buffer.from(await neu.reader.readFile(p)).equals(Buffer.from(await old.reader.readFile(p))), `${p} content`);
+    assert.deepEqual(await fragmentOf(neu.reader, p), await fragmentOf(old.reader, p), `${p}: the same fragment`);
+  }
+  assert.deepEqual((await neu.reader.xattrs('f7')).map((x) => [x.name, Buffer.from(x.value).toString()]), [['trusted.overlay.origin', 'origin-7']]);
+  assert.deepEqual((await neu.reader.xattrs('new-file')).map((x) => [x.name, Buffer.from(x.value).toString()]), [['trusted.overlay.redirect', '/x']]);
+  assert.ok(Buffer.from(await neu.reader.readFile('new-file')).equals(Buffer.from(content(20_000, 999, 0.05))));
+  assert.ok(((await fragmentOf(neu.reader, 'new-file')) as Extent).pa >= oldPacked.size, 'a new fragment follows the old packed content');
+  assert.ok(neu.bytes.byteLength <= old.bytes.byteLength + 64 * 1024, `${neu.bytes.byteLength} vs ${old.bytes.byteLength}`);
+  // The same bytes whatever the thread count.
+  assert.ok(Buffer.from((await image(await carriedTree(old.reader).then((t2) => (t2.entries.set('new-file', tree.entries.get('new-file') as TreeNode), t2)), { ...FEDORA, threads: 0 })).bytes).equals(Buffer.from(neu.bytes)));
+});
+
+test('carry: the old packed inode is carried only while the fragments still used cover carryPackedMinLive of it; otherwise they are compressed anew', async () => {
+  const old = await image(smallFilesTree(120, 300), FEDORA);
+  const half = async () => {
+    const tree = await carriedTree(old.reader);
+    for (let i = 0; i < 120; i += 2) tree.entries.delete(`f${i}`);
+    return tree;
+  };
+  const byDefault = await image(await half(), FEDORA);
+  assert.equal(byDefault.result.carried.packedBytes, 0, 'half of it is dead: not carried');
+  const forced = await image(await half(), { ...FEDORA, carryPackedMinLive: 0 });
+  assert.ok(forced.result.carried.packedBytes > 0, 'carried when asked');
+  const never = await image(await carriedTree(old.reader), { ...FEDORA, carryPackedMinLive: 2 });
+  assert.equal(never.result.carried.packedBytes, 0);
+  for (let i = 1; i < 120; i += 2) {
+    const want = Buffer.from(await old.reader.readFile(`f${i}`));
+    for (const got of [byDefault, forced, never]) assert.ok(Buffer.from(await got.reader.readFile(`f${i}`)).equals(want), `f${i}`);
+  }
+  for (const got of [byDefault, forced]) await assert.rejects(got.reader.lookup('f0'));
 });

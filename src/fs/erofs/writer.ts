@@ -50,7 +50,7 @@ import type { Disk } from '../../io/disk.ts';
 import { ImageOutput } from '../../io/image-output.ts';
 import { contentPieces, fileNode, treeFromDirectory, type DirNode, type ScanOptions, type TreeNode } from '../squashfs/tree.ts';
 import { DIRENT_SIZE, encodeDirentBlock, FILE_TYPE_KINDS, NAME_MAX, type Dirent } from './dirent.ts';
-import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type RawInode } from './inode.ts';
+import { COMPACT_INODE_SIZE, DataLayout, encodeInode, EXTENDED_INODE_SIZE, type Inode, type RawInode } from './inode.ts';
 import { BLOCK_MAP_ENTRY_SIZE, encodeBlockMapEntry } from './chunk.ts';
 import { isAllZero } from '../../io/bytes.ts';
 import { checksumSpan, Compat, encodeSuperblock, Incompat, SUPER_OFFSET, SUPERBLOCK_BASE_SIZE, superblockChecksum, type Superblock } from './superblock.ts';
@@ -109,6 +109,13 @@ export interface ErofsWriteOptions {
    * -E^fragdedupe (Fedora's -Efragments images store each duplicated file once).
    */
   dedupe?: boolean;
+  /**
+   * With fragments and carried files: the old image's packed inode is carried as the start of the new
+   * one (its pclusters copied, its fragments kept at their offsets, new fragments after them) when
+   * the fragments the new image still uses cover at least this share of it (default 0.8; 0 always,
+   * above 1 never). Otherwise every carried file's fragment is compressed anew.
+   */
+  carryPackedMinLive?: number;
 }
 
 export interface ErofsWriteResult {
@@ -120,7 +127,7 @@ export interface ErofsWriteResult {
    * Files given with an EROFS source (FileContent `erofs`) some of whose pclusters were copied as they
    * are: how many, the pcluster bytes copied, and the file bytes those pclusters hold.
    */
-  readonly carried: { readonly files: number; readonly pclusterBytes: number; readonly fileBytes: number };
+  readonly carried: { readonly files: number; readonly pclusterBytes: number; readonly fileBytes: number; readonly packedBytes: number };
   /** Pclusters stored once and referenced again (identical stored bytes; see `dedupe`), and their bytes. */
   readonly shared: { readonly pclusters: number; readonly bytes: number };
 }
@@ -157,7 +164,13 @@ interface InodeRec {
    * Compressed, with an EROFS source whose settings fit: the source file, the leading extents whose
    * pclusters are copied as they are (emptied once copied), and where the rest, compressed anew, starts.
    */
-  carry?: { reader: ErofsReader; nid: number; extents: Extent[]; until: number };
+  carry?: {
+    reader: ErofsReader; nid: number; extents: Extent[]; until: number;
+    /** The source's fragment, when it directly follows the carried extents (or is the whole file). */
+    fragment?: { offset: number; length: number };
+    /** Set when the old packed inode is carried: the fragment keeps this offset in the new one. */
+    fragmentOffset?: number;
+  };
 }
 
 /** Rotates a plain pcluster's block so that the extent's first byte sits at `la`'s offset in its block (INTERLACED). */
@@ -286,7 +299,70 @@ async function carryPlan(rec: InodeRec, zip: ZipConfig, fits: (r: ErofsReader) =
       keep = [];
     }
   }
-  return { carry: { reader, nid: inode.nid, extents: keep, until: keep.length > 0 ? until : 0 }, key: h.digest('hex'), interlaced: keep.length > 0 && interlaced };
+  const carriedTo = keep.length > 0 ? until : 0;
+  const last = extents[extents.length - 1];
+  const fragment = last !== undefined && last.source === 'fragment' && !last.partialRef && last.la === carriedTo && last.la + last.llen === rec.size ? { offset: last.pa, length: last.llen } : undefined;
+  return { carry: { reader, nid: inode.nid, extents: keep, until: carriedTo, ...(fragment !== undefined ? { fragment } : {}) }, key: h.digest('hex'), interlaced: keep.length > 0 && interlaced };
+}
+
+/**
+ * Whether the old image's packed inode is carried as the start of the new one: the source of the
+ * carried files that have a fragment right after their carried extents, a packed inode of the
+ * image's lcluster size whose leading run of carriable extents is not empty (less its last when that
+ * one's head shares an lcluster with the end, where new data will start), and fragments still used
+ * covering at least `minLive` of it. When it is, those files keep their fragment offsets.
+ */
+async function packedCarryPlan(recs: readonly InodeRec[], zip: ZipConfig, minLive: number): Promise<{ reader: ErofsReader; inode: Inode; extents: Extent[]; size: number; interlaced: boolean } | undefined> {
+  const users = recs.filter((r) => r.carry?.fragment !== undefined);
+  if (users.length === 0 || minLive > 1) return undefined;
+  const reader = (users[0]?.carry as NonNullable<InodeRec['carry']>).reader;
+  const nid = reader.superblock.packedNid;
+  if (nid === 0) return undefined;
+  const inode = await reader.inode(nid);
+  if (inode.kind !== 'file' || (inode.layout !== DataLayout.compressedFull && inode.layout !== DataLayout.compressedCompact)) return undefined;
+  const bs = zip.blockSize;
+  const { lclusterBits, extents } = await reader.compressedExtents(inode);
+  if (2 ** lclusterBits !== bs) return undefined;
+  const keep: Extent[] = [];
+  for (const x of extents) {
+    if (!carriable(x, zip, reader)) break;
+    keep.push(x);
+  }
+  const last = keep[keep.length - 1];
+  if (last !== undefined && (last.la + last.llen) % bs !== 0 && Math.floor(last.la / bs) === Math.floor((last.la + last.llen) / bs)) keep.pop();
+  if (keep.length === 0) return undefined;
+  const end = (keep[keep.length - 1] as Extent).la + (keep[keep.length - 1] as Extent).llen;
+  let pblk = 1 << 20;
+  const trial: ZExtent[] = keep.map((x) => {
+    const e = { la: x.la, length: x.llen, pblk, blocks: x.plen / bs, plain: typeof x.algorithm !== 'number' };
+    pblk += e.blocks;
+    return e;
+  });
+  const interlaced = keep.some((x) => x.algorithm === 'interlaced');
+  try {
+    encodeCompactIndexes(trial, end, bs, 4096 + 32, zip.algorithm, bigPclusters(zip), undefined, interlaced);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    return undefined;
+  }
+  const mine = users.filter((r) => r.carry?.reader === reader);
+  const spans = mine.map((r) => (r.carry as NonNullable<InodeRec['carry']>).fragment as { offset: number; length: number }).sort((a, b) => a.offset - b.offset);
+  let live = 0;
+  let reach = 0;
+  for (const f of spans) {
+    const from = Math.max(reach, f.offset);
+    const to = f.offset + f.length;
+    if (to > inode.size) return undefined;
+    if (to > from) live += to - from;
+    reach = Math.max(reach, to);
+  }
+  if (live < minLive * inode.size) return undefined;
+  for (const r of mine) {
+    const c = r.carry as NonNullable<InodeRec['carry']>;
+    c.fragmentOffset = (c.fragment as { offset: number }).offset;
+    c.until = r.size;
+  }
+  return { reader, inode, extents: keep, size: inode.size, interlaced };
 }
 
 function xattrEntries(node: TreeNode, long: readonly string[] = []): { key: string; entry: XattrEntry }[] {
@@ -535,7 +611,6 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
   if (prefixBytes.byteLength > 0 && !packedUsed) block += Math.ceil(prefixBytes.byteLength / bs);
   // The packed inode's content, in memory up to 64 MiB and then in a temporary file.
   const packed = new ByteSpool();
-  if (packedUsed) packed.append(prefixBytes);
 
   // Carried files: each compressed file with an EROFS source whose settings fit gets its plan, in nid order.
   const carryKeys = new Map<InodeRec, string>();
@@ -555,11 +630,20 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       carryKeys.set(rec, plan.key);
     }
   }
+  const packedFrom = packedUsed && zip !== undefined ? await packedCarryPlan(recs, zip, options.carryPackedMinLive ?? 0.8) : undefined;
+  // The new packed inode's content: the old one's (when carried), the long prefixes (4-byte aligned), then new fragments.
+  const packedBase = packedFrom?.size ?? 0;
+  let prefixOffset = 0;
+  if (packedUsed) {
+    if (packedBase % 4 !== 0) packed.append(new Uint8Array(4 - (packedBase % 4)));
+    prefixOffset = packedBase + packed.length;
+    packed.append(prefixBytes);
+  }
   // Files with the same source extents are stored once whatever `dedupe` says (the old image stored
   // them once); with dedupe, so are files of equal content.
   const dupOf = zip !== undefined ? await duplicates(recs.filter((r) => r.z !== undefined), carryKeys, dedupe) : new Map<InodeRec, InodeRec>();
   carryKeys.clear();
-  const carried = { files: 0, pclusterBytes: 0, fileBytes: 0 };
+  const carried = { files: 0, pclusterBytes: 0, fileBytes: 0, packedBytes: 0 };
   // Pclusters written so far, by stored bytes, for sharing (see placePcluster).
   const pclusters = zip !== undefined && !allFrag ? new DedupeIndex() : undefined;
   const shared = { pclusters: 0, bytes: 0 };
@@ -596,7 +680,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         dataBytes += rec.size;
       } else if (rec.z?.whole === true && n.type === 'file') {
         const z = rec.z;
-        z.fragmentOffset = packed.length;
+        z.fragmentOffset = packedBase + packed.length;
         let at = 0;
         for await (const piece of contentPieces(n.content, rec.size, 1 << 20)) {
           if (at + piece.byteLength > rec.size) throw new RangeError(`a file's content is longer than its size ${rec.size}`);
@@ -611,7 +695,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         rec.startBlock = block;
         let la = 0;
         const carry = rec.carry;
-        if (carry !== undefined && carry.extents.length > 0) {
+        if (carry !== undefined && (carry.extents.length > 0 || carry.fragmentOffset !== undefined)) {
           // Carried pclusters: read from the source image and written (or shared) one after another.
           const from = carry.reader.disk;
           for (const x of carry.extents) {
@@ -623,6 +707,13 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
             z.extents.push({ la, length: x.llen, pblk, blocks: x.plen / bs, plain });
             la += x.llen;
             carried.pclusterBytes += x.plen;
+          }
+          if (carry.fragmentOffset !== undefined) {
+            // The fragment stays where it was: the old packed inode leads the new one.
+            if (rec.size - la !== carry.fragment?.length) throw new RangeError(`a carried fragment of ${carry.fragment?.length} bytes after ${la} of ${rec.size}`);
+            z.fragmentOffset = carry.fragmentOffset;
+            z.extents.push({ la, length: rec.size - la, pblk: 0, blocks: 0, plain: false, fragment: true });
+            la = rec.size;
           }
           carried.files++;
           carried.fileBytes += la;
@@ -653,7 +744,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
           }
           if (at !== stored) throw new RangeError('a compressed segment\'s data does not match its extents');
           if (seg.tail > 0) {
-            z.fragmentOffset = packed.length;
+            z.fragmentOffset = packedBase + packed.length;
             packed.append(seg.data.subarray(stored));
             z.extents.push({ la, length: seg.tail, pblk: 0, blocks: 0, plain: false, fragment: true });
             la += seg.tail;
@@ -723,7 +814,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
       }
     }
 
-    const packedLen = packed.length;
+    const packedLen = packedBase + packed.length;
     if (packedLen > 0 && pool !== undefined && zip !== undefined) {
       // The packed inode: compressed like any file, its data then its inode (in a block of its own) after all other data.
       const node = fileNode(new Uint8Array(0), { mode: 0o600, mtime: mkfsTime });
@@ -731,20 +822,51 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         node, nid: -1, ino: recs.length + 1, nlink: 1, extended: packedLen > 0xffffffff, xattrBody: new Uint8Array(0), xattrIcount: 0,
         size: packedLen, layout: DataLayout.compressedCompact, inlineLen: 0, pos: 0, startBlock: block, blocks: 0,
       };
-      // Its segments are read back and compressed a few at a time (bounded memory), written in order.
-      const inFlight: Promise<CompressedSegment>[] = [];
-      let nextAt = 0;
-      const submit = (): void => {
-        if (nextAt >= packedLen) return;
-        inFlight.push(pool.compress(packed.read(nextAt, Math.min(SEGMENT_SIZE, packedLen - nextAt)), false));
-        nextAt += SEGMENT_SIZE;
-      };
-      for (let i = 0; i < Math.max(2, threads); i++) submit();
       const extents: ZExtent[] = [];
       let la = 0;
+      if (packedFrom !== undefined) {
+        // The old packed inode's pclusters, copied as they are.
+        for (const x of packedFrom.extents) {
+          const bytes = carryBuffer.subarray(0, x.plen);
+          await packedFrom.reader.disk.read(bytes, x.pa);
+          await output.write(bytes, block * bs);
+          extents.push({ la, length: x.llen, pblk: block, blocks: x.plen / bs, plain: typeof x.algorithm !== 'number' });
+          la += x.llen;
+          block += x.plen / bs;
+          carried.pclusterBytes += x.plen;
+        }
+        carried.packedBytes = la;
+      }
+      const oldPacked = packedFrom !== undefined && la < packedBase ? await packedFrom.reader.openFileDisk(packedFrom.inode) : undefined;
+      const contentAt = async (at: number, n: number): Promise<Uint8Array> => {
+        const outBytes = new Uint8Array(n);
+        const fromOld = Math.max(0, Math.min(n, packedBase - at));
+        if (fromOld > 0) await (oldPacked as Disk).read(outBytes.subarray(0, fromOld), at);
+        if (fromOld < n) outBytes.set(packed.read(at + fromOld - packedBase, n - fromOld), fromOld);
+        return outBytes;
+      };
+      // The rest is read back and compressed a few segments at a time (bounded memory), written in
+      // order; segments end at multiples of SEGMENT_SIZE.
+      const inFlight: Promise<CompressedSegment>[] = [];
+      let nextAt = la;
+      const submit = (): void => {
+        if (nextAt >= packedLen) return;
+        const n = Math.min(SEGMENT_SIZE - (nextAt % SEGMENT_SIZE), packedLen - nextAt);
+        inFlight.push(contentAt(nextAt, n).then((d) => pool.compress(d, false)));
+        nextAt += n;
+      };
+      for (let i = 0; i < Math.max(2, threads); i++) submit();
+      const interlaced = packedFrom?.interlaced === true;
       while (inFlight.length > 0) {
         const seg = await (inFlight.shift() as Promise<CompressedSegment>);
         submit();
+        if (interlaced) {
+          for (let i = 0, at = 0, l = la; i < seg.extents.length; i += 3) {
+            if (seg.extents[i + 2] === 1) interlace(seg.data.subarray(at, at + bs), seg.extents[i] as number, l, bs);
+            at += (seg.extents[i + 1] as number) * bs;
+            l += seg.extents[i] as number;
+          }
+        }
         await output.write(seg.data, block * bs);
         for (let i = 0; i < seg.extents.length; i += 3) {
           extents.push({ la, length: seg.extents[i] as number, pblk: block, blocks: seg.extents[i + 1] as number, plain: seg.extents[i + 2] === 1 });
@@ -752,10 +874,11 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
           block += seg.extents[i + 1] as number;
         }
       }
+      await oldPacked?.close();
       prec.pos = block * bs;
       prec.nid = (prec.pos - metaStart) / 32;
       const headerPos = prec.pos + (prec.extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE);
-      prec.z = { headerPos, metaSize: compactMetaSize(packedLen, bs, headerPos), extents, blocks: block - prec.startBlock, whole: false };
+      prec.z = { headerPos, metaSize: compactMetaSize(packedLen, bs, headerPos), extents, blocks: block - prec.startBlock, whole: false, ...(interlaced ? { interlaced } : {}) };
       const recordBlocks = Math.ceil((headerPos + prec.z.metaSize - prec.pos) / bs);
       await output.write(new Uint8Array(recordBlocks * bs), prec.pos);
       block += recordBlocks;
@@ -815,7 +938,7 @@ export async function writeErofs(source: DirNode | string, out: Disk | string, o
         | (zip !== undefined ? Incompat.lz4ZeroPadding | Incompat.comprCfgs | (bigPclusters(zip) ? Incompat.bigPcluster : 0) : 0)
         | (packedRec !== undefined ? Incompat.fragments : 0),
       u1: zip !== undefined ? (comprCfgsFor(zip).algorithms ?? 0) : 0,
-      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 && !packedUsed ? (prefixBlk * bs) / 4 : 0, packedNid: packedRec?.nid ?? 0, xattrFilterReserved: 0, buildTime: 0,
+      extraDevices: 0, devtSlotoff: 0, dirblkbits: 0, xattrPrefixCount: long.length, xattrPrefixStart: long.length > 0 ? (packedUsed ? prefixOffset : prefixBlk * bs) / 4 : 0, packedNid: packedRec?.nid ?? 0, xattrFilterReserved: 0, buildTime: 0,
     };
     const span = new Uint8Array(checksumSpan(Math.log2(bs)));
     span.set(encodeSuperblock(sb));

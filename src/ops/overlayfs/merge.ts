@@ -45,7 +45,7 @@ import { ErofsFileSystem } from '../../fs/erofs/filesystem.ts';
 import { ErofsReader } from '../../fs/erofs/reader.ts';
 import { settingsFit, splitXattrName as splitErofsXattr, writeErofs, type ErofsWriteOptions } from '../../fs/erofs/writer.ts';
 import { Incompat } from '../../fs/erofs/superblock.ts';
-import { imageAlgorithms } from '../../fs/erofs/zmap.ts';
+import { imageAlgorithms, type Extent } from '../../fs/erofs/zmap.ts';
 import { DataLayout, type Inode } from '../../fs/erofs/inode.ts';
 import { SquashfsFileSystem } from '../../fs/squashfs/filesystem.ts';
 import { lazyTreeFromFileSystem, treeFromFileSystem, type BlocksSource, type TreeFromFsOptions } from '../../fs/squashfs/from-fs.ts';
@@ -269,7 +269,7 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
       return blocks;
     },
   };
-  let written: { size: number; carried?: { files: number } };
+  let written: { size: number; carried?: { files: number; packedBytes: number } };
   try {
     if (await fileExists(baseFs, newBase)) await baseFs.unlink(newBase);
     const out = await baseFs.createFile(newBase, { size: estimate, uninitialized: true });
@@ -292,13 +292,16 @@ async function mergeOn(stick: Stick, choice: OverlayfsChoice, options: Overlayfs
     }
     await baseFs.flush();
     stepPoint('ovl-built');
-    // EROFS: a file counts as carried when some of its pclusters were (a whole-file fragment, a
-    // file of one block, is compressed anew into the new packed inode).
+    // EROFS: a file counts as carried when some of its pclusters were, or its fragment stayed in the
+    // old packed inode carried as the start of the new one.
     if (written.carried !== undefined) {
       const total = files.carried + files.rebuilt;
       files.carried = written.carried.files;
       files.rebuilt = total - files.carried;
-      warnings.push(`${files.carried} files kept their pclusters as they were; ${files.rebuilt} were compressed anew (changed, new, or stored whole in the old packed inode)`);
+      const packed = written.carried.packedBytes > 0
+        ? `; the old packed inode (${formatSize(written.carried.packedBytes)} of small files and tails) leads the new one`
+        : '; the old packed inode was compressed anew (too little of it is still used, or none of the fragments follow carried pclusters)';
+      warnings.push(`${files.carried} files kept their pclusters as they were; ${files.rebuilt} were compressed anew (changed or new)${packed}`);
     }
 
     await verifyNewBase(baseFs, newBase, view, carriedFrom, baseShown, layered ? lowerLayers.slice(1) : undefined, storable, toErofs ? 'erofs' : 'squashfs');
@@ -414,6 +417,13 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
     const stack = below === undefined ? undefined : new OverlayFileSystem({ lowers: [{ fs: image, root: '/' }, ...below], xattrPrefix: await view.xattrPrefix() });
     const img: FileSystem = stack ?? image;
     const pieces = [new Uint8Array(PIECE), new Uint8Array(PIECE)] as const;
+    // The share of the new packed inode that is the old one's pclusters, per old image (found once).
+    const packedPrefixes = new Map<ErofsReader, Promise<number>>();
+    const packedPrefix = (from: ErofsReader, to: ErofsReader): Promise<number> => {
+      let known = packedPrefixes.get(from);
+      if (known === undefined) packedPrefixes.set(from, (known = packedPrefixOf(from, to, pieces)));
+      return known;
+    };
     const bad = (p: string, what: string): never => {
       throw new LivestickError('VERIFY_FAILED', ExitCode.dataError, `the new base does not match the merged tree at ${p}: ${what}; nothing was switched`, { file: shown });
     };
@@ -440,7 +450,7 @@ async function verifyNewBase(fs: FileSystem, path: string, view: OverlayFileSyst
         if (source !== undefined && 'erofs' in source && ereader !== undefined) {
           // Carried pclusters: the same extents as the source file's, the same stored bytes; what
           // follows the last of them (compressed anew) is compared as content.
-          const from = await carriedPrefix(source.erofs, await source.erofs.lookup(source.path), ereader, await ereader.lookup(strip(p)), pieces);
+          const from = await carriedPrefix(source.erofs, await source.erofs.lookup(source.path), ereader, await ereader.lookup(strip(p)), pieces, () => packedPrefix(source.erofs, ereader));
           await sameBytes(p, await view.openFile(p), await img.openFile(p), from, bad, pieces);
         } else if (source !== undefined && 'reader' in source && reader !== undefined) {
           const src = await source.reader.lookup(source.path);
@@ -469,15 +479,28 @@ const PIECE = 1 << 20;
 /**
  * How many leading bytes of `dst` (new image) are held by pclusters that are `src`'s (old image):
  * the same extent (start, length, algorithm, stored size) and the same stored bytes, extent by extent
- * from the start. Those decode as the source file does.
+ * from the start. Those decode as the source file does. A fragment that follows them counts too when
+ * it has the same offset and length in both packed inodes and lies within the leading part of the
+ * new packed inode held by the old one's pclusters (`packedPrefix`).
  */
-async function carriedPrefix(from: ErofsReader, src: Inode, to: ErofsReader, dst: Inode, [x, y]: readonly [Uint8Array, Uint8Array]): Promise<number> {
+async function carriedPrefix(from: ErofsReader, src: Inode, to: ErofsReader, dst: Inode, pieces: readonly [Uint8Array, Uint8Array], packedPrefix?: () => Promise<number>): Promise<number> {
   const compressed = (i: Inode) => i.kind === 'file' && (i.layout === DataLayout.compressedCompact || i.layout === DataLayout.compressedFull);
   if (!compressed(src) || !compressed(dst) || src.size !== dst.size) return 0;
   const a = (await from.compressedExtents(src)).extents;
   const b = (await to.compressedExtents(dst)).extents;
+  const [done, i] = await sameExtents(from, a, to, b, pieces);
+  const p = a[i];
+  const q = b[i];
+  if (packedPrefix !== undefined && p !== undefined && q !== undefined && i === a.length - 1 && i === b.length - 1 && p.source === 'fragment' && q.source === 'fragment'
+    && p.la === done && q.la === done && p.llen === q.llen && p.pa === q.pa && q.pa + q.llen <= (await packedPrefix())) return done + q.llen;
+  return done;
+}
+
+/** The leading extents of `a` (old image) and `b` (new) that are the same pclusters with the same stored bytes: the bytes they cover, and how many. */
+async function sameExtents(from: ErofsReader, a: readonly Extent[], to: ErofsReader, b: readonly Extent[], [x, y]: readonly [Uint8Array, Uint8Array]): Promise<[number, number]> {
   let done = 0;
-  for (let i = 0; i < a.length && i < b.length; i++) {
+  let i = 0;
+  for (; i < a.length && i < b.length; i++) {
     const p = a[i]!;
     const q = b[i]!;
     if (p.source !== 'blocks' || q.source !== 'blocks' || p.la !== q.la || p.llen !== q.llen || p.plen !== q.plen || p.algorithm !== q.algorithm || p.partialRef || q.partialRef || p.plen > x.byteLength) break;
@@ -486,7 +509,17 @@ async function carriedPrefix(from: ErofsReader, src: Inode, to: ErofsReader, dst
     if (!equalBytes(x.subarray(0, p.plen), y.subarray(0, q.plen))) break;
     done = p.la + p.llen;
   }
-  return done;
+  return [done, i];
+}
+
+/** How many leading bytes of the new image's packed inode are the old one's pclusters (0 when either has none). */
+async function packedPrefixOf(from: ErofsReader, to: ErofsReader, pieces: readonly [Uint8Array, Uint8Array]): Promise<number> {
+  if (from.superblock.packedNid === 0 || to.superblock.packedNid === 0) return 0;
+  const src = await from.inode(from.superblock.packedNid);
+  const dst = await to.inode(to.superblock.packedNid);
+  const compressed = (i: Inode) => i.kind === 'file' && (i.layout === DataLayout.compressedCompact || i.layout === DataLayout.compressedFull);
+  if (!compressed(src) || !compressed(dst) || dst.size < src.size) return 0;
+  return (await sameExtents(from, (await from.compressedExtents(src)).extents, to, (await to.compressedExtents(dst)).extents, pieces))[0];
 }
 
 /** Compares two files from byte `from` on, through the two 1 MiB buffers of one verification. */
