@@ -6,7 +6,7 @@
  * (default 1100) with --changes percent of its bytes changed through a real overlay mount: files
  * rewritten with new content, files rewritten unchanged (what dnf and apt do), files and directories
  * deleted, new files.
- *   node --import tsx bench/overlayfs-merge.bench.ts [--fill-mib 1100] [--changes 5,20,50] [--comp gzip]
+ *   node --import tsx bench/overlayfs-merge.bench.ts [--fill-mib 1100] [--changes 5,20,50] [--comp gzip] [--sources DIR,…]
  * With --format erofs the base is an EROFS image made by mkfs.erofs 1.8.6 (the trixie chroot,
  * .cache/trixie) with Fedora's options (-zlzma,level=6 -C1048576 -Efragments, --workers=2), and the
  * pipeline is fsck.erofs --extract, cp -a out of the overlay mount, mkfs.erofs with the same options.
@@ -56,7 +56,9 @@ function timed(cmd: string, args: string[]): { seconds: number; maxRssKiB: numbe
   return { seconds, maxRssKiB: Number(/@@RSS (\d+)/.exec(r.stderr)?.[1] ?? 0), stdout: r.stdout };
 }
 
-const SOURCES = ['/usr/lib/x86_64-linux-gnu', '/usr/share', '/usr/lib', '/usr/bin'];
+// Host directories the base is filled from, in order (--sources a,b,…; /usr/share alone makes a tree of
+// small files, as a desktop root is).
+const SOURCES = arg('sources', '/usr/lib/x86_64-linux-gnu,/usr/share,/usr/lib,/usr/bin').split(',');
 
 /** Copies host files (regular files and directories only) until `budgetMiB` is reached. */
 function fill(dir: string, budgetMiB: number): void {

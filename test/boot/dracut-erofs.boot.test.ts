@@ -11,8 +11,9 @@ persistenceScenario({
   build: buildStickD,
   baseFsType: 'erofs',
   // The merge writes a new EROFS base with the old one's settings (LZMA, 1 MiB pclusters, fragments),
-  // POSIX ACLs (/var/log/journal) kept; boot 3 boots it. Files with pclusters of their own keep them;
-  // the many small ones mkfs.erofs stored whole in the packed inode are compressed anew.
+  // POSIX ACLs (/var/log/journal) kept; boot 3 boots it. Files with pclusters of their own keep them,
+  // and the old packed inode (the many small files mkfs.erofs stored whole there) leads the new one:
+  // most files are carried (3572 of 3785 on the test medium).
   mergeable: true,
-  mergeCarries: 'some',
+  mergeCarries: 'most',
 });

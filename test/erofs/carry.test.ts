@@ -246,3 +246,26 @@ test('carry: the old packed inode is carried only while the fragments still used
   }
   for (const got of [byDefault, forced]) await assert.rejects(got.reader.lookup('f0'));
 });
+
+test('merge verification: a kept fragment counts as carried only inside the new packed inode\'s prefix of old pclusters with the same bytes', async () => {
+  const { carriedPrefix, packedPrefixOf } = await import('../../src/ops/overlayfs/merge.ts');
+  const old = await image(smallFilesTree(60, 500), FEDORA);
+  const kept = await image(await carriedTree(old.reader), FEDORA);
+  const pieces = [new Uint8Array(1 << 20), new Uint8Array(1 << 20)] as const;
+  const prefixOf = async (r: ErofsReader) => {
+    const n = await packedPrefixOf(old.reader, r, pieces);
+    return () => Promise.resolve(n);
+  };
+  const f = 'f3';
+  const size = (await old.reader.lookup(f)).size;
+  assert.ok((await packedPrefixOf(old.reader, kept.reader, pieces)) >= kept.result.carried.packedBytes);
+  assert.equal(await carriedPrefix(old.reader, await old.reader.lookup(f), kept.reader, await kept.reader.lookup(f), pieces, await prefixOf(kept.reader)), size, 'kept: all of it');
+  assert.ok((await carriedPrefix(old.reader, await old.reader.lookup(f), kept.reader, await kept.reader.lookup(f), pieces)) < size, 'without the packed prefix, the fragment is not counted');
+  // One byte changed in the new packed inode's first pcluster: nothing of it counts, the content is compared instead.
+  const packedNew = (await kept.reader.compressedExtents(await kept.reader.inode(kept.reader.superblock.packedNid))).extents[0] as Extent;
+  const bad = Uint8Array.from(kept.bytes);
+  bad[packedNew.pa + packedNew.plen - 1] = (bad[packedNew.pa + packedNew.plen - 1] as number) ^ 0xff;
+  const badReader = await ErofsReader.open(new MemoryDisk(bad, { readOnly: true }));
+  assert.equal(await packedPrefixOf(old.reader, badReader, pieces), 0);
+  assert.equal(await carriedPrefix(old.reader, await old.reader.lookup(f), badReader, await badReader.lookup(f), pieces, await prefixOf(badReader)), 0);
+});

@@ -483,7 +483,7 @@ const PIECE = 1 << 20;
  * it has the same offset and length in both packed inodes and lies within the leading part of the
  * new packed inode held by the old one's pclusters (`packedPrefix`).
  */
-async function carriedPrefix(from: ErofsReader, src: Inode, to: ErofsReader, dst: Inode, pieces: readonly [Uint8Array, Uint8Array], packedPrefix?: () => Promise<number>): Promise<number> {
+export async function carriedPrefix(from: ErofsReader, src: Inode, to: ErofsReader, dst: Inode, pieces: readonly [Uint8Array, Uint8Array], packedPrefix?: () => Promise<number>): Promise<number> {
   const compressed = (i: Inode) => i.kind === 'file' && (i.layout === DataLayout.compressedCompact || i.layout === DataLayout.compressedFull);
   if (!compressed(src) || !compressed(dst) || src.size !== dst.size) return 0;
   const a = (await from.compressedExtents(src)).extents;
@@ -513,7 +513,7 @@ async function sameExtents(from: ErofsReader, a: readonly Extent[], to: ErofsRea
 }
 
 /** How many leading bytes of the new image's packed inode are the old one's pclusters (0 when either has none). */
-async function packedPrefixOf(from: ErofsReader, to: ErofsReader, pieces: readonly [Uint8Array, Uint8Array]): Promise<number> {
+export async function packedPrefixOf(from: ErofsReader, to: ErofsReader, pieces: readonly [Uint8Array, Uint8Array]): Promise<number> {
   if (from.superblock.packedNid === 0 || to.superblock.packedNid === 0) return 0;
   const src = await from.inode(from.superblock.packedNid);
   const dst = await to.inode(to.superblock.packedNid);
