@@ -23,6 +23,7 @@ const FAMILIES: readonly Family[] = [
   { names: ['home'], load: async () => (await import('./home.ts')).registerHome },
   { names: ['squashfs'], load: async () => (await import('./squashfs.ts')).registerSquashfs, prestart: prestartExtractWorkers },
   { names: ['erofs'], load: async () => (await import('./erofs.ts')).registerErofs },
+  { names: ['iso'], load: async () => (await import('./iso.ts')).registerIso },
 ];
 
 /**
