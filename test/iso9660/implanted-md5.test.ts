@@ -49,6 +49,23 @@ test('implanted md5: malformed fields are CorruptImageError naming the field and
   assert.throws(() => decodeImplantedMd5(new Uint8Array(10)), RangeError);
 });
 
+test('implanted md5 (fuzz): any 512 bytes, and mutations of a real field, decode or give CorruptImageError', () => {
+  const real = encodeImplantedMd5({ md5: '80beb877504b1f113cb5a3cbc9d957c7', skipSectors: 15, supported: 0, fragmentSums: '3bb22e37e8db8ee8a3bed71f677985e61213f5df33f56b3d5dea27f71abd', fragmentCount: 20 });
+  const ok = (b: Uint8Array) => {
+    try {
+      decodeImplantedMd5(b);
+    } catch (e) {
+      if (!(e instanceof CorruptImageError)) throw e;
+    }
+  };
+  fc.assert(fc.property(fc.uint8Array({ minLength: APPDATA_SIZE, maxLength: APPDATA_SIZE }), ok), { numRuns: 300 });
+  fc.assert(fc.property(fc.array(fc.tuple(fc.nat(APPDATA_SIZE - 1), fc.constantFrom(0x3b, 0x20, 0x30, 0x39, 0x3d, 0x2d, 0x41, 0x00, 0xff)), { minLength: 1, maxLength: 8 }), (edits) => {
+    const b = Uint8Array.from(real);
+    for (const [at, v] of edits) b[at] = v;
+    ok(b);
+  }), { numRuns: 1000 });
+});
+
 function iso(bytes: number, seed: number): Uint8Array {
   const data = new Uint8Array(bytes);
   let x = seed;
